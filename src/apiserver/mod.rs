@@ -1,0 +1,4 @@
+//! The Kubernetes API on 6443: a compatible subset served from etcd.
+
+pub mod resources;
+pub mod status;

@@ -1,0 +1,618 @@
+//! Configuration in three stages: raw fragments and their merge ([`sources`]), then validation
+//! into the typed [`ServerConfig`] / [`AgentConfig`] that the rest of the daemon is given.
+//! Every error names where the bad value came from (file and line, env var or flag) and the key.
+
+pub mod sources;
+pub mod spec;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use sources::{ConfigSources, Origin, Raw, RawSettings};
+pub use spec::Role;
+
+use crate::token::Secret;
+use crate::validation::{NodeLabel, Taint};
+
+/// A configuration error: which value, from where, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", render(.origin, .key, .message))]
+pub struct ConfigError {
+    pub origin: Origin,
+    /// The config key (empty for whole-file problems such as malformed YAML).
+    pub key: String,
+    pub message: String,
+}
+
+fn render(origin: &Origin, key: &str, message: &str) -> String {
+    let key_part = if key.is_empty() {
+        String::new()
+    } else {
+        format!("key \"{key}\": ")
+    };
+    match origin {
+        Origin::Default => format!("{key_part}{message}"),
+        other => format!("{other}: {key_part}{message}"),
+    }
+}
+
+impl ConfigError {
+    pub fn at(origin: Origin, key: &str, message: String) -> Self {
+        ConfigError {
+            origin,
+            key: key.to_string(),
+            message,
+        }
+    }
+
+    pub fn file(path: &Path, line: usize, key: &str, message: String) -> Self {
+        Self::at(
+            Origin::File {
+                path: path.to_path_buf(),
+                line,
+            },
+            key,
+            message,
+        )
+    }
+}
+
+/// The server URL a joining node registers through (`https://<fixed-address>:9345`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerUrl {
+    /// Host name or IP literal (without brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+impl ServerUrl {
+    /// `host:port`, with brackets around IPv6 literals.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.authority())
+    }
+}
+
+impl FromStr for ServerUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let rest = s.strip_prefix("https://").ok_or_else(|| {
+            if s.contains("://") {
+                format!("only https:// URLs are supported, invalid scheme in \"{s}\"")
+            } else {
+                format!("\"{s}\" is not a URL: expected https://<address>:9345")
+            }
+        })?;
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('/') || rest.contains('?') || rest.contains('@') {
+            return Err(format!(
+                "\"{s}\" must be https://<host>[:port] without a path, query or user"
+            ));
+        }
+        let (host, port) = if let Some(r) = rest.strip_prefix('[') {
+            let (h, tail) = r
+                .split_once(']')
+                .ok_or_else(|| format!("\"{s}\": unterminated IPv6 literal"))?;
+            let port = match tail.strip_prefix(':') {
+                Some(p) => Some(p),
+                None if tail.is_empty() => None,
+                None => return Err(format!("\"{s}\": unexpected text after IPv6 literal")),
+            };
+            (h.to_string(), port)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (rest.to_string(), None),
+            }
+        };
+        if host.is_empty() {
+            return Err(format!("\"{s}\" has no host"));
+        }
+        let port = match port {
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("\"{s}\": invalid port \"{p}\""))?,
+            None => 443,
+        };
+        Ok(ServerUrl { host, port })
+    }
+}
+
+/// How the daemon logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// journald when stderr is the journal (`JOURNAL_STREAM`), else text.
+    Auto,
+    Text,
+    Journald,
+}
+
+/// Settings shared by servers and agents.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    /// Explicit node name; `None` means the host name (resolved at start).
+    pub node_name: Option<String>,
+    pub node_ips: Vec<IpAddr>,
+    pub node_labels: Vec<NodeLabel>,
+    pub node_taints: Vec<Taint>,
+    pub server: Option<ServerUrl>,
+    pub token: Option<Secret>,
+    pub heartbeat_interval: Duration,
+    pub log_format: LogFormat,
+    pub debug: bool,
+}
+
+/// Validated `rke2 server` configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub node: NodeConfig,
+    pub agent_token: Option<Secret>,
+    pub tls_san: Vec<String>,
+    pub bind_address: Option<IpAddr>,
+    pub advertise_address: Option<IpAddr>,
+    pub supervisor_port: u16,
+    pub https_listen_port: u16,
+    pub etcd_client_port: u16,
+    pub etcd_peer_port: u16,
+    pub etcd_metrics_port: u16,
+    pub etcd_bin: Option<PathBuf>,
+    pub etcd_args: Vec<String>,
+    pub write_kubeconfig: PathBuf,
+    pub write_kubeconfig_mode: u32,
+    pub cluster_cidr: String,
+    pub service_cidr: String,
+    pub cluster_dns: IpAddr,
+    pub cluster_domain: String,
+    pub node_monitor_grace_period: Duration,
+}
+
+/// Validated `rke2 agent` configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    pub node: NodeConfig,
+    pub lb_server_port: u16,
+    pub lb_bind_address: IpAddr,
+    pub node_password_file: PathBuf,
+}
+
+/// A validated configuration plus the warnings found while loading it.
+#[derive(Debug, Clone)]
+pub struct Loaded<T> {
+    pub config: T,
+    pub warnings: Vec<String>,
+}
+
+/// Parses a duration such as `40s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration \"{s}\": expected e.g. 40s, 500ms, 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration \"{s}\": unit must be ms, s, m or h")),
+    };
+    if secs <= 0.0 || !secs.is_finite() {
+        return Err(format!("invalid duration \"{s}\": must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Typed access to merged raw settings, producing errors that name origin and key.
+struct Reader<'a> {
+    raw: &'a RawSettings,
+}
+
+impl<'a> Reader<'a> {
+    fn entries(&self, key: &str) -> &'a [Raw] {
+        self.raw.values.get(key).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    fn last(&self, key: &str) -> Option<&'a Raw> {
+        self.entries(key).last()
+    }
+
+    fn string(&self, key: &str) -> Option<String> {
+        self.last(key).map(|r| r.value.clone())
+    }
+
+    fn string_or_default(&self, key: &str) -> String {
+        self.string(key)
+            .or_else(|| spec::find(key).and_then(|s| s.default).map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// Parses the winning value of `key` (or its default) with `f`.
+    fn parse<T>(&self, key: &str, f: impl Fn(&str) -> Result<T, String>) -> Result<T, ConfigError> {
+        match self.last(key) {
+            Some(r) => f(&r.value).map_err(|m| ConfigError::at(r.origin.clone(), key, m)),
+            None => {
+                let d = spec::find(key).and_then(|s| s.default).unwrap_or_default();
+                f(d).map_err(|m| ConfigError::at(Origin::Default, key, m))
+            }
+        }
+    }
+
+    fn parse_opt<T>(
+        &self,
+        key: &str,
+        f: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.last(key) {
+            Some(r) if !r.value.is_empty() => f(&r.value)
+                .map(Some)
+                .map_err(|m| ConfigError::at(r.origin.clone(), key, m)),
+            _ => Ok(None),
+        }
+    }
+
+    fn parse_list<T>(
+        &self,
+        key: &str,
+        f: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Vec<T>, ConfigError> {
+        self.entries(key)
+            .iter()
+            .map(|r| f(&r.value).map_err(|m| ConfigError::at(r.origin.clone(), key, m)))
+            .collect()
+    }
+
+    fn bool(&self, key: &str) -> Result<bool, ConfigError> {
+        self.parse(key, |v| match v.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" | "" => Ok(false),
+            other => Err(format!("invalid boolean \"{other}\": expected true or false")),
+        })
+    }
+
+    /// Reads a secret from `key` or `<key>-file`; both set is an error.
+    fn secret(&self, key: &str, file_key: &str) -> Result<Option<Secret>, ConfigError> {
+        match (self.last(key), self.last(file_key)) {
+            (Some(a), Some(_)) => Err(ConfigError::at(
+                a.origin.clone(),
+                key,
+                format!("\"{key}\" and \"{file_key}\" are both set; use one of them"),
+            )),
+            (Some(r), None) => {
+                if r.value.trim().is_empty() {
+                    return Err(ConfigError::at(r.origin.clone(), key, "must not be empty".into()));
+                }
+                Ok(Some(Secret::new(r.value.trim().to_string())))
+            }
+            (None, Some(r)) => {
+                let text = std::fs::read_to_string(&r.value).map_err(|e| {
+                    ConfigError::at(r.origin.clone(), file_key, format!("cannot read {}: {e}", r.value))
+                })?;
+                let t = text.trim();
+                if t.is_empty() {
+                    return Err(ConfigError::at(
+                        r.origin.clone(),
+                        file_key,
+                        format!("{} is empty", r.value),
+                    ));
+                }
+                Ok(Some(Secret::new(t.to_string())))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+fn parse_port(v: &str) -> Result<u16, String> {
+    v.trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("invalid port \"{v}\": expected 1-65535"))
+}
+
+fn parse_ip(v: &str) -> Result<IpAddr, String> {
+    v.trim()
+        .parse::<IpAddr>()
+        .map_err(|_| format!("invalid IP address \"{v}\""))
+}
+
+/// Validates an IPv4/IPv6 CIDR and returns it normalised.
+fn parse_cidr(v: &str) -> Result<(IpAddr, u8), String> {
+    let (ip, len) = v
+        .split_once('/')
+        .ok_or_else(|| format!("invalid CIDR \"{v}\": expected address/prefix-length"))?;
+    let ip = parse_ip(ip)?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len: u8 = len
+        .parse()
+        .ok()
+        .filter(|l| *l <= max)
+        .ok_or_else(|| format!("invalid CIDR \"{v}\": prefix length must be 0-{max}"))?;
+    Ok((ip, len))
+}
+
+/// The first usable address of a CIDR plus `offset` (10.43.0.0/16 + 10 = 10.43.0.10).
+pub fn cidr_offset(cidr: &str, offset: u32) -> Option<IpAddr> {
+    let (ip, _) = parse_cidr(cidr).ok()?;
+    match ip {
+        IpAddr::V4(v4) => Some(IpAddr::V4((u32::from(v4).wrapping_add(offset)).into())),
+        IpAddr::V6(v6) => Some(IpAddr::V6((u128::from(v6).wrapping_add(offset as u128)).into())),
+    }
+}
+
+fn parse_mode(v: &str) -> Result<u32, String> {
+    let m = u32::from_str_radix(v.trim().trim_start_matches("0o"), 8)
+        .map_err(|_| format!("invalid file mode \"{v}\": expected an octal mode such as 0600"))?;
+    if m > 0o777 {
+        return Err(format!("invalid file mode \"{v}\": must be at most 0777"));
+    }
+    Ok(m)
+}
+
+fn parse_node_name(v: &str) -> Result<String, String> {
+    let name = v.trim().to_ascii_lowercase();
+    crate::validation::validate_dns_subdomain(&name)
+        .map_err(|e| format!("invalid node name: {e}"))?;
+    Ok(name)
+}
+
+fn parse_san(v: &str) -> Result<String, String> {
+    let v = v.trim();
+    if v.parse::<IpAddr>().is_ok() {
+        return Ok(v.to_string());
+    }
+    let name = v.strip_prefix("*.").unwrap_or(v).to_ascii_lowercase();
+    crate::validation::validate_dns_subdomain(&name)
+        .map_err(|_| format!("invalid tls-san \"{v}\": must be an IP address or DNS name"))?;
+    Ok(v.to_ascii_lowercase())
+}
+
+fn node_config(r: &Reader<'_>) -> Result<NodeConfig, ConfigError> {
+    let log_format = r.parse("log-format", |v| match v {
+        "auto" => Ok(LogFormat::Auto),
+        "text" => Ok(LogFormat::Text),
+        "journald" => Ok(LogFormat::Journald),
+        other => Err(format!("invalid log format \"{other}\": expected auto, text or journald")),
+    })?;
+    let data_dir = r.string_or_default("data-dir");
+    if data_dir.is_empty() {
+        return Err(ConfigError::at(Origin::Default, "data-dir", "must not be empty".into()));
+    }
+    Ok(NodeConfig {
+        data_dir: PathBuf::from(data_dir),
+        node_name: r.parse_opt("node-name", parse_node_name)?,
+        node_ips: r.parse_list("node-ip", parse_ip)?,
+        node_labels: r.parse_list("node-label", |v| {
+            v.parse::<NodeLabel>().map_err(|e| e.to_string())
+        })?,
+        node_taints: r.parse_list("node-taint", |v| v.parse::<Taint>().map_err(|e| e.to_string()))?,
+        server: r.parse_opt("server", |v| v.parse::<ServerUrl>())?,
+        token: r.secret("token", "token-file")?,
+        heartbeat_interval: r.parse("node-heartbeat-interval", parse_duration)?,
+        log_format,
+        debug: r.bool("debug")?,
+    })
+}
+
+/// Stage 3 for servers: merged raw settings to a typed, validated [`ServerConfig`].
+pub fn validate_server(raw: &RawSettings) -> Result<ServerConfig, ConfigError> {
+    let r = Reader { raw };
+    let node = node_config(&r)?;
+    if node.server.is_some() && node.token.is_none() {
+        let origin = r.last("server").map(|x| x.origin.clone()).unwrap_or(Origin::Default);
+        return Err(ConfigError::at(
+            origin,
+            "token",
+            "a token is required to join a cluster (set token or token-file)".into(),
+        ));
+    }
+    let service_cidr = r.parse("service-cidr", |v| parse_cidr(v).map(|_| v.trim().to_string()))?;
+    let cluster_dns = match r.parse_opt("cluster-dns", parse_ip)? {
+        Some(ip) => ip,
+        None => cidr_offset(&service_cidr, 10)
+            .ok_or_else(|| ConfigError::at(Origin::Default, "cluster-dns", "cannot derive".into()))?,
+    };
+    let cluster_domain = r.parse("cluster-domain", |v| {
+        crate::validation::validate_dns_subdomain(v)
+            .map(|_| v.to_string())
+            .map_err(|e| format!("invalid cluster domain: {e}"))
+    })?;
+    let etcd_args = r.parse_list("etcd-arg", |v| {
+        let v = v.trim().trim_start_matches("--");
+        if v.is_empty() || v.starts_with('=') {
+            Err(format!("invalid etcd-arg \"{v}\": expected flag=value"))
+        } else {
+            Ok(v.to_string())
+        }
+    })?;
+    let config = ServerConfig {
+        agent_token: r.secret("agent-token", "agent-token-file")?,
+        tls_san: r.parse_list("tls-san", parse_san)?,
+        bind_address: r.parse_opt("bind-address", parse_ip)?,
+        advertise_address: r.parse_opt("advertise-address", parse_ip)?,
+        supervisor_port: r.parse("supervisor-port", parse_port)?,
+        https_listen_port: r.parse("https-listen-port", parse_port)?,
+        etcd_client_port: r.parse("etcd-client-port", parse_port)?,
+        etcd_peer_port: r.parse("etcd-peer-port", parse_port)?,
+        etcd_metrics_port: r.parse("etcd-metrics-port", parse_port)?,
+        etcd_bin: r.parse_opt("etcd-bin", |v| Ok(PathBuf::from(v)))?,
+        etcd_args,
+        write_kubeconfig: PathBuf::from(r.string_or_default("write-kubeconfig")),
+        write_kubeconfig_mode: r.parse("write-kubeconfig-mode", parse_mode)?,
+        cluster_cidr: r.parse("cluster-cidr", |v| parse_cidr(v).map(|_| v.trim().to_string()))?,
+        service_cidr,
+        cluster_dns,
+        cluster_domain,
+        node_monitor_grace_period: r.parse("node-monitor-grace-period", parse_duration)?,
+        node,
+    };
+    let ports = [
+        ("supervisor-port", config.supervisor_port),
+        ("https-listen-port", config.https_listen_port),
+        ("etcd-client-port", config.etcd_client_port),
+        ("etcd-peer-port", config.etcd_peer_port),
+        ("etcd-metrics-port", config.etcd_metrics_port),
+    ];
+    for (i, (ka, a)) in ports.iter().enumerate() {
+        for (kb, b) in &ports[i + 1..] {
+            if a == b {
+                let origin = r.last(kb).map(|x| x.origin.clone()).unwrap_or(Origin::Default);
+                return Err(ConfigError::at(
+                    origin,
+                    kb,
+                    format!("port {b} is already used by {ka}"),
+                ));
+            }
+        }
+    }
+    Ok(config)
+}
+
+/// Stage 3 for agents.
+pub fn validate_agent(raw: &RawSettings) -> Result<AgentConfig, ConfigError> {
+    let r = Reader { raw };
+    let node = node_config(&r)?;
+    if node.server.is_none() {
+        return Err(ConfigError::at(
+            Origin::Default,
+            "server",
+            "rke2 agent needs the server to register with (server: https://<fixed-address>:9345)".into(),
+        ));
+    }
+    if node.token.is_none() {
+        return Err(ConfigError::at(
+            Origin::Default,
+            "token",
+            "rke2 agent needs a token (token or token-file)".into(),
+        ));
+    }
+    let lb_server_port = r.parse("lb-server-port", parse_port)?;
+    if lb_server_port < 2 {
+        return Err(ConfigError::at(
+            r.last("lb-server-port").map(|x| x.origin.clone()).unwrap_or(Origin::Default),
+            "lb-server-port",
+            "must be at least 2 (the API load balancer uses lb-server-port - 1)".into(),
+        ));
+    }
+    Ok(AgentConfig {
+        lb_server_port,
+        lb_bind_address: r.parse("lb-bind-address", parse_ip)?,
+        node_password_file: PathBuf::from(r.string_or_default("node-password-file")),
+        node,
+    })
+}
+
+/// Loads and validates a server configuration from `sources`.
+pub fn load_server(sources: &ConfigSources) -> Result<Loaded<ServerConfig>, ConfigError> {
+    let raw = sources::merge(sources, Role::Server)?;
+    Ok(Loaded {
+        config: validate_server(&raw)?,
+        warnings: raw.warnings,
+    })
+}
+
+/// Loads and validates an agent configuration from `sources`.
+pub fn load_agent(sources: &ConfigSources) -> Result<Loaded<AgentConfig>, ConfigError> {
+    let raw = sources::merge(sources, Role::Agent)?;
+    Ok(Loaded {
+        config: validate_agent(&raw)?,
+        warnings: raw.warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, flags: &[(&str, &str)]) -> Result<ServerConfig, ConfigError> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("config.yaml");
+        std::fs::write(&p, text).unwrap();
+        load_server(&ConfigSources {
+            config_file: Some(p),
+            env: Default::default(),
+            flags: flags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        })
+        .map(|l| l.config)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.supervisor_port, 9345);
+        assert_eq!(c.https_listen_port, 6443);
+        assert_eq!(c.cluster_dns.to_string(), "10.43.0.10");
+        assert_eq!(c.write_kubeconfig_mode, 0o600);
+        assert_eq!(c.node.heartbeat_interval, Duration::from_secs(10));
+        assert_eq!(c.node.data_dir, PathBuf::from("/var/lib/rancher/rke2"));
+    }
+
+    #[test]
+    fn bad_values_name_file_line_and_key() {
+        let e = load("token: x\nnode-ip: 10.0.0.300\n", &[]).unwrap_err();
+        assert_eq!(e.key, "node-ip");
+        assert!(matches!(e.origin, Origin::File { line: 2, .. }), "{e:?}");
+        let e = load("node-taint:\n  - a=b:NoSchedule\n  - c=d:Never\n", &[]).unwrap_err();
+        assert_eq!(e.key, "node-taint");
+        assert!(e.to_string().contains("NoSchedule, PreferNoSchedule, NoExecute"), "{e}");
+        let e = load("supervisor-port: 99999\n", &[]).unwrap_err();
+        assert_eq!(e.key, "supervisor-port");
+        let e = load("write-kubeconfig-mode: rw\n", &[]).unwrap_err();
+        assert_eq!(e.key, "write-kubeconfig-mode");
+        let e = load("", &[("bind-address", "nope")]).unwrap_err();
+        assert_eq!(e.origin, Origin::Flag("bind-address".into()));
+        let e = load("server: http://x:9345\ntoken: t\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("only https://"), "{e}");
+        let e = load("server: https://x:9345\n", &[]).unwrap_err();
+        assert_eq!(e.key, "token");
+        let e = load("supervisor-port: 6443\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("already used"), "{e}");
+    }
+
+    #[test]
+    fn lists_and_tokens() {
+        let c = load(
+            "token: K10abc::server:secret\ntls-san:\n  - lb.example.com\n  - 10.0.0.9,10.0.0.10\nnode-label: [a=b]\n",
+            &[("tls-san", "extra")],
+        )
+        .unwrap();
+        assert_eq!(c.tls_san, vec!["lb.example.com", "10.0.0.9", "10.0.0.10", "extra"]);
+        assert_eq!(c.node.token.as_ref().unwrap().expose(), "K10abc::server:secret");
+    }
+
+    #[test]
+    fn server_urls() {
+        let u: ServerUrl = "https://10.0.0.1:9345/".parse().unwrap();
+        assert_eq!(u.authority(), "10.0.0.1:9345");
+        let u: ServerUrl = "https://[::1]:9345".parse().unwrap();
+        assert_eq!(u.host, "::1");
+        assert_eq!(u.authority(), "[::1]:9345");
+        assert_eq!("https://lb".parse::<ServerUrl>().unwrap().port, 443);
+        assert!("https://lb:0".parse::<ServerUrl>().is_err());
+        assert!("lb:9345".parse::<ServerUrl>().is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("40").unwrap(), Duration::from_secs(40));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+}

@@ -1,0 +1,495 @@
+//! Stage 1 and 2 of configuration: read the raw fragments (config file, `config.yaml.d/*.yaml`
+//! drop-ins, `RKE2_*` variables, command-line flags) and merge them with RKE2's precedence into
+//! one map of raw values, each remembering where it came from so later errors can name it.
+//!
+//! This is the only place that parses YAML (see dependencies.md: serde_yaml is deprecated, so
+//! swapping the parser must stay a one-file change).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::ConfigError;
+use super::spec::{self, Role, Shape};
+
+/// Where a raw value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    File { path: PathBuf, line: usize },
+    Env(String),
+    Flag(String),
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
+            Origin::Env(var) => write!(f, "environment variable {var}"),
+            Origin::Flag(flag) => write!(f, "flag --{flag}"),
+            Origin::Default => write!(f, "default"),
+        }
+    }
+}
+
+/// One value with its origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Raw {
+    pub value: String,
+    pub origin: Origin,
+}
+
+/// Merged raw settings: scalars hold one entry (the winner), lists every accumulated element.
+#[derive(Debug, Default, Clone)]
+pub struct RawSettings {
+    pub values: BTreeMap<&'static str, Vec<Raw>>,
+    /// Non-fatal findings (unknown keys, keys for the other role), each naming file and key.
+    pub warnings: Vec<String>,
+}
+
+/// What a configuration is loaded from. Tests and the Nix evaluation tests build this directly;
+/// the binary fills it from the real process environment and argv.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSources {
+    /// Config file; `None` means the default path (which may be absent).
+    pub config_file: Option<PathBuf>,
+    /// Environment variables (only `RKE2_*` are looked at).
+    pub env: BTreeMap<String, String>,
+    /// Values given as command-line flags, in order: (key, value). Booleans carry "true".
+    pub flags: Vec<(String, String)>,
+}
+
+impl ConfigSources {
+    /// The config file this load reads: the explicit path, else `RKE2_CONFIG_FILE`, else the
+    /// default.
+    pub fn config_path(&self) -> PathBuf {
+        self.config_file
+            .clone()
+            .or_else(|| self.env.get("RKE2_CONFIG_FILE").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(spec::DEFAULT_CONFIG_FILE))
+    }
+}
+
+/// A key/value pair read from one YAML file.
+#[derive(Debug, Clone)]
+struct FileEntry {
+    key: String,
+    append: bool,
+    values: Vec<String>,
+    is_list: bool,
+    line: usize,
+}
+
+/// The config file followed by its drop-ins (`<config>.d/*.yaml|*.yml`, name order).
+fn config_files(main: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut files = Vec::new();
+    if main.exists() {
+        files.push(main.to_path_buf());
+    }
+    let mut dropin_dir = main.as_os_str().to_owned();
+    dropin_dir.push(".d");
+    let dropin_dir = PathBuf::from(dropin_dir);
+    match std::fs::read_dir(&dropin_dir) {
+        Ok(rd) => {
+            let mut dropins: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.is_file()
+                        && p.extension()
+                            .map(|e| {
+                                let e = e.to_string_lossy().to_ascii_lowercase();
+                                e == "yaml" || e == "yml"
+                            })
+                            .unwrap_or(false)
+                })
+                .collect();
+            dropins.sort();
+            files.extend(dropins);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(ConfigError::file(&dropin_dir, 0, "", format!("cannot read: {e}")));
+        }
+    }
+    Ok(files)
+}
+
+/// Finds the line of a top-level key in YAML text (1-based), for error messages.
+fn key_line(text: &str, key: &str) -> usize {
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim_end();
+        if l.starts_with(' ') || l.starts_with('\t') || l.starts_with('#') {
+            continue;
+        }
+        let candidate = l
+            .strip_prefix('"')
+            .and_then(|r| r.strip_prefix(key))
+            .and_then(|r| r.strip_prefix('"'))
+            .or_else(|| {
+                l.strip_prefix('\'')
+                    .and_then(|r| r.strip_prefix(key))
+                    .and_then(|r| r.strip_prefix('\''))
+            })
+            .or_else(|| l.strip_prefix(key));
+        if let Some(rest) = candidate
+            && rest.trim_start().starts_with(':')
+        {
+            return i + 1;
+        }
+    }
+    0
+}
+
+fn scalar_to_string(v: &serde_yaml::Value) -> Option<String> {
+    match v {
+        serde_yaml::Value::String(s) => Some(s.clone()),
+        serde_yaml::Value::Bool(b) => Some(b.to_string()),
+        serde_yaml::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn describe(v: &serde_yaml::Value) -> &'static str {
+    match v {
+        serde_yaml::Value::Null => "an empty value",
+        serde_yaml::Value::Bool(_) => "a boolean",
+        serde_yaml::Value::Number(_) => "a number",
+        serde_yaml::Value::String(_) => "a string",
+        serde_yaml::Value::Sequence(_) => "a list",
+        serde_yaml::Value::Mapping(_) => "a mapping",
+        serde_yaml::Value::Tagged(_) => "a tagged value",
+    }
+}
+
+/// Parses one YAML config file into entries. Errors name the file, line and key.
+fn parse_file(path: &Path) -> Result<Vec<FileEntry>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::file(path, 0, "", format!("cannot read: {e}")))?;
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| {
+        let line = e.location().map(|l| l.line()).unwrap_or(0);
+        ConfigError::file(path, line, "", format!("malformed YAML: {e}"))
+    })?;
+    let map = match doc {
+        serde_yaml::Value::Mapping(m) => m,
+        serde_yaml::Value::Null => return Ok(Vec::new()),
+        other => {
+            return Err(ConfigError::file(
+                path,
+                1,
+                "",
+                format!(
+                    "the config must be a mapping of keys to values, found {}",
+                    describe(&other)
+                ),
+            ));
+        }
+    };
+    let mut entries = Vec::new();
+    for (k, v) in map {
+        let Some(raw_key) = scalar_to_string(&k) else {
+            return Err(ConfigError::file(path, 0, "", "keys must be strings".to_string()));
+        };
+        let line = key_line(&text, &raw_key);
+        let (key, append) = match raw_key.strip_suffix('+') {
+            Some(k) => (k.to_string(), true),
+            None => (raw_key.clone(), false),
+        };
+        let (values, is_list) = match &v {
+            serde_yaml::Value::Sequence(items) => {
+                let mut out = Vec::new();
+                for item in items {
+                    match scalar_to_string(item) {
+                        Some(s) => out.push(s),
+                        None => {
+                            return Err(ConfigError::file(
+                                path,
+                                line,
+                                &key,
+                                format!(
+                                    "list elements must be strings, numbers or booleans, found {}",
+                                    describe(item)
+                                ),
+                            ));
+                        }
+                    }
+                }
+                (out, true)
+            }
+            other => match scalar_to_string(other) {
+                Some(s) => (vec![s], false),
+                None => {
+                    return Err(ConfigError::file(
+                        path,
+                        line,
+                        &key,
+                        format!("expected a string, number, boolean or list, found {}", describe(other)),
+                    ));
+                }
+            },
+        };
+        entries.push(FileEntry {
+            key,
+            append,
+            values,
+            is_list,
+            line,
+        });
+    }
+    Ok(entries)
+}
+
+fn split_commas(shape: Shape, value: &str) -> Vec<String> {
+    match shape {
+        Shape::CommaList => value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        _ => vec![value.to_string()],
+    }
+}
+
+/// Reads and merges every source for `role`.
+///
+/// Precedence (lowest first): defaults < `RKE2_*` env < config file < drop-ins (name order)
+/// < flags. For list settings, config-file and flag values accumulate (as RKE2's argv-based
+/// merge does); an env value is replaced by any file or flag value; `key+:` in a file appends
+/// to what earlier files set instead of replacing it.
+pub fn merge(sources: &ConfigSources, role: Role) -> Result<RawSettings, ConfigError> {
+    let mut out = RawSettings::default();
+
+    // Environment variables.
+    for setting in spec::SETTINGS.iter().filter(|s| s.roles.includes(role)) {
+        let var = setting.env_var();
+        if let Some(value) = sources.env.get(&var) {
+            let origin = Origin::Env(var.clone());
+            let raws = split_commas(setting.shape, value)
+                .into_iter()
+                .map(|value| Raw {
+                    value,
+                    origin: origin.clone(),
+                })
+                .collect();
+            out.values.insert(setting.key, raws);
+        }
+    }
+
+    // Config files. Track which keys were set by files so env values are replaced, not
+    // appended to.
+    let mut from_files: BTreeMap<&'static str, Vec<Raw>> = BTreeMap::new();
+    for path in config_files(&sources.config_path())? {
+        for entry in parse_file(&path)? {
+            let origin = Origin::File {
+                path: path.clone(),
+                line: entry.line,
+            };
+            let Some(setting) = spec::find(&entry.key) else {
+                out.warnings.push(format!(
+                    "{}:{}: unknown key \"{}\", ignored",
+                    path.display(),
+                    entry.line,
+                    entry.key
+                ));
+                continue;
+            };
+            if !setting.roles.includes(role) {
+                out.warnings.push(format!(
+                    "{}:{}: key \"{}\" is not used by rke2 {}, ignored",
+                    path.display(),
+                    entry.line,
+                    entry.key,
+                    role.as_str()
+                ));
+                continue;
+            }
+            if entry.key == "config" {
+                continue;
+            }
+            if entry.is_list && matches!(setting.shape, Shape::Scalar | Shape::Bool) {
+                return Err(ConfigError::at(
+                    origin,
+                    &entry.key,
+                    "expected a single value, found a list".to_string(),
+                ));
+            }
+            let mut raws = Vec::new();
+            for v in entry.values {
+                for value in split_commas(setting.shape, &v) {
+                    raws.push(Raw {
+                        value,
+                        origin: origin.clone(),
+                    });
+                }
+            }
+            let slot = from_files.entry(setting.key).or_default();
+            match setting.shape {
+                Shape::List | Shape::CommaList if entry.append => slot.extend(raws),
+                _ => *slot = raws,
+            }
+        }
+    }
+    for (k, v) in from_files {
+        out.values.insert(k, v);
+    }
+
+    // Flags: scalars replace, lists accumulate after the file values.
+    let mut flag_lists_started: Vec<&'static str> = Vec::new();
+    for (key, value) in &sources.flags {
+        let Some(setting) = spec::find(key).filter(|s| s.roles.includes(role)) else {
+            return Err(ConfigError::at(
+                Origin::Flag(key.clone()),
+                key,
+                format!("unknown flag for rke2 {}", role.as_str()),
+            ));
+        };
+        let origin = Origin::Flag(key.clone());
+        let raws: Vec<Raw> = split_commas(setting.shape, value)
+            .into_iter()
+            .map(|value| Raw {
+                value,
+                origin: origin.clone(),
+            })
+            .collect();
+        match setting.shape {
+            Shape::List | Shape::CommaList => {
+                let slot = out.values.entry(setting.key).or_default();
+                if !flag_lists_started.contains(&setting.key) {
+                    // Env values are defaults for the flag: any real argument replaces them.
+                    slot.retain(|r| !matches!(r.origin, Origin::Env(_)));
+                    flag_lists_started.push(setting.key);
+                }
+                slot.extend(raws);
+            }
+            Shape::Scalar | Shape::Bool => {
+                out.values.insert(setting.key, raws);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn values(r: &RawSettings, key: &str) -> Vec<String> {
+        r.values
+            .get(key)
+            .map(|v| v.iter().map(|r| r.value.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn dropins_override_and_append() {
+        let d = tempfile::tempdir().unwrap();
+        let main = write(
+            d.path(),
+            "config.yaml",
+            "token: a\nnode-label:\n  - x=1\ntls-san: one,two\n",
+        );
+        write(d.path(), "config.yaml.d/10-b.yaml", "token: b\nnode-label+:\n  - y=2\n");
+        write(d.path(), "config.yaml.d/20-c.yml", "tls-san: [three]\n");
+        write(d.path(), "config.yaml.d/ignored.txt", "token: zzz\n");
+        let r = merge(
+            &ConfigSources {
+                config_file: Some(main),
+                ..Default::default()
+            },
+            Role::Server,
+        )
+        .unwrap();
+        assert_eq!(values(&r, "token"), vec!["b"]);
+        assert_eq!(values(&r, "node-label"), vec!["x=1", "y=2"]);
+        assert_eq!(values(&r, "tls-san"), vec!["three"]);
+    }
+
+    #[test]
+    fn precedence_env_file_flag() {
+        let d = tempfile::tempdir().unwrap();
+        let main = write(d.path(), "config.yaml", "node-name: from-file\ntls-san: [f]\n");
+        let mut env = BTreeMap::new();
+        env.insert("RKE2_NODE_NAME".into(), "from-env".into());
+        env.insert("RKE2_DATA_DIR".into(), "/env/dir".into());
+        env.insert("RKE2_TLS_SAN".into(), "e1,e2".into());
+        let r = merge(
+            &ConfigSources {
+                config_file: Some(main),
+                env,
+                flags: vec![
+                    ("node-name".into(), "from-flag".into()),
+                    ("tls-san".into(), "cli".into()),
+                ],
+            },
+            Role::Server,
+        )
+        .unwrap();
+        assert_eq!(values(&r, "node-name"), vec!["from-flag"]);
+        assert_eq!(values(&r, "data-dir"), vec!["/env/dir"]);
+        assert_eq!(values(&r, "tls-san"), vec!["f", "cli"]);
+    }
+
+    #[test]
+    fn unknown_and_other_role_keys_warn_with_file_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        let main = write(d.path(), "config.yaml", "token: a\nfoo-bar: 1\ntls-san: x\n");
+        let r = merge(
+            &ConfigSources {
+                config_file: Some(main.clone()),
+                ..Default::default()
+            },
+            Role::Agent,
+        )
+        .unwrap();
+        assert_eq!(r.warnings.len(), 2);
+        assert!(r.warnings[0].contains(&format!("{}:2", main.display())));
+        assert!(r.warnings[0].contains("foo-bar"));
+        assert!(r.warnings[1].contains("tls-san"));
+    }
+
+    #[test]
+    fn malformed_yaml_names_file_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        let main = write(d.path(), "config.yaml", "token: a\nnode-label: [x\n");
+        let e = merge(
+            &ConfigSources {
+                config_file: Some(main.clone()),
+                ..Default::default()
+            },
+            Role::Server,
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains(&main.display().to_string()), "{msg}");
+        assert!(msg.contains("malformed YAML"), "{msg}");
+    }
+
+    #[test]
+    fn nested_mapping_is_a_type_error_naming_key_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        let main = write(d.path(), "config.yaml", "token: a\nnode-name:\n  x: 1\n");
+        let e = merge(
+            &ConfigSources {
+                config_file: Some(main),
+                ..Default::default()
+            },
+            Role::Server,
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains(":2:") && msg.contains("node-name"), "{msg}");
+    }
+}

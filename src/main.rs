@@ -1,0 +1,2 @@
+//! The `rke2` binary.
+fn main() {}
