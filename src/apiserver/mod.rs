@@ -1,4 +1,5 @@
 //! The Kubernetes API on 6443: a compatible subset served from etcd.
 
+pub mod discovery;
 pub mod resources;
 pub mod status;
