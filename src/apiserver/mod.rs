@@ -3,3 +3,4 @@
 pub mod discovery;
 pub mod resources;
 pub mod status;
+pub mod table;
