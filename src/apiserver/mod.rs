@@ -1,4 +1,5 @@
 //! The Kubernetes API on 6443: a compatible subset served from etcd.
 
 pub mod resources;
+pub mod selectors;
 pub mod status;
