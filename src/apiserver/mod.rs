@@ -1,5 +1,6 @@
 //! The Kubernetes API on 6443: a compatible subset served from etcd.
 
+pub mod patch;
 pub mod resources;
 pub mod selectors;
 pub mod status;
