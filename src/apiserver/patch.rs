@@ -1,0 +1,874 @@
+//! PATCH bodies: which patch type a Content-Type names, and applying JSON patch (RFC 6902),
+//! JSON merge patch (RFC 7386) and strategic merge patch to a stored object.
+//!
+//! Strategic merge patch is implemented without Go struct tags: maps merge and `null` deletes
+//! as in RFC 7386, and lists are replaced (atomic) unless [`list_strategy`] knows the field
+//! merges by key (`status.conditions` by `type`, containers by `name`, ...) or as a set
+//! (`metadata.finalizers`). That covers kubectl's label/annotate/taint/cordon bodies (where
+//! `spec.taints` is atomic) and kubelet-style status patches with partial `conditions` lists.
+//!
+//! Directives: `$patch: replace|delete` on maps and inside keyed lists, `$retainKeys`,
+//! `$deleteFromPrimitiveList/<f>` and `$setElementOrder/<f>` are handled. Not supported:
+//! `$setElementOrder` interleaving of server-only list items (they are kept after the ordered
+//! ones, in their old order), and server-side apply (`application/apply-patch+yaml` → 415).
+
+use serde_json::{Map, Value};
+
+use super::status::{ApiError, FieldCause};
+
+/// The patch types this server accepts, as listed in 415 answers.
+pub const ACCEPTED_PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json";
+
+/// Upstream's cap on the operations in one JSON patch (`maxJSONPatchOperations`).
+pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
+
+/// A PATCH request's type, from its Content-Type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchKind {
+    /// `application/json-patch+json` (RFC 6902).
+    Json,
+    /// `application/merge-patch+json` (RFC 7386).
+    Merge,
+    /// `application/strategic-merge-patch+json`.
+    StrategicMerge,
+    /// `application/apply-patch+yaml` (server-side apply): recognised but not implemented.
+    Apply,
+}
+
+impl PatchKind {
+    /// Maps a Content-Type header (parameters such as `; charset=utf-8` ignored, case-insensitive)
+    /// to a patch kind. Unknown types and server-side apply are 415 UnsupportedMediaType listing
+    /// [`ACCEPTED_PATCH_TYPES`].
+    pub fn from_content_type(content_type: &str) -> Result<PatchKind, ApiError> {
+        let media = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        match media.as_str() {
+            "application/json-patch+json" => Ok(PatchKind::Json),
+            "application/merge-patch+json" => Ok(PatchKind::Merge),
+            "application/strategic-merge-patch+json" => Ok(PatchKind::StrategicMerge),
+            // Recognised so callers can name it, but there is no field-manager implementation:
+            // answer 415 like a server with the apply feature disabled.
+            _ => Err(ApiError::UnsupportedMediaType(
+                ACCEPTED_PATCH_TYPES.to_string(),
+            )),
+        }
+    }
+
+    /// The canonical Content-Type of this kind.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            PatchKind::Json => "application/json-patch+json",
+            PatchKind::Merge => "application/merge-patch+json",
+            PatchKind::StrategicMerge => "application/strategic-merge-patch+json",
+            PatchKind::Apply => "application/apply-patch+yaml",
+        }
+    }
+}
+
+/// Applies a PATCH body to `original` and returns the patched object. Nothing is validated
+/// beyond the patch itself: the caller runs `objects::validate_body` on the result (which also
+/// catches a patch that changed `metadata.name`, as upstream's `checkName`).
+///
+/// Errors, as upstream: malformed JSON or a patch of the wrong shape → 400 BadRequest with the
+/// parser's message; a JSON patch operation that fails (`test` mismatch, missing path) → 422;
+/// `$retainKeys` not covering the patch → 422; [`PatchKind::Apply`] → 415.
+pub fn apply_patch(kind: PatchKind, original: &Value, body: &[u8]) -> Result<Value, ApiError> {
+    match kind {
+        PatchKind::Json => apply_json_patch(original, body),
+        PatchKind::Merge => {
+            let patch = parse_object(body)?;
+            let mut doc = original.clone();
+            json_patch::merge(&mut doc, &patch);
+            Ok(doc)
+        }
+        PatchKind::StrategicMerge => {
+            let patch = parse_object(body)?;
+            let (Value::Object(orig), Value::Object(patch)) = (original, &patch) else {
+                return Err(ApiError::BadRequest(
+                    "strategic merge patch needs a JSON object on both sides".into(),
+                ));
+            };
+            let mut doc = orig.clone();
+            let outcome = merge_map(&mut doc, patch, "").map_err(|e| name_object(e, original))?;
+            match outcome {
+                MapOutcome::Merged => Ok(Value::Object(doc)),
+                MapOutcome::Replaced(m) => Ok(Value::Object(m)),
+            }
+        }
+        PatchKind::Apply => Err(ApiError::UnsupportedMediaType(
+            ACCEPTED_PATCH_TYPES.to_string(),
+        )),
+    }
+}
+
+/// The resourceVersion the patch itself demands, if any.
+///
+/// A patch is applied to the current object, so the patched object carries the current
+/// `metadata.resourceVersion` unless the patch set one (kubectl `--resource-version` sends
+/// `{"metadata":{"resourceVersion":"1001"}}`; a JSON patch may `replace` it). Upstream treats such
+/// a value as a precondition. So: `Some(rv)` when the patched object's resourceVersion is set and
+/// differs from `original`'s — the server answers 409 Conflict (the patch is stale). `None` means
+/// no precondition beyond the current object: the server should store with an etcd
+/// compare-and-swap on the revision it read and, on a lost race, re-read and re-apply the patch.
+/// A patch that repeats the current RV gives `None` the first time and `Some` on a retry after a
+/// concurrent write, which is exactly upstream's semantics.
+pub fn patch_resource_version(original: &Value, patched: &Value) -> Option<String> {
+    let rv = |v: &Value| {
+        v.get("metadata")
+            .and_then(|m| m.get("resourceVersion"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let want = rv(patched)?;
+    if rv(original).as_deref() == Some(want.as_str()) {
+        None
+    } else {
+        Some(want)
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+fn parse_object(body: &[u8]) -> Result<Value, ApiError> {
+    let v = parse_json(body)?;
+    if v.is_object() {
+        Ok(v)
+    } else {
+        Err(ApiError::BadRequest(
+            "the patch must be a JSON object".to_string(),
+        ))
+    }
+}
+
+/// 422 for a patch that is well-formed but cannot be applied to this object.
+fn unprocessable(original: &Value, message: String) -> ApiError {
+    name_object(
+        ApiError::Invalid {
+            kind: String::new(),
+            name: String::new(),
+            causes: vec![FieldCause {
+                field: "patch".into(),
+                message,
+            }],
+        },
+        original,
+    )
+}
+
+/// Fills the kind and name of an `Invalid` error raised deep in the merge from the object.
+fn name_object(err: ApiError, original: &Value) -> ApiError {
+    let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_string();
+    match err {
+        ApiError::Invalid { kind, name, causes } if kind.is_empty() && name.is_empty() => {
+            ApiError::Invalid {
+                kind: s(original.get("kind")),
+                name: s(original.get("metadata").and_then(|m| m.get("name"))),
+                causes,
+            }
+        }
+        other => other,
+    }
+}
+
+fn apply_json_patch(original: &Value, body: &[u8]) -> Result<Value, ApiError> {
+    let raw = parse_json(body)?;
+    let count = match &raw {
+        Value::Array(ops) => ops.len(),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "a JSON patch must be an array of operations".into(),
+            ));
+        }
+    };
+    if count > MAX_JSON_PATCH_OPERATIONS {
+        return Err(ApiError::BadRequest(format!(
+            "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {count}"
+        )));
+    }
+    let patch: json_patch::Patch =
+        serde_json::from_value(raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let mut doc = original.clone();
+    json_patch::patch(&mut doc, &patch).map_err(|e| unprocessable(original, e.to_string()))?;
+    Ok(doc)
+}
+
+// ------------------------------------------------------------------------------------------------
+// Strategic merge patch
+// ------------------------------------------------------------------------------------------------
+
+/// How a list field merges under strategic merge patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListStrategy {
+    /// Replaced as a whole (no `patchStrategy` tag; e.g. `spec.taints`).
+    Atomic,
+    /// `patchStrategy=merge` with `patchMergeKey`: elements matched by this key.
+    MergeByKey(&'static str),
+    /// `patchStrategy=merge` on a list of scalars: set union.
+    MergePrimitive,
+}
+
+/// The patch strategy of a list, by its dotted path from the object root (list levels do not
+/// appear in the path: `spec.containers.env`). Taken from the `+patchStrategy`/`+patchMergeKey`
+/// tags of the core/v1, coordination/v1 and meta/v1 types this server stores.
+pub fn list_strategy(path: &str) -> ListStrategy {
+    use ListStrategy::*;
+    let containers = [
+        "spec.containers",
+        "spec.initContainers",
+        "spec.ephemeralContainers",
+    ];
+    for c in containers {
+        if let Some(rest) = path.strip_prefix(c) {
+            return match rest {
+                "" => MergeByKey("name"),
+                ".env" => MergeByKey("name"),
+                ".volumeMounts" => MergeByKey("mountPath"),
+                ".volumeDevices" => MergeByKey("devicePath"),
+                ".ports" => MergeByKey("containerPort"),
+                _ => Atomic,
+            };
+        }
+    }
+    match path {
+        "metadata.ownerReferences" => MergeByKey("uid"),
+        "metadata.finalizers" => MergePrimitive,
+        // Node, Pod, Namespace, Service conditions.
+        "status.conditions" => MergeByKey("type"),
+        "status.addresses" => MergeByKey("type"),
+        "status.podIPs" => MergeByKey("ip"),
+        "status.hostIPs" => MergeByKey("ip"),
+        "spec.podCIDRs" => MergePrimitive,
+        "spec.volumes" => MergeByKey("name"),
+        "spec.imagePullSecrets" => MergeByKey("name"),
+        "spec.hostAliases" => MergeByKey("ip"),
+        "spec.schedulingGates" => MergeByKey("name"),
+        "spec.resourceClaims" => MergeByKey("name"),
+        // Service.
+        "spec.ports" => MergeByKey("port"),
+        _ => Atomic,
+    }
+}
+
+const DIRECTIVE: &str = "$patch";
+const RETAIN_KEYS: &str = "$retainKeys";
+const SET_ORDER_PREFIX: &str = "$setElementOrder/";
+const DELETE_PRIMITIVE_PREFIX: &str = "$deleteFromPrimitiveList/";
+
+enum MapOutcome {
+    /// `orig` was merged in place.
+    Merged,
+    /// `$patch: replace` or `$patch: delete`: the map is this value instead.
+    Replaced(Map<String, Value>),
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// A patch subtree applied where the original has nothing: directives resolved, nulls dropped.
+fn fresh_map(patch: &Map<String, Value>, path: &str) -> Result<Map<String, Value>, ApiError> {
+    let mut m = Map::new();
+    Ok(match merge_map(&mut m, patch, path)? {
+        MapOutcome::Merged => m,
+        MapOutcome::Replaced(r) => r,
+    })
+}
+
+fn merge_map(
+    orig: &mut Map<String, Value>,
+    patch: &Map<String, Value>,
+    path: &str,
+) -> Result<MapOutcome, ApiError> {
+    if let Some(d) = patch.get(DIRECTIVE) {
+        return match d.as_str() {
+            Some("replace") => {
+                let mut rest = patch.clone();
+                rest.remove(DIRECTIVE);
+                Ok(MapOutcome::Replaced(fresh_map(&rest, path)?))
+            }
+            // Upstream: a deleted map becomes an empty map.
+            Some("delete") => Ok(MapOutcome::Replaced(Map::new())),
+            _ => Err(ApiError::BadRequest(format!(
+                "Unknown patch type: {d} in map: {}",
+                Value::Object(patch.clone())
+            ))),
+        };
+    }
+
+    let retain = match patch.get(RETAIN_KEYS) {
+        None => None,
+        Some(Value::Array(keys)) => {
+            let mut out = Vec::with_capacity(keys.len());
+            for k in keys {
+                match k.as_str() {
+                    Some(s) => out.push(s.to_string()),
+                    None => {
+                        return Err(ApiError::BadRequest(
+                            "invalid patch: $retainKeys must be a list of strings".into(),
+                        ));
+                    }
+                }
+            }
+            Some(out)
+        }
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "invalid patch: $retainKeys must be a list of strings".into(),
+            ));
+        }
+    };
+
+    // Deletions from primitive lists go first, so a patch that also adds to the list wins.
+    for (k, v) in patch {
+        let Some(field) = k.strip_prefix(DELETE_PRIMITIVE_PREFIX) else {
+            continue;
+        };
+        let Value::Array(gone) = v else {
+            return Err(ApiError::BadRequest(format!(
+                "invalid patch: {k} must be a list"
+            )));
+        };
+        if let Some(Value::Array(list)) = orig.get_mut(field) {
+            list.retain(|x| !gone.contains(x));
+        }
+    }
+
+    let mut orders: Vec<(&str, &Vec<Value>)> = Vec::new();
+    for (k, v) in patch {
+        if k == DIRECTIVE || k == RETAIN_KEYS || k.starts_with(DELETE_PRIMITIVE_PREFIX) {
+            continue;
+        }
+        if let Some(field) = k.strip_prefix(SET_ORDER_PREFIX) {
+            match v {
+                Value::Array(order) => orders.push((field, order)),
+                _ => {
+                    return Err(ApiError::BadRequest(format!(
+                        "invalid patch: {k} must be a list"
+                    )));
+                }
+            }
+            continue;
+        }
+        let sub = join(path, k);
+        match v {
+            Value::Null => {
+                orig.remove(k);
+            }
+            Value::Object(pm) => {
+                let merged = match orig.get_mut(k) {
+                    Some(Value::Object(om)) => match merge_map(om, pm, &sub)? {
+                        MapOutcome::Merged => None,
+                        MapOutcome::Replaced(r) => Some(r),
+                    },
+                    _ => Some(fresh_map(pm, &sub)?),
+                };
+                if let Some(m) = merged {
+                    orig.insert(k.clone(), Value::Object(m));
+                }
+            }
+            Value::Array(pl) => {
+                let old = match orig.remove(k) {
+                    Some(Value::Array(l)) => l,
+                    _ => Vec::new(),
+                };
+                let merged = merge_list(old, pl, &sub)?;
+                orig.insert(k.clone(), Value::Array(merged));
+            }
+            scalar => {
+                orig.insert(k.clone(), scalar.clone());
+            }
+        }
+    }
+
+    for (field, order) in orders {
+        if let Some(Value::Array(list)) = orig.get_mut(field) {
+            let strategy = list_strategy(&join(path, field));
+            reorder(list, order, strategy);
+        }
+    }
+
+    if let Some(keys) = retain {
+        for k in patch.keys() {
+            if k.starts_with('$') {
+                continue;
+            }
+            if !keys.contains(k) {
+                return Err(ApiError::Invalid {
+                    kind: String::new(),
+                    name: String::new(),
+                    causes: vec![FieldCause {
+                        field: join(path, k),
+                        message: "patch content doesn't match retainKeys list".into(),
+                    }],
+                });
+            }
+        }
+        orig.retain(|k, _| keys.contains(k));
+    }
+    Ok(MapOutcome::Merged)
+}
+
+fn merge_list(old: Vec<Value>, patch: &[Value], path: &str) -> Result<Vec<Value>, ApiError> {
+    match list_strategy(path) {
+        ListStrategy::Atomic => Ok(patch.to_vec()),
+        ListStrategy::MergePrimitive => {
+            let mut out = old;
+            for v in patch {
+                if !out.contains(v) {
+                    out.push(v.clone());
+                }
+            }
+            Ok(out)
+        }
+        ListStrategy::MergeByKey(key) => merge_keyed_list(old, patch, key, path),
+    }
+}
+
+fn directive_of(v: &Value) -> Option<&str> {
+    v.get(DIRECTIVE).and_then(Value::as_str)
+}
+
+fn merge_keyed_list(
+    mut out: Vec<Value>,
+    patch: &[Value],
+    key: &str,
+    path: &str,
+) -> Result<Vec<Value>, ApiError> {
+    // `{"$patch": "replace"}` as an element replaces the whole list with the other elements.
+    if patch.iter().any(|e| directive_of(e) == Some("replace")) {
+        let mut fresh = Vec::new();
+        for e in patch.iter().filter(|e| directive_of(e) != Some("replace")) {
+            match e {
+                Value::Object(m) => fresh.push(Value::Object(fresh_map(m, path)?)),
+                other => fresh.push(other.clone()),
+            }
+        }
+        return Ok(fresh);
+    }
+    for e in patch {
+        let Value::Object(pm) = e else {
+            return Err(ApiError::BadRequest(format!(
+                "invalid patch: {path}: list elements must be objects with merge key {key:?}"
+            )));
+        };
+        let Some(kv) = pm.get(key) else {
+            return Err(ApiError::BadRequest(format!(
+                "map: {e} does not contain declared merge key: {key}"
+            )));
+        };
+        let pos = out.iter().position(|o| o.get(key) == Some(kv));
+        match directive_of(e) {
+            Some("delete") => {
+                out.retain(|o| o.get(key) != Some(kv));
+                continue;
+            }
+            Some("merge") | None => {}
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "Unknown patch type: {other} in list element: {e}"
+                )));
+            }
+        }
+        let mut pm = pm.clone();
+        pm.remove(DIRECTIVE);
+        match pos {
+            Some(i) => {
+                let replaced = match &mut out[i] {
+                    Value::Object(om) => match merge_map(om, &pm, path)? {
+                        MapOutcome::Merged => None,
+                        MapOutcome::Replaced(r) => Some(r),
+                    },
+                    _ => Some(fresh_map(&pm, path)?),
+                };
+                if let Some(r) = replaced {
+                    out[i] = Value::Object(r);
+                }
+            }
+            None => out.push(Value::Object(fresh_map(&pm, path)?)),
+        }
+    }
+    Ok(out)
+}
+
+/// Applies `$setElementOrder`: listed elements first, in the given order; the rest after, in
+/// their previous order.
+fn reorder(list: &mut Vec<Value>, order: &[Value], strategy: ListStrategy) {
+    let rank = |v: &Value| -> usize {
+        let found = match strategy {
+            ListStrategy::MergeByKey(key) => order
+                .iter()
+                .position(|o| o.get(key).is_some() && o.get(key) == v.get(key)),
+            _ => order.iter().position(|o| o == v),
+        };
+        found.unwrap_or(usize::MAX)
+    };
+    let mut ranked: Vec<(usize, Value)> = list.drain(..).map(|v| (rank(&v), v)).collect();
+    // Stable: unlisted elements keep their relative order.
+    ranked.sort_by_key(|(r, _)| *r);
+    list.extend(ranked.into_iter().map(|(_, v)| v));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node() -> Value {
+        json!({
+            "kind": "Node", "apiVersion": "v1",
+            "metadata": {"name": "n1", "resourceVersion": "1001",
+                         "labels": {"a": "1", "keep": "yes"},
+                         "finalizers": ["x"]},
+            "spec": {"taints": [{"key": "k", "value": "v", "effect": "NoSchedule"}]},
+            "status": {"conditions": [
+                {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory"},
+                {"type": "Ready", "status": "True", "reason": "KubeletReady"}
+            ]}
+        })
+    }
+
+    #[test]
+    fn content_types() {
+        let cases: &[(&str, Option<PatchKind>)] = &[
+            ("application/json-patch+json", Some(PatchKind::Json)),
+            ("application/merge-patch+json", Some(PatchKind::Merge)),
+            (
+                "application/merge-patch+json; charset=utf-8",
+                Some(PatchKind::Merge),
+            ),
+            (
+                "Application/Strategic-Merge-Patch+JSON",
+                Some(PatchKind::StrategicMerge),
+            ),
+            ("application/apply-patch+yaml", None),
+            ("application/json", None),
+            ("", None),
+        ];
+        for (ct, want) in cases {
+            match (PatchKind::from_content_type(ct), want) {
+                (Ok(k), Some(w)) => assert_eq!(k, *w, "{ct}"),
+                (Err(e), None) => {
+                    assert_eq!(e.code(), 415, "{ct}");
+                    assert!(e.to_string().contains("application/merge-patch+json"));
+                }
+                (got, _) => panic!("{ct}: {got:?}"),
+            }
+        }
+        assert_eq!(
+            PatchKind::from_content_type(PatchKind::Json.content_type()),
+            Ok(PatchKind::Json)
+        );
+    }
+
+    /// The bodies kubectl 1.32 sends (docs §A.5) and what they must produce.
+    #[test]
+    fn kubectl_bodies() {
+        let cases: &[(PatchKind, &str, &str, Value)] = &[
+            (
+                PatchKind::Merge,
+                r#"{"metadata":{"labels":{"b":"2"}}}"#,
+                "/metadata/labels",
+                json!({"a": "1", "keep": "yes", "b": "2"}),
+            ),
+            (
+                PatchKind::Merge,
+                r#"{"metadata":{"labels":{"a":null}}}"#,
+                "/metadata/labels",
+                json!({"keep": "yes"}),
+            ),
+            (
+                PatchKind::StrategicMerge,
+                r#"{"spec":{"taints":[{"effect":"NoExecute","key":"k2","value":"v2"},{"effect":"NoSchedule","key":"k","value":"v"}]}}"#,
+                "/spec/taints",
+                json!([{"effect":"NoExecute","key":"k2","value":"v2"},{"effect":"NoSchedule","key":"k","value":"v"}]),
+            ),
+            (
+                PatchKind::StrategicMerge,
+                r#"{"spec":{"taints":[{"effect":"NoExecute","key":"k2"}]}}"#,
+                "/spec/taints",
+                json!([{"effect":"NoExecute","key":"k2"}]),
+            ),
+            (
+                PatchKind::StrategicMerge,
+                r#"{"spec":{"taints":null}}"#,
+                "/spec",
+                json!({}),
+            ),
+            (
+                PatchKind::StrategicMerge,
+                r#"{"spec":{"unschedulable":true}}"#,
+                "/spec/unschedulable",
+                json!(true),
+            ),
+            (
+                PatchKind::StrategicMerge,
+                r#"{"metadata":{"annotations":{"x":"y"}}}"#,
+                "/metadata/annotations",
+                json!({"x": "y"}),
+            ),
+            (
+                PatchKind::Json,
+                r#"[{"op":"add","path":"/metadata/labels/c","value":"3"}]"#,
+                "/metadata/labels/c",
+                json!("3"),
+            ),
+            (
+                PatchKind::Json,
+                r#"[{"op":"test","path":"/metadata/labels/a","value":"1"},{"op":"remove","path":"/metadata/labels/a"}]"#,
+                "/metadata/labels",
+                json!({"keep": "yes"}),
+            ),
+        ];
+        for (kind, body, ptr, want) in cases {
+            let out = apply_patch(*kind, &node(), body.as_bytes())
+                .unwrap_or_else(|e| panic!("{body}: {e}"));
+            assert_eq!(out.pointer(ptr), Some(want), "{body}");
+            // Nothing else moved.
+            assert_eq!(out["metadata"]["name"], "n1", "{body}");
+        }
+        let uncordoned = apply_patch(
+            PatchKind::StrategicMerge,
+            &apply_patch(
+                PatchKind::StrategicMerge,
+                &node(),
+                br#"{"spec":{"unschedulable":true}}"#,
+            )
+            .unwrap(),
+            br#"{"spec":{"unschedulable":null}}"#,
+        )
+        .unwrap();
+        assert!(uncordoned["spec"].get("unschedulable").is_none());
+    }
+
+    #[test]
+    fn errors() {
+        let cases: &[(PatchKind, &str, u16)] = &[
+            (PatchKind::Merge, "{not json", 400),
+            (PatchKind::Merge, "[1]", 400),
+            (PatchKind::StrategicMerge, "", 400),
+            (
+                PatchKind::StrategicMerge,
+                r#"{"spec":{"$patch":"bogus"}}"#,
+                400,
+            ),
+            (PatchKind::Json, r#"{"op":"add"}"#, 400),
+            (PatchKind::Json, r#"[{"op":"frobnicate","path":"/a"}]"#, 400),
+            (
+                PatchKind::Json,
+                r#"[{"op":"test","path":"/metadata/labels/a","value":"2"}]"#,
+                422,
+            ),
+            (
+                PatchKind::Json,
+                r#"[{"op":"remove","path":"/metadata/nothing"}]"#,
+                422,
+            ),
+            (
+                PatchKind::Json,
+                r#"[{"op":"replace","path":"/spec/taints/7","value":1}]"#,
+                422,
+            ),
+            (PatchKind::Apply, "{}", 415),
+            (
+                PatchKind::StrategicMerge,
+                r#"{"status":{"conditions":[{"status":"True"}]}}"#,
+                400,
+            ),
+            (
+                PatchKind::StrategicMerge,
+                r#"{"spec":{"$retainKeys":["taints"],"unschedulable":true}}"#,
+                422,
+            ),
+        ];
+        for (kind, body, code) in cases {
+            let e = apply_patch(*kind, &node(), body.as_bytes()).expect_err(body);
+            assert_eq!(e.code(), *code, "{body}: {e}");
+        }
+        let e = apply_patch(
+            PatchKind::Json,
+            &node(),
+            br#"[{"op":"test","path":"/metadata/labels/a","value":"2"}]"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("Node \"n1\" is invalid: patch: "),
+            "{e}"
+        );
+        let e = apply_patch(PatchKind::Merge, &node(), b"{\"a\":").unwrap_err();
+        assert!(e.to_string().contains("EOF"), "serde's message: {e}");
+    }
+
+    #[test]
+    fn strategic_merge_lists_and_directives() {
+        // kubelet-style partial condition update with $setElementOrder.
+        let body = r#"{"status":{"$setElementOrder/conditions":[{"type":"MemoryPressure"},{"type":"Ready"}],
+            "conditions":[{"type":"Ready","status":"False","reason":"KubeletNotReady"}]}}"#;
+        let out = apply_patch(PatchKind::StrategicMerge, &node(), body.as_bytes()).unwrap();
+        assert_eq!(
+            out["status"]["conditions"],
+            json!([
+                {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory"},
+                {"type": "Ready", "status": "False", "reason": "KubeletNotReady"}
+            ])
+        );
+        assert!(out["status"].get("$setElementOrder/conditions").is_none());
+
+        let cases: &[(&str, &str, Value)] = &[
+            // New keyed element appended; nulls inside it dropped.
+            (
+                r#"{"status":{"conditions":[{"type":"DiskPressure","status":"False","reason":null}]}}"#,
+                "/status/conditions/2",
+                json!({"type":"DiskPressure","status":"False"}),
+            ),
+            // Keyed delete.
+            (
+                r#"{"status":{"conditions":[{"type":"MemoryPressure","$patch":"delete"}]}}"#,
+                "/status/conditions",
+                json!([{"type": "Ready", "status": "True", "reason": "KubeletReady"}]),
+            ),
+            // Keyed list replace.
+            (
+                r#"{"status":{"conditions":[{"type":"X","status":"True"},{"$patch":"replace"}]}}"#,
+                "/status/conditions",
+                json!([{"type":"X","status":"True"}]),
+            ),
+            // Reorder only.
+            (
+                r#"{"status":{"$setElementOrder/conditions":[{"type":"Ready"},{"type":"MemoryPressure"}]}}"#,
+                "/status/conditions/0/type",
+                json!("Ready"),
+            ),
+            // Map replace and delete.
+            (
+                r#"{"metadata":{"labels":{"$patch":"replace","z":"1","gone":null}}}"#,
+                "/metadata/labels",
+                json!({"z": "1"}),
+            ),
+            (
+                r#"{"metadata":{"labels":{"$patch":"delete"}}}"#,
+                "/metadata/labels",
+                json!({}),
+            ),
+            // Primitive merge list: union, and explicit deletion.
+            (
+                r#"{"metadata":{"finalizers":["y","x"]}}"#,
+                "/metadata/finalizers",
+                json!(["x", "y"]),
+            ),
+            (
+                r#"{"metadata":{"$deleteFromPrimitiveList/finalizers":["x"]}}"#,
+                "/metadata/finalizers",
+                json!([]),
+            ),
+            (
+                r#"{"metadata":{"$deleteFromPrimitiveList/finalizers":["x"],"finalizers":["z"]}}"#,
+                "/metadata/finalizers",
+                json!(["z"]),
+            ),
+            // $retainKeys drops everything not listed.
+            (
+                r#"{"spec":{"$retainKeys":["unschedulable"],"unschedulable":true}}"#,
+                "/spec",
+                json!({"unschedulable": true}),
+            ),
+            // New subtree with a keyed list.
+            (
+                r#"{"spec":{"containers":[{"name":"c","env":[{"name":"A","value":"1"}]}]}}"#,
+                "/spec/containers/0/env/0/value",
+                json!("1"),
+            ),
+        ];
+        for (body, ptr, want) in cases {
+            let out = apply_patch(PatchKind::StrategicMerge, &node(), body.as_bytes())
+                .unwrap_or_else(|e| panic!("{body}: {e}"));
+            assert_eq!(out.pointer(ptr), Some(want), "{body}\n{out:#}");
+        }
+
+        let pod = json!({"spec":{"containers":[
+            {"name":"a","image":"i1","env":[{"name":"X","value":"1"},{"name":"Y","value":"2"}]},
+            {"name":"b","image":"i2"}]}});
+        let out = apply_patch(
+            PatchKind::StrategicMerge,
+            &pod,
+            br#"{"spec":{"containers":[{"name":"a","env":[{"name":"Y","value":"3"}]}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(out["spec"]["containers"][0]["image"], "i1");
+        assert_eq!(out["spec"]["containers"][0]["env"][1]["value"], "3");
+        assert_eq!(out["spec"]["containers"][1]["name"], "b");
+    }
+
+    #[test]
+    fn resource_version_precondition() {
+        let n = node();
+        let cases: &[(PatchKind, &str, Option<&str>)] = &[
+            (
+                PatchKind::Merge,
+                r#"{"metadata":{"labels":{"z":"1"}}}"#,
+                None,
+            ),
+            (
+                PatchKind::Merge,
+                r#"{"metadata":{"labels":{"z":"1"},"resourceVersion":"1001"}}"#,
+                None,
+            ),
+            (
+                PatchKind::Merge,
+                r#"{"metadata":{"labels":{"z":"1"},"resourceVersion":"999"}}"#,
+                Some("999"),
+            ),
+            (
+                PatchKind::StrategicMerge,
+                r#"{"metadata":{"resourceVersion":"5"}}"#,
+                Some("5"),
+            ),
+            (
+                PatchKind::Merge,
+                r#"{"metadata":{"resourceVersion":null}}"#,
+                None,
+            ),
+            (
+                PatchKind::Json,
+                r#"[{"op":"replace","path":"/metadata/resourceVersion","value":"7"}]"#,
+                Some("7"),
+            ),
+        ];
+        for (kind, body, want) in cases {
+            let patched = apply_patch(*kind, &n, body.as_bytes()).unwrap();
+            assert_eq!(
+                patch_resource_version(&n, &patched).as_deref(),
+                *want,
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn list_strategies() {
+        assert_eq!(list_strategy("spec.taints"), ListStrategy::Atomic);
+        assert_eq!(
+            list_strategy("status.conditions"),
+            ListStrategy::MergeByKey("type")
+        );
+        assert_eq!(
+            list_strategy("spec.initContainers.volumeMounts"),
+            ListStrategy::MergeByKey("mountPath")
+        );
+        assert_eq!(list_strategy("spec.containers.args"), ListStrategy::Atomic);
+        assert_eq!(
+            list_strategy("metadata.finalizers"),
+            ListStrategy::MergePrimitive
+        );
+    }
+}
