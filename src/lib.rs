@@ -3,13 +3,43 @@
 //! The binary (`src/main.rs`) only parses the command line, sets up logging and dispatches;
 //! everything else lives in these modules, one per subsystem.
 
+/// Agents: join, client-side load balancer, node agent.
+pub mod agent;
+/// The Kubernetes API server on 6443.
+pub mod apiserver;
+/// Encrypted cluster bootstrap data shared between servers.
+pub mod bootstrap;
+/// Command-line parsing.
+pub mod cli;
+/// Joining a cluster: CA pinning by token hash and authenticated supervisor requests.
+pub mod clientaccess;
 /// Settings: config files, `RKE2_*` variables and flags, merged and validated.
 pub mod config;
+/// Control loops of servers.
+pub mod controllers;
+/// systemd integration: listeners, notifications, watchdog, signals, runtime state.
+pub mod daemon;
+/// Key-value storage on etcd: CAS writes, paginated lists, watches.
+pub mod datastore;
+/// The embedded etcd member: process, identity, membership.
+pub mod etcd;
 /// Atomic file writes with the right modes.
 pub mod fsutil;
+/// TLS servers and clients.
+pub mod https;
+/// Kubeconfig files.
+pub mod kubeconfig;
+/// Logging to journald or stderr.
+pub mod logging;
+/// Data-directory layout.
+pub mod paths;
+/// Certificate authorities and leaf certificates.
+pub mod pki;
+/// `rke2 server`: the orchestration of a server node.
+pub mod server;
+/// The registration (supervisor) API on 9345.
+pub mod supervisor;
 /// Join tokens, the CA hash and the credentials store.
 pub mod token;
 /// Kubernetes naming rules for node names, labels and taints.
 pub mod validation;
-/// The Kubernetes API server on 6443.
-pub mod apiserver;

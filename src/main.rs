@@ -1,2 +1,93 @@
-//! The `rke2` binary.
-fn main() {}
+//! The `rke2` binary: parse the command line, load the configuration, set up logging, run the
+//! chosen role until a signal, and map the outcome to an exit code (64 for bad usage or
+//! configuration, 1 for runtime failures).
+
+use std::process::ExitCode;
+
+use rke2::cli::{self, EXIT_FAILURE, EXIT_USAGE};
+use rke2::config::{self, spec::Role};
+use tokio_util::sync::CancellationToken;
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(code as u8)
+}
+
+fn main() -> ExitCode {
+    let matches = match cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            return exit(EXIT_USAGE);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    let env = cli::env_snapshot();
+    let (name, sub) = matches.subcommand().expect("subcommand required");
+    let role = match name {
+        "server" => Role::Server,
+        "agent" => Role::Agent,
+        _ => unreachable!("clap only accepts known subcommands"),
+    };
+    let sources = cli::sources_from(sub, role, &env);
+    let loaded = match role {
+        Role::Server => config::load_server(&sources)
+            .map(|l| (l.warnings, l.config.node.clone(), Some(l.config), None)),
+        Role::Agent => config::load_agent(&sources)
+            .map(|l| (l.warnings, l.config.node.clone(), None, Some(l.config))),
+    };
+    let (warnings, node, server, agent) = match loaded {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("rke2 {name}: configuration error: {e}");
+            return exit(EXIT_USAGE);
+        }
+    };
+    rke2::logging::init(
+        node.log_format,
+        node.debug,
+        env.get("JOURNAL_STREAM").map(String::as_str),
+        env.get("RUST_LOG").map(String::as_str),
+    );
+    for w in warnings {
+        tracing::warn!(component = "config", "{w}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rke2: cannot start the async runtime: {e}");
+            return exit(EXIT_FAILURE);
+        }
+    };
+    let cancel = CancellationToken::new();
+    let result: Result<(), String> = runtime.block_on(async {
+        tokio::spawn(rke2::daemon::wait_for_shutdown_signal(cancel.clone()));
+        match (server, agent) {
+            (Some(c), _) => rke2::server::run(
+                c,
+                rke2::server::ProcessEnv {
+                    path: env.get("PATH").cloned(),
+                },
+                cancel,
+            )
+            .await
+            .map_err(|e| e.to_string()),
+            (_, Some(c)) => rke2::agent::run(c, cancel).await.map_err(|e| e.to_string()),
+            _ => unreachable!("one role is loaded"),
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(component = name, "{e}");
+            eprintln!("rke2 {name}: {e}");
+            exit(EXIT_FAILURE)
+        }
+    }
+}

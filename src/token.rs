@@ -34,7 +34,9 @@ impl fmt::Debug for Secret {
 pub enum TokenError {
     #[error("token must not be empty")]
     Empty,
-    #[error("invalid token format: expected K10<CA-HASH>::<USERNAME>:<PASSWORD>, <PASSWORD> or a bootstrap token <id>.<secret>")]
+    #[error(
+        "invalid token format: expected K10<CA-HASH>::<USERNAME>:<PASSWORD>, <PASSWORD> or a bootstrap token <id>.<secret>"
+    )]
     InvalidFormat,
     #[error("invalid token CA hash length: expected 64 hex characters, got {0}")]
     InvalidHashLength(usize),
@@ -81,8 +83,7 @@ pub fn is_bootstrap_token(s: &str) -> bool {
     };
     let ok = |p: &str, n: usize| {
         p.len() == n
-            && p
-                .bytes()
+            && p.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
     };
     ok(id, 6) && ok(secret, 16)
@@ -213,7 +214,8 @@ pub fn generate_bootstrap_token() -> (String, Secret) {
         let mut out = String::with_capacity(n);
         while out.len() < n {
             let mut b = [0u8; 1];
-            rng.fill(&mut b).expect("the OS random number generator failed");
+            rng.fill(&mut b)
+                .expect("the OS random number generator failed");
             // 252 = 7 * 36: reject the tail so every character is equally likely.
             if b[0] < 252 {
                 out.push(ALPHABET[(b[0] % 36) as usize] as char);
@@ -376,7 +378,10 @@ mod tests {
     fn normalizes_server_tokens() {
         let full = Secret::new(format!("K10{HASH}::server:pw"));
         assert_eq!(normalize_server_token(&full).unwrap().expose(), "pw");
-        assert_eq!(normalize_server_token(&Secret::new("pw")).unwrap().expose(), "pw");
+        assert_eq!(
+            normalize_server_token(&Secret::new("pw")).unwrap().expose(),
+            "pw"
+        );
         assert!(normalize_server_token(&Secret::new("abcdef.0123456789abcdef")).is_err());
         assert!(normalize_server_token(&Secret::new("  ")).is_err());
     }
@@ -401,7 +406,10 @@ mod tests {
         p.set("server", Secret::new("s1"), SERVER_GROUP);
         p.set("node", Secret::new("n1"), AGENT_GROUP);
         let text = p.render();
-        assert_eq!(text, "s1,server,server,rke2:server\nn1,node,node,rke2:agent\n");
+        assert_eq!(
+            text,
+            "s1,server,server,rke2:server\nn1,node,node,rke2:agent\n"
+        );
         let back = Passwd::parse(&text, Path::new("passwd")).unwrap();
         assert_eq!(back, p);
         assert_eq!(back.authenticate("server", "s1"), Some(SERVER_GROUP));

@@ -235,7 +235,10 @@ mod tests {
         assert_eq!(t.value, "");
         assert!("k=v".parse::<Taint>().is_err());
         let e = "k=v:Sometimes".parse::<Taint>().unwrap_err();
-        assert!(e.0.contains("NoSchedule, PreferNoSchedule, NoExecute"), "{e}");
+        assert!(
+            e.0.contains("NoSchedule, PreferNoSchedule, NoExecute"),
+            "{e}"
+        );
         assert!("-bad=v:NoSchedule".parse::<Taint>().is_err());
     }
 

@@ -1,12 +1,411 @@
-//! The Kubernetes API on 6443: a compatible subset served from etcd.
+//! The Kubernetes API on 6443: a compatible subset served from etcd, shaped by what the real
+//! kubectl 1.32 sends and accepts (kubernetes-api.md). This file owns routing (path parsing),
+//! the request pipeline (authentication, authorization, body decoding) and response encoding;
+//! [`handlers`] does the verbs, [`watch`] streams changes, [`storage`] talks to etcd.
 
-/// Validation and server-side defaulting of objects before storage.
+pub mod authz;
+pub mod discovery;
+pub mod handlers;
 pub mod objects;
-/// JSON, merge and strategic merge patches.
 pub mod patch;
-/// Decoding kubectl's protobuf request bodies to JSON.
 pub mod protobuf;
 pub mod resources;
-/// Label and field selectors of list/watch requests.
 pub mod selectors;
 pub mod status;
+pub mod storage;
+pub mod table;
+pub mod watch;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::https::ConnInfo;
+use crate::server::context::Ctx;
+use authz::User;
+use resources::ResourceInfo;
+use status::ApiError;
+
+/// Shared state of the API handlers.
+pub struct ApiState {
+    pub ctx: Ctx,
+    pub cancel: CancellationToken,
+}
+
+type St = Arc<ApiState>;
+
+/// Builds the API router.
+pub fn router(ctx: Ctx, cancel: CancellationToken) -> Router {
+    Router::new()
+        .fallback(entry)
+        .with_state(Arc::new(ApiState { ctx, cancel }))
+}
+
+/// A parsed request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiPath {
+    Version,
+    Health(&'static str),
+    CoreGroup,
+    CoreVersion,
+    Groups,
+    Group(String),
+    GroupVersion(String, String),
+    Resource(ResourceRef),
+    NotFound,
+}
+
+/// A resource path: which resource, where, which object, which subresource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceRef {
+    pub info: &'static ResourceInfo,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+}
+
+fn resource_segments(group: &str, version: &str, segs: &[&str]) -> ApiPath {
+    let lookup = |plural: &str| resources::lookup(group, version, plural);
+    let r =
+        |info: &'static ResourceInfo, ns: Option<&str>, name: Option<&str>, sub: Option<&str>| {
+            ApiPath::Resource(ResourceRef {
+                info,
+                namespace: ns.map(str::to_string),
+                name: name.map(str::to_string),
+                subresource: sub.map(str::to_string),
+            })
+        };
+    match segs {
+        ["namespaces", ns, plural, rest @ ..] if lookup(plural).is_some_and(|i| i.namespaced) => {
+            let info = lookup(plural).expect("checked");
+            match rest {
+                [] => r(info, Some(ns), None, None),
+                [name] => r(info, Some(ns), Some(name), None),
+                [name, sub] => r(info, Some(ns), Some(name), Some(sub)),
+                _ => ApiPath::NotFound,
+            }
+        }
+        [plural, rest @ ..] => {
+            let Some(info) = lookup(plural) else {
+                return ApiPath::NotFound;
+            };
+            match rest {
+                [] => r(info, None, None, None),
+                [name] => r(info, None, Some(name), None),
+                [name, sub] => r(info, None, Some(name), Some(sub)),
+                _ => ApiPath::NotFound,
+            }
+        }
+        [] => ApiPath::NotFound,
+    }
+}
+
+/// Parses a request path.
+pub fn parse_path(path: &str) -> ApiPath {
+    let trimmed = path.trim_end_matches('/');
+    let segs: Vec<&str> = trimmed.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        ["version"] => ApiPath::Version,
+        ["healthz", ..] => ApiPath::Health("healthz"),
+        ["livez", ..] => ApiPath::Health("livez"),
+        ["readyz", ..] => ApiPath::Health("readyz"),
+        ["api"] => ApiPath::CoreGroup,
+        ["api", "v1"] => ApiPath::CoreVersion,
+        ["api", "v1", rest @ ..] => resource_segments("", "v1", rest),
+        ["apis"] => ApiPath::Groups,
+        ["apis", g] => ApiPath::Group(g.to_string()),
+        ["apis", g, v] => ApiPath::GroupVersion(g.to_string(), v.to_string()),
+        ["apis", g, v, rest @ ..] => resource_segments(g, v, rest),
+        _ => ApiPath::NotFound,
+    }
+}
+
+/// Builds a JSON response.
+pub fn json(status: StatusCode, value: &Value, content_type: &'static str) -> Response {
+    let body = serde_json::to_vec(value).expect("JSON values serialise");
+    let mut resp = (status, body).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::warn!(component = "apiserver", "request failed: {self}");
+        }
+        json(status, &self.to_status(), "application/json")
+    }
+}
+
+/// The query string as a map (last value wins).
+pub fn query_map(query: Option<&str>) -> HashMap<String, String> {
+    url_decode_pairs(query.unwrap_or_default())
+}
+
+fn url_decode_pairs(q: &str) -> HashMap<String, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 3;
+                }
+                Err(_) => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads a request body up to the API's limit (413 beyond it).
+pub async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    let limit = objects::MAX_BODY_BYTES;
+    let collected = http_body_util::Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                ApiError::RequestEntityTooLarge(limit)
+            } else {
+                ApiError::BadRequest(format!("reading the request body: {e}"))
+            }
+        })?;
+    Ok(collected.to_bytes())
+}
+
+/// Decodes a request body as JSON or Kubernetes protobuf, by Content-Type.
+pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    if protobuf::is_protobuf(ct) {
+        return protobuf::decode_to_json(body);
+    }
+    let base = ct.split(';').next().unwrap_or("").trim();
+    if !(base == "application/json" || base.is_empty() || base == "*/*") {
+        return Err(ApiError::UnsupportedMediaType(
+            "application/json, application/vnd.kubernetes.protobuf".into(),
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))
+}
+
+fn accept(headers: &HeaderMap) -> String {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string()
+}
+
+async fn entry(
+    State(st): State<St>,
+    Extension(conn): Extension<ConnInfo>,
+    req: Request,
+) -> Response {
+    match dispatch(st, conn, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn readyz(st: &ApiState, verbose: bool) -> Response {
+    let check = match st.ctx.store.get() {
+        None => Err("datastore not started".to_string()),
+        Some(store) => {
+            match tokio::time::timeout(std::time::Duration::from_secs(2), store.revision()).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("etcd did not answer within 2s (no quorum?)".to_string()),
+            }
+        }
+    };
+    match check {
+        Ok(()) if verbose => text(
+            StatusCode::OK,
+            "[+]ping ok\n[+]etcd ok\nreadyz check passed\n",
+        ),
+        Ok(()) => text(StatusCode::OK, "ok"),
+        Err(e) => {
+            tracing::debug!(component = "apiserver", "readyz failed: {e}");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("[+]ping ok\n[-]etcd failed: {e}\nreadyz check failed\n"),
+            )
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response {
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+async fn dispatch(st: St, conn: ConnInfo, req: Request) -> Result<Response, ApiError> {
+    let path = parse_path(req.uri().path());
+    let query = query_map(req.uri().query());
+    let method = req.method().clone();
+    let accept = accept(req.headers());
+    // Health and version are public (system:public-info-viewer upstream).
+    match &path {
+        ApiPath::Health("readyz") => return Ok(readyz(&st, query.contains_key("verbose")).await),
+        ApiPath::Health(_) => return Ok(text(StatusCode::OK, "ok")),
+        ApiPath::Version => {
+            return Ok(json(
+                StatusCode::OK,
+                &discovery::version_info(),
+                "application/json",
+            ));
+        }
+        _ => {}
+    }
+    let user = conn
+        .identity
+        .as_ref()
+        .map(User::from_cert)
+        .ok_or(ApiError::Unauthorized)?;
+    let aggregated = discovery::wants_aggregated(&accept);
+    let disc = |v: Value| {
+        Ok(if aggregated {
+            json(StatusCode::OK, &v, discovery::AGGREGATED_V2_CONTENT_TYPE)
+        } else {
+            json(StatusCode::OK, &v, "application/json")
+        })
+    };
+    match path {
+        ApiPath::CoreGroup => {
+            if aggregated {
+                disc(discovery::aggregated_core())
+            } else {
+                disc(discovery::legacy_api_versions(&conn.local.to_string()))
+            }
+        }
+        ApiPath::Groups => {
+            if aggregated {
+                disc(discovery::aggregated_groups())
+            } else {
+                disc(discovery::legacy_group_list())
+            }
+        }
+        ApiPath::CoreVersion => Ok(json(
+            StatusCode::OK,
+            &discovery::api_resource_list("", "v1").ok_or(ApiError::NoSuchResource)?,
+            "application/json",
+        )),
+        ApiPath::Group(g) => Ok(json(
+            StatusCode::OK,
+            &discovery::api_group(&g).ok_or(ApiError::NoSuchResource)?,
+            "application/json",
+        )),
+        ApiPath::GroupVersion(g, v) => Ok(json(
+            StatusCode::OK,
+            &discovery::api_resource_list(&g, &v).ok_or(ApiError::NoSuchResource)?,
+            "application/json",
+        )),
+        ApiPath::Resource(r) => {
+            if st.ctx.store.get().is_none() {
+                return Err(ApiError::ServiceUnavailable(
+                    "apiserver not ready: etcd is starting".into(),
+                ));
+            }
+            handlers::handle(&st, &user, r, method, query, &accept, req).await
+        }
+        ApiPath::NotFound | ApiPath::Health(_) | ApiPath::Version => {
+            // Method on an unknown path.
+            let _ = Method::GET;
+            Err(ApiError::NoSuchResource)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(path: &str) -> ResourceRef {
+        match parse_path(path) {
+            ApiPath::Resource(r) => r,
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn paths() {
+        let r = res("/api/v1/nodes/n1/status");
+        assert_eq!(r.info.plural, "nodes");
+        assert_eq!(r.name.as_deref(), Some("n1"));
+        assert_eq!(r.subresource.as_deref(), Some("status"));
+        let r = res("/api/v1/namespaces/kube-system/secrets/s1");
+        assert_eq!(r.info.plural, "secrets");
+        assert_eq!(r.namespace.as_deref(), Some("kube-system"));
+        let r = res("/api/v1/namespaces/foo");
+        assert_eq!(r.info.plural, "namespaces");
+        assert_eq!(r.name.as_deref(), Some("foo"));
+        let r = res("/api/v1/namespaces/foo/status");
+        assert_eq!(r.info.plural, "namespaces");
+        assert_eq!(r.subresource.as_deref(), Some("status"));
+        let r = res("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases");
+        assert_eq!(r.info.plural, "leases");
+        assert_eq!(r.name, None);
+        let r = res("/api/v1/pods");
+        assert_eq!(r.namespace, None);
+        assert_eq!(parse_path("/api/v1/foos"), ApiPath::NotFound);
+        assert_eq!(parse_path("/version"), ApiPath::Version);
+        assert_eq!(
+            parse_path("/apis/coordination.k8s.io/v1"),
+            ApiPath::GroupVersion("coordination.k8s.io".into(), "v1".into())
+        );
+    }
+
+    #[test]
+    fn query_decoding() {
+        let q = query_map(Some(
+            "fieldSelector=spec.nodeName%3Dn1%2Cstatus.phase%21%3DFailed&limit=500&watch",
+        ));
+        assert_eq!(q["fieldSelector"], "spec.nodeName=n1,status.phase!=Failed");
+        assert_eq!(q["limit"], "500");
+        assert_eq!(q["watch"], "");
+    }
+}

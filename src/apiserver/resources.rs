@@ -111,20 +111,76 @@ const fn stored(
 pub const RESOURCES: &[ResourceInfo] = &[
     ResourceInfo {
         subresources: &["status"],
-        ..stored("", "nodes", "node", "Node", false, &["no"], "/registry/minions")
+        ..stored(
+            "",
+            "nodes",
+            "node",
+            "Node",
+            false,
+            &["no"],
+            "/registry/minions",
+        )
     },
     ResourceInfo {
         subresources: &["status"],
-        ..stored("", "namespaces", "namespace", "Namespace", false, &["ns"], "/registry/namespaces")
+        ..stored(
+            "",
+            "namespaces",
+            "namespace",
+            "Namespace",
+            false,
+            &["ns"],
+            "/registry/namespaces",
+        )
     },
-    stored("", "secrets", "secret", "Secret", true, &[], "/registry/secrets"),
-    stored("", "configmaps", "configmap", "ConfigMap", true, &["cm"], "/registry/configmaps"),
-    stored("", "events", "event", "Event", true, &["ev"], "/registry/events"),
-    stored("", "endpoints", "endpoints", "Endpoints", true, &["ep"], "/registry/services/endpoints"),
+    stored(
+        "",
+        "secrets",
+        "secret",
+        "Secret",
+        true,
+        &[],
+        "/registry/secrets",
+    ),
+    stored(
+        "",
+        "configmaps",
+        "configmap",
+        "ConfigMap",
+        true,
+        &["cm"],
+        "/registry/configmaps",
+    ),
+    stored(
+        "",
+        "events",
+        "event",
+        "Event",
+        true,
+        &["ev"],
+        "/registry/events",
+    ),
+    stored(
+        "",
+        "endpoints",
+        "endpoints",
+        "Endpoints",
+        true,
+        &["ep"],
+        "/registry/services/endpoints",
+    ),
     ResourceInfo {
         categories: &["all"],
         subresources: &["status"],
-        ..stored("", "services", "service", "Service", true, &["svc"], "/registry/services/specs")
+        ..stored(
+            "",
+            "services",
+            "service",
+            "Service",
+            true,
+            &["svc"],
+            "/registry/services/specs",
+        )
     },
     ResourceInfo {
         categories: &["all"],

@@ -210,7 +210,10 @@ mod tests {
     fn invalid_lists_causes() {
         let e = ApiError::invalid("Node", "n1", "metadata.labels", "bad key");
         assert_eq!(e.code(), 422);
-        assert_eq!(e.to_status()["details"]["causes"][0]["field"], "metadata.labels");
+        assert_eq!(
+            e.to_status()["details"]["causes"][0]["field"],
+            "metadata.labels"
+        );
         assert!(e.to_string().contains("metadata.labels: bad key"));
     }
 }

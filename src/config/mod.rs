@@ -209,7 +209,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration \"{s}\": unit must be ms, s, m or h")),
+        _ => {
+            return Err(format!(
+                "invalid duration \"{s}\": unit must be ms, s, m or h"
+            ));
+        }
     };
     if secs <= 0.0 || !secs.is_finite() {
         return Err(format!("invalid duration \"{s}\": must be positive"));
@@ -280,7 +284,9 @@ impl<'a> Reader<'a> {
         self.parse(key, |v| match v.to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" => Ok(true),
             "false" | "0" | "no" | "" => Ok(false),
-            other => Err(format!("invalid boolean \"{other}\": expected true or false")),
+            other => Err(format!(
+                "invalid boolean \"{other}\": expected true or false"
+            )),
         })
     }
 
@@ -294,13 +300,21 @@ impl<'a> Reader<'a> {
             )),
             (Some(r), None) => {
                 if r.value.trim().is_empty() {
-                    return Err(ConfigError::at(r.origin.clone(), key, "must not be empty".into()));
+                    return Err(ConfigError::at(
+                        r.origin.clone(),
+                        key,
+                        "must not be empty".into(),
+                    ));
                 }
                 Ok(Some(Secret::new(r.value.trim().to_string())))
             }
             (None, Some(r)) => {
                 let text = std::fs::read_to_string(&r.value).map_err(|e| {
-                    ConfigError::at(r.origin.clone(), file_key, format!("cannot read {}: {e}", r.value))
+                    ConfigError::at(
+                        r.origin.clone(),
+                        file_key,
+                        format!("cannot read {}: {e}", r.value),
+                    )
                 })?;
                 let t = text.trim();
                 if t.is_empty() {
@@ -351,7 +365,9 @@ pub fn cidr_offset(cidr: &str, offset: u32) -> Option<IpAddr> {
     let (ip, _) = parse_cidr(cidr).ok()?;
     match ip {
         IpAddr::V4(v4) => Some(IpAddr::V4((u32::from(v4).wrapping_add(offset)).into())),
-        IpAddr::V6(v6) => Some(IpAddr::V6((u128::from(v6).wrapping_add(offset as u128)).into())),
+        IpAddr::V6(v6) => Some(IpAddr::V6(
+            (u128::from(v6).wrapping_add(offset as u128)).into(),
+        )),
     }
 }
 
@@ -387,11 +403,17 @@ fn node_config(r: &Reader<'_>) -> Result<NodeConfig, ConfigError> {
         "auto" => Ok(LogFormat::Auto),
         "text" => Ok(LogFormat::Text),
         "journald" => Ok(LogFormat::Journald),
-        other => Err(format!("invalid log format \"{other}\": expected auto, text or journald")),
+        other => Err(format!(
+            "invalid log format \"{other}\": expected auto, text or journald"
+        )),
     })?;
     let data_dir = r.string_or_default("data-dir");
     if data_dir.is_empty() {
-        return Err(ConfigError::at(Origin::Default, "data-dir", "must not be empty".into()));
+        return Err(ConfigError::at(
+            Origin::Default,
+            "data-dir",
+            "must not be empty".into(),
+        ));
     }
     Ok(NodeConfig {
         data_dir: PathBuf::from(data_dir),
@@ -400,7 +422,9 @@ fn node_config(r: &Reader<'_>) -> Result<NodeConfig, ConfigError> {
         node_labels: r.parse_list("node-label", |v| {
             v.parse::<NodeLabel>().map_err(|e| e.to_string())
         })?,
-        node_taints: r.parse_list("node-taint", |v| v.parse::<Taint>().map_err(|e| e.to_string()))?,
+        node_taints: r.parse_list("node-taint", |v| {
+            v.parse::<Taint>().map_err(|e| e.to_string())
+        })?,
         server: r.parse_opt("server", |v| v.parse::<ServerUrl>())?,
         token: r.secret("token", "token-file")?,
         heartbeat_interval: r.parse("node-heartbeat-interval", parse_duration)?,
@@ -414,18 +438,24 @@ pub fn validate_server(raw: &RawSettings) -> Result<ServerConfig, ConfigError> {
     let r = Reader { raw };
     let node = node_config(&r)?;
     if node.server.is_some() && node.token.is_none() {
-        let origin = r.last("server").map(|x| x.origin.clone()).unwrap_or(Origin::Default);
+        let origin = r
+            .last("server")
+            .map(|x| x.origin.clone())
+            .unwrap_or(Origin::Default);
         return Err(ConfigError::at(
             origin,
             "token",
             "a token is required to join a cluster (set token or token-file)".into(),
         ));
     }
-    let service_cidr = r.parse("service-cidr", |v| parse_cidr(v).map(|_| v.trim().to_string()))?;
+    let service_cidr = r.parse("service-cidr", |v| {
+        parse_cidr(v).map(|_| v.trim().to_string())
+    })?;
     let cluster_dns = match r.parse_opt("cluster-dns", parse_ip)? {
         Some(ip) => ip,
-        None => cidr_offset(&service_cidr, 10)
-            .ok_or_else(|| ConfigError::at(Origin::Default, "cluster-dns", "cannot derive".into()))?,
+        None => cidr_offset(&service_cidr, 10).ok_or_else(|| {
+            ConfigError::at(Origin::Default, "cluster-dns", "cannot derive".into())
+        })?,
     };
     let cluster_domain = r.parse("cluster-domain", |v| {
         crate::validation::validate_dns_subdomain(v)
@@ -454,7 +484,9 @@ pub fn validate_server(raw: &RawSettings) -> Result<ServerConfig, ConfigError> {
         etcd_args,
         write_kubeconfig: PathBuf::from(r.string_or_default("write-kubeconfig")),
         write_kubeconfig_mode: r.parse("write-kubeconfig-mode", parse_mode)?,
-        cluster_cidr: r.parse("cluster-cidr", |v| parse_cidr(v).map(|_| v.trim().to_string()))?,
+        cluster_cidr: r.parse("cluster-cidr", |v| {
+            parse_cidr(v).map(|_| v.trim().to_string())
+        })?,
         service_cidr,
         cluster_dns,
         cluster_domain,
@@ -471,7 +503,10 @@ pub fn validate_server(raw: &RawSettings) -> Result<ServerConfig, ConfigError> {
     for (i, (ka, a)) in ports.iter().enumerate() {
         for (kb, b) in &ports[i + 1..] {
             if a == b {
-                let origin = r.last(kb).map(|x| x.origin.clone()).unwrap_or(Origin::Default);
+                let origin = r
+                    .last(kb)
+                    .map(|x| x.origin.clone())
+                    .unwrap_or(Origin::Default);
                 return Err(ConfigError::at(
                     origin,
                     kb,
@@ -491,7 +526,8 @@ pub fn validate_agent(raw: &RawSettings) -> Result<AgentConfig, ConfigError> {
         return Err(ConfigError::at(
             Origin::Default,
             "server",
-            "rke2 agent needs the server to register with (server: https://<fixed-address>:9345)".into(),
+            "rke2 agent needs the server to register with (server: https://<fixed-address>:9345)"
+                .into(),
         ));
     }
     if node.token.is_none() {
@@ -504,7 +540,9 @@ pub fn validate_agent(raw: &RawSettings) -> Result<AgentConfig, ConfigError> {
     let lb_server_port = r.parse("lb-server-port", parse_port)?;
     if lb_server_port < 2 {
         return Err(ConfigError::at(
-            r.last("lb-server-port").map(|x| x.origin.clone()).unwrap_or(Origin::Default),
+            r.last("lb-server-port")
+                .map(|x| x.origin.clone())
+                .unwrap_or(Origin::Default),
             "lb-server-port",
             "must be at least 2 (the API load balancer uses lb-server-port - 1)".into(),
         ));
@@ -546,7 +584,10 @@ mod tests {
         load_server(&ConfigSources {
             config_file: Some(p),
             env: Default::default(),
-            flags: flags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            flags: flags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         })
         .map(|l| l.config)
     }
@@ -569,7 +610,11 @@ mod tests {
         assert!(matches!(e.origin, Origin::File { line: 2, .. }), "{e:?}");
         let e = load("node-taint:\n  - a=b:NoSchedule\n  - c=d:Never\n", &[]).unwrap_err();
         assert_eq!(e.key, "node-taint");
-        assert!(e.to_string().contains("NoSchedule, PreferNoSchedule, NoExecute"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("NoSchedule, PreferNoSchedule, NoExecute"),
+            "{e}"
+        );
         let e = load("supervisor-port: 99999\n", &[]).unwrap_err();
         assert_eq!(e.key, "supervisor-port");
         let e = load("write-kubeconfig-mode: rw\n", &[]).unwrap_err();
@@ -591,8 +636,14 @@ mod tests {
             &[("tls-san", "extra")],
         )
         .unwrap();
-        assert_eq!(c.tls_san, vec!["lb.example.com", "10.0.0.9", "10.0.0.10", "extra"]);
-        assert_eq!(c.node.token.as_ref().unwrap().expose(), "K10abc::server:secret");
+        assert_eq!(
+            c.tls_san,
+            vec!["lb.example.com", "10.0.0.9", "10.0.0.10", "extra"]
+        );
+        assert_eq!(
+            c.node.token.as_ref().unwrap().expose(),
+            "K10abc::server:secret"
+        );
     }
 
     #[test]

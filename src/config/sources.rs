@@ -109,7 +109,12 @@ fn config_files(main: &Path) -> Result<Vec<PathBuf>, ConfigError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
-            return Err(ConfigError::file(&dropin_dir, 0, "", format!("cannot read: {e}")));
+            return Err(ConfigError::file(
+                &dropin_dir,
+                0,
+                "",
+                format!("cannot read: {e}"),
+            ));
         }
     }
     Ok(files)
@@ -191,7 +196,12 @@ fn parse_file(path: &Path) -> Result<Vec<FileEntry>, ConfigError> {
     let mut entries = Vec::new();
     for (k, v) in map {
         let Some(raw_key) = scalar_to_string(&k) else {
-            return Err(ConfigError::file(path, 0, "", "keys must be strings".to_string()));
+            return Err(ConfigError::file(
+                path,
+                0,
+                "",
+                "keys must be strings".to_string(),
+            ));
         };
         let line = key_line(&text, &raw_key);
         let (key, append) = match raw_key.strip_suffix('+') {
@@ -226,7 +236,10 @@ fn parse_file(path: &Path) -> Result<Vec<FileEntry>, ConfigError> {
                         path,
                         line,
                         &key,
-                        format!("expected a string, number, boolean or list, found {}", describe(other)),
+                        format!(
+                            "expected a string, number, boolean or list, found {}",
+                            describe(other)
+                        ),
                     ));
                 }
             },
@@ -401,7 +414,11 @@ mod tests {
             "config.yaml",
             "token: a\nnode-label:\n  - x=1\ntls-san: one,two\n",
         );
-        write(d.path(), "config.yaml.d/10-b.yaml", "token: b\nnode-label+:\n  - y=2\n");
+        write(
+            d.path(),
+            "config.yaml.d/10-b.yaml",
+            "token: b\nnode-label+:\n  - y=2\n",
+        );
         write(d.path(), "config.yaml.d/20-c.yml", "tls-san: [three]\n");
         write(d.path(), "config.yaml.d/ignored.txt", "token: zzz\n");
         let r = merge(
@@ -420,7 +437,11 @@ mod tests {
     #[test]
     fn precedence_env_file_flag() {
         let d = tempfile::tempdir().unwrap();
-        let main = write(d.path(), "config.yaml", "node-name: from-file\ntls-san: [f]\n");
+        let main = write(
+            d.path(),
+            "config.yaml",
+            "node-name: from-file\ntls-san: [f]\n",
+        );
         let mut env = BTreeMap::new();
         env.insert("RKE2_NODE_NAME".into(), "from-env".into());
         env.insert("RKE2_DATA_DIR".into(), "/env/dir".into());
@@ -445,7 +466,11 @@ mod tests {
     #[test]
     fn unknown_and_other_role_keys_warn_with_file_and_line() {
         let d = tempfile::tempdir().unwrap();
-        let main = write(d.path(), "config.yaml", "token: a\nfoo-bar: 1\ntls-san: x\n");
+        let main = write(
+            d.path(),
+            "config.yaml",
+            "token: a\nfoo-bar: 1\ntls-san: x\n",
+        );
         let r = merge(
             &ConfigSources {
                 config_file: Some(main.clone()),

@@ -1,0 +1,441 @@
+//! `rke2 agent` and what agents share with servers. An agent joins through its client-side load
+//! balancer (protocol.md §10.1): CA check against the token hash, the cluster's settings, node
+//! password and certificate signing requests, then the server list for the load balancers and
+//! finally the node agent, which reaches the API only through the local load balancer.
+
+pub mod loadbalancer;
+pub mod node_agent;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clientaccess::{AccessError, ClusterAccess};
+use crate::config::AgentConfig;
+use crate::daemon::Runtime;
+use crate::fsutil::{self, IoContext, PathError};
+use crate::https::{HttpsClient, ServerTrust};
+use crate::kubeconfig::Kubeconfig;
+use crate::paths::AgentPaths;
+use crate::supervisor::ControlConfig;
+use crate::supervisor::certs::{NODE_IP_HEADER, NODE_NAME_HEADER, NODE_PASSWORD_HEADER};
+use crate::token::{JoinToken, TokenError};
+use loadbalancer::{HealthCheck, LoadBalancer, LoadBalancerConfig};
+
+/// Interval between attempts while the cluster is not reachable yet (k3s: 2 s).
+const JOIN_RETRY: Duration = Duration::from_secs(2);
+/// How often the server list is refreshed.
+const APISERVERS_REFRESH: Duration = Duration::from_secs(5);
+/// Name the agent verifies server certificates against: the agent dials local load-balancer
+/// addresses, which are not in the servers' certificates, while `localhost` always is.
+const SERVER_NAME: &str = "localhost";
+
+/// Agent errors.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("invalid token: {0}")]
+    Token(#[from] TokenError),
+    #[error(
+        "Node password rejected, duplicate hostname or contents of '{file}' may not match server node-passwd entry, \
+         try enabling a unique node name with node-name, or delete the existing node {node} first"
+    )]
+    NodePasswordRejected { file: String, node: String },
+    #[error("the server refused the token (HTTP {status}): {message}")]
+    TokenRejected { status: u16, message: String },
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error(transparent)]
+    LoadBalancer(#[from] loadbalancer::LoadBalancerError),
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
+    #[error(transparent)]
+    Io(#[from] PathError),
+    #[error("shut down before the agent was ready")]
+    Cancelled,
+}
+
+/// Whether an access error is worth retrying (server not up yet) or final (refused).
+fn classify(e: AccessError) -> Result<AccessError, AgentError> {
+    match &e {
+        AccessError::CaHashMismatch { .. } => Err(AgentError::Access(e)),
+        AccessError::Status {
+            status: 401,
+            message,
+            ..
+        }
+        | AccessError::Status {
+            status: 403,
+            message,
+            ..
+        } => Err(AgentError::TokenRejected {
+            status: e.status().unwrap_or_default(),
+            message: message.clone(),
+        }),
+        _ => Ok(e),
+    }
+}
+
+/// Reads or creates the node password file (32 hex characters, 0600).
+pub fn ensure_node_password(path: &Path) -> Result<String, PathError> {
+    if let Some(existing) = fsutil::read_optional(path).at(path)? {
+        let t = existing.trim().to_string();
+        if !t.is_empty() {
+            return Ok(t);
+        }
+    }
+    if let Some(dir) = path.parent() {
+        fsutil::ensure_dir(dir, 0o755).at(dir)?;
+    }
+    let pw = crate::token::random_hex(16);
+    fsutil::write_atomic(path, format!("{pw}\n").as_bytes(), fsutil::SECRET_FILE_MODE).at(path)?;
+    Ok(pw)
+}
+
+/// A health check that GETs `path` over TLS and expects 200, trusting the cluster CA once it is
+/// known (plain TCP connect before that).
+fn https_health(ca: Arc<RwLock<Option<String>>>, path: &'static str) -> HealthCheck {
+    Arc::new(move |addr: String| {
+        let ca = ca.read().map(|g| g.clone()).unwrap_or(None);
+        async move {
+            let timeout = Duration::from_millis(800);
+            match ca {
+                None => matches!(
+                    tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr)).await,
+                    Ok(Ok(_))
+                ),
+                Some(ca) => {
+                    let Ok(client) = HttpsClient::new(&ServerTrust::Ca(ca), None, timeout) else {
+                        return false;
+                    };
+                    let client = client.with_server_name(SERVER_NAME);
+                    matches!(
+                        client.request(http::Method::GET, &format!("https://{addr}{path}"), &[], None).await,
+                        Ok(r) if r.status == 200
+                    )
+                }
+            }
+        }
+        .boxed()
+    })
+}
+
+fn with_port(addr: &str, port: u16) -> Option<String> {
+    let sa: SocketAddr = addr.parse().ok()?;
+    Some(SocketAddr::new(sa.ip(), port).to_string())
+}
+
+/// Runs an agent until `cancel`.
+pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), AgentError> {
+    let tracker = TaskTracker::new();
+    let name = config
+        .node
+        .node_name
+        .clone()
+        .unwrap_or_else(crate::server::prepare::hostname);
+    let runtime = Runtime::new(&name, "agent");
+    let result = run_inner(&config, &name, runtime.clone(), &tracker, cancel.clone()).await;
+    runtime.stopping();
+    cancel.cancel();
+    tracker.close();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await;
+    result
+}
+
+async fn run_inner(
+    config: &AgentConfig,
+    name: &str,
+    runtime: Runtime,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> Result<(), AgentError> {
+    crate::validation::validate_dns_subdomain(name).map_err(|e| {
+        AgentError::Setup(format!("invalid node name \"{name}\": {e}; set node-name"))
+    })?;
+    let mut ips = config.node.node_ips.clone();
+    if ips.is_empty() {
+        ips.push(crate::server::prepare::default_route_ip().ok_or_else(|| {
+            AgentError::Setup(
+                "cannot determine this node's IP address (no default route); set node-ip".into(),
+            )
+        })?);
+    }
+    let paths = AgentPaths::new(&config.node.data_dir);
+    for dir in [config.node.data_dir.as_path(), paths.root.as_path()] {
+        fsutil::ensure_private_dir(dir).at(dir)?;
+    }
+    let password = ensure_node_password(&config.node_password_file)?;
+    let server = config
+        .node
+        .server
+        .clone()
+        .expect("validated: agents have a server");
+    let token = JoinToken::parse(config.node.token.as_ref().expect("validated").expose())?;
+
+    // Supervisor load balancer, seeded with the configured server.
+    let ca: Arc<RwLock<Option<String>>> = Arc::new(RwLock::new(None));
+    let sup_lb = LoadBalancer::start(
+        LoadBalancerConfig {
+            name: "rke2-agent-load-balancer".into(),
+            bind: SocketAddr::new(config.lb_bind_address, config.lb_server_port),
+            default_server: server.authority(),
+            state_file: Some(paths.lb_state()),
+            health_interval: Duration::from_millis(500),
+            dial_timeout: Duration::from_secs(2),
+        },
+        https_health(ca.clone(), "/ping"),
+        cancel.clone(),
+    )
+    .await?;
+    let sup_url = format!("https://{}", sup_lb.local_addr());
+
+    runtime.set_phase(format!(
+        "checking the cluster CA through {sup_url} (server {})",
+        server.url()
+    ));
+    let access = retry(&cancel, &runtime, "cluster CA check", || {
+        ClusterAccess::connect(&sup_url, &token, "node", Some(SERVER_NAME))
+    })
+    .await?;
+    let ca_pem = String::from_utf8_lossy(&access.ca_bundle).into_owned();
+    *ca.write().unwrap_or_else(|p| p.into_inner()) = Some(ca_pem.clone());
+
+    runtime.set_phase("reading the cluster configuration");
+    let control: ControlConfig = retry(&cancel, &runtime, "cluster configuration", || {
+        access.get_json("/v1-rke2/config")
+    })
+    .await?;
+
+    // API load balancer: lb-server-port - 1, to the servers' API port.
+    let api_lb = LoadBalancer::start(
+        LoadBalancerConfig {
+            name: "rke2-api-server-agent-load-balancer".into(),
+            bind: SocketAddr::new(config.lb_bind_address, config.lb_server_port - 1),
+            default_server: format!("{}:{}", bracket(&server.host), control.https_port),
+            state_file: Some(
+                paths
+                    .root
+                    .join("etc")
+                    .join("rke2-api-server-agent-load-balancer.json"),
+            ),
+            health_interval: Duration::from_millis(500),
+            dial_timeout: Duration::from_secs(2),
+        },
+        https_health(ca.clone(), "/readyz"),
+        cancel.clone(),
+    )
+    .await?;
+
+    runtime.set_phase("requesting node certificates");
+    let ip_list = ips
+        .iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let headers = [
+        (NODE_NAME_HEADER, name.to_string()),
+        (NODE_PASSWORD_HEADER, password.clone()),
+        (NODE_IP_HEADER, ip_list),
+    ];
+    let mut issued = Vec::new();
+    for (route, pair) in [
+        ("/v1-rke2/serving-kubelet.crt", paths.serving_kubelet()),
+        ("/v1-rke2/client-kubelet.crt", paths.client_kubelet()),
+    ] {
+        let (key_pem, csr) = crate::pki::new_key_and_csr()?;
+        let mut attempts = 0u32;
+        let resp = loop {
+            match access
+                .request(http::Method::POST, route, &headers, Some(csr.clone()))
+                .await
+            {
+                Ok(r) => break r,
+                // 403 on the certificate routes means the node password did not match.
+                Err(AccessError::Status { status: 403, .. }) => {
+                    return Err(AgentError::NodePasswordRejected {
+                        file: config.node_password_file.display().to_string(),
+                        node: name.to_string(),
+                    });
+                }
+                Err(e) => {
+                    let e = classify(e)?;
+                    attempts += 1;
+                    if attempts == 1 || attempts.is_multiple_of(15) {
+                        tracing::warn!(component = "agent", node = %name, "certificate request failed, retrying: {e}");
+                    }
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(AgentError::Cancelled),
+                _ = tokio::time::sleep(JOIN_RETRY) => {}
+            }
+        };
+        issued.push((pair, resp.text(), key_pem));
+    }
+    for (pair, cert, key) in &issued {
+        fsutil::write_atomic_mkdir(&pair.key, key.as_bytes(), fsutil::SECRET_FILE_MODE)
+            .at(&pair.key)?;
+        fsutil::write_atomic_mkdir(&pair.cert, cert.as_bytes(), fsutil::PUBLIC_FILE_MODE)
+            .at(&pair.cert)?;
+    }
+    let client_ca = access.get("/v1-rke2/client-ca.crt").await?.text();
+    fsutil::write_atomic(
+        &paths.server_ca(),
+        ca_pem.as_bytes(),
+        fsutil::PUBLIC_FILE_MODE,
+    )
+    .at(&paths.server_ca())?;
+    fsutil::write_atomic(
+        &paths.client_ca(),
+        client_ca.as_bytes(),
+        fsutil::PUBLIC_FILE_MODE,
+    )
+    .at(&paths.client_ca())?;
+    let (cert_pem, key_pem) = (issued[1].1.clone(), issued[1].2.clone());
+    let api_url = format!("https://{}", api_lb.local_addr());
+    Kubeconfig {
+        server_url: &api_url,
+        ca_pem: &ca_pem,
+        client_cert_pem: &cert_pem,
+        client_key_pem: &key_pem,
+        name: "default",
+        tls_server_name: Some(SERVER_NAME),
+    }
+    .write(&paths.kubelet_kubeconfig(), fsutil::SECRET_FILE_MODE)?;
+    tracing::info!(component = "agent", node = %name, "node certificates written to {}", paths.root.display());
+
+    // Keep both load balancers' server lists fresh.
+    {
+        let (access, sup_lb, api_lb, cancel, runtime) = (
+            access.clone(),
+            sup_lb.clone(),
+            api_lb.clone(),
+            cancel.clone(),
+            runtime.clone(),
+        );
+        let sup_port = server.port;
+        tracker.spawn(async move {
+            loop {
+                if let Ok(list) = access.get_json::<Vec<String>>("/v1-rke2/apiservers").await
+                    && !list.is_empty()
+                {
+                    api_lb.update(list.clone());
+                    sup_lb.update(list.iter().filter_map(|a| with_port(a, sup_port)).collect());
+                    runtime.update(|s| s.apiserver_endpoints = list);
+                }
+                runtime.update(|s| {
+                    s.lb_backends = api_lb
+                        .backends()
+                        .into_iter()
+                        .map(|b| (b.address, b.health.to_string()))
+                        .collect()
+                });
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(APISERVERS_REFRESH) => {}
+                }
+            }
+        });
+    }
+
+    runtime.set_phase("registering node");
+    let agent = node_agent::NodeAgent::new(node_agent::NodeAgentConfig {
+        node_name: name.to_string(),
+        api_url: api_url.clone(),
+        ca_pem: ca_pem.clone(),
+        identity_cert_pem: cert_pem,
+        identity_key_pem: key_pem,
+        server_name: Some(SERVER_NAME.into()),
+        labels: config.node.node_labels.clone(),
+        taints: config.node.node_taints.clone(),
+        annotations: [
+            ("rke2.io/hostname".to_string(), name.to_string()),
+            (
+                "rke2.io/internal-ip".to_string(),
+                ips.iter()
+                    .map(IpAddr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+        addresses: ips.clone(),
+        heartbeat_interval: config.node.heartbeat_interval,
+    })
+    .map_err(|e| AgentError::Setup(e.to_string()))?;
+    let (tx, mut registered) = tokio::sync::watch::channel(false);
+    let ticker = runtime.liveness("node-agent", config.node.heartbeat_interval);
+    tracker.spawn(agent.run(tx, ticker, cancel.clone()));
+    tracker.spawn(crate::daemon::run_watchdog(runtime.clone(), cancel.clone()));
+    tokio::select! {
+        _ = cancel.cancelled() => return Err(AgentError::Cancelled),
+        r = registered.wait_for(|v| *v) => { r.map_err(|_| AgentError::Setup("node agent stopped".into()))?; }
+    }
+    runtime.set_ready(format!("ready: joined through {}", server.url()));
+    cancel.cancelled().await;
+    Ok(())
+}
+
+fn bracket(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+/// Retries `f` every [`JOIN_RETRY`] while the error is transient; refusals end the agent.
+async fn retry<T, F, Fut>(
+    cancel: &CancellationToken,
+    runtime: &Runtime,
+    what: &str,
+    mut f: F,
+) -> Result<T, AgentError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, AccessError>>,
+{
+    let mut attempts = 0u32;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                let e = classify(e)?;
+                attempts += 1;
+                if attempts == 1 || attempts.is_multiple_of(15) {
+                    tracing::warn!(component = "agent", node = %runtime.node_name, "{what} failed, retrying: {e}");
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(AgentError::Cancelled),
+            _ = tokio::time::sleep(JOIN_RETRY) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_password_is_created_once() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("etc/node/password");
+        let a = ensure_node_password(&p).unwrap();
+        assert_eq!(a.len(), 32);
+        assert_eq!(ensure_node_password(&p).unwrap(), a);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}

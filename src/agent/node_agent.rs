@@ -1,0 +1,524 @@
+//! The node agent that runs on every node (design.md §2): registers the Node (labels and
+//! taints applied at creation, `node-label`s re-applied on every start as RKE2 does), renews its
+//! Lease in `kube-node-lease` every heartbeat interval, keeps `Ready=True` while the node process
+//! is healthy, and re-registers if its Node is deleted. It talks to the API over HTTPS with the
+//! node's `system:node:<name>` client certificate, like a kubelet.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::daemon::LoopTicker;
+use crate::https::{ClientIdentity, HttpsClient, Response, ServerTrust, TlsError};
+use crate::validation::{NodeLabel, Taint};
+
+/// Lease duration written into the node's Lease (kubelet default).
+pub const LEASE_DURATION_SECONDS: i64 = 40;
+/// Version reported as kubeletVersion (and shown in `kubectl get nodes`).
+pub const KUBELET_VERSION: &str = concat!("v1.32.4+rke2rs", env!("CARGO_PKG_VERSION"));
+/// Timeout of one API request made by the node agent.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Retry interval after a failed heartbeat: short, so the node rides through a server failover.
+const RETRY_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Everything the node agent needs.
+#[derive(Debug, Clone)]
+pub struct NodeAgentConfig {
+    pub node_name: String,
+    /// `https://host:port` of the API (direct for servers, the local LB for agents).
+    pub api_url: String,
+    pub ca_pem: String,
+    pub identity_cert_pem: String,
+    pub identity_key_pem: String,
+    /// Name to verify the API certificate against (the URL host may be a local LB address).
+    pub server_name: Option<String>,
+    pub labels: Vec<NodeLabel>,
+    pub taints: Vec<Taint>,
+    pub annotations: BTreeMap<String, String>,
+    pub addresses: Vec<IpAddr>,
+    pub heartbeat_interval: Duration,
+}
+
+/// Node agent errors.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeAgentError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("{0}")]
+    Api(String),
+}
+
+struct Api {
+    client: HttpsClient,
+    base: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: http::Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<Response, NodeAgentError> {
+        let mut headers = vec![("accept", "application/json".to_string())];
+        if let Some(ct) = content_type {
+            headers.push(("content-type", ct.to_string()));
+        }
+        let body = body.map(|b| serde_json::to_vec(&b).expect("serialises"));
+        self.client
+            .request(method, &format!("{}{path}", self.base), &headers, body)
+            .await
+            .map_err(|e| NodeAgentError::Api(e.to_string()))
+    }
+}
+
+fn now_micro() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn now_secs() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn read_trimmed(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Facts about this machine for `status.nodeInfo` and capacity.
+fn node_info() -> (Value, Value) {
+    let uname = rustix::system::uname();
+    let kernel = uname.release().to_string_lossy().into_owned();
+    let os_image = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("PRETTY_NAME=")
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+        })
+        .unwrap_or_else(|| "Linux".into());
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mem_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    let info = json!({
+        "machineID": read_trimmed("/etc/machine-id").unwrap_or_default(),
+        "systemUUID": read_trimmed("/sys/class/dmi/id/product_uuid").unwrap_or_default(),
+        "bootID": read_trimmed("/proc/sys/kernel/random/boot_id").unwrap_or_default(),
+        "kernelVersion": kernel,
+        "osImage": os_image,
+        "containerRuntimeVersion": "",
+        "kubeletVersion": KUBELET_VERSION,
+        "kubeProxyVersion": "",
+        "operatingSystem": "linux",
+        "architecture": arch,
+    });
+    let capacity = json!({
+        "cpu": cpus.to_string(),
+        "memory": format!("{mem_kib}Ki"),
+        "pods": "110",
+    });
+    (info, capacity)
+}
+
+fn ready_condition(status: &str, reason: &str, message: &str) -> Value {
+    json!({
+        "type": "Ready",
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastHeartbeatTime": now_secs(),
+        "lastTransitionTime": now_secs(),
+    })
+}
+
+impl NodeAgentConfig {
+    fn hostname_label_set(&self) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::from([
+            ("kubernetes.io/hostname".to_string(), self.node_name.clone()),
+            ("kubernetes.io/os".to_string(), "linux".to_string()),
+            ("beta.kubernetes.io/os".to_string(), "linux".to_string()),
+        ]);
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        };
+        labels.insert("kubernetes.io/arch".into(), arch.into());
+        labels.insert("beta.kubernetes.io/arch".into(), arch.into());
+        for l in &self.labels {
+            labels.insert(l.key.clone(), l.value.clone());
+        }
+        labels
+    }
+
+    fn status(&self) -> Value {
+        let (info, capacity) = node_info();
+        let mut addresses: Vec<Value> = self
+            .addresses
+            .iter()
+            .map(|ip| json!({"type": "InternalIP", "address": ip.to_string()}))
+            .collect();
+        addresses.push(json!({"type": "Hostname", "address": self.node_name}));
+        json!({
+            "conditions": [ready_condition("True", "KubeletReady", "rke2-rs node agent is posting ready status")],
+            "addresses": addresses,
+            "nodeInfo": info,
+            "capacity": capacity,
+            "allocatable": capacity,
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        })
+    }
+
+    fn node_object(&self) -> Value {
+        let taints: Vec<Value> = self.taints.iter().map(Taint::to_json).collect();
+        let mut spec = json!({});
+        if !taints.is_empty() {
+            spec["taints"] = Value::Array(taints);
+        }
+        json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.node_name,
+                "labels": self.hostname_label_set(),
+                "annotations": self.annotations,
+            },
+            "spec": spec,
+            "status": self.status(),
+        })
+    }
+}
+
+/// The node agent.
+pub struct NodeAgent {
+    cfg: NodeAgentConfig,
+    api: Api,
+}
+
+impl NodeAgent {
+    pub fn new(cfg: NodeAgentConfig) -> Result<NodeAgent, NodeAgentError> {
+        let mut client = HttpsClient::new(
+            &ServerTrust::Ca(cfg.ca_pem.clone()),
+            Some(&ClientIdentity {
+                cert_pem: cfg.identity_cert_pem.clone(),
+                key_pem: cfg.identity_key_pem.clone(),
+            }),
+            REQUEST_TIMEOUT,
+        )?;
+        if let Some(name) = &cfg.server_name {
+            client = client.with_server_name(name);
+        }
+        Ok(NodeAgent {
+            api: Api {
+                client,
+                base: cfg.api_url.trim_end_matches('/').to_string(),
+            },
+            cfg,
+        })
+    }
+
+    fn node_path(&self) -> String {
+        format!("/api/v1/nodes/{}", self.cfg.node_name)
+    }
+
+    fn lease_path(&self) -> String {
+        format!(
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{}",
+            self.cfg.node_name
+        )
+    }
+
+    /// Creates the Node, or (on restart) re-applies labels and marks it Ready.
+    async fn register(&self, first_start: bool) -> Result<(), NodeAgentError> {
+        let resp = self
+            .api
+            .call(http::Method::GET, &self.node_path(), None, None)
+            .await?;
+        match resp.status {
+            404 => {
+                let resp = self
+                    .api
+                    .call(
+                        http::Method::POST,
+                        "/api/v1/nodes",
+                        Some("application/json"),
+                        Some(self.cfg.node_object()),
+                    )
+                    .await?;
+                match resp.status {
+                    201 | 200 => {
+                        tracing::info!(component = "node-agent", node = %self.cfg.node_name, "registered node");
+                    }
+                    409 => {}
+                    s => {
+                        return Err(NodeAgentError::Api(format!(
+                            "creating node: {s} {}",
+                            resp.error_message()
+                        )));
+                    }
+                }
+                // Status is written through the status subresource like a kubelet does.
+                self.patch_status().await
+            }
+            200 => {
+                if first_start {
+                    // node-label applies on every start (RKE2); taints only at creation.
+                    let patch = json!({"metadata": {"labels": self.cfg.hostname_label_set(), "annotations": self.cfg.annotations}});
+                    let resp = self
+                        .api
+                        .call(
+                            http::Method::PATCH,
+                            &self.node_path(),
+                            Some("application/merge-patch+json"),
+                            Some(patch),
+                        )
+                        .await?;
+                    if !resp.is_success() {
+                        return Err(NodeAgentError::Api(format!(
+                            "labelling node: {} {}",
+                            resp.status,
+                            resp.error_message()
+                        )));
+                    }
+                }
+                self.patch_status().await
+            }
+            s => Err(NodeAgentError::Api(format!(
+                "reading node: {s} {}",
+                resp.error_message()
+            ))),
+        }
+    }
+
+    async fn patch_status(&self) -> Result<(), NodeAgentError> {
+        let resp = self
+            .api
+            .call(
+                http::Method::PATCH,
+                &format!("{}/status", self.node_path()),
+                Some("application/merge-patch+json"),
+                Some(json!({"status": self.cfg.status()})),
+            )
+            .await?;
+        if resp.is_success() {
+            Ok(())
+        } else {
+            Err(NodeAgentError::Api(format!(
+                "updating node status: {} {}",
+                resp.status,
+                resp.error_message()
+            )))
+        }
+    }
+
+    /// Renews the Lease, creating it if needed.
+    async fn renew_lease(&self) -> Result<(), NodeAgentError> {
+        let patch = json!({"spec": {
+            "holderIdentity": self.cfg.node_name,
+            "leaseDurationSeconds": LEASE_DURATION_SECONDS,
+            "renewTime": now_micro(),
+        }});
+        let resp = self
+            .api
+            .call(
+                http::Method::PATCH,
+                &self.lease_path(),
+                Some("application/merge-patch+json"),
+                Some(patch.clone()),
+            )
+            .await?;
+        match resp.status {
+            200 => Ok(()),
+            404 => {
+                let lease = json!({
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": {"name": self.cfg.node_name, "namespace": "kube-node-lease"},
+                    "spec": patch["spec"],
+                });
+                let resp = self
+                    .api
+                    .call(
+                        http::Method::POST,
+                        "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+                        Some("application/json"),
+                        Some(lease),
+                    )
+                    .await?;
+                if resp.is_success() || resp.status == 409 {
+                    Ok(())
+                } else {
+                    Err(NodeAgentError::Api(format!(
+                        "creating lease: {} {}",
+                        resp.status,
+                        resp.error_message()
+                    )))
+                }
+            }
+            s => Err(NodeAgentError::Api(format!(
+                "renewing lease: {s} {}",
+                resp.error_message()
+            ))),
+        }
+    }
+
+    /// One heartbeat: renew the Lease; re-register a deleted Node; restore Ready=True.
+    async fn heartbeat(&self) -> Result<(), NodeAgentError> {
+        self.renew_lease().await?;
+        let resp = self
+            .api
+            .call(http::Method::GET, &self.node_path(), None, None)
+            .await?;
+        match resp.status {
+            404 => {
+                tracing::warn!(component = "node-agent", node = %self.cfg.node_name, "node object was deleted; registering again");
+                self.register(false).await
+            }
+            200 => {
+                let node: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
+                let ready = node
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+                    .and_then(|c| c["status"].as_str())
+                    == Some("True");
+                if !ready {
+                    tracing::info!(component = "node-agent", node = %self.cfg.node_name, "marking node Ready again");
+                    self.patch_status().await?;
+                }
+                Ok(())
+            }
+            s => Err(NodeAgentError::Api(format!(
+                "reading node: {s} {}",
+                resp.error_message()
+            ))),
+        }
+    }
+
+    /// Registers and then heartbeats until `cancel`. `registered` turns true once the Node and
+    /// Lease exist; `ticker` proves progress to the watchdog.
+    pub async fn run(
+        self,
+        registered: watch::Sender<bool>,
+        ticker: LoopTicker,
+        cancel: CancellationToken,
+    ) {
+        let mut first = true;
+        let mut failures = 0u32;
+        loop {
+            ticker.tick();
+            let result = if first || !*registered.borrow() {
+                match self.register(first).await {
+                    Ok(()) => self.renew_lease().await,
+                    Err(e) => Err(e),
+                }
+            } else {
+                self.heartbeat().await
+            };
+            let wait = match result {
+                Ok(()) => {
+                    if failures > 0 {
+                        tracing::info!(component = "node-agent", node = %self.cfg.node_name, "API reachable again after {failures} failed attempts");
+                    }
+                    failures = 0;
+                    first = false;
+                    let _ = registered.send(true);
+                    self.cfg.heartbeat_interval
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_multiple_of(50) {
+                        tracing::warn!(component = "node-agent", node = %self.cfg.node_name, "heartbeat failed: {e}");
+                    }
+                    RETRY_INTERVAL.min(self.cfg.heartbeat_interval)
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+/// Starts the node agent of a server node, talking to this server's own API.
+pub fn spawn_for_server(
+    ctx: crate::server::context::Ctx,
+    api: SocketAddr,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> Result<watch::Receiver<bool>, crate::server::ServerError> {
+    let kubelet = ctx.agent_paths.client_kubelet();
+    let member = std::fs::read_to_string(ctx.paths.etcd_name()).unwrap_or_default();
+    let mut labels = ctx.config.node.node_labels.clone();
+    for role in ["control-plane", "etcd", "master"] {
+        labels.push(NodeLabel {
+            key: format!("node-role.kubernetes.io/{role}"),
+            value: "true".into(),
+        });
+    }
+    let annotations = BTreeMap::from([
+        (
+            "etcd.rke2.cattle.io/node-name".to_string(),
+            member.trim().to_string(),
+        ),
+        (
+            "etcd.rke2.cattle.io/node-address".to_string(),
+            ctx.node.primary_ip().to_string(),
+        ),
+        ("rke2.io/hostname".to_string(), ctx.node.name.clone()),
+        (
+            "rke2.io/internal-ip".to_string(),
+            ctx.node
+                .ips
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    ]);
+    let cfg = NodeAgentConfig {
+        node_name: ctx.node.name.clone(),
+        api_url: format!("https://{api}"),
+        ca_pem: String::from_utf8_lossy(&ctx.server_ca_bundle).into_owned(),
+        identity_cert_pem: crate::server::prepare::read_pem(&kubelet.cert)?,
+        identity_key_pem: crate::server::prepare::read_pem(&kubelet.key)?,
+        server_name: Some("localhost".into()),
+        labels,
+        taints: ctx.config.node.node_taints.clone(),
+        annotations,
+        addresses: ctx.node.ips.clone(),
+        heartbeat_interval: ctx.config.node.heartbeat_interval,
+    };
+    let agent =
+        NodeAgent::new(cfg).map_err(|e| crate::server::ServerError::Setup(e.to_string()))?;
+    let (tx, rx) = watch::channel(false);
+    let ticker = ctx
+        .runtime
+        .liveness("node-agent", ctx.config.node.heartbeat_interval);
+    tracker.spawn(agent.run(tx, ticker, cancel));
+    Ok(rx)
+}

@@ -1,0 +1,484 @@
+//! The verbs: get, list (+ watch), create, update, patch, delete and deletecollection on stored
+//! resources, plus the self-subject reviews kubectl POSTs. Each request is authorized before it
+//! touches storage; bodies are validated before anything is written.
+
+use std::collections::HashMap;
+
+use axum::extract::Request;
+use axum::http::{Method, StatusCode, header};
+use axum::response::Response;
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use super::authz::{self, Attributes, User};
+use super::resources::{self, ResourceInfo};
+use super::selectors::{FieldSelector, LabelSelector};
+use super::status::{ApiError, success_status};
+use super::storage::{self, ListOptions, Storage};
+use super::{
+    ApiState, ResourceRef, decode_body, json as json_response, objects, patch, read_body, table,
+    watch,
+};
+
+/// Namespaces that exist from the start and may not be deleted.
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+fn storage(st: &ApiState) -> Result<Storage, ApiError> {
+    st.ctx
+        .store
+        .get()
+        .cloned()
+        .map(Storage::new)
+        .ok_or_else(|| ApiError::ServiceUnavailable("apiserver not ready".into()))
+}
+
+fn verb_of(
+    method: &Method,
+    r: &ResourceRef,
+    query: &HashMap<String, String>,
+) -> Result<&'static str, ApiError> {
+    let is_watch = query
+        .get("watch")
+        .map(|w| w.is_empty() || w == "true" || w == "1")
+        .unwrap_or(false);
+    Ok(match (method, r.name.is_some()) {
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) if is_watch => "watch",
+        (&Method::GET, false) => "list",
+        (&Method::POST, false) => "create",
+        (&Method::PUT, true) => "update",
+        (&Method::PATCH, true) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
+        _ => return Err(ApiError::MethodNotAllowed),
+    })
+}
+
+fn deny(e: authz::Denied) -> ApiError {
+    ApiError::Forbidden(e.0)
+}
+
+/// Handles a request on a resource path.
+pub async fn handle(
+    st: &ApiState,
+    user: &User,
+    r: ResourceRef,
+    method: Method,
+    query: HashMap<String, String>,
+    accept: &str,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let info = r.info;
+    if let Some(sub) = r.subresource.as_deref()
+        && !info.subresources.contains(&sub)
+    {
+        return Err(ApiError::NoSuchResource);
+    }
+    let verb = verb_of(&method, &r, &query)?;
+    if !info.verbs.contains(&verb) {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    // Cluster-scoped resources ignore a namespace; namespaced single objects need one.
+    let ns = if info.namespaced {
+        r.namespace.as_deref()
+    } else {
+        None
+    };
+    if info.namespaced && r.name.is_some() && ns.is_none() {
+        return Err(ApiError::NoSuchResource);
+    }
+    let headers = req.headers().clone();
+    let body = if matches!(
+        method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) {
+        read_body(req.into_body()).await?
+    } else {
+        Default::default()
+    };
+
+    // Review resources are computed, not stored.
+    if !info.is_stored() {
+        let obj = decode_body(&headers, &body)?;
+        return review(user, info, obj);
+    }
+
+    // Name for authorization: from the path, or from the body on create.
+    let decoded_for_create = if verb == "create" {
+        Some(decode_body(&headers, &body)?)
+    } else {
+        None
+    };
+    let create_name = decoded_for_create
+        .as_ref()
+        .and_then(|b| b.pointer("/metadata/name"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    authz::authorize(
+        user,
+        &Attributes {
+            verb,
+            resource: info,
+            subresource: r.subresource.as_deref(),
+            namespace: ns,
+            name: r.name.as_deref().or(create_name.as_deref()),
+        },
+    )
+    .map_err(deny)?;
+    let store = storage(st)?;
+    let wants_table = table::wants_table(accept);
+    let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
+
+    match verb {
+        "get" => {
+            let name = r.name.as_deref().expect("get has a name");
+            let obj = store.get(info, ns, name).await?;
+            if wants_table {
+                let rv = obj
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                Ok(table_response(&table::table(
+                    info,
+                    &[obj],
+                    &rv,
+                    None,
+                    Utc::now(),
+                )))
+            } else {
+                Ok(json_response(StatusCode::OK, &obj, "application/json"))
+            }
+        }
+        "list" => list(&store, info, ns, &query, wants_table).await,
+        "watch" => watch::serve(st, store, info, ns, &query, wants_table).await,
+        "create" => {
+            let mut obj = decoded_for_create.expect("decoded above");
+            objects::validate_body(info, &obj, ns, None)?;
+            if info.namespaced {
+                let ns = ns.ok_or_else(|| {
+                    ApiError::BadRequest("a namespace is required to create this object".into())
+                })?;
+                require_namespace(&store, ns).await?;
+            }
+            if dry_run {
+                objects::prepare_create(info, &mut obj, ns, Utc::now());
+                return Ok(json_response(StatusCode::CREATED, &obj, "application/json"));
+            }
+            let created = store.create(info, ns, obj).await?;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &created,
+                "application/json",
+            ))
+        }
+        "update" => {
+            let name = r.name.as_deref().expect("update has a name");
+            let obj = decode_body(&headers, &body)?;
+            objects::validate_body(info, &obj, ns, Some(name))?;
+            let precondition = storage::resource_version_of(&obj)?;
+            let status_only = r.subresource.as_deref() == Some("status");
+            let updated = store
+                .modify(info, ns, name, precondition, |current| {
+                    let mut next = obj.clone();
+                    if status_only {
+                        objects::prepare_status_update(info, current, &mut next)?;
+                    } else {
+                        objects::prepare_update(info, current, &mut next)?;
+                    }
+                    if !dry_run {
+                        *current = next;
+                    }
+                    Ok(())
+                })
+                .await?;
+            Ok(json_response(StatusCode::OK, &updated, "application/json"))
+        }
+        "patch" => {
+            let name = r.name.as_deref().expect("patch has a name");
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let kind = patch::PatchKind::from_content_type(ct)?;
+            let status_only = r.subresource.as_deref() == Some("status");
+            let updated = store
+                .modify(info, ns, name, None, |current| {
+                    let patched = patch::apply_patch(kind, current, &body)?;
+                    if let Some(rv) = patch::patch_resource_version(current, &patched) {
+                        let _ = rv;
+                        return Err(ApiError::Conflict {
+                            resource: info.qualified_name(),
+                            name: name.to_string(),
+                        });
+                    }
+                    objects::validate_body(info, &patched, ns, Some(name))?;
+                    let mut next = patched;
+                    if status_only {
+                        objects::prepare_status_update(info, current, &mut next)?;
+                    } else {
+                        objects::prepare_update(info, current, &mut next)?;
+                    }
+                    if !dry_run {
+                        *current = next;
+                    }
+                    Ok(())
+                })
+                .await?;
+            Ok(json_response(StatusCode::OK, &updated, "application/json"))
+        }
+        "delete" => {
+            let name = r.name.as_deref().expect("delete has a name");
+            let opts: Value = if body.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
+            };
+            let uid = opts.pointer("/preconditions/uid").and_then(Value::as_str);
+            let rv = match opts
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+            {
+                Some(s) => Some(s.parse::<i64>().map_err(|_| {
+                    ApiError::BadRequest(format!("invalid resourceVersion precondition \"{s}\""))
+                })?),
+                None => None,
+            };
+            if info.plural == "namespaces" && SYSTEM_NAMESPACES[..3].contains(&name) {
+                return Err(ApiError::Forbidden(format!(
+                    "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+                )));
+            }
+            if dry_run {
+                let obj = store.get(info, ns, name).await?;
+                return Ok(json_response(StatusCode::OK, &obj, "application/json"));
+            }
+            let deleted = store.delete(info, ns, name, uid, rv).await?;
+            if info.plural == "namespaces" {
+                delete_namespace_contents(&store, name).await?;
+            }
+            Ok(json_response(StatusCode::OK, &deleted, "application/json"))
+        }
+        "deletecollection" => {
+            let opts = list_options(info, &query)?;
+            let page = store
+                .list(
+                    info,
+                    ns,
+                    &ListOptions {
+                        limit: 0,
+                        continue_token: None,
+                        ..opts
+                    },
+                )
+                .await?;
+            for item in &page.items {
+                let name = item
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let item_ns = item.pointer("/metadata/namespace").and_then(Value::as_str);
+                if info.plural == "namespaces" && SYSTEM_NAMESPACES.contains(&name) {
+                    continue;
+                }
+                match store.delete(info, item_ns.or(ns), name, None, None).await {
+                    Ok(_) | Err(ApiError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(json_response(
+                StatusCode::OK,
+                &success_status(info.plural, "", None),
+                "application/json",
+            ))
+        }
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+fn table_response(v: &Value) -> Response {
+    json_response(StatusCode::OK, v, table::TABLE_CONTENT_TYPE)
+}
+
+async fn require_namespace(store: &Storage, ns: &str) -> Result<(), ApiError> {
+    let info = resources::lookup("", "v1", "namespaces").expect("namespaces resource");
+    match store.get_opt(info, None, ns).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::NotFound {
+            resource: "namespaces".into(),
+            name: ns.to_string(),
+        }),
+    }
+}
+
+/// Removes everything stored in a deleted namespace.
+async fn delete_namespace_contents(store: &Storage, ns: &str) -> Result<(), ApiError> {
+    for info in resources::RESOURCES
+        .iter()
+        .filter(|r| r.namespaced && r.is_stored())
+    {
+        store
+            .datastore()
+            .delete_prefix(&info.list_prefix(Some(ns)))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Parses list options from the query.
+pub fn list_options(
+    info: &ResourceInfo,
+    query: &HashMap<String, String>,
+) -> Result<ListOptions, ApiError> {
+    let label_selector = match query.get("labelSelector").filter(|s| !s.is_empty()) {
+        Some(s) => Some(LabelSelector::parse(s)?),
+        None => None,
+    };
+    let field_selector = match query.get("fieldSelector").filter(|s| !s.is_empty()) {
+        Some(s) => {
+            let f = FieldSelector::parse(s)?;
+            f.check_supported(info)?;
+            Some(f)
+        }
+        None => None,
+    };
+    let limit = match query.get("limit").filter(|s| !s.is_empty()) {
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| *l >= 0)
+            .ok_or_else(|| ApiError::BadRequest(format!("invalid limit \"{l}\"")))?,
+        None => 0,
+    };
+    Ok(ListOptions {
+        label_selector,
+        field_selector,
+        limit,
+        continue_token: query.get("continue").filter(|s| !s.is_empty()).cloned(),
+    })
+}
+
+async fn list(
+    store: &Storage,
+    info: &ResourceInfo,
+    ns: Option<&str>,
+    query: &HashMap<String, String>,
+    wants_table: bool,
+) -> Result<Response, ApiError> {
+    let opts = list_options(info, query)?;
+    let result = store.list(info, ns, &opts).await?;
+    let rv = result.resource_version.to_string();
+    if wants_table {
+        return Ok(table_response(&table::table(
+            info,
+            &result.items,
+            &rv,
+            result.continue_token.as_deref(),
+            Utc::now(),
+        )));
+    }
+    let mut metadata = json!({"resourceVersion": rv});
+    if let Some(c) = &result.continue_token {
+        metadata["continue"] = Value::String(c.clone());
+        if let Some(n) = result.remaining {
+            metadata["remainingItemCount"] = json!(n);
+        }
+    }
+    let list = json!({
+        "kind": info.list_kind(),
+        "apiVersion": info.api_version(),
+        "metadata": metadata,
+        "items": result.items,
+    });
+    Ok(json_response(StatusCode::OK, &list, "application/json"))
+}
+
+/// SelfSubjectAccessReview and SelfSubjectReview.
+fn review(user: &User, info: &ResourceInfo, mut obj: Value) -> Result<Response, ApiError> {
+    match info.plural {
+        "selfsubjectaccessreviews" => {
+            objects::validate_body(info, &obj, None, None)?;
+            let (allowed, reason) = if let Some(ra) = obj.pointer("/spec/resourceAttributes") {
+                let group = ra.get("group").and_then(Value::as_str).unwrap_or("");
+                let resource = ra.get("resource").and_then(Value::as_str).unwrap_or("");
+                let verb = ra.get("verb").and_then(Value::as_str).unwrap_or("");
+                let version = ra
+                    .get("version")
+                    .and_then(Value::as_str)
+                    .filter(|v| !v.is_empty());
+                let found = resources::RESOURCES.iter().find(|r| {
+                    r.group == group
+                        && r.plural == resource
+                        && version.is_none_or(|v| v == r.version)
+                });
+                match found {
+                    Some(res) => {
+                        let attrs = Attributes {
+                            verb,
+                            resource: res,
+                            subresource: ra
+                                .get("subresource")
+                                .and_then(Value::as_str)
+                                .filter(|s| !s.is_empty()),
+                            namespace: ra
+                                .get("namespace")
+                                .and_then(Value::as_str)
+                                .filter(|s| !s.is_empty()),
+                            name: ra
+                                .get("name")
+                                .and_then(Value::as_str)
+                                .filter(|s| !s.is_empty()),
+                        };
+                        match authz::authorize(user, &attrs) {
+                            Ok(()) => (true, String::new()),
+                            Err(d) => (false, d.0),
+                        }
+                    }
+                    None if user.in_group("system:masters") => (true, String::new()),
+                    None => (
+                        false,
+                        format!("no RBAC policy matched (unknown resource {resource})"),
+                    ),
+                }
+            } else {
+                // Non-resource URLs: masters and anyone for discovery/health.
+                let path = obj
+                    .pointer("/spec/nonResourceAttributes/path")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let public = ["/healthz", "/livez", "/readyz", "/version", "/api", "/apis"]
+                    .iter()
+                    .any(|p| path == *p || path.starts_with(&format!("{p}/")));
+                if user.in_group("system:masters") || public {
+                    (true, String::new())
+                } else {
+                    (false, "no RBAC policy matched".into())
+                }
+            };
+            obj["status"] = if allowed {
+                json!({"allowed": true})
+            } else {
+                json!({"allowed": false, "reason": reason})
+            };
+            obj["apiVersion"] = json!(info.api_version());
+            obj["kind"] = json!(info.kind);
+            Ok(json_response(StatusCode::CREATED, &obj, "application/json"))
+        }
+        "selfsubjectreviews" => {
+            let body = json!({
+                "kind": info.kind,
+                "apiVersion": info.api_version(),
+                "metadata": {"creationTimestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)},
+                "status": {"userInfo": {"username": user.name, "groups": user.groups}},
+            });
+            Ok(json_response(
+                StatusCode::CREATED,
+                &body,
+                "application/json",
+            ))
+        }
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}

@@ -1,0 +1,466 @@
+//! Kubernetes objects in etcd (design.md §2): JSON under `/registry/...`, `resourceVersion` =
+//! etcd `mod_revision` (injected on read, never stored), updates as compare-and-swap on that
+//! revision. Read-modify-write without a client precondition retries the swap internally, so
+//! PATCH never surfaces a 409 (kubernetes-api.md §A.5).
+
+use base64::Engine as _;
+use chrono::Utc;
+use serde_json::Value;
+
+use super::objects;
+use super::resources::ResourceInfo;
+use super::selectors::{FieldSelector, LabelSelector};
+use super::status::ApiError;
+use crate::datastore::{Cas, Datastore, DatastoreError, Stored};
+
+/// How often a precondition-free read-modify-write retries a lost race before giving up.
+const MAX_CAS_ATTEMPTS: usize = 64;
+
+impl From<DatastoreError> for ApiError {
+    fn from(e: DatastoreError) -> Self {
+        match e {
+            DatastoreError::Unavailable(m) => ApiError::ServiceUnavailable(format!(
+                "etcd cluster is unavailable or misconfigured: {m}"
+            )),
+            DatastoreError::Timeout => ApiError::Timeout(
+                "etcd request timed out: the etcd cluster may have lost quorum".into(),
+            ),
+            DatastoreError::Compacted {
+                requested,
+                compacted,
+            } => ApiError::Expired {
+                requested,
+                oldest: compacted,
+            },
+            DatastoreError::Etcd(m) => ApiError::Internal(format!("etcd: {m}")),
+            DatastoreError::Corrupt { key, message } => {
+                ApiError::Internal(format!("stored object {key} is corrupt: {message}"))
+            }
+        }
+    }
+}
+
+/// Options of a list call.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    pub label_selector: Option<LabelSelector>,
+    pub field_selector: Option<FieldSelector>,
+    /// Page size (0 = everything).
+    pub limit: i64,
+    /// Continue token from a previous page.
+    pub continue_token: Option<String>,
+}
+
+/// A list result.
+#[derive(Debug, Clone)]
+pub struct ListResult {
+    pub items: Vec<Value>,
+    pub resource_version: i64,
+    pub continue_token: Option<String>,
+    pub remaining: Option<i64>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    rv: i64,
+    start: String,
+}
+
+fn encode_continue(rv: i64, start: &str) -> String {
+    let json = serde_json::to_vec(&ContinueToken {
+        rv,
+        start: start.to_string(),
+    })
+    .expect("serialises");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+fn decode_continue(token: &str) -> Result<ContinueToken, ApiError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| ApiError::BadRequest("invalid continue token".into()))
+}
+
+/// The stored object with its resourceVersion filled in.
+pub fn decode(info: &ResourceInfo, kv: &Stored) -> Result<Value, ApiError> {
+    let mut v: Value = serde_json::from_slice(&kv.value).map_err(|e| {
+        ApiError::Internal(format!("stored {} {} is corrupt: {e}", info.plural, kv.key))
+    })?;
+    set_resource_version(&mut v, kv.mod_revision);
+    Ok(v)
+}
+
+/// Sets `metadata.resourceVersion`.
+pub fn set_resource_version(v: &mut Value, rev: i64) {
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
+    }
+}
+
+/// `metadata.resourceVersion` as a revision, if present and numeric.
+pub fn resource_version_of(v: &Value) -> Result<Option<i64>, ApiError> {
+    match v
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+    {
+        None | Some("") => Ok(None),
+        Some(s) => s
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion \"{s}\""))),
+    }
+}
+
+fn encode(v: &Value) -> Vec<u8> {
+    let mut v = v.clone();
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+    }
+    serde_json::to_vec(&v).expect("JSON values serialise")
+}
+
+fn name_of(v: &Value) -> String {
+    v.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Object storage.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    store: Datastore,
+}
+
+impl Storage {
+    pub fn new(store: Datastore) -> Storage {
+        Storage { store }
+    }
+
+    pub fn datastore(&self) -> &Datastore {
+        &self.store
+    }
+
+    fn not_found(info: &ResourceInfo, name: &str) -> ApiError {
+        ApiError::NotFound {
+            resource: info.qualified_name(),
+            name: name.to_string(),
+        }
+    }
+
+    /// Reads one object; `None` when it does not exist.
+    pub async fn get_opt(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Value>, ApiError> {
+        let (kv, _) = self.store.get(&info.key(ns, name)).await?;
+        kv.map(|kv| decode(info, &kv)).transpose()
+    }
+
+    /// Reads one object; 404 when it does not exist.
+    pub async fn get(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        self.get_opt(info, ns, name)
+            .await?
+            .ok_or_else(|| Self::not_found(info, name))
+    }
+
+    /// Creates an object (metadata is completed here: uid, timestamps, namespace, generation).
+    pub async fn create(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        mut obj: Value,
+    ) -> Result<Value, ApiError> {
+        objects::prepare_create(info, &mut obj, ns, Utc::now());
+        let name = name_of(&obj);
+        match self
+            .store
+            .create(&info.key(ns, &name), encode(&obj))
+            .await?
+        {
+            Cas::Written(rev) => {
+                set_resource_version(&mut obj, rev);
+                Ok(obj)
+            }
+            Cas::Conflict(_) => Err(ApiError::AlreadyExists {
+                resource: info.qualified_name(),
+                name,
+            }),
+        }
+    }
+
+    /// Replaces an object. With `precondition` (a resourceVersion the client sent) the write
+    /// fails with 409 if the object changed since; without, it is applied to the latest version.
+    pub async fn update(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        new: Value,
+        precondition: Option<i64>,
+    ) -> Result<Value, ApiError> {
+        self.modify(info, ns, name, precondition, |old| {
+            let mut next = new.clone();
+            objects::prepare_update(info, old, &mut next)?;
+            *old = next;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Read-modify-write with compare-and-swap. `f` edits the current object in place. With
+    /// `precondition`, a stale revision is a 409; without, lost races are retried.
+    pub async fn modify<F>(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        precondition: Option<i64>,
+        mut f: F,
+    ) -> Result<Value, ApiError>
+    where
+        F: FnMut(&mut Value) -> Result<(), ApiError>,
+    {
+        let key = info.key(ns, name);
+        let (mut current, _) = self.store.get(&key).await?;
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let kv = current.ok_or_else(|| Self::not_found(info, name))?;
+            if let Some(rv) = precondition
+                && rv != kv.mod_revision
+            {
+                return Err(ApiError::Conflict {
+                    resource: info.qualified_name(),
+                    name: name.to_string(),
+                });
+            }
+            let mut obj = decode(info, &kv)?;
+            let before = obj.clone();
+            f(&mut obj)?;
+            // The new object must not rename or move itself.
+            if name_of(&obj) != name {
+                return Err(ApiError::BadRequest(format!(
+                    "the name of the object ({}) does not match the name on the URL ({name})",
+                    name_of(&obj)
+                )));
+            }
+            if obj == before {
+                return Ok(obj);
+            }
+            match self
+                .store
+                .update(&key, encode(&obj), kv.mod_revision)
+                .await?
+            {
+                Cas::Written(rev) => {
+                    set_resource_version(&mut obj, rev);
+                    return Ok(obj);
+                }
+                Cas::Conflict(now) => {
+                    if precondition.is_some() {
+                        return Err(ApiError::Conflict {
+                            resource: info.qualified_name(),
+                            name: name.to_string(),
+                        });
+                    }
+                    current = now;
+                }
+            }
+        }
+        Err(ApiError::Conflict {
+            resource: info.qualified_name(),
+            name: name.to_string(),
+        })
+    }
+
+    /// Deletes an object, optionally only if its uid / resourceVersion match.
+    pub async fn delete(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        uid: Option<&str>,
+        resource_version: Option<i64>,
+    ) -> Result<Value, ApiError> {
+        let key = info.key(ns, name);
+        let (kv, _) = self.store.get(&key).await?;
+        let kv = kv.ok_or_else(|| Self::not_found(info, name))?;
+        let obj = decode(info, &kv)?;
+        if let Some(uid) = uid
+            && obj.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
+        {
+            return Err(ApiError::ConflictWith {
+                resource: info.qualified_name(),
+                name: name.to_string(),
+                message: format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    obj.pointer("/metadata/uid")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                ),
+            });
+        }
+        if let Some(rv) = resource_version
+            && rv != kv.mod_revision
+        {
+            return Err(ApiError::ConflictWith {
+                resource: info.qualified_name(),
+                name: name.to_string(),
+                message: format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    kv.mod_revision
+                ),
+            });
+        }
+        match self.store.delete(&key, Some(kv.mod_revision)).await? {
+            Cas::Written(_) => Ok(obj),
+            Cas::Conflict(_) => Err(ApiError::Conflict {
+                resource: info.qualified_name(),
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    /// Lists objects (all namespaces when `ns` is `None`), filtered by selectors, paginated.
+    pub async fn list(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<ListResult, ApiError> {
+        let matches = |v: &Value| {
+            opts.label_selector
+                .as_ref()
+                .map(|s| {
+                    let empty = serde_json::Map::new();
+                    let labels = v
+                        .pointer("/metadata/labels")
+                        .and_then(Value::as_object)
+                        .unwrap_or(&empty);
+                    s.matches(labels)
+                })
+                .unwrap_or(true)
+                && opts
+                    .field_selector
+                    .as_ref()
+                    .map(|s| s.matches(v))
+                    .unwrap_or(true)
+        };
+        // A metadata.name field selector reads one key instead of the range.
+        if let Some(name) = opts.field_selector.as_ref().and_then(|f| f.single_name())
+            && (!info.namespaced || ns.is_some())
+        {
+            let (kv, rev) = self.store.get(&info.key(ns, name)).await?;
+            let items = match kv {
+                Some(kv) => {
+                    let v = decode(info, &kv)?;
+                    if matches(&v) { vec![v] } else { vec![] }
+                }
+                None => vec![],
+            };
+            return Ok(ListResult {
+                items,
+                resource_version: rev,
+                continue_token: None,
+                remaining: None,
+            });
+        }
+        let prefix = info.list_prefix(ns);
+        let (mut start, mut revision) = match &opts.continue_token {
+            Some(t) => {
+                let c = decode_continue(t)?;
+                if !c.start.starts_with(&prefix) {
+                    return Err(ApiError::BadRequest(
+                        "continue token does not belong to this list".into(),
+                    ));
+                }
+                (Some(c.start), c.rv)
+            }
+            None => (None, 0),
+        };
+        let mut items = Vec::new();
+        loop {
+            let want = if opts.limit > 0 {
+                opts.limit - items.len() as i64
+            } else {
+                0
+            };
+            let page = self
+                .store
+                .list(&prefix, start.as_deref(), want, revision)
+                .await?;
+            if revision == 0 {
+                revision = page.revision;
+            }
+            let last_key = page.items.last().map(|kv| kv.key.clone());
+            for kv in &page.items {
+                let v = decode(info, kv)?;
+                if matches(&v) {
+                    items.push(v);
+                }
+            }
+            let full = opts.limit > 0 && items.len() as i64 >= opts.limit;
+            if !page.more {
+                return Ok(ListResult {
+                    items,
+                    resource_version: revision,
+                    continue_token: None,
+                    remaining: None,
+                });
+            }
+            if full {
+                let last = last_key.unwrap_or_default();
+                return Ok(ListResult {
+                    items,
+                    resource_version: revision,
+                    continue_token: Some(encode_continue(revision, &last)),
+                    remaining: opts
+                        .label_selector
+                        .is_none()
+                        .then_some(page.remaining)
+                        .filter(|_| opts.field_selector.is_none()),
+                });
+            }
+            start = last_key;
+        }
+    }
+
+    /// The current store revision (for lists of resources that are never stored).
+    pub async fn revision(&self) -> Result<i64, ApiError> {
+        Ok(self.store.revision().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip() {
+        let t = encode_continue(42, "/registry/minions/n7");
+        let c = decode_continue(&t).unwrap();
+        assert_eq!(c.rv, 42);
+        assert_eq!(c.start, "/registry/minions/n7");
+        assert!(decode_continue("%%%").is_err());
+    }
+
+    #[test]
+    fn resource_version_is_not_stored() {
+        let v = serde_json::json!({"metadata": {"name": "a", "resourceVersion": "7"}});
+        let bytes = encode(&v);
+        assert!(
+            !String::from_utf8(bytes)
+                .unwrap()
+                .contains("resourceVersion")
+        );
+        assert_eq!(resource_version_of(&v).unwrap(), Some(7));
+    }
+}

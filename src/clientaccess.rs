@@ -1,0 +1,188 @@
+//! Talking to a cluster's supervisor as a joining node (protocol.md §1.2): fetch `/cacerts`,
+//! refuse it unless its hash equals the token's CA hash, prove the server holds a certificate
+//! from that CA, then make authenticated requests (basic auth with the role's user, or a
+//! bootstrap token as bearer).
+
+use std::time::Duration;
+
+use crate::https::{self, ClientError, HttpsClient, Response, ServerTrust};
+use crate::token::{self, Credentials, JoinToken};
+
+/// Default timeout of registration requests (k3s: 10 s).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a cluster could not be accessed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error(
+        "token CA hash does not match the Cluster CA certificate hash: {token} != {server} (the token was issued by another cluster, or someone is impersonating the server)"
+    )]
+    CaHashMismatch { token: String, server: String },
+    #[error(
+        "CA cert validation failed: the server at {url} does not present a certificate signed by its own CA: {message}"
+    )]
+    CaValidation { url: String, message: String },
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    #[error("{url}: {status} {message}")]
+    Status {
+        url: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{0}")]
+    Tls(#[from] https::TlsError),
+}
+
+impl AccessError {
+    /// The HTTP status of a refused request, if that is what happened.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            AccessError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// An authenticated, CA-pinned connection to a cluster's supervisor.
+#[derive(Clone)]
+pub struct ClusterAccess {
+    pub base_url: String,
+    /// The cluster CA bundle (as served on `/cacerts`).
+    pub ca_bundle: Vec<u8>,
+    pub ca_hash: String,
+    authorization: String,
+    client: HttpsClient,
+}
+
+impl std::fmt::Debug for ClusterAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterAccess")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn authorization(token: &JoinToken, user: &str) -> String {
+    match &token.credentials {
+        Credentials::Basic { password, .. } => https::basic_auth(user, password.expose()),
+        Credentials::Bootstrap { id, secret } => format!("Bearer {id}.{}", secret.expose()),
+    }
+}
+
+impl ClusterAccess {
+    /// Fetches and validates the cluster CA at `base_url` (e.g. `https://10.0.0.1:9345`) and
+    /// prepares requests as `user` (`server` or `node`). `server_name` overrides the name the
+    /// server certificate is checked against (used behind a local load balancer).
+    pub async fn connect(
+        base_url: &str,
+        token: &JoinToken,
+        user: &str,
+        server_name: Option<&str>,
+    ) -> Result<ClusterAccess, AccessError> {
+        let base_url = base_url.trim_end_matches('/').to_string();
+        let url = format!("{base_url}/cacerts");
+        let insecure = HttpsClient::new(&ServerTrust::InsecureForCaFetch, None, REQUEST_TIMEOUT)?;
+        let resp = insecure.request(http::Method::GET, &url, &[], None).await?;
+        if !resp.is_success() {
+            return Err(AccessError::Status {
+                url,
+                status: resp.status,
+                message: resp.error_message(),
+            });
+        }
+        let bundle = resp.body.to_vec();
+        let server_hash = token::ca_hash(&bundle);
+        match &token.ca_hash {
+            Some(expected) if *expected != server_hash => {
+                return Err(AccessError::CaHashMismatch {
+                    token: expected.clone(),
+                    server: server_hash,
+                });
+            }
+            Some(_) => {}
+            None => tracing::warn!(
+                component = "clientaccess",
+                "the token does not include a CA hash; the cluster CA is trusted on first use. \
+                 Use the full token from the server's node-token file to verify it"
+            ),
+        }
+        let bundle_text = String::from_utf8_lossy(&bundle).into_owned();
+        let mut client = HttpsClient::new(&ServerTrust::Ca(bundle_text), None, REQUEST_TIMEOUT)?;
+        if let Some(name) = server_name {
+            client = client.with_server_name(name);
+        }
+        // Prove the server owns a certificate from the CA it just served.
+        client
+            .request(http::Method::GET, &url, &[], None)
+            .await
+            .map_err(|e| AccessError::CaValidation {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(ClusterAccess {
+            base_url,
+            ca_bundle: bundle,
+            ca_hash: server_hash,
+            authorization: authorization(token, user),
+            client,
+        })
+    }
+
+    /// Uses a client certificate for later requests (as well as the token).
+    pub fn with_identity(
+        mut self,
+        identity: &https::ClientIdentity,
+        server_name: Option<&str>,
+    ) -> Result<Self, AccessError> {
+        let mut client = HttpsClient::new(
+            &ServerTrust::Ca(String::from_utf8_lossy(&self.ca_bundle).into_owned()),
+            Some(identity),
+            REQUEST_TIMEOUT,
+        )?;
+        if let Some(name) = server_name {
+            client = client.with_server_name(name);
+        }
+        self.client = client;
+        Ok(self)
+    }
+
+    /// Sends an authenticated request; non-2xx answers become [`AccessError::Status`].
+    pub async fn request(
+        &self,
+        method: http::Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Option<Vec<u8>>,
+    ) -> Result<Response, AccessError> {
+        let url = format!("{}{path}", self.base_url);
+        let mut all: Vec<(&str, String)> = vec![("authorization", self.authorization.clone())];
+        all.extend(headers.iter().cloned());
+        let resp = self.client.request(method, &url, &all, body).await?;
+        if !resp.is_success() {
+            return Err(AccessError::Status {
+                url,
+                status: resp.status,
+                message: resp.error_message(),
+            });
+        }
+        Ok(resp)
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Response, AccessError> {
+        self.request(http::Method::GET, path, &[], None).await
+    }
+
+    /// GET and parse JSON.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, AccessError> {
+        let resp = self.get(path).await?;
+        serde_json::from_slice(&resp.body).map_err(|e| AccessError::Status {
+            url: format!("{}{path}", self.base_url),
+            status: resp.status,
+            message: format!("unexpected response body: {e}"),
+        })
+    }
+}

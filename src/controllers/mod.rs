@@ -1,0 +1,488 @@
+//! Control loops of a server. Some run on every server (publishing this server's API endpoint,
+//! the status reporter); the rest run only on the elected leader (node lifecycle, etcd member
+//! removal for deleted server nodes, the `default/kubernetes` endpoints, expired bootstrap token
+//! cleanup). Leadership is an etcd key bound to a lease; every loop selects on cancellation.
+
+pub mod leader;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::apiserver::resources;
+use crate::apiserver::status::ApiError;
+use crate::apiserver::storage::{ListOptions, Storage};
+use crate::datastore::{Cas, Change};
+use crate::server::context::Ctx;
+use crate::supervisor::APISERVER_ADDRESSES_PREFIX;
+
+/// Interval of the leader's periodic loops.
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
+/// TTL of a server's published API endpoint.
+const ENDPOINT_TTL: i64 = 10;
+
+fn storage(ctx: &Ctx) -> Option<Storage> {
+    ctx.store.get().cloned().map(Storage::new)
+}
+
+fn info(group: &str, plural: &str) -> &'static resources::ResourceInfo {
+    resources::lookup(group, "v1", plural).expect("resource in table")
+}
+
+/// Creates the system namespaces and the `default/kubernetes` Service if missing.
+pub async fn ensure_defaults(ctx: &Ctx) -> Result<(), ApiError> {
+    let store =
+        storage(ctx).ok_or_else(|| ApiError::ServiceUnavailable("datastore not ready".into()))?;
+    for ns in crate::apiserver::handlers::SYSTEM_NAMESPACES {
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        match store.create(info("", "namespaces"), None, obj).await {
+            Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let cluster_ip = crate::config::cidr_offset(&ctx.config.service_cidr, 1)
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
+    let svc = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": cluster_ip,
+            "clusterIPs": [cluster_ip],
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": ctx.config.https_listen_port}],
+            "sessionAffinity": "None",
+        },
+    });
+    match store
+        .create(info("", "services"), Some("default"), svc)
+        .await
+    {
+        Ok(_) | Err(ApiError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Starts the controllers every server runs plus the leader-elected ones.
+pub fn spawn_server_controllers(ctx: Ctx, tracker: &TaskTracker, cancel: CancellationToken) {
+    let is_leader = leader::campaign(ctx.clone(), "controllers", tracker, cancel.clone());
+    tracker.spawn(node_lifecycle(
+        ctx.clone(),
+        is_leader.clone(),
+        cancel.clone(),
+    ));
+    tracker.spawn(member_removal(
+        ctx.clone(),
+        is_leader.clone(),
+        cancel.clone(),
+    ));
+    tracker.spawn(kubernetes_endpoints(
+        ctx.clone(),
+        is_leader.clone(),
+        cancel.clone(),
+    ));
+    tracker.spawn(bootstrap_token_cleanup(ctx, is_leader, cancel));
+}
+
+/// Publishes this server's API endpoint under a lease, so `/v1-rke2/apiservers` and the
+/// `kubernetes` endpoints list only live servers. Called once the server is ready.
+pub fn publish_apiserver_endpoint(ctx: Ctx, tracker: &TaskTracker, cancel: CancellationToken) {
+    tracker.spawn(async move {
+        let key = format!("{APISERVER_ADDRESSES_PREFIX}{}", ctx.node.name);
+        let value = ctx.apiserver_endpoint.to_string();
+        let Some(store) = ctx.store.get().cloned() else { return };
+        let mut lease: Option<i64> = None;
+        loop {
+            let ok = match lease {
+                Some(id) => matches!(store.lease_keep_alive_once(id).await, Ok(ttl) if ttl > 0),
+                None => false,
+            };
+            if !ok {
+                lease = None;
+                if let Ok(id) = store.lease_grant(ENDPOINT_TTL).await {
+                    // Replace any stale entry of ours (from before a restart).
+                    let _ = store.delete(&key, None).await;
+                    if let Ok(Cas::Written(_)) = store.create_with_lease(&key, value.clone().into_bytes(), id).await {
+                        lease = Some(id);
+                    }
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    if let Some(id) = lease {
+                        // Withdraw at once on a clean stop so agents move on immediately.
+                        let _ = store.lease_revoke(id).await;
+                    }
+                    return;
+                }
+                _ = tokio::time::sleep(Duration::from_secs(if lease.is_some() { 3 } else { 1 })) => {}
+            }
+        }
+    });
+}
+
+fn ready_status(node: &Value) -> Option<&str> {
+    node.pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?
+        .get("status")?
+        .as_str()
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Marks nodes whose Lease went unrenewed for the grace period `Ready=Unknown`.
+async fn node_lifecycle(
+    ctx: Ctx,
+    is_leader: tokio::sync::watch::Receiver<bool>,
+    cancel: CancellationToken,
+) {
+    let grace = chrono::Duration::from_std(ctx.config.node_monitor_grace_period)
+        .unwrap_or(chrono::Duration::seconds(40));
+    let ticker = ctx.runtime.liveness("node-lifecycle", RECONCILE_INTERVAL);
+    // A node seen for the first time gets a full grace period from now, so a new leader does
+    // not mark everything Unknown based on stale timestamps.
+    let mut first_seen: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    loop {
+        ticker.tick();
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(RECONCILE_INTERVAL) => {}
+        }
+        if !*is_leader.borrow() {
+            first_seen.clear();
+            continue;
+        }
+        let Some(store) = storage(&ctx) else { continue };
+        let (Ok(nodes), Ok(leases)) = (
+            store
+                .list(info("", "nodes"), None, &ListOptions::default())
+                .await,
+            store
+                .list(
+                    info("coordination.k8s.io", "leases"),
+                    Some("kube-node-lease"),
+                    &ListOptions::default(),
+                )
+                .await,
+        ) else {
+            continue;
+        };
+        let now = Utc::now();
+        let renewals: BTreeMap<String, DateTime<Utc>> = leases
+            .items
+            .iter()
+            .filter_map(|l| {
+                let name = l.pointer("/metadata/name")?.as_str()?.to_string();
+                let t = parse_time(l.pointer("/spec/renewTime")?.as_str()?)?;
+                Some((name, t))
+            })
+            .collect();
+        for node in &nodes.items {
+            let Some(name) = node.pointer("/metadata/name").and_then(Value::as_str) else {
+                continue;
+            };
+            let seen = *first_seen.entry(name.to_string()).or_insert(now);
+            let last = renewals.get(name).copied().unwrap_or(seen).max(seen);
+            if now - last <= grace || ready_status(node) == Some("Unknown") {
+                continue;
+            }
+            tracing::warn!(
+                component = "node-lifecycle",
+                node = name,
+                "node stopped renewing its lease; marking it Ready=Unknown"
+            );
+            let result = store
+                .modify(info("", "nodes"), None, name, None, |n| {
+                    let stamp = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                    let conds = n["status"]["conditions"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
+                    let mut out: Vec<Value> =
+                        conds.into_iter().filter(|c| c["type"] != "Ready").collect();
+                    out.push(json!({
+                        "type": "Ready",
+                        "status": "Unknown",
+                        "reason": "NodeStatusUnknown",
+                        "message": "Kubelet stopped posting node status.",
+                        "lastHeartbeatTime": stamp,
+                        "lastTransitionTime": stamp,
+                    }));
+                    n["status"]["conditions"] = Value::Array(out);
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::debug!(
+                    component = "node-lifecycle",
+                    node = name,
+                    "could not update node: {e}"
+                );
+            }
+        }
+        first_seen.retain(|n, _| {
+            nodes
+                .items
+                .iter()
+                .any(|x| x.pointer("/metadata/name").and_then(Value::as_str) == Some(n))
+        });
+    }
+}
+
+/// Removes the etcd member of a deleted server node.
+async fn member_removal(
+    ctx: Ctx,
+    is_leader: tokio::sync::watch::Receiver<bool>,
+    cancel: CancellationToken,
+) {
+    let nodes = info("", "nodes");
+    loop {
+        let Some(store) = ctx.store.get().cloned() else {
+            return;
+        };
+        let mut stream = match store.watch(&nodes.list_prefix(None), 0).await {
+            Ok(s) => s,
+            Err(_) => {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let msg = tokio::select! {
+                _ = cancel.cancelled() => return,
+                m = stream.next() => m,
+            };
+            let Ok(Some((changes, _))) = msg else { break };
+            if !*is_leader.borrow() {
+                continue;
+            }
+            for change in changes {
+                let Change::Delete {
+                    prev: Some(prev), ..
+                } = change
+                else {
+                    continue;
+                };
+                let Ok(node) = serde_json::from_slice::<Value>(&prev.value) else {
+                    continue;
+                };
+                let is_etcd = node
+                    .pointer("/metadata/labels/node-role.kubernetes.io~1etcd")
+                    .and_then(Value::as_str)
+                    == Some("true");
+                let member = node
+                    .pointer("/metadata/annotations/etcd.rke2.cattle.io~1node-name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                if !is_etcd || member.is_empty() {
+                    continue;
+                }
+                let Some(client) = ctx.etcd.get() else {
+                    continue;
+                };
+                match crate::etcd::membership::remove_member(client, &ctx.etcd_tls, &member).await {
+                    Ok(true) => {
+                        tracing::info!(component = "etcd", etcd_member = %member, "removed the etcd member of deleted node")
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(component = "etcd", etcd_member = %member, "not removing etcd member of deleted node: {e}")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Keeps `default/kubernetes` Endpoints equal to the published API endpoints of live servers.
+async fn kubernetes_endpoints(
+    ctx: Ctx,
+    is_leader: tokio::sync::watch::Receiver<bool>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(RECONCILE_INTERVAL) => {}
+        }
+        if !*is_leader.borrow() {
+            continue;
+        }
+        let Some(store) = storage(&ctx) else { continue };
+        let Ok(addrs) = crate::supervisor::list_apiservers(&ctx).await else {
+            continue;
+        };
+        let mut ips = Vec::new();
+        let mut port = ctx.config.https_listen_port;
+        for a in &addrs {
+            if let Ok(sa) = a.parse::<std::net::SocketAddr>() {
+                ips.push(json!({"ip": sa.ip().to_string()}));
+                port = sa.port();
+            }
+        }
+        let subsets = if ips.is_empty() {
+            json!([])
+        } else {
+            json!([{"addresses": ips, "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}])
+        };
+        let ep = info("", "endpoints");
+        match store.get_opt(ep, Some("default"), "kubernetes").await {
+            Ok(Some(existing)) => {
+                if existing.get("subsets") != Some(&subsets) {
+                    let _ = store
+                        .modify(ep, Some("default"), "kubernetes", None, |o| {
+                            o["subsets"] = subsets.clone();
+                            Ok(())
+                        })
+                        .await;
+                }
+            }
+            Ok(None) => {
+                let obj = json!({
+                    "apiVersion": "v1", "kind": "Endpoints",
+                    "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+                    "subsets": subsets,
+                });
+                let _ = store.create(ep, Some("default"), obj).await;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Deletes expired bootstrap tokens.
+async fn bootstrap_token_cleanup(
+    ctx: Ctx,
+    is_leader: tokio::sync::watch::Receiver<bool>,
+    cancel: CancellationToken,
+) {
+    use crate::server::bootstrap_tokens::{NAMESPACE, SECRET_TYPE, is_expired};
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+        if !*is_leader.borrow() {
+            continue;
+        }
+        let Some(store) = storage(&ctx) else { continue };
+        let secrets = info("", "secrets");
+        let Ok(list) = store
+            .list(secrets, Some(NAMESPACE), &ListOptions::default())
+            .await
+        else {
+            continue;
+        };
+        let now = Utc::now();
+        for s in list
+            .items
+            .iter()
+            .filter(|s| s["type"] == SECRET_TYPE && is_expired(s, now))
+        {
+            let name = s
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if store
+                .delete(secrets, Some(NAMESPACE), name, None, None)
+                .await
+                .is_ok()
+            {
+                tracing::info!(
+                    component = "tokens",
+                    "deleted expired bootstrap token {name}"
+                );
+            }
+        }
+    }
+}
+
+/// Reports cluster facts to the runtime state (STATUS=, D-Bus) and warns about an even number
+/// of voting servers; stops the daemon if this member was removed from the cluster.
+pub fn spawn_status_reporter(ctx: Ctx, tracker: &TaskTracker, cancel: CancellationToken) {
+    tracker.spawn(async move {
+        let mut warned_even: Option<u32> = None;
+        let ticker = ctx.runtime.liveness("status-reporter", RECONCILE_INTERVAL);
+        loop {
+            ticker.tick();
+            if let Some(client) = ctx.etcd.get() {
+                match crate::etcd::member_list(client).await {
+                    Ok(members) => {
+                        let voters = members.iter().filter(|m| !m.is_learner).count() as u32;
+                        let names: Vec<String> = members
+                            .iter()
+                            .map(|m| {
+                                let n = if m.name.is_empty() { format!("{:x}", m.id) } else { m.name.clone() };
+                                if m.is_learner { format!("{n} (learner)") } else { n }
+                            })
+                            .collect();
+                        ctx.runtime.update(|s| {
+                            s.server_count = voters;
+                            s.etcd_members = names;
+                        });
+                        if voters.is_multiple_of(2) && voters > 0 {
+                            if warned_even != Some(voters) {
+                                tracing::warn!(
+                                    component = "etcd",
+                                    "the cluster has {voters} voting servers: an odd number of servers is required for fault tolerance \
+                                     ({voters} servers tolerate the loss of {} server(s), like {} would); add or remove one server",
+                                    (voters - 1) / 2,
+                                    voters - 1
+                                );
+                                warned_even = Some(voters);
+                            }
+                        } else {
+                            warned_even = None;
+                        }
+                    }
+                    Err(e) if e.to_string().contains("removed") => {
+                        tracing::error!(
+                            component = "etcd",
+                            "this server's etcd member was removed from the cluster (its node was deleted); stopping. \
+                             Remove {} and restart to rejoin",
+                            ctx.paths.db().display()
+                        );
+                        cancel.cancel();
+                        return;
+                    }
+                    Err(_) => {}
+                }
+            }
+            if let Some(store) = storage(&ctx) {
+                if let Ok(nodes) = store.list(info("", "nodes"), None, &ListOptions::default()).await {
+                    ctx.runtime.update(|s| s.node_count = nodes.items.len() as u32);
+                }
+                if let Ok(addrs) = crate::supervisor::list_apiservers(&ctx).await {
+                    ctx.runtime.update(|s| s.apiserver_endpoints = addrs);
+                }
+            }
+            let s = ctx.runtime.snapshot();
+            if s.ready {
+                let even = if s.server_count.is_multiple_of(2) && s.server_count > 0 {
+                    " (even number of servers: an odd number is required for fault tolerance)"
+                } else {
+                    ""
+                };
+                ctx.runtime.set_phase(format!("ready: {} servers, {} nodes{even}", s.server_count, s.node_count));
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(RECONCILE_INTERVAL) => {}
+            }
+        }
+    });
+}

@@ -1,0 +1,255 @@
+//! The embedded etcd member: its identity, the TLS client used to reach it, its readiness, and
+//! cluster membership (join as learner, promotion by the leader, removal). The process itself is
+//! in [`process`].
+
+pub mod membership;
+pub mod process;
+
+use std::path::Path;
+use std::time::Duration;
+
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::{self, IoContext, PathError};
+use crate::paths::{CertPair, ServerPaths};
+
+/// Timeout of one etcd RPC made by the daemon.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// Dial timeout of etcd clients (k3s uses 2 s).
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// etcd errors.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("{0}")]
+    BinaryNotFound(String),
+    #[error("cannot start etcd ({bin}): {source}")]
+    Spawn {
+        bin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("etcd: {0}")]
+    Client(String),
+    #[error("etcd request timed out")]
+    Timeout,
+    #[error(
+        "duplicate node name found: etcd member {0} already uses this node name; use a unique node-name for this server"
+    )]
+    DuplicateNodeName(String),
+    #[error("this server has not yet been promoted from learner to voting member")]
+    Learner,
+    #[error("etcd has no leader (no quorum)")]
+    NoLeader,
+    #[error("refusing to remove etcd member {0}: it is the only voting member")]
+    LastVoter(String),
+    #[error("joining the etcd cluster failed: {0}")]
+    Join(String),
+    #[error(transparent)]
+    Io(#[from] PathError),
+}
+
+impl From<etcd_client::Error> for EtcdError {
+    fn from(e: etcd_client::Error) -> Self {
+        EtcdError::Client(e.to_string())
+    }
+}
+
+/// Client credentials for etcd.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl EtcdTls {
+    /// The etcd client certificate of this server.
+    pub fn load(paths: &ServerPaths) -> Result<EtcdTls, EtcdError> {
+        let read = |p: &Path| std::fs::read_to_string(p).at(p);
+        let CertPair { cert, key } = paths.etcd_client();
+        Ok(EtcdTls {
+            ca_pem: read(&paths.etcd_server_ca().cert)?,
+            cert_pem: read(&cert)?,
+            key_pem: read(&key)?,
+        })
+    }
+}
+
+/// Connects to etcd at `endpoints` with client-certificate TLS.
+pub async fn connect(endpoints: &[String], tls: &EtcdTls) -> Result<Client, EtcdError> {
+    let options = ConnectOptions::new()
+        .with_tls(
+            TlsOptions::new()
+                .ca_certificate(Certificate::from_pem(&tls.ca_pem))
+                .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem)),
+        )
+        .with_connect_timeout(DIAL_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+        .with_keep_alive_while_idle(true);
+    tokio::time::timeout(RPC_TIMEOUT, Client::connect(endpoints, Some(options)))
+        .await
+        .map_err(|_| EtcdError::Timeout)?
+        .map_err(EtcdError::from)
+}
+
+/// Runs one etcd call under [`RPC_TIMEOUT`].
+pub async fn with_timeout<T>(
+    fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, EtcdError> {
+    tokio::time::timeout(RPC_TIMEOUT, fut)
+        .await
+        .map_err(|_| EtcdError::Timeout)?
+        .map_err(EtcdError::from)
+}
+
+/// This server's etcd member name `<node>-<8 hex>`, created once and kept in
+/// `server/db/etcd/name`.
+pub fn member_name(paths: &ServerPaths, node_name: &str) -> Result<String, EtcdError> {
+    let file = paths.etcd_name();
+    if let Some(existing) = fsutil::read_optional(&file).at(&file)? {
+        let existing = existing.trim().to_string();
+        if !existing.is_empty() {
+            return Ok(existing);
+        }
+    }
+    let name = format!("{node_name}-{}", &crate::token::random_hex(4));
+    fsutil::ensure_private_dir(&paths.etcd_data()).at(&paths.etcd_data())?;
+    fsutil::write_atomic(&file, name.as_bytes(), fsutil::SECRET_FILE_MODE).at(&file)?;
+    Ok(name)
+}
+
+/// The node name a member name belongs to (`n1-1a2b3c4d` -> `n1`).
+pub fn node_of_member(member: &str) -> &str {
+    match member.rsplit_once('-') {
+        Some((node, suffix))
+            if suffix.len() == 8 && suffix.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            node
+        }
+        _ => member,
+    }
+}
+
+/// One member as exposed on `/db/info` (etcd's own JSON field names, as k3s sends them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    #[serde(rename = "ID")]
+    pub id: u64,
+    #[serde(default)]
+    pub name: String,
+    #[serde(rename = "peerURLs", default)]
+    pub peer_urls: Vec<String>,
+    #[serde(rename = "clientURLs", default)]
+    pub client_urls: Vec<String>,
+    #[serde(
+        rename = "isLearner",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub is_learner: bool,
+}
+
+/// `/db/info` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub members: Vec<MemberInfo>,
+    /// Number of voting members (ours; lets joiners and tools see the quorum size).
+    #[serde(rename = "votingMembers", default)]
+    pub voting_members: usize,
+}
+
+/// Lists the members.
+pub async fn member_list(client: &Client) -> Result<Vec<MemberInfo>, EtcdError> {
+    let mut c = client.cluster_client();
+    let resp = with_timeout(c.member_list()).await?;
+    Ok(resp
+        .members()
+        .iter()
+        .map(|m| MemberInfo {
+            id: m.id(),
+            name: m.name().to_string(),
+            peer_urls: m.peer_urls().to_vec(),
+            client_urls: m.client_urls().to_vec(),
+            is_learner: m.is_learner(),
+        })
+        .collect())
+}
+
+/// The state of the local member, from a status call to its own endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalStatus {
+    pub member_id: u64,
+    pub leader: u64,
+    pub is_learner: bool,
+    pub raft_term: u64,
+}
+
+impl LocalStatus {
+    pub fn is_leader(&self) -> bool {
+        self.leader != 0 && self.leader == self.member_id
+    }
+}
+
+/// Status of the member behind `client` (which must point only at the local member).
+pub async fn local_status(client: &Client) -> Result<LocalStatus, EtcdError> {
+    let mut m = client.maintenance_client();
+    let s = with_timeout(m.status()).await?;
+    Ok(LocalStatus {
+        member_id: s.header().map(|h| h.member_id()).unwrap_or_default(),
+        leader: s.leader(),
+        is_learner: s.is_learner(),
+        raft_term: s.raft_term(),
+    })
+}
+
+/// Readiness as RKE2 defines it: a voting member that sees a leader.
+pub async fn check_ready(client: &Client) -> Result<LocalStatus, EtcdError> {
+    let s = local_status(client).await?;
+    if s.is_learner {
+        return Err(EtcdError::Learner);
+    }
+    if s.leader == 0 {
+        return Err(EtcdError::NoLeader);
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_names_map_back_to_nodes() {
+        assert_eq!(node_of_member("server-1-0a1b2c3d"), "server-1");
+        assert_eq!(node_of_member("plain"), "plain");
+        assert_eq!(node_of_member("a-b"), "a-b");
+    }
+
+    #[test]
+    fn member_name_is_persistent() {
+        let d = tempfile::tempdir().unwrap();
+        let p = ServerPaths::new(d.path());
+        let a = member_name(&p, "n1").unwrap();
+        assert!(a.starts_with("n1-") && a.len() == 11);
+        assert_eq!(member_name(&p, "n1").unwrap(), a);
+    }
+
+    #[test]
+    fn db_info_json_matches_k3s() {
+        let info = ClusterInfo {
+            members: vec![MemberInfo {
+                id: 1,
+                name: "n1-00000000".into(),
+                peer_urls: vec!["https://10.0.0.1:2380".into()],
+                client_urls: vec!["https://10.0.0.1:2379".into()],
+                is_learner: false,
+            }],
+            voting_members: 1,
+        };
+        let v = serde_json::to_value(&info).unwrap();
+        assert_eq!(v["members"][0]["peerURLs"][0], "https://10.0.0.1:2380");
+        assert!(v["members"][0].get("isLearner").is_none());
+    }
+}

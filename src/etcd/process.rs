@@ -1,0 +1,373 @@
+//! The etcd child process: its command line, spawning it so it dies with the daemon (even on
+//! `kill -9`), forwarding its logs, restarting it with backoff when it crashes, and stopping it
+//! cleanly on shutdown.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::EtcdError;
+
+/// How long etcd gets to exit after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Restart backoff bounds after a crash.
+const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(500);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A run this long resets the backoff.
+const STABLE_RUN: Duration = Duration::from_secs(60);
+
+/// Whether etcd creates a new cluster or joins an existing one (only read on first start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitialClusterState {
+    New,
+    Existing,
+}
+
+/// Everything needed to run this server's etcd member.
+#[derive(Debug, Clone)]
+pub struct EtcdSettings {
+    pub bin: PathBuf,
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub address: IpAddr,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub metrics_port: u16,
+    /// Also listen for clients on loopback (when the node address is not loopback and the
+    /// loopback port is free).
+    pub loopback_client: bool,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub server_ca: PathBuf,
+    pub peer_cert: PathBuf,
+    pub peer_key: PathBuf,
+    pub peer_ca: PathBuf,
+    /// `name=peerURL,...`
+    pub initial_cluster: String,
+    pub initial_state: InitialClusterState,
+    /// Extra `flag=value` arguments from `etcd-arg`; they override ours.
+    pub extra_args: Vec<String>,
+}
+
+/// `https://<ip>:<port>` with brackets for IPv6.
+pub fn url(scheme: &str, ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("{scheme}://{v4}:{port}"),
+        IpAddr::V6(v6) => format!("{scheme}://[{v6}]:{port}"),
+    }
+}
+
+impl EtcdSettings {
+    pub fn client_url(&self) -> String {
+        url("https", self.address, self.client_port)
+    }
+
+    pub fn peer_url(&self) -> String {
+        url("https", self.address, self.peer_port)
+    }
+
+    /// The etcd command line.
+    pub fn args(&self) -> Vec<String> {
+        let mut client_urls = vec![self.client_url()];
+        if self.loopback_client && !self.address.is_loopback() {
+            client_urls.push(url("https", IpAddr::from([127, 0, 0, 1]), self.client_port));
+        }
+        // Metrics/health are plain HTTP, so keep them on loopback unless the node address
+        // itself is a loopback address (several test nodes on one host).
+        let metrics_ip = if self.address.is_loopback() {
+            self.address
+        } else {
+            IpAddr::from([127, 0, 0, 1])
+        };
+        let p = |p: &Path| p.display().to_string();
+        let mut args: Vec<(String, String)> = vec![
+            ("name".into(), self.name.clone()),
+            ("data-dir".into(), p(&self.data_dir)),
+            ("listen-client-urls".into(), client_urls.join(",")),
+            ("advertise-client-urls".into(), self.client_url()),
+            ("listen-peer-urls".into(), self.peer_url()),
+            ("initial-advertise-peer-urls".into(), self.peer_url()),
+            (
+                "listen-metrics-urls".into(),
+                url("http", metrics_ip, self.metrics_port),
+            ),
+            ("initial-cluster".into(), self.initial_cluster.clone()),
+            (
+                "initial-cluster-state".into(),
+                match self.initial_state {
+                    InitialClusterState::New => "new".into(),
+                    InitialClusterState::Existing => "existing".into(),
+                },
+            ),
+            ("cert-file".into(), p(&self.server_cert)),
+            ("key-file".into(), p(&self.server_key)),
+            ("trusted-ca-file".into(), p(&self.server_ca)),
+            ("client-cert-auth".into(), "true".into()),
+            ("peer-cert-file".into(), p(&self.peer_cert)),
+            ("peer-key-file".into(), p(&self.peer_key)),
+            ("peer-trusted-ca-file".into(), p(&self.peer_ca)),
+            ("peer-client-cert-auth".into(), "true".into()),
+            ("snapshot-count".into(), "10000".into()),
+            ("logger".into(), "zap".into()),
+            ("log-outputs".into(), "stderr".into()),
+        ];
+        for extra in &self.extra_args {
+            let (k, v) = extra.split_once('=').unwrap_or((extra.as_str(), "true"));
+            let k = k.trim_start_matches('-');
+            match args.iter_mut().find(|(ak, _)| ak == k) {
+                Some(slot) => slot.1 = v.to_string(),
+                None => args.push((k.to_string(), v.to_string())),
+            }
+        }
+        args.into_iter()
+            .map(|(k, v)| format!("--{k}={v}"))
+            .collect()
+    }
+}
+
+/// Finds the etcd binary: the configured path, else `etcd` on `PATH`.
+pub fn find_etcd_binary(
+    configured: Option<&Path>,
+    path_var: Option<&str>,
+) -> Result<PathBuf, EtcdError> {
+    if let Some(p) = configured {
+        if p.is_file() {
+            return Ok(p.to_path_buf());
+        }
+        return Err(EtcdError::BinaryNotFound(format!(
+            "etcd-bin {} does not exist; install etcd (Debian: apt-get install -y etcd-server; Nix: pkgs.etcd) or fix etcd-bin",
+            p.display()
+        )));
+    }
+    let path_var =
+        path_var.unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path_var.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join("etcd");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(EtcdError::BinaryNotFound(
+        "etcd was not found on PATH; install it (Debian: apt-get install -y etcd-server; Nix: pkgs.etcd) \
+         or set etcd-bin to its path"
+            .into(),
+    ))
+}
+
+/// What the supervisor reports about the child.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessState {
+    Starting,
+    Running { pid: u32 },
+    Crashed { restarts: u32 },
+    Stopped,
+}
+
+fn spawn(settings: &EtcdSettings) -> std::io::Result<Child> {
+    let mut cmd = Command::new(&settings.bin);
+    cmd.args(settings.args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let parent = rustix::process::getpid();
+    // SAFETY: the closure runs in the forked child before exec and only makes two
+    // async-signal-safe system calls (prctl and getppid); it allocates nothing and takes no
+    // locks. The death signal makes the kernel stop etcd when the daemon dies, even on
+    // SIGKILL, so no orphaned etcd keeps the ports and data directory.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
+            // The daemon may have died between fork and prctl; then nobody would signal us.
+            if rustix::process::getppid() != Some(parent) {
+                return Err(std::io::Error::other("parent exited before etcd started"));
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Forwards etcd's zap JSON log lines to tracing: errors and warnings as such, the chatty
+/// info level as debug.
+fn forward_logs(child: &mut Child, member: String) {
+    let streams: Vec<Box<dyn tokio::io::AsyncRead + Unpin + Send>> = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for stream in streams {
+        let member = member.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let parsed: Option<serde_json::Value> = serde_json::from_str(&line).ok();
+                let level = parsed
+                    .as_ref()
+                    .and_then(|v| v.get("level"))
+                    .and_then(|l| l.as_str())
+                    .unwrap_or("info")
+                    .to_string();
+                let msg = parsed
+                    .as_ref()
+                    .and_then(|v| v.get("msg"))
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| line.clone());
+                match level.as_str() {
+                    "error" | "fatal" | "panic" | "dpanic" => {
+                        tracing::error!(component = "etcd", etcd_member = %member, detail = %line, "etcd: {msg}")
+                    }
+                    "warn" => {
+                        tracing::warn!(component = "etcd", etcd_member = %member, detail = %line, "etcd: {msg}")
+                    }
+                    _ => {
+                        tracing::debug!(component = "etcd", etcd_member = %member, detail = %line, "etcd: {msg}")
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn stop(child: &mut Child) {
+    if let Some(pid) = child
+        .id()
+        .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_ok() {
+            return;
+        }
+        tracing::warn!(
+            component = "etcd",
+            "etcd did not stop within {STOP_GRACE:?}; killing it"
+        );
+    }
+    let _ = child.kill().await;
+}
+
+/// Runs etcd until `cancel` fires, restarting it with exponential backoff when it exits.
+/// `state` reports the child's state; `settings` may be replaced between restarts (e.g. to
+/// switch from `existing` to a restart with data, which etcd handles by itself).
+pub async fn supervise(
+    settings: EtcdSettings,
+    cancel: CancellationToken,
+    state: watch::Sender<ProcessState>,
+) -> Result<(), EtcdError> {
+    let mut backoff = RESTART_BACKOFF_MIN;
+    let mut restarts = 0u32;
+    loop {
+        let _ = state.send(ProcessState::Starting);
+        let mut child = spawn(&settings).map_err(|e| EtcdError::Spawn {
+            bin: settings.bin.display().to_string(),
+            source: e,
+        })?;
+        let pid = child.id().unwrap_or_default();
+        tracing::info!(component = "etcd", etcd_member = %settings.name, pid, "etcd started");
+        let _ = state.send(ProcessState::Running { pid });
+        forward_logs(&mut child, settings.name.clone());
+        let started = tokio::time::Instant::now();
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                stop(&mut child).await;
+                tracing::info!(component = "etcd", etcd_member = %settings.name, "etcd stopped");
+                let _ = state.send(ProcessState::Stopped);
+                return Ok(());
+            }
+            status = child.wait() => {
+                restarts += 1;
+                let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                if started.elapsed() > STABLE_RUN {
+                    backoff = RESTART_BACKOFF_MIN;
+                }
+                tracing::error!(
+                    component = "etcd", etcd_member = %settings.name, restarts,
+                    "etcd exited unexpectedly ({status}); restarting in {backoff:?}"
+                );
+                let _ = state.send(ProcessState::Crashed { restarts });
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                let _ = state.send(ProcessState::Stopped);
+                return Ok(());
+            }
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> EtcdSettings {
+        EtcdSettings {
+            bin: "/usr/bin/etcd".into(),
+            name: "n1-abcdef12".into(),
+            data_dir: "/d/server/db/etcd".into(),
+            address: "127.0.1.2".parse().unwrap(),
+            client_port: 2379,
+            peer_port: 2380,
+            metrics_port: 2381,
+            loopback_client: false,
+            server_cert: "s.crt".into(),
+            server_key: "s.key".into(),
+            server_ca: "ca.crt".into(),
+            peer_cert: "p.crt".into(),
+            peer_key: "p.key".into(),
+            peer_ca: "pca.crt".into(),
+            initial_cluster: "n1-abcdef12=https://127.0.1.2:2380".into(),
+            initial_state: InitialClusterState::New,
+            extra_args: vec![
+                "heartbeat-interval=50".into(),
+                "--election-timeout=500".into(),
+                "snapshot-count=5".into(),
+            ],
+        }
+    }
+
+    #[test]
+    fn args_use_node_address_and_extra_args_override() {
+        let a = settings().args();
+        assert!(a.contains(&"--listen-client-urls=https://127.0.1.2:2379".to_string()));
+        assert!(a.contains(&"--listen-metrics-urls=http://127.0.1.2:2381".to_string()));
+        assert!(a.contains(&"--heartbeat-interval=50".to_string()));
+        assert!(a.contains(&"--election-timeout=500".to_string()));
+        assert!(a.contains(&"--snapshot-count=5".to_string()));
+        assert!(!a.contains(&"--snapshot-count=10000".to_string()));
+        let mut s = settings();
+        s.address = "10.0.0.5".parse().unwrap();
+        s.loopback_client = true;
+        let a = s.args();
+        assert!(a.contains(
+            &"--listen-client-urls=https://10.0.0.5:2379,https://127.0.0.1:2379".to_string()
+        ));
+        assert!(a.contains(&"--listen-metrics-urls=http://127.0.0.1:2381".to_string()));
+    }
+
+    #[test]
+    fn missing_binary_explains_how_to_install() {
+        let e = find_etcd_binary(Some(Path::new("/nonexistent/etcd")), None).unwrap_err();
+        assert!(e.to_string().contains("apt-get install -y etcd-server"));
+        let e = find_etcd_binary(None, Some("/nonexistent")).unwrap_err();
+        assert!(e.to_string().contains("etcd-bin"));
+    }
+}

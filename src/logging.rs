@@ -1,0 +1,96 @@
+//! Logging setup: native journald entries (structured `RKE2_*` fields, PRIORITY from the level,
+//! `SYSLOG_IDENTIFIER=rke2`) under systemd or when asked, readable stderr otherwise. If the
+//! journal socket is missing, logging falls back to stderr with one warning.
+//!
+//! Secrets never reach a log field: tokens and passwords are [`crate::token::Secret`]s, whose
+//! `Debug` is redacted, and no code logs key material.
+
+use std::os::fd::AsFd;
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
+
+use crate::config::LogFormat;
+
+/// Whether stderr is connected to the journal: systemd sets `JOURNAL_STREAM=<dev>:<inode>` of
+/// the stream it gave us; it only counts if stderr is still that stream.
+pub fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
+    let Some((dev, ino)) = journal_stream.and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    match rustix::fs::fstat(std::io::stderr().as_fd()) {
+        Ok(st) => st.st_dev == dev && st.st_ino == ino,
+        Err(_) => false,
+    }
+}
+
+/// Installs the global subscriber. `journal_stream` is `$JOURNAL_STREAM`; `rust_log` is
+/// `$RUST_LOG` (an env-filter directive overriding the default level).
+pub fn init(format: LogFormat, debug: bool, journal_stream: Option<&str>, rust_log: Option<&str>) {
+    let default = if debug { "debug" } else { "info" };
+    let filter = rust_log
+        .and_then(|d| EnvFilter::try_new(d).ok())
+        .unwrap_or_else(|| {
+            EnvFilter::new(format!(
+                "{default},h2=info,hyper=info,tower=info,zbus=warn,tonic=info"
+            ))
+        });
+    let want_journal = match format {
+        LogFormat::Journald => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => stderr_is_journal(journal_stream),
+    };
+    let journald = if want_journal {
+        match tracing_journald::layer() {
+            Ok(layer) => Some(
+                layer
+                    .with_field_prefix(Some("RKE2".into()))
+                    .with_syslog_identifier("rke2".into()),
+            ),
+            Err(e) => {
+                // Falls back to stderr; reported once below, after the subscriber exists.
+                let _ = e;
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let fallback = want_journal && journald.is_none();
+    let stderr_layer = if journald.is_none() {
+        Some(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
+    } else {
+        None
+    };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(journald)
+        .with(stderr_layer)
+        .try_init();
+    if fallback {
+        tracing::warn!(
+            component = "logging",
+            "the journal socket /run/systemd/journal/socket is not available; logging to stderr"
+        );
+    }
+}
+
+/// Logging for admin subcommands: plain stderr, warnings and errors only unless debugging.
+pub fn init_cli(debug: bool) {
+    let filter = EnvFilter::new(if debug { "debug" } else { "warn" });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
+        .try_init();
+}

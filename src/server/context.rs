@@ -1,0 +1,88 @@
+//! What every subsystem of a running server shares: validated config, node identity, paths,
+//! the CAs, the credentials store, the runtime state and, once etcd is ready, the datastore.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::OnceCell;
+
+use crate::config::ServerConfig;
+use crate::daemon::Runtime;
+use crate::datastore::Datastore;
+use crate::etcd::EtcdTls;
+use crate::paths::{AgentPaths, ServerPaths};
+use crate::pki::CertAuthority;
+use crate::token::{Passwd, Secret};
+
+/// Who this node is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeIdentity {
+    pub name: String,
+    /// Node IPs; the first is the primary (etcd, advertised API address).
+    pub ips: Vec<IpAddr>,
+}
+
+impl NodeIdentity {
+    pub fn primary_ip(&self) -> IpAddr {
+        self.ips[0]
+    }
+}
+
+/// Shared state of a running server.
+pub struct ServerContext {
+    pub config: ServerConfig,
+    pub node: NodeIdentity,
+    pub paths: ServerPaths,
+    pub agent_paths: AgentPaths,
+    pub server_ca: CertAuthority,
+    pub client_ca: CertAuthority,
+    /// PEM served on `/cacerts` (exactly the bytes of `server-ca.crt`, so its hash matches).
+    pub server_ca_bundle: Vec<u8>,
+    pub passwd: RwLock<Passwd>,
+    /// The normalised server token password.
+    pub server_password: RwLock<Secret>,
+    pub runtime: Runtime,
+    pub etcd_tls: EtcdTls,
+    /// The local etcd member's client, once etcd runs.
+    pub etcd: OnceCell<etcd_client::Client>,
+    /// The datastore, once the local member is a ready voter.
+    pub store: OnceCell<Datastore>,
+    /// This server's API endpoint as other nodes reach it (`advertise-address` or node IP).
+    pub apiserver_endpoint: SocketAddr,
+    /// Cached cluster credentials record for supervisor authentication.
+    pub credentials: crate::server::credentials::CredentialsCache,
+}
+
+impl std::fmt::Debug for ServerContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerContext")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shared handle.
+pub type Ctx = Arc<ServerContext>;
+
+impl ServerContext {
+    /// The current server password.
+    pub fn server_password(&self) -> Secret {
+        self.server_password
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The credentials store (a copy).
+    pub fn passwd(&self) -> Passwd {
+        self.passwd
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The CA hash that goes into full tokens.
+    pub fn ca_hash(&self) -> String {
+        crate::token::ca_hash(&self.server_ca_bundle)
+    }
+}

@@ -1,0 +1,525 @@
+//! `rke2 server`: brings a server node up in order — files and certificates, the supervisor
+//! listener, the etcd member (new cluster, learner join, or restart), the bootstrap-data check,
+//! then the Kubernetes API, controllers and the node agent — and reports each phase to systemd.
+//! READY=1 is sent only once every gate is open; shutdown runs through one cancellation token.
+
+pub mod bootstrap_tokens;
+pub mod context;
+pub mod credentials;
+pub mod node_password;
+pub mod prepare;
+pub mod token_ops;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{OnceCell, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bootstrap::{self, BootstrapData, BootstrapError};
+use crate::clientaccess::AccessError;
+use crate::config::ServerConfig;
+use crate::daemon::Runtime;
+use crate::daemon::listeners::{self, InheritedListeners, ListenerError};
+use crate::datastore::{Cas, Datastore, DatastoreError};
+use crate::etcd::process::{EtcdSettings, InitialClusterState, ProcessState};
+use crate::etcd::{self, EtcdError, EtcdTls};
+use crate::fsutil::{self, IoContext, PathError};
+use crate::https::{self, TlsError};
+use crate::kubeconfig::Kubeconfig;
+use crate::paths::{AgentPaths, ServerPaths};
+use crate::pki::PkiError;
+use crate::token::{self, Passwd, TokenError};
+use context::{Ctx, ServerContext};
+
+/// How long shutdown waits for subsystems before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+
+/// Server errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
+    #[error(
+        "bootstrap data already found and encrypted with a different token: this server's data was created with another server token. \
+         Start it with the token in {token_file} (or the cluster's current token); nothing was changed"
+    )]
+    DifferentToken { token_file: String },
+    #[error("critical configuration value mismatch between servers: {}", .0.join("; "))]
+    ConfigMismatch(Vec<String>),
+    #[error("cannot join the cluster: {0}")]
+    Access(#[from] AccessError),
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error("datastore: {0}")]
+    Datastore(#[from] DatastoreError),
+    #[error(transparent)]
+    Listener(#[from] ListenerError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Io(#[from] PathError),
+    #[error("Kubernetes API: {0}")]
+    Api(#[from] crate::apiserver::status::ApiError),
+    #[error("shut down before the server was ready")]
+    Cancelled,
+}
+
+/// How this start relates to existing state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StartMode {
+    /// First server of a new cluster.
+    Init,
+    /// Joining an existing cluster through `server`.
+    Join,
+    /// Restart with existing etcd data.
+    Restart,
+}
+
+/// Process facts the server needs from the environment (read once by `main`).
+#[derive(Debug, Clone, Default)]
+pub struct ProcessEnv {
+    pub path: Option<String>,
+}
+
+fn listen_addr(bind: Option<IpAddr>, port: u16) -> SocketAddr {
+    match bind {
+        Some(ip) => SocketAddr::new(ip, port),
+        None => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+    }
+}
+
+/// Where in-process clients reach a listener: its own address, or loopback when it listens on
+/// all addresses.
+pub fn local_endpoint(listener_addr: SocketAddr) -> SocketAddr {
+    let ip = match listener_addr.ip() {
+        IpAddr::V4(v) if v.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v) if v.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listener_addr.port())
+}
+
+/// Runs a server until `cancel` fires.
+pub async fn run(
+    config: ServerConfig,
+    env: ProcessEnv,
+    cancel: CancellationToken,
+) -> Result<(), ServerError> {
+    let node = prepare::node_identity(&config.node, config.bind_address)?;
+    let runtime = Runtime::new(&node.name, "server");
+    let tracker = TaskTracker::new();
+    let result = run_inner(config, env, node, runtime.clone(), cancel.clone(), &tracker).await;
+    runtime.stopping();
+    cancel.cancel();
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            component = "server",
+            "some tasks did not stop within {SHUTDOWN_GRACE:?}"
+        );
+    }
+    result
+}
+
+async fn run_inner(
+    config: ServerConfig,
+    env: ProcessEnv,
+    node: context::NodeIdentity,
+    runtime: Runtime,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(), ServerError> {
+    let paths = ServerPaths::new(&config.node.data_dir);
+    let agent_paths = AgentPaths::new(&config.node.data_dir);
+    let mut inherited = InheritedListeners::take(&[listeners::SUPERVISOR, listeners::APISERVER])?;
+    let etcd_bin =
+        etcd::process::find_etcd_binary(config.etcd_bin.as_deref(), env.path.as_deref())?;
+
+    for dir in [
+        config.node.data_dir.as_path(),
+        paths.root.as_path(),
+        &paths.tls(),
+        &paths.cred(),
+        &paths.db(),
+    ] {
+        fsutil::ensure_private_dir(dir).at(dir)?;
+    }
+    let mode = if paths.etcd_wal().exists() {
+        StartMode::Restart
+    } else if config.node.server.is_some() {
+        StartMode::Join
+    } else {
+        StartMode::Init
+    };
+    tracing::info!(component = "server", node = %node.name, "starting server ({mode:?})");
+    let configured_pw = config
+        .node
+        .token
+        .as_ref()
+        .map(token::normalize_server_token)
+        .transpose()?;
+    let agent_pw = prepare::agent_password(&config)?;
+
+    // Credentials and CA material.
+    let (password, passwd, join_access) = match mode {
+        StartMode::Init => {
+            runtime.set_phase("generating cluster certificates");
+            let existing = Passwd::load(&paths.passwd())?;
+            let pw = match (
+                &configured_pw,
+                existing.as_ref().and_then(|p| p.password_of("server")),
+            ) {
+                (Some(pw), _) => pw.clone(),
+                (None, Some(pw)) => pw.clone(),
+                (None, None) => token::generate_password(),
+            };
+            prepare::authorities(&paths, true)?;
+            let passwd = prepare::initial_passwd(existing, pw.clone(), agent_pw.clone());
+            passwd.save(&paths.passwd())?;
+            (pw, passwd, None)
+        }
+        StartMode::Join => {
+            let download = prepare::download_cluster_files(&config, &paths, &runtime).await?;
+            let passwd = Passwd::load(&paths.passwd())?.ok_or_else(|| {
+                ServerError::Setup("the bootstrap data carried no credentials".into())
+            })?;
+            (download.password, passwd, Some(download.access))
+        }
+        StartMode::Restart => {
+            let passwd = Passwd::load(&paths.passwd())?.ok_or_else(|| {
+                ServerError::Setup(format!(
+                    "{} is missing: this server's data directory is incomplete",
+                    paths.passwd().display()
+                ))
+            })?;
+            let pw = match (&configured_pw, passwd.password_of("server")) {
+                (Some(pw), _) => pw.clone(),
+                (None, Some(pw)) => pw.clone(),
+                (None, None) => {
+                    return Err(ServerError::Setup(format!(
+                        "{} has no server entry; set token",
+                        paths.passwd().display()
+                    )));
+                }
+            };
+            (pw, passwd, None)
+        }
+    };
+    let cas = prepare::authorities(&paths, false)?;
+    prepare::leaf_certificates(&config, &node, &paths, &agent_paths, &cas)?;
+    let server_ca_bundle = std::fs::read(&paths.server_ca().cert).at(&paths.server_ca().cert)?;
+    if mode != StartMode::Restart {
+        token_ops::write_token_files(
+            &paths,
+            &token::ca_hash(&server_ca_bundle),
+            &password,
+            agent_pw.as_ref(),
+        )?;
+    }
+
+    // Listeners: inherited by name from systemd, else bound here.
+    let supervisor_listener = inherited.take_or_bind(
+        listeners::SUPERVISOR,
+        listen_addr(config.bind_address, config.supervisor_port),
+    )?;
+    let api_listener = inherited.take_or_bind(
+        listeners::APISERVER,
+        listen_addr(config.bind_address, config.https_listen_port),
+    )?;
+    let api_local = local_endpoint(
+        api_listener
+            .local_addr()
+            .map_err(|e| ServerError::Setup(format!("apiserver listener: {e}")))?,
+    );
+
+    let serving = paths.serving();
+    let tls = https::server_config(
+        &prepare::read_pem(&serving.cert)?,
+        &prepare::read_pem(&serving.key)?,
+        Some(&cas.client.cert_pem),
+    )?;
+    let tls = Arc::new(RwLock::new(tls));
+    let apiserver_endpoint = SocketAddr::new(
+        config.advertise_address.unwrap_or(node.primary_ip()),
+        config.https_listen_port,
+    );
+    let ctx: Ctx = Arc::new(ServerContext {
+        config: config.clone(),
+        node: node.clone(),
+        paths: paths.clone(),
+        agent_paths: agent_paths.clone(),
+        server_ca: cas.server,
+        client_ca: cas.client,
+        server_ca_bundle,
+        passwd: RwLock::new(passwd),
+        server_password: RwLock::new(password.clone()),
+        runtime: runtime.clone(),
+        etcd_tls: EtcdTls::load(&paths)?,
+        etcd: OnceCell::new(),
+        store: OnceCell::new(),
+        apiserver_endpoint,
+        credentials: Default::default(),
+    });
+    tracker.spawn(https::serve(
+        supervisor_listener,
+        tls.clone(),
+        crate::supervisor::router(ctx.clone()),
+        cancel.clone(),
+        "supervisor",
+    ));
+    tracker.spawn(https::serve(
+        api_listener,
+        tls.clone(),
+        crate::apiserver::router(ctx.clone(), cancel.clone()),
+        cancel.clone(),
+        "apiserver",
+    ));
+    tracker.spawn(crate::daemon::run_watchdog(runtime.clone(), cancel.clone()));
+
+    // etcd.
+    let member = etcd::member_name(&paths, &node.name)?;
+    let peer_url = etcd::process::url("https", node.primary_ip(), config.etcd_peer_port);
+    let (initial_cluster, initial_state) = match (&join_access, mode) {
+        (Some(access), StartMode::Join) => {
+            runtime.set_phase("reading the etcd member list");
+            let info: etcd::ClusterInfo = access.get_json("/db/info").await?;
+            runtime.set_phase("joining the etcd cluster as a learner");
+            let plan = etcd::membership::join_as_learner(
+                &info.members,
+                &member,
+                &peer_url,
+                &ctx.etcd_tls,
+                &cancel,
+            )
+            .await?;
+            (plan.initial_cluster, InitialClusterState::Existing)
+        }
+        _ => (format!("{member}={peer_url}"), InitialClusterState::New),
+    };
+    let loopback_client = !node.primary_ip().is_loopback()
+        && std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, config.etcd_client_port)).is_ok();
+    let settings = EtcdSettings {
+        bin: etcd_bin,
+        name: member.clone(),
+        data_dir: paths.etcd_data(),
+        address: node.primary_ip(),
+        client_port: config.etcd_client_port,
+        peer_port: config.etcd_peer_port,
+        metrics_port: config.etcd_metrics_port,
+        loopback_client,
+        server_cert: paths.etcd_server().cert,
+        server_key: paths.etcd_server().key,
+        server_ca: paths.etcd_server_ca().cert,
+        peer_cert: paths.etcd_peer().cert,
+        peer_key: paths.etcd_peer().key,
+        peer_ca: paths.etcd_peer_ca().cert,
+        initial_cluster,
+        initial_state,
+        extra_args: config.etcd_args.clone(),
+    };
+    let local_client_url = settings.client_url();
+    if mode != StartMode::Join {
+        runtime.set_phase("starting etcd");
+    }
+    let (etcd_state_tx, etcd_state) = watch::channel(ProcessState::Starting);
+    let etcd_cancel = cancel.child_token();
+    let etcd_task = tracker.spawn(etcd::process::supervise(
+        settings,
+        etcd_cancel.clone(),
+        etcd_state_tx,
+    ));
+
+    let client = wait_for_etcd(&ctx, &local_client_url, &etcd_state, &cancel).await?;
+    let _ = ctx.etcd.set(client.clone());
+    let store = Datastore::new(client.clone());
+
+    // Bootstrap data: refuse a token the cluster's data was not encrypted with.
+    if let Err(e) = reconcile_bootstrap(&ctx, &store, &password).await {
+        etcd_cancel.cancel();
+        let _ = etcd_task.await;
+        return Err(e);
+    }
+    if mode == StartMode::Restart {
+        token_ops::write_token_files(&paths, &ctx.ca_hash(), &password, agent_pw.as_ref())?;
+    }
+    credentials::publish_if_absent(&store, &ctx.passwd()).await?;
+    let _ = ctx.store.set(store);
+
+    // Admin kubeconfig.
+    let admin = paths.client_admin();
+    let kubeconfig_host = match config.bind_address {
+        Some(ip) if !ip.is_unspecified() => ip,
+        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    let server_url = format!(
+        "https://{}",
+        SocketAddr::new(kubeconfig_host, config.https_listen_port)
+    );
+    Kubeconfig {
+        server_url: &server_url,
+        ca_pem: &String::from_utf8_lossy(&ctx.server_ca_bundle),
+        client_cert_pem: &prepare::read_pem(&admin.cert)?,
+        client_key_pem: &prepare::read_pem(&admin.key)?,
+        name: "default",
+        tls_server_name: None,
+    }
+    .write(&config.write_kubeconfig, config.write_kubeconfig_mode)?;
+    tracing::info!(
+        component = "server",
+        "wrote admin kubeconfig to {}; the join token is in {}",
+        config.write_kubeconfig.display(),
+        paths.token().display()
+    );
+    let host = config.advertise_address.unwrap_or(node.primary_ip());
+    tracing::info!(
+        component = "server",
+        "to join a server node to this cluster: rke2 server -s https://{}:{} -t ${{SERVER_NODE_TOKEN}}",
+        host,
+        config.supervisor_port
+    );
+
+    runtime.set_phase("creating system namespaces");
+    crate::controllers::ensure_defaults(&ctx).await?;
+    tracker.spawn(etcd::membership::promote_learners(
+        client.clone(),
+        cancel.clone(),
+    ));
+    crate::controllers::spawn_server_controllers(ctx.clone(), tracker, cancel.clone());
+    runtime.set_phase("registering node");
+    let registered = crate::agent::node_agent::spawn_for_server(
+        ctx.clone(),
+        api_local,
+        tracker,
+        cancel.clone(),
+    )?;
+    wait_registered(registered, &cancel).await?;
+    crate::controllers::publish_apiserver_endpoint(ctx.clone(), tracker, cancel.clone());
+    let s = runtime.snapshot();
+    runtime.set_ready(format!(
+        "ready: {} servers, {} nodes",
+        s.server_count.max(1),
+        s.node_count.max(1)
+    ));
+    crate::controllers::spawn_status_reporter(ctx.clone(), tracker, cancel.clone());
+
+    // Anything else that must run after readiness goes here; then wait for shutdown.
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = etcd_task => {
+            return Err(ServerError::Setup("etcd supervision ended unexpectedly".into()));
+        }
+    }
+    Ok(())
+}
+
+async fn wait_registered(
+    mut registered: watch::Receiver<bool>,
+    cancel: &CancellationToken,
+) -> Result<(), ServerError> {
+    tokio::select! {
+        _ = cancel.cancelled() => Err(ServerError::Cancelled),
+        r = registered.wait_for(|v| *v) => r.map(|_| ()).map_err(|_| ServerError::Setup("node agent stopped".into())),
+    }
+}
+
+/// Connects to the local member and waits until it is a voting member with a leader,
+/// reporting the phase while waiting.
+async fn wait_for_etcd(
+    ctx: &Ctx,
+    url: &str,
+    process: &watch::Receiver<ProcessState>,
+    cancel: &CancellationToken,
+) -> Result<etcd_client::Client, ServerError> {
+    let mut client: Option<etcd_client::Client> = None;
+    loop {
+        if cancel.is_cancelled() {
+            return Err(ServerError::Cancelled);
+        }
+        if let ProcessState::Crashed { restarts } = *process.borrow()
+            && restarts >= 5
+        {
+            return Err(ServerError::Setup(format!(
+                "etcd keeps exiting ({restarts} restarts); see the etcd log lines above"
+            )));
+        }
+        if client.is_none() {
+            client = etcd::connect(&[url.to_string()], &ctx.etcd_tls).await.ok();
+        }
+        if let Some(c) = &client {
+            match etcd::check_ready(c).await {
+                Ok(_) => return Ok(c.clone()),
+                Err(EtcdError::Learner) => {
+                    ctx.runtime.set_phase(
+                        "joined etcd as a learner; waiting for promotion to voting member",
+                    );
+                }
+                Err(EtcdError::NoLeader) => {
+                    ctx.runtime.set_phase("waiting for etcd quorum");
+                }
+                Err(_) => ctx.runtime.set_phase("waiting for etcd to start"),
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(ServerError::Cancelled),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+/// The token check and bootstrap sync after etcd is ready: data under our token's key is
+/// decrypted and any file that differs on disk is replaced from it; data only under other
+/// tokens' keys means we were started with the wrong token (nothing is changed); no data at
+/// all means we are the first server and save ours.
+async fn reconcile_bootstrap(
+    ctx: &Ctx,
+    store: &Datastore,
+    password: &token::Secret,
+) -> Result<(), ServerError> {
+    let key = bootstrap::storage_key(password);
+    let page = store.list(bootstrap::BOOTSTRAP_PREFIX, None, 0, 0).await?;
+    if let Some(kv) = page.items.iter().find(|kv| kv.key == key) {
+        let plain =
+            bootstrap::decrypt(password, &String::from_utf8_lossy(&kv.value)).map_err(|_| {
+                ServerError::DifferentToken {
+                    token_file: ctx.paths.token().display().to_string(),
+                }
+            })?;
+        let remote = BootstrapData::from_json(&plain)?;
+        let local = BootstrapData::read(&ctx.paths)?;
+        if !remote.same_content(&local) {
+            tracing::warn!(
+                component = "server",
+                "local certificate authority or credential files differ from the cluster's; replacing them from the datastore"
+            );
+            remote.write(&ctx.paths)?;
+            if let Some(p) = Passwd::load(&ctx.paths.passwd())? {
+                *ctx.passwd.write().unwrap_or_else(|e| e.into_inner()) = p;
+            }
+        }
+        return Ok(());
+    }
+    if !page.items.is_empty() {
+        return Err(ServerError::DifferentToken {
+            token_file: ctx.paths.token().display().to_string(),
+        });
+    }
+    let data = BootstrapData::read(&ctx.paths)?;
+    let sealed = bootstrap::encrypt(password, &data.to_json())?;
+    match store.create(&key, sealed.into_bytes()).await? {
+        Cas::Written(_) => tracing::info!(component = "server", "saved encrypted bootstrap data"),
+        Cas::Conflict(_) => tracing::info!(component = "server", "bootstrap data already exists"),
+    }
+    Ok(())
+}

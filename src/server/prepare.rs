@@ -1,0 +1,368 @@
+//! Getting a server's files in place before anything listens: node identity, certificate
+//! authorities (created, loaded, or downloaded from the cluster when joining), the credentials
+//! store, and this server's own leaf certificates with the right SANs.
+
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::path::Path;
+
+use super::ServerError;
+use super::context::NodeIdentity;
+use crate::bootstrap::BootstrapData;
+use crate::clientaccess::ClusterAccess;
+use crate::config::{NodeConfig, ServerConfig};
+use crate::fsutil::{self, IoContext};
+use crate::paths::{AgentPaths, ServerPaths};
+use crate::pki::{CertAuthority, LeafSpec, LeafUsage};
+use crate::supervisor::ControlConfig;
+use crate::token::{self, Credentials, JoinToken, Passwd, Secret};
+
+/// The host name, lower-cased (RKE2's default node name).
+pub fn hostname() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .to_ascii_lowercase()
+}
+
+/// The address of the interface holding the default route, found by "connecting" a UDP
+/// socket (no packet is sent).
+pub fn default_route_ip() -> Option<IpAddr> {
+    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    sock.connect((Ipv4Addr::new(203, 0, 113, 1), 9)).ok()?;
+    sock.local_addr()
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified())
+}
+
+/// Resolves node name and IPs: configured values, else the bind address, else the
+/// default-route address.
+pub fn node_identity(node: &NodeConfig, bind: Option<IpAddr>) -> Result<NodeIdentity, ServerError> {
+    let name = node.node_name.clone().unwrap_or_else(hostname);
+    crate::validation::validate_dns_subdomain(&name).map_err(|e| {
+        ServerError::Setup(format!(
+            "the host name \"{name}\" is not a valid node name ({e}); set node-name"
+        ))
+    })?;
+    let mut ips = node.node_ips.clone();
+    if ips.is_empty() {
+        match bind
+            .filter(|b| !b.is_unspecified())
+            .or_else(default_route_ip)
+        {
+            Some(ip) => ips.push(ip),
+            None => {
+                return Err(ServerError::Setup(
+                    "cannot determine this node's IP address (no default route); set node-ip"
+                        .into(),
+                ));
+            }
+        }
+    }
+    Ok(NodeIdentity { name, ips })
+}
+
+/// SANs of the serving certificate (protocol.md §4.3 plus the join address and bind address,
+/// so every server answers on the fixed registration address).
+pub fn serving_sans(config: &ServerConfig, node: &NodeIdentity) -> Vec<String> {
+    let mut sans: Vec<String> = config.tls_san.clone();
+    if let Some(server) = &config.node.server {
+        sans.push(server.host.clone());
+    }
+    sans.extend(["127.0.0.1", "::1", "localhost"].map(String::from));
+    sans.push(node.name.clone());
+    if let Some((short, _)) = node.name.split_once('.') {
+        sans.push(short.to_string());
+    }
+    sans.extend(node.ips.iter().map(|ip| ip.to_string()));
+    if let Some(b) = config.bind_address.filter(|b| !b.is_unspecified()) {
+        sans.push(b.to_string());
+    }
+    if let Some(a) = config.advertise_address {
+        sans.push(a.to_string());
+    }
+    if let Some(svc) = crate::config::cidr_offset(&config.service_cidr, 1) {
+        sans.push(svc.to_string());
+    }
+    for n in ["kubernetes", "kubernetes.default", "kubernetes.default.svc"] {
+        sans.push(n.to_string());
+    }
+    sans.push(format!("kubernetes.default.svc.{}", config.cluster_domain));
+    let mut seen = std::collections::HashSet::new();
+    sans.retain(|s| seen.insert(s.to_ascii_lowercase()));
+    sans
+}
+
+/// The five CAs.
+pub struct Authorities {
+    pub server: CertAuthority,
+    pub client: CertAuthority,
+    pub etcd_server: CertAuthority,
+    pub etcd_peer: CertAuthority,
+}
+
+/// Loads the CAs, creating missing ones (first server) when `create` is set.
+pub fn authorities(paths: &ServerPaths, create: bool) -> Result<Authorities, ServerError> {
+    let load = |pair: crate::paths::CertPair, prefix: &str| -> Result<CertAuthority, ServerError> {
+        if create {
+            Ok(CertAuthority::load_or_create(&pair, prefix)?.0)
+        } else if pair.cert.exists() {
+            Ok(CertAuthority::load(&pair)?)
+        } else {
+            Err(ServerError::Setup(format!(
+                "{} is missing: this server's data directory is incomplete",
+                pair.cert.display()
+            )))
+        }
+    };
+    let a = Authorities {
+        server: load(paths.server_ca(), "rke2-server")?,
+        client: load(paths.client_ca(), "rke2-client")?,
+        etcd_server: load(paths.etcd_server_ca(), "etcd-server")?,
+        etcd_peer: load(paths.etcd_peer_ca(), "etcd-peer")?,
+    };
+    load(paths.request_header_ca(), "rke2-request-header")?;
+    Ok(a)
+}
+
+/// Makes sure every leaf certificate this server uses exists and is current.
+pub fn leaf_certificates(
+    config: &ServerConfig,
+    node: &NodeIdentity,
+    paths: &ServerPaths,
+    agent_paths: &AgentPaths,
+    cas: &Authorities,
+) -> Result<(), ServerError> {
+    let sans = serving_sans(config, node);
+    let mut etcd_sans: Vec<String> = vec![
+        "localhost".into(),
+        "127.0.0.1".into(),
+        "::1".into(),
+        node.name.clone(),
+    ];
+    etcd_sans.extend(node.ips.iter().map(|ip| ip.to_string()));
+    let regenerated = [
+        cas.server
+            .ensure_leaf(&paths.serving(), &LeafSpec::server("kube-apiserver", sans))?,
+        cas.client.ensure_leaf(
+            &paths.client_admin(),
+            &LeafSpec::client("system:admin", &["system:masters"]),
+        )?,
+        cas.client.ensure_leaf(
+            &paths.client_supervisor(),
+            &LeafSpec::client("system:rke2-supervisor", &["system:masters"]),
+        )?,
+        cas.etcd_server
+            .ensure_leaf(&paths.etcd_client(), &LeafSpec::client("etcd-client", &[]))?,
+        cas.etcd_server.ensure_leaf(
+            &paths.etcd_server(),
+            &LeafSpec {
+                common_name: "etcd-server".into(),
+                organizations: vec![],
+                sans: etcd_sans.clone(),
+                usage: LeafUsage::ServerAndClient,
+            },
+        )?,
+        cas.etcd_peer.ensure_leaf(
+            &paths.etcd_peer(),
+            &LeafSpec {
+                common_name: "etcd-peer".into(),
+                organizations: vec![],
+                sans: etcd_sans,
+                usage: LeafUsage::ServerAndClient,
+            },
+        )?,
+        cas.client.ensure_leaf(
+            &agent_paths.client_kubelet(),
+            &LeafSpec::client(&format!("system:node:{}", node.name), &["system:nodes"]),
+        )?,
+    ];
+    if regenerated.iter().any(|r| *r) {
+        tracing::info!(component = "pki", node = %node.name, "generated or renewed leaf certificates");
+    }
+    for (src, dst) in [
+        (paths.server_ca().cert, agent_paths.server_ca()),
+        (paths.client_ca().cert, agent_paths.client_ca()),
+    ] {
+        let bytes = std::fs::read(&src).at(&src)?;
+        fsutil::write_atomic_mkdir(&dst, &bytes, fsutil::PUBLIC_FILE_MODE).at(&dst)?;
+    }
+    Ok(())
+}
+
+/// The password part of `agent-token` (which may be a full token).
+pub fn agent_password(config: &ServerConfig) -> Result<Option<Secret>, ServerError> {
+    match &config.agent_token {
+        None => Ok(None),
+        Some(t) if t.expose().starts_with("K10") => match JoinToken::parse(t.expose())?.credentials {
+            Credentials::Basic { password, .. } => Ok(Some(password)),
+            Credentials::Bootstrap { .. } => Err(ServerError::Setup(
+                "agent-token must be a password or K10<hash>::node:<password>, not a bootstrap token".into(),
+            )),
+        },
+        Some(t) => Ok(Some(t.clone())),
+    }
+}
+
+/// Builds the credentials store of a first server.
+pub fn initial_passwd(
+    existing: Option<Passwd>,
+    server_pw: Secret,
+    agent_pw: Option<Secret>,
+) -> Passwd {
+    let mut p = existing.unwrap_or_default();
+    p.set("server", server_pw.clone(), token::SERVER_GROUP);
+    p.set("node", agent_pw.unwrap_or(server_pw), token::AGENT_GROUP);
+    p
+}
+
+/// What a joining server learned from the cluster.
+pub struct JoinDownload {
+    pub access: ClusterAccess,
+    pub password: Secret,
+}
+
+/// Joins through `server_url`: CA check against the token hash, comparison of the settings
+/// every server must share, and download of the bootstrap data into this server's files.
+pub async fn download_cluster_files(
+    config: &ServerConfig,
+    paths: &ServerPaths,
+    runtime: &crate::daemon::Runtime,
+) -> Result<JoinDownload, ServerError> {
+    let url = config
+        .node
+        .server
+        .as_ref()
+        .expect("join requires server")
+        .url();
+    let raw_token = config
+        .node
+        .token
+        .as_ref()
+        .expect("validated: token with server");
+    let token = JoinToken::parse(raw_token.expose())?;
+    let password = match &token.credentials {
+        Credentials::Basic { password, .. } => password.clone(),
+        Credentials::Bootstrap { .. } => {
+            return Err(ServerError::Setup(
+                "a bootstrap token cannot join a server; use the server token (server/token on an existing server)".into(),
+            ));
+        }
+    };
+    runtime.set_phase(format!("checking the cluster CA at {url}"));
+    let access = ClusterAccess::connect(&url, &token, "server", None).await?;
+    // Our own CA files, if a previous attempt wrote them, must be the cluster's.
+    if let Some(local) =
+        fsutil::read_optional(&paths.server_ca().cert).at(&paths.server_ca().cert)?
+        && token::ca_hash(local.as_bytes()) != access.ca_hash
+    {
+        return Err(ServerError::Setup(format!(
+            "{} belongs to another cluster (CA hash {} != {}); remove {} to join this cluster",
+            paths.server_ca().cert.display(),
+            token::ca_hash(local.as_bytes()),
+            access.ca_hash,
+            paths.root.display()
+        )));
+    }
+    runtime.set_phase("comparing cluster configuration");
+    let node_token = match agent_password(config)? {
+        Some(apw) => JoinToken {
+            ca_hash: token.ca_hash.clone(),
+            credentials: Credentials::Basic {
+                username: "node".into(),
+                password: apw,
+            },
+        },
+        None => token.clone(),
+    };
+    let node_access = ClusterAccess::connect(&url, &node_token, "node", None).await?;
+    let remote: ControlConfig = node_access.get_json("/v1-rke2/config").await?;
+    let ours = crate::supervisor::critical_settings(config);
+    let mismatched: Vec<String> = ours
+        .iter()
+        .filter(|(k, v)| remote.critical.get(*k) != Some(*v))
+        .map(|(k, v)| {
+            format!(
+                "{k} (this server: {v}, cluster: {})",
+                remote
+                    .critical
+                    .get(k)
+                    .map(String::as_str)
+                    .unwrap_or("<unset>")
+            )
+        })
+        .collect();
+    if !mismatched.is_empty() {
+        return Err(ServerError::ConfigMismatch(mismatched));
+    }
+    if remote.https_port != config.https_listen_port
+        || remote.supervisor_port != config.supervisor_port
+    {
+        tracing::warn!(
+            component = "server",
+            "this server's ports (supervisor {}, API {}) differ from the cluster's ({}, {}); \
+             agents will use the cluster's ports",
+            config.supervisor_port,
+            config.https_listen_port,
+            remote.supervisor_port,
+            remote.https_port
+        );
+    }
+    runtime.set_phase("downloading bootstrap data");
+    let resp = access.get("/v1-rke2/server-bootstrap").await?;
+    let data = BootstrapData::from_json(&resp.body)?;
+    data.write(paths)?;
+    tracing::info!(
+        component = "server",
+        "wrote cluster CA material and credentials from the bootstrap data"
+    );
+    Ok(JoinDownload { access, password })
+}
+
+/// Reads a PEM file into a string.
+pub fn read_pem(path: &Path) -> Result<String, ServerError> {
+    Ok(std::fs::read_to_string(path).at(path)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ConfigSources, load_server};
+
+    #[test]
+    fn sans_include_defaults_join_host_and_dedupe() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.yaml");
+        std::fs::write(
+            &p,
+            "token: x\nserver: https://lb.example:9345\ntls-san: [lb.example, 10.9.9.9]\nnode-ip: 127.0.1.2\n",
+        )
+        .unwrap();
+        let c = load_server(&ConfigSources {
+            config_file: Some(p),
+            ..Default::default()
+        })
+        .unwrap()
+        .config;
+        let node = node_identity(&c.node, None).unwrap();
+        let sans = serving_sans(
+            &c,
+            &NodeIdentity {
+                name: "s2".into(),
+                ips: node.ips,
+            },
+        );
+        assert_eq!(sans.iter().filter(|s| *s == "lb.example").count(), 1);
+        for want in [
+            "10.9.9.9",
+            "127.0.0.1",
+            "localhost",
+            "s2",
+            "127.0.1.2",
+            "10.43.0.1",
+            "kubernetes.default.svc.cluster.local",
+        ] {
+            assert!(sans.contains(&want.to_string()), "missing {want}: {sans:?}");
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The registration ("supervisor") API on 9345 (protocol.md §2): CA download, readiness, the
+//! settings joining nodes compare, the encrypted bootstrap data for joining servers, the etcd
+//! member list, and certificate signing for agents. Errors are Kubernetes `Status` objects:
+//! 401 for bad credentials, 403 for the wrong role.
+
+pub mod auth;
+pub mod certs;
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, put};
+use axum::{Extension, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::bootstrap::{self, BootstrapData};
+use crate::https::ConnInfo;
+use crate::server::context::Ctx;
+use auth::{Caller, Role};
+
+/// Largest request body accepted (CSRs and token rotation bodies are tiny).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// etcd key prefix where each ready server publishes its API endpoint (lease-bound).
+pub const APISERVER_ADDRESSES_PREFIX: &str = "/rke2/apiaddresses/";
+
+/// Errors answered by the supervisor, mapped to status codes in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("not authorized")]
+    Unauthorized,
+    #[error("forbidden")]
+    Forbidden,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    NotReady(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl SupervisorError {
+    fn status(&self) -> StatusCode {
+        match self {
+            SupervisorError::Unauthorized => StatusCode::UNAUTHORIZED,
+            SupervisorError::Forbidden => StatusCode::FORBIDDEN,
+            SupervisorError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            SupervisorError::NotFound(_) => StatusCode::NOT_FOUND,
+            SupervisorError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            SupervisorError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SupervisorError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            SupervisorError::Unauthorized => "Unauthorized",
+            SupervisorError::Forbidden => "Forbidden",
+            SupervisorError::BadRequest(_) => "BadRequest",
+            SupervisorError::NotFound(_) => "NotFound",
+            SupervisorError::MethodNotAllowed => "MethodNotAllowed",
+            SupervisorError::NotReady(_) => "ServiceUnavailable",
+            SupervisorError::Internal(_) => "InternalError",
+        }
+    }
+}
+
+impl IntoResponse for SupervisorError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(component = "supervisor", "request failed: {self}");
+        }
+        let body = serde_json::json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.to_string(),
+            "reason": self.reason(),
+            "code": status.as_u16(),
+        });
+        let mut resp = (status, axum::Json(body)).into_response();
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp
+    }
+}
+
+type Result<T> = std::result::Result<T, SupervisorError>;
+
+fn text(body: impl Into<Bytes>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain")], body.into()).into_response()
+}
+
+/// Builds the router.
+pub fn router(ctx: Ctx) -> Router {
+    Router::new()
+        .route("/cacerts", any(cacerts))
+        .route("/ping", any(ping))
+        .route("/db/info", any(db_info))
+        .route("/v1-rke2/readyz", get(readyz))
+        .route("/v1-rke2/config", get(config))
+        .route("/v1-rke2/apiservers", get(apiservers))
+        .route("/v1-rke2/server-bootstrap", get(server_bootstrap))
+        .route("/v1-rke2/client-ca.crt", get(client_ca))
+        .route("/v1-rke2/server-ca.crt", get(server_ca))
+        .route("/v1-rke2/serving-kubelet.crt", any(certs::serving_kubelet))
+        .route("/v1-rke2/client-kubelet.crt", any(certs::client_kubelet))
+        .route(
+            "/v1-rke2/token",
+            put(certs::rotate_token).fallback(|| async { SupervisorError::MethodNotAllowed }),
+        )
+        .fallback(|| async {
+            SupervisorError::NotFound("the server could not find the requested resource".into())
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(ctx)
+}
+
+async fn cacerts(State(ctx): State<Ctx>) -> Response {
+    text(ctx.server_ca_bundle.clone())
+}
+
+async fn ping() -> Response {
+    text("pong")
+}
+
+async fn readyz(
+    State(ctx): State<Ctx>,
+    Extension(conn): Extension<ConnInfo>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    auth::authenticate(&ctx, &headers, &conn).await?.require(&[
+        Role::Agent,
+        Role::Node,
+        Role::Bootstrapper,
+    ])?;
+    if ctx.runtime.snapshot().ready {
+        Ok(text("ok"))
+    } else {
+        Err(SupervisorError::NotReady("runtime core not ready".into()))
+    }
+}
+
+/// The settings every server must agree on (k3s `CriticalControlArgs`), keyed by flag name.
+pub fn critical_settings(c: &crate::config::ServerConfig) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("cluster-cidr".to_string(), c.cluster_cidr.clone()),
+        ("service-cidr".to_string(), c.service_cidr.clone()),
+        ("cluster-dns".to_string(), c.cluster_dns.to_string()),
+        ("cluster-domain".to_string(), c.cluster_domain.clone()),
+    ])
+}
+
+/// `/v1-rke2/config` body (Go-style field names as RKE2 agents read them, plus ours).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlConfig {
+    #[serde(rename = "SupervisorPort")]
+    pub supervisor_port: u16,
+    #[serde(rename = "HTTPSPort")]
+    pub https_port: u16,
+    #[serde(rename = "ClusterDomain")]
+    pub cluster_domain: String,
+    #[serde(rename = "ClusterDNS")]
+    pub cluster_dns: String,
+    #[serde(rename = "ServiceIPRange")]
+    pub service_ip_range: String,
+    #[serde(rename = "ClusterIPRange")]
+    pub cluster_ip_range: String,
+    /// The settings compared when a server joins.
+    #[serde(rename = "CriticalControlArgs")]
+    pub critical: BTreeMap<String, String>,
+    /// Voting etcd members right now.
+    #[serde(rename = "ServerCount")]
+    pub server_count: u32,
+}
+
+async fn config(
+    State(ctx): State<Ctx>,
+    Extension(conn): Extension<ConnInfo>,
+    headers: HeaderMap,
+) -> Result<axum::Json<ControlConfig>> {
+    auth::authenticate(&ctx, &headers, &conn).await?.require(&[
+        Role::Agent,
+        Role::Node,
+        Role::Bootstrapper,
+    ])?;
+    let c = &ctx.config;
+    Ok(axum::Json(ControlConfig {
+        supervisor_port: c.supervisor_port,
+        https_port: c.https_listen_port,
+        cluster_domain: c.cluster_domain.clone(),
+        cluster_dns: c.cluster_dns.to_string(),
+        service_ip_range: c.service_cidr.clone(),
+        cluster_ip_range: c.cluster_cidr.clone(),
+        critical: critical_settings(c),
+        server_count: ctx.runtime.snapshot().server_count,
+    }))
+}
+
+/// The API endpoints of every ready server, sorted.
+pub async fn list_apiservers(ctx: &Ctx) -> Result<Vec<String>> {
+    let store = ctx
+        .store
+        .get()
+        .ok_or_else(|| SupervisorError::NotReady("datastore not ready".into()))?;
+    let page = store
+        .list(APISERVER_ADDRESSES_PREFIX, None, 0, 0)
+        .await
+        .map_err(|e| SupervisorError::NotReady(e.to_string()))?;
+    let mut out: Vec<String> = page
+        .items
+        .iter()
+        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+async fn apiservers(
+    State(ctx): State<Ctx>,
+    Extension(conn): Extension<ConnInfo>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Vec<String>>> {
+    auth::authenticate(&ctx, &headers, &conn).await?.require(&[
+        Role::Agent,
+        Role::Node,
+        Role::Bootstrapper,
+    ])?;
+    Ok(axum::Json(list_apiservers(&ctx).await?))
+}
+
+async fn server_bootstrap(
+    State(ctx): State<Ctx>,
+    Extension(conn): Extension<ConnInfo>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let caller = auth::authenticate(&ctx, &headers, &conn).await?;
+    caller.require(&[Role::Server])?;
+    let Caller::Server { password } = caller else {
+        return Err(SupervisorError::Forbidden);
+    };
+    let store = ctx
+        .store
+        .get()
+        .ok_or_else(|| SupervisorError::NotReady("etcd is not ready yet".into()))?;
+    let key = bootstrap::storage_key(&password);
+    let (stored, _) = store
+        .get(&key)
+        .await
+        .map_err(|e| SupervisorError::NotReady(e.to_string()))?;
+    let data = match stored {
+        Some(kv) => {
+            let sealed = String::from_utf8_lossy(&kv.value).into_owned();
+            let plain = bootstrap::decrypt(&password, &sealed)
+                .map_err(|e| SupervisorError::Internal(format!("bootstrap data: {e}")))?;
+            BootstrapData::from_json(&plain)
+                .map_err(|e| SupervisorError::Internal(e.to_string()))?
+        }
+        // Not saved yet (first server still starting): serve our files, as k3s does.
+        None => {
+            BootstrapData::read(&ctx.paths).map_err(|e| SupervisorError::Internal(e.to_string()))?
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], data.to_json()).into_response())
+}
+
+async fn client_ca(
+    State(ctx): State<Ctx>,
+    Extension(conn): Extension<ConnInfo>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    auth::authenticate(&ctx, &headers, &conn).await?.require(&[
+        Role::Agent,
+        Role::Node,
+        Role::Bootstrapper,
+    ])?;
+    Ok(text(ctx.client_ca.cert_pem.clone()))
+}
+
+async fn server_ca(
+    State(ctx): State<Ctx>,
+    Extension(conn): Extension<ConnInfo>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    auth::authenticate(&ctx, &headers, &conn).await?.require(&[
+        Role::Agent,
+        Role::Node,
+        Role::Bootstrapper,
+    ])?;
+    Ok(text(ctx.server_ca_bundle.clone()))
+}
+
+async fn db_info(
+    State(ctx): State<Ctx>,
+    Extension(conn): Extension<ConnInfo>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<axum::Json<crate::etcd::ClusterInfo>> {
+    if method != Method::GET {
+        return Err(SupervisorError::MethodNotAllowed);
+    }
+    // Local callers need no credentials (k3s behaviour); others must be servers.
+    if !conn.remote.ip().is_loopback() {
+        auth::authenticate(&ctx, &headers, &conn)
+            .await?
+            .require(&[Role::Server])?;
+    }
+    let client = ctx
+        .etcd
+        .get()
+        .ok_or_else(|| SupervisorError::Internal("etcd client not started".into()))?;
+    let members = crate::etcd::member_list(client)
+        .await
+        .map_err(|e| SupervisorError::Internal(e.to_string()))?;
+    let voting_members = members.iter().filter(|m| !m.is_learner).count();
+    Ok(axum::Json(crate::etcd::ClusterInfo {
+        members,
+        voting_members,
+    }))
+}

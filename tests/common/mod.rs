@@ -1,0 +1,438 @@
+//! Shared helpers for the integration tests: unique loopback addresses per test, running the
+//! real `rke2` binary with its own data directory, polling with generous timeouts (never bare
+//! sleeps), real kubectl/etcdctl/curl, and cleanup of every started process even on failure.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn rke2_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rke2"))
+}
+
+/// Fails with a clear message when a required tool is missing (CI installs them all).
+pub fn require_tool(tool: &str, package: &str) {
+    let found = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .any(|d| Path::new(d).join(tool).is_file());
+    assert!(
+        found,
+        "{tool} is required for this test: apt-get install -y {package}"
+    );
+}
+
+static NEXT_BLOCK: AtomicU32 = AtomicU32::new(0);
+
+/// A block of loopback addresses 127.A.B.1..N reserved for one test: A from the process id,
+/// B a per-process counter, so tests in parallel (threads or processes) never share addresses.
+#[derive(Debug, Clone)]
+pub struct AddrBlock {
+    a: u8,
+    b: u8,
+}
+
+impl AddrBlock {
+    pub fn new() -> AddrBlock {
+        loop {
+            let n = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
+            let a = 20 + (std::process::id() % 200) as u8;
+            let b = (n % 250 + 1) as u8;
+            let block = AddrBlock { a, b };
+            // Skip blocks whose addresses are already in use by something else.
+            if [9345u16, 6443, 2379, 2380]
+                .iter()
+                .all(|p| TcpListener::bind((block.ip(1), *p)).is_ok())
+            {
+                return block;
+            }
+        }
+    }
+
+    pub fn ip(&self, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(127, self.a, self.b, host)
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A running `rke2` process; killed (SIGTERM, then SIGKILL) when dropped.
+pub struct Daemon {
+    pub name: String,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `rke2 <role> --config <config>` with the given extra environment.
+    pub fn start(
+        name: &str,
+        role: &str,
+        config: &Path,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let out = fs::File::create(log).expect("log file");
+        let mut cmd = Command::new(rke2_bin());
+        cmd.arg(role)
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out)
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn rke2");
+        Daemon {
+            name: name.to_string(),
+            child: Some(child),
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last lines of the log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let t = self.log_text();
+        let lines: Vec<&str> = t.lines().filter(|l| !l.contains("etcd: ")).collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Waits for a log line containing `needle`.
+    pub fn wait_log(&mut self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            if self.log_text().contains(needle) {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "{} exited ({status}) before logging {needle:?}:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "{}: no {needle:?} after {timeout:?}:\n{}",
+                self.name,
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "{} did not exit within {timeout:?}:\n{}",
+                self.name,
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(&mut self) -> Option<i32> {
+        if let Some(c) = self.child.as_mut()
+            && c.try_wait().ok().flatten().is_none()
+        {
+            self.signal("TERM");
+            return self.wait_exit(Duration::from_secs(30));
+        }
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+            .and_then(|s| s.code())
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let pid = self.pid();
+        if let Some(c) = self.child.as_mut()
+            && c.try_wait().ok().flatten().is_none()
+        {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(15) {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Writes a YAML config from key/value lines.
+pub fn write_config(path: &Path, entries: &[(&str, String)]) {
+    let mut text = String::new();
+    let mut lists: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (k, v) in entries {
+        if let Some(key) = k.strip_suffix("[]") {
+            lists.entry(key).or_default().push(v.clone());
+        } else {
+            text.push_str(&format!("{k}: {}\n", serde_json::to_string(v).unwrap()));
+        }
+    }
+    for (k, vs) in lists {
+        text.push_str(&format!("{k}:\n"));
+        for v in vs {
+            text.push_str(&format!("  - {}\n", serde_json::to_string(&v).unwrap()));
+        }
+    }
+    fs::write(path, text).expect("write config");
+}
+
+/// One test server node on its own loopback address.
+pub struct ServerNode {
+    pub daemon: Daemon,
+    pub ip: Ipv4Addr,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+impl ServerNode {
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn token(&self) -> String {
+        fs::read_to_string(self.data_dir().join("server/token"))
+            .expect("token file")
+            .trim()
+            .to_string()
+    }
+
+    pub fn supervisor(&self) -> String {
+        format!("https://{}:9345", self.ip)
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.data_dir().join("server/tls/server-ca.crt")
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        kubectl(&self.kubeconfig, args)
+    }
+
+    /// Restarts the daemon with the same config.
+    pub fn restart(&mut self, extra_env: &[(&str, &str)]) {
+        self.daemon.stop();
+        let log = self
+            .dir
+            .join(format!("log-{}", Instant::now().elapsed().as_nanos()));
+        self.daemon = Daemon::start(
+            &self.daemon.name.clone(),
+            "server",
+            &self.config,
+            &log,
+            extra_env,
+        );
+    }
+}
+
+/// Base config lines of a test server at `ip` under `dir`.
+pub fn server_config(name: &str, ip: Ipv4Addr, dir: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("node-name", name.to_string()),
+        ("node-ip", ip.to_string()),
+        ("bind-address", ip.to_string()),
+        ("data-dir", dir.join("data").display().to_string()),
+        (
+            "write-kubeconfig",
+            dir.join("rke2.yaml").display().to_string(),
+        ),
+        ("node-heartbeat-interval", "2s".to_string()),
+        ("etcd-arg[]", "heartbeat-interval=50".to_string()),
+        ("etcd-arg[]", "election-timeout=500".to_string()),
+    ]
+}
+
+/// Starts a server with `extra` config lines; does not wait for readiness.
+pub fn start_server(
+    name: &str,
+    ip: Ipv4Addr,
+    root: &Path,
+    extra: &[(&'static str, String)],
+) -> ServerNode {
+    let dir = root.join(name);
+    fs::create_dir_all(&dir).unwrap();
+    let mut entries = server_config(name, ip, &dir);
+    entries.extend(extra.iter().cloned());
+    let config = dir.join("config.yaml");
+    write_config(&config, &entries);
+    let daemon = Daemon::start(name, "server", &config, &dir.join("log"), &[]);
+    ServerNode {
+        daemon,
+        ip,
+        kubeconfig: dir.join("rke2.yaml"),
+        config,
+        dir,
+    }
+}
+
+/// Runs kubectl with a fresh cache dir (the dispatcher caches discovery otherwise).
+pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
+    let cache = tempfile::tempdir().unwrap();
+    Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .arg("--request-timeout=20s")
+        .args(args)
+        .output()
+        .expect("run kubectl")
+}
+
+/// kubectl that must succeed; returns stdout.
+pub fn kubectl_ok(kubeconfig: &Path, args: &[&str]) -> String {
+    let out = kubectl(kubeconfig, args);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until `kubectl get node <name>` shows `Ready` (STATUS column starts with Ready).
+pub fn wait_node_ready(kubeconfig: &Path, node: &str, timeout: Duration) {
+    wait_for(timeout, &format!("node {node} Ready"), || {
+        let out = kubectl(kubeconfig, &["get", "node", node, "--no-headers"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success()
+            && text
+                .split_whitespace()
+                .nth(1)
+                .is_some_and(|s| s.starts_with("Ready")))
+        .then_some(())
+    });
+}
+
+/// curl with the given CA; returns (HTTP status, body).
+pub fn curl(url: &str, ca: &Path, extra: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"])
+        .arg("--cacert")
+        .arg(ca)
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// etcdctl against a server's etcd with its client certificate.
+pub fn etcdctl(node: &ServerNode, args: &[&str]) -> Output {
+    let tls = node.data_dir().join("server/tls/etcd");
+    Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=https://{}:2379", node.ip))
+        .arg(format!("--cacert={}", tls.join("server-ca.crt").display()))
+        .arg(format!("--cert={}", tls.join("client.crt").display()))
+        .arg(format!("--key={}", tls.join("client.key").display()))
+        .arg("--command-timeout=10s")
+        .args(args)
+        .output()
+        .expect("run etcdctl")
+}
+
+/// Whether something accepts TCP connections at `addr`.
+pub fn port_open(addr: SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
+}
+
+/// The pids of processes whose command line contains `needle`.
+pub fn pids_matching(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let mut cmd = String::new();
+        if fs::File::open(e.path().join("cmdline"))
+            .and_then(|mut f| f.read_to_string(&mut cmd))
+            .is_ok()
+            && cmd.replace('\0', " ").contains(needle)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// File mode bits.
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::symlink_metadata(path)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0)
+}
