@@ -13,3 +13,5 @@ pub mod token;
 pub mod validation;
 /// The Kubernetes API server on 6443.
 pub mod apiserver;
+/// The agent: the client-side load balancer in front of the servers.
+pub mod agent;
