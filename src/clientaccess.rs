@@ -186,3 +186,50 @@ impl ClusterAccess {
         })
     }
 }
+
+/// Whether an error may go away by itself (server not up yet, restarting, behind a load
+/// balancer that has no live backend yet) as opposed to a refusal that will not.
+pub fn is_transient(e: &AccessError) -> bool {
+    match e {
+        AccessError::Client(_) => true,
+        AccessError::Status { status, .. } => *status >= 500 || *status == 429,
+        AccessError::CaValidation { .. } => true,
+        AccessError::CaHashMismatch { .. } | AccessError::Tls(_) => false,
+    }
+}
+
+/// Interval between attempts while a cluster is unreachable (k3s: 2 s).
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Runs `f` until it succeeds or fails with a non-transient error, every [`RETRY_INTERVAL`],
+/// logging the first failure and every 15th. `None` when cancelled.
+pub async fn retry<T, F, Fut>(
+    cancel: &tokio_util::sync::CancellationToken,
+    what: &str,
+    mut f: F,
+) -> Option<Result<T, AccessError>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, AccessError>>,
+{
+    let mut attempts = 0u32;
+    loop {
+        match f().await {
+            Ok(v) => return Some(Ok(v)),
+            Err(e) if is_transient(&e) => {
+                attempts += 1;
+                if attempts == 1 || attempts.is_multiple_of(15) {
+                    tracing::warn!(
+                        component = "clientaccess",
+                        "{what} failed, retrying every {RETRY_INTERVAL:?}: {e}"
+                    );
+                }
+            }
+            Err(e) => return Some(Err(e)),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            _ = tokio::time::sleep(RETRY_INTERVAL) => {}
+        }
+    }
+}

@@ -27,8 +27,6 @@ use crate::supervisor::certs::{NODE_IP_HEADER, NODE_NAME_HEADER, NODE_PASSWORD_H
 use crate::token::{JoinToken, TokenError};
 use loadbalancer::{HealthCheck, LoadBalancer, LoadBalancerConfig};
 
-/// Interval between attempts while the cluster is not reachable yet (k3s: 2 s).
-const JOIN_RETRY: Duration = Duration::from_secs(2);
 /// How often the server list is refreshed.
 const APISERVERS_REFRESH: Duration = Duration::from_secs(5);
 /// Name the agent verifies server certificates against: the agent dials local load-balancer
@@ -61,24 +59,13 @@ pub enum AgentError {
     Cancelled,
 }
 
-/// Whether an access error is worth retrying (server not up yet) or final (refused).
-fn classify(e: AccessError) -> Result<AccessError, AgentError> {
-    match &e {
-        AccessError::CaHashMismatch { .. } => Err(AgentError::Access(e)),
+/// Turns a refused join request into the agent error users see.
+fn refusal(e: AccessError) -> AgentError {
+    match e {
         AccessError::Status {
-            status: 401,
-            message,
-            ..
-        }
-        | AccessError::Status {
-            status: 403,
-            message,
-            ..
-        } => Err(AgentError::TokenRejected {
-            status: e.status().unwrap_or_default(),
-            message: message.clone(),
-        }),
-        _ => Ok(e),
+            status, message, ..
+        } if status == 401 || status == 403 => AgentError::TokenRejected { status, message },
+        other => AgentError::Access(other),
     }
 }
 
@@ -199,7 +186,7 @@ async fn run_inner(
         "checking the cluster CA through {sup_url} (server {})",
         server.url()
     ));
-    let access = retry(&cancel, &runtime, "cluster CA check", || {
+    let access = retry(&cancel, "cluster CA check", || {
         ClusterAccess::connect(&sup_url, &token, "node", Some(SERVER_NAME))
     })
     .await?;
@@ -207,7 +194,7 @@ async fn run_inner(
     *ca.write().unwrap_or_else(|p| p.into_inner()) = Some(ca_pem.clone());
 
     runtime.set_phase("reading the cluster configuration");
-    let control: ControlConfig = retry(&cancel, &runtime, "cluster configuration", || {
+    let control: ControlConfig = retry(&cancel, "reading the cluster configuration", || {
         access.get_json("/v1-rke2/config")
     })
     .await?;
@@ -249,32 +236,21 @@ async fn run_inner(
         ("/v1-rke2/client-kubelet.crt", paths.client_kubelet()),
     ] {
         let (key_pem, csr) = crate::pki::new_key_and_csr()?;
-        let mut attempts = 0u32;
-        let resp = loop {
-            match access
-                .request(http::Method::POST, route, &headers, Some(csr.clone()))
-                .await
-            {
-                Ok(r) => break r,
-                // 403 on the certificate routes means the node password did not match.
-                Err(AccessError::Status { status: 403, .. }) => {
-                    return Err(AgentError::NodePasswordRejected {
-                        file: config.node_password_file.display().to_string(),
-                        node: name.to_string(),
-                    });
-                }
-                Err(e) => {
-                    let e = classify(e)?;
-                    attempts += 1;
-                    if attempts == 1 || attempts.is_multiple_of(15) {
-                        tracing::warn!(component = "agent", node = %name, "certificate request failed, retrying: {e}");
-                    }
-                }
+        let resp = match crate::clientaccess::retry(&cancel, "certificate request", || {
+            access.request(http::Method::POST, route, &headers, Some(csr.clone()))
+        })
+        .await
+        {
+            None => return Err(AgentError::Cancelled),
+            Some(Ok(r)) => r,
+            // 403 on the certificate routes means the node password did not match.
+            Some(Err(AccessError::Status { status: 403, .. })) => {
+                return Err(AgentError::NodePasswordRejected {
+                    file: config.node_password_file.display().to_string(),
+                    node: name.to_string(),
+                });
             }
-            tokio::select! {
-                _ = cancel.cancelled() => return Err(AgentError::Cancelled),
-                _ = tokio::time::sleep(JOIN_RETRY) => {}
-            }
+            Some(Err(e)) => return Err(refusal(e)),
         };
         issued.push((pair, resp.text(), key_pem));
     }
@@ -391,33 +367,16 @@ fn bracket(host: &str) -> String {
     }
 }
 
-/// Retries `f` every [`JOIN_RETRY`] while the error is transient; refusals end the agent.
-async fn retry<T, F, Fut>(
-    cancel: &CancellationToken,
-    runtime: &Runtime,
-    what: &str,
-    mut f: F,
-) -> Result<T, AgentError>
+/// Retries `f` while the cluster is unreachable; refusals end the agent.
+async fn retry<T, F, Fut>(cancel: &CancellationToken, what: &str, f: F) -> Result<T, AgentError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, AccessError>>,
 {
-    let mut attempts = 0u32;
-    loop {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) => {
-                let e = classify(e)?;
-                attempts += 1;
-                if attempts == 1 || attempts.is_multiple_of(15) {
-                    tracing::warn!(component = "agent", node = %runtime.node_name, "{what} failed, retrying: {e}");
-                }
-            }
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return Err(AgentError::Cancelled),
-            _ = tokio::time::sleep(JOIN_RETRY) => {}
-        }
+    match crate::clientaccess::retry(cancel, what, f).await {
+        None => Err(AgentError::Cancelled),
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(refusal(e)),
     }
 }
 

@@ -34,19 +34,28 @@ use authz::User;
 use resources::ResourceInfo;
 use status::ApiError;
 
+/// How long `/readyz` keeps reporting ready after the last successful etcd check: an etcd leader
+/// election (1-2 s, dependencies.md §C.3) must not make every server look unready to load
+/// balancers, while a server that really lost quorum turns unready within seconds.
+const ETCD_READY_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Shared state of the API handlers.
 pub struct ApiState {
     pub ctx: Ctx,
     pub cancel: CancellationToken,
+    /// When etcd last answered a readiness check.
+    last_etcd_ok: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 type St = Arc<ApiState>;
 
 /// Builds the API router.
 pub fn router(ctx: Ctx, cancel: CancellationToken) -> Router {
-    Router::new()
-        .fallback(entry)
-        .with_state(Arc::new(ApiState { ctx, cancel }))
+    Router::new().fallback(entry).with_state(Arc::new(ApiState {
+        ctx,
+        cancel,
+        last_etcd_ok: std::sync::Mutex::new(None),
+    }))
 }
 
 /// A parsed request path.
@@ -251,13 +260,23 @@ async fn readyz(st: &ApiState, verbose: bool) -> Response {
     let check = match st.ctx.store.get() {
         None => Err("datastore not started".to_string()),
         Some(store) => {
-            match tokio::time::timeout(std::time::Duration::from_secs(2), store.revision()).await {
+            match tokio::time::timeout(std::time::Duration::from_secs(1), store.revision()).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("etcd did not answer within 2s (no quorum?)".to_string()),
+                Err(_) => Err("etcd did not answer within 1s (no quorum?)".to_string()),
             }
         }
     };
+    let mut last_ok = st.last_etcd_ok.lock().unwrap_or_else(|p| p.into_inner());
+    let check = match check {
+        Ok(()) => {
+            *last_ok = Some(std::time::Instant::now());
+            Ok(())
+        }
+        Err(_) if last_ok.is_some_and(|t| t.elapsed() < ETCD_READY_GRACE) => Ok(()),
+        Err(e) => Err(e),
+    };
+    drop(last_ok);
     match check {
         Ok(()) if verbose => text(
             StatusCode::OK,

@@ -46,6 +46,11 @@ pub enum EtcdError {
     LastVoter(String),
     #[error("joining the etcd cluster failed: {0}")]
     Join(String),
+    #[error(
+        "this server's etcd member {0} was removed from the cluster (its node was deleted); \
+         to rejoin, remove this server's db directory (server/db) and start it again"
+    )]
+    Removed(String),
     #[error(transparent)]
     Io(#[from] PathError),
 }

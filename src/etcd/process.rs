@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -21,6 +24,9 @@ const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(500);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A run this long resets the backoff.
 const STABLE_RUN: Duration = Duration::from_secs(60);
+/// What etcd logs when its member was removed from the cluster; it then exits and must not be
+/// restarted (its data directory is no longer usable).
+const REMOVED_MESSAGE: &str = "has been permanently removed from the cluster";
 
 /// Whether etcd creates a new cluster or joins an existing one (only read on first start).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,8 +170,14 @@ pub fn find_etcd_binary(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProcessState {
     Starting,
-    Running { pid: u32 },
-    Crashed { restarts: u32 },
+    Running {
+        pid: u32,
+    },
+    Crashed {
+        restarts: u32,
+    },
+    /// The member was removed from the cluster (its node was deleted).
+    Removed,
     Stopped,
 }
 
@@ -197,7 +209,7 @@ fn spawn(settings: &EtcdSettings) -> std::io::Result<Child> {
 
 /// Forwards etcd's zap JSON log lines to tracing: errors and warnings as such, the chatty
 /// info level as debug.
-fn forward_logs(child: &mut Child, member: String) {
+fn forward_logs(child: &mut Child, member: String, removed: Arc<AtomicBool>) {
     let streams: Vec<Box<dyn tokio::io::AsyncRead + Unpin + Send>> = [
         child
             .stdout
@@ -213,6 +225,7 @@ fn forward_logs(child: &mut Child, member: String) {
     .collect();
     for stream in streams {
         let member = member.clone();
+        let removed = removed.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stream).lines();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -229,6 +242,9 @@ fn forward_logs(child: &mut Child, member: String) {
                     .and_then(|m| m.as_str())
                     .map(str::to_string)
                     .unwrap_or_else(|| line.clone());
+                if line.contains(REMOVED_MESSAGE) {
+                    removed.store(true, Ordering::SeqCst);
+                }
                 match level.as_str() {
                     "error" | "fatal" | "panic" | "dpanic" => {
                         tracing::error!(component = "etcd", etcd_member = %member, detail = %line, "etcd: {msg}")
@@ -281,7 +297,8 @@ pub async fn supervise(
         let pid = child.id().unwrap_or_default();
         tracing::info!(component = "etcd", etcd_member = %settings.name, pid, "etcd started");
         let _ = state.send(ProcessState::Running { pid });
-        forward_logs(&mut child, settings.name.clone());
+        let removed = Arc::new(AtomicBool::new(false));
+        forward_logs(&mut child, settings.name.clone(), removed.clone());
         let started = tokio::time::Instant::now();
         tokio::select! {
             _ = cancel.cancelled() => {
@@ -291,6 +308,15 @@ pub async fn supervise(
                 return Ok(());
             }
             status = child.wait() => {
+                // The log forwarders may still be draining the last lines.
+                for _ in 0..20 {
+                    if removed.load(Ordering::SeqCst) { break; }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                if removed.load(Ordering::SeqCst) {
+                    let _ = state.send(ProcessState::Removed);
+                    return Err(EtcdError::Removed(settings.name.clone()));
+                }
                 restarts += 1;
                 let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
                 if started.elapsed() > STABLE_RUN {

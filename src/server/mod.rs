@@ -191,7 +191,8 @@ async fn run_inner(
             (pw, passwd, None)
         }
         StartMode::Join => {
-            let download = prepare::download_cluster_files(&config, &paths, &runtime).await?;
+            let download =
+                prepare::download_cluster_files(&config, &paths, &runtime, &cancel).await?;
             let passwd = Passwd::load(&paths.passwd())?.ok_or_else(|| {
                 ServerError::Setup("the bootstrap data carried no credentials".into())
             })?;
@@ -294,7 +295,15 @@ async fn run_inner(
     let (initial_cluster, initial_state) = match (&join_access, mode) {
         (Some(access), StartMode::Join) => {
             runtime.set_phase("reading the etcd member list");
-            let info: etcd::ClusterInfo = access.get_json("/db/info").await?;
+            let info: etcd::ClusterInfo =
+                match crate::clientaccess::retry(&cancel, "reading the etcd member list", || {
+                    access.get_json("/db/info")
+                })
+                .await
+                {
+                    Some(r) => r?,
+                    None => return Err(ServerError::Cancelled),
+                };
             runtime.set_phase("joining the etcd cluster as a learner");
             let plan = etcd::membership::join_as_learner(
                 &info.members,
@@ -417,8 +426,11 @@ async fn run_inner(
     // Anything else that must run after readiness goes here; then wait for shutdown.
     tokio::select! {
         _ = cancel.cancelled() => {}
-        _ = etcd_task => {
-            return Err(ServerError::Setup("etcd supervision ended unexpectedly".into()));
+        r = etcd_task => {
+            return match r {
+                Ok(Err(e)) => Err(e.into()),
+                _ => Err(ServerError::Setup("etcd supervision ended unexpectedly".into())),
+            };
         }
     }
     Ok(())

@@ -15,6 +15,7 @@ use crate::paths::{AgentPaths, ServerPaths};
 use crate::pki::{CertAuthority, LeafSpec, LeafUsage};
 use crate::supervisor::ControlConfig;
 use crate::token::{self, Credentials, JoinToken, Passwd, Secret};
+use tokio_util::sync::CancellationToken;
 
 /// The host name, lower-cased (RKE2's default node name).
 pub fn hostname() -> String {
@@ -228,7 +229,23 @@ pub async fn download_cluster_files(
     config: &ServerConfig,
     paths: &ServerPaths,
     runtime: &crate::daemon::Runtime,
+    cancel: &CancellationToken,
 ) -> Result<JoinDownload, ServerError> {
+    // Retries while the cluster is unreachable; refusals (wrong token, CA hash) end the join.
+    async fn attempt<T, F, Fut>(
+        cancel: &CancellationToken,
+        what: &str,
+        f: F,
+    ) -> Result<T, ServerError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::clientaccess::AccessError>>,
+    {
+        match crate::clientaccess::retry(cancel, what, f).await {
+            Some(r) => Ok(r?),
+            None => Err(ServerError::Cancelled),
+        }
+    }
     let url = config
         .node
         .server
@@ -250,7 +267,10 @@ pub async fn download_cluster_files(
         }
     };
     runtime.set_phase(format!("checking the cluster CA at {url}"));
-    let access = ClusterAccess::connect(&url, &token, "server", None).await?;
+    let access = attempt(cancel, "cluster CA check", || {
+        ClusterAccess::connect(&url, &token, "server", None)
+    })
+    .await?;
     // Our own CA files, if a previous attempt wrote them, must be the cluster's.
     if let Some(local) =
         fsutil::read_optional(&paths.server_ca().cert).at(&paths.server_ca().cert)?
@@ -275,8 +295,14 @@ pub async fn download_cluster_files(
         },
         None => token.clone(),
     };
-    let node_access = ClusterAccess::connect(&url, &node_token, "node", None).await?;
-    let remote: ControlConfig = node_access.get_json("/v1-rke2/config").await?;
+    let node_access = attempt(cancel, "cluster CA check", || {
+        ClusterAccess::connect(&url, &node_token, "node", None)
+    })
+    .await?;
+    let remote: ControlConfig = attempt(cancel, "reading the cluster configuration", || {
+        node_access.get_json("/v1-rke2/config")
+    })
+    .await?;
     let ours = crate::supervisor::critical_settings(config);
     let mismatched: Vec<String> = ours
         .iter()
@@ -309,7 +335,10 @@ pub async fn download_cluster_files(
         );
     }
     runtime.set_phase("downloading bootstrap data");
-    let resp = access.get("/v1-rke2/server-bootstrap").await?;
+    let resp = attempt(cancel, "downloading bootstrap data", || {
+        access.get("/v1-rke2/server-bootstrap")
+    })
+    .await?;
     let data = BootstrapData::from_json(&resp.body)?;
     data.write(paths)?;
     tracing::info!(

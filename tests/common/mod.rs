@@ -227,15 +227,22 @@ impl Drop for Daemon {
 }
 
 /// Writes a YAML config from key/value lines.
+/// Keys ending in `[]` are list elements; a repeated scalar key keeps the last value.
 pub fn write_config(path: &Path, entries: &[(&str, String)]) {
     let mut text = String::new();
     let mut lists: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut scalars: Vec<(&str, &String)> = Vec::new();
     for (k, v) in entries {
         if let Some(key) = k.strip_suffix("[]") {
             lists.entry(key).or_default().push(v.clone());
+        } else if let Some(slot) = scalars.iter_mut().find(|(sk, _)| sk == k) {
+            slot.1 = v;
         } else {
-            text.push_str(&format!("{k}: {}\n", serde_json::to_string(v).unwrap()));
+            scalars.push((k, v));
         }
+    }
+    for (k, v) in scalars {
+        text.push_str(&format!("{k}: {}\n", serde_json::to_string(v).unwrap()));
     }
     for (k, vs) in lists {
         text.push_str(&format!("{k}:\n"));
@@ -435,4 +442,156 @@ pub fn mode(path: &Path) -> u32 {
     fs::symlink_metadata(path)
         .map(|m| m.permissions().mode() & 0o777)
         .unwrap_or(0)
+}
+
+/// One test agent node.
+pub struct AgentNode {
+    pub daemon: Daemon,
+    pub ip: Ipv4Addr,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+}
+
+/// Starts an agent on `ip` joining `server_url` with `token`.
+pub fn start_agent(
+    name: &str,
+    ip: Ipv4Addr,
+    root: &Path,
+    server_url: &str,
+    token: &str,
+    extra: &[(&'static str, String)],
+) -> AgentNode {
+    let dir = root.join(name);
+    fs::create_dir_all(&dir).unwrap();
+    let mut entries: Vec<(&str, String)> = vec![
+        ("node-name", name.to_string()),
+        ("node-ip", ip.to_string()),
+        ("server", server_url.to_string()),
+        ("token", token.to_string()),
+        ("data-dir", dir.join("data").display().to_string()),
+        ("lb-bind-address", ip.to_string()),
+        (
+            "node-password-file",
+            dir.join("node-password").display().to_string(),
+        ),
+        ("node-heartbeat-interval", "1s".to_string()),
+    ];
+    entries.extend(extra.iter().cloned());
+    let config = dir.join("config.yaml");
+    write_config(&config, &entries);
+    let daemon = Daemon::start(name, "agent", &config, &dir.join("log"), &[]);
+    AgentNode {
+        daemon,
+        ip,
+        dir,
+        config,
+    }
+}
+
+/// HAProxy in TCP mode as the fixed registration address in front of `servers` (ports 9345 and
+/// 6443), with active checks so dead servers leave the rotation within a second.
+pub struct Haproxy {
+    pub daemon: Daemon,
+    pub ip: Ipv4Addr,
+}
+
+impl Haproxy {
+    pub fn start(ip: Ipv4Addr, servers: &[Ipv4Addr], dir: &Path) -> Haproxy {
+        require_tool("haproxy", "haproxy");
+        let mut cfg = String::from(
+            "global\n  maxconn 2000\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 1h\n  timeout server 1h\n",
+        );
+        for (name, port, check) in [("sup", 9345, "/ping"), ("api", 6443, "/readyz")] {
+            cfg.push_str(&format!(
+                "frontend {name}\n  bind {ip}:{port}\n  default_backend {name}\nbackend {name}\n  option httpchk GET {check}\n  default-server inter 500ms fall 2 rise 1 check check-ssl verify none\n"
+            ));
+            for (i, s) in servers.iter().enumerate() {
+                cfg.push_str(&format!("  server s{i} {s}:{port}\n"));
+            }
+        }
+        let path = dir.join("haproxy.cfg");
+        fs::write(&path, cfg).unwrap();
+        let log = dir.join("haproxy.log");
+        let out = fs::File::create(&log).unwrap();
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start haproxy");
+        let hp = Haproxy {
+            daemon: Daemon {
+                name: "haproxy".into(),
+                child: Some(child),
+                log,
+            },
+            ip,
+        };
+        wait_for(Duration::from_secs(10), "haproxy listening", || {
+            port_open(SocketAddr::from((ip, 9345))).then_some(())
+        });
+        hp
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}:9345", self.ip)
+    }
+}
+
+/// A copy of `kubeconfig` pointing at `host:6443` instead.
+pub fn kubeconfig_via(kubeconfig: &Path, host: Ipv4Addr, out: &Path) -> PathBuf {
+    let text = fs::read_to_string(kubeconfig).unwrap();
+    let replaced: String = text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("server: https://") {
+                format!("    server: https://{host}:6443")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    fs::write(out, replaced + "\n").unwrap();
+    out.to_path_buf()
+}
+
+/// etcd members as (name, is_learner) from a server's etcd.
+pub fn etcd_members(node: &ServerNode) -> Option<Vec<(String, bool)>> {
+    let out = etcdctl(node, &["member", "list", "-w", "json"]);
+    if !out.status.success() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(
+        v["members"]
+            .as_array()?
+            .iter()
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap_or("").to_string(),
+                    m["isLearner"].as_bool().unwrap_or(false),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// The Ready condition status of `node` ("True", "False", "Unknown").
+pub fn ready_condition(kubeconfig: &Path, node: &str) -> Option<String> {
+    let out = kubectl(
+        kubeconfig,
+        &[
+            "get",
+            "node",
+            node,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+    );
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

@@ -1,0 +1,472 @@
+//! HA (issue: servers and agents join through a fixed registration address): HAProxy in front of
+//! three servers on their own loopback addresses, an agent, failover, quorum loss, refusals.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const FORM: Duration = Duration::from_secs(60);
+
+struct Cluster {
+    _root: tempfile::TempDir,
+    lb: Haproxy,
+    servers: Vec<ServerNode>,
+    agent: Option<AgentNode>,
+    kubeconfig: std::path::PathBuf,
+}
+
+fn form_cluster(block: &AddrBlock, servers: usize, agent: bool, token: &str) -> Cluster {
+    require_tool("etcd", "etcd-server");
+    require_tool("etcdctl", "etcd-client");
+    require_tool("kubectl", "kubernetes-client");
+    let root = tempfile::tempdir().unwrap();
+    let ips: Vec<_> = (1..=servers as u8).map(|i| block.ip(i)).collect();
+    let lb = Haproxy::start(block.ip(100), &ips, root.path());
+    let mut nodes = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        let mut extra: Vec<(&'static str, String)> =
+            vec![("token", token.into()), ("tls-san[]", lb.ip.to_string())];
+        if i > 0 {
+            extra.push(("server", lb.url()));
+        }
+        nodes.push(start_server(
+            &format!("s{}", i + 1),
+            *ip,
+            root.path(),
+            &extra,
+        ));
+    }
+    let agent = agent.then(|| {
+        start_agent(
+            "a1",
+            block.ip(11),
+            root.path(),
+            &lb.url(),
+            token,
+            &[
+                ("node-label[]", "tier=web".into()),
+                ("node-taint[]", "dedicated=web:NoSchedule".into()),
+            ],
+        )
+    });
+    nodes[0].daemon.wait_log("ready:", FORM);
+    let kubeconfig = kubeconfig_via(
+        &nodes[0].kubeconfig,
+        lb.ip,
+        &root.path().join("via-lb.yaml"),
+    );
+    Cluster {
+        _root: root,
+        lb,
+        servers: nodes,
+        agent,
+        kubeconfig,
+    }
+}
+
+fn all_ready(k: &Path, names: &[&str]) -> bool {
+    let out = kubectl(k, &["get", "nodes", "--no-headers"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    out.status.success()
+        && names.iter().all(|n| {
+            text.lines().any(|l| {
+                l.split_whitespace().next() == Some(n)
+                    && l.split_whitespace().nth(1) == Some("Ready")
+            })
+        })
+}
+
+fn voters(node: &ServerNode) -> Option<usize> {
+    etcd_members(node).map(|m| {
+        m.iter()
+            .filter(|(name, learner)| !learner && !name.is_empty())
+            .count()
+    })
+}
+
+fn leader_index(c: &Cluster) -> Option<usize> {
+    for (i, s) in c.servers.iter().enumerate() {
+        let out = etcdctl(s, &["endpoint", "status", "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let st = &v[0]["Status"];
+        if st["leader"].as_u64().is_some() && st["leader"] == st["header"]["member_id"] {
+            return Some(i);
+        }
+    }
+    None
+}
+
+#[test]
+fn three_servers_and_an_agent_survive_a_server_loss() {
+    let block = AddrBlock::new();
+    let started = Instant::now();
+    let mut c = form_cluster(&block, 3, true, "ha-token");
+    let k = c.kubeconfig.clone();
+    wait_for(FORM, "4 nodes Ready through the fixed address", || {
+        all_ready(&k, &["s1", "s2", "s3", "a1"]).then_some(())
+    });
+    eprintln!(
+        "cluster of 3 servers + 1 agent Ready after {:?}",
+        started.elapsed()
+    );
+    let out = kubectl_ok(&k, &["get", "nodes", "--no-headers"]);
+    for s in ["s1", "s2", "s3"] {
+        assert!(out.lines().any(|l| l.starts_with(&format!("{s} ")) && l.contains("control-plane,etcd,master")), "{out}");
+    }
+    let agent: serde_json::Value =
+        serde_json::from_str(&kubectl_ok(&k, &["get", "node", "a1", "-o", "json"])).unwrap();
+    assert_eq!(agent["metadata"]["labels"]["tier"], "web");
+    assert_eq!(agent["spec"]["taints"][0]["key"], "dedicated");
+    assert_eq!(agent["spec"]["taints"][0]["effect"], "NoSchedule");
+    wait_for(FORM, "3 voting etcd members", || {
+        (voters(&c.servers[0]) == Some(3)).then_some(())
+    });
+    // Every live server is published for agents and in the kubernetes endpoints.
+    wait_for(Duration::from_secs(20), "3 API endpoints", || {
+        let out = kubectl(
+            &k,
+            &[
+                "get",
+                "endpoints",
+                "kubernetes",
+                "-o",
+                "jsonpath={.subsets[0].addresses[*].ip}",
+            ],
+        );
+        (String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .count()
+            == 3)
+            .then_some(())
+    });
+
+    for i in 0..20 {
+        kubectl_ok(
+            &k,
+            &[
+                "create",
+                "configmap",
+                &format!("before-{i}"),
+                "--from-literal=k=v",
+            ],
+        );
+    }
+
+    // Kill the etcd leader's daemon.
+    let li = leader_index(&c).expect("a leader");
+    let killed_name = c.servers[li].daemon.name.clone();
+    c.servers[li].daemon.kill9();
+    let t = Instant::now();
+    wait_for(
+        Duration::from_secs(30),
+        "API writable through the fixed address after the kill",
+        || {
+            let out = kubectl(
+                &k,
+                &[
+                    "create",
+                    "configmap",
+                    &format!("after-{}", t.elapsed().as_millis()),
+                    "--from-literal=k=v",
+                ],
+            );
+            out.status.success().then_some(())
+        },
+    );
+    eprintln!(
+        "writes through the fixed address resumed {:?} after killing the leader {killed_name}",
+        t.elapsed()
+    );
+    // All earlier writes survived; the agent stays Ready (its heartbeats moved to a live server).
+    let cms = kubectl_ok(&k, &["get", "configmaps", "-o", "name"]);
+    for i in 0..20 {
+        assert!(
+            cms.contains(&format!("configmap/before-{i}\n")),
+            "before-{i} lost:\n{cms}"
+        );
+    }
+    let renew = |k: &Path| {
+        let out = kubectl(
+            k,
+            &[
+                "get",
+                "lease",
+                "a1",
+                "-n",
+                "kube-node-lease",
+                "-o",
+                "jsonpath={.spec.renewTime}",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let r0 = renew(&k);
+    wait_for(
+        Duration::from_secs(15),
+        "agent lease renewed after the failover",
+        || (renew(&k) != r0).then_some(()),
+    );
+    assert_eq!(ready_condition(&k, "a1").as_deref(), Some("True"));
+
+    // Restart the killed server: it rejoins with its identity.
+    let survivor = (li + 1) % 3;
+    c.servers[li].restart(&[]);
+    c.servers[li].daemon.wait_log("ready:", FORM);
+    wait_for(FORM, "3 voters again", || {
+        (voters(&c.servers[survivor]) == Some(3)).then_some(())
+    });
+    wait_for(FORM, "all Ready again", || {
+        all_ready(&k, &["s1", "s2", "s3", "a1"]).then_some(())
+    });
+
+    // Two of three down: calls fail with a clear error within the client timeout.
+    let (x, y) = ((li + 1) % 3, (li + 2) % 3);
+    c.servers[x].daemon.kill9();
+    c.servers[y].daemon.kill9();
+    let t = Instant::now();
+    let direct = c.servers[li].kubeconfig.clone();
+    let mut failed_clearly = false;
+    for _ in 0..10 {
+        let out = kubectl(
+            &direct,
+            &[
+                "--request-timeout=15s",
+                "create",
+                "configmap",
+                "during-outage",
+                "--from-literal=k=v",
+            ],
+        );
+        if !out.status.success() {
+            let e = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                e.contains("etcd") || e.contains("Timeout") || e.contains("unavailable"),
+                "unclear error: {e}"
+            );
+            failed_clearly = true;
+            break;
+        }
+    }
+    assert!(failed_clearly, "writes must fail without quorum");
+    assert!(t.elapsed() < Duration::from_secs(60));
+    // Bring one back: the cluster recovers with nothing lost.
+    c.servers[x].restart(&[]);
+    c.servers[x].daemon.wait_log("ready:", FORM);
+    wait_for(FORM, "writes after recovery", || {
+        kubectl(
+            &k,
+            &[
+                "create",
+                "configmap",
+                &format!("recovered-{}", t.elapsed().as_millis()),
+                "--from-literal=k=v",
+            ],
+        )
+        .status
+        .success()
+        .then_some(())
+    });
+    let cms = kubectl_ok(&k, &["get", "configmaps", "-o", "name"]);
+    for i in 0..20 {
+        assert!(
+            cms.contains(&format!("configmap/before-{i}\n")),
+            "before-{i} lost after recovery"
+        );
+    }
+    drop(c.agent.take());
+    let _ = &c.lb;
+}
+
+#[test]
+fn joins_are_refused_with_clear_errors_and_change_nothing() {
+    let block = AddrBlock::new();
+    let c = form_cluster(&block, 1, true, "refusal-token");
+    let k = c.kubeconfig.clone();
+    wait_for(FORM, "s1 and a1 Ready", || {
+        all_ready(&k, &["s1", "a1"]).then_some(())
+    });
+    let root = tempfile::tempdir().unwrap();
+    let full = c.servers[0].token();
+    let nodes_before = kubectl_ok(&k, &["get", "nodes", "-o", "name"]);
+
+    // Agent with a wrong token.
+    let mut bad = start_agent(
+        "bad-token",
+        block.ip(21),
+        root.path(),
+        &c.lb.url(),
+        "not-the-token",
+        &[],
+    );
+    assert_ne!(bad.daemon.wait_exit(Duration::from_secs(60)), Some(0));
+    assert!(
+        bad.daemon.log_text().contains("refused the token"),
+        "{}",
+        bad.daemon.log_tail()
+    );
+    // Agent with a token whose CA hash is another cluster's.
+    let wrong_hash = format!("K10{}::node:refusal-token", "0".repeat(64));
+    let mut bad = start_agent(
+        "bad-hash",
+        block.ip(22),
+        root.path(),
+        &c.lb.url(),
+        &wrong_hash,
+        &[],
+    );
+    assert_ne!(bad.daemon.wait_exit(Duration::from_secs(60)), Some(0));
+    assert!(
+        bad.daemon.log_text().contains("CA hash does not match"),
+        "{}",
+        bad.daemon.log_tail()
+    );
+    // A second machine claiming an existing node name with another password.
+    let mut dup = start_agent(
+        "dup",
+        block.ip(23),
+        root.path(),
+        &c.lb.url(),
+        &full,
+        &[("node-name", "a1".into())],
+    );
+    assert_ne!(dup.daemon.wait_exit(Duration::from_secs(60)), Some(0));
+    assert!(
+        dup.daemon.log_text().contains("Node password rejected"),
+        "{}",
+        dup.daemon.log_tail()
+    );
+    // A server with a wrong token.
+    let mut s = start_server(
+        "bad-server",
+        block.ip(24),
+        root.path(),
+        &[("server", c.lb.url()), ("token", "wrong".into())],
+    );
+    assert_ne!(s.daemon.wait_exit(Duration::from_secs(60)), Some(0));
+    assert!(
+        s.daemon.log_text().contains("not authorized") || s.daemon.log_text().contains("401"),
+        "{}",
+        s.daemon.log_tail()
+    );
+    // A server whose shared settings differ.
+    let mut s = start_server(
+        "bad-cidr",
+        block.ip(25),
+        root.path(),
+        &[
+            ("server", c.lb.url()),
+            ("token", full.clone()),
+            ("cluster-cidr", "10.99.0.0/16".into()),
+        ],
+    );
+    assert_ne!(s.daemon.wait_exit(Duration::from_secs(60)), Some(0));
+    let log = s.daemon.log_text();
+    assert!(
+        log.contains("critical configuration value mismatch") && log.contains("cluster-cidr"),
+        "{}",
+        s.daemon.log_tail()
+    );
+
+    // Nothing changed: same nodes, one etcd member, the real a1 still Ready.
+    assert_eq!(
+        kubectl_ok(&k, &["get", "nodes", "-o", "name"]),
+        nodes_before
+    );
+    assert_eq!(voters(&c.servers[0]), Some(1));
+    assert_eq!(etcd_members(&c.servers[0]).unwrap().len(), 1);
+    assert_eq!(ready_condition(&k, "a1").as_deref(), Some("True"));
+}
+
+#[test]
+fn two_servers_warn_about_the_even_count() {
+    let block = AddrBlock::new();
+    let mut c = form_cluster(&block, 2, false, "even-token");
+    c.servers[1].daemon.wait_log("ready:", FORM);
+    c.servers[0].daemon.wait_log(
+        "an odd number of servers is required for fault tolerance",
+        FORM,
+    );
+}
+
+#[test]
+fn lost_heartbeats_mark_a_node_unknown_until_they_resume() {
+    let block = AddrBlock::new();
+    let root = tempfile::tempdir().unwrap();
+    let mut s = start_server(
+        "l1",
+        block.ip(1),
+        root.path(),
+        &[
+            ("token", "lease-token".into()),
+            ("node-monitor-grace-period", "4s".into()),
+        ],
+    );
+    s.daemon.wait_log("ready:", FORM);
+    let a = start_agent(
+        "la",
+        block.ip(11),
+        root.path(),
+        &s.supervisor(),
+        "lease-token",
+        &[],
+    );
+    wait_node_ready(&s.kubeconfig, "la", FORM);
+    a.daemon.signal("STOP");
+    wait_for(
+        Duration::from_secs(30),
+        "Ready=Unknown after the grace period",
+        || (ready_condition(&s.kubeconfig, "la").as_deref() == Some("Unknown")).then_some(()),
+    );
+    a.daemon.signal("CONT");
+    wait_for(
+        Duration::from_secs(30),
+        "Ready=True after heartbeats resume",
+        || (ready_condition(&s.kubeconfig, "la").as_deref() == Some("True")).then_some(()),
+    );
+}
+
+#[test]
+fn deleting_a_server_node_removes_its_etcd_member() {
+    let block = AddrBlock::new();
+    let mut c = form_cluster(&block, 3, false, "delete-token");
+    let k = c.kubeconfig.clone();
+    wait_for(FORM, "3 voters", || {
+        (voters(&c.servers[0]) == Some(3)).then_some(())
+    });
+    wait_for(FORM, "3 servers Ready", || {
+        all_ready(&k, &["s1", "s2", "s3"]).then_some(())
+    });
+    kubectl_ok(&k, &["delete", "node", "s3"]);
+    let t = Instant::now();
+    loop {
+        let m = etcd_members(&c.servers[0]).unwrap_or_default();
+        if m.len() == 2 && m.iter().all(|(n, _)| !n.starts_with("s3-")) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "s3's member was not removed: {m:?}\n--- s1\n{}\n--- s2\n{}\n--- s3\n{}",
+            c.servers[0].daemon.log_tail(),
+            c.servers[1].daemon.log_tail(),
+            c.servers[2].daemon.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The removed server notices and stops; the cluster keeps working.
+    c.servers[2].daemon.wait_exit(Duration::from_secs(60));
+    assert!(
+        c.servers[2]
+            .daemon
+            .log_text()
+            .contains("removed from the cluster"),
+        "{}",
+        c.servers[2].daemon.log_tail()
+    );
+    kubectl_ok(
+        &k,
+        &["create", "configmap", "after-delete", "--from-literal=a=b"],
+    );
+}
