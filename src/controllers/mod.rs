@@ -453,63 +453,90 @@ async fn bootstrap_token_cleanup(
     }
 }
 
-/// Reports cluster facts to the runtime state (STATUS=, D-Bus) and warns about an even number
-/// of voting servers; stops the daemon if this member was removed from the cluster.
+/// Refreshes the cluster facts in the runtime state (server count, etcd members, nodes, API
+/// endpoints). Returns the number of voting servers when etcd answered.
+pub async fn refresh_status(ctx: &Ctx) -> Option<u32> {
+    let mut voters = None;
+    if let Some(client) = ctx.etcd.get()
+        && let Ok(members) = crate::etcd::member_list(client).await
+    {
+        let count = members.iter().filter(|m| !m.is_learner).count() as u32;
+        let names: Vec<String> = members
+            .iter()
+            .map(|m| {
+                let n = if m.name.is_empty() {
+                    format!("{:x}", m.id)
+                } else {
+                    m.name.clone()
+                };
+                if m.is_learner {
+                    format!("{n} (learner)")
+                } else {
+                    n
+                }
+            })
+            .collect();
+        ctx.runtime.update(|s| {
+            s.server_count = count;
+            s.etcd_members = names;
+        });
+        voters = Some(count);
+    }
+    if let Some(store) = storage(ctx) {
+        if let Ok(nodes) = store
+            .list(info("", "nodes"), None, &ListOptions::default())
+            .await
+        {
+            ctx.runtime
+                .update(|s| s.node_count = nodes.items.len() as u32);
+        }
+        if let Ok(addrs) = crate::supervisor::list_apiservers(ctx).await {
+            ctx.runtime.update(|s| s.apiserver_endpoints = addrs);
+        }
+    }
+    voters
+}
+
+/// The STATUS= text of a ready server.
+pub fn ready_phase(s: &crate::daemon::NodeState) -> String {
+    let even = if s.server_count.is_multiple_of(2) && s.server_count > 0 {
+        " (even number of servers: an odd number is required for fault tolerance)"
+    } else {
+        ""
+    };
+    format!(
+        "ready: {} servers, {} nodes{even}",
+        s.server_count, s.node_count
+    )
+}
+
+/// Keeps the runtime state current (STATUS=, D-Bus) and warns about an even number of voting
+/// servers, once per change of the count.
 pub fn spawn_status_reporter(ctx: Ctx, tracker: &TaskTracker, cancel: CancellationToken) {
     tracker.spawn(async move {
         let mut warned_even: Option<u32> = None;
         let ticker = ctx.runtime.liveness("status-reporter", RECONCILE_INTERVAL);
         loop {
             ticker.tick();
-            if let Some(client) = ctx.etcd.get() {
-                match crate::etcd::member_list(client).await {
-                    Ok(members) => {
-                        let voters = members.iter().filter(|m| !m.is_learner).count() as u32;
-                        let names: Vec<String> = members
-                            .iter()
-                            .map(|m| {
-                                let n = if m.name.is_empty() { format!("{:x}", m.id) } else { m.name.clone() };
-                                if m.is_learner { format!("{n} (learner)") } else { n }
-                            })
-                            .collect();
-                        ctx.runtime.update(|s| {
-                            s.server_count = voters;
-                            s.etcd_members = names;
-                        });
-                        if voters.is_multiple_of(2) && voters > 0 {
-                            if warned_even != Some(voters) {
-                                tracing::warn!(
-                                    component = "etcd",
-                                    "the cluster has {voters} voting servers: an odd number of servers is required for fault tolerance \
-                                     ({voters} servers tolerate the loss of {} server(s), like {} would); add or remove one server",
-                                    (voters - 1) / 2,
-                                    voters - 1
-                                );
-                                warned_even = Some(voters);
-                            }
-                        } else {
-                            warned_even = None;
-                        }
+            if let Some(voters) = refresh_status(&ctx).await {
+                if voters.is_multiple_of(2) && voters > 0 {
+                    if warned_even != Some(voters) {
+                        tracing::warn!(
+                            component = "etcd",
+                            "the cluster has {voters} voting servers: an odd number of servers is required for fault tolerance \
+                             ({voters} servers tolerate the loss of {} server(s), like {} would); add or remove one server",
+                            (voters - 1) / 2,
+                            voters - 1
+                        );
+                        warned_even = Some(voters);
                     }
-                    Err(_) => {}
-                }
-            }
-            if let Some(store) = storage(&ctx) {
-                if let Ok(nodes) = store.list(info("", "nodes"), None, &ListOptions::default()).await {
-                    ctx.runtime.update(|s| s.node_count = nodes.items.len() as u32);
-                }
-                if let Ok(addrs) = crate::supervisor::list_apiservers(&ctx).await {
-                    ctx.runtime.update(|s| s.apiserver_endpoints = addrs);
+                } else {
+                    warned_even = None;
                 }
             }
             let s = ctx.runtime.snapshot();
             if s.ready {
-                let even = if s.server_count.is_multiple_of(2) && s.server_count > 0 {
-                    " (even number of servers: an odd number is required for fault tolerance)"
-                } else {
-                    ""
-                };
-                ctx.runtime.set_phase(format!("ready: {} servers, {} nodes{even}", s.server_count, s.node_count));
+                ctx.runtime.set_phase(ready_phase(&s));
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,
