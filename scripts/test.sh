@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a Debian 12 machine, as root: installs what the tests need,
+# builds every target once, then runs unit tests, integration tests (real binary, etcd,
+# kubectl, HAProxy, dbus-daemon/busctl, systemd-socket-activate, systemd-nspawn) and the Nix
+# evaluation tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh --test
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --locked --all-targets
+# Integration tests mostly wait on processes; a few more threads than cores keeps the 2-core
+# CI machine busy without overloading it.
+cargo test --locked --all-targets -- --test-threads="${RKE2_TEST_THREADS:-4}"
