@@ -3,6 +3,7 @@
 //! then the Kubernetes API, controllers and the node agent — and reports each phase to systemd.
 //! READY=1 is sent only once every gate is open; shutdown runs through one cancellation token.
 
+pub mod admin;
 pub mod bootstrap_tokens;
 pub mod context;
 pub mod credentials;
