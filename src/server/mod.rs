@@ -414,6 +414,7 @@ async fn run_inner(
         s.node_count.max(1)
     ));
     crate::controllers::spawn_status_reporter(ctx.clone(), tracker, cancel.clone());
+    crate::dbus::spawn_server(ctx.clone(), tracker, cancel.clone());
 
     // Anything else that must run after readiness goes here; then wait for shutdown.
     tokio::select! {
