@@ -220,3 +220,82 @@ pub async fn notify_agent_properties(runtime: Runtime, conn: Connection) {
         seen = now;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use zbus::connection::Builder;
+
+    /// The agent's Cluster1 over a peer-to-peer connection (no bus): properties read the
+    /// runtime state, and a state change is announced with PropertiesChanged.
+    #[tokio::test]
+    async fn agent_properties_and_changes_without_a_bus() {
+        let runtime = Runtime::new("a1", "agent");
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let server = Builder::unix_stream(a)
+            .server(zbus::Guid::generate())
+            .p2p()
+            .serve_at(AGENT_PATH, AgentCluster::new(runtime.clone()))
+            .build();
+        let client = Builder::unix_stream(b).p2p().build();
+        let (server, client) = tokio::try_join!(server, client).unwrap();
+        let props = zbus::fdo::PropertiesProxy::builder(&client)
+            .destination(super::super::AGENT_NAME)
+            .path(AGENT_PATH)
+            .build()
+            .await
+            .unwrap();
+        let iface = zbus::names::InterfaceName::from_static_str_unchecked("io.rke2.Cluster1");
+        let all = props.get_all(iface.clone()).await.unwrap();
+        let mut names: Vec<&str> = all.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![
+                "ApiserverEndpoints",
+                "LoadBalancerBackends",
+                "NodeName",
+                "Phase",
+                "Ready",
+                "Role",
+                "Version"
+            ]
+        );
+        let name: String = props
+            .get(iface.clone(), "NodeName")
+            .await
+            .unwrap()
+            .try_into()
+            .unwrap();
+        assert_eq!(name, "a1");
+
+        let mut messages = zbus::MessageStream::from(&client);
+        let notifier = tokio::spawn(notify_agent_properties(runtime.clone(), server.clone()));
+        // Give the notifier its subscription before changing the state.
+        tokio::task::yield_now().await;
+        runtime.update(|s| s.lb_backends = vec![("10.0.0.1:6443".into(), "healthy".into())]);
+        let changed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while let Some(Ok(m)) = messages.next().await {
+                let h = m.header();
+                if h.member()
+                    .is_some_and(|n| n.as_str() == "PropertiesChanged")
+                {
+                    let (i, changed, _): (
+                        String,
+                        std::collections::HashMap<String, zbus::OwnedVariant>,
+                        Vec<String>,
+                    ) = m.body().deserialize().unwrap();
+                    if i == "io.rke2.Cluster1" {
+                        return changed.into_keys().collect::<Vec<_>>();
+                    }
+                }
+            }
+            vec![]
+        })
+        .await
+        .unwrap();
+        assert_eq!(changed, vec!["LoadBalancerBackends".to_string()]);
+        notifier.abort();
+    }
+}
