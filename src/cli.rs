@@ -9,6 +9,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::config::spec::{self, Role, Shape};
 use crate::config::{ConfigSources, LogFormat};
+use crate::dbus::client::{self, ClientError};
 
 /// Exit code for bad usage or configuration (sysexits EX_USAGE).
 pub const EXIT_USAGE: i32 = 64;
@@ -69,6 +70,251 @@ pub fn command() -> Command {
                 .about("Run an agent node")
                 .args(settings_args(Role::Agent)),
         )
+        .subcommand(token_command())
+        .subcommand(node_command())
+}
+
+fn output_arg() -> Arg {
+    Arg::new("output")
+        .long("output")
+        .short('o')
+        .value_name("FORMAT")
+        .value_parser(["text", "json"])
+        .default_value("text")
+        .help("Output format")
+}
+
+fn token_command() -> Command {
+    Command::new("token")
+        .about("Manage bootstrap tokens and the server token of the running server (over D-Bus)")
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommand(
+            Command::new("create")
+                .about("Create a bootstrap token agents can join with; prints the full token")
+                .arg(
+                    Arg::new("ttl")
+                        .long("ttl")
+                        .value_name("DURATION")
+                        .default_value("24h")
+                        .help("Lifetime, e.g. 30m, 24h; 0 = never expires"),
+                )
+                .arg(
+                    Arg::new("description")
+                        .long("description")
+                        .value_name("TEXT")
+                        .default_value("")
+                        .help("A description shown by `token list`"),
+                )
+                .arg(
+                    Arg::new("usages")
+                        .long("usages")
+                        .value_name("LIST")
+                        .value_delimiter(',')
+                        .action(ArgAction::Append)
+                        .help("Comma-separated usages: signing,authentication (default: both)"),
+                ),
+        )
+        .subcommand(
+            Command::new("list")
+                .about("List bootstrap tokens (ids only, never secrets)")
+                .arg(output_arg()),
+        )
+        .subcommand(
+            Command::new("delete")
+                .about("Delete bootstrap tokens given as <id>, <id>.<secret> or full tokens")
+                .arg(
+                    Arg::new("tokens")
+                        .value_name("TOKEN")
+                        .required(true)
+                        .num_args(1..),
+                ),
+        )
+        .subcommand(
+            Command::new("rotate")
+                .about("Rotate the server token; prints the new full token")
+                .arg(
+                    Arg::new("new-token")
+                        .long("new-token")
+                        .value_name("TOKEN")
+                        .help("The new token (default: generated)"),
+                ),
+        )
+}
+
+fn node_command() -> Command {
+    let name = || Arg::new("name").value_name("NODE").required(true);
+    Command::new("node")
+        .about("Manage the nodes of the running server's cluster (over D-Bus)")
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommand(Command::new("list").about("List nodes").arg(output_arg()))
+        .subcommand(
+            Command::new("cordon")
+                .about("Mark a node unschedulable")
+                .arg(name()),
+        )
+        .subcommand(
+            Command::new("uncordon")
+                .about("Mark a node schedulable")
+                .arg(name()),
+        )
+        .subcommand(
+            Command::new("delete")
+                .about("Delete a node (a server node's etcd member is removed too)")
+                .arg(name()),
+        )
+}
+
+fn values(m: &ArgMatches, id: &str) -> Vec<String> {
+    m.get_many::<String>(id)
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Runs `rke2 token ...` / `rke2 node ...`; `None` for the daemon subcommands. Returns the exit
+/// code: 0, [`EXIT_FAILURE`] when the daemon refused or could not be reached, [`EXIT_USAGE`]
+/// for bad arguments.
+pub fn run_admin(command: &str, matches: &ArgMatches) -> Option<i32> {
+    if command != "token" && command != "node" {
+        return None;
+    }
+    let (sub, args) = matches.subcommand().expect("subcommand required");
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rke2: cannot start the async runtime: {e}");
+            return Some(EXIT_FAILURE);
+        }
+    };
+    let result = rt.block_on(async {
+        match command {
+            "token" => run_token(sub, args).await,
+            _ => run_node(sub, args).await,
+        }
+    });
+    Some(match result {
+        Ok(out) => {
+            print!("{out}");
+            0
+        }
+        Err(AdminCliError::Usage(e)) => {
+            eprintln!("rke2 {command} {sub}: {e}");
+            EXIT_USAGE
+        }
+        Err(AdminCliError::Client(e)) => {
+            eprintln!("rke2 {command} {sub}: {e}");
+            EXIT_FAILURE
+        }
+    })
+}
+
+#[derive(Debug)]
+enum AdminCliError {
+    Usage(String),
+    Client(ClientError),
+}
+
+impl From<ClientError> for AdminCliError {
+    fn from(e: ClientError) -> Self {
+        AdminCliError::Client(e)
+    }
+}
+
+impl From<zbus::Error> for AdminCliError {
+    fn from(e: zbus::Error) -> Self {
+        AdminCliError::Client(e.into())
+    }
+}
+
+/// A token lifetime in whole seconds: `0` = never expires, else a duration like `24h`.
+pub fn parse_ttl(s: &str) -> Result<i64, String> {
+    if s.trim() == "0" {
+        return Ok(0);
+    }
+    let d = crate::config::parse_duration(s)?;
+    Ok(d.as_secs_f64().round() as i64)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).expect("serialises") + "\n"
+}
+
+async fn run_token(sub: &str, args: &ArgMatches) -> Result<String, AdminCliError> {
+    let conn = client::connect().await?;
+    let tokens = client::tokens(&conn).await?;
+    match sub {
+        "create" => {
+            let ttl = args.get_one::<String>("ttl").expect("defaulted");
+            let ttl = parse_ttl(ttl).map_err(|e| AdminCliError::Usage(format!("--ttl: {e}")))?;
+            let description = args.get_one::<String>("description").expect("defaulted");
+            let usages = values(args, "usages");
+            let usages: Vec<&str> = usages.iter().map(String::as_str).collect();
+            let token = tokens.create_token(ttl, description, &usages).await?;
+            Ok(format!("{token}\n"))
+        }
+        "list" => {
+            let list = tokens.list_tokens().await?;
+            Ok(match args.get_one::<String>("output").map(String::as_str) {
+                Some("json") => json(&list),
+                _ => client::render_tokens(&list, chrono::Utc::now()),
+            })
+        }
+        "delete" => {
+            let mut out = String::new();
+            for t in values(args, "tokens") {
+                tokens.delete_token(&t).await?;
+                let id = crate::server::admin::token_id_of(&t).unwrap_or(t);
+                out.push_str(&format!("bootstrap token \"{id}\" deleted\n"));
+            }
+            Ok(out)
+        }
+        "rotate" => {
+            let new = args
+                .get_one::<String>("new-token")
+                .cloned()
+                .unwrap_or_default();
+            let token = tokens.rotate_server_token(&new).await?;
+            eprintln!("Token rotated, restart rke2 nodes with new token");
+            Ok(format!("{token}\n"))
+        }
+        other => unreachable!("clap only accepts known subcommands, not {other}"),
+    }
+}
+
+async fn run_node(sub: &str, args: &ArgMatches) -> Result<String, AdminCliError> {
+    let conn = client::connect().await?;
+    let nodes = client::nodes(&conn).await?;
+    let name = || args.get_one::<String>("name").cloned().unwrap_or_default();
+    match sub {
+        "list" => {
+            let list = nodes.list_nodes().await?;
+            Ok(match args.get_one::<String>("output").map(String::as_str) {
+                Some("json") => json(&list),
+                _ => client::render_nodes(&list, chrono::Utc::now()),
+            })
+        }
+        "cordon" => {
+            nodes.cordon_node(&name()).await?;
+            Ok(format!("node/{} cordoned\n", name()))
+        }
+        "uncordon" => {
+            nodes.uncordon_node(&name()).await?;
+            Ok(format!("node/{} uncordoned\n", name()))
+        }
+        "delete" => {
+            let member = nodes.delete_node(&name()).await?;
+            Ok(if member.is_empty() {
+                format!("node/{} deleted\n", name())
+            } else {
+                format!("node/{} deleted (etcd member {member} removed)\n", name())
+            })
+        }
+        other => unreachable!("clap only accepts known subcommands, not {other}"),
+    }
 }
 
 /// Collects flag values into config sources, preserving per-key order.
@@ -106,4 +352,51 @@ pub fn env_snapshot() -> BTreeMap<String, String> {
 /// Logging choice before the config is loaded (so config errors are printed plainly).
 pub fn early_log_format() -> LogFormat {
     LogFormat::Text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_accepts_durations_and_zero() {
+        assert_eq!(parse_ttl("0"), Ok(0));
+        assert_eq!(parse_ttl("24h"), Ok(86400));
+        assert_eq!(parse_ttl("90s"), Ok(90));
+        assert!(parse_ttl("-5s").is_err());
+        assert!(parse_ttl("soon").is_err());
+    }
+
+    #[test]
+    fn admin_commands_parse() {
+        let m = command()
+            .try_get_matches_from([
+                "rke2",
+                "token",
+                "create",
+                "--ttl",
+                "1h",
+                "--usages",
+                "signing,authentication",
+            ])
+            .unwrap();
+        let (_, token) = m.subcommand().unwrap();
+        let (_, create) = token.subcommand().unwrap();
+        assert_eq!(values(create, "usages"), vec!["signing", "authentication"]);
+        assert!(
+            command()
+                .try_get_matches_from(["rke2", "node", "cordon"])
+                .is_err()
+        );
+        assert!(
+            command()
+                .try_get_matches_from(["rke2", "node", "list", "-o", "yaml"])
+                .is_err()
+        );
+        assert!(
+            command()
+                .try_get_matches_from(["rke2", "token", "delete", "abcdef", "ghijkl"])
+                .is_ok()
+        );
+    }
 }

@@ -21,6 +21,8 @@ pub mod controllers;
 pub mod daemon;
 /// Key-value storage on etcd: CAS writes, paginated lists, watches.
 pub mod datastore;
+/// The D-Bus service (`io.rke2.Server`, `io.rke2.Agent`) and its client for the admin CLI.
+pub mod dbus;
 /// The embedded etcd member: process, identity, membership.
 pub mod etcd;
 /// Atomic file writes with the right modes.

@@ -26,6 +26,9 @@ fn main() -> ExitCode {
     };
     let env = cli::env_snapshot();
     let (name, sub) = matches.subcommand().expect("subcommand required");
+    if let Some(code) = cli::run_admin(name, sub) {
+        return exit(code);
+    }
     let role = match name {
         "server" => Role::Server,
         "agent" => Role::Agent,

@@ -355,6 +355,7 @@ async fn run_inner(
         r = registered.wait_for(|v| *v) => { r.map_err(|_| AgentError::Setup("node agent stopped".into()))?; }
     }
     runtime.set_ready(format!("ready: joined through {}", server.url()));
+    crate::dbus::spawn_agent(runtime.clone(), tracker, cancel.clone());
     cancel.cancelled().await;
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! then the Kubernetes API, controllers and the node agent — and reports each phase to systemd.
 //! READY=1 is sent only once every gate is open; shutdown runs through one cancellation token.
 
+pub mod admin;
 pub mod bootstrap_tokens;
 pub mod context;
 pub mod credentials;
@@ -422,6 +423,7 @@ async fn run_inner(
         s.node_count.max(1)
     ));
     crate::controllers::spawn_status_reporter(ctx.clone(), tracker, cancel.clone());
+    crate::dbus::spawn_server(ctx.clone(), tracker, cancel.clone());
 
     // Anything else that must run after readiness goes here; then wait for shutdown.
     tokio::select! {

@@ -1,0 +1,301 @@
+//! `io.rke2.Cluster1`: read-only properties describing this node and the cluster as it sees
+//! them, read from the daemon's runtime state, with `PropertiesChanged` emitted when that state
+//! changes. Servers and agents serve different property sets under the same interface name:
+//! agents have no etcd, but report their load-balancer backends and their health.
+
+use tokio::sync::watch;
+use zbus::Connection;
+use zbus::interface;
+use zbus::object_server::SignalEmitter;
+
+use super::{AGENT_PATH, SERVER_PATH};
+use crate::daemon::{NodeState, Runtime};
+
+/// Version reported by the `Version` property.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// `io.rke2.Cluster1` of a server.
+#[derive(Debug, Clone)]
+pub struct ServerCluster {
+    runtime: Runtime,
+}
+
+impl ServerCluster {
+    pub fn new(runtime: Runtime) -> Self {
+        ServerCluster { runtime }
+    }
+}
+
+/// Cluster facts as seen by this server. Every property but NodeName, Role and Version emits
+/// PropertiesChanged with its new value.
+#[interface(name = "io.rke2.Cluster1")]
+impl ServerCluster {
+    /// Name of this node.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn node_name(&self) -> String {
+        self.runtime.node_name.clone()
+    }
+
+    /// "server".
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn role(&self) -> String {
+        self.runtime.role.to_string()
+    }
+
+    /// Whether the node has passed every readiness gate (as READY=1 to systemd).
+    #[zbus(property)]
+    fn ready(&self) -> bool {
+        self.runtime.snapshot().ready
+    }
+
+    /// What the node is doing, in words (as STATUS= to systemd).
+    #[zbus(property)]
+    fn phase(&self) -> String {
+        self.runtime.snapshot().phase
+    }
+
+    /// Number of voting etcd members.
+    #[zbus(property)]
+    fn server_count(&self) -> u32 {
+        self.runtime.snapshot().server_count
+    }
+
+    /// Number of registered nodes.
+    #[zbus(property)]
+    fn node_count(&self) -> u32 {
+        self.runtime.snapshot().node_count
+    }
+
+    /// etcd member names; learners carry a " (learner)" suffix.
+    #[zbus(property)]
+    fn etcd_members(&self) -> Vec<String> {
+        self.runtime.snapshot().etcd_members
+    }
+
+    /// API endpoints (host:port) of the live servers.
+    #[zbus(property)]
+    fn apiserver_endpoints(&self) -> Vec<String> {
+        self.runtime.snapshot().apiserver_endpoints
+    }
+
+    /// Version of rke2-rs.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn version(&self) -> String {
+        VERSION.to_string()
+    }
+}
+
+/// `io.rke2.Cluster1` of an agent.
+#[derive(Debug, Clone)]
+pub struct AgentCluster {
+    runtime: Runtime,
+}
+
+impl AgentCluster {
+    pub fn new(runtime: Runtime) -> Self {
+        AgentCluster { runtime }
+    }
+}
+
+/// Cluster facts as seen by this agent. Every property but NodeName, Role and Version emits
+/// PropertiesChanged with its new value.
+#[interface(name = "io.rke2.Cluster1")]
+impl AgentCluster {
+    /// Name of this node.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn node_name(&self) -> String {
+        self.runtime.node_name.clone()
+    }
+
+    /// "agent".
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn role(&self) -> String {
+        self.runtime.role.to_string()
+    }
+
+    /// Whether the node has joined and registered (as READY=1 to systemd).
+    #[zbus(property)]
+    fn ready(&self) -> bool {
+        self.runtime.snapshot().ready
+    }
+
+    /// What the node is doing, in words (as STATUS= to systemd).
+    #[zbus(property)]
+    fn phase(&self) -> String {
+        self.runtime.snapshot().phase
+    }
+
+    /// API endpoints (host:port) of the servers, as last fetched.
+    #[zbus(property)]
+    fn apiserver_endpoints(&self) -> Vec<String> {
+        self.runtime.snapshot().apiserver_endpoints
+    }
+
+    /// The API load balancer's backends and their health: (address, state).
+    #[zbus(property)]
+    fn load_balancer_backends(&self) -> Vec<(String, String)> {
+        self.runtime.snapshot().lb_backends
+    }
+
+    /// Version of rke2-rs.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn version(&self) -> String {
+        VERSION.to_string()
+    }
+}
+
+/// Waits for the next state change; `None` once the runtime is gone.
+async fn next_change(rx: &mut watch::Receiver<NodeState>) -> Option<NodeState> {
+    rx.changed().await.ok()?;
+    Some(rx.borrow_and_update().clone())
+}
+
+/// Emits PropertiesChanged for the server properties whose value changed, until emitting fails
+/// (connection lost) or the runtime ends.
+pub async fn notify_server_properties(runtime: Runtime, conn: Connection) {
+    let Ok(emitter) = SignalEmitter::new(&conn, SERVER_PATH) else {
+        return;
+    };
+    let iface = ServerCluster::new(runtime.clone());
+    let mut rx = runtime.subscribe();
+    let mut seen = rx.borrow_and_update().clone();
+    while let Some(now) = next_change(&mut rx).await {
+        let result = async {
+            if now.ready != seen.ready {
+                iface.ready_changed(&emitter).await?;
+            }
+            if now.phase != seen.phase {
+                iface.phase_changed(&emitter).await?;
+            }
+            if now.server_count != seen.server_count {
+                iface.server_count_changed(&emitter).await?;
+            }
+            if now.node_count != seen.node_count {
+                iface.node_count_changed(&emitter).await?;
+            }
+            if now.etcd_members != seen.etcd_members {
+                iface.etcd_members_changed(&emitter).await?;
+            }
+            if now.apiserver_endpoints != seen.apiserver_endpoints {
+                iface.apiserver_endpoints_changed(&emitter).await?;
+            }
+            zbus::Result::Ok(())
+        }
+        .await;
+        if result.is_err() {
+            return;
+        }
+        seen = now;
+    }
+}
+
+/// Emits PropertiesChanged for the agent properties whose value changed.
+pub async fn notify_agent_properties(runtime: Runtime, conn: Connection) {
+    let Ok(emitter) = SignalEmitter::new(&conn, AGENT_PATH) else {
+        return;
+    };
+    let iface = AgentCluster::new(runtime.clone());
+    let mut rx = runtime.subscribe();
+    let mut seen = rx.borrow_and_update().clone();
+    while let Some(now) = next_change(&mut rx).await {
+        let result = async {
+            if now.ready != seen.ready {
+                iface.ready_changed(&emitter).await?;
+            }
+            if now.phase != seen.phase {
+                iface.phase_changed(&emitter).await?;
+            }
+            if now.apiserver_endpoints != seen.apiserver_endpoints {
+                iface.apiserver_endpoints_changed(&emitter).await?;
+            }
+            if now.lb_backends != seen.lb_backends {
+                iface.load_balancer_backends_changed(&emitter).await?;
+            }
+            zbus::Result::Ok(())
+        }
+        .await;
+        if result.is_err() {
+            return;
+        }
+        seen = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use zbus::connection::Builder;
+
+    /// The agent's Cluster1 over a peer-to-peer connection (no bus): properties read the
+    /// runtime state, and a state change is announced with PropertiesChanged.
+    #[tokio::test]
+    async fn agent_properties_and_changes_without_a_bus() {
+        let runtime = Runtime::new("a1", "agent");
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let server = Builder::unix_stream(a)
+            .server(zbus::Guid::generate())
+            .p2p()
+            .serve_at(AGENT_PATH, AgentCluster::new(runtime.clone()))
+            .build();
+        let client = Builder::unix_stream(b).p2p().build();
+        let (server, client) = tokio::try_join!(server, client).unwrap();
+        let props = zbus::fdo::PropertiesProxy::builder(&client)
+            .destination(super::super::AGENT_NAME)
+            .path(AGENT_PATH)
+            .build()
+            .await
+            .unwrap();
+        let iface = zbus::names::InterfaceName::from_static_str_unchecked("io.rke2.Cluster1");
+        let all = props.get_all(iface.clone()).await.unwrap();
+        let mut names: Vec<&str> = all.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![
+                "ApiserverEndpoints",
+                "LoadBalancerBackends",
+                "NodeName",
+                "Phase",
+                "Ready",
+                "Role",
+                "Version"
+            ]
+        );
+        let name: String = props
+            .get(iface.clone(), "NodeName")
+            .await
+            .unwrap()
+            .try_into()
+            .unwrap();
+        assert_eq!(name, "a1");
+
+        let mut messages = zbus::MessageStream::from(&client);
+        let notifier = tokio::spawn(notify_agent_properties(runtime.clone(), server.clone()));
+        // Give the notifier its subscription before changing the state.
+        tokio::task::yield_now().await;
+        runtime.update(|s| s.lb_backends = vec![("10.0.0.1:6443".into(), "healthy".into())]);
+        let changed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while let Some(Ok(m)) = messages.next().await {
+                let h = m.header();
+                if h.member()
+                    .is_some_and(|n| n.as_str() == "PropertiesChanged")
+                {
+                    let (i, changed, _): (
+                        String,
+                        std::collections::HashMap<String, zbus::OwnedVariant>,
+                        Vec<String>,
+                    ) = m.body().deserialize().unwrap();
+                    if i == "io.rke2.Cluster1" {
+                        return changed.into_keys().collect::<Vec<_>>();
+                    }
+                }
+            }
+            vec![]
+        })
+        .await
+        .unwrap();
+        assert_eq!(changed, vec!["LoadBalancerBackends".to_string()]);
+        notifier.abort();
+    }
+}

@@ -1,0 +1,1145 @@
+//! D-Bus API and admin CLI (issue 6): the real binary and real etcd, a private `dbus-daemon`
+//! started per test with the shipped policy file (dbus/io.rke2.conf) included, and real
+//! `busctl`/`dbus-send`; non-root callers via `setpriv --reuid=65534`. Each test has its own
+//! loopback addresses and bus; every process is stopped by a Drop guard.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const READY: Duration = Duration::from_secs(90);
+const NOBODY: &str = "65534";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The system-bus-like base policy of testing-recipes.md §3 with the shipped rke2 policy
+/// included, root allowed to monitor, plus `extra` (e.g. a policy that allows everyone).
+fn bus_config(socket: &Path, extra: &str) -> String {
+    format!(
+        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Peer"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
+  </policy>
+  <policy user="root">
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
+  </policy>
+  <include>{policy}</include>
+  {extra}
+</busconfig>
+"#,
+        socket = socket.display(),
+        policy = repo().join("dbus/io.rke2.conf").display(),
+    )
+}
+
+/// A policy that lets everyone call everything on io.rke2.Server ("mandatory" policies apply
+/// last, so this overrides the shipped one): only the daemon's own uid check is left.
+const ALLOW_EVERYONE: &str =
+    r#"<policy context="mandatory"><allow send_destination="io.rke2.Server"/></policy>"#;
+
+/// A private system bus; killed on drop.
+struct Bus {
+    child: Option<Child>,
+    dir: PathBuf,
+}
+
+impl Bus {
+    fn start(dir: &Path) -> Bus {
+        require_tool("dbus-daemon", "dbus");
+        fs::create_dir_all(dir).unwrap();
+        set_mode(dir, 0o755);
+        let mut bus = Bus {
+            child: None,
+            dir: dir.to_path_buf(),
+        };
+        bus.write_config("");
+        bus.spawn();
+        bus
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("system_bus_socket")
+    }
+
+    fn address(&self) -> String {
+        format!("unix:path={}", self.socket().display())
+    }
+
+    fn write_config(&self, extra: &str) {
+        fs::write(self.dir.join("bus.conf"), bus_config(&self.socket(), extra)).unwrap();
+    }
+
+    fn spawn(&mut self) {
+        let _ = fs::remove_file(self.socket());
+        let child = Command::new("dbus-daemon")
+            .arg(format!(
+                "--config-file={}",
+                self.dir.join("bus.conf").display()
+            ))
+            .args(["--nofork", "--nopidfile", "--nosyslog"])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(self.dir.join("bus.log")).unwrap())
+            .spawn()
+            .expect("start dbus-daemon");
+        self.child = Some(child);
+        let sock = self.socket();
+        wait_for(Duration::from_secs(10), "the bus socket", || {
+            sock.exists().then_some(())
+        });
+    }
+
+    /// Replaces the policy and makes the bus reload it (SIGHUP).
+    fn reload(&self, extra: &str) {
+        self.write_config(extra);
+        let pid = self.child.as_ref().unwrap().id();
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn env(&self) -> (&'static str, String) {
+        ("DBUS_SYSTEM_BUS_ADDRESS", self.address())
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// `cmd args...`, as uid 65534 when `nobody`.
+fn run_as(nobody: bool, cmd: &str, args: &[&str], env: &[(&str, String)]) -> Output {
+    let mut c = if nobody {
+        let mut c = Command::new("setpriv");
+        c.args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            cmd,
+        ]);
+        c
+    } else {
+        Command::new(cmd)
+    };
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap_or_else(|e| panic!("run {cmd}: {e}"))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// busctl against the bus; `--json=short` output parsed when it succeeds.
+fn busctl(bus: &Bus, nobody: bool, args: &[&str]) -> Output {
+    let addr = format!("--address={}", bus.address());
+    let mut all = vec![addr.as_str()];
+    all.extend_from_slice(args);
+    run_as(nobody, "busctl", &all, &[])
+}
+
+fn busctl_json(bus: &Bus, nobody: bool, args: &[&str]) -> Value {
+    let mut all = vec!["--json=short"];
+    all.extend_from_slice(args);
+    let out = busctl(bus, nobody, &all);
+    assert!(out.status.success(), "busctl {args:?}: {}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+}
+
+/// A method call on io.rke2.Server with dbus-send, which prints the error *name* on failure.
+/// Returns (success, output).
+fn call(bus: &Bus, nobody: bool, method: &str, args: &[&str]) -> (bool, String) {
+    let addr = format!("--bus={}", bus.address());
+    let mut all = vec![
+        addr.as_str(),
+        "--print-reply",
+        "--dest=io.rke2.Server",
+        "/io/rke2/Server",
+        method,
+    ];
+    all.extend_from_slice(args);
+    let out = run_as(nobody, "dbus-send", &all, &[]);
+    (out.status.success(), text(&out))
+}
+
+fn assert_error(result: (bool, String), name: &str) {
+    assert!(!result.0, "expected {name}, got success: {}", result.1);
+    assert!(
+        result.1.contains(&format!("Error {name}")),
+        "expected {name}: {}",
+        result.1
+    );
+}
+
+/// `rke2 <args>` (the admin CLI) on the given bus.
+fn rke2_cli(bus_address: &str, nobody: bool, args: &[&str]) -> Output {
+    let bin = rke2_bin();
+    run_as(
+        nobody,
+        bin.to_str().unwrap(),
+        args,
+        &[("DBUS_SYSTEM_BUS_ADDRESS", bus_address.to_string())],
+    )
+}
+
+/// `busctl monitor` of io.rke2.Server, as JSON lines in a file; stopped on drop.
+struct Monitor {
+    child: Child,
+    file: PathBuf,
+}
+
+impl Monitor {
+    fn start(bus: &Bus, file: &Path) -> Monitor {
+        let child = Command::new("busctl")
+            .arg(format!("--address={}", bus.address()))
+            .args(["monitor", "--json=short", "io.rke2.Server"])
+            .stdout(fs::File::create(file).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("busctl monitor");
+        let m = Monitor {
+            child,
+            file: file.to_path_buf(),
+        };
+        // busctl prints nothing until the first message; a Ping proves it is attached.
+        wait_for(Duration::from_secs(10), "busctl monitor attached", || {
+            let _ = busctl(
+                bus,
+                false,
+                &[
+                    "call",
+                    "io.rke2.Server",
+                    "/io/rke2/Server",
+                    "org.freedesktop.DBus.Peer",
+                    "Ping",
+                ],
+            );
+            (!m.signals().is_empty()
+                || fs::read_to_string(&m.file).is_ok_and(|t| t.contains("Ping")))
+            .then_some(())
+        });
+        m
+    }
+
+    /// (interface, member, data) of every signal seen so far.
+    fn signals(&self) -> Vec<(String, String, Value)> {
+        fs::read_to_string(&self.file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|m| m["type"] == "signal")
+            .map(|m| {
+                (
+                    m["interface"].as_str().unwrap_or_default().to_string(),
+                    m["member"].as_str().unwrap_or_default().to_string(),
+                    m["payload"]["data"].clone(),
+                )
+            })
+            .collect()
+    }
+
+    fn wait_signal(&self, what: &str, f: impl Fn(&str, &Value) -> bool) {
+        wait_for(Duration::from_secs(60), what, || {
+            self.signals()
+                .iter()
+                .any(|(i, m, d)| f(&format!("{i}.{m}"), d))
+                .then_some(())
+        });
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a test server with its D-Bus on `bus` (or none).
+fn start_server_on(
+    name: &str,
+    ip: std::net::Ipv4Addr,
+    root: &Path,
+    extra: &[(&'static str, String)],
+    bus: Option<&Bus>,
+) -> ServerNode {
+    let dir = root.join(name);
+    fs::create_dir_all(&dir).unwrap();
+    let mut entries = server_config(name, ip, &dir);
+    entries.retain(|(k, _)| *k != "node-heartbeat-interval");
+    entries.push(("node-heartbeat-interval", "1s".into()));
+    entries.push(("node-monitor-grace-period", "5s".into()));
+    entries.extend(extra.iter().cloned());
+    let config = dir.join("config.yaml");
+    write_config(&config, &entries);
+    let env = bus.map(Bus::env).unwrap_or((
+        "DBUS_SYSTEM_BUS_ADDRESS",
+        format!("unix:path={}", dir.join("no-bus").display()),
+    ));
+    let daemon = Daemon::start(
+        name,
+        "server",
+        &config,
+        &dir.join("log"),
+        &[(env.0, env.1.as_str())],
+    );
+    ServerNode {
+        daemon,
+        ip,
+        kubeconfig: dir.join("rke2.yaml"),
+        config,
+        dir,
+    }
+}
+
+/// Starts an agent joining `server_ip` with `token`, its LB on its own loopback address.
+fn start_agent(
+    name: &str,
+    ip: std::net::Ipv4Addr,
+    server_ip: std::net::Ipv4Addr,
+    root: &Path,
+    token: &str,
+    bus: Option<&Bus>,
+) -> Daemon {
+    let dir = root.join(name);
+    fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    write_config(
+        &config,
+        &[
+            ("server", format!("https://{server_ip}:9345")),
+            ("token", token.to_string()),
+            ("node-name", name.to_string()),
+            ("node-ip", ip.to_string()),
+            ("data-dir", dir.join("data").display().to_string()),
+            ("lb-bind-address", ip.to_string()),
+            ("lb-server-port", "6444".into()),
+            (
+                "node-password-file",
+                dir.join("password").display().to_string(),
+            ),
+            ("node-heartbeat-interval", "1s".into()),
+        ],
+    );
+    let env = bus.map(Bus::env).unwrap_or((
+        "DBUS_SYSTEM_BUS_ADDRESS",
+        format!("unix:path={}", dir.join("no-bus").display()),
+    ));
+    Daemon::start(
+        name,
+        "agent",
+        &config,
+        &dir.join("log"),
+        &[(env.0, env.1.as_str())],
+    )
+}
+
+/// An agent that must be refused: it exits non-zero saying the token was refused.
+fn assert_agent_refused(mut agent: Daemon) {
+    let code = agent.wait_exit(Duration::from_secs(60));
+    assert_ne!(code, Some(0), "{}", agent.log_tail());
+    let log = agent.log_text();
+    assert!(log.contains("refused the token"), "{}", agent.log_tail());
+}
+
+fn wait_on_bus(bus: &Bus, name: &str, path: &str, daemon: &mut Daemon) {
+    let start = Instant::now();
+    while !busctl(bus, false, &["introspect", name, path])
+        .status
+        .success()
+    {
+        if let Some(Ok(Some(status))) = daemon.child.as_mut().map(|c| c.try_wait()) {
+            panic!("{} exited ({status}):\n{}", daemon.name, daemon.log_tail());
+        }
+        assert!(
+            start.elapsed() < READY,
+            "{name} not on the bus after {READY:?}:\n{}",
+            daemon.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn node_json(s: &ServerNode, name: &str) -> Value {
+    serde_json::from_str(&kubectl_ok(
+        &s.kubeconfig,
+        &["get", "node", name, "-o", "json"],
+    ))
+    .unwrap()
+}
+
+/// The io.rke2.* interfaces of an introspection document, without comments or layout, so
+/// the shipped XML and the live one compare on what matters.
+fn rke2_interfaces(xml: &str) -> String {
+    let mut s = xml.to_string();
+    while let Some(start) = s.find("<!--") {
+        let end = s[start..].find("-->").expect("closed comment") + start + 3;
+        s.replace_range(start..end, "");
+    }
+    let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let mut out = Vec::new();
+    let mut inside = false;
+    for l in lines {
+        if l.starts_with("<interface name=\"io.rke2.") {
+            inside = true;
+        }
+        if inside {
+            out.push(l);
+        }
+        if l == "</interface>" {
+            inside = false;
+        }
+    }
+    out.join("\n")
+}
+
+fn check_shipped_xml(bus: &Bus, name: &str, path: &str, file: &str) {
+    let live = busctl_json(
+        bus,
+        false,
+        &[
+            "call",
+            name,
+            path,
+            "org.freedesktop.DBus.Introspectable",
+            "Introspect",
+        ],
+    );
+    let live = live["data"][0].as_str().unwrap();
+    let shipped = fs::read_to_string(repo().join("dbus").join(file)).unwrap();
+    let (live, shipped) = (rke2_interfaces(live), rke2_interfaces(&shipped));
+    assert!(!live.is_empty());
+    assert_eq!(
+        live, shipped,
+        "dbus/{file} does not match the live introspection of {name}"
+    );
+}
+
+fn string_reply(out: &Value) -> String {
+    out["data"][0].as_str().unwrap().to_string()
+}
+
+#[test]
+fn bus_api_nodes_tokens_security_and_cli() {
+    require_tool("etcd", "etcd-server");
+    require_tool("kubectl", "kubectl");
+    require_tool("busctl", "systemd");
+    require_tool("setpriv", "util-linux");
+    require_tool("dbus-send", "dbus-bin");
+    require_tool("curl", "curl");
+    let started = Instant::now();
+    let block = AddrBlock::new();
+    let root = tempfile::tempdir().unwrap();
+    set_mode(root.path(), 0o755);
+    let mut bus = Bus::start(&root.path().join("bus"));
+    let mut s1 = start_server_on(
+        "s1",
+        block.ip(1),
+        root.path(),
+        &[("token", "dbus-test-token".into())],
+        Some(&bus),
+    );
+    wait_on_bus(&bus, "io.rke2.Server", "/io/rke2/Server", &mut s1.daemon);
+    let monitor = Monitor::start(&bus, &root.path().join("monitor.json"));
+
+    // Introspection lists the three interfaces and their members; the shipped XML matches.
+    let out = busctl(
+        &bus,
+        true,
+        &["introspect", "io.rke2.Server", "/io/rke2/Server"],
+    );
+    let listing = text(&out);
+    assert!(out.status.success(), "{listing}");
+    for member in [
+        "io.rke2.Cluster1",
+        ".NodeName",
+        ".Ready",
+        ".Phase",
+        ".ServerCount",
+        ".EtcdMembers",
+        ".ApiserverEndpoints",
+        ".Version",
+        "io.rke2.Nodes1",
+        ".ListNodes",
+        ".GetNode",
+        ".CordonNode",
+        ".UncordonNode",
+        ".LabelNode",
+        ".TaintNode",
+        ".DeleteNode",
+        ".NodeAdded",
+        ".NodeRemoved",
+        ".NodeReadyChanged",
+        "io.rke2.Tokens1",
+        ".CreateToken",
+        ".ListTokens",
+        ".DeleteToken",
+        ".RotateServerToken",
+    ] {
+        assert!(listing.contains(member), "{member} missing:\n{listing}");
+    }
+    check_shipped_xml(
+        &bus,
+        "io.rke2.Server",
+        "/io/rke2/Server",
+        "io.rke2.Server.xml",
+    );
+
+    // Properties and ListNodes work for anyone.
+    let get = |prop: &str| {
+        busctl_json(
+            &bus,
+            true,
+            &[
+                "get-property",
+                "io.rke2.Server",
+                "/io/rke2/Server",
+                "io.rke2.Cluster1",
+                prop,
+            ],
+        )["data"]
+            .clone()
+    };
+    assert_eq!(get("NodeName"), "s1");
+    assert_eq!(get("Role"), "server");
+    assert_eq!(get("Version"), env!("CARGO_PKG_VERSION"));
+    wait_for(Duration::from_secs(30), "Ready and one etcd member", || {
+        (get("Ready") == true && get("ServerCount") == 1).then_some(())
+    });
+    assert!(get("EtcdMembers")[0].as_str().unwrap().starts_with("s1-"));
+    let endpoint = format!("{}:6443", s1.ip);
+    wait_for(Duration::from_secs(30), "ApiserverEndpoints", || {
+        (get("ApiserverEndpoints")[0] == endpoint.as_str()).then_some(())
+    });
+    let nodes = busctl_json(
+        &bus,
+        true,
+        &[
+            "call",
+            "io.rke2.Server",
+            "/io/rke2/Server",
+            "io.rke2.Nodes1",
+            "ListNodes",
+        ],
+    );
+    assert_eq!(nodes["data"][0][0][0], "s1", "{nodes}");
+    assert_eq!(nodes["data"][0][0][1], "True", "{nodes}");
+
+    // Cordon shows in kubectl; label and taint too.
+    let ok = |args: &[&str]| {
+        let mut all = vec!["call", "io.rke2.Server", "/io/rke2/Server"];
+        all.extend_from_slice(args);
+        let out = busctl(&bus, false, &all);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(&["io.rke2.Nodes1", "CordonNode", "s", "s1"]);
+    let line = kubectl_ok(&s1.kubeconfig, &["get", "node", "s1", "--no-headers"]);
+    assert!(line.contains("Ready,SchedulingDisabled"), "{line}");
+    ok(&["io.rke2.Nodes1", "UncordonNode", "s", "s1"]);
+    let line = kubectl_ok(&s1.kubeconfig, &["get", "node", "s1", "--no-headers"]);
+    assert!(!line.contains("SchedulingDisabled"), "{line}");
+    ok(&[
+        "io.rke2.Nodes1",
+        "LabelNode",
+        "sas",
+        "s1",
+        "2",
+        "tier=web",
+        "example.com/zone=a",
+    ]);
+    ok(&[
+        "io.rke2.Nodes1",
+        "TaintNode",
+        "sas",
+        "s1",
+        "1",
+        "dedicated=db:NoSchedule",
+    ]);
+    let n = node_json(&s1, "s1");
+    assert_eq!(n["metadata"]["labels"]["tier"], "web");
+    assert_eq!(n["metadata"]["labels"]["example.com/zone"], "a");
+    let taints = n["spec"]["taints"].as_array().unwrap();
+    assert!(
+        taints
+            .iter()
+            .any(|t| t["key"] == "dedicated" && t["value"] == "db" && t["effect"] == "NoSchedule"),
+        "{taints:?}"
+    );
+
+    // Bad arguments: InvalidArgument and nothing changes.
+    let before = node_json(&s1, "s1");
+    let tokens_before = busctl_json(
+        &bus,
+        false,
+        &[
+            "call",
+            "io.rke2.Server",
+            "/io/rke2/Server",
+            "io.rke2.Tokens1",
+            "ListTokens",
+        ],
+    );
+    let invalid = "io.rke2.Error.InvalidArgument";
+    assert_error(
+        call(&bus, false, "io.rke2.Nodes1.CordonNode", &["string:"]),
+        invalid,
+    );
+    assert_error(
+        call(
+            &bus,
+            false,
+            "io.rke2.Nodes1.DeleteNode",
+            &["string:Not_A_Name"],
+        ),
+        invalid,
+    );
+    assert_error(
+        call(
+            &bus,
+            false,
+            "io.rke2.Nodes1.TaintNode",
+            &["string:s1", "array:string:dedicated=db:Sometimes"],
+        ),
+        invalid,
+    );
+    assert_error(
+        call(
+            &bus,
+            false,
+            "io.rke2.Nodes1.TaintNode",
+            &["string:s1", "array:string:ok=x:NoExecute,novalue"],
+        ),
+        invalid,
+    );
+    assert_error(
+        call(
+            &bus,
+            false,
+            "io.rke2.Nodes1.LabelNode",
+            &["string:s1", "array:string:bad key=x"],
+        ),
+        invalid,
+    );
+    assert_error(
+        call(
+            &bus,
+            false,
+            "io.rke2.Tokens1.CreateToken",
+            &["int64:-5", "string:", "array:string:"],
+        ),
+        invalid,
+    );
+    assert_error(
+        call(
+            &bus,
+            false,
+            "io.rke2.Tokens1.CreateToken",
+            &["int64:60", "string:", "array:string:root"],
+        ),
+        invalid,
+    );
+    assert_error(
+        call(&bus, false, "io.rke2.Nodes1.GetNode", &["string:nope"]),
+        "io.rke2.Error.NotFound",
+    );
+    let after = node_json(&s1, "s1");
+    assert_eq!(before["metadata"]["labels"], after["metadata"]["labels"]);
+    assert_eq!(before["spec"], after["spec"]);
+    assert_eq!(
+        tokens_before,
+        busctl_json(
+            &bus,
+            false,
+            &[
+                "call",
+                "io.rke2.Server",
+                "/io/rke2/Server",
+                "io.rke2.Tokens1",
+                "ListTokens"
+            ],
+        )
+    );
+
+    // Non-root: refused by the bus policy.
+    let policy_denied = "org.freedesktop.DBus.Error.AccessDenied";
+    assert_error(
+        call(&bus, true, "io.rke2.Nodes1.DeleteNode", &["string:s1"]),
+        policy_denied,
+    );
+    assert_error(
+        call(
+            &bus,
+            true,
+            "io.rke2.Tokens1.CreateToken",
+            &["int64:60", "string:", "array:string:"],
+        ),
+        policy_denied,
+    );
+    let out = rke2_cli(&bus.address(), true, &["node", "cordon", "s1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("access denied") && text(&out).contains("must be run as root"),
+        "{}",
+        text(&out)
+    );
+
+    // Bootstrap tokens: a short-lived one (expires during the test), a joining one, a server one.
+    let create = |ttl: &str, desc: &str| {
+        string_reply(&busctl_json(
+            &bus,
+            false,
+            &[
+                "call",
+                "io.rke2.Server",
+                "/io/rke2/Server",
+                "io.rke2.Tokens1",
+                "CreateToken",
+                "xsas",
+                ttl,
+                desc,
+                "0",
+            ],
+        ))
+    };
+    let short = create("2", "short");
+    let short_created = Instant::now();
+    let join = create("600", "for a1");
+    let hash = s1.token()[3..67].to_string();
+    for t in [&short, &join] {
+        assert!(t.starts_with(&format!("K10{hash}::")), "{t}");
+        let creds = t.rsplit_once("::").unwrap().1;
+        assert!(creds.len() == 23 && creds.as_bytes()[6] == b'.', "{t}");
+    }
+    let listed = rke2_cli(&bus.address(), false, &["token", "list", "-o", "json"]);
+    assert!(listed.status.success(), "{}", text(&listed));
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let join_id = &join.rsplit_once("::").unwrap().1[..6];
+    let short_id = &short.rsplit_once("::").unwrap().1[..6];
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == join_id && t["description"] == "for a1"),
+        "{listed}"
+    );
+    let table = text(&rke2_cli(&bus.address(), true, &["token", "list"]));
+    assert!(
+        table.starts_with("TOKEN") && table.contains(join_id),
+        "{table}"
+    );
+    let join_secret = join.rsplit_once('.').unwrap().1;
+    assert!(
+        !table.contains(join_secret),
+        "secrets must never be listed: {table}"
+    );
+
+    // An agent joins with the bootstrap token (NodeAdded; the agent serves io.rke2.Agent).
+    let mut a1 = start_agent("a1", block.ip(2), s1.ip, root.path(), &join, Some(&bus));
+    wait_node_ready(&s1.kubeconfig, "a1", READY);
+    monitor.wait_signal("NodeAdded a1", |m, d| {
+        m == "io.rke2.Nodes1.NodeAdded" && d[0] == "a1"
+    });
+    monitor.wait_signal("PropertiesChanged NodeCount", |m, d| {
+        m == "org.freedesktop.DBus.Properties.PropertiesChanged"
+            && d[0] == "io.rke2.Cluster1"
+            && d[1].get("NodeCount").is_some()
+    });
+    wait_on_bus(&bus, "io.rke2.Agent", "/io/rke2/Agent", &mut a1);
+    check_shipped_xml(&bus, "io.rke2.Agent", "/io/rke2/Agent", "io.rke2.Agent.xml");
+    let backends = busctl_json(
+        &bus,
+        true,
+        &[
+            "get-property",
+            "io.rke2.Agent",
+            "/io/rke2/Agent",
+            "io.rke2.Cluster1",
+            "LoadBalancerBackends",
+        ],
+    );
+    assert_eq!(
+        backends["data"][0][0],
+        format!("{}:6443", s1.ip),
+        "{backends}"
+    );
+
+    // The short token has expired: refused; then the leader cleans it up.
+    let wait = Duration::from_secs(3).saturating_sub(short_created.elapsed());
+    std::thread::sleep(wait); // the TTL itself is the thing under test
+    assert_agent_refused(start_agent(
+        "a2",
+        block.ip(3),
+        s1.ip,
+        root.path(),
+        &short,
+        None,
+    ));
+
+    // After DeleteToken (through the CLI) the join token is refused for a new agent.
+    let out = rke2_cli(&bus.address(), false, &["token", "delete", &join]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(join_id));
+    assert_agent_refused(start_agent(
+        "a3",
+        block.ip(4),
+        s1.ip,
+        root.path(),
+        &join,
+        None,
+    ));
+    // The already joined agent keeps working.
+    wait_node_ready(&s1.kubeconfig, "a1", Duration::from_secs(10));
+
+    // A server never joins with a bootstrap token; the supervisor refuses it on server routes
+    // while accepting it on agent routes.
+    let server_token = create("600", "not for servers");
+    let bearer = format!(
+        "Authorization: Bearer {}",
+        server_token.rsplit_once("::").unwrap().1
+    );
+    let (code, _) = curl(
+        &format!("{}/v1-rke2/server-bootstrap", s1.supervisor()),
+        &s1.ca(),
+        &["-H", &bearer],
+    );
+    assert!(
+        code == 401 || code == 403,
+        "server-bootstrap with a bootstrap token: {code}"
+    );
+    let (code, _) = curl(
+        &format!("{}/v1-rke2/config", s1.supervisor()),
+        &s1.ca(),
+        &["-H", &bearer],
+    );
+    assert_eq!(code, 200);
+    let mut s2 = start_server_on(
+        "s2",
+        block.ip(5),
+        root.path(),
+        &[("server", s1.supervisor()), ("token", server_token.clone())],
+        None,
+    );
+    let code = s2.daemon.wait_exit(Duration::from_secs(60));
+    assert_ne!(code, Some(0), "{}", s2.daemon.log_tail());
+    assert!(
+        s2.daemon
+            .log_text()
+            .contains("failed to normalize server token"),
+        "{}",
+        s2.daemon.log_tail()
+    );
+    let s2_data = s2.data_dir().display().to_string();
+    wait_for(
+        Duration::from_secs(10),
+        "no etcd of the refused server",
+        || pids_matching(&s2_data).is_empty().then_some(()),
+    );
+
+    // The expired token is cleaned up by the leader.
+    wait_for(Duration::from_secs(40), "expired token cleaned up", || {
+        let out = rke2_cli(&bus.address(), false, &["token", "list", "-o", "json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (!v.as_array()?.iter().any(|t| t["id"] == short_id)).then_some(())
+    });
+
+    // A stopped agent's lease expires: NodeReadyChanged; deleting it: NodeRemoved.
+    a1.stop();
+    monitor.wait_signal("NodeReadyChanged a1", |m, d| {
+        m == "io.rke2.Nodes1.NodeReadyChanged" && d[0] == "a1" && d[1] != "True"
+    });
+    let out = rke2_cli(&bus.address(), false, &["node", "delete", "a1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("node/a1 deleted"), "{}", text(&out));
+    monitor.wait_signal("NodeRemoved a1", |m, d| {
+        m == "io.rke2.Nodes1.NodeRemoved" && d[0] == "a1"
+    });
+    assert!(
+        !kubectl(&s1.kubeconfig, &["get", "node", "a1"])
+            .status
+            .success()
+    );
+
+    // The last etcd voter cannot be deleted.
+    assert_error(
+        call(&bus, false, "io.rke2.Nodes1.DeleteNode", &["string:s1"]),
+        "io.rke2.Error.Conflict",
+    );
+    kubectl_ok(&s1.kubeconfig, &["get", "node", "s1"]);
+
+    // The CLI: node list (text and JSON), cordon/uncordon.
+    let out = rke2_cli(&bus.address(), true, &["node", "list", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["name"], "s1");
+    assert_eq!(list[0]["ready"], "True");
+    assert!(list[0]["etcd_member"].as_str().unwrap().starts_with("s1-"));
+    let out = rke2_cli(&bus.address(), false, &["node", "cordon", "s1"]);
+    assert_eq!(text(&out).trim(), "node/s1 cordoned");
+    let table = text(&rke2_cli(&bus.address(), false, &["node", "list"]));
+    assert!(
+        table.starts_with("NAME") && table.contains("Ready,SchedulingDisabled"),
+        "{table}"
+    );
+    rke2_cli(&bus.address(), false, &["node", "uncordon", "s1"]);
+    let out = rke2_cli(
+        &bus.address(),
+        false,
+        &["token", "create", "--ttl", "1h", "--description", "cli"],
+    );
+    assert!(
+        out.status.success() && text(&out).starts_with("K10"),
+        "{}",
+        text(&out)
+    );
+    let out = rke2_cli(&bus.address(), false, &["token", "create", "--ttl", "soon"]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+
+    // A looser bus policy: the daemon's own uid check still refuses non-root mutations.
+    bus.reload(ALLOW_EVERYONE);
+    let own_check = "io.rke2.Error.AccessDenied";
+    wait_for(
+        Duration::from_secs(20),
+        "the relaxed policy in effect",
+        || {
+            call(&bus, true, "io.rke2.Nodes1.DeleteNode", &["string:s1"])
+                .1
+                .contains(own_check)
+                .then_some(())
+        },
+    );
+    for (method, args) in [
+        (
+            "io.rke2.Tokens1.CreateToken",
+            vec!["int64:60", "string:", "array:string:"],
+        ),
+        ("io.rke2.Nodes1.CordonNode", vec!["string:s1"]),
+        ("io.rke2.Tokens1.RotateServerToken", vec!["string:"]),
+        ("io.rke2.Tokens1.DeleteToken", vec!["string:abcdef"]),
+    ] {
+        assert_error(call(&bus, true, method, &args), own_check);
+    }
+    let line = kubectl_ok(&s1.kubeconfig, &["get", "node", "s1", "--no-headers"]);
+    assert!(!line.contains("SchedulingDisabled"), "{line}");
+
+    // Daemon not on the bus: a clear error.
+    let empty = Bus::start(&root.path().join("empty-bus"));
+    let out = rke2_cli(&empty.address(), false, &["node", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("io.rke2.Server is not on the system bus"),
+        "{}",
+        text(&out)
+    );
+    let out = rke2_cli("unix:path=/nonexistent/bus", false, &["token", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("cannot connect to the D-Bus system bus"),
+        "{}",
+        text(&out)
+    );
+
+    // Losing the bus is not fatal: the server reconnects when it comes back.
+    bus.kill();
+    std::thread::sleep(Duration::from_millis(200)); // let the daemon notice the hang-up
+    bus.write_config("");
+    bus.spawn();
+    wait_on_bus(&bus, "io.rke2.Server", "/io/rke2/Server", &mut s1.daemon);
+    assert!(
+        s1.daemon
+            .log_text()
+            .contains("lost the system bus connection")
+    );
+    wait_node_ready(&s1.kubeconfig, "s1", Duration::from_secs(10));
+    assert!(
+        !s1.daemon.log_text().contains("dbus-test-token"),
+        "the server token leaked into the log"
+    );
+    eprintln!("bus_api test took {:?}", started.elapsed());
+}
+
+#[test]
+fn rotate_server_token_over_dbus() {
+    require_tool("etcd", "etcd-server");
+    require_tool("kubectl", "kubectl");
+    require_tool("busctl", "systemd");
+    let started = Instant::now();
+    let block = AddrBlock::new();
+    let root = tempfile::tempdir().unwrap();
+    set_mode(root.path(), 0o755);
+    let bus = Bus::start(&root.path().join("bus"));
+    let mut s1 = start_server_on(
+        "r1",
+        block.ip(1),
+        root.path(),
+        &[("token", "before-rotation".into())],
+        Some(&bus),
+    );
+    wait_on_bus(&bus, "io.rke2.Server", "/io/rke2/Server", &mut s1.daemon);
+    let original = s1.token();
+    let a1 = start_agent("ra1", block.ip(2), s1.ip, root.path(), &original, None);
+    wait_node_ready(&s1.kubeconfig, "ra1", READY);
+
+    // Rotate to a generated token over busctl: the token file follows.
+    let reply = busctl_json(
+        &bus,
+        false,
+        &[
+            "call",
+            "io.rke2.Server",
+            "/io/rke2/Server",
+            "io.rke2.Tokens1",
+            "RotateServerToken",
+            "s",
+            "",
+        ],
+    );
+    let first = string_reply(&reply);
+    assert!(
+        first.starts_with(&original[..67]) && first.contains("::server:"),
+        "{first}"
+    );
+    assert_ne!(first, original);
+    assert_eq!(s1.token(), first);
+    // Then to a chosen token with the CLI; a bootstrap-format token is refused first.
+    let out = rke2_cli(
+        &bus.address(),
+        false,
+        &["token", "rotate", "--new-token", "abcdef.0123456789abcdef"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("InvalidArgument"), "{}", text(&out));
+    assert_eq!(s1.token(), first, "a refused rotation changes nothing");
+    let out = rke2_cli(
+        &bus.address(),
+        false,
+        &["token", "rotate", "--new-token", "after-rotation"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let second = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        second,
+        format!("{}::server:after-rotation", &original[..67])
+    );
+    assert_eq!(s1.token(), second);
+
+    // A new server joins with the new token; old tokens are refused for servers and agents.
+    let mut old = start_server_on(
+        "r3",
+        block.ip(4),
+        root.path(),
+        &[("server", s1.supervisor()), ("token", first.clone())],
+        None,
+    );
+    assert_agent_refused(start_agent(
+        "ra2",
+        block.ip(5),
+        s1.ip,
+        root.path(),
+        &original,
+        None,
+    ));
+    let s2 = start_server_on(
+        "r2",
+        block.ip(3),
+        root.path(),
+        &[("server", s1.supervisor()), ("token", second.clone())],
+        None,
+    );
+    let code = old.daemon.wait_exit(Duration::from_secs(60));
+    assert_ne!(code, Some(0), "{}", old.daemon.log_tail());
+    assert!(
+        old.daemon.log_text().contains("401"),
+        "{}",
+        old.daemon.log_tail()
+    );
+    let mut s2 = s2;
+    s2.daemon.wait_log("ready:", READY);
+    wait_node_ready(&s1.kubeconfig, "r2", READY);
+    // Existing nodes stay Ready.
+    wait_node_ready(&s1.kubeconfig, "r1", Duration::from_secs(10));
+    wait_node_ready(&s1.kubeconfig, "ra1", Duration::from_secs(10));
+    let get = |prop: &str| {
+        busctl_json(
+            &bus,
+            false,
+            &[
+                "get-property",
+                "io.rke2.Server",
+                "/io/rke2/Server",
+                "io.rke2.Cluster1",
+                prop,
+            ],
+        )["data"]
+            .clone()
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "two voting servers over D-Bus",
+        || (get("ServerCount") == 2).then_some(()),
+    );
+    assert!(
+        !s1.daemon.log_text().contains("after-rotation"),
+        "token leaked into the log"
+    );
+    // Without a bus the server runs on, warning once and retrying quietly.
+    let warnings = s2
+        .daemon
+        .log_text()
+        .matches("cannot serve io.rke2.Server on the system bus")
+        .count();
+    assert_eq!(warnings, 1, "{}", s2.daemon.log_tail());
+    drop(a1);
+    eprintln!("rotate test took {:?}", started.elapsed());
+}
