@@ -134,7 +134,10 @@ pub fn kind_of(e: &AdminError) -> ErrorKind {
         },
         AdminError::Etcd(etcd) | AdminError::MemberRemoval { source: etcd, .. } => match etcd {
             EtcdError::LastVoter(_) | EtcdError::DuplicateNodeName(_) => K::Conflict,
-            EtcdError::Timeout | EtcdError::NoLeader | EtcdError::Learner | EtcdError::Removed(_) => K::NotReady,
+            EtcdError::Timeout
+            | EtcdError::NoLeader
+            | EtcdError::Learner
+            | EtcdError::Removed(_) => K::NotReady,
             EtcdError::Client(_)
             | EtcdError::Join(_)
             | EtcdError::BinaryNotFound(_)
