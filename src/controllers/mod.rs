@@ -411,73 +411,64 @@ async fn bootstrap_token_cleanup(
     }
 }
 
+/// Refreshes the cluster facts in the runtime state (voting servers, etcd members, nodes, API
+/// endpoints). Fails only when the etcd member list cannot be read.
+pub async fn refresh_status(ctx: &Ctx) -> Result<(), crate::etcd::EtcdError> {
+    let mut result = Ok(());
+    if let Some(client) = ctx.etcd.get() {
+        match crate::etcd::member_list(client).await {
+            Ok(members) => {
+                let voters = members.iter().filter(|m| !m.is_learner).count() as u32;
+                let names: Vec<String> = members
+                    .iter()
+                    .map(|m| {
+                        let n = if m.name.is_empty() {
+                            format!("{:x}", m.id)
+                        } else {
+                            m.name.clone()
+                        };
+                        if m.is_learner {
+                            format!("{n} (learner)")
+                        } else {
+                            n
+                        }
+                    })
+                    .collect();
+                ctx.runtime.update(|s| {
+                    s.server_count = voters;
+                    s.etcd_members = names;
+                });
+            }
+            Err(e) => result = Err(e),
+        }
+    }
+    if let Some(store) = storage(ctx) {
+        if let Ok(nodes) = store
+            .list(info("", "nodes"), None, &ListOptions::default())
+            .await
+        {
+            ctx.runtime
+                .update(|s| s.node_count = nodes.items.len() as u32);
+        }
+        if let Ok(addrs) = crate::supervisor::list_apiservers(ctx).await {
+            ctx.runtime.update(|s| s.apiserver_endpoints = addrs);
+        }
+    }
+    result
+}
+
 /// Reports cluster facts to the runtime state (STATUS=, D-Bus) and warns about an even number
-/// of voting servers; stops the daemon if this member was removed from the cluster.
+/// of voting servers; stops the daemon if this member was removed from the cluster. While etcd
+/// has no leader, STATUS= says so with the number of reachable servers.
 pub fn spawn_status_reporter(ctx: Ctx, tracker: &TaskTracker, cancel: CancellationToken) {
     tracker.spawn(async move {
         let mut warned_even: Option<u32> = None;
         let ticker = ctx.runtime.liveness("status-reporter", RECONCILE_INTERVAL);
         loop {
             ticker.tick();
-            if let Some(client) = ctx.etcd.get() {
-                match crate::etcd::member_list(client).await {
-                    Ok(members) => {
-                        let voters = members.iter().filter(|m| !m.is_learner).count() as u32;
-                        let names: Vec<String> = members
-                            .iter()
-                            .map(|m| {
-                                let n = if m.name.is_empty() { format!("{:x}", m.id) } else { m.name.clone() };
-                                if m.is_learner { format!("{n} (learner)") } else { n }
-                            })
-                            .collect();
-                        ctx.runtime.update(|s| {
-                            s.server_count = voters;
-                            s.etcd_members = names;
-                        });
-                        if voters.is_multiple_of(2) && voters > 0 {
-                            if warned_even != Some(voters) {
-                                tracing::warn!(
-                                    component = "etcd",
-                                    "the cluster has {voters} voting servers: an odd number of servers is required for fault tolerance \
-                                     ({voters} servers tolerate the loss of {} server(s), like {} would); add or remove one server",
-                                    (voters - 1) / 2,
-                                    voters - 1
-                                );
-                                warned_even = Some(voters);
-                            }
-                        } else {
-                            warned_even = None;
-                        }
-                    }
-                    Err(e) if e.to_string().contains("removed") => {
-                        tracing::error!(
-                            component = "etcd",
-                            "this server's etcd member was removed from the cluster (its node was deleted); stopping. \
-                             Remove {} and restart to rejoin",
-                            ctx.paths.db().display()
-                        );
-                        cancel.cancel();
-                        return;
-                    }
-                    Err(_) => {}
-                }
-            }
-            if let Some(store) = storage(&ctx) {
-                if let Ok(nodes) = store.list(info("", "nodes"), None, &ListOptions::default()).await {
-                    ctx.runtime.update(|s| s.node_count = nodes.items.len() as u32);
-                }
-                if let Ok(addrs) = crate::supervisor::list_apiservers(&ctx).await {
-                    ctx.runtime.update(|s| s.apiserver_endpoints = addrs);
-                }
-            }
-            let s = ctx.runtime.snapshot();
-            if s.ready {
-                let even = if s.server_count.is_multiple_of(2) && s.server_count > 0 {
-                    " (even number of servers: an odd number is required for fault tolerance)"
-                } else {
-                    ""
-                };
-                ctx.runtime.set_phase(format!("ready: {} servers, {} nodes{even}", s.server_count, s.node_count));
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = report_status(&ctx, &mut warned_even, &cancel) => {}
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -485,4 +476,63 @@ pub fn spawn_status_reporter(ctx: Ctx, tracker: &TaskTracker, cancel: Cancellati
             }
         }
     });
+}
+
+/// One round of [`spawn_status_reporter`].
+async fn report_status(ctx: &Ctx, warned_even: &mut Option<u32>, cancel: &CancellationToken) {
+    // Without a leader, reads that need quorum would only run into their timeouts: report
+    // the quorum situation instead (Status is answered locally).
+    let no_leader = match ctx.etcd.get() {
+        Some(client) => matches!(
+            crate::etcd::check_ready(client).await,
+            Err(crate::etcd::EtcdError::NoLeader)
+        ),
+        None => false,
+    };
+    if no_leader {
+        let own_peer_url =
+            crate::etcd::process::url("https", ctx.node.primary_ip(), ctx.config.etcd_peer_port);
+        let phase = match crate::etcd::reachable_voters(&ctx.paths, &own_peer_url).await {
+            Ok((reachable, voters)) if voters > 0 => {
+                crate::daemon::quorum_status(reachable, voters)
+            }
+            _ => "waiting for etcd quorum".to_string(),
+        };
+        if ctx.runtime.snapshot().ready {
+            ctx.runtime.set_phase(phase);
+        }
+        return;
+    }
+    if let Err(e) = refresh_status(ctx).await
+        && e.to_string().contains("removed")
+    {
+        tracing::error!(
+            component = "etcd",
+            "this server's etcd member was removed from the cluster (its node was deleted); stopping. \
+             Remove {} and restart to rejoin",
+            ctx.paths.db().display()
+        );
+        cancel.cancel();
+        return;
+    }
+    let s = ctx.runtime.snapshot();
+    let voters = s.server_count;
+    if voters.is_multiple_of(2) && voters > 0 {
+        if *warned_even != Some(voters) {
+            tracing::warn!(
+                component = "etcd",
+                "the cluster has {voters} voting servers: an odd number of servers is required for fault tolerance \
+                 ({voters} servers tolerate the loss of {} server(s), like {} would); add or remove one server",
+                (voters - 1) / 2,
+                voters - 1
+            );
+            *warned_even = Some(voters);
+        }
+    } else {
+        *warned_even = None;
+    }
+    if s.ready {
+        ctx.runtime
+            .set_phase(crate::daemon::ready_status(s.server_count, s.node_count));
+    }
 }
