@@ -38,7 +38,7 @@ impl Journald {
     fn start(dir: &Path) -> Journald {
         fs::create_dir_all(dir.join("run")).unwrap();
         let log = fs::File::create(dir.join("journald.log")).unwrap();
-        let mut child = Command::new("unshare")
+        let child = Command::new("unshare")
             .args(["--mount", "--propagation", "private"])
             .arg(helper("journald-up.sh"))
             .arg(dir)
@@ -47,10 +47,12 @@ impl Journald {
             .stderr(log)
             .spawn()
             .expect("start journald");
+        // Owned by the guard from here on, so a failed wait still stops it.
+        let mut journald = Journald { child };
         let socket = dir.join("run/socket");
         let start = Instant::now();
         while !socket.exists() {
-            if let Ok(Some(status)) = child.try_wait() {
+            if let Ok(Some(status)) = journald.child.try_wait() {
                 panic!(
                     "journald exited ({status}): {}",
                     fs::read_to_string(dir.join("journald.log")).unwrap_or_default()
@@ -59,7 +61,7 @@ impl Journald {
             assert!(start.elapsed() < Duration::from_secs(10), "journald socket");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Journald { child }
+        journald
     }
 
     /// `rke2 <args>` inside journald's mount namespace, where the journal socket is.
