@@ -27,9 +27,37 @@ pub fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
     }
 }
 
+/// journald priorities for tracing levels. tracing-journald's default maps INFO to NOTICE (5)
+/// and DEBUG to INFO (6); syslog convention, and `journalctl -p info` / `-p debug`, expect
+/// informational messages at 6 and debugging at 7.
+fn priorities() -> tracing_journald::PriorityMappings {
+    use tracing_journald::Priority;
+    tracing_journald::PriorityMappings {
+        error: Priority::Error,
+        warn: Priority::Warning,
+        info: Priority::Informational,
+        debug: Priority::Debug,
+        trace: Priority::Debug,
+    }
+}
+
+/// Where log events go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTarget {
+    /// Native journal entries.
+    Journal,
+    /// Human-readable lines on stderr.
+    Stderr,
+}
+
 /// Installs the global subscriber. `journal_stream` is `$JOURNAL_STREAM`; `rust_log` is
 /// `$RUST_LOG` (an env-filter directive overriding the default level).
-pub fn init(format: LogFormat, debug: bool, journal_stream: Option<&str>, rust_log: Option<&str>) {
+pub fn init(
+    format: LogFormat,
+    debug: bool,
+    journal_stream: Option<&str>,
+    rust_log: Option<&str>,
+) -> LogTarget {
     let default = if debug { "debug" } else { "info" };
     let filter = rust_log
         .and_then(|d| EnvFilter::try_new(d).ok())
@@ -48,7 +76,8 @@ pub fn init(format: LogFormat, debug: bool, journal_stream: Option<&str>, rust_l
             Ok(layer) => Some(
                 layer
                     .with_field_prefix(Some("RKE2".into()))
-                    .with_syslog_identifier("rke2".into()),
+                    .with_syslog_identifier("rke2".into())
+                    .with_priority_mappings(priorities()),
             ),
             Err(e) => {
                 // Falls back to stderr; reported once below, after the subscriber exists.
@@ -60,6 +89,7 @@ pub fn init(format: LogFormat, debug: bool, journal_stream: Option<&str>, rust_l
         None
     };
     let fallback = want_journal && journald.is_none();
+    let journald_used = journald.is_some();
     let stderr_layer = if journald.is_none() {
         Some(
             tracing_subscriber::fmt::layer()
@@ -79,6 +109,11 @@ pub fn init(format: LogFormat, debug: bool, journal_stream: Option<&str>, rust_l
             component = "logging",
             "the journal socket /run/systemd/journal/socket is not available; logging to stderr"
         );
+    }
+    if journald_used {
+        LogTarget::Journal
+    } else {
+        LogTarget::Stderr
     }
 }
 

@@ -48,7 +48,7 @@ fn main() -> ExitCode {
             return exit(EXIT_USAGE);
         }
     };
-    rke2::logging::init(
+    let log_target = rke2::logging::init(
         node.log_format,
         node.debug,
         env.get("JOURNAL_STREAM").map(String::as_str),
@@ -89,7 +89,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(component = name, "{e}");
-            eprintln!("rke2 {name}: {e}");
+            // Under systemd the error is already in the journal; stderr would only repeat it.
+            let in_journal = log_target == rke2::logging::LogTarget::Journal
+                && rke2::logging::stderr_is_journal(env.get("JOURNAL_STREAM").map(String::as_str));
+            if !in_journal {
+                eprintln!("rke2 {name}: {e}");
+            }
             exit(EXIT_FAILURE)
         }
     }

@@ -127,6 +127,11 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         .clone()
         .unwrap_or_else(crate::server::prepare::hostname);
     let runtime = Runtime::new(&name, "agent");
+    // STOPPING=1 as soon as shutdown begins, before the node agent and load balancers stop.
+    tracker.spawn(crate::daemon::stopping_on_cancel(
+        runtime.clone(),
+        cancel.clone(),
+    ));
     let result = run_inner(&config, &name, runtime.clone(), &tracker, cancel.clone()).await;
     runtime.stopping();
     cancel.cancel();

@@ -24,8 +24,6 @@ use crate::supervisor::APISERVER_ADDRESSES_PREFIX;
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
 /// TTL of a server's published API endpoint.
 const ENDPOINT_TTL: i64 = 10;
-/// How long the removal of a deleted server's etcd member is retried (k3s: 1 min).
-const MEMBER_REMOVAL_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn storage(ctx: &Ctx) -> Option<Storage> {
     ctx.store.get().cloned().map(Storage::new)
@@ -267,17 +265,7 @@ async fn member_removal(
                 _ = cancel.cancelled() => return,
                 m = stream.next() => m,
             };
-            let changes = match msg {
-                Ok(Some((changes, _))) => changes,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(
-                        component = "controllers",
-                        "node watch for member removal ended, restarting it: {e}"
-                    );
-                    break;
-                }
-            };
+            let Ok(Some((changes, _))) = msg else { break };
             if !*is_leader.borrow() {
                 continue;
             }
@@ -288,17 +276,8 @@ async fn member_removal(
                 else {
                     continue;
                 };
-                let node = match serde_json::from_slice::<Value>(&prev.value) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        tracing::warn!(
-                            component = "controllers",
-                            "deleted node {} is unreadable: {e} ({} bytes)",
-                            prev.key,
-                            prev.value.len()
-                        );
-                        continue;
-                    }
+                let Ok(node) = serde_json::from_slice::<Value>(&prev.value) else {
+                    continue;
                 };
                 let is_etcd = node
                     .pointer("/metadata/labels/node-role.kubernetes.io~1etcd")
@@ -312,39 +291,18 @@ async fn member_removal(
                 if !is_etcd || member.is_empty() {
                     continue;
                 }
-                let Some(client) = ctx.etcd.get().cloned() else {
+                let Some(client) = ctx.etcd.get() else {
                     continue;
                 };
-                // etcd refuses removals for a while after membership changes ("unhealthy
-                // cluster"); retry in the background so the watch keeps up.
-                let (tls, cancel) = (ctx.etcd_tls.clone(), cancel.clone());
-                tokio::spawn(async move {
-                    let deadline = tokio::time::Instant::now() + MEMBER_REMOVAL_TIMEOUT;
-                    loop {
-                        match crate::etcd::membership::remove_member(&client, &tls, &member).await {
-                            Ok(true) => {
-                                tracing::info!(component = "etcd", etcd_member = %member, "removed the etcd member of a deleted node");
-                                return;
-                            }
-                            Ok(false) => return,
-                            Err(e @ crate::etcd::EtcdError::LastVoter(_)) => {
-                                tracing::warn!(component = "etcd", etcd_member = %member, "not removing the etcd member of a deleted node: {e}");
-                                return;
-                            }
-                            Err(e) if tokio::time::Instant::now() >= deadline => {
-                                tracing::warn!(component = "etcd", etcd_member = %member, "giving up removing the etcd member of a deleted node: {e}");
-                                return;
-                            }
-                            Err(e) => {
-                                tracing::debug!(component = "etcd", etcd_member = %member, "member removal not possible yet: {e}")
-                            }
-                        }
-                        tokio::select! {
-                            _ = cancel.cancelled() => return,
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        }
+                match crate::etcd::membership::remove_member(client, &ctx.etcd_tls, &member).await {
+                    Ok(true) => {
+                        tracing::info!(component = "etcd", etcd_member = %member, "removed the etcd member of deleted node")
                     }
-                });
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(component = "etcd", etcd_member = %member, "not removing etcd member of deleted node: {e}")
+                    }
+                }
             }
         }
     }
@@ -453,34 +411,36 @@ async fn bootstrap_token_cleanup(
     }
 }
 
-/// Refreshes the cluster facts in the runtime state (server count, etcd members, nodes, API
-/// endpoints). Returns the number of voting servers when etcd answered.
-pub async fn refresh_status(ctx: &Ctx) -> Option<u32> {
-    let mut voters = None;
-    if let Some(client) = ctx.etcd.get()
-        && let Ok(members) = crate::etcd::member_list(client).await
-    {
-        let count = members.iter().filter(|m| !m.is_learner).count() as u32;
-        let names: Vec<String> = members
-            .iter()
-            .map(|m| {
-                let n = if m.name.is_empty() {
-                    format!("{:x}", m.id)
-                } else {
-                    m.name.clone()
-                };
-                if m.is_learner {
-                    format!("{n} (learner)")
-                } else {
-                    n
-                }
-            })
-            .collect();
-        ctx.runtime.update(|s| {
-            s.server_count = count;
-            s.etcd_members = names;
-        });
-        voters = Some(count);
+/// Refreshes the cluster facts in the runtime state (voting servers, etcd members, nodes, API
+/// endpoints). Fails only when the etcd member list cannot be read.
+pub async fn refresh_status(ctx: &Ctx) -> Result<(), crate::etcd::EtcdError> {
+    let mut result = Ok(());
+    if let Some(client) = ctx.etcd.get() {
+        match crate::etcd::member_list(client).await {
+            Ok(members) => {
+                let voters = members.iter().filter(|m| !m.is_learner).count() as u32;
+                let names: Vec<String> = members
+                    .iter()
+                    .map(|m| {
+                        let n = if m.name.is_empty() {
+                            format!("{:x}", m.id)
+                        } else {
+                            m.name.clone()
+                        };
+                        if m.is_learner {
+                            format!("{n} (learner)")
+                        } else {
+                            n
+                        }
+                    })
+                    .collect();
+                ctx.runtime.update(|s| {
+                    s.server_count = voters;
+                    s.etcd_members = names;
+                });
+            }
+            Err(e) => result = Err(e),
+        }
     }
     if let Some(store) = storage(ctx) {
         if let Ok(nodes) = store
@@ -494,49 +454,21 @@ pub async fn refresh_status(ctx: &Ctx) -> Option<u32> {
             ctx.runtime.update(|s| s.apiserver_endpoints = addrs);
         }
     }
-    voters
+    result
 }
 
-/// The STATUS= text of a ready server.
-pub fn ready_phase(s: &crate::daemon::NodeState) -> String {
-    let even = if s.server_count.is_multiple_of(2) && s.server_count > 0 {
-        " (even number of servers: an odd number is required for fault tolerance)"
-    } else {
-        ""
-    };
-    format!(
-        "ready: {} servers, {} nodes{even}",
-        s.server_count, s.node_count
-    )
-}
-
-/// Keeps the runtime state current (STATUS=, D-Bus) and warns about an even number of voting
-/// servers, once per change of the count.
+/// Reports cluster facts to the runtime state (STATUS=, D-Bus) and warns about an even number
+/// of voting servers. While etcd has no leader, STATUS= says so with the number of reachable
+/// servers.
 pub fn spawn_status_reporter(ctx: Ctx, tracker: &TaskTracker, cancel: CancellationToken) {
     tracker.spawn(async move {
         let mut warned_even: Option<u32> = None;
         let ticker = ctx.runtime.liveness("status-reporter", RECONCILE_INTERVAL);
         loop {
             ticker.tick();
-            if let Some(voters) = refresh_status(&ctx).await {
-                if voters.is_multiple_of(2) && voters > 0 {
-                    if warned_even != Some(voters) {
-                        tracing::warn!(
-                            component = "etcd",
-                            "the cluster has {voters} voting servers: an odd number of servers is required for fault tolerance \
-                             ({voters} servers tolerate the loss of {} server(s), like {} would); add or remove one server",
-                            (voters - 1) / 2,
-                            voters - 1
-                        );
-                        warned_even = Some(voters);
-                    }
-                } else {
-                    warned_even = None;
-                }
-            }
-            let s = ctx.runtime.snapshot();
-            if s.ready {
-                ctx.runtime.set_phase(ready_phase(&s));
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = report_status(&ctx, &mut warned_even) => {}
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -544,4 +476,54 @@ pub fn spawn_status_reporter(ctx: Ctx, tracker: &TaskTracker, cancel: Cancellati
             }
         }
     });
+}
+
+/// One round of [`spawn_status_reporter`].
+async fn report_status(ctx: &Ctx, warned_even: &mut Option<u32>) {
+    // Without a leader, reads that need quorum would only run into their timeouts: report
+    // the quorum situation instead (Status is answered locally).
+    let no_leader = match ctx.etcd.get() {
+        Some(client) => matches!(
+            crate::etcd::check_ready(client).await,
+            Err(crate::etcd::EtcdError::NoLeader)
+        ),
+        None => false,
+    };
+    if no_leader {
+        let own_peer_url =
+            crate::etcd::process::url("https", ctx.node.primary_ip(), ctx.config.etcd_peer_port);
+        let phase = match crate::etcd::reachable_voters(&ctx.paths, &own_peer_url).await {
+            Ok((reachable, voters)) if voters > 0 => {
+                crate::daemon::quorum_status(reachable, voters)
+            }
+            _ => "waiting for etcd quorum".to_string(),
+        };
+        if ctx.runtime.snapshot().ready {
+            ctx.runtime.set_phase(phase);
+        }
+        return;
+    }
+    // A removed member is detected by the etcd supervisor, which stops the server with a clear
+    // error; here a failed read just leaves the last known facts in place.
+    let _ = refresh_status(ctx).await;
+    let s = ctx.runtime.snapshot();
+    let voters = s.server_count;
+    if voters.is_multiple_of(2) && voters > 0 {
+        if *warned_even != Some(voters) {
+            tracing::warn!(
+                component = "etcd",
+                "the cluster has {voters} voting servers: an odd number of servers is required for fault tolerance \
+                 ({voters} servers tolerate the loss of {} server(s), like {} would); add or remove one server",
+                (voters - 1) / 2,
+                voters - 1
+            );
+            *warned_even = Some(voters);
+        }
+    } else {
+        *warned_even = None;
+    }
+    if s.ready {
+        ctx.runtime
+            .set_phase(crate::daemon::ready_status(s.server_count, s.node_count));
+    }
 }

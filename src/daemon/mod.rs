@@ -6,11 +6,13 @@ pub mod listeners;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use sd_notify::NotifyState;
 use tokio::sync::watch;
+// tokio's clock (not std's) so the liveness arithmetic follows the runtime's time source.
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// What the node is doing, in words (STATUS= and the D-Bus `Phase` property).
@@ -35,6 +37,7 @@ pub struct Runtime {
     pub node_name: String,
     pub role: &'static str,
     liveness: Arc<Liveness>,
+    stopping_sent: Arc<AtomicBool>,
 }
 
 impl Runtime {
@@ -44,6 +47,7 @@ impl Runtime {
             node_name: node_name.to_string(),
             role,
             liveness: Arc::new(Liveness::default()),
+            stopping_sent: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -97,8 +101,13 @@ impl Runtime {
         self.liveness.register(name, period)
     }
 
-    /// Sends STOPPING=1.
+    /// Sends STOPPING=1 (once, however often it is called: both the shutdown signal and the
+    /// end of the run call it, and the first one wins).
     pub fn stopping(&self) {
+        if self.stopping_sent.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::info!(component = "daemon", node = %self.node_name, "stopping");
         self.state.send_modify(|s| {
             s.ready = false;
             s.phase = "stopping".into();
@@ -107,17 +116,55 @@ impl Runtime {
     }
 }
 
+fn plural(n: u32, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// STATUS= of a ready server: "ready: 3 servers, 5 nodes", with a warning for an even number
+/// of voting servers (design.md §2: RKE2 only says so in its docs).
+pub fn ready_status(servers: u32, nodes: u32) -> String {
+    let even = if servers > 0 && servers.is_multiple_of(2) {
+        " (even number of servers: an odd number is required for fault tolerance)"
+    } else {
+        ""
+    };
+    format!(
+        "ready: {}, {}{even}",
+        plural(servers, "server", "servers"),
+        plural(nodes, "node", "nodes")
+    )
+}
+
+/// STATUS= while etcd has no leader: how many voting members (servers) are reachable out of
+/// how many; more than half of them are needed.
+pub fn quorum_status(reachable: usize, voters: usize) -> String {
+    format!("waiting for quorum ({reachable}/{voters} servers)")
+}
+
 fn notify(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {
         tracing::debug!(component = "daemon", "sd_notify failed: {e}");
     }
 }
 
+/// Extra time a loop may take beyond three of its periods before it counts as stalled: a
+/// round of a few etcd calls that each run into their 5 s timeout (say, while quorum is lost)
+/// must not get a healthy daemon killed. A loop stuck for good is still noticed well within
+/// the units' WatchdogSec=60s plus one petting interval.
+const STALL_SLACK: Duration = Duration::from_secs(15);
+
 /// Progress counters of the loops the watchdog depends on.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Liveness {
     loops: std::sync::Mutex<BTreeMap<&'static str, (Duration, Arc<AtomicU64>)>>,
     epoch: std::sync::OnceLock<Instant>,
+    slack: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness::with_slack(STALL_SLACK)
+    }
 }
 
 /// Handle a loop uses to show it is alive.
@@ -135,6 +182,14 @@ impl LoopTicker {
 }
 
 impl Liveness {
+    fn with_slack(slack: Duration) -> Liveness {
+        Liveness {
+            loops: Default::default(),
+            epoch: Default::default(),
+            slack,
+        }
+    }
+
     fn epoch(&self) -> Instant {
         *self.epoch.get_or_init(Instant::now)
     }
@@ -152,12 +207,13 @@ impl Liveness {
     /// The loops that have not ticked within three of their periods (plus slack).
     fn stalled(&self) -> Vec<&'static str> {
         let now = self.epoch().elapsed().as_millis() as u64;
+        let slack = self.slack.as_millis() as u64;
         self.loops
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|(_, (period, last))| {
-                let allowed = (period.as_millis() as u64) * 3 + 5_000;
+                let allowed = (period.as_millis() as u64) * 3 + slack;
                 now.saturating_sub(last.load(Ordering::Relaxed)) > allowed
             })
             .map(|(name, _)| *name)
@@ -166,7 +222,8 @@ impl Liveness {
 }
 
 /// Pets the systemd watchdog at half of `WATCHDOG_USEC` while every registered loop is alive.
-/// A stalled loop stops the petting, so systemd kills and restarts a wedged daemon.
+/// A stalled loop stops the petting, so systemd kills and restarts a wedged daemon. (systemd
+/// only enforces the watchdog once READY=1 was sent; start-up is bounded by TimeoutStartSec=.)
 pub async fn run_watchdog(runtime: Runtime, cancel: CancellationToken) {
     let Some(interval) = sd_notify::watchdog_enabled() else {
         return;
@@ -176,15 +233,34 @@ pub async fn run_watchdog(runtime: Runtime, cancel: CancellationToken) {
         component = "daemon",
         "systemd watchdog enabled ({interval:?}); petting every {half:?}"
     );
+    watchdog_loop(&runtime.liveness, half, cancel, || {
+        notify(&[NotifyState::Watchdog])
+    })
+    .await;
+}
+
+/// Calls `pet` every `every` while no registered loop is stalled.
+async fn watchdog_loop(
+    liveness: &Liveness,
+    every: Duration,
+    cancel: CancellationToken,
+    mut pet: impl FnMut(),
+) {
     let mut warned = false;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(half) => {}
+            _ = tokio::time::sleep(every) => {}
         }
-        let stalled = runtime.liveness.stalled();
+        let stalled = liveness.stalled();
         if stalled.is_empty() {
-            notify(&[NotifyState::Watchdog]);
+            pet();
+            if warned {
+                tracing::info!(
+                    component = "daemon",
+                    "all loops alive again; petting the watchdog"
+                );
+            }
             warned = false;
         } else if !warned {
             tracing::error!(
@@ -196,27 +272,49 @@ pub async fn run_watchdog(runtime: Runtime, cancel: CancellationToken) {
     }
 }
 
-/// Waits for SIGTERM or SIGINT, then cancels `cancel`.
+/// Sends STOPPING=1 when `cancel` fires (shutdown signal or fatal error).
+pub async fn stopping_on_cancel(runtime: Runtime, cancel: CancellationToken) {
+    cancel.cancelled().await;
+    runtime.stopping();
+}
+
+/// Waits for SIGTERM or SIGINT, then cancels `cancel`. SIGHUP (whose default action would
+/// kill the daemon without stopping etcd) is logged and otherwise ignored: configuration
+/// reload is not supported, so the units define no `ExecReload=`.
 pub async fn wait_for_shutdown_signal(cancel: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(component = "daemon", "cannot handle SIGTERM: {e}");
+    let (mut term, mut int, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        (t, i, h) => {
+            let e = [t.err(), i.err(), h.err()].into_iter().flatten().next();
+            tracing::error!(
+                component = "daemon",
+                "cannot install signal handlers: {}",
+                e.map(|e| e.to_string()).unwrap_or_default()
+            );
             return;
         }
     };
-    let mut int = match signal(SignalKind::interrupt()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(component = "daemon", "cannot handle SIGINT: {e}");
-            return;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!(component = "daemon", "SIGTERM received, shutting down");
+                break;
+            }
+            _ = int.recv() => {
+                tracing::info!(component = "daemon", "SIGINT received, shutting down");
+                break;
+            }
+            _ = hup.recv() => tracing::warn!(
+                component = "daemon",
+                "SIGHUP received: reloading the configuration is not supported; restart the service to apply changes"
+            ),
+            _ = cancel.cancelled() => return,
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!(component = "daemon", "SIGTERM received, shutting down"),
-        _ = int.recv() => tracing::info!(component = "daemon", "SIGINT received, shutting down"),
-        _ = cancel.cancelled() => return,
     }
     cancel.cancel();
 }
@@ -233,7 +331,56 @@ mod tests {
         // Pretend the last tick was long ago.
         t.last.store(0, Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(5));
-        // 0 ms period allows 5 s of slack, so still alive.
+        // 0 ms period allows 15 s of slack, so still alive.
         assert!(l.stalled().is_empty());
+    }
+
+    #[tokio::test]
+    async fn watchdog_pets_only_while_every_loop_ticks() {
+        use tokio::time::sleep;
+        let l = Arc::new(Liveness::with_slack(Duration::from_millis(50)));
+        let t = l.register("loop", Duration::from_millis(10));
+        let pets = Arc::new(AtomicU64::new(0));
+        let cancel = CancellationToken::new();
+        let task = {
+            let (l, pets, cancel) = (l.clone(), pets.clone(), cancel.clone());
+            tokio::spawn(async move {
+                watchdog_loop(&l, Duration::from_millis(20), cancel, || {
+                    pets.fetch_add(1, Ordering::SeqCst);
+                })
+                .await
+            })
+        };
+        for _ in 0..30 {
+            t.tick();
+            sleep(Duration::from_millis(10)).await;
+        }
+        let alive = pets.load(Ordering::SeqCst);
+        assert!(alive >= 3, "only {alive} pets while the loop ticked");
+        // The loop stops ticking: after 3 periods + slack (80 ms) the petting must stop.
+        sleep(Duration::from_millis(300)).await;
+        let stalled = pets.load(Ordering::SeqCst);
+        sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            pets.load(Ordering::SeqCst),
+            stalled,
+            "petted a stalled daemon"
+        );
+        // Progress again: petting resumes.
+        for _ in 0..30 {
+            t.tick();
+            sleep(Duration::from_millis(10)).await;
+        }
+        assert!(pets.load(Ordering::SeqCst) > stalled);
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
+    #[test]
+    fn status_wording() {
+        assert_eq!(ready_status(1, 1), "ready: 1 server, 1 node");
+        assert_eq!(ready_status(3, 5), "ready: 3 servers, 5 nodes");
+        assert!(ready_status(2, 2).starts_with("ready: 2 servers, 2 nodes (even number"));
+        assert_eq!(quorum_status(1, 3), "waiting for quorum (1/3 servers)");
     }
 }

@@ -221,6 +221,94 @@ pub async fn check_ready(client: &Client) -> Result<LocalStatus, EtcdError> {
     Ok(s)
 }
 
+/// How long a peer gets to accept a TCP connection before it counts as unreachable.
+const PEER_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// One member as etcd's peer endpoint `GET /members` lists it.
+#[derive(Debug, Clone, Deserialize)]
+struct PeerMember {
+    id: u64,
+    #[serde(rename = "peerURLs", default)]
+    peer_urls: Vec<String>,
+    #[serde(rename = "isLearner", default)]
+    is_learner: bool,
+}
+
+/// `(reachable, voting)` members of the cluster as the local member knows it: this member plus
+/// every voting peer whose peer URL accepts a TCP connection.
+///
+/// The member list comes from the local member's **peer** endpoint (`GET /members` with the
+/// peer client certificate), because that one answers from local state without quorum, while
+/// etcd serves its client API only once it has published itself to the cluster, which needs
+/// a leader.
+pub async fn reachable_voters(
+    paths: &ServerPaths,
+    own_peer_url: &str,
+) -> Result<(usize, usize), EtcdError> {
+    use crate::https::{ClientIdentity, HttpsClient, ServerTrust};
+    let read = |p: &Path| std::fs::read_to_string(p).at(p);
+    let peer = paths.etcd_peer();
+    let identity = ClientIdentity {
+        cert_pem: read(&peer.cert)?,
+        key_pem: read(&peer.key)?,
+    };
+    let trust = ServerTrust::Ca(read(&paths.etcd_peer_ca().cert)?);
+    let client = HttpsClient::new(&trust, Some(&identity), Duration::from_secs(1))
+        .map_err(|e| EtcdError::Client(e.to_string()))?;
+    let resp = client
+        .request(
+            http::Method::GET,
+            &format!("{own_peer_url}/members"),
+            &[],
+            None,
+        )
+        .await
+        .map_err(|e| EtcdError::Client(e.to_string()))?;
+    if !resp.is_success() {
+        return Err(EtcdError::Client(format!(
+            "peer /members: HTTP {}",
+            resp.status
+        )));
+    }
+    let members: Vec<PeerMember> = serde_json::from_slice(&resp.body)
+        .map_err(|e| EtcdError::Client(format!("peer /members: {e}")))?;
+    let voters: Vec<&PeerMember> = members.iter().filter(|m| !m.is_learner).collect();
+    let probes = voters.iter().map(|m| async move {
+        m.peer_urls.iter().any(|u| u == own_peer_url) || peer_reachable(&m.peer_urls).await
+    });
+    let reachable = futures_util::future::join_all(probes)
+        .await
+        .into_iter()
+        .filter(|up| *up)
+        .count();
+    tracing::debug!(
+        component = "etcd",
+        "{reachable} of {} voting members reachable ({:x?})",
+        voters.len(),
+        voters.iter().map(|m| m.id).collect::<Vec<_>>()
+    );
+    Ok((reachable, voters.len()))
+}
+
+/// Whether any of `peer_urls` (`https://host:port`) accepts a TCP connection.
+async fn peer_reachable(peer_urls: &[String]) -> bool {
+    for url in peer_urls {
+        let authority = url
+            .split_once("://")
+            .map_or(url.as_str(), |(_, rest)| rest)
+            .trim_end_matches('/');
+        if let Ok(Ok(_)) = tokio::time::timeout(
+            PEER_PROBE_TIMEOUT,
+            tokio::net::TcpStream::connect(authority),
+        )
+        .await
+        {
+            return true;
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +327,16 @@ mod tests {
         let a = member_name(&p, "n1").unwrap();
         assert!(a.starts_with("n1-") && a.len() == 11);
         assert_eq!(member_name(&p, "n1").unwrap(), a);
+    }
+
+    #[test]
+    fn peer_members_json_of_etcd_3_4() {
+        let body = r#"[{"id":7480355405778997125,"peerURLs":["https://127.0.99.1:2380"],"name":"pm1-1efd65ff","clientURLs":["https://127.0.99.1:2379"]},
+                       {"id":1,"peerURLs":["https://127.0.99.2:2380"],"name":"","clientURLs":[],"isLearner":true}]"#;
+        let m: Vec<PeerMember> = serde_json::from_str(body).unwrap();
+        assert_eq!(m[0].id, 7480355405778997125);
+        assert!(!m[0].is_learner && m[1].is_learner);
+        assert_eq!(m[1].peer_urls, ["https://127.0.99.2:2380"]);
     }
 
     #[test]

@@ -181,13 +181,33 @@ pub enum ProcessState {
     Stopped,
 }
 
-fn spawn(settings: &EtcdSettings) -> std::io::Result<Child> {
+/// The service manager's variables, which are meant for the daemon alone. etcd speaks
+/// sd_notify itself: with `NOTIFY_SOCKET` it would send READY=1 on the daemon's behalf long
+/// before the node is ready (and `LISTEN_*`/`WATCHDOG_*` describe the daemon's pid and fds).
+pub const SERVICE_MANAGER_ENV: [&str; 6] = [
+    "NOTIFY_SOCKET",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+];
+
+fn command(settings: &EtcdSettings) -> Command {
     let mut cmd = Command::new(&settings.bin);
     cmd.args(settings.args())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    for var in SERVICE_MANAGER_ENV {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+fn spawn(settings: &EtcdSettings) -> std::io::Result<Child> {
+    let mut cmd = command(settings);
     let parent = rustix::process::getpid();
     // SAFETY: the closure runs in the forked child before exec and only makes two
     // async-signal-safe system calls (prctl and getppid); it allocates nothing and takes no
@@ -387,6 +407,20 @@ mod tests {
             &"--listen-client-urls=https://10.0.0.5:2379,https://127.0.0.1:2379".to_string()
         ));
         assert!(a.contains(&"--listen-metrics-urls=http://127.0.0.1:2381".to_string()));
+    }
+
+    #[test]
+    fn etcd_does_not_inherit_the_service_manager_environment() {
+        let cmd = command(&settings());
+        let removed: Vec<String> = cmd
+            .as_std()
+            .get_envs()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        for var in SERVICE_MANAGER_ENV {
+            assert!(removed.iter().any(|r| r == var), "{var} is inherited");
+        }
     }
 
     #[test]

@@ -22,8 +22,8 @@ use tokio_util::task::TaskTracker;
 use crate::bootstrap::{self, BootstrapData, BootstrapError};
 use crate::clientaccess::AccessError;
 use crate::config::ServerConfig;
-use crate::daemon::Runtime;
 use crate::daemon::listeners::{self, InheritedListeners, ListenerError};
+use crate::daemon::{Runtime, stopping_on_cancel};
 use crate::datastore::{Cas, Datastore, DatastoreError};
 use crate::etcd::process::{EtcdSettings, InitialClusterState, ProcessState};
 use crate::etcd::{self, EtcdError, EtcdTls};
@@ -35,6 +35,12 @@ use crate::pki::PkiError;
 use crate::token::{self, Passwd, TokenError};
 use context::{Ctx, ServerContext};
 
+/// How often the "waiting for quorum (n/m servers)" status is recomputed.
+const QUORUM_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Limit of the local readiness check while etcd starts.
+const ETCD_READY_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long shutdown keeps etcd running for the other tasks to finish their calls.
+const ETCD_STOP_DELAY: Duration = Duration::from_secs(2);
 /// How long shutdown waits for subsystems before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
@@ -118,10 +124,32 @@ pub async fn run(
     let node = prepare::node_identity(&config.node, config.bind_address)?;
     let runtime = Runtime::new(&node.name, "server");
     let tracker = TaskTracker::new();
-    let result = run_inner(config, env, node, runtime.clone(), cancel.clone(), &tracker).await;
+    // etcd has its own token and tracker: it stops last, once nothing uses it any more, so
+    // in-flight API requests and loops finish quickly instead of running into etcd timeouts.
+    let etcd = EtcdLifetime {
+        cancel: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+    };
+    // STOPPING=1 as soon as shutdown begins, before the listeners and etcd wind down.
+    tracker.spawn(stopping_on_cancel(runtime.clone(), cancel.clone()));
+    let result = run_inner(
+        config,
+        env,
+        node,
+        runtime.clone(),
+        cancel.clone(),
+        &tracker,
+        &etcd,
+    )
+    .await;
     runtime.stopping();
     cancel.cancel();
     tracker.close();
+    // etcd stops once the other tasks are done, or after ETCD_STOP_DELAY: without quorum,
+    // calls in flight would otherwise wait for their timeouts, and stopping etcd ends them.
+    let _ = tokio::time::timeout(ETCD_STOP_DELAY, tracker.wait()).await;
+    etcd.cancel.cancel();
+    etcd.tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
         .await
         .is_err()
@@ -131,7 +159,15 @@ pub async fn run(
             "some tasks did not stop within {SHUTDOWN_GRACE:?}"
         );
     }
+    // supervise() itself gives etcd STOP_GRACE before killing it.
+    etcd.tracker.wait().await;
     result
+}
+
+/// The etcd supervisor's own shutdown token and task tracker.
+struct EtcdLifetime {
+    cancel: CancellationToken,
+    tracker: TaskTracker,
 }
 
 async fn run_inner(
@@ -141,6 +177,7 @@ async fn run_inner(
     runtime: Runtime,
     cancel: CancellationToken,
     tracker: &TaskTracker,
+    etcd_lifetime: &EtcdLifetime,
 ) -> Result<(), ServerError> {
     let paths = ServerPaths::new(&config.node.data_dir);
     let agent_paths = AgentPaths::new(&config.node.data_dir);
@@ -344,14 +381,14 @@ async fn run_inner(
         runtime.set_phase("starting etcd");
     }
     let (etcd_state_tx, etcd_state) = watch::channel(ProcessState::Starting);
-    let etcd_cancel = cancel.child_token();
-    let etcd_task = tracker.spawn(etcd::process::supervise(
+    let etcd_cancel = etcd_lifetime.cancel.clone();
+    let etcd_task = etcd_lifetime.tracker.spawn(etcd::process::supervise(
         settings,
         etcd_cancel.clone(),
         etcd_state_tx,
     ));
 
-    let client = wait_for_etcd(&ctx, &local_client_url, &etcd_state, &cancel).await?;
+    let client = wait_for_etcd(&ctx, &local_client_url, &peer_url, &etcd_state, &cancel).await?;
     let _ = ctx.etcd.set(client.clone());
     let store = Datastore::new(client.clone());
 
@@ -416,11 +453,15 @@ async fn run_inner(
     )?;
     wait_registered(registered, &cancel).await?;
     crate::controllers::publish_apiserver_endpoint(ctx.clone(), tracker, cancel.clone());
+    // Counts for the READY status come from etcd and the API now, not from the periodic
+    // reporter, which only starts after readiness.
+    if let Err(e) = crate::controllers::refresh_status(&ctx).await {
+        tracing::debug!(component = "server", "refreshing the cluster status: {e}");
+    }
     let s = runtime.snapshot();
-    runtime.set_ready(format!(
-        "ready: {} servers, {} nodes",
+    runtime.set_ready(crate::daemon::ready_status(
         s.server_count.max(1),
-        s.node_count.max(1)
+        s.node_count.max(1),
     ));
     crate::controllers::spawn_status_reporter(ctx.clone(), tracker, cancel.clone());
     crate::dbus::spawn_server(ctx.clone(), tracker, cancel.clone());
@@ -453,10 +494,12 @@ async fn wait_registered(
 async fn wait_for_etcd(
     ctx: &Ctx,
     url: &str,
+    peer_url: &str,
     process: &watch::Receiver<ProcessState>,
     cancel: &CancellationToken,
 ) -> Result<etcd_client::Client, ServerError> {
     let mut client: Option<etcd_client::Client> = None;
+    let mut last_quorum_probe: Option<tokio::time::Instant> = None;
     loop {
         if cancel.is_cancelled() {
             return Err(ServerError::Cancelled);
@@ -471,18 +514,43 @@ async fn wait_for_etcd(
         if client.is_none() {
             client = etcd::connect(&[url.to_string()], &ctx.etcd_tls).await.ok();
         }
-        if let Some(c) = &client {
-            match etcd::check_ready(c).await {
-                Ok(_) => return Ok(c.clone()),
-                Err(EtcdError::Learner) => {
-                    ctx.runtime.set_phase(
-                        "joined etcd as a learner; waiting for promotion to voting member",
-                    );
+        // A member that is not serving its clients yet leaves calls hanging until they time
+        // out; a short limit keeps this loop (and the phase) responsive.
+        let outcome = match &client {
+            Some(c) => tokio::time::timeout(ETCD_READY_CHECK_TIMEOUT, etcd::check_ready(c))
+                .await
+                .unwrap_or(Err(EtcdError::Timeout)),
+            None => Err(EtcdError::Timeout),
+        };
+        match outcome {
+            Ok(_) => {
+                if let Some(c) = client {
+                    return Ok(c);
                 }
-                Err(EtcdError::NoLeader) => {
-                    ctx.runtime.set_phase("waiting for etcd quorum");
+            }
+            Err(EtcdError::Learner) => ctx
+                .runtime
+                .set_phase("joined etcd as a learner; waiting for promotion to voting member"),
+            Err(e) => {
+                // No leader, or not serving clients yet (etcd serves them only after
+                // publishing itself to the cluster, which needs quorum): say how many servers
+                // are there. Probing the peers takes up to half a second; once a second will do.
+                if matches!(*process.borrow(), ProcessState::Running { .. })
+                    && last_quorum_probe.is_none_or(|t| t.elapsed() >= QUORUM_PROBE_INTERVAL)
+                {
+                    last_quorum_probe = Some(tokio::time::Instant::now());
+                    let no_leader = matches!(e, EtcdError::NoLeader);
+                    let phase = match etcd::reachable_voters(&ctx.paths, peer_url).await {
+                        Ok((reachable, voters))
+                            if voters > 0 && (no_leader || reachable * 2 <= voters) =>
+                        {
+                            crate::daemon::quorum_status(reachable, voters)
+                        }
+                        _ if no_leader => "waiting for etcd quorum".to_string(),
+                        _ => "waiting for etcd to start".to_string(),
+                    };
+                    ctx.runtime.set_phase(phase);
                 }
-                Err(_) => ctx.runtime.set_phase("waiting for etcd to start"),
             }
         }
         tokio::select! {

@@ -30,6 +30,16 @@ pub fn require_tool(tool: &str, package: &str) {
 }
 
 static NEXT_BLOCK: AtomicU32 = AtomicU32::new(0);
+static NEXT_SUFFIX: AtomicU32 = AtomicU32::new(0);
+
+/// A suffix unique within this test process (file names of successive logs and the like).
+pub fn unique_suffix() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT_SUFFIX.fetch_add(1, Ordering::SeqCst)
+    )
+}
 
 /// A block of loopback addresses 127.A.B.1..N reserved for one test: A from the process id,
 /// B a per-process counter, so tests in parallel (threads or processes) never share addresses.
@@ -92,24 +102,38 @@ impl Daemon {
         log: &Path,
         env: &[(&str, &str)],
     ) -> Daemon {
-        let out = fs::File::create(log).expect("log file");
         let mut cmd = Command::new(rke2_bin());
         cmd.arg(role)
             .arg("--config")
             .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(out)
-            .stdin(Stdio::null());
+            .env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Daemon::spawn(name, cmd, log)
+    }
+
+    /// Starts `cmd` (rke2 itself, or a launcher that execs it in place, such as
+    /// `systemd-socket-activate` or `nsenter`, so the pid stays rke2's) with stdout and stderr
+    /// in `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Daemon {
+        let out = fs::File::create(log).expect("log file");
+        cmd.stdout(out.try_clone().expect("dup"))
+            .stderr(out)
+            .stdin(Stdio::null());
         let child = cmd.spawn().expect("spawn rke2");
         Daemon {
             name: name.to_string(),
             child: Some(child),
             log: log.to_path_buf(),
         }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     pub fn pid(&self) -> u32 {
@@ -289,9 +313,7 @@ impl ServerNode {
     /// Restarts the daemon with the same config.
     pub fn restart(&mut self, extra_env: &[(&str, &str)]) {
         self.daemon.stop();
-        let log = self
-            .dir
-            .join(format!("log-{}", Instant::now().elapsed().as_nanos()));
+        let log = self.dir.join(format!("log-{}", unique_suffix()));
         self.daemon = Daemon::start(
             &self.daemon.name.clone(),
             "server",
@@ -326,19 +348,201 @@ pub fn start_server(
     root: &Path,
     extra: &[(&'static str, String)],
 ) -> ServerNode {
+    start_server_env(name, ip, root, extra, &[])
+}
+
+/// [`start_server`] with extra environment variables for the daemon.
+pub fn start_server_env(
+    name: &str,
+    ip: Ipv4Addr,
+    root: &Path,
+    extra: &[(&'static str, String)],
+    env: &[(&str, &str)],
+) -> ServerNode {
     let dir = root.join(name);
     fs::create_dir_all(&dir).unwrap();
     let mut entries = server_config(name, ip, &dir);
     entries.extend(extra.iter().cloned());
     let config = dir.join("config.yaml");
     write_config(&config, &entries);
-    let daemon = Daemon::start(name, "server", &config, &dir.join("log"), &[]);
+    let daemon = Daemon::start(name, "server", &config, &dir.join("log"), env);
     ServerNode {
         daemon,
         ip,
         kubeconfig: dir.join("rke2.yaml"),
         config,
         dir,
+    }
+}
+
+/// Config lines of a test agent at `ip` under `dir`, joining through `server` (a supervisor
+/// URL) with `token`; its load balancers listen on `ip` too.
+pub fn agent_config(
+    name: &str,
+    ip: Ipv4Addr,
+    dir: &Path,
+    server: &str,
+    token: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("node-name", name.to_string()),
+        ("node-ip", ip.to_string()),
+        ("server", server.to_string()),
+        ("token", token.to_string()),
+        ("data-dir", dir.join("data").display().to_string()),
+        (
+            "node-password-file",
+            dir.join("node-password").display().to_string(),
+        ),
+        ("lb-bind-address", ip.to_string()),
+        ("node-heartbeat-interval", "2s".to_string()),
+    ]
+}
+
+/// Writes an agent's config under `root/<name>` (see [`agent_config`]) and returns its path.
+pub fn write_agent_config(
+    name: &str,
+    ip: Ipv4Addr,
+    root: &Path,
+    server: &str,
+    token: &str,
+) -> PathBuf {
+    let dir = root.join(name);
+    fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    write_config(&config, &agent_config(name, ip, &dir, server, token));
+    config
+}
+
+/// Tells the test log about a skipped test. Written to the real stderr (not through
+/// `eprintln!`, which the test harness captures and hides for tests that return normally).
+/// With `RKE2_TEST_REQUIRE=<anything>` in the environment a skip is a failure instead (CI).
+pub fn skip(test: &str, reason: &str) {
+    use std::io::Write;
+    if std::env::var_os("RKE2_TEST_REQUIRE").is_some() {
+        panic!("{test}: cannot run ({reason}) and RKE2_TEST_REQUIRE is set");
+    }
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+}
+
+/// One sd_notify datagram the test (acting as the service manager) received.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub at: Instant,
+    /// Sender pid from SCM_CREDENTIALS (0 if missing).
+    pub pid: u32,
+    pub text: String,
+}
+
+impl Notification {
+    /// The value of `KEY=` in this datagram, if present.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.text
+            .lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+    }
+}
+
+/// The service manager's end of `NOTIFY_SOCKET`: a datagram socket that records every
+/// message with its sender's pid (SO_PASSCRED), as systemd does for `NotifyAccess=main`.
+pub struct NotifyReceiver {
+    pub path: PathBuf,
+    messages: std::sync::Arc<std::sync::Mutex<Vec<Notification>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NotifyReceiver {
+    pub fn bind(path: &Path) -> NotifyReceiver {
+        use std::os::unix::net::UnixDatagram;
+        let sock = UnixDatagram::bind(path).expect("bind notify socket");
+        rustix::net::sockopt::set_socket_passcred(&sock, true).expect("SO_PASSCRED");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let (messages, stop) = (messages.clone(), stop.clone());
+            std::thread::spawn(move || {
+                use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+                while !stop.load(Ordering::SeqCst) {
+                    let mut space =
+                        [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
+                    let mut cmsg = RecvAncillaryBuffer::new(&mut space);
+                    let mut buf = vec![0u8; 65536];
+                    let n = match rustix::net::recvmsg(
+                        &sock,
+                        &mut [std::io::IoSliceMut::new(&mut buf)],
+                        &mut cmsg,
+                        RecvFlags::empty(),
+                    ) {
+                        Ok(r) => r.bytes,
+                        Err(_) => continue, // timeout: check `stop`
+                    };
+                    let mut pid = 0;
+                    for m in cmsg.drain() {
+                        if let RecvAncillaryMessage::ScmCredentials(c) = m {
+                            pid = c.pid.as_raw_nonzero().get() as u32;
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    messages.lock().unwrap().push(Notification {
+                        at: Instant::now(),
+                        pid,
+                        text,
+                    });
+                }
+            })
+        };
+        NotifyReceiver {
+            path: path.to_path_buf(),
+            messages,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn messages(&self) -> Vec<Notification> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// Every `STATUS=` value, in order.
+    pub fn statuses(&self) -> Vec<String> {
+        self.messages()
+            .iter()
+            .filter_map(|m| m.get("STATUS").map(str::to_string))
+            .collect()
+    }
+
+    /// Waits for a message for which `pred` holds; returns it.
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Notification) -> bool,
+    ) -> Notification {
+        let start = Instant::now();
+        loop {
+            let messages = self.messages();
+            if let Some(m) = messages.iter().find(|m| pred(m)) {
+                return m.clone();
+            }
+            let texts: Vec<&str> = messages.iter().map(|m| m.text.as_str()).collect();
+            assert!(
+                start.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {what}; received: {texts:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for NotifyReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
