@@ -164,7 +164,7 @@ in
         }
         {
           assertion = !(isServer && cfg.socketActivation) || socketPortMismatch == [ ];
-          message = "services.rke2.settings.${lib.concatStringsSep " and " socketPortMismatch}: rke2-server.socket listens on ports 9345 and 6443 of every address, and the server takes those sockets instead of binding its own; set services.rke2.socketActivation = false so rke2 binds what settings say.";
+          message = "services.rke2.settings.${lib.concatStringsSep " and " socketPortMismatch}: rke2-server.socket and rke2-server-api.socket listen on ports 9345 and 6443 of every address, and the server takes those sockets instead of binding its own; set services.rke2.socketActivation = false so rke2 binds what settings say.";
         }
       ];
 
@@ -192,7 +192,11 @@ in
     };
 
     # Masked when off, so the packaged socket cannot hold the ports rke2 binds itself.
+    # Two socket units: FileDescriptorName= names every fd of a unit alike, so 9345
+    # ("supervisor") and 6443 ("apiserver") come from separate units (see systemd/).
     systemd.sockets.rke2-server = lib.mkIf isServer
+      (if cfg.socketActivation then { wantedBy = [ "sockets.target" ]; } else { enable = false; });
+    systemd.sockets.rke2-server-api = lib.mkIf isServer
       (if cfg.socketActivation then { wantedBy = [ "sockets.target" ]; } else { enable = false; });
 
     systemd.services.rke2-agent = lib.mkIf (!isServer) {

@@ -67,7 +67,7 @@ in
       assertions = [ ];
       warnings = [ ];
       services = [ "rke2-server" ];
-      sockets = [ "rke2-server" ];
+      sockets = [ "rke2-server" "rke2-server-api" ];
       firewall = [ 9345 6443 2379 2380 2381 ];
     }
     (summary s2))
@@ -81,6 +81,7 @@ in
       path = [ pkgs.etcd ];
       wantedBy = [ "multi-user.target" ];
       socketWantedBy = [ "sockets.target" ];
+      apiSocketWantedBy = [ "sockets.target" ];
       restartTriggers = [ s2.environment.etc."rancher/rke2/config.yaml".source ];
       packages = [ "rke2" ];
       dbus = [ "rke2" ];
@@ -89,6 +90,7 @@ in
       inherit (s) environment path wantedBy restartTriggers;
       inherit (s.serviceConfig) LoadCredential;
       socketWantedBy = s2.systemd.sockets.rke2-server.wantedBy;
+      apiSocketWantedBy = s2.systemd.sockets.rke2-server-api.wantedBy;
       packages = map (p: p.name) s2.systemd.packages;
       dbus = map (p: p.name) s2.services.dbus.packages;
     }))
@@ -156,12 +158,13 @@ in
       on = eval [ { services.rke2 = { enable = true; settings.supervisor-port = 19345; }; } ];
       off = eval [ { services.rke2 = { enable = true; openFirewall = true; socketActivation = false; settings.supervisor-port = 19345; }; } ];
     in [
-      (has "settings.supervisor-port: rke2-server.socket listens" (failed on))
+      (has "settings.supervisor-port: rke2-server.socket and rke2-server-api.socket listen" (failed on))
       (failed off)
       off.networking.firewall.allowedTCPPorts
     ]))
-  (case "socketActivation off masks the packaged socket" false
-    (eval [ { services.rke2 = { enable = true; socketActivation = false; }; } ]).systemd.sockets.rke2-server.enable)
+  (case "socketActivation off masks both packaged sockets" [ false false ]
+    (let c = eval [ { services.rke2 = { enable = true; socketActivation = false; }; } ]; in
+      [ c.systemd.sockets.rke2-server.enable c.systemd.sockets.rke2-server-api.enable ]))
   (case "disabled: nothing is set" { services = [ ]; etc = [ ]; }
     (let c = eval [ { services.rke2.cluster = cluster; networking.hostName = "s1"; } ]; in
       { services = builtins.attrNames c.systemd.services; etc = builtins.attrNames c.environment.etc; }))
