@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use axum::extract::Request;
 use axum::http::{Method, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::{Value, json};
 
@@ -368,9 +368,9 @@ async fn list(
     wants_table: bool,
 ) -> Result<Response, ApiError> {
     let opts = list_options(info, query)?;
-    let result = store.list(info, ns, &opts).await?;
-    let rv = result.resource_version.to_string();
     if wants_table {
+        let result = store.list(info, ns, &opts).await?;
+        let rv = result.resource_version.to_string();
         return Ok(table_response(&table::table(
             info,
             &result.items,
@@ -379,20 +379,36 @@ async fn list(
             Utc::now(),
         )));
     }
-    let mut metadata = json!({"resourceVersion": rv});
+    // Plain lists are assembled from the stored bytes: no per-object parse and re-encode.
+    let result = store.list_stored(info, ns, &opts).await?;
+    let mut metadata = json!({"resourceVersion": result.resource_version.to_string()});
     if let Some(c) = &result.continue_token {
         metadata["continue"] = Value::String(c.clone());
         if let Some(n) = result.remaining {
             metadata["remainingItemCount"] = json!(n);
         }
     }
-    let list = json!({
-        "kind": info.list_kind(),
-        "apiVersion": info.api_version(),
-        "metadata": metadata,
-        "items": result.items,
-    });
-    Ok(json_response(StatusCode::OK, &list, "application/json"))
+    let mut body = format!(
+        "{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
+        info.list_kind(),
+        info.api_version(),
+        metadata
+    )
+    .into_bytes();
+    body.reserve(result.items.iter().map(|kv| kv.value.len() + 32).sum());
+    for (i, kv) in result.items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&storage::encode_item(info, kv)?);
+    }
+    body.extend_from_slice(b"]}");
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
 }
 
 /// SelfSubjectAccessReview and SelfSubjectReview.

@@ -60,6 +60,37 @@ pub struct ListResult {
     pub remaining: Option<i64>,
 }
 
+/// A list result with undecoded items.
+#[derive(Debug, Clone)]
+pub struct RawListResult {
+    pub items: Vec<Stored>,
+    pub resource_version: i64,
+    pub continue_token: Option<String>,
+    pub remaining: Option<i64>,
+}
+
+/// The stored JSON of an object with its `resourceVersion` spliced in, without parsing it. The
+/// daemon stores objects with serde_json's sorted keys, so the top-level `"metadata":{` comes
+/// right after `apiVersion` and `kind`; anything unexpected falls back to decode + encode.
+pub fn encode_item(info: &ResourceInfo, kv: &Stored) -> Result<Vec<u8>, ApiError> {
+    const META: &[u8] = b"\"metadata\":{";
+    let v = &kv.value;
+    if v.first() == Some(&b'{')
+        && let Some(pos) = v.windows(META.len()).position(|w| w == META)
+        && !v[1..pos].contains(&b'{')
+    {
+        let at = pos + META.len();
+        let empty = v.get(at) == Some(&b'}');
+        let rv = format!("\"resourceVersion\":\"{}\"{}", kv.mod_revision, if empty { "" } else { "," });
+        let mut out = Vec::with_capacity(v.len() + rv.len());
+        out.extend_from_slice(&v[..at]);
+        out.extend_from_slice(rv.as_bytes());
+        out.extend_from_slice(&v[at..]);
+        return Ok(out);
+    }
+    Ok(serde_json::to_vec(&decode(info, kv)?).expect("JSON values serialise"))
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ContinueToken {
     rv: i64,
@@ -336,37 +367,49 @@ impl Storage {
         ns: Option<&str>,
         opts: &ListOptions,
     ) -> Result<ListResult, ApiError> {
-        let matches = |v: &Value| {
-            opts.label_selector
-                .as_ref()
-                .map(|s| {
-                    let empty = serde_json::Map::new();
-                    let labels = v
-                        .pointer("/metadata/labels")
-                        .and_then(Value::as_object)
-                        .unwrap_or(&empty);
-                    s.matches(labels)
-                })
-                .unwrap_or(true)
-                && opts
-                    .field_selector
-                    .as_ref()
-                    .map(|s| s.matches(v))
-                    .unwrap_or(true)
+        let raw = self.list_stored(info, ns, opts).await?;
+        Ok(ListResult {
+            items: raw
+                .items
+                .iter()
+                .map(|kv| decode(info, kv))
+                .collect::<Result<_, _>>()?,
+            resource_version: raw.resource_version,
+            continue_token: raw.continue_token,
+            remaining: raw.remaining,
+        })
+    }
+
+    /// Like [`Storage::list`], but returns the stored values undecoded, so a plain list can be
+    /// answered without parsing every object (see [`encode_item`]). Objects are decoded only
+    /// to evaluate selectors.
+    pub async fn list_stored(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<RawListResult, ApiError> {
+        let filtering = opts.label_selector.is_some() || opts.field_selector.is_some();
+        let matches = |kv: &Stored| -> Result<bool, ApiError> {
+            if !filtering {
+                return Ok(true);
+            }
+            let v = decode(info, kv)?;
+            Ok(opts.label_selector.as_ref().is_none_or(|s| s.matches_object(&v))
+                && opts.field_selector.as_ref().is_none_or(|s| s.matches(&v)))
         };
         // A metadata.name field selector reads one key instead of the range.
         if let Some(name) = opts.field_selector.as_ref().and_then(|f| f.single_name())
             && (!info.namespaced || ns.is_some())
         {
             let (kv, rev) = self.store.get(&info.key(ns, name)).await?;
-            let items = match kv {
-                Some(kv) => {
-                    let v = decode(info, &kv)?;
-                    if matches(&v) { vec![v] } else { vec![] }
-                }
-                None => vec![],
-            };
-            return Ok(ListResult {
+            let mut items = Vec::new();
+            if let Some(kv) = kv
+                && matches(&kv)?
+            {
+                items.push(kv);
+            }
+            return Ok(RawListResult {
                 items,
                 resource_version: rev,
                 continue_token: None,
@@ -401,15 +444,16 @@ impl Storage {
                 revision = page.revision;
             }
             let last_key = page.items.last().map(|kv| kv.key.clone());
-            for kv in &page.items {
-                let v = decode(info, kv)?;
-                if matches(&v) {
-                    items.push(v);
+            let remaining = page.remaining;
+            let more = page.more;
+            for kv in page.items {
+                if matches(&kv)? {
+                    items.push(kv);
                 }
             }
             let full = opts.limit > 0 && items.len() as i64 >= opts.limit;
-            if !page.more {
-                return Ok(ListResult {
+            if !more {
+                return Ok(RawListResult {
                     items,
                     resource_version: revision,
                     continue_token: None,
@@ -418,15 +462,11 @@ impl Storage {
             }
             if full {
                 let last = last_key.unwrap_or_default();
-                return Ok(ListResult {
+                return Ok(RawListResult {
                     items,
                     resource_version: revision,
                     continue_token: Some(encode_continue(revision, &last)),
-                    remaining: opts
-                        .label_selector
-                        .is_none()
-                        .then_some(page.remaining)
-                        .filter(|_| opts.field_selector.is_none()),
+                    remaining: (!filtering).then_some(remaining),
                 });
             }
             start = last_key;
@@ -450,6 +490,24 @@ mod tests {
         assert_eq!(c.rv, 42);
         assert_eq!(c.start, "/registry/minions/n7");
         assert!(decode_continue("%%%").is_err());
+    }
+
+    #[test]
+    fn encode_item_splices_the_resource_version() {
+        let info = crate::apiserver::resources::lookup("", "v1", "nodes").unwrap();
+        let obj = serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {"a": "b"}}, "spec": {}});
+        let kv = Stored {
+            key: "/registry/minions/n1".into(),
+            value: encode(&obj),
+            mod_revision: 42,
+            create_revision: 40,
+        };
+        let fast: Value = serde_json::from_slice(&encode_item(info, &kv).unwrap()).unwrap();
+        assert_eq!(fast, decode(info, &kv).unwrap());
+        let empty = serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {}});
+        let kv = Stored { value: encode(&empty), ..kv };
+        let fast: Value = serde_json::from_slice(&encode_item(info, &kv).unwrap()).unwrap();
+        assert_eq!(fast["metadata"]["resourceVersion"], "42");
     }
 
     #[test]
