@@ -39,7 +39,11 @@ impl Conn {
     /// For GET requests `ct` is used as the Accept header (a GET has no body to type).
     async fn call(&mut self, method: &str, path: &str, ct: &str, body: Vec<u8>) -> (u16, Bytes) {
         self.sender.ready().await.unwrap();
-        let accept = if method == "GET" { ct } else { "application/json" };
+        let accept = if method == "GET" {
+            ct
+        } else {
+            "application/json"
+        };
         let req = hyper::Request::builder()
             .method(method)
             .uri(path)

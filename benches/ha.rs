@@ -84,7 +84,25 @@ fn watch_renewals(
     (child, seen)
 }
 
-fn run(label: &str, etcd_args: &[&str]) {
+/// Which server the benchmark kills.
+#[derive(Clone, Copy, PartialEq)]
+enum Victim {
+    /// The server the agent's API load balancer is using.
+    AgentsApiServer,
+    /// The etcd raft leader (an election on top of the failover).
+    EtcdLeader,
+}
+
+fn leader_index(servers: &[ServerNode]) -> Option<usize> {
+    servers.iter().position(|s| {
+        let out = etcdctl(s, &["endpoint", "status", "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let st = &v[0]["Status"];
+        st["leader"].as_u64().is_some() && st["leader"] == st["header"]["member_id"]
+    })
+}
+
+fn run(label: &str, etcd_args: &[&str], kill: Victim) {
     let block = AddrBlock::new();
     let root = tempfile::tempdir().unwrap();
     let ips: Vec<_> = (1..=3).map(|i| block.ip(i)).collect();
@@ -133,9 +151,16 @@ fn run(label: &str, etcd_args: &[&str]) {
 
     // Let heartbeats settle, then kill the server the agent's API load balancer uses.
     std::thread::sleep(Duration::from_secs(3));
-    let victim = (0..3)
-        .max_by_key(|&i| sockets_between(agent_ip, ips[i]))
-        .unwrap();
+    let victim = match kill {
+        Victim::AgentsApiServer => (0..3)
+            .max_by_key(|&i| sockets_between(agent_ip, ips[i]))
+            .unwrap(),
+        Victim::EtcdLeader => leader_index(&servers).expect("an etcd leader"),
+    };
+    let what = match kill {
+        Victim::AgentsApiServer => "the agent's active API server",
+        Victim::EtcdLeader => "the etcd leader",
+    };
     let watcher_idx = (victim + 1) % 3;
     let (mut watch, seen) = watch_renewals(&servers[watcher_idx], "a1");
     std::thread::sleep(Duration::from_secs(2));
@@ -156,7 +181,7 @@ fn run(label: &str, etcd_args: &[&str]) {
         .max()
         .unwrap_or(-1);
     println!(
-        "[{label}] killed s{} (the agent's active API server); longest gap between lease renewals: {} ms ({} renewals seen in 10 s, heartbeat interval 200 ms)",
+        "[{label}] killed s{} ({what}); longest gap between lease renewals: {} ms ({} renewals seen in 10 s, heartbeat interval 200 ms)",
         victim + 1,
         max_gap,
         window.len()
@@ -166,12 +191,10 @@ fn run(label: &str, etcd_args: &[&str]) {
 
 fn main() {
     require_tool("haproxy", "haproxy");
-    run(
-        "etcd default timings",
-        &["heartbeat-interval=100", "election-timeout=1000"],
-    );
-    run(
-        "etcd 50/500 ms",
-        &["heartbeat-interval=50", "election-timeout=500"],
-    );
+    let default = ["heartbeat-interval=100", "election-timeout=1000"];
+    let fast = ["heartbeat-interval=50", "election-timeout=500"];
+    run("etcd default timings", &default, Victim::AgentsApiServer);
+    run("etcd default timings", &default, Victim::EtcdLeader);
+    run("etcd 50/500 ms", &fast, Victim::AgentsApiServer);
+    run("etcd 50/500 ms", &fast, Victim::EtcdLeader);
 }

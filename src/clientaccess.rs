@@ -198,11 +198,14 @@ pub fn is_transient(e: &AccessError) -> bool {
     }
 }
 
-/// Interval between attempts while a cluster is unreachable (k3s: 2 s).
+/// Longest interval between attempts while a cluster is unreachable (k3s: a fixed 2 s).
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(2);
+/// First retry interval: nodes started together with the first server get in as soon as it
+/// answers instead of waiting a full interval.
+const FIRST_RETRY: Duration = Duration::from_millis(250);
 
-/// Runs `f` until it succeeds or fails with a non-transient error, every [`RETRY_INTERVAL`],
-/// logging the first failure and every 15th. `None` when cancelled.
+/// Runs `f` until it succeeds or fails with a non-transient error, backing off from 250 ms to
+/// [`RETRY_INTERVAL`], logging the first failure and every 15th. `None` when cancelled.
 pub async fn retry<T, F, Fut>(
     cancel: &tokio_util::sync::CancellationToken,
     what: &str,
@@ -213,23 +216,22 @@ where
     Fut: std::future::Future<Output = Result<T, AccessError>>,
 {
     let mut attempts = 0u32;
+    let mut delay = FIRST_RETRY;
     loop {
         match f().await {
             Ok(v) => return Some(Ok(v)),
             Err(e) if is_transient(&e) => {
                 attempts += 1;
                 if attempts == 1 || attempts.is_multiple_of(15) {
-                    tracing::warn!(
-                        component = "clientaccess",
-                        "{what} failed, retrying every {RETRY_INTERVAL:?}: {e}"
-                    );
+                    tracing::warn!(component = "clientaccess", "{what} failed, retrying: {e}");
                 }
             }
             Err(e) => return Some(Err(e)),
         }
         tokio::select! {
             _ = cancel.cancelled() => return None,
-            _ = tokio::time::sleep(RETRY_INTERVAL) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
+        delay = (delay * 2).min(RETRY_INTERVAL);
     }
 }

@@ -81,7 +81,11 @@ pub fn encode_item(info: &ResourceInfo, kv: &Stored) -> Result<Vec<u8>, ApiError
     {
         let at = pos + META.len();
         let empty = v.get(at) == Some(&b'}');
-        let rv = format!("\"resourceVersion\":\"{}\"{}", kv.mod_revision, if empty { "" } else { "," });
+        let rv = format!(
+            "\"resourceVersion\":\"{}\"{}",
+            kv.mod_revision,
+            if empty { "" } else { "," }
+        );
         let mut out = Vec::with_capacity(v.len() + rv.len());
         out.extend_from_slice(&v[..at]);
         out.extend_from_slice(rv.as_bytes());
@@ -395,7 +399,10 @@ impl Storage {
                 return Ok(true);
             }
             let v = decode(info, kv)?;
-            Ok(opts.label_selector.as_ref().is_none_or(|s| s.matches_object(&v))
+            Ok(opts
+                .label_selector
+                .as_ref()
+                .is_none_or(|s| s.matches_object(&v))
                 && opts.field_selector.as_ref().is_none_or(|s| s.matches(&v)))
         };
         // A metadata.name field selector reads one key instead of the range.
@@ -505,7 +512,10 @@ mod tests {
         let fast: Value = serde_json::from_slice(&encode_item(info, &kv).unwrap()).unwrap();
         assert_eq!(fast, decode(info, &kv).unwrap());
         let empty = serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {}});
-        let kv = Stored { value: encode(&empty), ..kv };
+        let kv = Stored {
+            value: encode(&empty),
+            ..kv
+        };
         let fast: Value = serde_json::from_slice(&encode_item(info, &kv).unwrap()).unwrap();
         assert_eq!(fast["metadata"]["resourceVersion"], "42");
     }

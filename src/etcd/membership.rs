@@ -18,7 +18,11 @@ use super::{
 const JOIN_DEADLINE: Duration = Duration::from_secs(300);
 /// Interval of the learner promotion loop on the leader (k3s: 15 s; ours is faster so joins
 /// complete in seconds).
-pub const PROMOTE_INTERVAL: Duration = Duration::from_secs(1);
+pub const PROMOTE_INTERVAL: Duration = Duration::from_millis(500);
+/// Retry interval of a refused MemberAdd. etcd refuses adds until its leader has been connected
+/// to every voting member for 5 s ("unhealthy cluster") and while another learner exists, so
+/// servers started together join one after another; retrying often keeps that queue short.
+const JOIN_RETRY: Duration = Duration::from_millis(300);
 /// A learner that never starts is removed after this long (k3s: 5 min without progress).
 const LEARNER_STALL_LIMIT: Duration = Duration::from_secs(300);
 
@@ -153,14 +157,21 @@ pub async fn join_as_learner(
         match attempt.await {
             Ok(plan) => return Ok(plan),
             Err(e) if retryable(&e) => {
-                tracing::info!(
-                    component = "etcd",
-                    "etcd join not possible yet ({e}); retrying"
-                );
+                if last_err.is_none() {
+                    tracing::info!(
+                        component = "etcd",
+                        "etcd is not accepting this member yet ({e}); retrying"
+                    );
+                } else {
+                    tracing::debug!(
+                        component = "etcd",
+                        "etcd join not possible yet ({e}); retrying"
+                    );
+                }
                 last_err = Some(e);
                 tokio::select! {
                     _ = cancel.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(JOIN_RETRY) => {}
                 }
             }
             Err(e) => return Err(e),
