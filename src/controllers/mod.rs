@@ -24,6 +24,8 @@ use crate::supervisor::APISERVER_ADDRESSES_PREFIX;
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
 /// TTL of a server's published API endpoint.
 const ENDPOINT_TTL: i64 = 10;
+/// How long the removal of a deleted server's etcd member is retried (k3s: 1 min).
+const MEMBER_REMOVAL_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn storage(ctx: &Ctx) -> Option<Storage> {
     ctx.store.get().cloned().map(Storage::new)
@@ -265,7 +267,17 @@ async fn member_removal(
                 _ = cancel.cancelled() => return,
                 m = stream.next() => m,
             };
-            let Ok(Some((changes, _))) = msg else { break };
+            let changes = match msg {
+                Ok(Some((changes, _))) => changes,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(
+                        component = "controllers",
+                        "node watch for member removal ended, restarting it: {e}"
+                    );
+                    break;
+                }
+            };
             if !*is_leader.borrow() {
                 continue;
             }
@@ -276,8 +288,17 @@ async fn member_removal(
                 else {
                     continue;
                 };
-                let Ok(node) = serde_json::from_slice::<Value>(&prev.value) else {
-                    continue;
+                let node = match serde_json::from_slice::<Value>(&prev.value) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(
+                            component = "controllers",
+                            "deleted node {} is unreadable: {e} ({} bytes)",
+                            prev.key,
+                            prev.value.len()
+                        );
+                        continue;
+                    }
                 };
                 let is_etcd = node
                     .pointer("/metadata/labels/node-role.kubernetes.io~1etcd")
@@ -291,18 +312,39 @@ async fn member_removal(
                 if !is_etcd || member.is_empty() {
                     continue;
                 }
-                let Some(client) = ctx.etcd.get() else {
+                let Some(client) = ctx.etcd.get().cloned() else {
                     continue;
                 };
-                match crate::etcd::membership::remove_member(client, &ctx.etcd_tls, &member).await {
-                    Ok(true) => {
-                        tracing::info!(component = "etcd", etcd_member = %member, "removed the etcd member of deleted node")
+                // etcd refuses removals for a while after membership changes ("unhealthy
+                // cluster"); retry in the background so the watch keeps up.
+                let (tls, cancel) = (ctx.etcd_tls.clone(), cancel.clone());
+                tokio::spawn(async move {
+                    let deadline = tokio::time::Instant::now() + MEMBER_REMOVAL_TIMEOUT;
+                    loop {
+                        match crate::etcd::membership::remove_member(&client, &tls, &member).await {
+                            Ok(true) => {
+                                tracing::info!(component = "etcd", etcd_member = %member, "removed the etcd member of a deleted node");
+                                return;
+                            }
+                            Ok(false) => return,
+                            Err(e @ crate::etcd::EtcdError::LastVoter(_)) => {
+                                tracing::warn!(component = "etcd", etcd_member = %member, "not removing the etcd member of a deleted node: {e}");
+                                return;
+                            }
+                            Err(e) if tokio::time::Instant::now() >= deadline => {
+                                tracing::warn!(component = "etcd", etcd_member = %member, "giving up removing the etcd member of a deleted node: {e}");
+                                return;
+                            }
+                            Err(e) => {
+                                tracing::info!(component = "etcd", etcd_member = %member, "etcd does not allow removing the member yet ({e}); retrying")
+                            }
+                        }
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
                     }
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(component = "etcd", etcd_member = %member, "not removing etcd member of deleted node: {e}")
-                    }
-                }
+                });
             }
         }
     }
