@@ -32,7 +32,7 @@ struct NodeRequest {
 
 async fn node_request(ctx: &Ctx, headers: &HeaderMap, conn: &ConnInfo) -> Result<NodeRequest> {
     let caller = auth::authenticate(ctx, headers, conn).await?;
-    caller.require(&[Role::Agent, Role::Node, Role::Bootstrapper])?;
+    caller.require(super::AGENT_ROLES)?;
     let header = |name: &str| {
         headers
             .get(name)

@@ -124,6 +124,17 @@ pub fn router(ctx: Ctx) -> Router {
         .with_state(ctx)
 }
 
+/// Who may use the agent routes: the agent token, a kubelet certificate, or a bootstrap token
+/// (never the server token's user alone; joining servers call these as `node`).
+pub const AGENT_ROLES: &[Role] = &[Role::Agent, Role::Node, Role::Bootstrapper];
+
+/// Authenticates a request to an agent route.
+async fn require_agent(ctx: &Ctx, headers: &HeaderMap, conn: &ConnInfo) -> Result<Caller> {
+    let caller = auth::authenticate(ctx, headers, conn).await?;
+    caller.require(AGENT_ROLES)?;
+    Ok(caller)
+}
+
 async fn cacerts(State(ctx): State<Ctx>) -> Response {
     text(ctx.server_ca_bundle.clone())
 }
@@ -137,11 +148,7 @@ async fn readyz(
     Extension(conn): Extension<ConnInfo>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    auth::authenticate(&ctx, &headers, &conn).await?.require(&[
-        Role::Agent,
-        Role::Node,
-        Role::Bootstrapper,
-    ])?;
+    require_agent(&ctx, &headers, &conn).await?;
     if ctx.runtime.snapshot().ready {
         Ok(text("ok"))
     } else {
@@ -187,11 +194,7 @@ async fn config(
     Extension(conn): Extension<ConnInfo>,
     headers: HeaderMap,
 ) -> Result<axum::Json<ControlConfig>> {
-    auth::authenticate(&ctx, &headers, &conn).await?.require(&[
-        Role::Agent,
-        Role::Node,
-        Role::Bootstrapper,
-    ])?;
+    require_agent(&ctx, &headers, &conn).await?;
     let c = &ctx.config;
     Ok(axum::Json(ControlConfig {
         supervisor_port: c.supervisor_port,
@@ -230,11 +233,7 @@ async fn apiservers(
     Extension(conn): Extension<ConnInfo>,
     headers: HeaderMap,
 ) -> Result<axum::Json<Vec<String>>> {
-    auth::authenticate(&ctx, &headers, &conn).await?.require(&[
-        Role::Agent,
-        Role::Node,
-        Role::Bootstrapper,
-    ])?;
+    require_agent(&ctx, &headers, &conn).await?;
     Ok(axum::Json(list_apiservers(&ctx).await?))
 }
 
@@ -278,11 +277,7 @@ async fn client_ca(
     Extension(conn): Extension<ConnInfo>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    auth::authenticate(&ctx, &headers, &conn).await?.require(&[
-        Role::Agent,
-        Role::Node,
-        Role::Bootstrapper,
-    ])?;
+    require_agent(&ctx, &headers, &conn).await?;
     Ok(text(ctx.client_ca.cert_pem.clone()))
 }
 
@@ -291,11 +286,7 @@ async fn server_ca(
     Extension(conn): Extension<ConnInfo>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    auth::authenticate(&ctx, &headers, &conn).await?.require(&[
-        Role::Agent,
-        Role::Node,
-        Role::Bootstrapper,
-    ])?;
+    require_agent(&ctx, &headers, &conn).await?;
     Ok(text(ctx.server_ca_bundle.clone()))
 }
 
