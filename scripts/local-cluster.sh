@@ -14,18 +14,24 @@ lb="$net.100"
 
 stop_all() {
   [ -d "$dir/pids" ] || return 0
-  # Agent first, then servers, then the load balancer.
+  local pids=()
+  # Signal everything at once (agent first), then wait: each node stops its own etcd cleanly.
   for name in a1 s3 s2 s1 haproxy; do
     f="$dir/pids/$name"
     [ -f "$f" ] || continue
     pid=$(cat "$f")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
     rm -f "$f"
+    kill -0 "$pid" 2>/dev/null || continue
+    kill -TERM "$pid" 2>/dev/null || true
+    pids+=("$pid")
   done
+  for _ in $(seq 1 150); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   echo "local cluster stopped (state kept in $dir; 'scripts/local-cluster.sh clean' removes it)"
 }
 
@@ -64,6 +70,8 @@ for spec in "sup 9345 /ping" "api 6443 /readyz"; do
 done
 
 trap 'echo; stop_all; exit 0' INT TERM
+# Whatever ends this script (an error included) also stops the nodes it started.
+trap stop_all EXIT
 haproxy -db -f "$dir/haproxy.cfg" > "$dir/haproxy.log" 2>&1 &
 echo $! > "$dir/pids/haproxy"
 
@@ -100,14 +108,17 @@ echo $! > "$dir/pids/a1"
 for _ in $(seq 1 600); do [ -s "$dir/s1/rke2.yaml" ] && break; sleep 0.1; done
 sed "s#server: https://.*:6443#server: https://$lb:6443#" "$dir/s1/rke2.yaml" > "$dir/kubeconfig.yaml"
 chmod 600 "$dir/kubeconfig.yaml"
-kc=(kubectl --kubeconfig "$dir/kubeconfig.yaml" --cache-dir "$dir/.kube-cache")
+# Bounded: a call must never outlive a server that is still starting, or Ctrl-C would wait
+# for it (bash runs the trap only once the foreground command ends).
+kc=(timeout 15 kubectl --kubeconfig "$dir/kubeconfig.yaml" --cache-dir "$dir/.kube-cache" --request-timeout=10s)
 echo "waiting for 3 servers and 1 agent to be Ready..."
 for _ in $(seq 1 240); do
-  ready=$("${kc[@]}" get nodes --no-headers 2>/dev/null | awk '$2 ~ /^Ready/' | wc -l)
+  # Failures are expected while servers start; they must not end the script (set -e).
+  ready=$({ "${kc[@]}" get nodes --no-headers 2>/dev/null || true; } | awk '$2 ~ /^Ready/' | wc -l)
   [ "$ready" -ge 4 ] && break
   sleep 0.5
 done
-"${kc[@]}" get nodes -o wide
+"${kc[@]}" get nodes -o wide || true
 cat <<INFO
 
 Local rke2-rs cluster is up.
@@ -120,4 +131,5 @@ Local rke2-rs cluster is up.
   logs:              $dir/<node>/log
 Stop with Ctrl-C, or: scripts/local-cluster.sh down
 INFO
-wait
+# `wait` returns as soon as a signal arrives, so the trap runs at once.
+while kill -0 "$(cat "$dir/pids/s1" 2>/dev/null || echo 0)" 2>/dev/null; do wait -n || true; done

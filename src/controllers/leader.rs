@@ -54,7 +54,9 @@ pub fn campaign(
             tokio::select! {
                 _ = cancel.cancelled() => {
                     if let Some(id) = lease {
-                        let _ = store.lease_revoke(id).await;
+                        // A courtesy so another server takes over at once; when the whole
+                        // cluster is stopping there may be no quorum left to answer it.
+                        let _ = tokio::time::timeout(crate::datastore::SHUTDOWN_CALL_TIMEOUT, store.lease_revoke(id)).await;
                     }
                     let _ = tx.send(false);
                     return;

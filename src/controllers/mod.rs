@@ -117,8 +117,9 @@ pub fn publish_apiserver_endpoint(ctx: Ctx, tracker: &TaskTracker, cancel: Cance
             tokio::select! {
                 _ = cancel.cancelled() => {
                     if let Some(id) = lease {
-                        // Withdraw at once on a clean stop so agents move on immediately.
-                        let _ = store.lease_revoke(id).await;
+                        // Withdraw at once on a clean stop so agents move on immediately
+                        // (bounded: a cluster stopping as a whole may have no quorum left).
+                        let _ = tokio::time::timeout(crate::datastore::SHUTDOWN_CALL_TIMEOUT, store.lease_revoke(id)).await;
                     }
                     return;
                 }

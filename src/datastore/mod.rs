@@ -15,6 +15,8 @@ use crate::etcd::RPC_TIMEOUT;
 
 /// Total time a call may take including retries.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(8);
+/// Bound for best-effort calls made while shutting down (lease revocations).
+pub const SHUTDOWN_CALL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Datastore errors.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
