@@ -202,7 +202,7 @@ fn main() {
         report("CREATE node (to 1000)", creates);
         let list1000 = latencies(&mut c, 30, |_| ("GET", "/api/v1/nodes".into(), "application/json", vec![])).await;
         report("LIST 1000 nodes", list1000);
-        let table1000 = latencies(&mut c, 30, |_| {
+        let table1000 = latencies(&mut c, 200, |_| {
             ("GET", "/api/v1/nodes".into(), "application/json;as=Table;v=v1;g=meta.k8s.io,application/json", vec![])
         })
         .await;

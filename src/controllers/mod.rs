@@ -129,19 +129,61 @@ pub fn publish_apiserver_endpoint(ctx: Ctx, tracker: &TaskTracker, cancel: Cance
     });
 }
 
-fn ready_status(node: &Value) -> Option<&str> {
-    node.pointer("/status/conditions")?
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "Ready")?
-        .get("status")?
-        .as_str()
-}
-
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|t| t.with_timezone(&Utc))
+}
+
+#[derive(serde::Deserialize)]
+struct NameOnly {
+    name: String,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ConditionFacts {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    status: String,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct NodeStatusFacts {
+    #[serde(default)]
+    conditions: Vec<ConditionFacts>,
+}
+
+/// The fields of a Node the lifecycle controller reads.
+#[derive(serde::Deserialize)]
+struct NodeFacts {
+    metadata: NameOnly,
+    #[serde(default)]
+    status: NodeStatusFacts,
+}
+
+impl NodeFacts {
+    fn ready_status(&self) -> Option<&str> {
+        self.status
+            .conditions
+            .iter()
+            .find(|c| c.kind == "Ready")
+            .map(|c| c.status.as_str())
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct LeaseSpecFacts {
+    #[serde(rename = "renewTime")]
+    renew_time: Option<String>,
+}
+
+/// The fields of a Lease the lifecycle controller reads.
+#[derive(serde::Deserialize)]
+struct LeaseFacts {
+    metadata: NameOnly,
+    #[serde(default)]
+    spec: LeaseSpecFacts,
 }
 
 /// Marks nodes whose Lease went unrenewed for the grace period `Ready=Unknown`.
@@ -167,12 +209,14 @@ async fn node_lifecycle(
             continue;
         }
         let Some(store) = storage(&ctx) else { continue };
+        // Only names, Ready status and renew times are needed: decode just those, so this
+        // loop stays cheap with thousands of nodes.
         let (Ok(nodes), Ok(leases)) = (
             store
-                .list(info("", "nodes"), None, &ListOptions::default())
+                .list_stored(info("", "nodes"), None, &ListOptions::default())
                 .await,
             store
-                .list(
+                .list_stored(
                     info("coordination.k8s.io", "leases"),
                     Some("kube-node-lease"),
                     &ListOptions::default(),
@@ -181,23 +225,23 @@ async fn node_lifecycle(
         ) else {
             continue;
         };
+        let nodes: Vec<NodeFacts> = nodes
+            .items
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+            .collect();
         let now = Utc::now();
         let renewals: BTreeMap<String, DateTime<Utc>> = leases
             .items
             .iter()
-            .filter_map(|l| {
-                let name = l.pointer("/metadata/name")?.as_str()?.to_string();
-                let t = parse_time(l.pointer("/spec/renewTime")?.as_str()?)?;
-                Some((name, t))
-            })
+            .filter_map(|kv| serde_json::from_slice::<LeaseFacts>(&kv.value).ok())
+            .filter_map(|l| Some((l.metadata.name, parse_time(l.spec.renew_time.as_deref()?)?)))
             .collect();
-        for node in &nodes.items {
-            let Some(name) = node.pointer("/metadata/name").and_then(Value::as_str) else {
-                continue;
-            };
+        for node in &nodes {
+            let name = node.metadata.name.as_str();
             let seen = *first_seen.entry(name.to_string()).or_insert(now);
             let last = renewals.get(name).copied().unwrap_or(seen).max(seen);
-            if now - last <= grace || ready_status(node) == Some("Unknown") {
+            if now - last <= grace || node.ready_status() == Some("Unknown") {
                 continue;
             }
             tracing::warn!(
@@ -234,12 +278,7 @@ async fn node_lifecycle(
                 );
             }
         }
-        first_seen.retain(|n, _| {
-            nodes
-                .items
-                .iter()
-                .any(|x| x.pointer("/metadata/name").and_then(Value::as_str) == Some(n))
-        });
+        first_seen.retain(|n, _| nodes.iter().any(|x| &x.metadata.name == n));
     }
 }
 
@@ -486,12 +525,12 @@ pub async fn refresh_status(ctx: &Ctx) -> Result<(), crate::etcd::EtcdError> {
         }
     }
     if let Some(store) = storage(ctx) {
-        if let Ok(nodes) = store
-            .list(info("", "nodes"), None, &ListOptions::default())
+        if let Ok(n) = store
+            .datastore()
+            .count(&info("", "nodes").list_prefix(None))
             .await
         {
-            ctx.runtime
-                .update(|s| s.node_count = nodes.items.len() as u32);
+            ctx.runtime.update(|s| s.node_count = n as u32);
         }
         if let Ok(addrs) = crate::supervisor::list_apiservers(ctx).await {
             ctx.runtime.update(|s| s.apiserver_endpoints = addrs);

@@ -368,6 +368,21 @@ impl Datastore {
         Ok(resp.deleted())
     }
 
+    /// Number of keys under `prefix`, without reading their values.
+    pub async fn count(&self, prefix: &str) -> Result<i64, DatastoreError> {
+        let end = prefix_end(prefix.as_bytes());
+        let resp = self
+            .call(|mut c| {
+                let (p, end) = (prefix.to_string(), end.clone());
+                async move {
+                    c.get(p, Some(GetOptions::new().with_range(end).with_count_only()))
+                        .await
+                }
+            })
+            .await?;
+        Ok(resp.count())
+    }
+
     /// The current store revision.
     pub async fn revision(&self) -> Result<i64, DatastoreError> {
         let resp = self
