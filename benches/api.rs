@@ -161,17 +161,6 @@ async fn throughput(
     total as f64 / secs as f64
 }
 
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn main() {
     let block = AddrBlock::new();
     let root = tempfile::tempdir().unwrap();
@@ -223,8 +212,8 @@ fn main() {
     println!(
         "{:<30} RSS {:.1} MiB   peak {:.1} MiB (daemon only, etcd excluded)",
         "server with 1000 nodes",
-        rss_kib(pid, "VmRSS:") as f64 / 1024.0,
-        rss_kib(pid, "VmHWM:") as f64 / 1024.0
+        proc_status_kib(pid, "VmRSS:") as f64 / 1024.0,
+        proc_status_kib(pid, "VmHWM:") as f64 / 1024.0
     );
     s.daemon.stop();
 }

@@ -9,17 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn vm_hwm_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn summary(label: &str, mut v: Vec<f64>, unit: &str) {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let median = v[v.len() / 2];
@@ -53,7 +42,7 @@ fn main() {
         fresh.push(t.elapsed().as_secs_f64() * 1000.0);
         // Let the controllers and node agent run for a while before reading the peak.
         std::thread::sleep(Duration::from_secs(3));
-        rss.push(vm_hwm_kib(s.daemon.pid()) as f64 / 1024.0);
+        rss.push(proc_status_kib(s.daemon.pid(), "VmHWM:") as f64 / 1024.0);
         s.daemon.stop();
         let t = Instant::now();
         s.restart(&[]);

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
+use crate::config::ConfigSources;
 use crate::config::spec::{self, Role, Shape};
-use crate::config::{ConfigSources, LogFormat};
 use crate::dbus::client::{self, ClientError};
 
 /// Exit code for bad usage or configuration (sysexits EX_USAGE).
@@ -347,11 +347,6 @@ pub fn env_snapshot() -> BTreeMap<String, String> {
             k.starts_with("RKE2_") || matches!(k.as_str(), "PATH" | "JOURNAL_STREAM" | "RUST_LOG")
         })
         .collect()
-}
-
-/// Logging choice before the config is loaded (so config errors are printed plainly).
-pub fn early_log_format() -> LogFormat {
-    LogFormat::Text
 }
 
 #[cfg(test)]

@@ -129,24 +129,6 @@ impl ClusterAccess {
         })
     }
 
-    /// Uses a client certificate for later requests (as well as the token).
-    pub fn with_identity(
-        mut self,
-        identity: &https::ClientIdentity,
-        server_name: Option<&str>,
-    ) -> Result<Self, AccessError> {
-        let mut client = HttpsClient::new(
-            &ServerTrust::Ca(String::from_utf8_lossy(&self.ca_bundle).into_owned()),
-            Some(identity),
-            REQUEST_TIMEOUT,
-        )?;
-        if let Some(name) = server_name {
-            client = client.with_server_name(name);
-        }
-        self.client = client;
-        Ok(self)
-    }
-
     /// Sends an authenticated request; non-2xx answers become [`AccessError::Status`].
     pub async fn request(
         &self,

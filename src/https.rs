@@ -116,11 +116,10 @@ fn identity_of(der: &CertificateDer<'_>) -> Option<CertIdentity> {
 }
 
 /// Serves `router` with TLS on `listener` until `cancel` fires; each request carries a
-/// [`ConnInfo`] extension. The TLS config is read from `tls` per connection, so a renewed
-/// certificate takes effect without a restart.
+/// [`ConnInfo`] extension.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<std::sync::RwLock<Arc<ServerConfig>>>,
+    tls: Arc<ServerConfig>,
     router: axum::Router,
     cancel: CancellationToken,
     component: &'static str,
@@ -139,10 +138,7 @@ pub async fn serve(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let cfg = tls
-            .read()
-            .map(|g| g.clone())
-            .unwrap_or_else(|p| p.into_inner().clone());
+        let cfg = tls.clone();
         let router = router.clone();
         let cancel = cancel.clone();
         let local = tcp.local_addr().ok().or(local).unwrap_or(remote);

@@ -116,16 +116,3 @@ pub fn init(
         LogTarget::Stderr
     }
 }
-
-/// Logging for admin subcommands: plain stderr, warnings and errors only unless debugging.
-pub fn init_cli(debug: bool) {
-    let filter = EnvFilter::new(if debug { "debug" } else { "warn" });
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_target(false),
-        )
-        .try_init();
-}

@@ -209,7 +209,11 @@ async fn run_inner(
         LoadBalancerConfig {
             name: "rke2-api-server-agent-load-balancer".into(),
             bind: SocketAddr::new(config.lb_bind_address, config.lb_server_port - 1),
-            default_server: format!("{}:{}", bracket(&server.host), control.https_port),
+            default_server: crate::config::ServerUrl {
+                host: server.host.clone(),
+                port: control.https_port,
+            }
+            .authority(),
             state_file: Some(
                 paths
                     .root
@@ -363,14 +367,6 @@ async fn run_inner(
     crate::dbus::spawn_agent(runtime.clone(), tracker, cancel.clone());
     cancel.cancelled().await;
     Ok(())
-}
-
-fn bracket(host: &str) -> String {
-    if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    }
 }
 
 /// Retries `f` while the cluster is unreachable; refusals end the agent.

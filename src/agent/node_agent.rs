@@ -106,11 +106,7 @@ fn node_info() -> (Value, Value) {
             })
         })
         .unwrap_or_else(|| "Linux".into());
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
+    let arch = crate::apiserver::discovery::go_arch(std::env::consts::ARCH);
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -161,11 +157,7 @@ impl NodeAgentConfig {
             ("kubernetes.io/os".to_string(), "linux".to_string()),
             ("beta.kubernetes.io/os".to_string(), "linux".to_string()),
         ]);
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            other => other,
-        };
+        let arch = crate::apiserver::discovery::go_arch(std::env::consts::ARCH);
         labels.insert("kubernetes.io/arch".into(), arch.into());
         labels.insert("beta.kubernetes.io/arch".into(), arch.into());
         for l in &self.labels {
@@ -464,15 +456,16 @@ impl NodeAgent {
     }
 }
 
-/// Starts the node agent of a server node, talking to this server's own API.
+/// Starts the node agent of a server node (etcd member `member`), talking to this server's own
+/// API.
 pub fn spawn_for_server(
     ctx: crate::server::context::Ctx,
+    member: &str,
     api: SocketAddr,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> Result<watch::Receiver<bool>, crate::server::ServerError> {
     let kubelet = ctx.agent_paths.client_kubelet();
-    let member = std::fs::read_to_string(ctx.paths.etcd_name()).unwrap_or_default();
     let mut labels = ctx.config.node.node_labels.clone();
     for role in ["control-plane", "etcd", "master"] {
         labels.push(NodeLabel {
@@ -483,7 +476,7 @@ pub fn spawn_for_server(
     let annotations = BTreeMap::from([
         (
             "etcd.rke2.cattle.io/node-name".to_string(),
-            member.trim().to_string(),
+            member.to_string(),
         ),
         (
             "etcd.rke2.cattle.io/node-address".to_string(),

@@ -45,7 +45,7 @@ pub fn version_info() -> Value {
 }
 
 /// Maps Rust's architecture names to Go's (`GOARCH`), which is what `platform` means to clients.
-fn go_arch(rust_arch: &str) -> &str {
+pub fn go_arch(rust_arch: &str) -> &str {
     match rust_arch {
         "x86_64" => "amd64",
         "aarch64" => "arm64",

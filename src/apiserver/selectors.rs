@@ -622,14 +622,6 @@ impl FieldSelector {
             .map(|t| t.value.as_str())
     }
 
-    /// Likewise for `metadata.namespace`.
-    pub fn single_namespace(&self) -> Option<&str> {
-        self.terms
-            .iter()
-            .find(|t| t.field == "metadata.namespace" && t.op == FieldOp::Equals)
-            .map(|t| t.value.as_str())
-    }
-
     /// Whether the object satisfies every term; a missing field compares as `""`.
     pub fn matches(&self, obj: &Value) -> bool {
         self.terms.iter().all(|t| {

@@ -233,25 +233,6 @@ impl Storage {
         }
     }
 
-    /// Replaces an object. With `precondition` (a resourceVersion the client sent) the write
-    /// fails with 409 if the object changed since; without, it is applied to the latest version.
-    pub async fn update(
-        &self,
-        info: &ResourceInfo,
-        ns: Option<&str>,
-        name: &str,
-        new: Value,
-        precondition: Option<i64>,
-    ) -> Result<Value, ApiError> {
-        self.modify(info, ns, name, precondition, |old| {
-            let mut next = new.clone();
-            objects::prepare_update(info, old, &mut next)?;
-            *old = next;
-            Ok(())
-        })
-        .await
-    }
-
     /// Read-modify-write with compare-and-swap. `f` edits the current object in place. With
     /// `precondition`, a stale revision is a 409; without, lost races are retried.
     pub async fn modify<F>(

@@ -95,6 +95,7 @@ pub async fn serve(
         ),
     };
     let enc = Encoder { info, wants_table };
+    let filtered = opts.label_selector.is_some() || opts.field_selector.is_some();
     let (tx, rx) = mpsc::channel::<Bytes>(256);
 
     // Initial state for watches that do not resume from a revision.
@@ -170,10 +171,14 @@ pub async fn serve(
                             continue;
                         };
                         let now_matches = matches(&opts, &obj);
-                        let was_matching = prev
-                            .as_ref()
-                            .and_then(|p| storage::decode(info, p).ok())
-                            .is_some_and(|p| matches(&opts, &p));
+                        // Without selectors every version matches; only decode the previous
+                        // version when a selector could have excluded it.
+                        let was_matching = prev.is_some()
+                            && (!filtered
+                                || prev
+                                    .as_ref()
+                                    .and_then(|p| storage::decode(info, p).ok())
+                                    .is_some_and(|p| matches(&opts, &p)));
                         match (created || prev.is_none(), was_matching, now_matches) {
                             (true, _, true) => Some(("ADDED", obj)),
                             (false, true, true) => Some(("MODIFIED", obj)),

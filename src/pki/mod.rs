@@ -3,7 +3,6 @@
 //! expiry or when their subject, SANs or issuer no longer match. CAs are never replaced silently.
 
 use std::net::IpAddr;
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
@@ -291,17 +290,6 @@ pub fn first_cert_der(pem: &[u8]) -> Result<CertificateDer<'static>, PkiError> {
         .map_err(|e| PkiError::BadCert(e.to_string()))
 }
 
-/// Every certificate of a PEM bundle, as DER.
-pub fn all_cert_ders(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, PkiError> {
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| PkiError::BadCert(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(PkiError::BadCert("no certificate in PEM data".into()));
-    }
-    Ok(certs)
-}
-
 /// The fields of a certificate the daemon checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertInfo {
@@ -399,16 +387,6 @@ fn normalize_san(s: &str) -> String {
         Ok(ip) => ip.to_string(),
         Err(_) => s.to_ascii_lowercase(),
     }
-}
-
-/// Checks that a private key PEM file parses; used before trusting key files from disk.
-pub fn check_key_file(path: &Path) -> Result<(), PkiError> {
-    let pem = std::fs::read_to_string(path).at(path)?;
-    KeyPair::from_pem(&pem).map_err(|e| PkiError::BadFile {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })?;
-    Ok(())
 }
 
 /// Creates a new P-256 key and a DER CSR with an empty subject (the server decides the

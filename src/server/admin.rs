@@ -586,12 +586,7 @@ pub struct TokenSummary {
 }
 
 fn data_text(secret: &Value, field: &str) -> String {
-    secret
-        .pointer(&format!("/data/{field}"))
-        .and_then(Value::as_str)
-        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-        .and_then(|b| String::from_utf8(b).ok())
-        .unwrap_or_default()
+    crate::server::bootstrap_tokens::data_field(secret, field).unwrap_or_default()
 }
 
 /// The summary of a bootstrap token Secret (the secret part is never included).

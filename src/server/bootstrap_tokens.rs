@@ -19,7 +19,8 @@ pub fn secret_name(id: &str) -> String {
     format!("bootstrap-token-{id}")
 }
 
-fn data_field(secret: &serde_json::Value, field: &str) -> Option<String> {
+/// A decoded `data` field of a bootstrap token Secret.
+pub fn data_field(secret: &serde_json::Value, field: &str) -> Option<String> {
     let b64 = secret.get("data")?.get(field)?.as_str()?;
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
     String::from_utf8(bytes).ok()

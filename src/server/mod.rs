@@ -289,7 +289,6 @@ async fn run_inner(
         &prepare::read_pem(&serving.key)?,
         Some(&cas.client.cert_pem),
     )?;
-    let tls = Arc::new(RwLock::new(tls));
     let apiserver_endpoint = SocketAddr::new(
         config.advertise_address.unwrap_or(node.primary_ip()),
         config.https_listen_port,
@@ -447,6 +446,7 @@ async fn run_inner(
     runtime.set_phase("registering node");
     let registered = crate::agent::node_agent::spawn_for_server(
         ctx.clone(),
+        &member,
         api_local,
         tracker,
         cancel.clone(),
