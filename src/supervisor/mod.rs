@@ -1,4 +1,4 @@
-//! The registration ("supervisor") API on 9345 (protocol.md §2): CA download, readiness, the
+//! The registration ("supervisor") API on 9345 (docs/protocol.md §2): CA download, readiness, the
 //! settings joining nodes compare, the encrypted bootstrap data for joining servers, the etcd
 //! member list, and certificate signing for agents. Errors are Kubernetes `Status` objects:
 //! 401 for bad credentials, 403 for the wrong role.
