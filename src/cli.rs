@@ -2,6 +2,8 @@
 //! in [`crate::config::spec`], so flags, config keys and `RKE2_*` variables never drift) and the
 //! admin subcommands that talk to a running daemon.
 
+pub mod ops;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -72,6 +74,8 @@ pub fn command() -> Command {
         )
         .subcommand(token_command())
         .subcommand(node_command())
+        .subcommand(ops::etcd_snapshot_command())
+        .subcommand(ops::certificate_command())
 }
 
 fn output_arg() -> Arg {
@@ -176,10 +180,13 @@ fn values(m: &ArgMatches, id: &str) -> Vec<String> {
 /// code: 0, [`EXIT_FAILURE`] when the daemon refused or could not be reached, [`EXIT_USAGE`]
 /// for bad arguments.
 pub fn run_admin(command: &str, matches: &ArgMatches) -> Option<i32> {
-    if command != "token" && command != "node" {
+    if !matches!(command, "token" | "node" | "etcd-snapshot" | "certificate") {
         return None;
     }
     let (sub, args) = matches.subcommand().expect("subcommand required");
+    if command == "certificate" {
+        return Some(finish(command, sub, ops::run_certificate(sub, args)));
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -193,10 +200,16 @@ pub fn run_admin(command: &str, matches: &ArgMatches) -> Option<i32> {
     let result = rt.block_on(async {
         match command {
             "token" => run_token(sub, args).await,
+            "etcd-snapshot" => ops::run_etcd_snapshot(sub, args).await,
             _ => run_node(sub, args).await,
         }
     });
-    Some(match result {
+    Some(finish(command, sub, result))
+}
+
+/// Prints the outcome of an admin command; returns its exit code.
+fn finish(command: &str, sub: &str, result: Result<String, AdminCliError>) -> i32 {
+    match result {
         Ok(out) => {
             print!("{out}");
             0
@@ -209,13 +222,19 @@ pub fn run_admin(command: &str, matches: &ArgMatches) -> Option<i32> {
             eprintln!("rke2 {command} {sub}: {e}");
             EXIT_FAILURE
         }
-    })
+        Err(AdminCliError::Failed(e)) => {
+            eprintln!("rke2 {command} {sub}: {e}");
+            EXIT_FAILURE
+        }
+    }
 }
 
 #[derive(Debug)]
 enum AdminCliError {
     Usage(String),
     Client(ClientError),
+    /// A local operation failed (offline commands).
+    Failed(String),
 }
 
 impl From<ClientError> for AdminCliError {

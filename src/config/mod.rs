@@ -2,6 +2,7 @@
 //! into the typed [`ServerConfig`] / [`AgentConfig`] that the rest of the daemon is given.
 //! Every error names where the bad value came from (file and line, env var or flag) and the key.
 
+pub mod ops;
 pub mod sources;
 pub mod spec;
 
@@ -181,6 +182,10 @@ pub struct ServerConfig {
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
     pub node_monitor_grace_period: Duration,
+    /// Scheduled and on-demand etcd snapshots.
+    pub snapshots: ops::SnapshotConfig,
+    /// `cluster-reset` and its restore path.
+    pub cluster_reset: ops::ClusterReset,
 }
 
 /// Validated `rke2 agent` configuration.
@@ -499,6 +504,8 @@ pub fn validate_server(raw: &RawSettings) -> Result<ServerConfig, ConfigError> {
         cluster_dns,
         cluster_domain,
         node_monitor_grace_period: r.parse("node-monitor-grace-period", parse_duration)?,
+        snapshots: ops::snapshot_config(&r)?,
+        cluster_reset: ops::cluster_reset(&r, node.server.is_some())?,
         node,
     };
     let ports = [

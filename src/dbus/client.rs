@@ -43,6 +43,21 @@ pub trait Tokens1 {
     fn rotate_server_token(&self, new_token: &str) -> zbus::Result<String>;
 }
 
+/// Proxy of the server's `io.rke2.Cluster1` (the snapshot methods).
+#[proxy(
+    interface = "io.rke2.Cluster1",
+    default_service = "io.rke2.Server",
+    default_path = "/io/rke2/Server"
+)]
+pub trait Cluster1 {
+    fn save_snapshot(&self, name: &str) -> zbus::Result<String>;
+    fn list_snapshots(&self) -> zbus::Result<Vec<crate::etcd::snapshot::SnapshotInfo>>;
+    fn delete_snapshot(&self, name: &str) -> zbus::Result<()>;
+    fn prune_snapshots(&self, prefix: &str, retention: u32) -> zbus::Result<Vec<String>>;
+    #[zbus(property)]
+    fn certificate_expiry(&self) -> zbus::Result<i64>;
+}
+
 /// Why an admin command failed, worded for the person running it.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -112,6 +127,11 @@ pub async fn connect() -> Result<Connection, ClientError> {
 /// Proxy of the server's nodes interface.
 pub async fn nodes(conn: &Connection) -> Result<Nodes1Proxy<'static>, ClientError> {
     Ok(Nodes1Proxy::new(conn).await?)
+}
+
+/// Proxy of the server's cluster interface.
+pub async fn cluster(conn: &Connection) -> Result<Cluster1Proxy<'static>, ClientError> {
+    Ok(Cluster1Proxy::new(conn).await?)
 }
 
 /// Proxy of the server's tokens interface.

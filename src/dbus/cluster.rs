@@ -6,10 +6,15 @@
 use tokio::sync::watch;
 use zbus::Connection;
 use zbus::interface;
+use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 
-use super::{AGENT_PATH, SERVER_PATH};
+use super::errors::BusError;
+use super::{AGENT_PATH, SERVER_PATH, require_root};
 use crate::daemon::{NodeState, Runtime};
+use crate::etcd::snapshot::{SnapshotError, SnapshotInfo, Snapshotter};
+use crate::server::admin::AdminError;
+use crate::server::context::Ctx;
 
 /// Version reported by the `Version` property.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -18,18 +23,111 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[derive(Debug, Clone)]
 pub struct ServerCluster {
     runtime: Runtime,
+    /// The server's shared state, for snapshots and certificates; `None` only in the
+    /// property notifier, which reads the runtime alone.
+    ctx: Option<Ctx>,
 }
 
 impl ServerCluster {
     pub fn new(runtime: Runtime) -> Self {
-        ServerCluster { runtime }
+        ServerCluster { runtime, ctx: None }
+    }
+
+    /// The interface served on the bus, with the snapshot methods.
+    pub fn for_server(ctx: Ctx) -> Self {
+        ServerCluster {
+            runtime: ctx.runtime.clone(),
+            ctx: Some(ctx),
+        }
+    }
+
+    fn snapshots(&self) -> Result<&Snapshotter, BusError> {
+        self.ctx
+            .as_ref()
+            .and_then(|c| c.snapshots.get())
+            .map(|s| s.as_ref())
+            .ok_or_else(|| AdminError::from(SnapshotError::NotReady).into())
     }
 }
 
-/// Cluster facts as seen by this server. Every property but NodeName, Role and Version emits
-/// PropertiesChanged with its new value.
+fn bus_err(e: SnapshotError) -> BusError {
+    AdminError::from(e).into()
+}
+
+/// Cluster facts as seen by this server, and its etcd snapshots. Every property but NodeName,
+/// Role, Version and CertificateExpiry emits PropertiesChanged with its new value. Snapshot
+/// errors: io.rke2.Error.{NotFound, InvalidArgument, AccessDenied, NotReady, Conflict, Failed};
+/// SaveSnapshot, DeleteSnapshot and PruneSnapshots are root only.
 #[interface(name = "io.rke2.Cluster1")]
 impl ServerCluster {
+    /// Saves an etcd snapshot of this server's member as <name>-<node>-<unix time> in the
+    /// snapshot directory (name "" = "on-demand"); returns its path. The file appears only once
+    /// it is complete and has passed etcd's integrity check.
+    async fn save_snapshot(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: String,
+    ) -> Result<String, BusError> {
+        require_root(conn, &hdr, "SaveSnapshot").await?;
+        let (_, path) = self.snapshots()?.save(&name).await.map_err(bus_err)?;
+        Ok(path.display().to_string())
+    }
+
+    /// The snapshots in this server's snapshot directory, newest first: (name, node, size in
+    /// bytes, created as unix seconds).
+    async fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>, BusError> {
+        self.snapshots()?.list().await.map_err(bus_err)
+    }
+
+    /// Deletes the snapshot with this name (as listed, with or without ".zip").
+    async fn delete_snapshot(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: String,
+    ) -> Result<(), BusError> {
+        require_root(conn, &hdr, "DeleteSnapshot").await?;
+        self.snapshots()?.delete(&name).await.map_err(bus_err)?;
+        Ok(())
+    }
+
+    /// Deletes all but the newest `retention` snapshots named <prefix>-<this node>-* (prefix ""
+    /// = etcd-snapshot-name, retention 0 = etcd-snapshot-retention); returns the deleted names.
+    async fn prune_snapshots(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        prefix: String,
+        retention: u32,
+    ) -> Result<Vec<String>, BusError> {
+        require_root(conn, &hdr, "PruneSnapshots").await?;
+        self.snapshots()?
+            .prune(&prefix, retention)
+            .await
+            .map_err(bus_err)
+    }
+
+    /// A snapshot was saved (on demand or scheduled): name, node, size, created, path.
+    #[zbus(signal)]
+    pub async fn snapshot_saved(
+        emitter: &SignalEmitter<'_>,
+        name: &str,
+        node: &str,
+        size: u64,
+        created: i64,
+        path: &str,
+    ) -> zbus::Result<()>;
+
+    /// Earliest expiry of this node's leaf certificates, unix seconds (0 if none is readable).
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn certificate_expiry(&self) -> i64 {
+        self.ctx
+            .as_ref()
+            .and_then(|c| crate::pki::rotate::earliest_leaf_expiry(&c.config.node.data_dir))
+            .unwrap_or(0)
+    }
+
     /// Name of this node.
     #[zbus(property(emits_changed_signal = "const"))]
     fn node_name(&self) -> String {
@@ -82,6 +180,33 @@ impl ServerCluster {
     #[zbus(property(emits_changed_signal = "const"))]
     fn version(&self) -> String {
         VERSION.to_string()
+    }
+}
+
+/// Emits `SnapshotSaved` for every snapshot this server saves, until emitting fails.
+pub async fn emit_snapshot_signals(ctx: Ctx, conn: Connection) {
+    let Ok(emitter) = SignalEmitter::new(&conn, SERVER_PATH) else {
+        return;
+    };
+    let Some(snapshots) = ctx.snapshots.get().cloned() else {
+        return;
+    };
+    let mut rx = snapshots.subscribe();
+    loop {
+        match rx.recv().await {
+            Ok(s) => {
+                let path = snapshots.dir().join(&s.name).display().to_string();
+                let sent = ServerCluster::snapshot_saved(
+                    &emitter, &s.name, &s.node, s.size, s.created, &path,
+                )
+                .await;
+                if sent.is_err() {
+                    return;
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use crate::apiserver::status::ApiError;
 use crate::bootstrap::BootstrapError;
 use crate::datastore::DatastoreError;
 use crate::etcd::EtcdError;
+use crate::etcd::snapshot::SnapshotError;
 use crate::server::admin::AdminError;
 use crate::server::token_ops::TokenOpError;
 
@@ -131,6 +132,17 @@ pub fn kind_of(e: &AdminError) -> ErrorKind {
                 | BootstrapError::Io(_) => K::Failed,
             },
             TokenOpError::Io(_) => K::Failed,
+        },
+        AdminError::Snapshot(s) => match s {
+            SnapshotError::NotFound { .. } => K::NotFound,
+            SnapshotError::InvalidName { .. } | SnapshotError::NotASnapshot { .. } => {
+                K::InvalidArgument
+            }
+            SnapshotError::Exists(_) => K::Conflict,
+            SnapshotError::NotReady => K::NotReady,
+            SnapshotError::Stream(_) | SnapshotError::Restore { .. } | SnapshotError::Io(_) => {
+                K::Failed
+            }
         },
         AdminError::Etcd(etcd) | AdminError::MemberRemoval { source: etcd, .. } => match etcd {
             EtcdError::LastVoter(_) | EtcdError::DuplicateNodeName(_) => K::Conflict,

@@ -50,10 +50,7 @@ pub fn spawn_server(ctx: Ctx, tracker: &TaskTracker, cancel: CancellationToken) 
             async move {
                 zbus::connection::Builder::system()
                     .name(SERVER_NAME)
-                    .serve_at(
-                        SERVER_PATH,
-                        cluster::ServerCluster::new(ctx.runtime.clone()),
-                    )
+                    .serve_at(SERVER_PATH, cluster::ServerCluster::for_server(ctx.clone()))
                     .serve_at(SERVER_PATH, nodes::Nodes::new(ctx.clone()))
                     .serve_at(SERVER_PATH, tokens::Tokens::new(ctx.clone()))
                     .build()
@@ -65,6 +62,7 @@ pub fn spawn_server(ctx: Ctx, tracker: &TaskTracker, cancel: CancellationToken) 
             async move {
                 tokio::join!(
                     cluster::notify_server_properties(runtime, conn.clone()),
+                    cluster::emit_snapshot_signals(ctx.clone(), conn.clone()),
                     nodes::emit_node_signals(ctx, conn),
                 );
             }

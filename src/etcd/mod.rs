@@ -3,6 +3,7 @@
 //! in [`process`].
 
 pub mod membership;
+pub mod snapshot;
 pub mod process;
 
 use std::path::Path;

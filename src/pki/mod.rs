@@ -3,6 +3,8 @@
 //! within 120 days of expiry or when their subject, SANs or issuer no longer match. CAs are never
 //! replaced silently.
 
+pub mod rotate;
+
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -53,6 +53,8 @@ pub enum AdminError {
     Token(#[from] TokenOpError),
     #[error(transparent)]
     Etcd(#[from] EtcdError),
+    #[error(transparent)]
+    Snapshot(#[from] crate::etcd::snapshot::SnapshotError),
     #[error("node {node} was deleted but its etcd member {member} could not be removed: {source}")]
     MemberRemoval {
         node: String,

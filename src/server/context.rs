@@ -51,6 +51,8 @@ pub struct ServerContext {
     pub apiserver_endpoint: SocketAddr,
     /// Cached cluster credentials record for supervisor authentication.
     pub credentials: crate::server::credentials::CredentialsCache,
+    /// etcd snapshots of this server, once etcd is ready.
+    pub snapshots: OnceCell<Arc<crate::etcd::snapshot::Snapshotter>>,
 }
 
 impl std::fmt::Debug for ServerContext {

@@ -309,6 +309,7 @@ async fn run_inner(
         store: OnceCell::new(),
         apiserver_endpoint,
         credentials: Default::default(),
+        snapshots: OnceCell::new(),
     });
     tracker.spawn(https::serve(
         supervisor_listener,
@@ -464,6 +465,14 @@ async fn run_inner(
         s.node_count.max(1),
     ));
     crate::controllers::spawn_status_reporter(ctx.clone(), tracker, cancel.clone());
+    let snapshots = etcd::snapshot::Snapshotter::new(
+        client.clone(),
+        config.snapshots.clone(),
+        &config.node.data_dir,
+        &node.name,
+    );
+    let _ = ctx.snapshots.set(snapshots.clone());
+    tracker.spawn(snapshots.run_schedule(cancel.clone()));
     crate::dbus::spawn_server(ctx.clone(), tracker, cancel.clone());
 
     // Anything else that must run after readiness goes here; then wait for shutdown.

@@ -1,0 +1,265 @@
+//! `rke2 etcd-snapshot …` (over D-Bus to the running server, as RKE2's CLI goes to its
+//! server) and `rke2 certificate …` (offline on the data directory, as RKE2 does).
+
+use std::path::PathBuf;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+
+use super::{AdminCliError, json, values};
+use crate::config::spec::{self, Role};
+use crate::config::{ConfigSources, sources};
+use crate::dbus::client;
+use crate::etcd::snapshot::SnapshotInfo;
+
+/// `rke2 etcd-snapshot`.
+pub fn etcd_snapshot_command() -> Command {
+    let output = Arg::new("output")
+        .long("output")
+        .short('o')
+        .value_name("FORMAT")
+        .value_parser(["table", "json", "yaml"])
+        .default_value("table")
+        .help("Output format");
+    Command::new("etcd-snapshot")
+        .about("Save, list, delete and prune etcd snapshots of the running server (over D-Bus)")
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommand(
+            Command::new("save")
+                .about("Save a snapshot now; prints its path")
+                .arg(
+                    Arg::new("name")
+                        .long("name")
+                        .value_name("NAME")
+                        .default_value("on-demand")
+                        .help("Name prefix (<name>-<node>-<unix time>)"),
+                ),
+        )
+        .subcommand(
+            Command::new("list")
+                .visible_aliases(["ls", "l"])
+                .about("List snapshots")
+                .arg(output),
+        )
+        .subcommand(
+            Command::new("delete")
+                .about("Delete snapshots by name")
+                .arg(
+                    Arg::new("names")
+                        .value_name("NAME")
+                        .required(true)
+                        .num_args(1..),
+                ),
+        )
+        .subcommand(
+            Command::new("prune")
+                .about("Delete all but the newest snapshots with a name prefix")
+                .arg(
+                    Arg::new("name")
+                        .long("name")
+                        .value_name("NAME")
+                        .default_value("on-demand")
+                        .help("Name prefix of the snapshots to prune"),
+                )
+                .arg(
+                    Arg::new("snapshot-retention")
+                        .long("snapshot-retention")
+                        .value_name("COUNT")
+                        .default_value("5")
+                        .help("Number of snapshots to keep"),
+                ),
+        )
+}
+
+/// `rke2 certificate`.
+pub fn certificate_command() -> Command {
+    let data_dir = || {
+        Arg::new("data-dir")
+            .long("data-dir")
+            .short('d')
+            .value_name("DIR")
+            .help(format!(
+                "Data directory (default: from the config file, else {})",
+                spec::DEFAULT_DATA_DIR
+            ))
+    };
+    let config = || {
+        Arg::new("config")
+            .long("config")
+            .short('c')
+            .value_name("FILE")
+            .help(format!("Config file (default {})", spec::DEFAULT_CONFIG_FILE))
+    };
+    Command::new("certificate")
+        .about("Check and rotate this node's certificates (offline, on the data directory)")
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommand(
+            Command::new("check")
+                .about("Show every leaf certificate with its expiry; warns within 120 days")
+                .arg(data_dir())
+                .arg(config())
+                .arg(
+                    Arg::new("output")
+                        .long("output")
+                        .short('o')
+                        .value_name("FORMAT")
+                        .value_parser(["table", "json"])
+                        .default_value("table")
+                        .help("Output format"),
+                ),
+        )
+        .subcommand(
+            Command::new("rotate")
+                .about("Back up server/tls to server/tls-<unix time> and remove leaf certificates; the next start regenerates them. Run while rke2 is stopped")
+                .arg(data_dir())
+                .arg(config())
+                .arg(
+                    Arg::new("service")
+                        .long("service")
+                        .short('s')
+                        .value_name("SERVICE")
+                        .value_delimiter(',')
+                        .action(ArgAction::Append)
+                        .help(format!(
+                            "Services to rotate (default: all): {}",
+                            crate::pki::rotate::SERVICES.join(", ")
+                        )),
+                ),
+        )
+}
+
+/// `rke2 etcd-snapshot list` as a table.
+pub fn render_snapshots(list: &[SnapshotInfo]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.node.clone(),
+                s.size.to_string(),
+                chrono::DateTime::from_timestamp(s.created, 0)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    client::render_table(&["Name", "Node", "Size", "Created"], &rows)
+}
+
+pub(super) async fn run_etcd_snapshot(
+    sub: &str,
+    args: &ArgMatches,
+) -> Result<String, AdminCliError> {
+    let retention = match sub {
+        "prune" => {
+            let v = args
+                .get_one::<String>("snapshot-retention")
+                .expect("defaulted");
+            crate::config::ops::parse_retention(v)
+                .map_err(|e| AdminCliError::Usage(format!("--snapshot-retention: {e}")))?
+        }
+        _ => 0,
+    };
+    let conn = client::connect().await?;
+    let cluster = client::cluster(&conn).await?;
+    let name = || args.get_one::<String>("name").cloned().unwrap_or_default();
+    match sub {
+        "save" => {
+            let path = cluster.save_snapshot(&name()).await?;
+            Ok(format!("{path}\n"))
+        }
+        "list" => {
+            let list = cluster.list_snapshots().await?;
+            Ok(match args.get_one::<String>("output").map(String::as_str) {
+                Some("json") => json(&list),
+                Some("yaml") => serde_yaml::to_string(&list).expect("serialises"),
+                _ => render_snapshots(&list),
+            })
+        }
+        "delete" => {
+            let mut out = String::new();
+            for n in values(args, "names") {
+                cluster.delete_snapshot(&n).await?;
+                out.push_str(&format!("Snapshot {n} deleted\n"));
+            }
+            Ok(out)
+        }
+        "prune" => {
+            let deleted = cluster.prune_snapshots(&name(), retention).await?;
+            Ok(deleted
+                .iter()
+                .map(|n| format!("Snapshot {n} pruned\n"))
+                .collect())
+        }
+        other => unreachable!("clap only accepts known subcommands, not {other}"),
+    }
+}
+
+/// The data directory: `--data-dir`, else the config file's (and `RKE2_DATA_DIR`), else the
+/// default.
+fn data_dir(args: &ArgMatches) -> Result<PathBuf, AdminCliError> {
+    if let Some(d) = args.get_one::<String>("data-dir") {
+        return Ok(PathBuf::from(d));
+    }
+    let sources = ConfigSources {
+        config_file: args.get_one::<String>("config").map(PathBuf::from),
+        env: super::env_snapshot(),
+        flags: Vec::new(),
+    };
+    let raw = sources::merge(&sources, Role::Server)
+        .map_err(|e| AdminCliError::Usage(format!("configuration error: {e}")))?;
+    Ok(PathBuf::from(
+        raw.values
+            .get("data-dir")
+            .and_then(|v| v.last())
+            .map(|r| r.value.clone())
+            .unwrap_or_else(|| spec::DEFAULT_DATA_DIR.to_string()),
+    ))
+}
+
+pub(super) fn run_certificate(sub: &str, args: &ArgMatches) -> Result<String, AdminCliError> {
+    use crate::pki::rotate::{self, RotateError};
+    let dir = data_dir(args)?;
+    let failed = |e: RotateError| match e {
+        RotateError::UnknownService(_) => AdminCliError::Usage(e.to_string()),
+        other => AdminCliError::Failed(other.to_string()),
+    };
+    match sub {
+        "check" => {
+            let leaves = rotate::check(&dir).map_err(failed)?;
+            for l in leaves.iter().filter(|l| l.status != "OK") {
+                eprintln!(
+                    "WARNING: {} ({}) {} on {}",
+                    l.file,
+                    l.subject,
+                    if l.status == "EXPIRED" {
+                        "expired"
+                    } else {
+                        "expires within 120 days"
+                    },
+                    l.expires
+                );
+            }
+            Ok(match args.get_one::<String>("output").map(String::as_str) {
+                Some("json") => json(&leaves),
+                _ => rotate::render_table(&leaves),
+            })
+        }
+        "rotate" => {
+            let services = values(args, "service");
+            let r = rotate::rotate(&dir, &services, chrono::Utc::now().timestamp())
+                .map_err(failed)?;
+            let mut out = String::new();
+            for b in &r.backups {
+                out.push_str(&format!("Certificates backed up to {}\n", b.display()));
+            }
+            for f in &r.removed {
+                out.push_str(&format!("Removed {}\n", f.display()));
+            }
+            out.push_str("Successfully backed up certificates; restart rke2 to regenerate them\n");
+            Ok(out)
+        }
+        other => unreachable!("clap only accepts known subcommands, not {other}"),
+    }
+}
