@@ -88,7 +88,10 @@ pub fn certificate_command() -> Command {
             .long("config")
             .short('c')
             .value_name("FILE")
-            .help(format!("Config file (default {})", spec::DEFAULT_CONFIG_FILE))
+            .help(format!(
+                "Config file (default {})",
+                spec::DEFAULT_CONFIG_FILE
+            ))
     };
     Command::new("certificate")
         .about("Check and rotate this node's certificates (offline, on the data directory)")
@@ -248,8 +251,8 @@ pub(super) fn run_certificate(sub: &str, args: &ArgMatches) -> Result<String, Ad
         }
         "rotate" => {
             let services = values(args, "service");
-            let r = rotate::rotate(&dir, &services, chrono::Utc::now().timestamp())
-                .map_err(failed)?;
+            let r =
+                rotate::rotate(&dir, &services, chrono::Utc::now().timestamp()).map_err(failed)?;
             let mut out = String::new();
             for b in &r.backups {
                 out.push_str(&format!("Certificates backed up to {}\n", b.display()));

@@ -183,7 +183,10 @@ mod tests {
 
     #[test]
     fn names_and_retention() {
-        assert_eq!(parse_snapshot_name("etcd-snapshot").unwrap(), "etcd-snapshot");
+        assert_eq!(
+            parse_snapshot_name("etcd-snapshot").unwrap(),
+            "etcd-snapshot"
+        );
         assert!(parse_snapshot_name("a/b").is_err());
         assert!(parse_snapshot_name("..").is_err());
         assert!(parse_snapshot_name("Big").is_err());

@@ -3,8 +3,8 @@
 //! in [`process`].
 
 pub mod membership;
-pub mod snapshot;
 pub mod process;
+pub mod snapshot;
 
 use std::path::Path;
 use std::time::Duration;

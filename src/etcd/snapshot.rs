@@ -397,7 +397,11 @@ async fn stream_to(client: &etcd_client::Client, part: &Path) -> Result<(), Snap
 /// etcd's offline tool that restores snapshots: `etcdutl` (etcd 3.5+) or `etcdctl` (3.4),
 /// looked up next to the etcd binary, then on `PATH`.
 pub fn find_restore_tool(etcd_bin: &Path, path_var: Option<&str>) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = etcd_bin.parent().map(Path::to_path_buf).into_iter().collect();
+    let mut dirs: Vec<PathBuf> = etcd_bin
+        .parent()
+        .map(Path::to_path_buf)
+        .into_iter()
+        .collect();
     dirs.extend(
         path_var
             .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
@@ -592,7 +596,10 @@ impl Snapshotter {
     /// retention. A learner skips (its data may lag), as RKE2's does.
     pub async fn run_schedule(self: Arc<Self>, cancel: CancellationToken) {
         if self.config.disabled {
-            tracing::info!(component = "etcd-snapshot", "scheduled etcd snapshots are disabled");
+            tracing::info!(
+                component = "etcd-snapshot",
+                "scheduled etcd snapshots are disabled"
+            );
             return;
         }
         tracing::info!(
@@ -605,7 +612,10 @@ impl Snapshotter {
         loop {
             let now = chrono::Local::now();
             let Some(next) = self.config.schedule.next_after(&now) else {
-                tracing::warn!(component = "etcd-snapshot", "the snapshot schedule has no next time; stopping it");
+                tracing::warn!(
+                    component = "etcd-snapshot",
+                    "the snapshot schedule has no next time; stopping it"
+                );
                 return;
             };
             let wait = (next - now).to_std().unwrap_or_default();
@@ -615,7 +625,10 @@ impl Snapshotter {
             }
             match super::local_status(&self.client).await {
                 Ok(s) if s.is_learner => {
-                    tracing::info!(component = "etcd-snapshot", "skipping the scheduled snapshot: this member is a learner");
+                    tracing::info!(
+                        component = "etcd-snapshot",
+                        "skipping the scheduled snapshot: this member is a learner"
+                    );
                     continue;
                 }
                 _ => {}
@@ -628,10 +641,16 @@ impl Snapshotter {
             match outcome {
                 Ok(_) => {
                     if let Err(e) = self.prune("", 0).await {
-                        tracing::warn!(component = "etcd-snapshot", "pruning etcd snapshots failed: {e}");
+                        tracing::warn!(
+                            component = "etcd-snapshot",
+                            "pruning etcd snapshots failed: {e}"
+                        );
                     }
                 }
-                Err(e) => tracing::error!(component = "etcd-snapshot", "scheduled etcd snapshot failed: {e}"),
+                Err(e) => tracing::error!(
+                    component = "etcd-snapshot",
+                    "scheduled etcd snapshot failed: {e}"
+                ),
             }
         }
     }
@@ -640,14 +659,12 @@ impl Snapshotter {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SnapshotError> + Send + 'static,
 ) -> Result<T, SnapshotError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| {
-            Err(SnapshotError::Io(PathError {
-                path: PathBuf::new(),
-                source: std::io::Error::other(e),
-            }))
-        })
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(SnapshotError::Io(PathError {
+            path: PathBuf::new(),
+            source: std::io::Error::other(e),
+        }))
+    })
 }
 
 #[cfg(test)]
@@ -671,7 +688,11 @@ mod tests {
         verify_bytes(&s).unwrap();
         let mut corrupt = s.clone();
         corrupt[100] = 8;
-        assert!(verify_bytes(&corrupt).unwrap_err().contains("does not match"));
+        assert!(
+            verify_bytes(&corrupt)
+                .unwrap_err()
+                .contains("does not match")
+        );
         let truncated = &s[..s.len() - 100];
         assert!(verify_bytes(truncated).is_err());
         assert!(verify_bytes(b"hello").unwrap_err().contains("too short"));
@@ -728,7 +749,10 @@ mod tests {
         );
         assert!(dir.join("on-demand-n-1-250").exists());
         assert!(dir.join("etcd-snapshot-other-150").exists());
-        assert_eq!(delete(dir, "on-demand-n-1-250").unwrap(), "on-demand-n-1-250");
+        assert_eq!(
+            delete(dir, "on-demand-n-1-250").unwrap(),
+            "on-demand-n-1-250"
+        );
         assert!(delete(dir, "on-demand-n-1-250").is_err());
     }
 

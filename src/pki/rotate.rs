@@ -218,7 +218,13 @@ pub fn rotate(data_dir: &Path, services: &[String], now: i64) -> Result<Rotation
             match std::fs::remove_file(f) {
                 Ok(()) => removed.push(f.clone()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(PathError { path: f.clone(), source: e }.into()),
+                Err(e) => {
+                    return Err(PathError {
+                        path: f.clone(),
+                        source: e,
+                    }
+                    .into());
+                }
             }
         }
     }
@@ -241,7 +247,14 @@ pub fn render_table(leaves: &[LeafStatus]) -> String {
         })
         .collect();
     crate::dbus::client::render_table(
-        &["FILENAME", "SERVICE", "SUBJECT", "EXPIRES", "RESIDUAL TIME", "STATUS"],
+        &[
+            "FILENAME",
+            "SERVICE",
+            "SUBJECT",
+            "EXPIRES",
+            "RESIDUAL TIME",
+            "STATUS",
+        ],
         &rows,
     )
 }
@@ -257,8 +270,11 @@ mod tests {
         let (paths, agent) = (ServerPaths::new(d.path()), AgentPaths::new(d.path()));
         fsutil::ensure_private_dir(&paths.etcd_tls()).unwrap();
         let (ca, _) = CertAuthority::load_or_create(&paths.client_ca(), "rke2-client").unwrap();
-        ca.ensure_leaf(&paths.client_admin(), &LeafSpec::client("system:admin", &[]))
-            .unwrap();
+        ca.ensure_leaf(
+            &paths.client_admin(),
+            &LeafSpec::client("system:admin", &[]),
+        )
+        .unwrap();
         ca.ensure_leaf(&paths.client_supervisor(), &LeafSpec::client("s", &[]))
             .unwrap();
         ca.ensure_leaf(&agent.client_kubelet(), &LeafSpec::client("k", &[]))

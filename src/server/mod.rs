@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod bootstrap_tokens;
+pub mod cluster_reset;
 pub mod context;
 pub mod credentials;
 pub mod node_password;
@@ -66,6 +67,8 @@ pub enum ServerError {
     Access(#[from] AccessError),
     #[error(transparent)]
     Etcd(#[from] EtcdError),
+    #[error(transparent)]
+    Snapshot(#[from] etcd::snapshot::SnapshotError),
     #[error("datastore: {0}")]
     Datastore(#[from] DatastoreError),
     #[error(transparent)]
@@ -194,13 +197,19 @@ async fn run_inner(
     ] {
         fsutil::ensure_private_dir(dir).at(dir)?;
     }
-    let mode = if paths.etcd_wal().exists() {
+    let mut mode = if paths.etcd_wal().exists() {
         StartMode::Restart
     } else if config.node.server.is_some() {
         StartMode::Join
     } else {
         StartMode::Init
     };
+    // A server left out of a reset or restore rejoins with fresh etcd data.
+    if mode == StartMode::Restart
+        && cluster_reset::rejoin_if_left_behind(&config, &paths, &node).await?
+    {
+        mode = StartMode::Join;
+    }
     tracing::info!(component = "server", node = %node.name, "starting server ({mode:?})");
     let configured_pw = config
         .node
@@ -311,23 +320,33 @@ async fn run_inner(
         credentials: Default::default(),
         snapshots: OnceCell::new(),
     });
-    tracker.spawn(https::serve(
-        supervisor_listener,
-        tls.clone(),
-        crate::supervisor::router(ctx.clone()),
-        cancel.clone(),
-        "supervisor",
-    ));
-    tracker.spawn(https::serve(
-        api_listener,
-        tls.clone(),
-        crate::apiserver::router(ctx.clone(), cancel.clone()),
-        cancel.clone(),
-        "apiserver",
-    ));
+    // A reset serves nothing: it only rebuilds etcd and exits (as RKE2 disables its apiserver).
+    let resetting = config.cluster_reset.enabled;
+    if !resetting {
+        tracker.spawn(https::serve(
+            supervisor_listener,
+            tls.clone(),
+            crate::supervisor::router(ctx.clone()),
+            cancel.clone(),
+            "supervisor",
+        ));
+        tracker.spawn(https::serve(
+            api_listener,
+            tls.clone(),
+            crate::apiserver::router(ctx.clone(), cancel.clone()),
+            cancel.clone(),
+            "apiserver",
+        ));
+    }
     tracker.spawn(crate::daemon::run_watchdog(runtime.clone(), cancel.clone()));
 
     // etcd.
+    let mut extra_args = config.etcd_args.clone();
+    if resetting {
+        extra_args.extend(
+            cluster_reset::prepare(&config, &paths, &node, &etcd_bin, env.path.as_deref()).await?,
+        );
+    }
     let member = etcd::member_name(&paths, &node.name)?;
     let peer_url = etcd::process::url("https", node.primary_ip(), config.etcd_peer_port);
     let (initial_cluster, initial_state) = match (&join_access, mode) {
@@ -374,7 +393,7 @@ async fn run_inner(
         peer_ca: paths.etcd_peer_ca().cert,
         initial_cluster,
         initial_state,
-        extra_args: config.etcd_args.clone(),
+        extra_args,
     };
     let local_client_url = settings.client_url();
     if mode != StartMode::Join {
@@ -398,6 +417,11 @@ async fn run_inner(
         let _ = etcd_task.await;
         return Err(e);
     }
+    if resetting {
+        cluster_reset::finish(&config, &paths)?;
+        return Ok(());
+    }
+    cluster_reset::clear_flag(&paths)?;
     if mode == StartMode::Restart {
         token_ops::write_token_files(&paths, &ctx.ca_hash(), &password, agent_pw.as_ref())?;
     }

@@ -3,6 +3,8 @@
 //! sleeps), real kubectl/etcdctl/curl, and cleanup of every started process even on failure.
 #![allow(dead_code)]
 
+pub mod bus;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
