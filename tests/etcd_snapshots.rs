@@ -62,8 +62,8 @@ fn cli_ok(bus: &Bus, args: &[&str]) -> String {
 }
 
 fn listed(bus: &Bus) -> Vec<String> {
-    let v: Value = serde_json::from_str(&cli_ok(bus, &["etcd-snapshot", "list", "-o", "json"]))
-        .expect("json");
+    let v: Value =
+        serde_json::from_str(&cli_ok(bus, &["etcd-snapshot", "list", "-o", "json"])).expect("json");
     v.as_array()
         .unwrap()
         .iter()
@@ -166,15 +166,27 @@ fn save_list_delete_prune_over_cli_and_dbus_root_only() {
     )["data"]
         .as_i64()
         .unwrap();
-    assert!(expiry > chrono::Utc::now().timestamp() + 360 * 86400, "{expiry}");
+    assert!(
+        expiry > chrono::Utc::now().timestamp() + 360 * 86400,
+        "{expiry}"
+    );
 
     // Mutations are root only: the bus policy refuses a non-root caller...
     let before = snapshot_files(&dir);
     let out = cli(&bus, true, &["etcd-snapshot", "save"]);
     assert_eq!(out.status.code(), Some(1), "{}", out_text(&out));
-    assert!(out_text(&out).contains("access denied"), "{}", out_text(&out));
+    assert!(
+        out_text(&out).contains("access denied"),
+        "{}",
+        out_text(&out)
+    );
     assert_error(
-        call(&bus, true, "io.rke2.Cluster1.DeleteSnapshot", &[&format!("string:{name}")]),
+        call(
+            &bus,
+            true,
+            "io.rke2.Cluster1.DeleteSnapshot",
+            &[&format!("string:{name}")],
+        ),
         "org.freedesktop.DBus.Error.AccessDenied",
     );
     // ...and with a policy that lets everyone through, the daemon itself refuses.
@@ -184,7 +196,12 @@ fn save_list_delete_prune_over_cli_and_dbus_root_only() {
         r.1.contains("io.rke2.Error.AccessDenied").then_some(())
     });
     assert_error(
-        call(&bus, true, "io.rke2.Cluster1.DeleteSnapshot", &[&format!("string:{name}")]),
+        call(
+            &bus,
+            true,
+            "io.rke2.Cluster1.DeleteSnapshot",
+            &[&format!("string:{name}")],
+        ),
         "io.rke2.Error.AccessDenied",
     );
     assert_error(
@@ -196,10 +213,18 @@ fn save_list_delete_prune_over_cli_and_dbus_root_only() {
         ),
         "io.rke2.Error.AccessDenied",
     );
-    assert_eq!(snapshot_files(&dir), before, "a refused call changed nothing");
+    assert_eq!(
+        snapshot_files(&dir),
+        before,
+        "a refused call changed nothing"
+    );
 
     // Bad input: clear errors, nothing changed.
-    let out = cli(&bus, false, &["etcd-snapshot", "delete", "no-such-snapshot-1"]);
+    let out = cli(
+        &bus,
+        false,
+        &["etcd-snapshot", "delete", "no-such-snapshot-1"],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(
         out_text(&out).contains("etcd snapshot \"no-such-snapshot-1\" not found")
@@ -207,13 +232,21 @@ fn save_list_delete_prune_over_cli_and_dbus_root_only() {
         "{}",
         out_text(&out)
     );
-    let out = cli(&bus, false, &["etcd-snapshot", "delete", "../tls/server-ca.key"]);
+    let out = cli(
+        &bus,
+        false,
+        &["etcd-snapshot", "delete", "../tls/server-ca.key"],
+    );
     assert!(
         out_text(&out).contains("io.rke2.Error.InvalidArgument"),
         "{}",
         out_text(&out)
     );
-    let out = cli(&bus, false, &["etcd-snapshot", "save", "--name", "Bad/Name"]);
+    let out = cli(
+        &bus,
+        false,
+        &["etcd-snapshot", "save", "--name", "Bad/Name"],
+    );
     assert!(
         out_text(&out).contains("io.rke2.Error.InvalidArgument"),
         "{}",
@@ -236,16 +269,35 @@ fn save_list_delete_prune_over_cli_and_dbus_root_only() {
                 .success()
                 .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
         });
-        keep.push(PathBuf::from(p).file_name().unwrap().to_string_lossy().into_owned());
+        keep.push(
+            PathBuf::from(p)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned(),
+        );
     }
     let out = cli_ok(
         &bus,
-        &["etcd-snapshot", "prune", "--name", "keep", "--snapshot-retention", "2"],
+        &[
+            "etcd-snapshot",
+            "prune",
+            "--name",
+            "keep",
+            "--snapshot-retention",
+            "2",
+        ],
     );
     assert_eq!(out, format!("Snapshot {} pruned\n", keep[0]));
     let names = listed(&bus);
-    assert!(names.contains(&keep[1]) && names.contains(&keep[2]), "{names:?}");
-    assert!(!names.contains(&keep[0]) && names.contains(&name), "{names:?}");
+    assert!(
+        names.contains(&keep[1]) && names.contains(&keep[2]),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&keep[0]) && names.contains(&name),
+        "{names:?}"
+    );
 
     // delete
     let out = cli_ok(&bus, &["etcd-snapshot", "delete", &name]);
@@ -294,10 +346,14 @@ fn scheduled_snapshots_fire_and_prune_and_a_cut_save_is_never_listed() {
         first.starts_with("cron-s1-") && first.ends_with(".zip"),
         "{first}"
     );
-    let second = wait_for(Duration::from_secs(80), "the next scheduled snapshot", || {
-        let f = snapshot_files(&dir);
-        (f.len() == 1 && f[0] != first).then(|| f[0].clone())
-    });
+    let second = wait_for(
+        Duration::from_secs(80),
+        "the next scheduled snapshot",
+        || {
+            let f = snapshot_files(&dir);
+            (f.len() == 1 && f[0] != first).then(|| f[0].clone())
+        },
+    );
     s1.daemon.wait_log(
         &format!("pruned etcd snapshot (retention 1)"),
         Duration::from_secs(10),
@@ -318,9 +374,12 @@ fn scheduled_snapshots_fire_and_prune_and_a_cut_save_is_never_listed() {
     // A save cut short: etcd is frozen (SIGSTOP) before the next firing, so the save stalls
     // with its temporary file open; the daemon and etcd are then killed outright.
     let etcd_pid = wait_for(Duration::from_secs(10), "the etcd child", || {
-        pids_matching(&format!("--data-dir={}", s1.data_dir().join("server/db/etcd").display()))
-            .first()
-            .copied()
+        pids_matching(&format!(
+            "--data-dir={}",
+            s1.data_dir().join("server/db/etcd").display()
+        ))
+        .first()
+        .copied()
     });
     let kill = |sig: &str, pid: u32| {
         std::process::Command::new("kill")
@@ -330,27 +389,28 @@ fn scheduled_snapshots_fire_and_prune_and_a_cut_save_is_never_listed() {
     };
     kill("-STOP", etcd_pid);
     let part = wait_for(Duration::from_secs(80), "a save in progress", || {
-        fs::read_dir(&dir).ok()?.filter_map(|e| e.ok()).find_map(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n.ends_with(".part").then_some(n)
-        })
+        fs::read_dir(&dir)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .find_map(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.ends_with(".part").then_some(n)
+            })
     });
     s1.daemon.kill9();
     kill("-KILL", etcd_pid);
     let files = snapshot_files(&dir);
-    assert_eq!(files, vec![second.clone()], "only the complete snapshot is visible");
+    assert_eq!(
+        files,
+        vec![second.clone()],
+        "only the complete snapshot is visible"
+    );
     assert!(dir.join(&part).exists() || !files.contains(&part));
 
     // After a restart the listing shows the complete snapshot only.
     let log = s1.dir.join("log-2");
     let env = bus.env();
-    s1.daemon = Daemon::start(
-        "s1",
-        "server",
-        &s1.config,
-        &log,
-        &[(env.0, env.1.as_str())],
-    );
+    s1.daemon = Daemon::start("s1", "server", &s1.config, &log, &[(env.0, env.1.as_str())]);
     wait_on_bus(&bus, "io.rke2.Server", "/io/rke2/Server", &mut s1.daemon);
     let names = wait_for(READY, "the snapshot list", || {
         let out = cli(&bus, false, &["etcd-snapshot", "list", "-o", "json"]);
@@ -415,7 +475,10 @@ fn bad_snapshot_settings_and_restore_paths_are_refused_with_nothing_changed() {
         "{}",
         out_text(&out)
     );
-    assert!(!dir.join("data").exists(), "a refused config creates nothing");
+    assert!(
+        !dir.join("data").exists(),
+        "a refused config creates nothing"
+    );
 
     // A real server's data; then restores from things that are not snapshots.
     let mut entries = server_config("c1", block.ip(1), &dir);
@@ -442,23 +505,38 @@ fn bad_snapshot_settings_and_restore_paths_are_refused_with_nothing_changed() {
     let good = fs::read(etcd_dir.join("member/snap/db")).unwrap();
     fs::write(&truncated, &good[..good.len() / 2]).unwrap();
     for (path, expect) in [
-        (not_a_snapshot.display().to_string(), "is not an etcd snapshot: too short"),
+        (
+            not_a_snapshot.display().to_string(),
+            "is not an etcd snapshot: too short",
+        ),
         (
             etcd_dir.join("member/snap/db").display().to_string(),
             "is not an etcd snapshot: no SHA-256 trailer",
         ),
         (truncated.display().to_string(), "is not an etcd snapshot"),
-        ("no-such-snapshot-7".to_string(), "etcd snapshot \"no-such-snapshot-7\" not found"),
+        (
+            "no-such-snapshot-7".to_string(),
+            "etcd snapshot \"no-such-snapshot-7\" not found",
+        ),
     ] {
         let mut e = entries.clone();
         e.push(("cluster-reset", "true".into()));
         e.push(("cluster-reset-restore-path", path.clone()));
         write_config(&config, &e);
-        let mut d = Daemon::start("c1", "server", &config, &dir.join(format!("log-{}", unique_suffix())), &[]);
+        let mut d = Daemon::start(
+            "c1",
+            "server",
+            &config,
+            &dir.join(format!("log-{}", unique_suffix())),
+            &[],
+        );
         assert_eq!(d.wait_exit(READY), Some(1), "{path}: {}", d.log_text());
         assert!(d.log_text().contains(expect), "{path}: {}", d.log_text());
         assert_eq!(db_entries(), before, "{path}: db/ changed");
-        assert_eq!(fs::read_to_string(etcd_dir.join("name")).unwrap(), name_before);
+        assert_eq!(
+            fs::read_to_string(etcd_dir.join("name")).unwrap(),
+            name_before
+        );
     }
 }
 
@@ -525,11 +603,27 @@ fn three_servers_restored_from_a_snapshot_rejoin_as_voters() {
             .then_some(())
     });
     for i in 0..10 {
-        kubectl_ok(&k, &["create", "configmap", &format!("before-{i}"), "--from-literal=k=v"]);
+        kubectl_ok(
+            &k,
+            &[
+                "create",
+                "configmap",
+                &format!("before-{i}"),
+                "--from-literal=k=v",
+            ],
+        );
     }
     let snapshot = PathBuf::from(cli_ok(&bus, &["etcd-snapshot", "save"]).trim());
     for i in 0..10 {
-        kubectl_ok(&k, &["create", "configmap", &format!("after-{i}"), "--from-literal=k=v"]);
+        kubectl_ok(
+            &k,
+            &[
+                "create",
+                "configmap",
+                &format!("after-{i}"),
+                "--from-literal=k=v",
+            ],
+        );
     }
     for s in [&mut s1, &mut s2, &mut s3] {
         s.daemon.stop();
@@ -545,7 +639,13 @@ fn three_servers_restored_from_a_snapshot_rejoin_as_voters() {
         ),
     )
     .unwrap();
-    let mut reset = Daemon::start("s1-reset", "server", &s1.config, &s1.dir.join("log-reset"), &[]);
+    let mut reset = Daemon::start(
+        "s1-reset",
+        "server",
+        &s1.config,
+        &s1.dir.join("log-reset"),
+        &[],
+    );
     assert_eq!(reset.wait_exit(READY), Some(0), "{}", reset.log_text());
     let log = reset.log_text();
     assert!(
@@ -555,17 +655,27 @@ fn three_servers_restored_from_a_snapshot_rejoin_as_voters() {
     let db = s1.data_dir().join("server/db");
     assert!(db.join("reset-flag").exists());
     assert!(
-        fs::read_dir(&db)
+        fs::read_dir(&db).unwrap().any(|e| e
             .unwrap()
-            .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("etcd-old-")),
+            .file_name()
+            .to_string_lossy()
+            .starts_with("etcd-old-")),
         "old etcd data moved aside"
     );
     // Starting again with the flag still set is refused, as RKE2 does (restore path removed).
     fs::write(&s1.config, format!("{base}cluster-reset: true\n")).unwrap();
-    let mut again = Daemon::start("s1-again", "server", &s1.config, &s1.dir.join("log-again"), &[]);
+    let mut again = Daemon::start(
+        "s1-again",
+        "server",
+        &s1.config,
+        &s1.dir.join("log-again"),
+        &[],
+    );
     assert_eq!(again.wait_exit(READY), Some(1));
     assert!(
-        again.log_text().contains("cluster-reset was successfully performed, please remove the cluster-reset flag"),
+        again.log_text().contains(
+            "cluster-reset was successfully performed, please remove the cluster-reset flag"
+        ),
         "{}",
         again.log_text()
     );
@@ -576,7 +686,8 @@ fn three_servers_restored_from_a_snapshot_rejoin_as_voters() {
     s1.daemon.wait_log("ready:", READY);
     assert!(!db.join("reset-flag").exists());
     s2.restart(&[]);
-    s2.daemon.wait_log("is not in the cluster's member list", READY);
+    s2.daemon
+        .wait_log("is not in the cluster's member list", READY);
     s2.daemon.wait_log("ready:", READY);
     s3.restart(&[]);
     s3.daemon.wait_log("ready:", READY);
@@ -584,7 +695,11 @@ fn three_servers_restored_from_a_snapshot_rejoin_as_voters() {
         assert!(
             fs::read_dir(s.data_dir().join("server/db"))
                 .unwrap()
-                .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("etcd-old-")),
+                .any(|e| e
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("etcd-old-")),
             "{}: old data moved aside",
             s.daemon.name
         );
@@ -600,6 +715,9 @@ fn three_servers_restored_from_a_snapshot_rejoin_as_voters() {
     }
     // The restored cluster takes writes through every server.
     for s in [&s2, &s3] {
-        kubectl_ok(&s.kubeconfig, &["create", "configmap", &format!("new-{}", s.daemon.name)]);
+        kubectl_ok(
+            &s.kubeconfig,
+            &["create", "configmap", &format!("new-{}", s.daemon.name)],
+        );
     }
 }

@@ -1,0 +1,201 @@
+//! Certificates (issue 16): `rke2 certificate check` dates agree with openssl's reading of the
+//! files; `rke2 certificate rotate` keeps a `tls-<unix time>` backup, removes the selected
+//! leaves only, and the next start issues new ones (new keys, same CAs) and serves with them.
+//! Real binary, real etcd, real openssl and curl.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const READY: Duration = Duration::from_secs(90);
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn rke2(args: &[&str]) -> Output {
+    Command::new(rke2_bin()).args(args).output().unwrap()
+}
+
+/// notAfter of a certificate file as unix seconds, read by openssl.
+fn openssl_not_after(cert: &Path) -> i64 {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-enddate", "-dateopt", "iso_8601", "-in"])
+        .arg(cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    let date = s.trim().strip_prefix("notAfter=").unwrap().trim();
+    chrono::DateTime::parse_from_rfc3339(&date.replace(' ', "T").replace("TZ", "Z"))
+        .or_else(|_| chrono::DateTime::parse_from_str(date, "%Y-%m-%d %H:%M:%SZ"))
+        .map(|t| t.timestamp())
+        .or_else(|_| {
+            chrono::NaiveDateTime::parse_from_str(date, "%Y-%m-%d %H:%M:%SZ")
+                .map(|t| t.and_utc().timestamp())
+        })
+        .unwrap_or_else(|e| panic!("{date}: {e}"))
+}
+
+fn check_json(data_dir: &Path) -> Vec<Value> {
+    let out = rke2(&[
+        "certificate",
+        "check",
+        "-o",
+        "json",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn check_shows_the_dates_and_rotate_keeps_backups() {
+    require_tool("etcd", "etcd-server");
+    require_tool("openssl", "openssl");
+    require_tool("curl", "curl");
+    let block = AddrBlock::new();
+    let root = tempfile::tempdir().unwrap();
+    let mut s1 = start_server(
+        "s1",
+        block.ip(1),
+        root.path(),
+        &[("token", "cert-token".into())],
+    );
+    s1.daemon.wait_log("ready:", READY);
+    s1.daemon.stop();
+    let data = s1.data_dir();
+    let tls = data.join("server/tls");
+
+    // check: every leaf, dates as openssl reads them, all OK a year ahead.
+    let leaves = check_json(&data);
+    let files: Vec<&str> = leaves.iter().map(|l| l["file"].as_str().unwrap()).collect();
+    for f in [
+        "server/tls/client-admin.crt",
+        "server/tls/serving-kube-apiserver.crt",
+        "server/tls/client-supervisor.crt",
+        "server/tls/etcd/client.crt",
+        "server/tls/etcd/server-client.crt",
+        "server/tls/etcd/peer-server-client.crt",
+        "agent/client-kubelet.crt",
+    ] {
+        assert!(
+            files.iter().any(|x| x.ends_with(f)),
+            "{f} missing: {files:?}"
+        );
+    }
+    for l in &leaves {
+        let file = Path::new(l["file"].as_str().unwrap());
+        assert_eq!(
+            l["not_after"].as_i64().unwrap(),
+            openssl_not_after(file),
+            "{l}"
+        );
+        assert_eq!(l["status"], "OK", "{l}");
+        assert!(l["seconds_left"].as_i64().unwrap() > 360 * 86400);
+    }
+    let table = rke2(&["certificate", "check", "--data-dir", data.to_str().unwrap()]);
+    let table_text = String::from_utf8_lossy(&table.stdout);
+    assert!(table_text.starts_with("FILENAME"), "{table_text}");
+    assert!(table_text.contains("system:admin"), "{table_text}");
+
+    // Bad input: an unknown service is a usage error and changes nothing.
+    let out = rke2(&[
+        "certificate",
+        "rotate",
+        "--service",
+        "bogus",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    assert!(
+        text(&out).contains("unknown service \"bogus\""),
+        "{}",
+        text(&out)
+    );
+    assert!(tls.join("client-admin.crt").exists());
+
+    // rotate admin and api-server: backup of the whole tls dir, those leaves removed.
+    let admin_before = fs::read(tls.join("client-admin.crt")).unwrap();
+    let key_before = fs::read(tls.join("serving-kube-apiserver.key")).unwrap();
+    let supervisor_before = fs::read(tls.join("client-supervisor.crt")).unwrap();
+    let out = rke2(&[
+        "certificate",
+        "rotate",
+        "--service",
+        "admin,api-server",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let backup = fs::read_dir(data.join("server"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("tls-"))
+        .expect("a tls-<unix> backup");
+    assert!(text(&out).contains(&backup.display().to_string()));
+    assert_eq!(
+        fs::read(backup.join("client-admin.crt")).unwrap(),
+        admin_before
+    );
+    assert_eq!(
+        fs::read(backup.join("serving-kube-apiserver.key")).unwrap(),
+        key_before
+    );
+    assert!(backup.join("server-ca.key").exists() && backup.join("etcd/peer-ca.key").exists());
+    assert_eq!(mode(&backup.join("server-ca.key")), 0o600);
+    assert!(!tls.join("client-admin.crt").exists());
+    assert!(!tls.join("serving-kube-apiserver.key").exists());
+    assert_eq!(
+        fs::read(tls.join("client-supervisor.crt")).unwrap(),
+        supervisor_before
+    );
+
+    // The next start issues new leaves from the same CA and serves with them.
+    let ca_before = fs::read(tls.join("server-ca.crt")).unwrap();
+    s1.restart(&[]);
+    s1.daemon.wait_log("ready:", READY);
+    assert_eq!(fs::read(tls.join("server-ca.crt")).unwrap(), ca_before);
+    assert_ne!(
+        fs::read(tls.join("client-admin.crt")).unwrap(),
+        admin_before
+    );
+    assert_ne!(
+        fs::read(tls.join("serving-kube-apiserver.key")).unwrap(),
+        key_before
+    );
+    assert_eq!(
+        fs::read(tls.join("client-supervisor.crt")).unwrap(),
+        supervisor_before
+    );
+    let (status, _) = curl(&format!("{}/cacerts", s1.supervisor()), &s1.ca(), &[]);
+    assert_eq!(status, 200);
+    kubectl_ok(&s1.kubeconfig, &["get", "nodes"]);
+    // check on a directory without certificates is a clear error.
+    let empty = root.path().join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let out = rke2(&[
+        "certificate",
+        "check",
+        "--data-dir",
+        empty.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("has no certificates"), "{}", text(&out));
+}
