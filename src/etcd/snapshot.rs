@@ -191,7 +191,7 @@ pub fn prune(
             })
         })
         .collect();
-    mine.sort_by(|a, b| b.created.cmp(&a.created));
+    mine.sort_by_key(|s| std::cmp::Reverse(s.created));
     let mut deleted = Vec::new();
     for s in mine.into_iter().skip(retention as usize) {
         let p = dir.join(&s.name);

@@ -231,7 +231,7 @@ pub(super) async fn rejoin_if_left_behind(
     let known = info
         .members
         .iter()
-        .any(|m| m.name == member || m.peer_urls.iter().any(|u| *u == peer_url));
+        .any(|m| m.name == member || m.peer_urls.contains(&peer_url));
     if known || info.members.is_empty() {
         return Ok(false);
     }
