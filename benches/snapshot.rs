@@ -59,17 +59,9 @@ fn main() {
     );
     for n in sizes {
         let block = AddrBlock::new();
-        let root = tempfile::tempdir().unwrap();
-        set_mode(root.path(), 0o755);
-        let bus = Bus::start(&root.path().join("bus"));
-        let mut s = start_server_on(
-            "b1",
-            block.ip(1),
-            root.path(),
-            &[("token", "bench-token".into())],
-            Some(&bus),
-        );
-        wait_on_bus(&bus, "io.rke2.Server", "/io/rke2/Server", &mut s.daemon);
+        let env = server_on_bus(&block, "b1", &[("token", "bench-token".into())]);
+        let bus = &env.bus;
+        let mut s = env.server;
         let t = Instant::now();
         fill(&s, n);
         let fill_s = t.elapsed().as_secs_f64();

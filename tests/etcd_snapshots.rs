@@ -79,23 +79,14 @@ fn save_list_delete_prune_over_cli_and_dbus_root_only() {
     require_tool("setpriv", "util-linux");
     require_tool("dbus-send", "dbus-bin");
     let block = AddrBlock::new();
-    let root = tempfile::tempdir().unwrap();
-    set_mode(root.path(), 0o755);
-    let bus = Bus::start(&root.path().join("bus"));
-    let mut s1 = start_server_on(
-        "s1",
-        block.ip(1),
-        root.path(),
-        &[("token", "snap-token".into())],
-        Some(&bus),
-    );
-    wait_on_bus(&bus, "io.rke2.Server", "/io/rke2/Server", &mut s1.daemon);
-    let monitor = Monitor::start(&bus, &root.path().join("monitor.json"));
-    let dir = snapshot_dir(&s1);
+    let env = server_on_bus(&block, "s1", &[("token", "snap-token".into())]);
+    let (bus, s1, root) = (&env.bus, &env.server, &env.root);
+    let monitor = Monitor::start(bus, &root.path().join("monitor.json"));
+    let dir = snapshot_dir(s1);
     fs::write(
         root.path().join("live.xml"),
         busctl_json(
-            &bus,
+            bus,
             false,
             &[
                 "call",
@@ -114,7 +105,7 @@ fn save_list_delete_prune_over_cli_and_dbus_root_only() {
     }
 
     // save: RKE2's name, in <data-dir>/server/db/snapshots, 0600, a real etcd snapshot.
-    let path = cli_ok(&bus, &["etcd-snapshot", "save"]).trim().to_string();
+    let path = cli_ok(bus, &["etcd-snapshot", "save"]).trim().to_string();
     let path = PathBuf::from(path);
     assert_eq!(path.parent().unwrap(), dir);
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -129,14 +120,14 @@ fn save_list_delete_prune_over_cli_and_dbus_root_only() {
     });
 
     // list: table and json (json as anyone; the table has RKE2's columns).
-    let table = cli_ok(&bus, &["etcd-snapshot", "ls"]);
+    let table = cli_ok(bus, &["etcd-snapshot", "ls"]);
     assert!(table.starts_with("Name"), "{table}");
     assert!(table.contains(&name), "{table}");
-    let out = cli(&bus, true, &["etcd-snapshot", "list", "-o", "yaml"]);
+    let out = cli(bus, true, &["etcd-snapshot", "list", "-o", "yaml"]);
     assert!(out.status.success(), "{}", out_text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("name: {name}")));
     let listing = busctl_json(
-        &bus,
+        bus,
         true,
         &[
             "call",
@@ -154,7 +145,7 @@ fn save_list_delete_prune_over_cli_and_dbus_root_only() {
     );
     assert_eq!(listing["data"][0][0][3].as_i64().unwrap(), ts);
     let expiry = busctl_json(
-        &bus,
+        bus,
         true,
         &[
             "get-property",
@@ -173,7 +164,7 @@ fn save_list_delete_prune_over_cli_and_dbus_root_only() {
 
     // Mutations are root only: the bus policy refuses a non-root caller...
     let before = snapshot_files(&dir);
-    let out = cli(&bus, true, &["etcd-snapshot", "save"]);
+    let out = cli(bus, true, &["etcd-snapshot", "save"]);
     assert_eq!(out.status.code(), Some(1), "{}", out_text(&out));
     assert!(
         out_text(&out).contains("access denied"),
@@ -182,7 +173,7 @@ fn save_list_delete_prune_over_cli_and_dbus_root_only() {
     );
     assert_error(
         call(
-            &bus,
+            bus,
             true,
             "io.rke2.Cluster1.DeleteSnapshot",
             &[&format!("string:{name}")],
@@ -192,12 +183,12 @@ fn save_list_delete_prune_over_cli_and_dbus_root_only() {
     // ...and with a policy that lets everyone through, the daemon itself refuses.
     bus.reload(ALLOW_EVERYONE);
     wait_for(Duration::from_secs(10), "the permissive policy", || {
-        let r = call(&bus, true, "io.rke2.Cluster1.SaveSnapshot", &["string:"]);
+        let r = call(bus, true, "io.rke2.Cluster1.SaveSnapshot", &["string:"]);
         r.1.contains("io.rke2.Error.AccessDenied").then_some(())
     });
     assert_error(
         call(
-            &bus,
+            bus,
             true,
             "io.rke2.Cluster1.DeleteSnapshot",
             &[&format!("string:{name}")],
@@ -206,7 +197,7 @@ fn save_list_delete_prune_over_cli_and_dbus_root_only() {
     );
     assert_error(
         call(
-            &bus,
+            bus,
             true,
             "io.rke2.Cluster1.PruneSnapshots",
             &["string:", "uint32:1"],
@@ -219,41 +210,31 @@ fn save_list_delete_prune_over_cli_and_dbus_root_only() {
         "a refused call changed nothing"
     );
 
-    // Bad input: clear errors, nothing changed.
-    let out = cli(
-        &bus,
-        false,
+    // Bad input: clear errors (exit 1 with the bus error), nothing changed.
+    let refused = |args: &[&str], needles: &[&str]| {
+        let out = cli(bus, false, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", out_text(&out));
+        for n in needles {
+            assert!(out_text(&out).contains(n), "{args:?}: {}", out_text(&out));
+        }
+    };
+    refused(
         &["etcd-snapshot", "delete", "no-such-snapshot-1"],
+        &[
+            "etcd snapshot \"no-such-snapshot-1\" not found",
+            "io.rke2.Error.NotFound",
+        ],
     );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        out_text(&out).contains("etcd snapshot \"no-such-snapshot-1\" not found")
-            && out_text(&out).contains("io.rke2.Error.NotFound"),
-        "{}",
-        out_text(&out)
-    );
-    let out = cli(
-        &bus,
-        false,
+    refused(
         &["etcd-snapshot", "delete", "../tls/server-ca.key"],
+        &["io.rke2.Error.InvalidArgument"],
     );
-    assert!(
-        out_text(&out).contains("io.rke2.Error.InvalidArgument"),
-        "{}",
-        out_text(&out)
-    );
-    let out = cli(
-        &bus,
-        false,
+    refused(
         &["etcd-snapshot", "save", "--name", "Bad/Name"],
-    );
-    assert!(
-        out_text(&out).contains("io.rke2.Error.InvalidArgument"),
-        "{}",
-        out_text(&out)
+        &["io.rke2.Error.InvalidArgument"],
     );
     let out = cli(
-        &bus,
+        bus,
         false,
         &["etcd-snapshot", "prune", "--snapshot-retention", "zero"],
     );
@@ -264,7 +245,7 @@ fn save_list_delete_prune_over_cli_and_dbus_root_only() {
     let mut keep = Vec::new();
     for _ in 0..3 {
         let p = wait_for(Duration::from_secs(10), "a save in a new second", || {
-            let out = cli(&bus, false, &["etcd-snapshot", "save", "--name", "keep"]);
+            let out = cli(bus, false, &["etcd-snapshot", "save", "--name", "keep"]);
             out.status
                 .success()
                 .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -278,7 +259,7 @@ fn save_list_delete_prune_over_cli_and_dbus_root_only() {
         );
     }
     let out = cli_ok(
-        &bus,
+        bus,
         &[
             "etcd-snapshot",
             "prune",
@@ -289,7 +270,7 @@ fn save_list_delete_prune_over_cli_and_dbus_root_only() {
         ],
     );
     assert_eq!(out, format!("Snapshot {} pruned\n", keep[0]));
-    let names = listed(&bus);
+    let names = listed(bus);
     assert!(
         names.contains(&keep[1]) && names.contains(&keep[2]),
         "{names:?}"
@@ -300,10 +281,10 @@ fn save_list_delete_prune_over_cli_and_dbus_root_only() {
     );
 
     // delete
-    let out = cli_ok(&bus, &["etcd-snapshot", "delete", &name]);
+    let out = cli_ok(bus, &["etcd-snapshot", "delete", &name]);
     assert_eq!(out, format!("Snapshot {name} deleted\n"));
     assert!(!path.exists());
-    assert!(!listed(&bus).contains(&name));
+    assert!(!listed(bus).contains(&name));
 }
 
 /// A server with `cron`, retention 1 and compression; waits for it to be ready.
@@ -552,18 +533,6 @@ fn voters_and_learners(node: &ServerNode) -> Option<(usize, usize)> {
     })
 }
 
-fn all_ready(k: &Path, names: &[&str]) -> bool {
-    let out = kubectl(k, &["get", "nodes", "--no-headers"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    out.status.success()
-        && names.iter().all(|n| {
-            text.lines().any(|l| {
-                l.split_whitespace().next() == Some(n)
-                    && l.split_whitespace().nth(1) == Some("Ready")
-            })
-        })
-}
-
 fn configmaps(k: &Path) -> Vec<String> {
     kubectl_ok(k, &["get", "configmaps", "-o", "name"])
         .lines()
@@ -578,18 +547,10 @@ fn three_servers_restored_from_a_snapshot_rejoin_as_voters() {
     require_tool("kubectl", "kubernetes-client");
     require_tool("busctl", "systemd");
     let block = AddrBlock::new();
-    let root = tempfile::tempdir().unwrap();
-    set_mode(root.path(), 0o755);
-    let bus = Bus::start(&root.path().join("bus"));
     let token = "restore-token";
-    let mut s1 = start_server_on(
-        "s1",
-        block.ip(1),
-        root.path(),
-        &[("token", token.into())],
-        Some(&bus),
-    );
-    wait_on_bus(&bus, "io.rke2.Server", "/io/rke2/Server", &mut s1.daemon);
+    let env = server_on_bus(&block, "s1", &[("token", token.into())]);
+    let (bus, root) = (&env.bus, &env.root);
+    let mut s1 = env.server;
     let join = |name: &str, ip| {
         start_server(
             name,
@@ -616,7 +577,7 @@ fn three_servers_restored_from_a_snapshot_rejoin_as_voters() {
             ],
         );
     }
-    let snapshot = PathBuf::from(cli_ok(&bus, &["etcd-snapshot", "save"]).trim());
+    let snapshot = PathBuf::from(cli_ok(bus, &["etcd-snapshot", "save"]).trim());
     for i in 0..10 {
         kubectl_ok(
             &k,

@@ -67,18 +67,6 @@ fn form_cluster(block: &AddrBlock, servers: usize, agent: bool, token: &str) -> 
     }
 }
 
-fn all_ready(k: &Path, names: &[&str]) -> bool {
-    let out = kubectl(k, &["get", "nodes", "--no-headers"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    out.status.success()
-        && names.iter().all(|n| {
-            text.lines().any(|l| {
-                l.split_whitespace().next() == Some(n)
-                    && l.split_whitespace().nth(1) == Some("Ready")
-            })
-        })
-}
-
 fn voters(node: &ServerNode) -> Option<usize> {
     etcd_members(node).map(|m| {
         m.iter()

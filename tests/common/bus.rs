@@ -359,3 +359,27 @@ pub fn start_server_on(
         dir,
     }
 }
+
+/// A server on its own private bus, in a fresh temporary root (mode 0755, so uid 65534 can
+/// reach the bus socket). Fields drop in order: the server, then the bus, then the files.
+pub struct BusServer {
+    pub server: ServerNode,
+    pub bus: Bus,
+    pub root: tempfile::TempDir,
+}
+
+/// Starts server `name` at `block.ip(1)` with `extra` config lines on a new private bus and
+/// waits until it serves io.rke2.Server there.
+pub fn server_on_bus(block: &AddrBlock, name: &str, extra: &[(&'static str, String)]) -> BusServer {
+    let root = tempfile::tempdir().unwrap();
+    set_mode(root.path(), 0o755);
+    let bus = Bus::start(&root.path().join("bus"));
+    let mut server = start_server_on(name, block.ip(1), root.path(), extra, Some(&bus));
+    wait_on_bus(
+        &bus,
+        "io.rke2.Server",
+        "/io/rke2/Server",
+        &mut server.daemon,
+    );
+    BusServer { server, bus, root }
+}

@@ -252,6 +252,19 @@ impl Drop for Daemon {
     }
 }
 
+/// Whether kubectl lists every node of `names` as Ready.
+pub fn all_ready(k: &Path, names: &[&str]) -> bool {
+    let out = kubectl(k, &["get", "nodes", "--no-headers"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    out.status.success()
+        && names.iter().all(|n| {
+            text.lines().any(|l| {
+                l.split_whitespace().next() == Some(n)
+                    && l.split_whitespace().nth(1) == Some("Ready")
+            })
+        })
+}
+
 /// Writes a YAML config from key/value lines.
 /// Keys ending in `[]` are list elements; a repeated scalar key keeps the last value.
 pub fn write_config(path: &Path, entries: &[(&str, String)]) {
