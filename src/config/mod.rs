@@ -629,7 +629,11 @@ mod tests {
         let e = load("token: x\nnode-ip: 10.0.0.300\n", &[]).unwrap_err();
         assert_eq!(e.key, "node-ip");
         assert!(matches!(e.origin, Origin::File { line: 2, .. }), "{e:?}");
-        let e = load("node-taint:\n  - a=b:NoSchedule\n  # a comment\n  - c=d:Never\n", &[]).unwrap_err();
+        let e = load(
+            "node-taint:\n  - a=b:NoSchedule\n  # a comment\n  - c=d:Never\n",
+            &[],
+        )
+        .unwrap_err();
         assert_eq!(e.key, "node-taint");
         // The bad item's own line, not the key's.
         assert!(matches!(e.origin, Origin::File { line: 4, .. }), "{e:?}");
@@ -670,7 +674,11 @@ mod tests {
     fn node_ip_takes_one_address_per_family() {
         let e = load("node-ip: 10.0.0.1,10.0.0.2\n", &[]).unwrap_err();
         assert_eq!(e.key, "node-ip");
-        assert!(e.to_string().contains("10.0.0.1 and 10.0.0.2 are both IPv4"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("10.0.0.1 and 10.0.0.2 are both IPv4"),
+            "{e}"
+        );
         let c = load("node-ip: [10.0.0.1, \"fd00::1\"]\n", &[]).unwrap();
         assert_eq!(c.node.node_ips.len(), 2);
         // The flag replaces the file's address instead of being appended to it.

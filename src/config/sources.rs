@@ -582,7 +582,10 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.origin, Origin::Flag("config".into()));
-        assert!(e.to_string().contains(&missing.display().to_string()), "{e}");
+        assert!(
+            e.to_string().contains(&missing.display().to_string()),
+            "{e}"
+        );
         assert!(e.to_string().contains("does not exist"), "{e}");
         let mut env = BTreeMap::new();
         env.insert("RKE2_CONFIG_FILE".into(), missing.display().to_string());
