@@ -45,7 +45,10 @@ pub enum AgentError {
          try enabling a unique node name with node-name, or delete the existing node {node} first"
     )]
     NodePasswordRejected { file: String, node: String },
-    #[error("the server refused the token (HTTP {status}): {message}")]
+    #[error(
+        "the server refused the token (HTTP {status}) for {}s, after the grace servers get while they start: {message}; check token/token-file",
+        crate::clientaccess::REFUSAL_GRACE.as_secs()
+    )]
     TokenRejected { status: u16, message: String },
     #[error(transparent)]
     Access(#[from] AccessError),
@@ -369,7 +372,8 @@ async fn run_inner(
     Ok(())
 }
 
-/// Retries `f` while the cluster is unreachable; refusals end the agent.
+/// Retries `f` while the cluster is unreachable or still starting (see
+/// [`crate::clientaccess::retry_decision`]); a CA mismatch or a lasting refusal ends the agent.
 async fn retry<T, F, Fut>(cancel: &CancellationToken, what: &str, f: F) -> Result<T, AgentError>
 where
     F: FnMut() -> Fut,
