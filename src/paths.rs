@@ -58,8 +58,13 @@ impl ServerPaths {
     pub fn etcd_data(&self) -> PathBuf {
         self.db().join("etcd")
     }
-    /// etcd member name, kept across restarts.
+    /// etcd member name, kept across restarts. Beside etcd's data dir, not in it: etcd warns
+    /// about every file it does not own there.
     pub fn etcd_name(&self) -> PathBuf {
+        self.db().join("etcd-name")
+    }
+    /// Where earlier versions (and RKE2) keep the member name; moved on the next start.
+    pub fn legacy_etcd_name(&self) -> PathBuf {
         self.etcd_data().join("name")
     }
     /// Present once this member's etcd has been initialised.

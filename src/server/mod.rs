@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod node_password;
 pub mod prepare;
 pub mod token_ops;
+pub mod tools;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
@@ -95,6 +96,25 @@ enum StartMode {
 #[derive(Debug, Clone, Default)]
 pub struct ProcessEnv {
     pub path: Option<String>,
+}
+
+/// The registration address a join hint names: the fixed address this server joined through,
+/// else the first `tls-san` (where the guides put the fixed address), else this node's own
+/// address (a one-server cluster with no fixed address yet).
+pub fn join_url(config: &ServerConfig, own_ip: IpAddr) -> String {
+    if let Some(server) = &config.node.server {
+        return server.url();
+    }
+    let host = config
+        .tls_san
+        .first()
+        .cloned()
+        .unwrap_or_else(|| config.advertise_address.unwrap_or(own_ip).to_string());
+    crate::config::ServerUrl {
+        host,
+        port: config.supervisor_port,
+    }
+    .url()
 }
 
 fn listen_addr(bind: Option<IpAddr>, port: u16) -> SocketAddr {
@@ -428,12 +448,29 @@ async fn run_inner(
         config.write_kubeconfig.display(),
         paths.token().display()
     );
-    let host = config.advertise_address.unwrap_or(node.primary_ip());
+    let path = std::env::var("PATH").unwrap_or_default();
+    match tools::link_kubectl(&config.node.data_dir, &path) {
+        Ok(Some(target)) => tracing::info!(
+            component = "server",
+            "{} runs {}",
+            config.node.data_dir.join("bin/kubectl").display(),
+            target.display()
+        ),
+        Ok(None) => tracing::info!(
+            component = "server",
+            "no kubectl on PATH, so {} was not created",
+            config.node.data_dir.join("bin/kubectl").display()
+        ),
+        Err(e) => tracing::warn!(
+            component = "server",
+            "cannot link {}: {e}",
+            config.node.data_dir.join("bin/kubectl").display()
+        ),
+    }
     tracing::info!(
         component = "server",
-        "to join a server node to this cluster: rke2 server -s https://{}:{} -t ${{SERVER_NODE_TOKEN}}",
-        host,
-        config.supervisor_port
+        "to join a node to this cluster: rke2 server (or agent) -s {} -t ${{SERVER_NODE_TOKEN}}",
+        join_url(&config, node.primary_ip())
     );
 
     runtime.set_phase("creating system namespaces");
@@ -604,4 +641,31 @@ async fn reconcile_bootstrap(
         Cas::Conflict(_) => tracing::info!(component = "server", "bootstrap data already exists"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> ServerConfig {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("config.yaml");
+        std::fs::write(&p, text).unwrap();
+        crate::config::load_server(&crate::config::ConfigSources {
+            config_file: Some(p),
+            ..Default::default()
+        })
+        .unwrap()
+        .config
+    }
+
+    #[test]
+    fn join_hint_names_the_fixed_registration_address() {
+        let own: IpAddr = "10.0.0.2".parse().unwrap();
+        let joined = config("server: https://lb.example:9345\ntoken: t\ntls-san: [other]\n");
+        assert_eq!(join_url(&joined, own), "https://lb.example:9345");
+        let first = config("tls-san: [lb.example, 10.0.0.100]\n");
+        assert_eq!(join_url(&first, own), "https://lb.example:9345");
+        assert_eq!(join_url(&config(""), own), "https://10.0.0.2:9345");
+    }
 }
