@@ -239,9 +239,15 @@ where
                         ""
                     };
                     if attempts.is_multiple_of(15) {
-                        tracing::warn!(component = "clientaccess", "{what} failed {attempts} times, retrying in {delay:?}: {e}{hint}");
+                        tracing::warn!(
+                            component = "clientaccess",
+                            "{what} failed {attempts} times, retrying in {delay:?}: {e}{hint}"
+                        );
                     } else {
-                        tracing::info!(component = "clientaccess", "{what} failed, retrying in {delay:?}: {e}{hint}");
+                        tracing::info!(
+                            component = "clientaccess",
+                            "{what} failed, retrying in {delay:?}: {e}{hint}"
+                        );
                     }
                 }
             },

@@ -137,7 +137,7 @@ pub fn kind_of(e: &AdminError) -> ErrorKind {
             EtcdError::Timeout
             | EtcdError::NoLeader
             | EtcdError::Learner
-            | EtcdError::Removed(_) => K::NotReady,
+            | EtcdError::Removed(..) => K::NotReady,
             EtcdError::Client(_)
             | EtcdError::Join(_)
             | EtcdError::BinaryNotFound(_)

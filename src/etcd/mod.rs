@@ -48,9 +48,9 @@ pub enum EtcdError {
     Join(String),
     #[error(
         "this server's etcd member {0} was removed from the cluster (its node was deleted); \
-         to rejoin, remove this server's db directory (server/db) and start it again"
+         to rejoin, remove this server's db directory {db} and start it again", db = .1.display()
     )]
-    Removed(String),
+    Removed(String, std::path::PathBuf),
     #[error(transparent)]
     Io(#[from] PathError),
 }
@@ -336,7 +336,10 @@ mod tests {
         let a = member_name(&p, "n1").unwrap();
         assert!(a.starts_with("n1-") && a.len() == 11);
         assert_eq!(member_name(&p, "n1").unwrap(), a);
-        assert!(!p.etcd_data().exists(), "nothing of ours in etcd's data dir");
+        assert!(
+            !p.etcd_data().exists(),
+            "nothing of ours in etcd's data dir"
+        );
     }
 
     #[test]

@@ -365,7 +365,11 @@ pub async fn supervise(
                 }
                 if removed.load(Ordering::SeqCst) {
                     let _ = state.send(ProcessState::Removed);
-                    return Err(EtcdError::Removed(settings.name.clone()));
+                    // The whole db directory (etcd's data and its member name), absolute, so
+                    // the message can be followed from any working directory.
+                    let db = settings.data_dir.parent().unwrap_or(&settings.data_dir);
+                    let db = std::path::absolute(db).unwrap_or_else(|_| db.to_path_buf());
+                    return Err(EtcdError::Removed(settings.name.clone(), db));
                 }
                 restarts += 1;
                 let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
@@ -405,7 +409,10 @@ mod tests {
             Level::INFO
         );
         assert_eq!(
-            relevel("warn", "established TCP streaming connection with remote peer"),
+            relevel(
+                "warn",
+                "established TCP streaming connection with remote peer"
+            ),
             Level::INFO
         );
         assert_eq!(relevel("warn", "apply request took too long"), Level::WARN);

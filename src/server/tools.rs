@@ -58,7 +58,10 @@ mod tests {
         let data = d.path().join("data");
         let path = format!("/nonexistent:{}", tools.display());
         assert_eq!(link_kubectl(&data, &path).unwrap(), Some(kubectl.clone()));
-        assert_eq!(std::fs::read_link(data.join("bin/kubectl")).unwrap(), kubectl);
+        assert_eq!(
+            std::fs::read_link(data.join("bin/kubectl")).unwrap(),
+            kubectl
+        );
         // Again, with our own bin dir first on PATH: still the real one.
         let path = format!("{}:{}", data.join("bin").display(), tools.display());
         assert_eq!(link_kubectl(&data, &path).unwrap(), Some(kubectl.clone()));
