@@ -237,24 +237,14 @@ fn admin_curl_args(state: &Path) -> Vec<String> {
     ]
 }
 
-fn etcdctl_at(state: &Path, server: &str, ip: Ipv4Addr, args: &[&str]) -> Output {
-    let tls = state.join(server).join("data/server/tls/etcd");
-    Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints=https://{ip}:2379"))
-        .arg(format!("--cacert={}", tls.join("server-ca.crt").display()))
-        .arg(format!("--cert={}", tls.join("client.crt").display()))
-        .arg(format!("--key={}", tls.join("client.key").display()))
-        .arg("--command-timeout=10s")
-        .args(args)
-        .output()
-        .expect("run etcdctl")
+fn etcdctl_in(state: &Path, server: &str, ip: Ipv4Addr, args: &[&str]) -> Output {
+    etcdctl_at(&state.join(server).join("data"), ip, args)
 }
 
 /// Makes sure s1's etcd is not the leader, so killing s1 is a non-leader kill.
 fn move_leadership_off_s1(c: &LocalCluster) {
     let status = |server: &str, ip: Ipv4Addr| -> Option<(u64, u64)> {
-        let out = etcdctl_at(
+        let out = etcdctl_in(
             &c.state(),
             server,
             ip,
@@ -273,7 +263,7 @@ fn move_leadership_off_s1(c: &LocalCluster) {
     let (s2_id, _) = wait_for(Duration::from_secs(30), "etcd status of s2", || {
         status("s2", c.ip(2))
     });
-    let out = etcdctl_at(
+    let out = etcdctl_in(
         &c.state(),
         "s1",
         c.ip(1),
