@@ -446,12 +446,13 @@ async fn run_inner(
     runtime.set_phase("registering node");
     let registered = crate::agent::node_agent::spawn_for_server(
         ctx.clone(),
-        &member,
         api_local,
         tracker,
         cancel.clone(),
     )?;
     wait_registered(registered, &cancel).await?;
+    crate::controllers::spawn_server_node_metadata(ctx.clone(), &member, tracker, cancel.clone())
+        .await;
     crate::controllers::publish_apiserver_endpoint(ctx.clone(), tracker, cancel.clone());
     // Counts for the READY status come from etcd and the API now, not from the periodic
     // reporter, which only starts after readiness.
