@@ -492,7 +492,7 @@ pub fn spawn_for_server(
         ca_pem: String::from_utf8_lossy(&ctx.server_ca_bundle).into_owned(),
         identity_cert_pem: crate::server::prepare::read_pem(&kubelet.cert)?,
         identity_key_pem: crate::server::prepare::read_pem(&kubelet.key)?,
-        server_name: Some("localhost".into()),
+        server_name: Some(crate::agent::API_SERVER_NAME.into()),
         labels,
         taints: ctx.config.node.node_taints.clone(),
         annotations,
