@@ -566,6 +566,26 @@ pub fn validate_agent(raw: &RawSettings) -> Result<AgentConfig, ConfigError> {
             "rke2 agent needs a token (token or token-file)".into(),
         ));
     }
+    // An agent writes its Node with its node identity, which may not set these (kubelet's
+    // --node-labels rule; docs/security.md): refuse them here rather than loop on 403s.
+    if let Some(l) = node
+        .node_labels
+        .iter()
+        .find(|l| !crate::apiserver::authz::node_may_set_label(&l.key))
+    {
+        return Err(ConfigError::at(
+            r.last("node-label")
+                .map(|x| x.origin.clone())
+                .unwrap_or(Origin::Default),
+            "node-label",
+            format!(
+                "an agent may not set the label \"{}\" (node-role, node-restriction, *.cattle.io \
+                 and other kubernetes.io/k8s.io labels outside the kubelet's set are reserved); \
+                 set it with kubectl as an administrator",
+                l.key
+            ),
+        ));
+    }
     let lb_server_port = r.parse("lb-server-port", parse_port)?;
     if lb_server_port < 2 {
         return Err(ConfigError::at(

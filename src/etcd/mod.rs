@@ -44,6 +44,16 @@ pub enum EtcdError {
     NoLeader,
     #[error("refusing to remove etcd member {0}: it is the only voting member")]
     LastVoter(String),
+    #[error(
+        "refusing to remove etcd member {member}: only {healthy} of the {remaining} voting members \
+         left would be healthy, which is no quorum; bring the unhealthy members back (or remove \
+         them first)"
+    )]
+    WouldLoseQuorum {
+        member: String,
+        healthy: usize,
+        remaining: usize,
+    },
     #[error("joining the etcd cluster failed: {0}")]
     Join(String),
     #[error(
