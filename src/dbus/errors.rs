@@ -145,11 +145,13 @@ pub fn kind_of(e: &AdminError) -> ErrorKind {
             }
         },
         AdminError::Etcd(etcd) | AdminError::MemberRemoval { source: etcd, .. } => match etcd {
-            EtcdError::LastVoter(_) | EtcdError::DuplicateNodeName(_) => K::Conflict,
+            EtcdError::LastVoter(_)
+            | EtcdError::WouldLoseQuorum { .. }
+            | EtcdError::DuplicateNodeName(_) => K::Conflict,
             EtcdError::Timeout
             | EtcdError::NoLeader
             | EtcdError::Learner
-            | EtcdError::Removed(_) => K::NotReady,
+            | EtcdError::Removed(..) => K::NotReady,
             EtcdError::Client(_)
             | EtcdError::Join(_)
             | EtcdError::BinaryNotFound(_)
