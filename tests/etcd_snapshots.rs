@@ -473,7 +473,7 @@ fn bad_snapshot_settings_and_restore_paths_are_refused_with_nothing_changed() {
     d.wait_log("ready:", READY);
     d.stop();
     let etcd_dir = dir.join("data/server/db/etcd");
-    let name_before = fs::read_to_string(etcd_dir.join("name")).unwrap();
+    let name_before = fs::read_to_string(dir.join("data/server/db/etcd-name")).unwrap();
     let db_entries = || {
         let mut v: Vec<String> = fs::read_dir(dir.join("data/server/db"))
             .unwrap()
@@ -518,7 +518,7 @@ fn bad_snapshot_settings_and_restore_paths_are_refused_with_nothing_changed() {
         assert!(d.log_text().contains(expect), "{path}: {}", d.log_text());
         assert_eq!(db_entries(), before, "{path}: db/ changed");
         assert_eq!(
-            fs::read_to_string(etcd_dir.join("name")).unwrap(),
+            fs::read_to_string(dir.join("data/server/db/etcd-name")).unwrap(),
             name_before
         );
     }

@@ -237,6 +237,11 @@ pub(super) async fn rejoin_if_left_behind(
     }
     let old = old_data_dir(paths);
     std::fs::rename(paths.etcd_data(), &old).at(&old)?;
+    // A new member gets a new name, as after RKE2's tombstone or reset.
+    let name_file = paths.etcd_name();
+    if name_file.exists() {
+        std::fs::remove_file(&name_file).at(&name_file)?;
+    }
     tracing::warn!(
         component = "cluster-reset",
         "this server's etcd member {member} is not in the cluster's member list ({}): the cluster was reset or restored from a snapshot. \
