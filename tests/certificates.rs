@@ -199,3 +199,73 @@ fn check_shows_the_dates_and_rotate_keeps_backups() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("has no certificates"), "{}", text(&out));
 }
+
+/// Re-issues the leaf at `<dir>/<stem>.crt/.key` from the CA `<dir>/<ca>.crt/.key` so that it
+/// expired yesterday (same CN).
+fn expire(tls: &Path, stem: &str, ca: &str, cn: &str) {
+    let read = |p: &Path| fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let ca_pem = read(&tls.join(format!("{ca}.crt")));
+    let ca_key = rcgen::KeyPair::from_pem(&read(&tls.join(format!("{ca}.key")))).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(400);
+    params.not_after = now - time::Duration::days(1);
+    params.use_authority_key_identifier_extension = true;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    fs::write(tls.join(format!("{stem}.crt")), cert.pem() + &ca_pem).unwrap();
+    fs::write(tls.join(format!("{stem}.key")), key.serialize_pem()).unwrap();
+}
+
+#[test]
+fn leaves_that_expired_while_stopped_are_renewed_at_start() {
+    require_tool("etcd", "etcd-server");
+    require_tool("openssl", "openssl");
+    let block = AddrBlock::new();
+    let root = tempfile::tempdir().unwrap();
+    let mut s1 = start_server(
+        "s1",
+        block.ip(1),
+        root.path(),
+        &[("token", "expired-token".into())],
+    );
+    s1.daemon.wait_log("ready:", READY);
+    s1.daemon.stop();
+    let data = s1.data_dir();
+    let tls = data.join("server/tls");
+    for (stem, ca, cn) in [
+        ("serving-kube-apiserver", "server-ca", "kube-apiserver"),
+        ("client-admin", "client-ca", "system:admin"),
+        ("client-supervisor", "client-ca", "system:rke2-supervisor"),
+        ("etcd/client", "etcd/server-ca", "etcd-client"),
+        ("etcd/server-client", "etcd/server-ca", "etcd-server"),
+        ("etcd/peer-server-client", "etcd/peer-ca", "etcd-peer"),
+    ] {
+        expire(&tls, stem, ca, cn);
+    }
+    let leaves = check_json(&data);
+    let expired: Vec<&Value> = leaves.iter().filter(|l| l["status"] == "EXPIRED").collect();
+    assert_eq!(expired.len(), 6, "{leaves:?}");
+    let out = rke2(&["certificate", "check", "--data-dir", data.to_str().unwrap()]);
+    assert!(
+        text(&out).contains("WARNING:") && text(&out).contains("expired"),
+        "{}",
+        text(&out)
+    );
+
+    // The next start renews every expired leaf before etcd and the listeners use them.
+    s1.restart(&[]);
+    s1.daemon.wait_log("ready:", READY);
+    for l in check_json(&data) {
+        assert_eq!(l["status"], "OK", "{l}");
+        let file = Path::new(l["file"].as_str().unwrap());
+        assert!(openssl_not_after(file) > chrono::Utc::now().timestamp() + 360 * 86400);
+    }
+    kubectl_ok(&s1.kubeconfig, &["get", "nodes"]);
+}
