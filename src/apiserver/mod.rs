@@ -9,7 +9,6 @@ pub mod handlers;
 pub mod objects;
 pub mod patch;
 pub mod protobuf;
-pub mod resources;
 pub mod selectors;
 pub mod status;
 pub mod storage;
@@ -29,9 +28,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::https::ConnInfo;
+use crate::registry::{self as resources, ResourceInfo};
 use crate::server::context::Ctx;
 use authz::User;
-use resources::ResourceInfo;
 use status::ApiError;
 
 /// How long `/readyz` keeps reporting ready after the last successful etcd check: an etcd leader
@@ -83,36 +82,30 @@ pub struct ResourceRef {
 
 fn resource_segments(group: &str, version: &str, segs: &[&str]) -> ApiPath {
     let lookup = |plural: &str| resources::lookup(group, version, plural);
-    let r =
-        |info: &'static ResourceInfo, ns: Option<&str>, name: Option<&str>, sub: Option<&str>| {
-            ApiPath::Resource(ResourceRef {
-                info,
-                namespace: ns.map(str::to_string),
-                name: name.map(str::to_string),
-                subresource: sub.map(str::to_string),
-            })
+    let r = |info: &'static ResourceInfo, ns: Option<&str>, rest: &[&str]| {
+        let (name, sub) = match rest {
+            [] => (None, None),
+            [name] => (Some(name), None),
+            [name, sub] => (Some(name), Some(sub)),
+            _ => return ApiPath::NotFound,
         };
+        ApiPath::Resource(ResourceRef {
+            info,
+            namespace: ns.map(str::to_string),
+            name: name.map(|s| s.to_string()),
+            subresource: sub.map(|s| s.to_string()),
+        })
+    };
+    if let ["namespaces", ns, plural, rest @ ..] = segs
+        && let Some(info) = lookup(plural).filter(|i| i.namespaced)
+    {
+        return r(info, Some(ns), rest);
+    }
     match segs {
-        ["namespaces", ns, plural, rest @ ..] if lookup(plural).is_some_and(|i| i.namespaced) => {
-            let info = lookup(plural).expect("checked");
-            match rest {
-                [] => r(info, Some(ns), None, None),
-                [name] => r(info, Some(ns), Some(name), None),
-                [name, sub] => r(info, Some(ns), Some(name), Some(sub)),
-                _ => ApiPath::NotFound,
-            }
-        }
-        [plural, rest @ ..] => {
-            let Some(info) = lookup(plural) else {
-                return ApiPath::NotFound;
-            };
-            match rest {
-                [] => r(info, None, None, None),
-                [name] => r(info, None, Some(name), None),
-                [name, sub] => r(info, None, Some(name), Some(sub)),
-                _ => ApiPath::NotFound,
-            }
-        }
+        [plural, rest @ ..] => match lookup(plural) {
+            Some(info) => r(info, None, rest),
+            None => ApiPath::NotFound,
+        },
         [] => ApiPath::NotFound,
     }
 }
