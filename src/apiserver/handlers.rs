@@ -23,8 +23,7 @@ use crate::registry::{
 };
 
 fn storage(st: &ApiState) -> Result<Storage, ApiError> {
-    st.ctx
-        .store
+    st.store
         .get()
         .cloned()
         .map(Storage::new)
@@ -296,6 +295,10 @@ pub async fn handle(
                 match store.delete(info, item_ns.or(ns), name, None, None).await {
                     Ok(_) | Err(ApiError::NotFound { .. }) => {}
                     Err(e) => return Err(e),
+                }
+                // As for a single delete, a namespace takes its objects with it.
+                if *info == NAMESPACES {
+                    delete_namespace_contents(&store, name).await?;
                 }
             }
             Ok(json_response(

@@ -9,6 +9,8 @@ pub mod handlers;
 pub mod objects;
 pub mod patch;
 pub mod protobuf;
+#[cfg(test)]
+mod router_tests;
 pub mod selectors;
 pub mod status;
 pub mod storage;
@@ -27,9 +29,9 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::datastore::StoreCell;
 use crate::https::ConnInfo;
 use crate::registry::{self as resources, ResourceInfo};
-use crate::server::context::Ctx;
 use authz::User;
 use status::ApiError;
 
@@ -40,7 +42,8 @@ const ETCD_READY_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Shared state of the API handlers.
 pub struct ApiState {
-    pub ctx: Ctx,
+    /// The datastore, once etcd is ready.
+    pub store: StoreCell,
     pub cancel: CancellationToken,
     /// When etcd last answered a readiness check.
     last_etcd_ok: std::sync::Mutex<Option<std::time::Instant>>,
@@ -49,9 +52,9 @@ pub struct ApiState {
 type St = Arc<ApiState>;
 
 /// Builds the API router.
-pub fn router(ctx: Ctx, cancel: CancellationToken) -> Router {
+pub fn router(store: StoreCell, cancel: CancellationToken) -> Router {
     Router::new().fallback(entry).with_state(Arc::new(ApiState {
-        ctx,
+        store,
         cancel,
         last_etcd_ok: std::sync::Mutex::new(None),
     }))
@@ -250,7 +253,7 @@ async fn entry(
 }
 
 async fn readyz(st: &ApiState, verbose: bool) -> Response {
-    let check = match st.ctx.store.get() {
+    let check = match st.store.get() {
         None => Err("datastore not started".to_string()),
         Some(store) => {
             match tokio::time::timeout(std::time::Duration::from_secs(1), store.revision()).await {
@@ -357,7 +360,7 @@ async fn dispatch(st: St, conn: ConnInfo, req: Request) -> Result<Response, ApiE
             "application/json",
         )),
         ApiPath::Resource(r) => {
-            if st.ctx.store.get().is_none() {
+            if st.store.get().is_none() {
                 return Err(ApiError::ServiceUnavailable(
                     "apiserver not ready: etcd is starting".into(),
                 ));

@@ -188,6 +188,9 @@ impl WatchStream {
     }
 }
 
+/// The store of a server, set once its etcd member is ready; shared by the subsystems.
+pub type StoreCell = Arc<tokio::sync::OnceCell<Datastore>>;
+
 /// Handle to the store. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Datastore(Arc<dyn KvStore>);

@@ -306,7 +306,7 @@ async fn run_inner(
         runtime: runtime.clone(),
         etcd_tls: EtcdTls::load(&paths)?,
         etcd: OnceCell::new(),
-        store: OnceCell::new(),
+        store: Default::default(),
         apiserver_endpoint,
         credentials: Default::default(),
     });
@@ -320,7 +320,7 @@ async fn run_inner(
     tracker.spawn(https::serve(
         api_listener,
         tls.clone(),
-        crate::apiserver::router(ctx.clone(), cancel.clone()),
+        crate::apiserver::router(ctx.store.clone(), cancel.clone()),
         cancel.clone(),
         "apiserver",
     ));
