@@ -1,6 +1,6 @@
 //! The etcd implementation of the store: every call has a deadline, and calls that are safe to
 //! repeat are retried while etcd is briefly unavailable (leader election, a restarting member),
-//! so the API rides out a leader loss instead of failing (about 2 s).
+//! so the API rides out a leader loss instead of failing (docs/operations.md §1: about 2 s).
 
 use std::time::Duration;
 
