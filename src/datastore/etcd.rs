@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 
 use super::{
     CALL_DEADLINE, Cas, Change, ChangeStream, DatastoreError, KvStore, ListPage, Stored,
-    WatchStream, prefix_end,
+    WatchBatch, WatchStream, prefix_end,
 };
 use crate::etcd::RPC_TIMEOUT;
 
@@ -426,7 +426,7 @@ impl EtcdWatch {
 }
 
 impl ChangeStream for EtcdWatch {
-    fn next(&mut self) -> BoxFuture<'_, Result<Option<(Vec<Change>, i64)>, DatastoreError>> {
+    fn next(&mut self) -> BoxFuture<'_, Result<Option<WatchBatch>, DatastoreError>> {
         Box::pin(EtcdWatch::next(self))
     }
 }

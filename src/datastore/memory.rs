@@ -12,7 +12,9 @@ use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{Cas, Change, ChangeStream, DatastoreError, KvStore, ListPage, Stored, WatchStream};
+use super::{
+    Cas, Change, ChangeStream, DatastoreError, KvStore, ListPage, Stored, WatchBatch, WatchStream,
+};
 
 /// One version of a key; `value: None` is a deletion.
 #[derive(Debug, Clone)]
@@ -252,7 +254,7 @@ struct MemoryWatch {
 }
 
 impl ChangeStream for MemoryWatch {
-    fn next(&mut self) -> BoxFuture<'_, Result<Option<(Vec<Change>, i64)>, DatastoreError>> {
+    fn next(&mut self) -> BoxFuture<'_, Result<Option<WatchBatch>, DatastoreError>> {
         Box::pin(async move {
             if let Some(batch) = self.backlog.take() {
                 return Ok(Some(batch));

@@ -165,10 +165,13 @@ pub trait KvStore: Send + Sync + std::fmt::Debug {
     fn lease_revoke(&self, id: i64) -> BoxFuture<'_, Result<(), DatastoreError>>;
 }
 
+/// One batch of a watch: the changes and the store revision they bring it to.
+pub type WatchBatch = (Vec<Change>, i64);
+
 /// The receiving end of a watch, as an implementation provides it.
 pub trait ChangeStream: Send {
     /// See [`WatchStream::next`].
-    fn next(&mut self) -> BoxFuture<'_, Result<Option<(Vec<Change>, i64)>, DatastoreError>>;
+    fn next(&mut self) -> BoxFuture<'_, Result<Option<WatchBatch>, DatastoreError>>;
 }
 
 /// A running watch.
@@ -183,7 +186,7 @@ impl WatchStream {
     /// The next batch of changes; `Ok(Some(vec![]))` is a progress notification carrying the
     /// current revision; `Ok(None)` means the stream ended; `Compacted` when the start revision
     /// is gone.
-    pub async fn next(&mut self) -> Result<Option<(Vec<Change>, i64)>, DatastoreError> {
+    pub async fn next(&mut self) -> Result<Option<WatchBatch>, DatastoreError> {
         self.0.next().await
     }
 }
