@@ -265,7 +265,12 @@ fn yaml_error(path: &Path, text: &str, e: &serde_yaml::Error) -> ConfigError {
             "YAML aliases expand to too many values (alias bomb?)".into(),
         );
     }
-    ConfigError::file(path, located.unwrap_or(1), "", format!("malformed YAML: {e}"))
+    ConfigError::file(
+        path,
+        located.unwrap_or(1),
+        "",
+        format!("malformed YAML: {e}"),
+    )
 }
 
 fn scalar_to_string(v: &serde_yaml::Value) -> Option<String> {
