@@ -391,6 +391,16 @@ async fn dispatch(st: St, conn: ConnInfo, req: Request) -> Result<Response, ApiE
 mod tests {
     use super::*;
 
+    #[test]
+    fn percent_decoding_never_splits_a_character() {
+        // Issue 17 finding 6 (found again by tests/fuzz.rs): `%a` followed by a multi-byte
+        // character panicked while slicing the `&str`.
+        let q = query_map(Some("labelSelector=%a\u{e9}&x=%\u{e9}&y=%c3%a9+%41"));
+        assert_eq!(q["labelSelector"], "%a\u{e9}");
+        assert_eq!(q["x"], "%\u{e9}");
+        assert_eq!(q["y"], "\u{e9} A");
+    }
+
     fn res(path: &str) -> ResourceRef {
         match parse_path(path) {
             ApiPath::Resource(r) => r,

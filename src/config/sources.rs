@@ -232,7 +232,12 @@ fn first_alias_line(text: &str) -> usize {
 /// document or an alias expansion that hits its limit.
 fn yaml_error(path: &Path, text: &str, e: &serde_yaml::Error) -> ConfigError {
     let msg = e.to_string();
-    let located = e.location().map(|l| l.line()).filter(|l| *l > 0);
+    // Errors at the end of input are reported one line past the last one: name the last.
+    let last_line = text.lines().count().max(1);
+    let located = e
+        .location()
+        .map(|l| l.line().min(last_line))
+        .filter(|l| *l > 0);
     if let Some(rest) = msg.split("duplicate entry with key \"").nth(1)
         && let Some(key) = rest.split('"').next()
     {
@@ -718,6 +723,15 @@ mod tests {
         let e = text_error(text.as_bytes());
         assert_eq!(line(&e), 3, "{e}");
         assert!(e.to_string().contains("alias"), "{e}");
+    }
+
+    #[test]
+    fn errors_at_the_end_of_input_name_the_last_line() {
+        // Found by tests/fuzz.rs (fuzz_config_yaml): serde_yaml said line 2 of a 1-line file.
+        let e = text_error(b"[  !!str ");
+        assert_eq!(line(&e), 1, "{e}");
+        let e = text_error(b"token: a\nnode-label: [x\n");
+        assert_eq!(line(&e), 2, "{e}");
     }
 
     #[test]
