@@ -153,16 +153,17 @@ fn fuzz(target: &'static Target, check: impl Fn(&[u8]) -> Result<(), TestCaseErr
             panic!("{}/{name}: {e}", corpus_dir(target).display());
         }
     }
-    run_strategy(target, inputs(target), |b| check(&b));
+    run_strategy(target, cases(target), inputs(target), |b| check(&b));
 }
 
 fn run_strategy<T: std::fmt::Debug>(
     target: &'static Target,
+    cases: u32,
     strategy: impl Strategy<Value = T>,
     check: impl Fn(T) -> Result<(), TestCaseError>,
 ) {
     let mut runner = TestRunner::new(Config {
-        cases: cases(target),
+        cases,
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             target.regressions,
         ))),
@@ -219,6 +220,7 @@ fn fuzz_percent_decode() {
     // Round trip: whatever a client encodes decodes to the same map.
     run_strategy(
         &PERCENT,
+        cases(&PERCENT),
         proptest::collection::btree_map(".{0,12}", ".{0,24}", 0..6),
         |map: BTreeMap<String, String>| {
             let q = map
@@ -451,6 +453,7 @@ fn fuzz_tokens() {
     // the password.
     run_strategy(
         &TOKENS,
+        cases(&TOKENS),
         (
             "[0-9a-f]{64}",
             "[a-z][a-z0-9-]{0,15}",
@@ -493,7 +496,8 @@ static BOOTSTRAP: Target = Target {
     name: "bootstrap",
     regressions: "tests/fuzz-corpus/bootstrap.proptest-regressions",
     dictionary: &[":", "=", "==", "A", "/", "+", " ", "\n", "0123456789abcdef"],
-    default_cases: 400,
+    // Every mutated blob that still parses costs a 4096-round PBKDF2 (~13 ms unoptimised).
+    default_cases: 120,
 };
 
 /// The password the corpus blobs were encrypted with.
@@ -518,9 +522,11 @@ fn fuzz_bootstrap_decrypt() {
         }
         Ok(())
     });
-    // Round trip with random passwords and data; a different password never opens it.
+    // Round trip with random passwords and data; a different password never opens it. Each
+    // case derives keys three times (PBKDF2, the slow part), hence fewer cases.
     run_strategy(
         &BOOTSTRAP,
+        (cases(&BOOTSTRAP) / 8).max(1),
         (
             ".{1,40}",
             ".{1,40}",
@@ -630,6 +636,7 @@ fn fuzz_supervisor_requests() {
     fuzz(&SUPERVISOR, check);
     run_strategy(
         &SUPERVISOR,
+        cases(&SUPERVISOR),
         (
             proptest::collection::vec(mutation(), 1..6),
             ".{0,300}",
