@@ -164,9 +164,7 @@ fn run_strategy<T: std::fmt::Debug>(
 ) {
     let mut runner = TestRunner::new(Config {
         cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            target.regressions,
-        ))),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(target.regressions))),
         ..Config::default()
     });
     if let Err(e) = runner.run(&strategy, check) {
@@ -191,8 +189,23 @@ static PERCENT: Target = Target {
     name: "percent_decode",
     regressions: "tests/fuzz-corpus/percent_decode.proptest-regressions",
     dictionary: &[
-        "%", "%a", "%2", "%25", "%e9", "%c3%a9", "\u{e9}", "\u{1F600}", "+", "&", "=", "a",
-        "labelSelector=", "fieldSelector=", "%%", "%zz", "%F0%9F",
+        "%",
+        "%a",
+        "%2",
+        "%25",
+        "%e9",
+        "%c3%a9",
+        "\u{e9}",
+        "\u{1F600}",
+        "+",
+        "&",
+        "=",
+        "a",
+        "labelSelector=",
+        "fieldSelector=",
+        "%%",
+        "%zz",
+        "%F0%9F",
     ],
     default_cases: 2000,
 };
@@ -245,8 +258,29 @@ static SELECTORS: Target = Target {
     name: "selectors",
     regressions: "tests/fuzz-corpus/selectors.proptest-regressions",
     dictionary: &[
-        "=", "==", "!=", " in ", " notin ", "(", ")", ",", "!", " ", "a", "b.c/d", "app",
-        "metadata.name", "spec.nodeName", "\\", "\\,", "\\=", ">", "<", "1", "-", "_",
+        "=",
+        "==",
+        "!=",
+        " in ",
+        " notin ",
+        "(",
+        ")",
+        ",",
+        "!",
+        " ",
+        "a",
+        "b.c/d",
+        "app",
+        "metadata.name",
+        "spec.nodeName",
+        "\\",
+        "\\,",
+        "\\=",
+        ">",
+        "<",
+        "1",
+        "-",
+        "_",
         "\u{e9}",
     ],
     default_cases: 3000,
@@ -300,9 +334,29 @@ static API_BODY: Target = Target {
     name: "api_body",
     regressions: "tests/fuzz-corpus/api_body.proptest-regressions",
     dictionary: &[
-        "{", "}", "[", "]", "\"", ":", ",", "null", "true", "1e999", "-0", "\"metadata\"",
-        "\"name\"", "\"data\"", "\"labels\"", "\"apiVersion\":\"v1\"", "\"kind\":\"ConfigMap\"",
-        "\\u0000", "\\ud800", "k8s\0", "\u{0}", "\u{ff}", "\u{80}",
+        "{",
+        "}",
+        "[",
+        "]",
+        "\"",
+        ":",
+        ",",
+        "null",
+        "true",
+        "1e999",
+        "-0",
+        "\"metadata\"",
+        "\"name\"",
+        "\"data\"",
+        "\"labels\"",
+        "\"apiVersion\":\"v1\"",
+        "\"kind\":\"ConfigMap\"",
+        "\\u0000",
+        "\\ud800",
+        "k8s\0",
+        "\u{0}",
+        "\u{ff}",
+        "\u{80}",
     ],
     default_cases: 3000,
 };
@@ -349,13 +403,36 @@ static PATCH: Target = Target {
     name: "patch",
     regressions: "tests/fuzz-corpus/patch.proptest-regressions",
     dictionary: &[
-        "{", "}", "[", "]", "\"", ":", ",", "null", "\"op\":\"add\"", "\"op\":\"remove\"",
-        "\"op\":\"replace\"", "\"op\":\"move\"", "\"op\":\"copy\"", "\"op\":\"test\"",
-        "\"path\":\"/metadata/labels/a\"", "\"path\":\"/data/-\"", "\"from\":\"/metadata\"",
-        "\"path\":\"\"", "/~1", "/~0", "/0", "\"$patch\":\"delete\"", "\"$patch\":\"replace\"",
-        "\"$retainKeys\":[\"a\"]", "\"$setElementOrder/conditions\":[{\"type\":\"Ready\"}]",
-        "\"$deleteFromPrimitiveList/finalizers\":[\"a\"]", "\"conditions\":[{\"type\":\"X\"}]",
-        "\"finalizers\":[\"f\"]", "\"taints\":[]", "\"containers\":[{\"name\":\"c\"}]",
+        "{",
+        "}",
+        "[",
+        "]",
+        "\"",
+        ":",
+        ",",
+        "null",
+        "\"op\":\"add\"",
+        "\"op\":\"remove\"",
+        "\"op\":\"replace\"",
+        "\"op\":\"move\"",
+        "\"op\":\"copy\"",
+        "\"op\":\"test\"",
+        "\"path\":\"/metadata/labels/a\"",
+        "\"path\":\"/data/-\"",
+        "\"from\":\"/metadata\"",
+        "\"path\":\"\"",
+        "/~1",
+        "/~0",
+        "/0",
+        "\"$patch\":\"delete\"",
+        "\"$patch\":\"replace\"",
+        "\"$retainKeys\":[\"a\"]",
+        "\"$setElementOrder/conditions\":[{\"type\":\"Ready\"}]",
+        "\"$deleteFromPrimitiveList/finalizers\":[\"a\"]",
+        "\"conditions\":[{\"type\":\"X\"}]",
+        "\"finalizers\":[\"f\"]",
+        "\"taints\":[]",
+        "\"containers\":[{\"name\":\"c\"}]",
     ],
     default_cases: 3000,
 };
@@ -412,8 +489,21 @@ static TOKENS: Target = Target {
     name: "tokens",
     regressions: "tests/fuzz-corpus/tokens.proptest-regressions",
     dictionary: &[
-        "K10", "::", ":", ".", "server", "node", "abcdef", "0123456789abcdef", "\u{e9}", " ",
-        "\n", ",", "rke2:server", "rke2:agent", "0123456789abcdef0123456789abcdef",
+        "K10",
+        "::",
+        ":",
+        ".",
+        "server",
+        "node",
+        "abcdef",
+        "0123456789abcdef",
+        "\u{e9}",
+        " ",
+        "\n",
+        ",",
+        "rke2:server",
+        "rke2:agent",
+        "0123456789abcdef0123456789abcdef",
     ],
     default_cases: 4000,
 };
@@ -427,7 +517,9 @@ fn fuzz_tokens() {
             Ok(t) => {
                 if let Some(h) = &t.ca_hash {
                     prop_assert!(
-                        h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                        h.len() == 64
+                            && h.bytes()
+                                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
                         "hash {h:?}"
                     );
                 }
@@ -551,10 +643,41 @@ static CONFIG_YAML: Target = Target {
     name: "config_yaml",
     regressions: "tests/fuzz-corpus/config_yaml.proptest-regressions",
     dictionary: &[
-        "\n", ": ", "- ", "  ", "---\n", "...\n", "&a ", "*a", "[", "]", "{", "}", ",", "\"",
-        "'", "#", "? ", "|\n", ">\n", "!!str ", "!!binary ", "token", "token-file", "tls-san",
-        "node-label+", "node-name", "data-dir", "server", "agent-token", "K10",
-        "https://127.0.0.1:9345", "\t", "\u{e9}", "\u{feff}", "\u{ff}",
+        "\n",
+        ": ",
+        "- ",
+        "  ",
+        "---\n",
+        "...\n",
+        "&a ",
+        "*a",
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        "\"",
+        "'",
+        "#",
+        "? ",
+        "|\n",
+        ">\n",
+        "!!str ",
+        "!!binary ",
+        "token",
+        "token-file",
+        "tls-san",
+        "node-label+",
+        "node-name",
+        "data-dir",
+        "server",
+        "agent-token",
+        "K10",
+        "https://127.0.0.1:9345",
+        "\t",
+        "\u{e9}",
+        "\u{feff}",
+        "\u{ff}",
     ],
     default_cases: 1500,
 };
@@ -623,8 +746,8 @@ fn fuzz_supervisor_requests() {
     let check = |csr: &[u8]| -> Result<(), TestCaseError> {
         if let Ok(chain) = ca.sign_csr(csr, &spec) {
             // Names come from the server's spec, never from the request.
-            let der = first_cert_der(chain.as_bytes())
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let der =
+                first_cert_der(chain.as_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?;
             let info = CertInfo::parse(&der).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(info.common_name, "system:node:n1");
             prop_assert!(info.sans.is_empty());
@@ -649,9 +772,10 @@ fn fuzz_supervisor_requests() {
             if rke2::validation::validate_dns_subdomain(&lower).is_ok() {
                 prop_assert!(lower.len() <= 253);
                 prop_assert!(
-                    lower
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'),
+                    lower.bytes().all(|b| b.is_ascii_lowercase()
+                        || b.is_ascii_digit()
+                        || b == b'-'
+                        || b == b'.'),
                     "{lower:?}"
                 );
             }
