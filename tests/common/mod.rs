@@ -783,6 +783,21 @@ pub fn etcd_members(node: &ServerNode) -> Option<Vec<(String, bool)>> {
     )
 }
 
+/// The index of the server whose etcd member is the leader, asking each in turn.
+pub fn etcd_leader(servers: &[ServerNode]) -> Option<usize> {
+    for (i, s) in servers.iter().enumerate() {
+        let out = etcdctl(s, &["endpoint", "status", "-w", "json"]);
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+            continue;
+        };
+        let st = &v[0]["Status"];
+        if st["leader"].as_u64().is_some() && st["leader"] == st["header"]["member_id"] {
+            return Some(i);
+        }
+    }
+    None
+}
+
 /// The Ready condition status of `node` ("True", "False", "Unknown").
 pub fn ready_condition(kubeconfig: &Path, node: &str) -> Option<String> {
     let out = kubectl(
