@@ -22,6 +22,17 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const FORM: Duration = Duration::from_secs(90);
+
+/// One 3-server cluster at a time: six etcd and rke2 processes per scenario already fill the
+/// 2-core CI machine, and the harness runs tests in parallel threads.
+static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    // A failed scenario poisons the lock; the next one must still run.
+    ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
 const RECOVER: Duration = Duration::from_secs(60);
 
 struct Cluster {
@@ -104,7 +115,11 @@ fn request(
         .arg("--key")
         .arg(&creds.key)
         .args(["-X", method, "-H", &format!("Content-Type: {content_type}")])
-        .args(if body.is_empty() { vec![] } else { vec!["--data-binary", body] })
+        .args(if body.is_empty() {
+            vec![]
+        } else {
+            vec!["--data-binary", body]
+        })
         .arg(format!("https://{ip}:6443{path}"))
         .output()
         .expect("run curl");
@@ -151,7 +166,13 @@ impl Load {
                 let body = format!(
                     r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}"}},"data":{{"n":"{n}"}}}}"#
                 );
-                let acked = match send(n, "POST", "/api/v1/namespaces/default/configmaps", "application/json", &body) {
+                let acked = match send(
+                    n,
+                    "POST",
+                    "/api/v1/namespaces/default/configmaps",
+                    "application/json",
+                    &body,
+                ) {
                     Some(201) | Some(409) => {
                         r.created.push(name);
                         true
@@ -159,7 +180,7 @@ impl Load {
                     _ => false,
                 };
                 // Patch an object created earlier, once each.
-                let patched = if n % 5 == 0 && r.created.len() > 3 {
+                let patched = if n.is_multiple_of(5) && r.created.len() > 3 {
                     let target = r.created[r.created.len() - 3].clone();
                     let ok = send(
                         n,
@@ -208,7 +229,15 @@ impl Drop for Load {
 fn wait_writable(c: &Cluster, ip: Ipv4Addr, what: &str) {
     let body = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"generateName":"probe-"}}"#;
     wait_for(RECOVER, what, || {
-        (request(&c.creds, ip, "POST", "/api/v1/namespaces/default/configmaps", "application/json", body).0 == 201)
+        (request(
+            &c.creds,
+            ip,
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            body,
+        )
+        .0 == 201)
             .then_some(())
     });
 }
@@ -254,7 +283,10 @@ fn check_no_loss(c: &Cluster, ip: Ipv4Addr, scenario: &str, r: &LoadReport) {
         lost.len() + lost_patches.len(),
         r.longest_gap
     );
-    assert!(!r.created.is_empty(), "{scenario}: no write was acknowledged");
+    assert!(
+        !r.created.is_empty(),
+        "{scenario}: no write was acknowledged"
+    );
     assert!(
         lost.is_empty() && lost_patches.is_empty(),
         "{scenario}: lost creates {lost:?}, lost patches {lost_patches:?}"
@@ -319,6 +351,7 @@ fn healthy_again(c: &Cluster, idx: usize) {
 
 #[test]
 fn kill9_of_a_server_daemon_loses_no_write() {
+    let _serial = serial();
     let block = AddrBlock::new();
     let mut c = form_cluster(&block, "faults-kill9", default_start);
     let load = Load::start(c.creds.clone(), ips(&c), "k9");
@@ -336,6 +369,7 @@ fn kill9_of_a_server_daemon_loses_no_write() {
 
 #[test]
 fn kill9_of_an_etcd_child_loses_no_write() {
+    let _serial = serial();
     let block = AddrBlock::new();
     let c = form_cluster(&block, "faults-etcd", default_start);
     let load = Load::start(c.creds.clone(), ips(&c), "ke");
@@ -345,7 +379,9 @@ fn kill9_of_an_etcd_child_loses_no_write() {
     kill(pid, "KILL");
     // The daemon restarts its etcd; the member catches up.
     wait_for(RECOVER, "a new etcd child", || {
-        etcd_pid(&c.servers[victim]).filter(|p| *p != pid).map(|_| ())
+        etcd_pid(&c.servers[victim])
+            .filter(|p| *p != pid)
+            .map(|_| ())
     });
     healthy_again(&c, victim);
     run_load_for(&c, c.servers[0].ip, 2);
@@ -355,6 +391,7 @@ fn kill9_of_an_etcd_child_loses_no_write() {
 
 #[test]
 fn kill9_of_the_leaders_daemon_loses_no_write() {
+    let _serial = serial();
     let block = AddrBlock::new();
     let mut c = form_cluster(&block, "faults-leader", default_start);
     let load = Load::start(c.creds.clone(), ips(&c), "kl");
@@ -373,6 +410,7 @@ fn kill9_of_the_leaders_daemon_loses_no_write() {
 
 #[test]
 fn sigstop_and_sigcont_lose_no_write() {
+    let _serial = serial();
     let block = AddrBlock::new();
     let c = form_cluster(&block, "faults-stop", default_start);
     let load = Load::start(c.creds.clone(), ips(&c), "st");
@@ -386,7 +424,11 @@ fn sigstop_and_sigcont_lose_no_write() {
         kill(p, "STOP");
     }
     let resumed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_writable(&c, c.servers[other].ip, "writes while the leader is stopped");
+        wait_writable(
+            &c,
+            c.servers[other].ip,
+            "writes while the leader is stopped",
+        );
         run_load_for(&c, c.servers[other].ip, 4);
     }));
     for p in pids {
@@ -403,6 +445,7 @@ fn sigstop_and_sigcont_lose_no_write() {
 
 #[test]
 fn quorum_loss_and_return_lose_no_write() {
+    let _serial = serial();
     let block = AddrBlock::new();
     let mut c = form_cluster(&block, "faults-quorum", default_start);
     let load = Load::start(c.creds.clone(), ips(&c), "q");
@@ -445,7 +488,8 @@ impl MountNs {
 
     /// `path` as seen inside the namespace (through /proc/<pid>/root).
     fn inside(&self, path: &Path) -> PathBuf {
-        Path::new(&format!("/proc/{}/root", self.holder.pid())).join(path.strip_prefix("/").unwrap())
+        Path::new(&format!("/proc/{}/root", self.holder.pid()))
+            .join(path.strip_prefix("/").unwrap())
     }
 
     fn nsenter(&self) -> Command {
@@ -458,6 +502,7 @@ impl MountNs {
 
 #[test]
 fn a_full_data_disk_loses_no_write() {
+    let _serial = serial();
     require_tool("unshare", "util-linux");
     require_tool("nsenter", "util-linux");
     let block = AddrBlock::new();
