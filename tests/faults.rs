@@ -492,11 +492,16 @@ impl MountNs {
             .join(path.strip_prefix("/").unwrap())
     }
 
-    fn nsenter(&self) -> Command {
+    /// `rke2 server --config <config>` inside the namespace.
+    fn start_server(&self, name: &str, config: &Path, log: &Path) -> Daemon {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--mount=/proc/{}/ns/mnt", self.holder.pid()))
-            .arg("--");
-        cmd
+            .arg("--")
+            .arg(rke2_bin())
+            .args(["server", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info");
+        Daemon::spawn(name, cmd, log)
     }
 }
 
@@ -515,24 +520,11 @@ fn a_full_data_disk_loses_no_write() {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let m = MountNs::new(&dir.join("data"), "256m", &dir.join("mount-ns.log"));
-        let mut entries = server_config(name, ip, &dir);
-        entries.extend(extra.iter().cloned());
-        let config = dir.join("config.yaml");
-        write_config(&config, &entries);
-        let mut cmd = m.nsenter();
-        cmd.arg(rke2_bin())
-            .args(["server", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info");
-        let daemon = Daemon::spawn(name, cmd, &dir.join("log"));
+        let node = start_server_with(name, ip, root, extra, |config, log| {
+            m.start_server(name, config, log)
+        });
         ns = Some(m);
-        ServerNode {
-            daemon,
-            ip,
-            kubeconfig: dir.join("rke2.yaml"),
-            config,
-            dir,
-        }
+        node
     });
     let ns = ns.expect("s3 runs in a mount namespace");
     let load = Load::start(c.creds.clone(), ips(&c), "df");
@@ -558,13 +550,8 @@ fn a_full_data_disk_loses_no_write() {
     // Free the space; the member recovers (restarting rke2 in the namespace if it gave up).
     std::fs::remove_file(&fill).unwrap();
     if !c.servers[2].daemon.running() {
-        let mut cmd = ns.nsenter();
-        cmd.arg(rke2_bin())
-            .args(["server", "--config"])
-            .arg(&c.servers[2].config)
-            .env("RUST_LOG", "info");
         let log = c.servers[2].dir.join(format!("log-{}", unique_suffix()));
-        c.servers[2].daemon = Daemon::spawn("s3", cmd, &log);
+        c.servers[2].daemon = ns.start_server("s3", &c.servers[2].config, &log);
     }
     healthy_again(&c, 2);
     run_load_for(&c, c.servers[0].ip, 2);

@@ -359,13 +359,26 @@ pub fn start_server_env(
     extra: &[(&'static str, String)],
     env: &[(&str, &str)],
 ) -> ServerNode {
+    start_server_with(name, ip, root, extra, |config, log| {
+        Daemon::start(name, "server", config, log, env)
+    })
+}
+
+/// [`start_server`] with the launch left to `launch(config, log)` (e.g. inside a namespace).
+pub fn start_server_with(
+    name: &str,
+    ip: Ipv4Addr,
+    root: &Path,
+    extra: &[(&'static str, String)],
+    launch: impl FnOnce(&Path, &Path) -> Daemon,
+) -> ServerNode {
     let dir = root.join(name);
     fs::create_dir_all(&dir).unwrap();
     let mut entries = server_config(name, ip, &dir);
     entries.extend(extra.iter().cloned());
     let config = dir.join("config.yaml");
     write_config(&config, &entries);
-    let daemon = Daemon::start(name, "server", &config, &dir.join("log"), env);
+    let daemon = launch(&config, &dir.join("log"));
     ServerNode {
         daemon,
         ip,
