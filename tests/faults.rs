@@ -1,7 +1,8 @@
 //! Fault suite (issue 17): a 3-server cluster on loopback addresses under a write load, with
 //! one fault per test — kill -9 of a daemon, of an etcd child and of the etcd leader's daemon,
-//! SIGSTOP/SIGCONT, quorum loss and a data disk that fills (a small tmpfs in a private mount
-//! namespace). Afterwards every acknowledged write must be present (0 lost); the longest time
+//! SIGSTOP/SIGCONT, quorum loss, a data disk that fills (a small tmpfs in a private mount
+//! namespace) and a network partition (servers and clients in network namespaces on a bridge,
+//! the leader's cable pulled). Afterwards every acknowledged write must be present (0 lost); the longest time
 //! without an acknowledged write is printed, never asserted (figures belong to benches).
 //!
 //! The load is a thread creating ConfigMaps and merge-patching every fifth one over HTTPS with
@@ -47,6 +48,22 @@ struct Creds {
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+    /// The network namespace clients run in (the partition test); `None`: the host's.
+    netns: Option<String>,
+}
+
+impl Creds {
+    /// `program` run where the clients live.
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, program]);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
 }
 
 /// Forms a 3-server cluster (s2 and s3 join through s1's supervisor address). `start` decides
@@ -54,38 +71,61 @@ struct Creds {
 fn form_cluster(
     block: &AddrBlock,
     token: &str,
+    start: impl FnMut(&str, Ipv4Addr, &Path, &[(&'static str, String)]) -> ServerNode,
+) -> Cluster {
+    let ips = [block.ip(1), block.ip(2), block.ip(3)];
+    form_cluster_at(ips, None, token, start)
+}
+
+/// [`form_cluster`] at given addresses, with clients (the load, etcdctl) in `netns`.
+fn form_cluster_at(
+    ips: [Ipv4Addr; 3],
+    netns: Option<String>,
+    token: &str,
     mut start: impl FnMut(&str, Ipv4Addr, &Path, &[(&'static str, String)]) -> ServerNode,
 ) -> Cluster {
     require_tool("etcd", "etcd-server");
     require_tool("etcdctl", "etcd-client");
     require_tool("curl", "curl");
     let root = tempfile::tempdir().unwrap();
-    let s1 = start("s1", block.ip(1), root.path(), &[("token", token.into())]);
+    let s1 = start("s1", ips[0], root.path(), &[("token", token.into())]);
     let join = vec![("token", token.to_string()), ("server", s1.supervisor())];
     let mut servers = vec![s1];
     servers[0].daemon.wait_log("ready:", FORM);
     for i in 2..=3u8 {
-        servers.push(start(&format!("s{i}"), block.ip(i), root.path(), &join));
+        servers.push(start(
+            &format!("s{i}"),
+            ips[usize::from(i) - 1],
+            root.path(),
+            &join,
+        ));
     }
     for s in &mut servers {
         s.daemon.wait_log("ready:", FORM);
     }
-    wait_for(FORM, "3 voting etcd members", || {
-        etcd_members(&servers[0])
-            .filter(|m| m.iter().filter(|(n, l)| !l && !n.is_empty()).count() == 3)
-            .map(|_| ())
-    });
     let tls = servers[0].data_dir().join("server/tls");
     let creds = Creds {
         ca: tls.join("server-ca.crt"),
         cert: tls.join("client-admin.crt"),
         key: tls.join("client-admin.key"),
+        netns,
     };
-    Cluster {
+    let c = Cluster {
         _root: root,
         servers,
         creds,
-    }
+    };
+    wait_for(FORM, "3 voting etcd members", || {
+        let out = etcdctl_at(&c, c.servers[0].ip, &["member", "list", "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let voters = v["members"]
+            .as_array()?
+            .iter()
+            .filter(|m| m["isLearner"] != true && m["name"].as_str().is_some_and(|n| !n.is_empty()))
+            .count();
+        (voters == 3).then_some(())
+    });
+    c
 }
 
 fn default_start(
@@ -106,7 +146,8 @@ fn request(
     content_type: &str,
     body: &str,
 ) -> (u16, String) {
-    let out = Command::new("curl")
+    let out = creds
+        .command("curl")
         .args(["-sS", "--max-time", "3", "-o", "-", "-w", "\n%{http_code}"])
         .arg("--cacert")
         .arg(&creds.ca)
@@ -315,10 +356,14 @@ fn kill(pid: u32, sig: &str) {
 /// etcdctl against `ip`'s etcd with s1's client certificate (one etcd CA signs them all; s3's
 /// own files may sit in a mount namespace the test cannot see).
 fn etcdctl_at(c: &Cluster, ip: Ipv4Addr, args: &[&str]) -> std::process::Output {
-    let endpoint = format!("--endpoints=https://{ip}:2379");
-    let mut all = vec![endpoint.as_str()];
-    all.extend_from_slice(args);
-    etcdctl(&c.servers[0], &all)
+    etcdctl_with(c.creds.command("etcdctl"), &c.servers[0], ip, args)
+}
+
+/// The index of the etcd leader, asking each server's etcd.
+fn leader(c: &Cluster) -> Option<usize> {
+    etcd_leader_by(c.servers.len(), |i| {
+        etcdctl_at(c, c.servers[i].ip, &["endpoint", "status", "-w", "json"])
+    })
 }
 
 fn healthy_again(c: &Cluster, idx: usize) {
@@ -396,7 +441,7 @@ fn kill9_of_the_leaders_daemon_loses_no_write() {
     let mut c = form_cluster(&block, "faults-leader", default_start);
     let load = Load::start(c.creds.clone(), ips(&c), "kl");
     run_load_for(&c, c.servers[0].ip, 3);
-    let leader = wait_for(RECOVER, "an etcd leader", || etcd_leader(&c.servers));
+    let leader = wait_for(RECOVER, "an etcd leader", || leader(&c));
     let other = (leader + 1) % 3;
     c.servers[leader].daemon.kill9();
     wait_writable(&c, c.servers[other].ip, "writes after the leader's death");
@@ -415,7 +460,7 @@ fn sigstop_and_sigcont_lose_no_write() {
     let c = form_cluster(&block, "faults-stop", default_start);
     let load = Load::start(c.creds.clone(), ips(&c), "st");
     run_load_for(&c, c.servers[0].ip, 3);
-    let leader = wait_for(RECOVER, "an etcd leader", || etcd_leader(&c.servers));
+    let leader = wait_for(RECOVER, "an etcd leader", || leader(&c));
     let other = (leader + 1) % 3;
     // Freeze the leader's daemon and its etcd: to its peers it is gone, to itself no time passes.
     let s = &c.servers[leader];
@@ -560,4 +605,135 @@ fn a_full_data_disk_loses_no_write() {
     // Stop s3 before its namespace goes away, then the namespace.
     c.servers[2].daemon.stop();
     drop(ns);
+}
+
+/// Network namespaces for a partition: `<p>-sw` holds bridge br0, `<p>-n1..3` (the servers,
+/// 198.18.0.1-3) and `<p>-c` (the clients, 198.18.0.100) each hang off it by a veth whose
+/// bridge end is `p1..p3` / `pc`. The host namespace gets nothing and never reaches 198.18/15.
+/// Drop kills what still runs in them (only processes this test started) and deletes them.
+struct NetLab {
+    prefix: String,
+}
+
+impl NetLab {
+    fn new() -> NetLab {
+        require_tool("ip", "iproute2");
+        let lab = NetLab {
+            prefix: format!("rkf{}", unique_suffix()),
+        };
+        let sw = lab.ns("sw");
+        lab.ip(&["netns", "add", &sw]);
+        lab.ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"]);
+        lab.ip(&["-n", &sw, "link", "set", "br0", "up"]);
+        lab.ip(&["-n", &sw, "link", "set", "lo", "up"]);
+        for (host, addr) in [("n1", 1), ("n2", 2), ("n3", 3), ("c", 100)] {
+            let ns = lab.ns(host);
+            let port = format!("p{}", host.trim_start_matches('n'));
+            lab.ip(&["netns", "add", &ns]);
+            lab.ip(&[
+                "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns,
+            ]);
+            lab.ip(&["-n", &sw, "link", "set", &port, "master", "br0", "up"]);
+            lab.ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("198.18.0.{addr}/24"),
+                "dev",
+                "eth0",
+            ]);
+            lab.ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+            lab.ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        }
+        lab
+    }
+
+    fn ns(&self, host: &str) -> String {
+        format!("{}-{host}", self.prefix)
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip").args(args).output().expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Unplugs (or plugs back) server `i`'s cable (1-based).
+    fn cable(&self, i: usize, up: bool) {
+        let sw = self.ns("sw");
+        let port = format!("p{i}");
+        self.ip(&[
+            "-n",
+            &sw,
+            "link",
+            "set",
+            &port,
+            if up { "up" } else { "down" },
+        ]);
+    }
+}
+
+impl Drop for NetLab {
+    fn drop(&mut self) {
+        for host in ["n1", "n2", "n3", "c", "sw"] {
+            let ns = self.ns(host);
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-KILL", pid]).status();
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+    }
+}
+
+#[test]
+fn a_network_partition_loses_no_write() {
+    let _serial = serial();
+    let lab = NetLab::new();
+    let ips = [1u8, 2, 3].map(|i| Ipv4Addr::new(198, 18, 0, i));
+    let c = form_cluster_at(
+        ips,
+        Some(lab.ns("c")),
+        "faults-partition",
+        |name, ip, root, extra| {
+            let host = format!("n{}", name.trim_start_matches('s'));
+            let ns = lab.ns(&host);
+            start_server_with(name, ip, root, extra, |config, log| {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", &ns])
+                    .arg(rke2_bin())
+                    .args(["server", "--config"])
+                    .arg(config)
+                    .env("RUST_LOG", "info");
+                Daemon::spawn(name, cmd, log)
+            })
+        },
+    );
+    let load = Load::start(c.creds.clone(), ips.to_vec(), "np");
+    run_load_for(&c, ips[0], 3);
+    // Cut the leader off: the other two elect a new one and keep taking writes.
+    let cut = wait_for(RECOVER, "an etcd leader", || leader(&c));
+    let other = (cut + 1) % 3;
+    lab.cable(cut + 1, false);
+    let during = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_writable(&c, ips[other], "writes on the majority side");
+        run_load_for(&c, ips[other], 4);
+    }));
+    lab.cable(cut + 1, true);
+    if let Err(e) = during {
+        std::panic::resume_unwind(e);
+    }
+    healthy_again(&c, cut);
+    run_load_for(&c, ips[other], 2);
+    let report = load.finish();
+    check_no_loss(&c, ips[cut], "partition of the leader", &report);
+    // Servers stop (Cluster drop) before their namespaces go (NetLab drop).
+    drop(c);
+    drop(lab);
 }

@@ -616,10 +616,20 @@ pub fn curl(url: &str, ca: &Path, extra: &[&str]) -> (u16, String) {
 
 /// etcdctl against a server's etcd with its client certificate.
 pub fn etcdctl(node: &ServerNode, args: &[&str]) -> Output {
-    let tls = node.data_dir().join("server/tls/etcd");
-    Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints=https://{}:2379", node.ip))
+    etcdctl_with(Command::new("etcdctl"), node, node.ip, args)
+}
+
+/// etcdctl run by `cmd` (`etcdctl`, or a launcher such as `ip netns exec <ns> etcdctl`) against
+/// the etcd at `ip`, with `tls_from`'s client certificate (one etcd CA signs every member's).
+pub fn etcdctl_with(
+    mut cmd: Command,
+    tls_from: &ServerNode,
+    ip: Ipv4Addr,
+    args: &[&str],
+) -> Output {
+    let tls = tls_from.data_dir().join("server/tls/etcd");
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=https://{ip}:2379"))
         .arg(format!("--cacert={}", tls.join("server-ca.crt").display()))
         .arg(format!("--cert={}", tls.join("client.crt").display()))
         .arg(format!("--key={}", tls.join("client.key").display()))
@@ -798,17 +808,22 @@ pub fn etcd_members(node: &ServerNode) -> Option<Vec<(String, bool)>> {
 
 /// The index of the server whose etcd member is the leader, asking each in turn.
 pub fn etcd_leader(servers: &[ServerNode]) -> Option<usize> {
-    for (i, s) in servers.iter().enumerate() {
-        let out = etcdctl(s, &["endpoint", "status", "-w", "json"]);
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
-            continue;
-        };
-        let st = &v[0]["Status"];
-        if st["leader"].as_u64().is_some() && st["leader"] == st["header"]["member_id"] {
-            return Some(i);
-        }
-    }
-    None
+    etcd_leader_by(servers.len(), |i| {
+        etcdctl(&servers[i], &["endpoint", "status", "-w", "json"])
+    })
+}
+
+/// [`etcd_leader`] with the `etcdctl endpoint status -w json` of server `i` run by `status`
+/// (e.g. from inside a network namespace).
+pub fn etcd_leader_by(n: usize, status: impl Fn(usize) -> Output) -> Option<usize> {
+    (0..n).find(|i| {
+        serde_json::from_slice::<serde_json::Value>(&status(*i).stdout)
+            .ok()
+            .is_some_and(|v| {
+                let st = &v[0]["Status"];
+                st["leader"].as_u64().is_some() && st["leader"] == st["header"]["member_id"]
+            })
+    })
 }
 
 /// The Ready condition status of `node` ("True", "False", "Unknown").
