@@ -128,7 +128,8 @@ fn huge_tls_san_list_is_refused_before_any_file_is_written() {
         dir,
         &out,
         &[
-            &format!("{cfg}:2"),
+            // The 1,001st entry: the list starts on line 3.
+            &format!("{cfg}:1003"),
             "key \"tls-san\"",
             "too many entries: 20000",
             "at most 1000",

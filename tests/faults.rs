@@ -116,7 +116,7 @@ fn form_cluster_at(
         creds,
     };
     wait_for(FORM, "3 voting etcd members", || {
-        let out = etcdctl_at(&c, c.servers[0].ip, &["member", "list", "-w", "json"]);
+        let out = etcdctl_via(&c, c.servers[0].ip, &["member", "list", "-w", "json"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         let voters = v["members"]
             .as_array()?
@@ -355,14 +355,19 @@ fn kill(pid: u32, sig: &str) {
 
 /// etcdctl against `ip`'s etcd with s1's client certificate (one etcd CA signs them all; s3's
 /// own files may sit in a mount namespace the test cannot see).
-fn etcdctl_at(c: &Cluster, ip: Ipv4Addr, args: &[&str]) -> std::process::Output {
-    etcdctl_with(c.creds.command("etcdctl"), &c.servers[0], ip, args)
+fn etcdctl_via(c: &Cluster, ip: Ipv4Addr, args: &[&str]) -> std::process::Output {
+    etcdctl_with(
+        c.creds.command("etcdctl"),
+        &c.servers[0].data_dir(),
+        ip,
+        args,
+    )
 }
 
 /// The index of the etcd leader, asking each server's etcd.
 fn leader(c: &Cluster) -> Option<usize> {
     etcd_leader_by(c.servers.len(), |i| {
-        etcdctl_at(c, c.servers[i].ip, &["endpoint", "status", "-w", "json"])
+        etcdctl_via(c, c.servers[i].ip, &["endpoint", "status", "-w", "json"])
     })
 }
 
@@ -370,7 +375,7 @@ fn healthy_again(c: &Cluster, idx: usize) {
     let s = &c.servers[idx];
     let start = Instant::now();
     loop {
-        let out = etcdctl_at(c, s.ip, &["endpoint", "health"]);
+        let out = etcdctl_via(c, s.ip, &["endpoint", "health"]);
         if out.status.success() {
             break;
         }
@@ -380,7 +385,7 @@ fn healthy_again(c: &Cluster, idx: usize) {
             s.daemon.name,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&etcdctl_at(c, s.ip, &["alarm", "list"]).stdout),
+            String::from_utf8_lossy(&etcdctl_via(c, s.ip, &["alarm", "list"]).stdout),
             s.daemon
                 .log_text()
                 .lines()

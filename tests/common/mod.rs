@@ -616,18 +616,17 @@ pub fn curl(url: &str, ca: &Path, extra: &[&str]) -> (u16, String) {
 
 /// etcdctl against a server's etcd with its client certificate.
 pub fn etcdctl(node: &ServerNode, args: &[&str]) -> Output {
-    etcdctl_with(Command::new("etcdctl"), node, node.ip, args)
+    etcdctl_at(&node.data_dir(), node.ip, args)
 }
 
-/// etcdctl run by `cmd` (`etcdctl`, or a launcher such as `ip netns exec <ns> etcdctl`) against
-/// the etcd at `ip`, with `tls_from`'s client certificate (one etcd CA signs every member's).
-pub fn etcdctl_with(
-    mut cmd: Command,
-    tls_from: &ServerNode,
-    ip: Ipv4Addr,
-    args: &[&str],
-) -> Output {
-    let tls = tls_from.data_dir().join("server/tls/etcd");
+/// etcdctl against the etcd at `ip` with the client certificate under `data_dir`.
+pub fn etcdctl_at(data_dir: &Path, ip: Ipv4Addr, args: &[&str]) -> Output {
+    etcdctl_with(Command::new("etcdctl"), data_dir, ip, args)
+}
+
+/// [`etcdctl_at`] run by `cmd` (`etcdctl`, or a launcher such as `ip netns exec <ns> etcdctl`).
+pub fn etcdctl_with(mut cmd: Command, data_dir: &Path, ip: Ipv4Addr, args: &[&str]) -> Output {
+    let tls = data_dir.join("server/tls/etcd");
     cmd.env("ETCDCTL_API", "3")
         .arg(format!("--endpoints=https://{ip}:2379"))
         .arg(format!("--cacert={}", tls.join("server-ca.crt").display()))
