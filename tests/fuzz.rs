@@ -371,8 +371,8 @@ const BODY_TYPES: &[&str] = &[
 
 #[test]
 fn fuzz_api_body() {
-    let configmaps = rke2::apiserver::resources::lookup("", "v1", "configmaps").unwrap();
-    let namespaces = rke2::apiserver::resources::lookup("", "v1", "namespaces").unwrap();
+    let configmaps = rke2::registry::lookup("", "v1", "configmaps").unwrap();
+    let namespaces = rke2::registry::lookup("", "v1", "namespaces").unwrap();
     fuzz(&API_BODY, |bytes| {
         for ct in BODY_TYPES {
             let mut headers = HeaderMap::new();
