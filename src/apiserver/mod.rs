@@ -156,22 +156,44 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The query string as a map (last value wins).
-pub fn query_map(query: Option<&str>) -> HashMap<String, String> {
-    url_decode_pairs(query.unwrap_or_default())
-}
-
-fn url_decode_pairs(q: &str) -> HashMap<String, String> {
-    q.split('&')
+/// The query string as a map (last value wins). A parameter whose name or value does not
+/// decode to UTF-8 is a 400 naming it: clients never send such bytes, so guessing (lossy
+/// replacement) could only change what a selector means.
+pub fn query_map(query: Option<&str>) -> Result<HashMap<String, String>, ApiError> {
+    query
+        .unwrap_or_default()
+        .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
+            let key = percent_decode(k).map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "invalid query parameter name {:?}: not UTF-8 after percent-decoding",
+                    String::from_utf8_lossy(k.as_bytes())
+                ))
+            })?;
+            let value = percent_decode(v).map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "invalid value for query parameter {key:?}: not UTF-8 after percent-decoding"
+                ))
+            })?;
+            Ok((key, value))
         })
         .collect()
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes and `+` (form encoding). Works on bytes only, so any input is safe: a
+/// `%` not followed by two hex digits stays literal (as Go's lenient query parsing would not,
+/// but refusing it would break nothing kubectl sends), and the result must be UTF-8.
+fn percent_decode(s: &str) -> Result<String, std::string::FromUtf8Error> {
+    fn hex(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        }
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -181,12 +203,15 @@ fn percent_decode(s: &str) -> String {
                 out.push(b' ');
                 i += 1;
             }
-            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                Ok(b) => {
-                    out.push(b);
+            b'%' => match (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
                     i += 3;
                 }
-                Err(_) => {
+                _ => {
                     out.push(b'%');
                     i += 1;
                 }
@@ -197,7 +222,7 @@ fn percent_decode(s: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out)
 }
 
 /// Reads a request body up to the API's limit (413 beyond it).
@@ -304,7 +329,7 @@ fn text(status: StatusCode, body: &str) -> Response {
 
 async fn dispatch(st: St, conn: ConnInfo, req: Request) -> Result<Response, ApiError> {
     let path = parse_path(req.uri().path());
-    let query = query_map(req.uri().query());
+    let query = query_map(req.uri().query())?;
     let method = req.method().clone();
     let accept = accept(req.headers());
     // Health and version are public (system:public-info-viewer upstream).
@@ -422,9 +447,37 @@ mod tests {
     fn query_decoding() {
         let q = query_map(Some(
             "fieldSelector=spec.nodeName%3Dn1%2Cstatus.phase%21%3DFailed&limit=500&watch",
-        ));
+        ))
+        .unwrap();
         assert_eq!(q["fieldSelector"], "spec.nodeName=n1,status.phase!=Failed");
         assert_eq!(q["limit"], "500");
         assert_eq!(q["watch"], "");
+    }
+
+    /// Any byte sequence decodes or is refused without a panic (the request sliced a
+    /// `&str` inside a UTF-8 character), and a trailing escape is decoded.
+    #[test]
+    fn query_decoding_any_bytes() {
+        let e = query_map(Some("labelSelector=%a\u{e9}")).unwrap();
+        assert_eq!(e["labelSelector"], "%a\u{e9}");
+        let e = query_map(Some("labelSelector=%ff%fe")).unwrap_err();
+        assert_eq!(e.code(), 400);
+        assert!(e.to_string().contains("labelSelector"), "{e}");
+        let e = query_map(Some("%c3=1")).unwrap_err();
+        assert_eq!(e.code(), 400);
+        assert_eq!(query_map(Some("a=%41")).unwrap()["a"], "A");
+        assert_eq!(query_map(Some("a=%4")).unwrap()["a"], "%4");
+        assert_eq!(query_map(Some("a=%")).unwrap()["a"], "%");
+        assert_eq!(query_map(Some("a=%C3%A9+x")).unwrap()["a"], "\u{e9} x");
+        // Every short sequence over an alphabet of the interesting bytes.
+        let alphabet = ["%", "a", "4", "1", "\u{e9}", "+", "=", "&", "c3", "%c3%"];
+        for x in alphabet {
+            for y in alphabet {
+                for z in alphabet {
+                    let q = format!("{x}{y}{z}");
+                    let _ = query_map(Some(&q));
+                }
+            }
+        }
     }
 }
