@@ -235,7 +235,7 @@ pub async fn read_body(body: Body) -> Result<Bytes, ApiError> {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                ApiError::RequestEntityTooLarge(limit)
+                ApiError::RequestEntityTooLarge(format!("limit is {limit}"))
             } else {
                 ApiError::BadRequest(format!("reading the request body: {e}"))
             }
