@@ -550,7 +550,7 @@ fn directive_of(v: &Value) -> Option<&str> {
 }
 
 fn merge_keyed_list(
-    mut out: Vec<Value>,
+    out: Vec<Value>,
     patch: &[Value],
     key: &str,
     path: &str,
