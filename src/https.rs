@@ -732,3 +732,154 @@ pub fn basic_auth(user: &str, password: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{CertAuthority, LeafSpec};
+
+    /// A TLS server on 127.0.0.1 running `router` through [`serve`], and a client for it.
+    async fn start(router: axum::Router) -> (SocketAddr, HttpsClient, CancellationToken) {
+        let ca = CertAuthority::generate("test").unwrap();
+        let (chain, key) = ca
+            .issue_with_new_key(&LeafSpec::server("localhost", vec!["localhost".into()]))
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            server_config(&chain, &key, None).unwrap(),
+            router,
+            cancel.clone(),
+            "test",
+        ));
+        let client = HttpsClient::new(
+            &ServerTrust::Ca(ca.cert_pem.clone()),
+            None,
+            Duration::from_secs(10),
+        )
+        .unwrap()
+        .with_server_name("localhost");
+        (addr, client, cancel)
+    }
+
+    fn status_of(r: &Response) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_else(|e| {
+            panic!("{} is not JSON: {e}: {}", r.status, r.text());
+        });
+        assert_eq!(v["kind"], "Status", "{v}");
+        assert_eq!(v["code"], r.status, "{v}");
+        v
+    }
+
+    /// A panicking handler answers 500 with a Status, and the server keeps serving.
+    #[tokio::test]
+    async fn handler_panic_is_a_500_status() {
+        use axum::routing::get;
+        let router = axum::Router::new()
+            .route(
+                "/boom",
+                get(|| async {
+                    let v: Vec<u8> = Vec::new();
+                    // An out-of-bounds index, like the slicing bug this guards against.
+                    format!("{}", v[std::hint::black_box(3)])
+                }),
+            )
+            .route("/ok", get(|| async { "ok" }));
+        let (addr, client, cancel) = start(router).await;
+        for _ in 0..3 {
+            let r = client
+                .request(
+                    http::Method::GET,
+                    &format!("https://{addr}/boom"),
+                    &[],
+                    None,
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.status, 500);
+            assert_eq!(status_of(&r)["reason"], "InternalError");
+        }
+        let r = client
+            .request(http::Method::GET, &format!("https://{addr}/ok"), &[], None)
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+        cancel.cancel();
+    }
+
+    /// Our header, URI and Content-Length limits answer Status objects before the router runs.
+    #[tokio::test]
+    async fn head_limits_answer_status_objects() {
+        use axum::routing::any;
+        let router = axum::Router::new().fallback(any(|| async { "reached" }));
+        let (addr, client, cancel) = start(router).await;
+        let url = format!("https://{addr}/x");
+        let many: Vec<(String, String)> = (0..limits::MAX_HEADERS + 5)
+            .map(|i| (format!("x-h{i}"), "v".to_string()))
+            .collect();
+        let many: Vec<(&str, String)> = many.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let r = client
+            .request(http::Method::GET, &url, &many, None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 431);
+        status_of(&r);
+        let big = [("x-big", "v".repeat(limits::MAX_HEADER_BYTES))];
+        let r = client
+            .request(http::Method::GET, &url, &big, None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 431);
+        let long = format!("{url}?q={}", "a".repeat(limits::MAX_URI_BYTES));
+        let r = client
+            .request(http::Method::GET, &long, &[], None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 414);
+        status_of(&r);
+        // A Content-Length beyond the cap is refused at once, with no body ever sent.
+        let r = raw_request(
+            addr,
+            &client,
+            "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n",
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+        assert!(r.contains("\"reason\":\"RequestEntityTooLarge\""), "{r}");
+        // Within the limits the router answers.
+        let r = client
+            .request(http::Method::GET, &url, &many[..10], None)
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "reached"));
+        cancel.cancel();
+    }
+
+    /// Sends `head` over TLS and reads until the server closes or 10 s pass.
+    async fn raw_request(addr: SocketAddr, client: &HttpsClient, head: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut tls = TlsConnector::from(client.tls.clone())
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        tls.write_all(head.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn address_slots_are_released() {
+        let slots = Arc::new(AddressSlots::default());
+        let ip: std::net::IpAddr = [127, 0, 0, 9].into();
+        let held: Vec<Slot> = (0..3).map(|_| slots.acquire(ip, 3).unwrap()).collect();
+        assert!(slots.acquire(ip, 3).is_none());
+        assert!(slots.acquire([127, 0, 0, 10].into(), 3).is_some());
+        drop(held);
+        assert!(slots.acquire(ip, 3).is_some());
+        assert!(slots.counts.lock().unwrap().is_empty());
+    }
+}
