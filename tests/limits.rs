@@ -493,3 +493,58 @@ fn supervisor_limits() {
     );
     assert!(!log.contains(wrong), "the password must never be logged");
 }
+
+/// `/readyz` checks what `etcdctl endpoint health` checks (a linearizable read through the
+/// local member, and, since etcdctl 3.5, no active alarm): with etcd's NOSPACE alarm raised
+/// (backend quota exceeded) reads still work, which used to be enough for `/readyz`; now it
+/// reports the alarm, and the refused write names the quota.
+#[test]
+fn readyz_agrees_with_etcdctl_endpoint_health() {
+    require_tool("etcdctl", "etcd-client");
+    let (root, _block, s) = start(
+        "lim4",
+        &[("etcd-arg[]", "quota-backend-bytes=3145728".into())],
+    );
+    let readyz = || {
+        curl(
+            &format!("https://{}:6443/readyz?verbose", s.ip),
+            &s.ca(),
+            &[],
+        )
+    };
+    let (code, body) = readyz();
+    assert_eq!(code, 200, "{body}");
+    let health = etcdctl(&s, &["endpoint", "health"]);
+    assert!(health.status.success(), "{health:?}");
+    let data = "x".repeat(900 * 1024);
+    let mut refused = None;
+    for i in 0..40 {
+        let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                                    "metadata": {"name": format!("fill{i}")}, "data": {"d": data}});
+        let (code, out, _) = api(
+            &s,
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            &write_body(root.path(), "fill.json", &cm.to_string()),
+            "application/json",
+        );
+        if code != 201 {
+            refused = Some((code, out));
+            break;
+        }
+    }
+    let (code, out) = refused.expect("the 3 MiB quota is reached within 40 writes of 900 KiB");
+    eprintln!("write refused with HTTP {code}: {out}");
+    assert!(out.contains("database space exceeded"), "{out}");
+    let alarms = etcdctl(&s, &["alarm", "list"]);
+    let text = String::from_utf8_lossy(&alarms.stdout).into_owned();
+    assert!(text.contains("NOSPACE"), "etcdctl alarm list: {text}");
+    let (code, body) = wait_for(Duration::from_secs(10), "readyz to fail", || {
+        let (code, body) = readyz();
+        (code != 200).then_some((code, body))
+    });
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("NOSPACE"), "{body}");
+    // Reads still work: only readiness (and writes) reflect the alarm.
+    kubectl_ok(&s.kubeconfig, &["get", "configmap", "fill0", "-o", "name"]);
+}

@@ -275,33 +275,89 @@ async fn entry(
     Extension(conn): Extension<ConnInfo>,
     req: Request,
 ) -> Response {
-    match dispatch(st, conn, req).await {
+    match dispatch(st.clone(), conn, req).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => name_full_disk(&st, e).await.into_response(),
     }
 }
 
+/// The disk problem under etcd's data directory, if any (a statvfs, off the async threads).
+async fn etcd_disk_problem(st: &ApiState) -> Option<String> {
+    let dir = st.ctx.paths.etcd_data();
+    tokio::task::spawn_blocking(move || crate::etcd::process::disk_full(&dir))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// etcd on a full disk shows only as timeouts or unavailability ("no quorum?"); when the disk
+/// under its data directory is full, the error says so.
+async fn name_full_disk(st: &ApiState, e: ApiError) -> ApiError {
+    if !matches!(
+        e,
+        ApiError::ServiceUnavailable(_) | ApiError::Timeout(_) | ApiError::Internal(_)
+    ) {
+        return e;
+    }
+    let Some(disk) = etcd_disk_problem(st).await else {
+        return e;
+    };
+    match e {
+        ApiError::ServiceUnavailable(m) => ApiError::ServiceUnavailable(format!("{disk}: {m}")),
+        ApiError::Timeout(m) => ApiError::Timeout(format!("{disk}: {m}")),
+        ApiError::Internal(m) => ApiError::Internal(format!("{disk}: {m}")),
+        other => other,
+    }
+}
+
+/// What `etcdctl endpoint health` checks, through the local member only: a linearizable read
+/// (which needs a leader and a caught-up member) and no active alarms (NOSPACE, CORRUPT);
+/// plus that the member votes (a learner serves no linearizable reads anyway).
+async fn etcd_health(st: &ApiState) -> Result<(), String> {
+    let (Some(store), Some(client)) = (st.ctx.store.get(), st.ctx.etcd.get()) else {
+        return Err("datastore not started".to_string());
+    };
+    crate::etcd::check_ready(client)
+        .await
+        .map_err(|e| e.to_string())?;
+    store.revision().await.map_err(|e| e.to_string())?;
+    let alarms = client
+        .clone()
+        .alarm(
+            etcd_client::AlarmAction::Get,
+            etcd_client::AlarmType::None,
+            None,
+        )
+        .await
+        .map_err(|e| format!("reading etcd alarms: {e}"))?;
+    if !alarms.alarms().is_empty() {
+        let names: Vec<&str> = alarms
+            .alarms()
+            .iter()
+            .map(|a| a.alarm().as_str_name())
+            .collect();
+        return Err(format!("etcd alarm(s) active: {}", names.join(", ")));
+    }
+    Ok(())
+}
+
 async fn readyz(st: &ApiState, verbose: bool) -> Response {
-    let check = match st.ctx.store.get() {
-        None => Err("datastore not started".to_string()),
-        Some(store) => {
-            match tokio::time::timeout(std::time::Duration::from_secs(1), store.revision()).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("etcd did not answer within 1s (no quorum?)".to_string()),
+    let check = match tokio::time::timeout(std::time::Duration::from_secs(1), etcd_health(st)).await
+    {
+        Ok(r) => r,
+        Err(_) => Err("etcd did not answer within 1s (no quorum?)".to_string()),
+    };
+    let check = {
+        let mut last_ok = st.last_etcd_ok.lock().unwrap_or_else(|p| p.into_inner());
+        match check {
+            Ok(()) => {
+                *last_ok = Some(std::time::Instant::now());
+                Ok(())
             }
+            Err(_) if last_ok.is_some_and(|t| t.elapsed() < ETCD_READY_GRACE) => Ok(()),
+            Err(e) => Err(e),
         }
     };
-    let mut last_ok = st.last_etcd_ok.lock().unwrap_or_else(|p| p.into_inner());
-    let check = match check {
-        Ok(()) => {
-            *last_ok = Some(std::time::Instant::now());
-            Ok(())
-        }
-        Err(_) if last_ok.is_some_and(|t| t.elapsed() < ETCD_READY_GRACE) => Ok(()),
-        Err(e) => Err(e),
-    };
-    drop(last_ok);
     match check {
         Ok(()) if verbose => text(
             StatusCode::OK,
@@ -309,6 +365,10 @@ async fn readyz(st: &ApiState, verbose: bool) -> Response {
         ),
         Ok(()) => text(StatusCode::OK, "ok"),
         Err(e) => {
+            let e = match etcd_disk_problem(st).await {
+                Some(disk) => format!("{disk}; {e}"),
+                None => e,
+            };
             tracing::debug!(component = "apiserver", "readyz failed: {e}");
             text(
                 StatusCode::INTERNAL_SERVER_ERROR,
