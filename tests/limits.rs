@@ -488,7 +488,7 @@ fn supervisor_limits() {
     let log = s.daemon.log_text();
     let lines = log.lines().filter(|l| l.contains("failed login")).count();
     assert!(
-        lines >= 1 && lines <= 3,
+        (1..=3).contains(&lines),
         "failed logins logged rate-limited: {lines} lines"
     );
     assert!(!log.contains(wrong), "the password must never be logged");
