@@ -26,14 +26,7 @@ fn start(
     name: &str,
     extra: &[(&'static str, String)],
 ) -> (tempfile::TempDir, AddrBlock, ServerNode) {
-    require_tool("etcd", "etcd-server");
-    require_tool("kubectl", "kubernetes-client");
-    require_tool("curl", "curl");
-    let block = AddrBlock::new();
-    let root = tempfile::tempdir().unwrap();
-    let mut s = start_server(name, block.ip(1), root.path(), extra);
-    s.daemon.wait_log("ready:", READY);
-    (root, block, s)
+    start_ready_server(name, extra, READY)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -92,6 +85,22 @@ async fn raw(addr: SocketAddr, tls: &TlsConnector, request: &[u8]) -> String {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Sends a raw request, checks the status code, and returns the JSON body.
+fn answer(
+    rt: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    tls: &TlsConnector,
+    request: &[u8],
+    code: u16,
+) -> serde_json::Value {
+    let resp = rt.block_on(raw(addr, tls, request));
+    assert!(
+        status_line(&resp).starts_with(&format!("HTTP/1.1 {code} ")),
+        "{resp}"
+    );
+    body_json(&resp)
 }
 
 fn status_line(resp: &str) -> &str {
@@ -159,21 +168,11 @@ fn hostile_api_requests_are_refused_cheaply() {
     let admin = tls(&s, true);
 
     // Finding 6: the exact request, unauthenticated. It used to panic and drop the connection.
-    let resp = rt.block_on(raw(
-        addr,
-        &anon,
-        b"GET /api/v1/namespaces?labelSelector=%a\xc3\xa9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    ));
-    assert!(status_line(&resp).starts_with("HTTP/1.1 401"), "{resp}");
-    assert_eq!(body_json(&resp)["kind"], "Status");
+    let resp = answer(&rt, addr, &anon, b"GET /api/v1/namespaces?labelSelector=%a\xc3\xa9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 401);
+    assert_eq!(resp["kind"], "Status");
     // Bytes that do not decode to UTF-8 are a 400 naming the parameter.
-    let resp = rt.block_on(raw(
-        addr,
-        &admin,
-        b"GET /api/v1/namespaces?labelSelector=%ff%c3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    ));
-    assert!(status_line(&resp).starts_with("HTTP/1.1 400"), "{resp}");
-    let st = body_json(&resp);
+    let resp = answer(&rt, addr, &admin, b"GET /api/v1/namespaces?labelSelector=%ff%c3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400);
+    let st = resp;
     assert!(
         st["message"].as_str().unwrap().contains("labelSelector"),
         "{st}"
@@ -285,13 +284,8 @@ fn hostile_api_requests_are_refused_cheaply() {
 
     // Finding 5: a Content-Length nothing will ever fill is refused at once, even for an
     // authenticated client (it used to wait forever for the body).
-    let resp = rt.block_on(raw(
-        addr,
-        &admin,
-        b"POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 999999999999\r\n\r\n",
-    ));
-    assert!(status_line(&resp).starts_with("HTTP/1.1 413"), "{resp}");
-    assert_eq!(body_json(&resp)["reason"], "RequestEntityTooLarge");
+    let resp = answer(&rt, addr, &admin, b"POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 999999999999\r\n\r\n", 413);
+    assert_eq!(resp["reason"], "RequestEntityTooLarge");
 
     // The server still works and the object is untouched.
     let rss = rss_kib(&s);
