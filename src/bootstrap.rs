@@ -1,4 +1,4 @@
-//! Cluster bootstrap data (protocol.md §3): the CA material and shared secrets every server
+//! Cluster bootstrap data (docs/protocol.md §3): the CA material and shared secrets every server
 //! needs, serialised as RKE2's JSON (`{"ServerCA":{"Timestamp":..,"Content":<base64>},..}`) and
 //! kept in etcd encrypted with the server token (PBKDF2-HMAC-SHA1 4096, AES-256-GCM) under
 //! `/bootstrap/<first 12 hex of sha256(token)>`.

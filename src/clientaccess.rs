@@ -1,4 +1,4 @@
-//! Talking to a cluster's supervisor as a joining node (protocol.md §1.2): fetch `/cacerts`,
+//! Talking to a cluster's supervisor as a joining node (docs/protocol.md §1.2): fetch `/cacerts`,
 //! refuse it unless its hash equals the token's CA hash, prove the server holds a certificate
 //! from that CA, then make authenticated requests (basic auth with the role's user, or a
 //! bootstrap token as bearer).

@@ -1,5 +1,6 @@
-//! Where everything lives under the data directory (RKE2's layout, protocol.md §1.3, §4.2, §5.1).
-//! Paths are computed here once so no module builds them by hand.
+//! Where everything lives under the data directory, in RKE2's layout
+//! (docs/protocol.md §1.3, §4.2, §5.1). Paths are computed here once so no module builds them by
+//! hand.
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,5 @@
 //! `rke2 agent` and what agents share with servers. An agent joins through its client-side load
-//! balancer (protocol.md §10.1): CA check against the token hash, the cluster's settings, node
+//! balancer (docs/protocol.md §10.1): CA check against the token hash, the cluster's settings, node
 //! password and certificate signing requests, then the server list for the load balancers and
 //! finally the node agent, which reaches the API only through the local load balancer.
 

@@ -1,4 +1,4 @@
-//! The node agent that runs on every node (design.md §2): registers the Node (labels and
+//! The node agent that runs on every node (docs/architecture.md §2): registers the Node (labels and
 //! taints applied at creation, `node-label`s re-applied on every start as RKE2 does), renews its
 //! Lease in `kube-node-lease` every heartbeat interval, keeps `Ready=True` while the node process
 //! is healthy, and re-registers if its Node is deleted. It talks to the API over HTTPS with the

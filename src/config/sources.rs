@@ -2,7 +2,7 @@
 //! drop-ins, `RKE2_*` variables, command-line flags) and merge them with RKE2's precedence into
 //! one map of raw values, each remembering where it came from so later errors can name it.
 //!
-//! This is the only place that parses YAML (see dependencies.md: serde_yaml is deprecated, so
+//! This is the only place that parses YAML (see docs/operations.md §3: serde_yaml is deprecated, so
 //! swapping the parser must stay a one-file change).
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! etcd cluster membership (protocol.md §5.3, §5.5): a joining server adds itself as a learner
+//! etcd cluster membership (docs/protocol.md §5.3, §5.5): a joining server adds itself as a learner
 //! through the existing members; the member that is currently the raft leader promotes learners
 //! once they have caught up; deleting a server node removes its member, moving leadership away
 //! first and never removing the last voter.

@@ -1,6 +1,7 @@
-//! Certificate authorities and leaf certificates (design.md §2, protocol.md §4): ECDSA P-256 via
-//! rcgen, CAs for 10 years, leaves for 365 days, leaves renewed at start when within 120 days of
-//! expiry or when their subject, SANs or issuer no longer match. CAs are never replaced silently.
+//! Certificate authorities and leaf certificates (docs/architecture.md §2, docs/protocol.md §4):
+//! ECDSA P-256 via rcgen, CAs for 10 years, leaves for 365 days, leaves renewed at start when
+//! within 120 days of expiry or when their subject, SANs or issuer no longer match. CAs are never
+//! replaced silently.
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

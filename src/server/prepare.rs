@@ -63,7 +63,7 @@ pub fn node_identity(node: &NodeConfig, bind: Option<IpAddr>) -> Result<NodeIden
     Ok(NodeIdentity { name, ips })
 }
 
-/// SANs of the serving certificate (protocol.md §4.3 plus the join address and bind address,
+/// SANs of the serving certificate (docs/protocol.md §4.3 plus the join address and bind address,
 /// so every server answers on the fixed registration address).
 pub fn serving_sans(config: &ServerConfig, node: &NodeIdentity) -> Vec<String> {
     let mut sans: Vec<String> = config.tls_san.clone();

@@ -1,4 +1,4 @@
-//! Agent certificate routes (protocol.md §2.3): the agent POSTs a DER CSR with its node name,
+//! Agent certificate routes (docs/protocol.md §2.3): the agent POSTs a DER CSR with its node name,
 //! password and IPs; the server checks the node password and signs with the server CA
 //! (serving-kubelet) or client CA (client-kubelet, `system:node:<name>` / `system:nodes`).
 //! Only the CSR's public key is used; names come from the request's authenticated headers.
