@@ -130,7 +130,8 @@ pub fn router(ctx: Ctx) -> Router {
 }
 
 /// Wraps every route: refuses requests with credentials from an address that failed too many
-/// logins (429 + `Retry-After`), records 401s, and turns every error answer not already a
+/// logins (429 + `Retry-After`), refuses an announced body over [`MAX_BODY_BYTES`] (413),
+/// records 401s, and turns every error answer not already a
 /// `Status` (axum's 405 for a wrong method, 413 from the body limit, extractor 400s) into one.
 async fn guard(
     State(throttle): State<Arc<auth::LoginThrottle>>,
@@ -151,6 +152,23 @@ async fn guard(
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        return resp;
+    }
+    // An announced body over the limit is refused before it is read (so no `100 Continue`
+    // invites the client to send it).
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        let mut resp = crate::https::status_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            &format!("Request entity too large: limit is {MAX_BODY_BYTES}"),
+        );
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return resp;
     }
     let resp = next.run(req).await;
