@@ -406,6 +406,25 @@ fn parse_san(v: &str) -> Result<String, String> {
     Ok(v.to_ascii_lowercase())
 }
 
+/// A node has at most one IPv4 and one IPv6 address (a dual-stack pair); two of one family are
+/// almost always a merge mistake and made etcd bind the wrong one.
+fn check_node_ip_families(r: &Reader<'_>, ips: &[IpAddr]) -> Result<(), ConfigError> {
+    for (i, ip) in ips.iter().enumerate() {
+        if let Some(first) = ips[..i].iter().find(|o| o.is_ipv4() == ip.is_ipv4()) {
+            let origin = r.entries("node-ip")[i].origin.clone();
+            return Err(ConfigError::at(
+                origin,
+                "node-ip",
+                format!(
+                    "{first} and {ip} are both {}: node-ip takes at most one IPv4 and one IPv6 address (a dual-stack pair)",
+                    if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn node_config(r: &Reader<'_>) -> Result<NodeConfig, ConfigError> {
     let log_format = r.parse("log-format", |v| match v {
         "auto" => Ok(LogFormat::Auto),
@@ -423,10 +442,12 @@ fn node_config(r: &Reader<'_>) -> Result<NodeConfig, ConfigError> {
             "must not be empty".into(),
         ));
     }
+    let node_ips = r.parse_list("node-ip", parse_ip)?;
+    check_node_ip_families(r, &node_ips)?;
     Ok(NodeConfig {
         data_dir: PathBuf::from(data_dir),
         node_name: r.parse_opt("node-name", parse_node_name)?,
-        node_ips: r.parse_list("node-ip", parse_ip)?,
+        node_ips,
         node_labels: r.parse_list("node-label", |v| {
             v.parse::<NodeLabel>().map_err(|e| e.to_string())
         })?,
@@ -545,6 +566,26 @@ pub fn validate_agent(raw: &RawSettings) -> Result<AgentConfig, ConfigError> {
             "rke2 agent needs a token (token or token-file)".into(),
         ));
     }
+    // An agent writes its Node with its node identity, which may not set these (kubelet's
+    // --node-labels rule; docs/security.md): refuse them here rather than loop on 403s.
+    if let Some(l) = node
+        .node_labels
+        .iter()
+        .find(|l| !crate::apiserver::authz::node_may_set_label(&l.key))
+    {
+        return Err(ConfigError::at(
+            r.last("node-label")
+                .map(|x| x.origin.clone())
+                .unwrap_or(Origin::Default),
+            "node-label",
+            format!(
+                "an agent may not set the label \"{}\" (node-role, node-restriction, *.cattle.io \
+                 and other kubernetes.io/k8s.io labels outside the kubelet's set are reserved); \
+                 set it with kubectl as an administrator",
+                l.key
+            ),
+        ));
+    }
     let lb_server_port = r.parse("lb-server-port", parse_port)?;
     if lb_server_port < 2 {
         return Err(ConfigError::at(
@@ -646,8 +687,14 @@ mod tests {
         let e = load("token: x\nnode-ip: 10.0.0.300\n", &[]).unwrap_err();
         assert_eq!(e.key, "node-ip");
         assert!(matches!(e.origin, Origin::File { line: 2, .. }), "{e:?}");
-        let e = load("node-taint:\n  - a=b:NoSchedule\n  - c=d:Never\n", &[]).unwrap_err();
+        let e = load(
+            "node-taint:\n  - a=b:NoSchedule\n  # a comment\n  - c=d:Never\n",
+            &[],
+        )
+        .unwrap_err();
         assert_eq!(e.key, "node-taint");
+        // The bad item's own line, not the key's.
+        assert!(matches!(e.origin, Origin::File { line: 4, .. }), "{e:?}");
         assert!(
             e.to_string()
                 .contains("NoSchedule, PreferNoSchedule, NoExecute"),
@@ -674,14 +721,27 @@ mod tests {
             &[("tls-san", "extra")],
         )
         .unwrap();
-        assert_eq!(
-            c.tls_san,
-            vec!["lb.example.com", "10.0.0.9", "10.0.0.10", "extra"]
-        );
+        assert_eq!(c.tls_san, vec!["extra"]);
         assert_eq!(
             c.node.token.as_ref().unwrap().expose(),
             "K10abc::server:secret"
         );
+    }
+
+    #[test]
+    fn node_ip_takes_one_address_per_family() {
+        let e = load("node-ip: 10.0.0.1,10.0.0.2\n", &[]).unwrap_err();
+        assert_eq!(e.key, "node-ip");
+        assert!(
+            e.to_string()
+                .contains("10.0.0.1 and 10.0.0.2 are both IPv4"),
+            "{e}"
+        );
+        let c = load("node-ip: [10.0.0.1, \"fd00::1\"]\n", &[]).unwrap();
+        assert_eq!(c.node.node_ips.len(), 2);
+        // The flag replaces the file's address instead of being appended to it.
+        let c = load("node-ip: 10.0.0.1\n", &[("node-ip", "10.0.0.7")]).unwrap();
+        assert_eq!(c.node.node_ips, vec!["10.0.0.7".parse::<IpAddr>().unwrap()]);
     }
 
     #[test]
