@@ -838,3 +838,135 @@ fn nixpkgs_style_configs_take_effect_as_under_nixpkgs_module() {
         }
     }
 }
+
+/// The VM test's configuration evaluates through nixpkgs' real testing framework
+/// (nixos/lib/testing), in both layouts: every node gets its role from the topology and nothing
+/// fails or warns. Running it needs KVM and real nixpkgs (`nix build .#checks.<system>.vm`).
+#[test]
+fn vm_test_evaluates_through_nixos_testing_framework() {
+    let Some(shared) = nixos_eval_dir("vm_test_evaluates_through_nixos_testing_framework") else {
+        return;
+    };
+    for (name, args, _tree) in layouts(&shared) {
+        eprintln!("layout: {name}");
+        assert_cases("nix/tests/vm-eval.nix", &strs(&args), 8);
+    }
+}
+
+/// Every file under `dir`, relative to `root`, except build output and VCS data.
+fn repo_files(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        if rel == "target" || rel == ".git" {
+            continue;
+        }
+        if path.is_dir() {
+            repo_files(root, &path, out);
+        } else {
+            out.push(rel);
+        }
+    }
+}
+
+fn cargo(args: &[&str], manifest: &Path) -> std::process::Output {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // Only what a shell would pass: the variables `cargo test` sets for test processes would
+    // change build-script fingerprints, and the two builds would keep rebuilding dependencies
+    // for each other in the shared target dir.
+    cmd.env_clear();
+    for var in [
+        "PATH",
+        "HOME",
+        "CARGO_HOME",
+        "RUSTUP_HOME",
+        "RUSTUP_TOOLCHAIN",
+    ] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
+    }
+    cmd.args(args)
+        .arg("--manifest-path")
+        .arg(manifest)
+        // The repository's own target dir: dependencies are already built there.
+        .env("CARGO_TARGET_DIR", repo().join("target"))
+        .output()
+        .expect("run cargo")
+}
+
+/// nix/package.nix's source filter keeps everything Cargo needs: the very filter expression,
+/// applied to the repository's files as lib.cleanSourceWith applies it, keeps benches,
+/// examples and the rest, and exactly the kept files pass `cargo build --offline --locked` of
+/// what buildRustPackage builds (lib and bins).
+#[test]
+fn package_source_filter_keeps_what_cargo_needs() {
+    let mut files = Vec::new();
+    repo_files(&repo(), &repo(), &mut files);
+    files.sort();
+    let list = files.join("\n");
+    let kept: Vec<String> = serde_json::from_value(nix_eval(
+        "nix/tests/source-filter.nix",
+        &["--argstr", "files", &list],
+    ))
+    .unwrap();
+    for needed in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "src/main.rs",
+        "src/lib.rs",
+        "benches/api.rs",
+        "benches/ha.rs",
+        "benches/server_start.rs",
+        "examples/config.yaml",
+        "tests/common/mod.rs",
+        "systemd/rke2-server.service",
+        "systemd/rke2-server.socket",
+        "dbus/io.rke2.conf",
+    ] {
+        assert!(kept.iter().any(|k| k == needed), "{needed} is filtered out");
+    }
+    for left_out in [
+        "flake.nix",
+        "nix/module.nix",
+        "README.md",
+        "scripts/test.sh",
+    ] {
+        assert!(!kept.iter().any(|k| k == left_out), "{left_out} is kept");
+    }
+
+    // Exactly the kept files, in a stable place: files whose content did not change keep their
+    // modification time, so repeated runs rebuild incrementally.
+    let copy = repo().join("target/nix-source-filter");
+    let mut present = Vec::new();
+    if copy.exists() {
+        repo_files(&copy, &copy, &mut present);
+    }
+    for stale in present.iter().filter(|p| !kept.contains(p)) {
+        std::fs::remove_file(copy.join(stale)).unwrap();
+    }
+    for f in &kept {
+        let (src, dst) = (repo().join(f), copy.join(f));
+        if std::fs::read(&dst).ok() != Some(std::fs::read(&src).unwrap()) {
+            std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+    // Cargo resolves every declared target (the [[bench]]es too) while loading the manifest,
+    // so a filtered-out bench fails here, as it did in `nix build`.
+    let manifest = copy.join("Cargo.toml");
+    let out = cargo(
+        &["build", "--offline", "--locked", "--lib", "--bins"],
+        &manifest,
+    );
+    assert!(
+        out.status.success(),
+        "cargo build on the filtered tree:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
