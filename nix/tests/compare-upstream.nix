@@ -7,9 +7,7 @@
 #     [--argstr nixos <nixos tree>] [--argstr lib <nixpkgs lib>]
 { shared, optionsJson, nixos ? null, lib ? null }:
 let
-  h = import ./nixos-harness.nix ({ inherit shared; }
-    // (if nixos != null then { inherit nixos; } else { })
-    // (if lib != null then { inherit lib; } else { }));
+  h = import ./nixos-harness.nix { inherit shared nixos lib; };
   l = h.lib;
   options = builtins.fromJSON optionsJson;
   role = options.role or "server";

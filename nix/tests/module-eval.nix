@@ -7,9 +7,7 @@
 # Same result shape as eval.nix: a list of { name, expected, actual }.
 { shared, nixos ? null, lib ? null }:
 let
-  h = import ./nixos-harness.nix ({ inherit shared; }
-    // (if nixos != null then { inherit nixos; } else { })
-    // (if lib != null then { inherit lib; } else { }));
+  h = import ./nixos-harness.nix { inherit shared nixos lib; };
   inherit (h) pkgs;
   l = h.lib;
   rke2Lib = import ../lib.nix;

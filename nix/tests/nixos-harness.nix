@@ -4,9 +4,11 @@
 # services/cluster/rke2 layout; tests/nix_eval.rs builds a copy with the current rancher
 # layout), `lib` a nixpkgs lib; packages are the fake derivations of stub-pkgs.nix, so only
 # option values and unit texts can be evaluated, never built.
-{ shared, nixos ? "${shared}/nixpkgs/nixos", lib ? "${shared}/nixpkgs/lib" }:
+# `nixos` and `lib` may be null: the shared tree's own.
+{ shared, nixos ? null, lib ? null }:
 let
-  nixpkgsLib = import lib;
+  nixosTree = if nixos != null then nixos else "${shared}/nixpkgs/nixos";
+  nixpkgsLib = import (if lib != null then lib else "${shared}/nixpkgs/lib");
   pkgs = import "${shared}/stub-pkgs.nix" { lib = nixpkgsLib; };
 
   # What every host needs to evaluate at all.
@@ -18,7 +20,7 @@ let
 
   # The whole evaluation (config and options).
   evalWith = extraModules: modules:
-    import "${nixos}/lib/eval-config.nix" {
+    import "${nixosTree}/lib/eval-config.nix" {
       system = "x86_64-linux";
       lib = nixpkgsLib;
       inherit pkgs;
@@ -27,7 +29,8 @@ let
 in
 {
   lib = nixpkgsLib;
-  inherit pkgs nixos;
+  inherit pkgs;
+  nixos = nixosTree;
   # A host importing this repository's module, as a user's configuration does.
   evalHost = evalWith [ ../module.nix ];
   # A host with nixpkgs' own modules only (what a configuration did before switching).

@@ -5,9 +5,7 @@
 #   nix-instantiate --eval --strict --json --store dummy:// nix/tests/vm-eval.nix --argstr shared <...>
 { shared, nixos ? null, lib ? null }:
 let
-  h = import ./nixos-harness.nix ({ inherit shared; }
-    // (if nixos != null then { inherit nixos; } else { })
-    // (if lib != null then { inherit lib; } else { }));
+  h = import ./nixos-harness.nix { inherit shared nixos lib; };
   l = h.lib;
   testing = import "${h.nixos}/lib/testing" { lib = l; };
   # The few attributes the test instrumentation reads that stub-pkgs.nix has no fake for.
