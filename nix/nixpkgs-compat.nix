@@ -67,21 +67,19 @@ let
     (lib.mkIf (toString cfg.dataDir != defaultDataDir) { data-dir = toString cfg.dataDir; })
   ];
 
+  # Options only the kubelet would use: nixpkgs' names, types and defaults, no effect here.
+  kubeletOnly = type: default: mkOption {
+    inherit type default;
+    description = "nixpkgs compatibility; no effect in rke2-rs (no kubelet).";
+  };
   gracefulNodeShutdownOptions = {
     enable = lib.mkEnableOption "graceful node shutdown (nixpkgs compatibility; rke2-rs runs no kubelet and warns when this is on)";
-    shutdownGracePeriod = mkOption {
-      type = types.nonEmptyStr;
-      default = "30s";
-      description = "nixpkgs compatibility; no effect in rke2-rs (no kubelet).";
-    };
-    shutdownGracePeriodCriticalPods = mkOption {
-      type = types.nonEmptyStr;
-      default = "10s";
-      description = "nixpkgs compatibility; no effect in rke2-rs (no kubelet).";
-    };
+    shutdownGracePeriod = kubeletOnly types.nonEmptyStr "30s";
+    shutdownGracePeriodCriticalPods = kubeletOnly types.nonEmptyStr "10s";
   };
 
   unsupportedNote = "Accepted for compatibility with nixpkgs' services.rke2; rke2-rs does not have this feature yet, so setting it only produces a warning.";
+  unsupportedOption = type: default: mkOption { inherit type default; description = unsupportedNote; };
 in
 {
   disabledModules = [ oldLayout ] ++ rancherLayout;
@@ -155,81 +153,33 @@ in
       description = "An EnvironmentFile= for the rke2 service (systemd.exec(5) format), read at start, so it may hold secrets.";
     };
 
-    disable = mkOption {
-      type = types.listOf types.str;
-      default = [ ];
-      description = unsupportedNote;
-    };
+    disable = unsupportedOption (types.listOf types.str) [ ];
 
-    cni = mkOption {
-      type = types.nullOr (types.enum [ "none" "canal" "cilium" "calico" "flannel" ]);
-      default = null;
-      description = unsupportedNote;
-    };
+    cni = unsupportedOption (types.nullOr (types.enum [ "none" "canal" "cilium" "calico" "flannel" ])) null;
 
-    cisHardening = mkOption {
-      type = types.bool;
-      default = false;
-      description = unsupportedNote;
-    };
+    cisHardening = unsupportedOption types.bool false;
 
-    selinux = mkOption {
-      type = types.bool;
-      default = false;
-      description = unsupportedNote;
-    };
+    selinux = unsupportedOption types.bool false;
 
-    nodeExternalIP = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      description = unsupportedNote;
-    };
+    nodeExternalIP = unsupportedOption (types.nullOr types.str) null;
 
-    images = mkOption {
-      type = types.listOf types.package;
-      default = [ ];
-      description = unsupportedNote;
-    };
+    images = unsupportedOption (types.listOf types.package) [ ];
 
-    # nixpkgs types these as submodules (manifests, charts with fetch options); any value
-    # those accept is accepted here and never evaluated further.
-    manifests = mkOption {
-      type = types.attrsOf types.anything;
-      default = { };
-      description = unsupportedNote;
-    };
+    # nixpkgs types manifests and autoDeployCharts as submodules (content, fetch options); any
+    # value those accept is accepted here and never evaluated further.
+    manifests = unsupportedOption (types.attrsOf types.anything) { };
 
-    autoDeployCharts = mkOption {
-      type = types.attrsOf types.anything;
-      default = { };
-      description = unsupportedNote;
-    };
+    autoDeployCharts = unsupportedOption (types.attrsOf types.anything) { };
 
-    charts = mkOption {
-      type = types.attrsOf (types.either types.path types.package);
-      default = { };
-      description = unsupportedNote;
-    };
+    charts = unsupportedOption (types.attrsOf (types.either types.path types.package)) { };
 
-    containerdConfigTemplate = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      description = unsupportedNote;
-    };
+    containerdConfigTemplate = unsupportedOption (types.nullOr types.str) null;
 
     gracefulNodeShutdown = gracefulNodeShutdownOptions;
 
-    extraKubeletConfig = mkOption {
-      type = types.attrsOf types.anything;
-      default = { };
-      description = unsupportedNote;
-    };
+    extraKubeletConfig = unsupportedOption (types.attrsOf types.anything) { };
 
-    extraKubeProxyConfig = mkOption {
-      type = types.attrsOf types.anything;
-      default = { };
-      description = unsupportedNote;
-    };
+    extraKubeProxyConfig = unsupportedOption (types.attrsOf types.anything) { };
   };
 
   config = lib.mkIf cfg.enable {

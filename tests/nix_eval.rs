@@ -574,12 +574,22 @@ fn strs(v: &[String]) -> Vec<&str> {
 /// nixpkgs' options, services.k3s) holds under nixpkgs' real eval-config.nix.
 #[test]
 fn module_evaluates_in_real_nixos_in_both_layouts() {
-    let Some(shared) = nixos_eval_dir("module_evaluates_in_real_nixos_in_both_layouts") else {
+    assert_cases_in_every_layout(
+        "module_evaluates_in_real_nixos_in_both_layouts",
+        "nix/tests/module-eval.nix",
+        40,
+    );
+}
+
+/// assert_cases for a nixos-harness.nix based file, once per nixpkgs layout; skipped (or
+/// failed under RKE2_TEST_REQUIRE) without the shared module tree.
+fn assert_cases_in_every_layout(test: &str, file: &str, at_least: usize) {
+    let Some(shared) = nixos_eval_dir(test) else {
         return;
     };
     for (name, args, _tree) in layouts(&shared) {
         eprintln!("layout: {name}");
-        assert_cases("nix/tests/module-eval.nix", &strs(&args), 40);
+        assert_cases(file, &strs(&args), at_least);
     }
 }
 
@@ -844,13 +854,11 @@ fn nixpkgs_style_configs_take_effect_as_under_nixpkgs_module() {
 /// fails or warns. Running it needs KVM and real nixpkgs (`nix build .#checks.<system>.vm`).
 #[test]
 fn vm_test_evaluates_through_nixos_testing_framework() {
-    let Some(shared) = nixos_eval_dir("vm_test_evaluates_through_nixos_testing_framework") else {
-        return;
-    };
-    for (name, args, _tree) in layouts(&shared) {
-        eprintln!("layout: {name}");
-        assert_cases("nix/tests/vm-eval.nix", &strs(&args), 8);
-    }
+    assert_cases_in_every_layout(
+        "vm_test_evaluates_through_nixos_testing_framework",
+        "nix/tests/vm-eval.nix",
+        8,
+    );
 }
 
 /// Every file under `dir`, relative to `root`, except build output and VCS data.
