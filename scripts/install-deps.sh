@@ -35,3 +35,12 @@ if ! command -v cargo >/dev/null; then
     curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal >/dev/null
   fi
 fi
+# The test command's quality gates need rustfmt and clippy (rustup's minimal profile has neither).
+if [ "${1:-}" = "--test" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+  if command -v rustup >/dev/null; then
+    for c in rustfmt clippy; do
+      rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c" >/dev/null
+    done
+  fi
+fi

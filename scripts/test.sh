@@ -10,6 +10,12 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # Every tool is installed above, so a test that cannot run (e.g. systemd-nspawn) fails instead
 # of skipping.
 export RKE2_TEST_REQUIRE="${RKE2_TEST_REQUIRE:-1}"
+# Quality gates first: a formatting or lint error fails the run before anything is tested
+# (clippy.toml's bans, such as std::env::set_var, are enforced here).
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
 cargo build --locked --all-targets
 # Integration tests mostly wait on processes; a few more threads than cores keeps the 2-core
 # CI machine busy without overloading it.

@@ -1,4 +1,4 @@
-//! Talking to a cluster's supervisor as a joining node (protocol.md §1.2): fetch `/cacerts`,
+//! Talking to a cluster's supervisor as a joining node (docs/protocol.md §1.2): fetch `/cacerts`,
 //! refuse it unless its hash equals the token's CA hash, prove the server holds a certificate
 //! from that CA, then make authenticated requests (basic auth with the role's user, or a
 //! bootstrap token as bearer).
@@ -185,9 +185,35 @@ pub const RETRY_INTERVAL: Duration = Duration::from_secs(2);
 /// First retry interval: nodes started together with the first server get in as soon as it
 /// answers instead of waiting a full interval.
 const FIRST_RETRY: Duration = Duration::from_millis(250);
+/// How long a refused credential (HTTP 401/403) is retried. A server that is still starting
+/// (or a load balancer that reached one that is) may refuse a good token for a moment; a token
+/// that is still refused after this long is wrong, and the node stops saying so.
+pub const REFUSAL_GRACE: Duration = Duration::from_secs(30);
 
-/// Runs `f` until it succeeds or fails with a non-transient error, backing off from 250 ms to
-/// [`RETRY_INTERVAL`], logging the first failure and every 15th. `None` when cancelled.
+/// What to do after a failed attempt that started `elapsed` after the first one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryDecision {
+    /// Try again: the cluster may be unreachable or still starting.
+    Retry,
+    /// Stop: a definitive refusal (CA hash mismatch, or credentials refused for too long).
+    Stop,
+}
+
+/// The retry policy: connection errors and 5xx always retry, a refused credential retries for
+/// [`REFUSAL_GRACE`], and only a CA that differs from the token's hash (or a local TLS
+/// setup error) stops at once.
+pub fn retry_decision(e: &AccessError, elapsed: Duration) -> RetryDecision {
+    let refused = matches!(e.status(), Some(401 | 403));
+    if is_transient(e) || (refused && elapsed < REFUSAL_GRACE) {
+        RetryDecision::Retry
+    } else {
+        RetryDecision::Stop
+    }
+}
+
+/// Runs `f` until it succeeds or [`retry_decision`] says stop, backing off from 250 ms to
+/// [`RETRY_INTERVAL`] and logging every retry at info with its reason (every 15th at warn, as
+/// a long outage deserves attention). `None` when cancelled.
 pub async fn retry<T, F, Fut>(
     cancel: &tokio_util::sync::CancellationToken,
     what: &str,
@@ -197,23 +223,95 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, AccessError>>,
 {
+    let started = std::time::Instant::now();
     let mut attempts = 0u32;
     let mut delay = FIRST_RETRY;
     loop {
         match f().await {
             Ok(v) => return Some(Ok(v)),
-            Err(e) if is_transient(&e) => {
-                attempts += 1;
-                if attempts == 1 || attempts.is_multiple_of(15) {
-                    tracing::warn!(component = "clientaccess", "{what} failed, retrying: {e}");
+            Err(e) => match retry_decision(&e, started.elapsed()) {
+                RetryDecision::Stop => return Some(Err(e)),
+                RetryDecision::Retry => {
+                    attempts += 1;
+                    let hint = if matches!(e.status(), Some(401 | 403)) {
+                        " (servers may still be starting)"
+                    } else {
+                        ""
+                    };
+                    if attempts.is_multiple_of(15) {
+                        tracing::warn!(
+                            component = "clientaccess",
+                            "{what} failed {attempts} times, retrying in {delay:?}: {e}{hint}"
+                        );
+                    } else {
+                        tracing::info!(
+                            component = "clientaccess",
+                            "{what} failed, retrying in {delay:?}: {e}{hint}"
+                        );
+                    }
                 }
-            }
-            Err(e) => return Some(Err(e)),
+            },
         }
         tokio::select! {
             _ = cancel.cancelled() => return None,
             _ = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(RETRY_INTERVAL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn status(code: u16) -> AccessError {
+        AccessError::Status {
+            url: "https://lb:9345/v1-rke2/config".into(),
+            status: code,
+            message: "unauthorized".into(),
+        }
+    }
+
+    #[test]
+    fn only_a_ca_mismatch_or_a_lasting_refusal_stops() {
+        let early = Duration::from_secs(1);
+        assert_eq!(retry_decision(&status(401), early), RetryDecision::Retry);
+        assert_eq!(retry_decision(&status(403), early), RetryDecision::Retry);
+        assert_eq!(retry_decision(&status(503), early), RetryDecision::Retry);
+        assert_eq!(
+            retry_decision(&status(503), REFUSAL_GRACE * 10),
+            RetryDecision::Retry
+        );
+        assert_eq!(
+            retry_decision(&status(401), REFUSAL_GRACE),
+            RetryDecision::Stop
+        );
+        let mismatch = AccessError::CaHashMismatch {
+            token: "a".into(),
+            server: "b".into(),
+        };
+        assert_eq!(retry_decision(&mismatch, early), RetryDecision::Stop);
+    }
+
+    /// A 401 while the servers start (then success) is retried, not fatal.
+    #[tokio::test]
+    async fn a_401_while_servers_start_is_retried() {
+        let calls = AtomicU32::new(0);
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let r = retry(&cancel, "reading the cluster configuration", || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move { if n < 2 { Err(status(401)) } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(r.unwrap().unwrap(), 2);
+        let r: Option<Result<(), _>> = retry(&cancel, "cluster CA check", || async {
+            Err(AccessError::CaHashMismatch {
+                token: "a".into(),
+                server: "b".into(),
+            })
+        })
+        .await;
+        assert!(matches!(r, Some(Err(AccessError::CaHashMismatch { .. }))));
     }
 }

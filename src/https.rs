@@ -85,7 +85,7 @@ pub fn server_config(
     };
     let mut cfg =
         builder.with_single_cert(certs(cert_chain_pem, "serving certificate")?, key(key_pem)?)?;
-    // HTTP/1.1 only: kubectl has been verified with it (kubernetes-api.md §A.11).
+    // HTTP/1.1 only: kubectl has been verified with it (docs/kubernetes-api.md §A.11).
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

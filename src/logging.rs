@@ -5,6 +5,7 @@
 //! Secrets never reach a log field: tokens and passwords are [`crate::token::Secret`]s, whose
 //! `Debug` is redacted, and no code logs key material.
 
+use std::io::IsTerminal;
 use std::os::fd::AsFd;
 
 use tracing_subscriber::EnvFilter;
@@ -94,6 +95,8 @@ pub fn init(
         Some(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                // Colour codes only for a person at a terminal, never in log files or pipes.
+                .with_ansi(std::io::stderr().is_terminal())
                 .with_target(false),
         )
     } else {

@@ -1,5 +1,6 @@
-//! Where everything lives under the data directory (RKE2's layout, protocol.md §1.3, §4.2, §5.1).
-//! Paths are computed here once so no module builds them by hand.
+//! Where everything lives under the data directory, in RKE2's layout
+//! (docs/protocol.md §1.3, §4.2, §5.1). Paths are computed here once so no module builds them by
+//! hand.
 
 use std::path::{Path, PathBuf};
 
@@ -58,8 +59,13 @@ impl ServerPaths {
     pub fn etcd_data(&self) -> PathBuf {
         self.db().join("etcd")
     }
-    /// etcd member name, kept across restarts.
+    /// etcd member name, kept across restarts. Beside etcd's data dir, not in it: etcd warns
+    /// about every file it does not own there.
     pub fn etcd_name(&self) -> PathBuf {
+        self.db().join("etcd-name")
+    }
+    /// Where earlier versions (and RKE2) keep the member name; moved on the next start.
+    pub fn legacy_etcd_name(&self) -> PathBuf {
         self.etcd_data().join("name")
     }
     /// Present once this member's etcd has been initialised.
@@ -74,6 +80,14 @@ impl ServerPaths {
     }
     pub fn request_header_ca(&self) -> CertPair {
         CertPair::new(&self.tls(), "request-header-ca")
+    }
+    /// CA of kubelet serving certificates only: no API client trusts it (docs/security.md).
+    pub fn kubelet_serving_ca(&self) -> CertPair {
+        CertPair::new(&self.tls(), "kubelet-serving-ca")
+    }
+    /// This server's own node password (its claim on its node name, like an agent's).
+    pub fn node_password(&self) -> PathBuf {
+        self.cred().join("node-password")
     }
     pub fn etcd_server_ca(&self) -> CertPair {
         CertPair::new(&self.etcd_tls(), "server-ca")

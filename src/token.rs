@@ -1,4 +1,4 @@
-//! Cluster tokens in RKE2's wire format (protocol.md §1): `K10<ca-hash>::<user>:<password>`,
+//! Cluster tokens in RKE2's wire format (docs/protocol.md §1): `K10<ca-hash>::<user>:<password>`,
 //! short tokens, kubeadm-style bootstrap tokens, the CA hash, and the `server/cred/passwd` file.
 //! Pure functions plus the small amount of file I/O for the token files.
 

@@ -20,7 +20,7 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The system-bus-like base policy of testing-recipes.md §3 with the shipped rke2 policy
+/// The system-bus-like base policy of docs/testing.md §3 with the shipped rke2 policy
 /// included, root allowed to monitor, plus `extra` (e.g. a policy that allows everyone).
 fn bus_config(socket: &Path, extra: &str) -> String {
     format!(

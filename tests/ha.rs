@@ -465,6 +465,16 @@ fn deleting_a_server_node_removes_its_etcd_member() {
         "{}",
         c.servers[2].daemon.log_tail()
     );
+    // The way back names the absolute db directory, usable from any working directory.
+    let db = c.servers[2].data_dir().join("server/db");
+    assert!(
+        c.servers[2].daemon.log_text().contains(&format!(
+            "remove this server's db directory {}",
+            db.display()
+        )),
+        "{}",
+        c.servers[2].daemon.log_tail()
+    );
     kubectl_ok(
         &k,
         &["create", "configmap", "after-delete", "--from-literal=a=b"],

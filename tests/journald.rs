@@ -1,6 +1,6 @@
 //! journald (issue 5): the real binary logs natively to a real `systemd-journald`, run by the
 //! test in a private mount namespace where its sockets sit at the fixed path
-//! `/run/systemd/journal/` (testing-recipes.md §4a); the entries carry the structured `RKE2_*`
+//! `/run/systemd/journal/` (docs/testing.md §4a); the entries carry the structured `RKE2_*`
 //! fields, syslog priorities and `SYSLOG_IDENTIFIER=rke2`, and no token, password or key. Without
 //! a journal socket, `--log-format journald` falls back to stderr with one warning.
 

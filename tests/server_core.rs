@@ -185,11 +185,18 @@ fn first_server_serves_supervisor_api_and_runs_etcd() {
     );
     assert!(members[0].get("isLearner").is_none_or(|l| l == false));
     assert_eq!(
-        fs::read_to_string(s1.data_dir().join("server/db/etcd/name"))
+        fs::read_to_string(s1.data_dir().join("server/db/etcd-name"))
             .unwrap()
             .trim(),
         name
     );
+    // etcd's data dir holds only what etcd itself writes.
+    let etcd_dir: Vec<_> = fs::read_dir(s1.data_dir().join("server/db/etcd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(etcd_dir, vec!["member".to_string()]);
+    assert!(!s1.daemon.log_text().contains("found invalid file"));
 
     // File modes.
     let d = s1.data_dir();

@@ -1,6 +1,6 @@
 //! The unit files in `systemd/` (issue 5): `systemd-analyze verify` accepts them, they carry the
 //! settings the issue asks for, and under a real systemd as PID 1 — the host's own OS booted in
-//! a `systemd-nspawn` container (testing-recipes.md §2a) — socket activation starts
+//! a `systemd-nspawn` container (docs/testing.md §2a) — socket activation starts
 //! rke2-server.service, it turns active only after readiness, the journal holds its structured
 //! entries, and `systemctl stop` stops it and its etcd cleanly.
 

@@ -1,14 +1,14 @@
-//! The agent's client-side load balancer (protocol.md §7): a local TCP (L4) failover proxy in
+//! The agent's client-side load balancer (docs/protocol.md §7): a local TCP (L4) failover proxy in
 //! front of the servers' supervisor port (9345) or API port (6443). This file owns the backend
 //! list and each backend's health, the choice of backend for every new client connection, the
 //! closing of connections whose backend failed or was removed, and the RKE2-compatible state
 //! file `<data-dir>/agent/etc/<name>.json` that carries the learned server list across restarts.
 //!
-//! Deliberate difference from RKE2 (design.md §2): backends are actively health-checked by a
-//! caller-supplied check every `health_interval` (default 500 ms), and a backend that fails a
-//! check or a dial is skipped at once and its connections are closed, so clients reconnect
-//! through a live server in well under a second. The state machine is smaller than RKE2's eight
-//! states: see [`BackendHealth`] and the preference order on [`LoadBalancer`].
+//! Deliberate difference from RKE2 (docs/architecture.md §2): backends are actively health-checked
+//! by a caller-supplied check every `health_interval` (default 500 ms), and a backend that fails a
+//! check or a dial is skipped at once and its connections are closed, so clients reconnect through
+//! a live server in well under a second. The state machine is smaller than RKE2's eight states: see
+//! [`BackendHealth`] and the preference order on [`LoadBalancer`].
 
 use std::fmt;
 use std::io;

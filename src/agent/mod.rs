@@ -1,5 +1,5 @@
 //! `rke2 agent` and what agents share with servers. An agent joins through its client-side load
-//! balancer (protocol.md §10.1): CA check against the token hash, the cluster's settings, node
+//! balancer (docs/protocol.md §10.1): CA check against the token hash, the cluster's settings, node
 //! password and certificate signing requests, then the server list for the load balancers and
 //! finally the node agent, which reaches the API only through the local load balancer.
 
@@ -29,9 +29,13 @@ use loadbalancer::{HealthCheck, LoadBalancer, LoadBalancerConfig};
 
 /// How often the server list is refreshed.
 const APISERVERS_REFRESH: Duration = Duration::from_secs(5);
-/// Name the agent verifies server certificates against: the agent dials local load-balancer
-/// addresses, which are not in the servers' certificates, while `localhost` always is.
-const SERVER_NAME: &str = "localhost";
+/// Name agents and kubeconfigs verify the API (and supervisor) certificate against: agents dial
+/// local load-balancer addresses, which are not in the servers' certificates, while this name
+/// always is. No kubelet certificate can hold it: such node names are refused
+/// (crate::supervisor::certs::reserved_node_name) and kubelet certificates come from their own
+/// CA anyway (docs/security.md).
+pub const API_SERVER_NAME: &str = "kubernetes";
+const SERVER_NAME: &str = API_SERVER_NAME;
 
 /// Agent errors.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +49,10 @@ pub enum AgentError {
          try enabling a unique node name with node-name, or delete the existing node {node} first"
     )]
     NodePasswordRejected { file: String, node: String },
-    #[error("the server refused the token (HTTP {status}): {message}")]
+    #[error(
+        "the server refused the token (HTTP {status}) for {}s, after the grace servers get while they start: {message}; check token/token-file",
+        crate::clientaccess::REFUSAL_GRACE.as_secs()
+    )]
     TokenRejected { status: u16, message: String },
     #[error(transparent)]
     Access(#[from] AccessError),
@@ -369,7 +376,8 @@ async fn run_inner(
     Ok(())
 }
 
-/// Retries `f` while the cluster is unreachable; refusals end the agent.
+/// Retries `f` while the cluster is unreachable or still starting (see
+/// [`crate::clientaccess::retry_decision`]); a CA mismatch or a lasting refusal ends the agent.
 async fn retry<T, F, Fut>(cancel: &CancellationToken, what: &str, f: F) -> Result<T, AgentError>
 where
     F: FnMut() -> Fut,

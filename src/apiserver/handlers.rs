@@ -156,6 +156,7 @@ pub async fn handle(
         "create" => {
             let mut obj = decoded_for_create.expect("decoded above");
             objects::validate_body(info, &obj, ns, None)?;
+            authz::admit_write(user, info, None, &obj).map_err(deny)?;
             if info.namespaced {
                 let ns = ns.ok_or_else(|| {
                     ApiError::BadRequest("a namespace is required to create this object".into())
@@ -187,6 +188,7 @@ pub async fn handle(
                     } else {
                         objects::prepare_update(info, current, &mut next)?;
                     }
+                    authz::admit_write(user, info, Some(current), &next).map_err(deny)?;
                     if !dry_run {
                         *current = next;
                     }
@@ -220,6 +222,7 @@ pub async fn handle(
                     } else {
                         objects::prepare_update(info, current, &mut next)?;
                     }
+                    authz::admit_write(user, info, Some(current), &next).map_err(deny)?;
                     if !dry_run {
                         *current = next;
                     }
@@ -250,6 +253,10 @@ pub async fn handle(
                 return Err(ApiError::Forbidden(format!(
                     "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
                 )));
+            }
+            if authz::delete_needs_member_check(user, info) {
+                let member = node_is_etcd_member(st, name).await?;
+                authz::admit_node_delete(user, name, member).map_err(deny)?;
             }
             if dry_run {
                 let obj = store.get(info, ns, name).await?;
@@ -296,6 +303,20 @@ pub async fn handle(
         }
         _ => Err(ApiError::MethodNotAllowed),
     }
+}
+
+/// Whether `node` has an etcd member (by the member names servers give themselves; see
+/// docs/security.md). Fails closed: without an answer from etcd the deletion is refused.
+async fn node_is_etcd_member(st: &ApiState, node: &str) -> Result<bool, ApiError> {
+    let client = st
+        .ctx
+        .etcd
+        .get()
+        .ok_or_else(|| ApiError::ServiceUnavailable("etcd client not ready".into()))?;
+    let members = crate::etcd::member_list(client)
+        .await
+        .map_err(|e| ApiError::ServiceUnavailable(e.to_string()))?;
+    Ok(crate::etcd::membership::member_of_node(&members, node).is_some())
 }
 
 fn table_response(v: &Value) -> Response {

@@ -1,5 +1,5 @@
 //! The Kubernetes API on 6443: a compatible subset served from etcd, shaped by what the real
-//! kubectl 1.32 sends and accepts (kubernetes-api.md). This file owns routing (path parsing),
+//! kubectl 1.32 sends and accepts (docs/kubernetes-api.md). This file owns routing (path parsing),
 //! the request pipeline (authentication, authorization, body decoding) and response encoding;
 //! [`handlers`] does the verbs, [`watch`] streams changes, [`storage`] talks to etcd.
 
@@ -35,7 +35,7 @@ use resources::ResourceInfo;
 use status::ApiError;
 
 /// How long `/readyz` keeps reporting ready after the last successful etcd check: an etcd leader
-/// election (1-2 s, dependencies.md §C.3) must not make every server look unready to load
+/// election (1-2 s, docs/operations.md §1) must not make every server look unready to load
 /// balancers, while a server that really lost quorum turns unready within seconds.
 const ETCD_READY_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 

@@ -1,7 +1,7 @@
-//! Kubernetes objects in etcd (design.md §2): JSON under `/registry/...`, `resourceVersion` =
-//! etcd `mod_revision` (injected on read, never stored), updates as compare-and-swap on that
-//! revision. Read-modify-write without a client precondition retries the swap internally, so
-//! PATCH never surfaces a 409 (kubernetes-api.md §A.5).
+//! Kubernetes objects in etcd (docs/architecture.md §2): JSON under `/registry/...`,
+//! `resourceVersion` = etcd `mod_revision` (injected on read, never stored), updates as
+//! compare-and-swap on that revision. Read-modify-write without a client precondition retries the
+//! swap internally, so PATCH never surfaces a 409 (docs/kubernetes-api.md §A.5).
 
 use base64::Engine as _;
 use chrono::Utc;

@@ -1,4 +1,4 @@
-//! Watch (kubernetes-api.md §A.6): newline-delimited JSON events over a chunked response, fed
+//! Watch (docs/kubernetes-api.md §A.6): newline-delimited JSON events over a chunked response, fed
 //! by an etcd watch. `resourceVersion` unset or `0` starts with synthetic ADDED events for the
 //! current objects; `resourceVersion=N` resumes with the changes after N, or sends a 410
 //! `Expired` ERROR event once N has been compacted. Selector transitions become ADDED/DELETED

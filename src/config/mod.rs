@@ -13,6 +13,8 @@ use std::time::Duration;
 pub use sources::{ConfigSources, Origin, Raw, RawSettings};
 pub use spec::Role;
 
+use ipnet::IpNet;
+
 use crate::token::Secret;
 use crate::validation::{NodeLabel, Taint};
 
@@ -171,8 +173,11 @@ pub struct ServerConfig {
     pub etcd_args: Vec<String>,
     pub write_kubeconfig: PathBuf,
     pub write_kubeconfig_mode: u32,
-    pub cluster_cidr: String,
-    pub service_cidr: String,
+    /// Pod network (`cluster-cidr`), masked to its network like Go's `net.ParseCIDR`.
+    pub cluster_cidr: IpNet,
+    /// Service network (`service-cidr`), masked likewise; the `kubernetes` service takes its
+    /// network address + 1 and cluster DNS + 10.
+    pub service_cidr: IpNet,
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
     pub node_monitor_grace_period: Duration,
@@ -345,9 +350,11 @@ fn parse_ip(v: &str) -> Result<IpAddr, String> {
         .map_err(|_| format!("invalid IP address \"{v}\""))
 }
 
-/// Validates an IPv4/IPv6 CIDR and returns it normalised.
-fn parse_cidr(v: &str) -> Result<(IpAddr, u8), String> {
+/// Parses a CIDR the way Go's `net.ParseCIDR` (and so RKE2) reads it: the address is masked to
+/// its network, so `10.43.5.0/16` is the network 10.43.0.0/16.
+fn parse_cidr(v: &str) -> Result<IpNet, String> {
     let (ip, len) = v
+        .trim()
         .split_once('/')
         .ok_or_else(|| format!("invalid CIDR \"{v}\": expected address/prefix-length"))?;
     let ip = parse_ip(ip)?;
@@ -357,18 +364,19 @@ fn parse_cidr(v: &str) -> Result<(IpAddr, u8), String> {
         .ok()
         .filter(|l| *l <= max)
         .ok_or_else(|| format!("invalid CIDR \"{v}\": prefix length must be 0-{max}"))?;
-    Ok((ip, len))
+    IpNet::new(ip, len)
+        .map(|net| net.trunc())
+        .map_err(|e| format!("invalid CIDR \"{v}\": {e}"))
 }
 
-/// The first usable address of a CIDR plus `offset` (10.43.0.0/16 + 10 = 10.43.0.10).
-pub fn cidr_offset(cidr: &str, offset: u32) -> Option<IpAddr> {
-    let (ip, _) = parse_cidr(cidr).ok()?;
-    match ip {
-        IpAddr::V4(v4) => Some(IpAddr::V4((u32::from(v4).wrapping_add(offset)).into())),
-        IpAddr::V6(v6) => Some(IpAddr::V6(
-            (u128::from(v6).wrapping_add(offset as u128)).into(),
-        )),
-    }
+/// The network address of `net` plus `offset` (10.43.0.0/16 + 10 = 10.43.0.10), or `None` when
+/// that address falls outside the network.
+pub fn cidr_offset(net: &IpNet, offset: u32) -> Option<IpAddr> {
+    let ip = match net.network() {
+        IpAddr::V4(v4) => IpAddr::V4(u32::from(v4).checked_add(offset)?.into()),
+        IpAddr::V6(v6) => IpAddr::V6(u128::from(v6).checked_add(u128::from(offset))?.into()),
+    };
+    net.contains(&ip).then_some(ip)
 }
 
 fn parse_mode(v: &str) -> Result<u32, String> {
@@ -398,6 +406,25 @@ fn parse_san(v: &str) -> Result<String, String> {
     Ok(v.to_ascii_lowercase())
 }
 
+/// A node has at most one IPv4 and one IPv6 address (a dual-stack pair); two of one family are
+/// almost always a merge mistake and made etcd bind the wrong one.
+fn check_node_ip_families(r: &Reader<'_>, ips: &[IpAddr]) -> Result<(), ConfigError> {
+    for (i, ip) in ips.iter().enumerate() {
+        if let Some(first) = ips[..i].iter().find(|o| o.is_ipv4() == ip.is_ipv4()) {
+            let origin = r.entries("node-ip")[i].origin.clone();
+            return Err(ConfigError::at(
+                origin,
+                "node-ip",
+                format!(
+                    "{first} and {ip} are both {}: node-ip takes at most one IPv4 and one IPv6 address (a dual-stack pair)",
+                    if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn node_config(r: &Reader<'_>) -> Result<NodeConfig, ConfigError> {
     let log_format = r.parse("log-format", |v| match v {
         "auto" => Ok(LogFormat::Auto),
@@ -415,10 +442,12 @@ fn node_config(r: &Reader<'_>) -> Result<NodeConfig, ConfigError> {
             "must not be empty".into(),
         ));
     }
+    let node_ips = r.parse_list("node-ip", parse_ip)?;
+    check_node_ip_families(r, &node_ips)?;
     Ok(NodeConfig {
         data_dir: PathBuf::from(data_dir),
         node_name: r.parse_opt("node-name", parse_node_name)?,
-        node_ips: r.parse_list("node-ip", parse_ip)?,
+        node_ips,
         node_labels: r.parse_list("node-label", |v| {
             v.parse::<NodeLabel>().map_err(|e| e.to_string())
         })?,
@@ -448,13 +477,15 @@ pub fn validate_server(raw: &RawSettings) -> Result<ServerConfig, ConfigError> {
             "a token is required to join a cluster (set token or token-file)".into(),
         ));
     }
-    let service_cidr = r.parse("service-cidr", |v| {
-        parse_cidr(v).map(|_| v.trim().to_string())
-    })?;
+    let service_cidr = r.parse("service-cidr", parse_cidr)?;
     let cluster_dns = match r.parse_opt("cluster-dns", parse_ip)? {
         Some(ip) => ip,
         None => cidr_offset(&service_cidr, 10).ok_or_else(|| {
-            ConfigError::at(Origin::Default, "cluster-dns", "cannot derive".into())
+            ConfigError::at(
+                Origin::Default,
+                "cluster-dns",
+                format!("service-cidr {service_cidr} is too small to hold the cluster DNS address (network + 10)"),
+            )
         })?,
     };
     let cluster_domain = r.parse("cluster-domain", |v| {
@@ -484,9 +515,7 @@ pub fn validate_server(raw: &RawSettings) -> Result<ServerConfig, ConfigError> {
         etcd_args,
         write_kubeconfig: PathBuf::from(r.string_or_default("write-kubeconfig")),
         write_kubeconfig_mode: r.parse("write-kubeconfig-mode", parse_mode)?,
-        cluster_cidr: r.parse("cluster-cidr", |v| {
-            parse_cidr(v).map(|_| v.trim().to_string())
-        })?,
+        cluster_cidr: r.parse("cluster-cidr", parse_cidr)?,
         service_cidr,
         cluster_dns,
         cluster_domain,
@@ -535,6 +564,26 @@ pub fn validate_agent(raw: &RawSettings) -> Result<AgentConfig, ConfigError> {
             Origin::Default,
             "token",
             "rke2 agent needs a token (token or token-file)".into(),
+        ));
+    }
+    // An agent writes its Node with its node identity, which may not set these (kubelet's
+    // --node-labels rule; docs/security.md): refuse them here rather than loop on 403s.
+    if let Some(l) = node
+        .node_labels
+        .iter()
+        .find(|l| !crate::apiserver::authz::node_may_set_label(&l.key))
+    {
+        return Err(ConfigError::at(
+            r.last("node-label")
+                .map(|x| x.origin.clone())
+                .unwrap_or(Origin::Default),
+            "node-label",
+            format!(
+                "an agent may not set the label \"{}\" (node-role, node-restriction, *.cattle.io \
+                 and other kubernetes.io/k8s.io labels outside the kubelet's set are reserved); \
+                 set it with kubectl as an administrator",
+                l.key
+            ),
         ));
     }
     let lb_server_port = r.parse("lb-server-port", parse_port)?;
@@ -592,6 +641,36 @@ mod tests {
         .map(|l| l.config)
     }
 
+    /// RKE2 (Go's `net.ParseCIDR`) masks a CIDR to its network before deriving addresses.
+    #[test]
+    fn service_cidr_is_masked_to_its_network() {
+        let c = load(
+            "service-cidr: 10.43.5.0/16\ncluster-cidr: 10.42.7.9/16\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.service_cidr.to_string(), "10.43.0.0/16");
+        assert_eq!(c.cluster_cidr.to_string(), "10.42.0.0/16");
+        assert_eq!(c.cluster_dns.to_string(), "10.43.0.10");
+        assert_eq!(
+            cidr_offset(&c.service_cidr, 1).unwrap().to_string(),
+            "10.43.0.1"
+        );
+    }
+
+    #[test]
+    fn service_cidr_too_small_for_cluster_dns_is_refused() {
+        let e = load("service-cidr: 10.43.0.0/30\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("cluster-dns"), "{e}");
+        let c = load("service-cidr: 10.43.0.0/30\ncluster-dns: 10.43.0.2\n", &[]).unwrap();
+        assert_eq!(
+            cidr_offset(&c.service_cidr, 1).unwrap().to_string(),
+            "10.43.0.1"
+        );
+        let v6: IpNet = "fd00:43::/112".parse().unwrap();
+        assert_eq!(cidr_offset(&v6, 10).unwrap().to_string(), "fd00:43::a");
+    }
+
     #[test]
     fn defaults() {
         let c = load("", &[]).unwrap();
@@ -608,8 +687,14 @@ mod tests {
         let e = load("token: x\nnode-ip: 10.0.0.300\n", &[]).unwrap_err();
         assert_eq!(e.key, "node-ip");
         assert!(matches!(e.origin, Origin::File { line: 2, .. }), "{e:?}");
-        let e = load("node-taint:\n  - a=b:NoSchedule\n  - c=d:Never\n", &[]).unwrap_err();
+        let e = load(
+            "node-taint:\n  - a=b:NoSchedule\n  # a comment\n  - c=d:Never\n",
+            &[],
+        )
+        .unwrap_err();
         assert_eq!(e.key, "node-taint");
+        // The bad item's own line, not the key's.
+        assert!(matches!(e.origin, Origin::File { line: 4, .. }), "{e:?}");
         assert!(
             e.to_string()
                 .contains("NoSchedule, PreferNoSchedule, NoExecute"),
@@ -636,14 +721,27 @@ mod tests {
             &[("tls-san", "extra")],
         )
         .unwrap();
-        assert_eq!(
-            c.tls_san,
-            vec!["lb.example.com", "10.0.0.9", "10.0.0.10", "extra"]
-        );
+        assert_eq!(c.tls_san, vec!["extra"]);
         assert_eq!(
             c.node.token.as_ref().unwrap().expose(),
             "K10abc::server:secret"
         );
+    }
+
+    #[test]
+    fn node_ip_takes_one_address_per_family() {
+        let e = load("node-ip: 10.0.0.1,10.0.0.2\n", &[]).unwrap_err();
+        assert_eq!(e.key, "node-ip");
+        assert!(
+            e.to_string()
+                .contains("10.0.0.1 and 10.0.0.2 are both IPv4"),
+            "{e}"
+        );
+        let c = load("node-ip: [10.0.0.1, \"fd00::1\"]\n", &[]).unwrap();
+        assert_eq!(c.node.node_ips.len(), 2);
+        // The flag replaces the file's address instead of being appended to it.
+        let c = load("node-ip: 10.0.0.1\n", &[("node-ip", "10.0.0.7")]).unwrap();
+        assert_eq!(c.node.node_ips, vec!["10.0.0.7".parse::<IpAddr>().unwrap()]);
     }
 
     #[test]

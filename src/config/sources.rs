@@ -2,7 +2,7 @@
 //! drop-ins, `RKE2_*` variables, command-line flags) and merge them with RKE2's precedence into
 //! one map of raw values, each remembering where it came from so later errors can name it.
 //!
-//! This is the only place that parses YAML (see dependencies.md: serde_yaml is deprecated, so
+//! This is the only place that parses YAML (see docs/operations.md §3: serde_yaml is deprecated, so
 //! swapping the parser must stay a one-file change).
 
 use std::collections::BTreeMap;
@@ -78,6 +78,76 @@ struct FileEntry {
     values: Vec<String>,
     is_list: bool,
     line: usize,
+    /// Line of each list element (block lists put each on its own line), so an error about one
+    /// element points at it rather than at the key.
+    item_lines: Vec<usize>,
+}
+
+/// Lines of the `count` elements of the list whose key is on `key_line` (1-based): the
+/// following `- ` lines of a block list, else the key's own line (flow lists, scalars).
+fn item_lines(text: &str, key_line: usize, count: usize) -> Vec<usize> {
+    let mut lines: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .skip(key_line)
+        .map(|(i, l)| (i + 1, l.trim_start()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .take_while(|(_, l)| l.starts_with('-'))
+        .map(|(n, _)| n)
+        .take(count)
+        .collect();
+    if lines.len() != count {
+        lines = vec![key_line; count];
+    }
+    lines
+}
+
+/// The explicitly named config file (`--config` or `RKE2_CONFIG_FILE`) must exist: a typo there
+/// would otherwise start a brand-new cluster from defaults. Only the default path may be absent.
+fn check_explicit_config(sources: &ConfigSources) -> Result<(), ConfigError> {
+    let (path, origin) = match (&sources.config_file, sources.env.get("RKE2_CONFIG_FILE")) {
+        (Some(p), _) => (p.clone(), Origin::Flag("config".into())),
+        (None, Some(p)) => (PathBuf::from(p), Origin::Env("RKE2_CONFIG_FILE".into())),
+        (None, None) => return Ok(()),
+    };
+    if path.is_file() {
+        return Ok(());
+    }
+    let why = if path.exists() {
+        "is not a regular file"
+    } else {
+        "does not exist"
+    };
+    Err(ConfigError::at(
+        origin,
+        "config",
+        format!("config file {} {why}", path.display()),
+    ))
+}
+
+/// Levenshtein distance, for "did you mean" hints on unknown keys.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The known key closest to an unknown one, if it is close enough to be a typo.
+pub fn suggest_key(unknown: &str) -> Option<&'static str> {
+    spec::SETTINGS
+        .iter()
+        .map(|s| (edit_distance(unknown, s.key), s.key))
+        .filter(|(d, key)| *d <= 2.max(key.len() / 5))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, key)| key)
 }
 
 /// The config file followed by its drop-ins (`<config>.d/*.yaml|*.yml`, name order).
@@ -244,12 +314,14 @@ fn parse_file(path: &Path) -> Result<Vec<FileEntry>, ConfigError> {
                 }
             },
         };
+        let item_lines = item_lines(&text, line, values.len());
         entries.push(FileEntry {
             key,
             append,
             values,
             is_list,
             line,
+            item_lines,
         });
     }
     Ok(entries)
@@ -270,10 +342,12 @@ fn split_commas(shape: Shape, value: &str) -> Vec<String> {
 /// Reads and merges every source for `role`.
 ///
 /// Precedence (lowest first): defaults < `RKE2_*` env < config file < drop-ins (name order)
-/// < flags. For list settings, config-file and flag values accumulate (as RKE2's argv-based
-/// merge does); an env value is replaced by any file or flag value; `key+:` in a file appends
-/// to what earlier files set instead of replacing it.
+/// < flags. Every source replaces what a lower one set, lists included: flags given for a list
+/// key replace the files' whole list (RKE2's documented rule; accumulating put a second
+/// `--node-ip` after the file's and made etcd bind the wrong address). Within one source list
+/// elements accumulate, and `key+:` in a file appends to what earlier files set.
 pub fn merge(sources: &ConfigSources, role: Role) -> Result<RawSettings, ConfigError> {
+    check_explicit_config(sources)?;
     let mut out = RawSettings::default();
 
     // Environment variables.
@@ -302,8 +376,11 @@ pub fn merge(sources: &ConfigSources, role: Role) -> Result<RawSettings, ConfigE
                 line: entry.line,
             };
             let Some(setting) = spec::find(&entry.key) else {
+                let hint = suggest_key(&entry.key)
+                    .map(|k| format!(" (did you mean \"{k}\"?)"))
+                    .unwrap_or_default();
                 out.warnings.push(format!(
-                    "{}:{}: unknown key \"{}\", ignored",
+                    "{}:{}: unknown key \"{}\", ignored{hint}",
                     path.display(),
                     entry.line,
                     entry.key
@@ -331,7 +408,11 @@ pub fn merge(sources: &ConfigSources, role: Role) -> Result<RawSettings, ConfigE
                 ));
             }
             let mut raws = Vec::new();
-            for v in entry.values {
+            for (v, line) in entry.values.into_iter().zip(entry.item_lines) {
+                let origin = Origin::File {
+                    path: path.clone(),
+                    line,
+                };
                 for value in split_commas(setting.shape, &v) {
                     raws.push(Raw {
                         value,
@@ -350,7 +431,8 @@ pub fn merge(sources: &ConfigSources, role: Role) -> Result<RawSettings, ConfigE
         out.values.insert(k, v);
     }
 
-    // Flags: scalars replace, lists accumulate after the file values.
+    // Flags: scalars replace; the first flag of a list key replaces the env/file list, later
+    // ones of the same key accumulate.
     let mut flag_lists_started: Vec<&'static str> = Vec::new();
     for (key, value) in &sources.flags {
         let Some(setting) = spec::find(key).filter(|s| s.roles.includes(role)) else {
@@ -372,8 +454,7 @@ pub fn merge(sources: &ConfigSources, role: Role) -> Result<RawSettings, ConfigE
             Shape::List | Shape::CommaList => {
                 let slot = out.values.entry(setting.key).or_default();
                 if !flag_lists_started.contains(&setting.key) {
-                    // Env values are defaults for the flag: any real argument replaces them.
-                    slot.retain(|r| !matches!(r.origin, Origin::Env(_)));
+                    slot.clear();
                     flag_lists_started.push(setting.key);
                 }
                 slot.extend(raws);
@@ -460,7 +541,85 @@ mod tests {
         .unwrap();
         assert_eq!(values(&r, "node-name"), vec!["from-flag"]);
         assert_eq!(values(&r, "data-dir"), vec!["/env/dir"]);
-        assert_eq!(values(&r, "tls-san"), vec!["f", "cli"]);
+        assert_eq!(values(&r, "tls-san"), vec!["cli"]);
+    }
+
+    #[test]
+    fn list_flags_replace_the_file_list() {
+        let d = tempfile::tempdir().unwrap();
+        let main = write(
+            d.path(),
+            "config.yaml",
+            "node-ip: 127.0.0.1\nnode-label: [a=1]\n",
+        );
+        let r = merge(
+            &ConfigSources {
+                config_file: Some(main),
+                flags: vec![
+                    ("node-ip".into(), "127.0.0.2".into()),
+                    ("node-label".into(), "b=2".into()),
+                    ("node-label".into(), "c=3".into()),
+                ],
+                ..Default::default()
+            },
+            Role::Agent,
+        )
+        .unwrap();
+        assert_eq!(values(&r, "node-ip"), vec!["127.0.0.2"]);
+        assert_eq!(values(&r, "node-label"), vec!["b=2", "c=3"]);
+    }
+
+    #[test]
+    fn explicit_config_file_must_exist() {
+        let d = tempfile::tempdir().unwrap();
+        let missing = d.path().join("nope.yaml");
+        let e = merge(
+            &ConfigSources {
+                config_file: Some(missing.clone()),
+                ..Default::default()
+            },
+            Role::Server,
+        )
+        .unwrap_err();
+        assert_eq!(e.origin, Origin::Flag("config".into()));
+        assert!(
+            e.to_string().contains(&missing.display().to_string()),
+            "{e}"
+        );
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        let mut env = BTreeMap::new();
+        env.insert("RKE2_CONFIG_FILE".into(), missing.display().to_string());
+        let e = merge(
+            &ConfigSources {
+                env,
+                ..Default::default()
+            },
+            Role::Agent,
+        )
+        .unwrap_err();
+        assert_eq!(e.origin, Origin::Env("RKE2_CONFIG_FILE".into()));
+    }
+
+    #[test]
+    fn unknown_keys_suggest_the_nearest_key() {
+        assert_eq!(suggest_key("node-lable"), Some("node-label"));
+        assert_eq!(suggest_key("tls-sans"), Some("tls-san"));
+        assert_eq!(suggest_key("completely-different"), None);
+        let d = tempfile::tempdir().unwrap();
+        let main = write(d.path(), "config.yaml", "node-lable: [a=b]\n");
+        let r = merge(
+            &ConfigSources {
+                config_file: Some(main),
+                ..Default::default()
+            },
+            Role::Agent,
+        )
+        .unwrap();
+        assert!(
+            r.warnings[0].contains("did you mean \"node-label\"?"),
+            "{:?}",
+            r.warnings
+        );
     }
 
     #[test]

@@ -156,7 +156,7 @@ pub const SETTINGS: &[Setting] = &[
         B,
         None,
         "IP",
-        "IP address(es) to advertise for the node (default: the bind address, else the default-route address)",
+        "IP address(es) to advertise for the node, at most one per family (default: a server's bind-address, else the default-route address)",
     ),
     s(
         "node-label",

@@ -1,5 +1,5 @@
-//! Socket activation (design.md §4): listeners handed over by systemd are taken **by name**
-//! (`FileDescriptorName=supervisor` / `apiserver`; their order is not stable), each exactly
+//! Socket activation (docs/architecture.md §4.1): listeners handed over by systemd are taken **by
+//! name** (`FileDescriptorName=supervisor` / `apiserver`; their order is not stable), each exactly
 //! once; listeners that were not handed over are bound by the daemon itself. Unknown or extra
 //! descriptors are closed with a warning.
 

@@ -121,7 +121,7 @@ fn plural(n: u32, one: &str, many: &str) -> String {
 }
 
 /// STATUS= of a ready server: "ready: 3 servers, 5 nodes", with a warning for an even number
-/// of voting servers (design.md §2: RKE2 only says so in its docs).
+/// of voting servers (docs/architecture.md §2: RKE2 only says so in its docs).
 pub fn ready_status(servers: u32, nodes: u32) -> String {
     let even = if servers > 0 && servers.is_multiple_of(2) {
         " (even number of servers: an odd number is required for fault tolerance)"

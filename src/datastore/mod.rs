@@ -2,7 +2,7 @@
 //! compare-and-swap writes keyed on `mod_revision`, and watches resuming from a revision.
 //! Every call has a deadline, and calls that are safe to repeat are retried while etcd is
 //! briefly unavailable (leader election, a restarting member), so the API rides out a leader
-//! loss instead of failing (dependencies.md §C.3: about 2 s).
+//! loss instead of failing (docs/operations.md §1: about 2 s).
 
 use std::time::Duration;
 

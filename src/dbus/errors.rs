@@ -133,11 +133,13 @@ pub fn kind_of(e: &AdminError) -> ErrorKind {
             TokenOpError::Io(_) => K::Failed,
         },
         AdminError::Etcd(etcd) | AdminError::MemberRemoval { source: etcd, .. } => match etcd {
-            EtcdError::LastVoter(_) | EtcdError::DuplicateNodeName(_) => K::Conflict,
+            EtcdError::LastVoter(_)
+            | EtcdError::WouldLoseQuorum { .. }
+            | EtcdError::DuplicateNodeName(_) => K::Conflict,
             EtcdError::Timeout
             | EtcdError::NoLeader
             | EtcdError::Learner
-            | EtcdError::Removed(_) => K::NotReady,
+            | EtcdError::Removed(..) => K::NotReady,
             EtcdError::Client(_)
             | EtcdError::Join(_)
             | EtcdError::BinaryNotFound(_)

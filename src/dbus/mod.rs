@@ -1,6 +1,6 @@
-//! The D-Bus service (design.md §4): `rke2 server` owns `io.rke2.Server` at `/io/rke2/Server`
-//! with `io.rke2.Cluster1`, `io.rke2.Nodes1` and `io.rke2.Tokens1`; `rke2 agent` owns
-//! `io.rke2.Agent` at `/io/rke2/Agent` with `io.rke2.Cluster1`. The connection goes to the
+//! The D-Bus service (docs/architecture.md §4.4): `rke2 server` owns `io.rke2.Server` at
+//! `/io/rke2/Server` with `io.rke2.Cluster1`, `io.rke2.Nodes1` and `io.rke2.Tokens1`; `rke2 agent`
+//! owns `io.rke2.Agent` at `/io/rke2/Agent` with `io.rke2.Cluster1`. The connection goes to the
 //! system bus (`DBUS_SYSTEM_BUS_ADDRESS` honoured, read by zbus) and runs on the daemon's tokio
 //! runtime; the name is requested only after the objects are served. A missing or lost bus is
 //! logged and retried with backoff and never stops the cluster. Mutating methods re-check the

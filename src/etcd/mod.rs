@@ -44,13 +44,23 @@ pub enum EtcdError {
     NoLeader,
     #[error("refusing to remove etcd member {0}: it is the only voting member")]
     LastVoter(String),
+    #[error(
+        "refusing to remove etcd member {member}: only {healthy} of the {remaining} voting members \
+         left would be healthy, which is no quorum; bring the unhealthy members back (or remove \
+         them first)"
+    )]
+    WouldLoseQuorum {
+        member: String,
+        healthy: usize,
+        remaining: usize,
+    },
     #[error("joining the etcd cluster failed: {0}")]
     Join(String),
     #[error(
         "this server's etcd member {0} was removed from the cluster (its node was deleted); \
-         to rejoin, remove this server's db directory (server/db) and start it again"
+         to rejoin, remove this server's db directory {db} and start it again", db = .1.display()
     )]
-    Removed(String),
+    Removed(String, std::path::PathBuf),
     #[error(transparent)]
     Io(#[from] PathError),
 }
@@ -110,9 +120,18 @@ pub async fn with_timeout<T>(
 }
 
 /// This server's etcd member name `<node>-<8 hex>`, created once and kept in
-/// `server/db/etcd/name`.
+/// `server/db/etcd-name` (moved there from `server/db/etcd/name`, where etcd warned about it on
+/// every start).
 pub fn member_name(paths: &ServerPaths, node_name: &str) -> Result<String, EtcdError> {
     let file = paths.etcd_name();
+    let legacy = paths.legacy_etcd_name();
+    if let Some(old) = fsutil::read_optional(&legacy).at(&legacy)?
+        && !old.trim().is_empty()
+    {
+        fsutil::ensure_private_dir(&paths.db()).at(&paths.db())?;
+        fsutil::write_atomic(&file, old.trim().as_bytes(), fsutil::SECRET_FILE_MODE).at(&file)?;
+        std::fs::remove_file(&legacy).at(&legacy)?;
+    }
     if let Some(existing) = fsutil::read_optional(&file).at(&file)? {
         let existing = existing.trim().to_string();
         if !existing.is_empty() {
@@ -120,7 +139,7 @@ pub fn member_name(paths: &ServerPaths, node_name: &str) -> Result<String, EtcdE
         }
     }
     let name = format!("{node_name}-{}", &crate::token::random_hex(4));
-    fsutil::ensure_private_dir(&paths.etcd_data()).at(&paths.etcd_data())?;
+    fsutil::ensure_private_dir(&paths.db()).at(&paths.db())?;
     fsutil::write_atomic(&file, name.as_bytes(), fsutil::SECRET_FILE_MODE).at(&file)?;
     Ok(name)
 }
@@ -327,6 +346,21 @@ mod tests {
         let a = member_name(&p, "n1").unwrap();
         assert!(a.starts_with("n1-") && a.len() == 11);
         assert_eq!(member_name(&p, "n1").unwrap(), a);
+        assert!(
+            !p.etcd_data().exists(),
+            "nothing of ours in etcd's data dir"
+        );
+    }
+
+    #[test]
+    fn member_name_moves_out_of_etcds_data_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let p = ServerPaths::new(d.path());
+        std::fs::create_dir_all(p.etcd_data()).unwrap();
+        std::fs::write(p.legacy_etcd_name(), "n1-0123abcd\n").unwrap();
+        assert_eq!(member_name(&p, "n1").unwrap(), "n1-0123abcd");
+        assert!(!p.legacy_etcd_name().exists());
+        assert_eq!(member_name(&p, "n1").unwrap(), "n1-0123abcd");
     }
 
     #[test]

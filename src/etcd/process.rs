@@ -265,12 +265,15 @@ fn forward_logs(child: &mut Child, member: String, removed: Arc<AtomicBool>) {
                 if line.contains(REMOVED_MESSAGE) {
                     removed.store(true, Ordering::SeqCst);
                 }
-                match level.as_str() {
-                    "error" | "fatal" | "panic" | "dpanic" => {
+                match relevel(&level, &msg) {
+                    tracing::Level::ERROR => {
                         tracing::error!(component = "etcd", etcd_member = %member, detail = %line, "etcd: {msg}")
                     }
-                    "warn" => {
+                    tracing::Level::WARN => {
                         tracing::warn!(component = "etcd", etcd_member = %member, detail = %line, "etcd: {msg}")
+                    }
+                    tracing::Level::INFO => {
+                        tracing::info!(component = "etcd", etcd_member = %member, detail = %line, "etcd: {msg}")
                     }
                     _ => {
                         tracing::debug!(component = "etcd", etcd_member = %member, detail = %line, "etcd: {msg}")
@@ -278,6 +281,33 @@ fn forward_logs(child: &mut Child, member: String, removed: Arc<AtomicBool>) {
                 }
             }
         });
+    }
+}
+
+/// etcd warnings that are part of normal operation in a cluster whose members join, restart
+/// and get promoted: they describe peers connecting, a join retried until the new member is
+/// reachable, or a configuration only a test would change. Shown at info, not as warnings.
+const EXPECTED_WARNINGS: [&str; 10] = [
+    "rejecting member add request",
+    "established TCP streaming connection with remote peer",
+    "lost TCP streaming connection with remote peer",
+    "stopped TCP streaming connection with remote peer",
+    "closed TCP streaming connection with remote peer",
+    "peer became inactive",
+    "prober detected unhealthy status",
+    "failed to reach the peer URL",
+    "failed to get version",
+    "simple token is not cryptographically signed",
+];
+
+/// The level an etcd log line is shown at: etcd's info chatter at debug, its warnings expected
+/// while members join or restart at info, real warnings and errors as they are.
+pub fn relevel(level: &str, msg: &str) -> tracing::Level {
+    match level {
+        "error" | "fatal" | "panic" | "dpanic" => tracing::Level::ERROR,
+        "warn" if EXPECTED_WARNINGS.iter().any(|w| msg.starts_with(w)) => tracing::Level::INFO,
+        "warn" => tracing::Level::WARN,
+        _ => tracing::Level::DEBUG,
     }
 }
 
@@ -335,7 +365,11 @@ pub async fn supervise(
                 }
                 if removed.load(Ordering::SeqCst) {
                     let _ = state.send(ProcessState::Removed);
-                    return Err(EtcdError::Removed(settings.name.clone()));
+                    // The whole db directory (etcd's data and its member name), absolute, so
+                    // the message can be followed from any working directory.
+                    let db = settings.data_dir.parent().unwrap_or(&settings.data_dir);
+                    let db = std::path::absolute(db).unwrap_or_else(|_| db.to_path_buf());
+                    return Err(EtcdError::Removed(settings.name.clone(), db));
                 }
                 restarts += 1;
                 let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
@@ -363,6 +397,28 @@ pub async fn supervise(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etcd_lines_are_releveled() {
+        use tracing::Level;
+        assert_eq!(
+            relevel(
+                "warn",
+                "rejecting member add request; local member has not been connected to all peers, reconfigure breaks active quorum"
+            ),
+            Level::INFO
+        );
+        assert_eq!(
+            relevel(
+                "warn",
+                "established TCP streaming connection with remote peer"
+            ),
+            Level::INFO
+        );
+        assert_eq!(relevel("warn", "apply request took too long"), Level::WARN);
+        assert_eq!(relevel("info", "raft.node: elected leader"), Level::DEBUG);
+        assert_eq!(relevel("error", "failed to publish"), Level::ERROR);
+    }
 
     fn settings() -> EtcdSettings {
         EtcdSettings {

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::apiserver::resources::{self, ResourceInfo};
 use crate::apiserver::status::ApiError;
 use crate::apiserver::storage::{ListOptions, Storage};
-use crate::etcd::{EtcdError, MemberInfo};
+use crate::etcd::EtcdError;
 use crate::server::bootstrap_tokens::{NAMESPACE, SECRET_TYPE, secret_name};
 use crate::server::context::Ctx;
 use crate::server::token_ops::{self, TokenOpError};
@@ -316,18 +316,6 @@ pub fn apply_taint_edits(node: &mut Value, edits: &[TaintEdit]) {
     }
 }
 
-/// Refuses to remove the last voting member (that would destroy the cluster's quorum).
-pub fn check_member_removable(members: &[MemberInfo], member: &str) -> Result<(), EtcdError> {
-    let Some(target) = members.iter().find(|m| m.name == member) else {
-        return Ok(());
-    };
-    let voters = members.iter().filter(|m| !m.is_learner).count();
-    if !target.is_learner && voters <= 1 {
-        return Err(EtcdError::LastVoter(member.to_string()));
-    }
-    Ok(())
-}
-
 fn storage(ctx: &Ctx) -> Result<Storage, AdminError> {
     ctx.store
         .get()
@@ -443,11 +431,13 @@ pub async fn delete_node(ctx: &Ctx, name: &str) -> Result<Option<String>, AdminE
         .get(info("nodes"), None, name)
         .await
         .map_err(|e| node_not_found(e, name))?;
-    let member = etcd_member_of(&node);
+    // The member comes from etcd's membership (servers name their own members), never from
+    // the Node's client-writable annotations.
+    let client = ctx.etcd.get().ok_or(AdminError::NotReady)?;
+    let members = crate::etcd::member_list(client).await?;
+    let member = crate::etcd::membership::member_of_node(&members, name).map(|m| m.name.clone());
     if let Some(member) = &member {
-        let client = ctx.etcd.get().ok_or(AdminError::NotReady)?;
-        let members = crate::etcd::member_list(client).await?;
-        check_member_removable(&members, member)?;
+        crate::etcd::membership::removal_allowed(client, &ctx.etcd_tls, member).await?;
     }
     let uid = text(&node, "/metadata/uid");
     store
@@ -910,21 +900,6 @@ mod tests {
         for bad in ["a,b", "a b", "abcdef.0123456789abcdef", "x\n"] {
             assert!(validate_new_server_token(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn last_voter_is_not_removable() {
-        let m = |id: u64, name: &str, learner: bool| MemberInfo {
-            id,
-            name: name.into(),
-            peer_urls: vec![],
-            client_urls: vec![],
-            is_learner: learner,
-        };
-        assert!(check_member_removable(&[m(1, "a", false)], "a").is_err());
-        assert!(check_member_removable(&[m(1, "a", false), m(2, "b", true)], "b").is_ok());
-        assert!(check_member_removable(&[m(1, "a", false), m(2, "b", false)], "a").is_ok());
-        assert!(check_member_removable(&[m(1, "a", false)], "zz").is_ok());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Kubernetes bootstrap tokens (protocol.md §1.4): Secrets `kube-system/bootstrap-token-<id>` of
-//! type `bootstrap.kubernetes.io/token`. Agents may join with one until it expires or is
+//! Kubernetes bootstrap tokens (docs/protocol.md §1.4): Secrets `kube-system/bootstrap-token-<id>`
+//! of type `bootstrap.kubernetes.io/token`. Agents may join with one until it expires or is
 //! deleted; servers never (the supervisor only accepts them on agent routes).
 
 use base64::Engine as _;

@@ -36,6 +36,8 @@ pub struct ServerContext {
     pub agent_paths: AgentPaths,
     pub server_ca: CertAuthority,
     pub client_ca: CertAuthority,
+    /// Signs kubelet serving certificates only; set once the bootstrap data carries it.
+    pub kubelet_ca: std::sync::OnceLock<CertAuthority>,
     /// PEM served on `/cacerts` (exactly the bytes of `server-ca.crt`, so its hash matches).
     pub server_ca_bundle: Vec<u8>,
     pub passwd: RwLock<Passwd>,

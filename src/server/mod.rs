@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod node_password;
 pub mod prepare;
 pub mod token_ops;
+pub mod tools;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
@@ -95,6 +96,25 @@ enum StartMode {
 #[derive(Debug, Clone, Default)]
 pub struct ProcessEnv {
     pub path: Option<String>,
+}
+
+/// The registration address a join hint names: the fixed address this server joined through,
+/// else the first `tls-san` (where the guides put the fixed address), else this node's own
+/// address (a one-server cluster with no fixed address yet).
+pub fn join_url(config: &ServerConfig, own_ip: IpAddr) -> String {
+    if let Some(server) = &config.node.server {
+        return server.url();
+    }
+    let host = config
+        .tls_san
+        .first()
+        .cloned()
+        .unwrap_or_else(|| config.advertise_address.unwrap_or(own_ip).to_string());
+    crate::config::ServerUrl {
+        host,
+        port: config.supervisor_port,
+    }
+    .url()
 }
 
 fn listen_addr(bind: Option<IpAddr>, port: u16) -> SocketAddr {
@@ -300,6 +320,7 @@ async fn run_inner(
         agent_paths: agent_paths.clone(),
         server_ca: cas.server,
         client_ca: cas.client,
+        kubelet_ca: std::sync::OnceLock::new(),
         server_ca_bundle,
         passwd: RwLock::new(passwd),
         server_password: RwLock::new(password.clone()),
@@ -392,7 +413,11 @@ async fn run_inner(
     let store = Datastore::new(client.clone());
 
     // Bootstrap data: refuse a token the cluster's data was not encrypted with.
-    if let Err(e) = reconcile_bootstrap(&ctx, &store, &password).await {
+    let reconciled = match reconcile_bootstrap(&ctx, &store, &password).await {
+        Ok(()) => ensure_kubelet_ca(&ctx, &store, &password).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = reconciled {
         etcd_cancel.cancel();
         let _ = etcd_task.await;
         return Err(e);
@@ -401,6 +426,7 @@ async fn run_inner(
         token_ops::write_token_files(&paths, &ctx.ca_hash(), &password, agent_pw.as_ref())?;
     }
     credentials::publish_if_absent(&store, &ctx.passwd()).await?;
+    claim_node_name(&ctx, &store).await?;
     let _ = ctx.store.set(store);
 
     // Admin kubeconfig.
@@ -419,7 +445,7 @@ async fn run_inner(
         client_cert_pem: &prepare::read_pem(&admin.cert)?,
         client_key_pem: &prepare::read_pem(&admin.key)?,
         name: "default",
-        tls_server_name: None,
+        tls_server_name: Some(crate::agent::API_SERVER_NAME),
     }
     .write(&config.write_kubeconfig, config.write_kubeconfig_mode)?;
     tracing::info!(
@@ -428,12 +454,29 @@ async fn run_inner(
         config.write_kubeconfig.display(),
         paths.token().display()
     );
-    let host = config.advertise_address.unwrap_or(node.primary_ip());
+    let path = std::env::var("PATH").unwrap_or_default();
+    match tools::link_kubectl(&config.node.data_dir, &path) {
+        Ok(Some(target)) => tracing::info!(
+            component = "server",
+            "{} runs {}",
+            config.node.data_dir.join("bin/kubectl").display(),
+            target.display()
+        ),
+        Ok(None) => tracing::info!(
+            component = "server",
+            "no kubectl on PATH, so {} was not created",
+            config.node.data_dir.join("bin/kubectl").display()
+        ),
+        Err(e) => tracing::warn!(
+            component = "server",
+            "cannot link {}: {e}",
+            config.node.data_dir.join("bin/kubectl").display()
+        ),
+    }
     tracing::info!(
         component = "server",
-        "to join a server node to this cluster: rke2 server -s https://{}:{} -t ${{SERVER_NODE_TOKEN}}",
-        host,
-        config.supervisor_port
+        "to join a node to this cluster: rke2 server (or agent) -s {} -t ${{SERVER_NODE_TOKEN}}",
+        join_url(&config, node.primary_ip())
     );
 
     runtime.set_phase("creating system namespaces");
@@ -446,12 +489,13 @@ async fn run_inner(
     runtime.set_phase("registering node");
     let registered = crate::agent::node_agent::spawn_for_server(
         ctx.clone(),
-        &member,
         api_local,
         tracker,
         cancel.clone(),
     )?;
     wait_registered(registered, &cancel).await?;
+    crate::controllers::spawn_server_node_metadata(ctx.clone(), &member, tracker, cancel.clone())
+        .await;
     crate::controllers::publish_apiserver_endpoint(ctx.clone(), tracker, cancel.clone());
     // Counts for the READY status come from etcd and the API now, not from the periodic
     // reporter, which only starts after readiness.
@@ -604,4 +648,104 @@ async fn reconcile_bootstrap(
         Cas::Conflict(_) => tracing::info!(component = "server", "bootstrap data already exists"),
     }
     Ok(())
+}
+
+/// Makes sure the bootstrap data carries the kubelet serving CA (clusters created before it
+/// existed lack it): the first server to get here adds a new one with a compare-and-swap, every
+/// other server takes whatever the data holds. Loads it into `ctx` for the supervisor.
+async fn ensure_kubelet_ca(
+    ctx: &Ctx,
+    store: &Datastore,
+    password: &token::Secret,
+) -> Result<(), ServerError> {
+    let key = bootstrap::storage_key(password);
+    let pair = ctx.paths.kubelet_serving_ca();
+    loop {
+        let (Some(kv), _) = store.get(&key).await? else {
+            return Err(ServerError::Setup(format!(
+                "the bootstrap data disappeared from {key} while starting"
+            )));
+        };
+        let plain = bootstrap::decrypt(password, &String::from_utf8_lossy(&kv.value))?;
+        let mut data = BootstrapData::from_json(&plain)?;
+        if data.files.contains_key(bootstrap::KUBELET_SERVING_CA)
+            && data.files.contains_key(bootstrap::KUBELET_SERVING_CA_KEY)
+        {
+            let cert = data.content(bootstrap::KUBELET_SERVING_CA)?;
+            let key_pem = data.content(bootstrap::KUBELET_SERVING_CA_KEY)?;
+            let ca = crate::pki::CertAuthority::from_pem(
+                &String::from_utf8_lossy(&cert),
+                &String::from_utf8_lossy(&key_pem),
+            )?;
+            if std::fs::read(&pair.cert).ok().as_deref() != Some(cert.as_slice())
+                || std::fs::read(&pair.key).ok().as_deref() != Some(key_pem.as_slice())
+            {
+                ca.save(&pair)?;
+            }
+            let _ = ctx.kubelet_ca.set(ca);
+            return Ok(());
+        }
+        let ca = crate::pki::CertAuthority::generate("rke2-kubelet-serving")?;
+        data.insert(bootstrap::KUBELET_SERVING_CA, ca.cert_pem.as_bytes());
+        data.insert(bootstrap::KUBELET_SERVING_CA_KEY, ca.key_pem().as_bytes());
+        let sealed = bootstrap::encrypt(password, &data.to_json())?;
+        match store
+            .update(&key, sealed.into_bytes(), kv.mod_revision)
+            .await?
+        {
+            Cas::Written(_) => tracing::info!(
+                component = "server",
+                "added a kubelet serving CA to the bootstrap data"
+            ),
+            // Another server was quicker: use theirs (next round).
+            Cas::Conflict(_) => {}
+        }
+    }
+}
+
+/// Registers this server's node password for its node name, as agents do on their first
+/// certificate request, so no agent-token holder can obtain this server's node identity.
+async fn claim_node_name(ctx: &Ctx, store: &Datastore) -> Result<(), ServerError> {
+    let file = ctx.paths.node_password();
+    let password = crate::agent::ensure_node_password(&file)?;
+    let storage = crate::apiserver::storage::Storage::new(store.clone());
+    match node_password::check_or_store(&storage, &ctx.node.name, &password).await {
+        Ok(()) => Ok(()),
+        Err(node_password::NodePasswordError::Mismatch(_)) => Err(ServerError::Setup(format!(
+            "the node name \"{}\" is already registered with another node password (an agent or an \
+             earlier server of that name): choose another node-name, or delete that node \
+             (kubectl delete node {0}) and its secret kube-system/{1}; this server's password is in {2}",
+            ctx.node.name,
+            node_password::secret_name(&ctx.node.name),
+            file.display()
+        ))),
+        Err(node_password::NodePasswordError::Api(e)) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> ServerConfig {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("config.yaml");
+        std::fs::write(&p, text).unwrap();
+        crate::config::load_server(&crate::config::ConfigSources {
+            config_file: Some(p),
+            ..Default::default()
+        })
+        .unwrap()
+        .config
+    }
+
+    #[test]
+    fn join_hint_names_the_fixed_registration_address() {
+        let own: IpAddr = "10.0.0.2".parse().unwrap();
+        let joined = config("server: https://lb.example:9345\ntoken: t\ntls-san: [other]\n");
+        assert_eq!(join_url(&joined, own), "https://lb.example:9345");
+        let first = config("tls-san: [lb.example, 10.0.0.100]\n");
+        assert_eq!(join_url(&first, own), "https://lb.example:9345");
+        assert_eq!(join_url(&config(""), own), "https://10.0.0.2:9345");
+    }
 }

@@ -1,4 +1,4 @@
-//! Node passwords (protocol.md §6): the first registration of a node name stores a scrypt hash
+//! Node passwords (docs/protocol.md §6): the first registration of a node name stores a scrypt hash
 //! of the agent's password in Secret `kube-system/<node>.node-password.rke2`; later
 //! registrations of that name must present the same password, so a second machine cannot take
 //! over an existing node's identity.

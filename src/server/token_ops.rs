@@ -1,4 +1,4 @@
-//! The server token on disk and its rotation (protocol.md §1.3, §1.4): `server/token`
+//! The server token on disk and its rotation (docs/protocol.md §1.3, §1.4): `server/token`
 //! (`K10<ca-hash>::server:<pw>`, 0600), `node-token` (a symlink to it), `agent-token` (its own
 //! file when a separate agent token is configured, else a symlink), and `RotateServerToken`,
 //! which re-encrypts the bootstrap data under the new token and revokes the old one everywhere.

@@ -1,4 +1,4 @@
-//! Who is calling the supervisor (protocol.md §2.2): basic auth against the credentials store
+//! Who is calling the supervisor (docs/protocol.md §2.2): basic auth against the credentials store
 //! (`server` -> rke2:server, `node` -> rke2:agent), kubeadm bootstrap tokens as bearer tokens
 //! (system:bootstrappers, agent routes only, never servers), or a client certificate signed by
 //! the client CA (system:nodes, system:masters). A wrong secret is 401; a missing or

@@ -1,4 +1,4 @@
-//! The registration ("supervisor") API on 9345 (protocol.md §2): CA download, readiness, the
+//! The registration ("supervisor") API on 9345 (docs/protocol.md §2): CA download, readiness, the
 //! settings joining nodes compare, the encrypted bootstrap data for joining servers, the etcd
 //! member list, and certificate signing for agents. Errors are Kubernetes `Status` objects:
 //! 401 for bad credentials, 403 for the wrong role.
@@ -159,8 +159,8 @@ async fn readyz(
 /// The settings every server must agree on (k3s `CriticalControlArgs`), keyed by flag name.
 pub fn critical_settings(c: &crate::config::ServerConfig) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("cluster-cidr".to_string(), c.cluster_cidr.clone()),
-        ("service-cidr".to_string(), c.service_cidr.clone()),
+        ("cluster-cidr".to_string(), c.cluster_cidr.to_string()),
+        ("service-cidr".to_string(), c.service_cidr.to_string()),
         ("cluster-dns".to_string(), c.cluster_dns.to_string()),
         ("cluster-domain".to_string(), c.cluster_domain.clone()),
     ])
@@ -201,8 +201,8 @@ async fn config(
         https_port: c.https_listen_port,
         cluster_domain: c.cluster_domain.clone(),
         cluster_dns: c.cluster_dns.to_string(),
-        service_ip_range: c.service_cidr.clone(),
-        cluster_ip_range: c.cluster_cidr.clone(),
+        service_ip_range: c.service_cidr.to_string(),
+        cluster_ip_range: c.cluster_cidr.to_string(),
         critical: critical_settings(c),
         server_count: ctx.runtime.snapshot().server_count,
     }))

@@ -603,10 +603,15 @@ pub fn curl(url: &str, ca: &Path, extra: &[&str]) -> (u16, String) {
 
 /// etcdctl against a server's etcd with its client certificate.
 pub fn etcdctl(node: &ServerNode, args: &[&str]) -> Output {
-    let tls = node.data_dir().join("server/tls/etcd");
+    etcdctl_at(&node.data_dir(), node.ip, args)
+}
+
+/// etcdctl against the etcd at `ip` with the client certificate under `data_dir`.
+pub fn etcdctl_at(data_dir: &Path, ip: Ipv4Addr, args: &[&str]) -> Output {
+    let tls = data_dir.join("server/tls/etcd");
     Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints=https://{}:2379", node.ip))
+        .arg(format!("--endpoints=https://{ip}:2379"))
         .arg(format!("--cacert={}", tls.join("server-ca.crt").display()))
         .arg(format!("--cert={}", tls.join("client.crt").display()))
         .arg(format!("--key={}", tls.join("client.key").display()))

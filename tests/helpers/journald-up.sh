@@ -1,5 +1,5 @@
 #!/bin/bash
-# A stand-alone systemd-journald for tests (testing-recipes.md §4a), without systemd as PID 1.
+# A stand-alone systemd-journald for tests (docs/testing.md §4a), without systemd as PID 1.
 # Usage: unshare --mount --propagation private journald-up.sh <dir> &
 # In this private mount namespace /run/systemd/journal is <dir>/run, so its sockets appear on
 # the host at <dir>/run/{socket,stdout,dev-log}; the journal files live on a tmpfs visible only

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Boots the host's own OS with systemd as PID 1 under systemd-nspawn, for tests
-# (testing-recipes.md §2a). Usage: nspawn-run.sh <dir> <id> > boot.log 2>&1 &
+# (docs/testing.md §2a). Usage: nspawn-run.sh <dir> <id> > boot.log 2>&1 &
 #   <dir>/files/   is copied over the container's root before boot (binaries, units, config);
 #   <id>           names this instance's cgroup, so parallel runs never share one.
 # It joins /rke2-test-nspawn-<id> in the systemd and unified hierarchies (nspawn --keep-unit
