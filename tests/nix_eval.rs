@@ -692,7 +692,9 @@ fn nixpkgs_style_configs_take_effect_as_under_nixpkgs_module() {
         "own-config.yaml",
         "node-name: from-file\nnode-heartbeat-interval: 7s\nnode-label: [from=file]\n",
     );
-    let missing = dir.path().join("no-config.yaml");
+    // Stands for the absent default config file where a unit names none (the loader wants an
+    // explicitly named file to exist).
+    let no_config = write(dir.path(), "no-config.yaml", "# no settings\n");
     let (t, at) = (token.display(), agent_token.display());
     // (name, role, services.rke2 as JSON, features rke2-rs lacks, only in the older layout:
     // current nixpkgs dropped debug and dataDir)
@@ -777,7 +779,7 @@ fn nixpkgs_style_configs_take_effect_as_under_nixpkgs_module() {
                 .map(|w| flag_of(w))
                 .collect();
             up.retain(|w| !matches!(flag_of(w).as_str(), "disable" | "cni"));
-            let upstream = effective(role, &up, BTreeMap::new(), &missing);
+            let upstream = effective(role, &up, BTreeMap::new(), &no_config);
 
             // Features without an rke2-rs counterpart: named by this module, never silent.
             let mut named: Vec<String> = stripped.clone();
@@ -837,7 +839,7 @@ fn nixpkgs_style_configs_take_effect_as_under_nixpkgs_module() {
             };
             let config = match ours["configYaml"].as_str() {
                 Some(yaml) => write(dir.path(), "ours.yaml", yaml),
-                None => missing.clone(),
+                None => no_config.clone(),
             };
             let mine = effective(role, &argv, env, &config);
             assert!(
