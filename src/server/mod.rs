@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{OnceCell, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -326,8 +326,8 @@ async fn run_inner(
         server_password: RwLock::new(password.clone()),
         runtime: runtime.clone(),
         etcd_tls: EtcdTls::load(&paths)?,
-        etcd: OnceCell::new(),
-        store: OnceCell::new(),
+        etcd: Default::default(),
+        store: Default::default(),
         apiserver_endpoint,
         credentials: Default::default(),
     });
@@ -341,7 +341,7 @@ async fn run_inner(
     tracker.spawn(https::serve(
         api_listener,
         tls.clone(),
-        crate::apiserver::router(ctx.clone(), cancel.clone()),
+        crate::apiserver::router(ctx.store.clone(), ctx.etcd.clone(), cancel.clone()),
         cancel.clone(),
         "apiserver",
     ));
