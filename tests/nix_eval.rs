@@ -685,8 +685,8 @@ fn nixpkgs_style_configs_take_effect_as_under_nixpkgs_module() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let token = write(dir.path(), "token", "K10abc::server:s3cret\n");
-    let agent_token = write(dir.path(), "agent-token", "K10abc::node:ag3nt\n");
+    let token = write(dir.path(), "token", "K10::server:s3cret\n");
+    let agent_token = write(dir.path(), "agent-token", "K10::node:ag3nt\n");
     let own_config = write(
         dir.path(),
         "own-config.yaml",
