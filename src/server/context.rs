@@ -4,7 +4,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 
-
 use crate::config::ServerConfig;
 use crate::daemon::Runtime;
 use crate::datastore::StoreCell;
