@@ -600,6 +600,29 @@ pub fn wait_node_ready(kubeconfig: &Path, node: &str, timeout: Duration) {
 }
 
 /// curl with the given CA; returns (HTTP status, body).
+/// A request with a client certificate pair (and an optional merge-patch body) through curl;
+/// returns (status, body).
+pub fn curl_as(
+    url: &str,
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    method: &str,
+    merge_patch: Option<&str>,
+) -> (u16, String) {
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let mut args = vec!["--cert", &cert, "--key", &key, "-X", method];
+    if let Some(b) = merge_patch {
+        args.extend([
+            "-H",
+            "Content-Type: application/merge-patch+json",
+            "--data",
+            b,
+        ]);
+    }
+    curl(url, ca, &args)
+}
+
 pub fn curl(url: &str, ca: &Path, extra: &[&str]) -> (u16, String) {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"])
