@@ -278,7 +278,10 @@ async fn run_token(sub: &str, args: &ArgMatches) -> Result<String, AdminCliError
                 .cloned()
                 .unwrap_or_default();
             let token = tokens.rotate_server_token(&new).await?;
-            eprintln!("Token rotated, restart rke2 nodes with new token");
+            eprintln!(
+                "Token rotated; every running server has written it to its server/token. \
+                 Put it in each node's token setting before that node's next restart"
+            );
             Ok(format!("{token}\n"))
         }
         other => unreachable!("clap only accepts known subcommands, not {other}"),

@@ -1143,3 +1143,175 @@ fn rotate_server_token_over_dbus() {
     drop(a1);
     eprintln!("rotate test took {:?}", started.elapsed());
 }
+
+/// Replaces `from` with `to` in a server's config file (the token setting).
+fn replace_in_config(node: &ServerNode, from: &str, to: &str) {
+    let text = fs::read_to_string(&node.config).unwrap();
+    assert!(
+        text.contains(from),
+        "{} lacks {from}",
+        node.config.display()
+    );
+    fs::write(&node.config, text.replace(from, to)).unwrap();
+}
+
+#[test]
+fn server_token_rotation_reaches_every_server() {
+    require_tool("etcd", "etcd-server");
+    require_tool("kubectl", "kubectl");
+    require_tool("busctl", "systemd");
+    let started = Instant::now();
+    let block = AddrBlock::new();
+    let root = tempfile::tempdir().unwrap();
+    set_mode(root.path(), 0o755);
+    let bus = Bus::start(&root.path().join("bus"));
+    let old = "rotation-old-token";
+    let mut s1 = start_server_on(
+        "t1",
+        block.ip(1),
+        root.path(),
+        &[("token", old.into())],
+        Some(&bus),
+    );
+    wait_on_bus(&bus, "io.rke2.Server", "/io/rke2/Server", &mut s1.daemon);
+    let joiners: Vec<ServerNode> = [("t2", 2), ("t3", 3)]
+        .iter()
+        .map(|(name, host)| {
+            start_server_on(
+                name,
+                block.ip(*host),
+                root.path(),
+                &[("server", s1.supervisor()), ("token", old.into())],
+                None,
+            )
+        })
+        .collect();
+    let mut servers = vec![s1];
+    servers.extend(joiners);
+    let a1 = start_agent("ta1", block.ip(11), servers[0].ip, root.path(), old, None);
+    for name in ["t1", "t2", "t3", "ta1"] {
+        wait_node_ready(&servers[0].kubeconfig, name, READY);
+    }
+    let before: Vec<String> = servers.iter().map(ServerNode::token).collect();
+    assert!(
+        before
+            .iter()
+            .all(|t| t.ends_with("::server:rotation-old-token"))
+    );
+
+    // Rotate on t1 with the CLI: every server's token file follows within a bounded wait.
+    let out = rke2_cli(
+        &bus.address(),
+        false,
+        &["token", "rotate", "--new-token", "rotation-new-token"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let new = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(new.ends_with("::server:rotation-new-token"), "{new}");
+    wait_for(
+        Duration::from_secs(15),
+        "every server's server/token to hold the new token",
+        || servers.iter().all(|s| s.token() == new).then_some(()),
+    );
+    for s in &servers {
+        let node_token = s.data_dir().join("server/node-token");
+        assert_eq!(fs::read_to_string(&node_token).unwrap().trim(), new);
+        assert_eq!(mode(&s.data_dir().join("server/token")), 0o600);
+        assert!(
+            !s.daemon.log_text().contains("rotation-new-token"),
+            "the token leaked into {}'s log",
+            s.daemon.name
+        );
+    }
+    assert!(
+        servers[2]
+            .daemon
+            .log_text()
+            .contains("the server token was rotated on t1"),
+        "{}",
+        servers[2].daemon.log_tail()
+    );
+    // The joined agent keeps working across the rotation.
+    wait_node_ready(&servers[0].kubeconfig, "ta1", Duration::from_secs(10));
+
+    // Two rotations at once: each either wins or is refused with Conflict, never half-applied;
+    // every server converges on the winner.
+    let race: Vec<Output> = std::thread::scope(|sc| {
+        let handles: Vec<_> = ["rotation-race-a", "rotation-race-b"]
+            .iter()
+            .map(|t| {
+                let addr = bus.address();
+                sc.spawn(move || rke2_cli(&addr, false, &["token", "rotate", "--new-token", t]))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let winners: Vec<String> = race
+        .iter()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .collect();
+    for o in race.iter().filter(|o| !o.status.success()) {
+        assert!(text(o).contains("Conflict"), "{}", text(o));
+    }
+    assert!(!winners.is_empty(), "no rotation succeeded");
+    wait_for(
+        Duration::from_secs(15),
+        "every server on the same, last rotated token",
+        || {
+            let t = servers[0].token();
+            (winners.contains(&t) && servers.iter().all(|s| s.token() == t)).then_some(())
+        },
+    );
+    let new = servers[0].token();
+
+    // Stop all; restart all with the new token in their configs: the cluster comes back.
+    for s in servers.iter_mut() {
+        s.daemon.stop();
+        replace_in_config(s, old, &new);
+    }
+    let bus_env = bus.address();
+    for (i, s) in servers.iter_mut().enumerate() {
+        let no_bus = format!("unix:path={}", s.dir.join("no-bus").display());
+        let addr = if i == 0 { &bus_env } else { &no_bus };
+        s.restart(&[("DBUS_SYSTEM_BUS_ADDRESS", addr.as_str())]);
+    }
+    for s in servers.iter_mut() {
+        s.daemon.wait_log("ready:", READY);
+    }
+    for name in ["t1", "t2", "t3", "ta1"] {
+        wait_node_ready(&servers[0].kubeconfig, name, READY);
+    }
+
+    // t3 restarted with the old token in its config is told exactly which setting to change.
+    let t3 = &mut servers[2];
+    t3.daemon.stop();
+    replace_in_config(t3, &new, old);
+    t3.restart(&[(
+        "DBUS_SYSTEM_BUS_ADDRESS",
+        &format!("unix:path={}", t3.dir.join("no-bus").display()),
+    )]);
+    let code = t3.daemon.wait_exit(READY);
+    assert_ne!(code, Some(0), "{}", t3.daemon.log_tail());
+    let log = t3.daemon.log_text();
+    let expected_setting = format!("`token` in {}:", t3.config.display());
+    let token_file = t3.data_dir().join("server/token");
+    assert!(
+        log.contains("the server token was rotated on t1")
+            && log.contains(&expected_setting)
+            && log.contains(&token_file.display().to_string()),
+        "{}",
+        t3.daemon.log_tail()
+    );
+    assert_eq!(t3.token(), new, "the token file holds the current token");
+    // Following the message (the token file's content in the config) works.
+    replace_in_config(t3, old, &new);
+    t3.restart(&[(
+        "DBUS_SYSTEM_BUS_ADDRESS",
+        &format!("unix:path={}", t3.dir.join("no-bus").display()),
+    )]);
+    t3.daemon.wait_log("ready:", READY);
+    wait_node_ready(&servers[0].kubeconfig, "ta1", Duration::from_secs(30));
+    drop(a1);
+    eprintln!("rotation test took {:?}", started.elapsed());
+}
