@@ -1315,3 +1315,89 @@ fn server_token_rotation_reaches_every_server() {
     drop(a1);
     eprintln!("rotation test took {:?}", started.elapsed());
 }
+
+#[test]
+fn two_servers_on_one_bus_are_each_addressable() {
+    require_tool("etcd", "etcd-server");
+    require_tool("kubectl", "kubectl");
+    require_tool("busctl", "systemd");
+    let block = AddrBlock::new();
+    let root = tempfile::tempdir().unwrap();
+    set_mode(root.path(), 0o755);
+    let bus = Bus::start(&root.path().join("bus"));
+    let mut d1 = start_server_on(
+        "d1",
+        block.ip(1),
+        root.path(),
+        &[("token", "two-on-a-bus".into())],
+        Some(&bus),
+    );
+    wait_on_bus(&bus, "io.rke2.Server", "/io/rke2/Server", &mut d1.daemon);
+    let mut d2 = start_server_on(
+        "d2",
+        block.ip(2),
+        root.path(),
+        &[
+            ("server", d1.supervisor()),
+            ("token", "two-on-a-bus".into()),
+        ],
+        Some(&bus),
+    );
+    wait_on_bus(&bus, "io.rke2.Server.d2", "/io/rke2/Server", &mut d2.daemon);
+    d2.daemon.wait_log("ready:", READY);
+    // Only the owner claims the shared name; the other says it serves its own name only.
+    assert!(
+        d1.daemon
+            .log_text()
+            .contains("serving io.rke2.Server and io.rke2.Server.d1"),
+        "{}",
+        d1.daemon.log_tail()
+    );
+    let d2_log = d2.daemon.log_text();
+    assert!(
+        d2_log.contains(
+            "io.rke2.Server is owned by another node on this bus; serving io.rke2.Server.d2 only"
+        ),
+        "{}",
+        d2.daemon.log_tail()
+    );
+    assert!(!d2_log.contains("serving io.rke2.Server and"), "{d2_log}");
+    // Both reachable by per-node name, with the CLI's --node.
+    for node in ["d1", "d2"] {
+        let name = get_node_name(&bus, &format!("io.rke2.Server.{node}"));
+        assert_eq!(name, node);
+    }
+    let out = rke2_cli(&bus.address(), true, &["node", "list", "--node", "d2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("d1") && text(&out).contains("d2"));
+    // The owner stops: the queued one takes the shared name, and the plain CLI still works.
+    d1.daemon.stop();
+    d2.daemon
+        .wait_log("io.rke2.Server acquired", Duration::from_secs(30));
+    assert_eq!(get_node_name(&bus, "io.rke2.Server"), "d2");
+    // d2 alone has no etcd quorum, so it may answer NotReady: what matters is that it answers.
+    let out = rke2_cli(&bus.address(), true, &["node", "list"]);
+    assert!(
+        out.status.success() || text(&out).contains("(io.rke2.Error.NotReady)"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// The `NodeName` property of the daemon owning `name`.
+fn get_node_name(bus: &Bus, name: &str) -> String {
+    busctl_json(
+        bus,
+        true,
+        &[
+            "get-property",
+            name,
+            "/io/rke2/Server",
+            "io.rke2.Cluster1",
+            "NodeName",
+        ],
+    )["data"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
