@@ -72,11 +72,27 @@ pub fn bundle_layout(paths: &ServerPaths) -> Vec<(&'static str, PathBuf)> {
     ]
 }
 
+/// Entry names of the kubelet serving CA (docs/security.md). Bundles of clusters created before
+/// it existed lack them; the first server to start with this version adds them.
+pub const KUBELET_SERVING_CA: &str = "KubeletServingCA";
+pub const KUBELET_SERVING_CA_KEY: &str = "KubeletServingCAKey";
+
+/// Bundle entries that may be absent (see [`KUBELET_SERVING_CA`]).
+pub fn optional_layout(paths: &ServerPaths) -> Vec<(&'static str, PathBuf)> {
+    vec![
+        (KUBELET_SERVING_CA, paths.kubelet_serving_ca().cert),
+        (KUBELET_SERVING_CA_KEY, paths.kubelet_serving_ca().key),
+    ]
+}
+
 impl BootstrapData {
-    /// Reads the bundle from this server's files.
+    /// Reads the bundle from this server's files (optional entries only when present).
     pub fn read(paths: &ServerPaths) -> Result<BootstrapData, BootstrapError> {
         let mut files = BTreeMap::new();
-        for (name, path) in bundle_layout(paths) {
+        let optional = optional_layout(paths)
+            .into_iter()
+            .filter(|(_, p)| p.exists());
+        for (name, path) in bundle_layout(paths).into_iter().chain(optional) {
             let bytes = std::fs::read(&path).at(&path)?;
             let mtime = std::fs::metadata(&path)
                 .and_then(|m| m.modified())
@@ -106,7 +122,10 @@ impl BootstrapData {
     /// Writes every entry to its file: directories 0700, keys/passwd 0600, certificates 0644.
     /// Entries are validated before anything is written, so a bad bundle changes nothing.
     pub fn write(&self, paths: &ServerPaths) -> Result<(), BootstrapError> {
-        let layout = bundle_layout(paths);
+        let optional = optional_layout(paths)
+            .into_iter()
+            .filter(|(name, _)| self.files.contains_key(*name));
+        let layout: Vec<_> = bundle_layout(paths).into_iter().chain(optional).collect();
         let mut decoded = Vec::new();
         for (name, path) in &layout {
             decoded.push((
@@ -124,6 +143,17 @@ impl BootstrapData {
             fsutil::write_atomic_mkdir(path, &bytes, mode).at(path)?;
         }
         Ok(())
+    }
+
+    /// Adds (or replaces) an entry.
+    pub fn insert(&mut self, name: &str, bytes: &[u8]) {
+        self.files.insert(
+            name.to_string(),
+            BootstrapFile {
+                timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+                content: B64.encode(bytes),
+            },
+        );
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -268,5 +298,19 @@ mod tests {
         back.write(&pb).unwrap();
         assert!(files_present(&pb));
         assert!(BootstrapData::read(&pb).unwrap().same_content(&data));
+        // Bundles of older clusters lack the kubelet serving CA: still readable and writable.
+        assert!(!data.files.contains_key(KUBELET_SERVING_CA));
+        assert!(!pb.kubelet_serving_ca().cert.exists());
+        let mut with_ca = data.clone();
+        with_ca.insert(KUBELET_SERVING_CA, b"cert");
+        with_ca.insert(KUBELET_SERVING_CA_KEY, b"key");
+        with_ca.write(&pb).unwrap();
+        assert_eq!(
+            std::fs::read(pb.kubelet_serving_ca().cert).unwrap(),
+            b"cert"
+        );
+        let reread = BootstrapData::read(&pb).unwrap();
+        assert!(reread.same_content(&with_ca));
+        assert!(!reread.same_content(&data));
     }
 }

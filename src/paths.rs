@@ -81,6 +81,14 @@ impl ServerPaths {
     pub fn request_header_ca(&self) -> CertPair {
         CertPair::new(&self.tls(), "request-header-ca")
     }
+    /// CA of kubelet serving certificates only: no API client trusts it (docs/security.md).
+    pub fn kubelet_serving_ca(&self) -> CertPair {
+        CertPair::new(&self.tls(), "kubelet-serving-ca")
+    }
+    /// This server's own node password (its claim on its node name, like an agent's).
+    pub fn node_password(&self) -> PathBuf {
+        self.cred().join("node-password")
+    }
     pub fn etcd_server_ca(&self) -> CertPair {
         CertPair::new(&self.etcd_tls(), "server-ca")
     }

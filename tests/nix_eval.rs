@@ -247,7 +247,7 @@ fn check_rendered_equals_hand_written(
 #[test]
 fn fixture_topology_renders_like_hand_written_configs() {
     let dir = tempfile::tempdir().unwrap();
-    let token = write(dir.path(), "token", "K10abc::server:s3cret\n");
+    let token = write(dir.path(), "token", "K10::server:s3cret\n");
     let env = [("RKE2_TOKEN_FILE", token.as_path())];
     let join = "server: https://rke2.example.internal:9345\n";
     let common = "cluster-cidr: 10.42.0.0/16\nnode-monitor-grace-period: 40s\ntls-san: rke2.example.internal\n";
@@ -298,8 +298,8 @@ fn fixture_topology_renders_like_hand_written_configs() {
 #[test]
 fn json_topology_renders_standalone_configs_with_token_file() {
     let dir = tempfile::tempdir().unwrap();
-    let token = write(dir.path(), "token", "K10abc::server:s3cret\n");
-    let agent_token = write(dir.path(), "agent-token", "K10abc::node:ag3nt\n");
+    let token = write(dir.path(), "token", "K10::server:s3cret\n");
+    let agent_token = write(dir.path(), "agent-token", "K10::node:ag3nt\n");
     let data = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
     let node = |ip: &str, name: &str| {
         serde_json::json!({

@@ -29,9 +29,13 @@ use loadbalancer::{HealthCheck, LoadBalancer, LoadBalancerConfig};
 
 /// How often the server list is refreshed.
 const APISERVERS_REFRESH: Duration = Duration::from_secs(5);
-/// Name the agent verifies server certificates against: the agent dials local load-balancer
-/// addresses, which are not in the servers' certificates, while `localhost` always is.
-const SERVER_NAME: &str = "localhost";
+/// Name agents and kubeconfigs verify the API (and supervisor) certificate against: agents dial
+/// local load-balancer addresses, which are not in the servers' certificates, while this name
+/// always is. No kubelet certificate can hold it: such node names are refused
+/// (crate::supervisor::certs::reserved_node_name) and kubelet certificates come from their own
+/// CA anyway (docs/security.md).
+pub const API_SERVER_NAME: &str = "kubernetes";
+const SERVER_NAME: &str = API_SERVER_NAME;
 
 /// Agent errors.
 #[derive(Debug, thiserror::Error)]

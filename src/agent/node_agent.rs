@@ -456,32 +456,25 @@ impl NodeAgent {
     }
 }
 
-/// Starts the node agent of a server node (etcd member `member`), talking to this server's own
-/// API.
+/// Starts the node agent of a server node, talking to this server's own API.
 pub fn spawn_for_server(
     ctx: crate::server::context::Ctx,
-    member: &str,
     api: SocketAddr,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> Result<watch::Receiver<bool>, crate::server::ServerError> {
     let kubelet = ctx.agent_paths.client_kubelet();
-    let mut labels = ctx.config.node.node_labels.clone();
-    for role in ["control-plane", "etcd", "master"] {
-        labels.push(NodeLabel {
-            key: format!("node-role.kubernetes.io/{role}"),
-            value: "true".into(),
-        });
-    }
+    // Role labels, etcd facts and node-labels a kubelet may not set are written by the server
+    // itself (crate::controllers::server_node_metadata), never with the node identity.
+    let labels = ctx
+        .config
+        .node
+        .node_labels
+        .iter()
+        .filter(|l| crate::apiserver::authz::node_may_set_label(&l.key))
+        .cloned()
+        .collect();
     let annotations = BTreeMap::from([
-        (
-            "etcd.rke2.cattle.io/node-name".to_string(),
-            member.to_string(),
-        ),
-        (
-            "etcd.rke2.cattle.io/node-address".to_string(),
-            ctx.node.primary_ip().to_string(),
-        ),
         ("rke2.io/hostname".to_string(), ctx.node.name.clone()),
         (
             "rke2.io/internal-ip".to_string(),
@@ -499,7 +492,7 @@ pub fn spawn_for_server(
         ca_pem: String::from_utf8_lossy(&ctx.server_ca_bundle).into_owned(),
         identity_cert_pem: crate::server::prepare::read_pem(&kubelet.cert)?,
         identity_key_pem: crate::server::prepare::read_pem(&kubelet.key)?,
-        server_name: Some("localhost".into()),
+        server_name: Some(crate::agent::API_SERVER_NAME.into()),
         labels,
         taints: ctx.config.node.node_taints.clone(),
         annotations,

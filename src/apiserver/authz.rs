@@ -1,11 +1,21 @@
 //! Authentication and RBAC-lite authorization for the Kubernetes API. Identity comes from the
 //! verified client certificate (user = CN, groups = O). `system:masters` may do anything;
 //! nodes (`system:node:<name>` in `system:nodes`) may read cluster state and write only their
-//! own Node and their own Lease in `kube-node-lease` (NodeRestriction); every authenticated user
-//! may use discovery and the self-subject reviews; everything else is forbidden.
+//! own Node and their own Lease in `kube-node-lease`; every authenticated user may use discovery
+//! and the self-subject reviews; everything else is forbidden.
+//!
+//! Node writes are further restricted by [`admit_node_write`] and [`admit_node_delete`]
+//! (upstream's NodeRestriction admission plus RKE2's protected keys; docs/security.md): a node
+//! may not set role, restriction or `*.cattle.io` labels and annotations, may not change its
+//! taints, pod CIDRs or provider ID after registration, and may not delete itself while it is
+//! an etcd member.
 
-use super::resources::ResourceInfo;
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
 use crate::https::CertIdentity;
+use crate::registry::{NodeAccess, ResourceInfo};
 
 /// The authenticated user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,25 +90,23 @@ pub fn authorize(user: &User, a: &Attributes<'_>) -> Result<(), Denied> {
         return Ok(());
     }
     let r = a.resource;
-    if r.verbs == super::resources::CREATE_ONLY
-        && (r.plural == "selfsubjectaccessreviews" || r.plural == "selfsubjectreviews")
-    {
+    // Everyone may ask who they are and what they may do.
+    if r.review.is_some() {
         return Ok(());
     }
     if let Some(node) = user.node_name() {
         let own = a.name == Some(node);
-        let allowed = match (r.group, r.plural) {
+        let allowed = match r.node_access {
             // Nodes read everything they need except secrets.
-            (_, "secrets") => false,
+            NodeAccess::Hidden => false,
             _ if READ_VERBS.contains(&a.verb) => true,
-            ("", "nodes") => matches!(a.verb, "create" | "update" | "patch" | "delete") && own,
-            ("coordination.k8s.io", "leases") => {
-                a.namespace == Some("kube-node-lease")
+            NodeAccess::Read => false,
+            NodeAccess::Own { namespace } => {
+                (namespace.is_none() || a.namespace == namespace)
                     && matches!(a.verb, "create" | "update" | "patch" | "delete")
                     && own
             }
-            ("", "events") => matches!(a.verb, "create" | "update" | "patch"),
-            _ => false,
+            NodeAccess::Write => matches!(a.verb, "create" | "update" | "patch"),
         };
         return if allowed {
             Ok(())
@@ -109,10 +117,215 @@ pub fn authorize(user: &User, a: &Attributes<'_>) -> Result<(), Denied> {
     Err(denial(user, a))
 }
 
+/// Label namespaces (the part of a key before `/`) a kubelet may set inside `kubernetes.io` and
+/// `k8s.io` (upstream `kubeletapis.IsKubeletLabel`): these and their subdomains.
+const KUBELET_LABEL_NAMESPACES: &[&str] = &["kubelet.kubernetes.io", "node.kubernetes.io"];
+/// Individual `kubernetes.io` labels a kubelet may set (upstream `kubeletLabels`).
+const KUBELET_LABELS: &[&str] = &[
+    "kubernetes.io/hostname",
+    "kubernetes.io/os",
+    "kubernetes.io/arch",
+    "beta.kubernetes.io/os",
+    "beta.kubernetes.io/arch",
+    "beta.kubernetes.io/instance-type",
+    "node.kubernetes.io/instance-type",
+    "topology.kubernetes.io/zone",
+    "topology.kubernetes.io/region",
+    "failure-domain.beta.kubernetes.io/zone",
+    "failure-domain.beta.kubernetes.io/region",
+];
+/// Key namespaces no node may write, as label or annotation (with their subdomains): upstream's
+/// restriction prefix, node roles, and everything RKE2/Rancher derive trust from.
+const PROTECTED_NAMESPACES: &[&str] = &[
+    "node-restriction.kubernetes.io",
+    "node-role.kubernetes.io",
+    "cattle.io",
+];
+
+fn key_namespace(key: &str) -> Option<&str> {
+    key.split_once('/').map(|(ns, _)| ns)
+}
+
+fn in_namespace(ns: &str, domain: &str) -> bool {
+    ns == domain
+        || ns
+            .strip_suffix(domain)
+            .is_some_and(|rest| rest.ends_with('.'))
+}
+
+fn protected_key(key: &str) -> bool {
+    key_namespace(key).is_some_and(|ns| PROTECTED_NAMESPACES.iter().any(|d| in_namespace(ns, d)))
+}
+
+/// Whether a node identity may set or change the label `key` on its own Node.
+pub fn node_may_set_label(key: &str) -> bool {
+    if protected_key(key) {
+        return false;
+    }
+    let Some(ns) = key_namespace(key) else {
+        return true;
+    };
+    let kubernetes = in_namespace(ns, "kubernetes.io") || in_namespace(ns, "k8s.io");
+    !kubernetes
+        || KUBELET_LABELS.contains(&key)
+        || KUBELET_LABEL_NAMESPACES.iter().any(|d| in_namespace(ns, d))
+}
+
+/// Whether a node identity may set or change the annotation `key` on its own Node.
+pub fn node_may_set_annotation(key: &str) -> bool {
+    !protected_key(key)
+}
+
+/// Keys of the string map at `pointer` whose value differs between `old` and `new` (added,
+/// removed or changed).
+fn changed_keys(old: Option<&Value>, new: &Value, pointer: &str) -> BTreeSet<String> {
+    let map = |v: Option<&Value>| {
+        v.and_then(|v| v.pointer(pointer))
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (a, b) = (map(old), map(Some(new)));
+    a.keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect()
+}
+
+fn node_forbidden(name: &str, message: String) -> Denied {
+    Denied(format!("nodes \"{name}\" is forbidden: {message}"))
+}
+
+/// NodeRestriction for a node identity creating (`old` = None) or changing its own Node.
+/// Others pass unchecked (their writes were authorized already).
+pub fn admit_node_write(user: &User, old: Option<&Value>, new: &Value) -> Result<(), Denied> {
+    let Some(node) = user.node_name() else {
+        return Ok(());
+    };
+    let name = new
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or(node);
+    let join = |keys: Vec<String>| keys.join(", ");
+    let labels: Vec<String> = changed_keys(old, new, "/metadata/labels")
+        .into_iter()
+        .filter(|k| !node_may_set_label(k))
+        .collect();
+    let annotations: Vec<String> = changed_keys(old, new, "/metadata/annotations")
+        .into_iter()
+        .filter(|k| !node_may_set_annotation(k))
+        .collect();
+    let Some(old) = old else {
+        // Registration: kubelet's --register-with-taints may set taints; labels are checked.
+        if !labels.is_empty() {
+            return Err(node_forbidden(
+                name,
+                format!(
+                    "node \"{node}\" is not allowed to set the following labels: {}",
+                    join(labels)
+                ),
+            ));
+        }
+        if !annotations.is_empty() {
+            return Err(node_forbidden(
+                name,
+                format!(
+                    "node \"{node}\" is not allowed to set the following annotations: {}",
+                    join(annotations)
+                ),
+            ));
+        }
+        return Ok(());
+    };
+    let spec = |v: &Value, field: &str| v.pointer(&format!("/spec/{field}")).cloned();
+    for (field, what) in [
+        ("podCIDR", "pod CIDRs"),
+        ("podCIDRs", "pod CIDRs"),
+        ("providerID", "provider ID"),
+        ("configSource", "config source"),
+    ] {
+        if spec(old, field) != spec(new, field) {
+            return Err(node_forbidden(
+                name,
+                format!("node \"{node}\" is not allowed to modify {what}"),
+            ));
+        }
+    }
+    let taints = |v: &Value| {
+        v.pointer("/spec/taints")
+            .filter(|t| !t.is_null())
+            .cloned()
+            .unwrap_or(Value::Array(Vec::new()))
+    };
+    if taints(old) != taints(new) {
+        return Err(node_forbidden(
+            name,
+            format!("node \"{node}\" is not allowed to modify taints"),
+        ));
+    }
+    if !labels.is_empty() {
+        return Err(node_forbidden(
+            name,
+            format!("is not allowed to modify labels: {}", join(labels)),
+        ));
+    }
+    if !annotations.is_empty() {
+        return Err(node_forbidden(
+            name,
+            format!(
+                "is not allowed to modify annotations: {}",
+                join(annotations)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn is_nodes(info: &ResourceInfo) -> bool {
+    *info == crate::registry::NODES
+}
+
+/// Admission of a write to any resource: NodeRestriction for node identities writing Nodes.
+pub fn admit_write(
+    user: &User,
+    info: &ResourceInfo,
+    old: Option<&Value>,
+    new: &Value,
+) -> Result<(), Denied> {
+    if is_nodes(info) {
+        admit_node_write(user, old, new)
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether deleting an object of `info` needs [`admit_node_delete`] (and so the etcd member
+/// lookup it takes).
+pub fn delete_needs_member_check(user: &User, info: &ResourceInfo) -> bool {
+    is_nodes(info) && user.node_name().is_some()
+}
+
+/// A node identity may delete its own Node (authorized already) unless that node is an etcd
+/// member: removing a server's Node removes its member, which only an admin may decide.
+pub fn admit_node_delete(user: &User, name: &str, is_etcd_member: bool) -> Result<(), Denied> {
+    match user.node_name() {
+        Some(node) if is_etcd_member => Err(node_forbidden(
+            name,
+            format!(
+                "node \"{node}\" is not allowed to delete node \"{name}\": it is an etcd member; \
+                 only an administrator may remove a server node"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::resources::lookup;
+    use crate::registry::lookup;
+    use serde_json::json;
 
     fn user(name: &str, groups: &[&str]) -> User {
         User {
@@ -161,5 +374,131 @@ mod tests {
         );
         let nobody = user("bob", &["system:authenticated"]);
         assert!(authorize(&nobody, &a("list", nodes, None, None)).is_err());
+    }
+
+    fn node_user(name: &str) -> User {
+        user(
+            &format!("system:node:{name}"),
+            &["system:nodes", "system:authenticated"],
+        )
+    }
+
+    #[test]
+    fn kubelet_label_rules() {
+        for ok in [
+            "tier",
+            "example.com/tier",
+            "kubernetes.io/hostname",
+            "beta.kubernetes.io/arch",
+            "node.kubernetes.io/instance-type",
+            "node.kubernetes.io/custom",
+            "a.kubelet.kubernetes.io/x",
+            "rke2.io/hostname",
+            "notcattle.io/x",
+        ] {
+            assert!(node_may_set_label(ok), "{ok}");
+        }
+        for bad in [
+            "node-role.kubernetes.io/etcd",
+            "node-role.kubernetes.io/worker",
+            "node-restriction.kubernetes.io/x",
+            "a.node-restriction.kubernetes.io/x",
+            "kubernetes.io/role",
+            "example.k8s.io/x",
+            "etcd.rke2.cattle.io/node-name",
+            "cattle.io/x",
+            "management.cattle.io/x",
+        ] {
+            assert!(!node_may_set_label(bad), "{bad}");
+        }
+        assert!(node_may_set_annotation("rke2.io/internal-ip"));
+        assert!(node_may_set_annotation("kubernetes.io/anything"));
+        assert!(!node_may_set_annotation("etcd.rke2.cattle.io/node-name"));
+        assert!(!node_may_set_annotation("node-role.kubernetes.io/etcd"));
+    }
+
+    fn node(labels: Value, annotations: Value, taints: Value) -> Value {
+        json!({"metadata": {"name": "a1", "labels": labels, "annotations": annotations},
+               "spec": {"taints": taints}})
+    }
+
+    #[test]
+    fn node_restriction_admission() {
+        let a1 = node_user("a1");
+        let old = node(
+            json!({"kubernetes.io/hostname": "a1", "node-role.kubernetes.io/etcd": "true"}),
+            json!({"rke2.io/hostname": "a1"}),
+            json!([{"key": "k", "effect": "NoSchedule"}]),
+        );
+        // The issue's attack: role label plus member annotation.
+        let mut attack = old.clone();
+        attack["metadata"]["labels"]["node-role.kubernetes.io/etcd"] = json!("false");
+        attack["metadata"]["annotations"]["etcd.rke2.cattle.io/node-name"] = json!("s3-1234");
+        let e = admit_node_write(&a1, Some(&old), &attack).unwrap_err();
+        assert_eq!(
+            e.0,
+            "nodes \"a1\" is forbidden: is not allowed to modify labels: node-role.kubernetes.io/etcd"
+        );
+        let mut ann = old.clone();
+        ann["metadata"]["annotations"]["etcd.rke2.cattle.io/node-name"] = json!("s3-1234");
+        let e = admit_node_write(&a1, Some(&old), &ann).unwrap_err();
+        assert!(
+            e.0.ends_with("is not allowed to modify annotations: etcd.rke2.cattle.io/node-name"),
+            "{}",
+            e.0
+        );
+        // Removing a protected label is a modification too.
+        let mut removed = old.clone();
+        removed["metadata"]["labels"]
+            .as_object_mut()
+            .unwrap()
+            .remove("node-role.kubernetes.io/etcd");
+        assert!(admit_node_write(&a1, Some(&old), &removed).is_err());
+        // Taints never change after registration.
+        let mut tainted = old.clone();
+        tainted["spec"]["taints"] = json!([]);
+        let e = admit_node_write(&a1, Some(&old), &tainted).unwrap_err();
+        assert!(e.0.ends_with("is not allowed to modify taints"), "{}", e.0);
+        let mut cidr = old.clone();
+        cidr["spec"]["podCIDR"] = json!("10.0.0.0/24");
+        assert!(admit_node_write(&a1, Some(&old), &cidr).is_err());
+        // Ordinary labels, annotations and unchanged protected keys are fine.
+        let mut fine = old.clone();
+        fine["metadata"]["labels"]["tier"] = json!("web");
+        fine["metadata"]["annotations"]["rke2.io/internal-ip"] = json!("10.0.0.1");
+        fine["status"] = json!({"conditions": []});
+        assert!(admit_node_write(&a1, Some(&old), &fine).is_ok());
+        // Registration: taints allowed, protected labels/annotations not.
+        let fresh = node(json!({"tier": "web"}), json!({}), json!([{"key": "k"}]));
+        assert!(admit_node_write(&a1, None, &fresh).is_ok());
+        let bad = node(
+            json!({"node-role.kubernetes.io/master": "true"}),
+            json!({}),
+            json!(null),
+        );
+        let e = admit_node_write(&a1, None, &bad).unwrap_err();
+        assert_eq!(
+            e.0,
+            "nodes \"a1\" is forbidden: node \"a1\" is not allowed to set the following labels: node-role.kubernetes.io/master"
+        );
+        let bad = node(
+            json!({}),
+            json!({"etcd.rke2.cattle.io/node-address": "x"}),
+            json!(null),
+        );
+        assert!(admit_node_write(&a1, None, &bad).is_err());
+        // Admins are not restricted.
+        let admin = user("system:admin", &["system:masters"]);
+        assert!(admit_node_write(&admin, Some(&old), &attack).is_ok());
+    }
+
+    #[test]
+    fn node_delete_admission() {
+        let s1 = node_user("s1");
+        let e = admit_node_delete(&s1, "s1", true).unwrap_err();
+        assert!(e.0.starts_with("nodes \"s1\" is forbidden: "), "{}", e.0);
+        assert!(admit_node_delete(&s1, "s1", false).is_ok());
+        let admin = user("system:admin", &["system:masters"]);
+        assert!(admit_node_delete(&admin, "s1", true).is_ok());
     }
 }

@@ -9,7 +9,8 @@ pub mod handlers;
 pub mod objects;
 pub mod patch;
 pub mod protobuf;
-pub mod resources;
+#[cfg(test)]
+mod router_tests;
 pub mod selectors;
 pub mod status;
 pub mod storage;
@@ -28,10 +29,10 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::datastore::StoreCell;
 use crate::https::ConnInfo;
-use crate::server::context::Ctx;
+use crate::registry::{self as resources, ResourceInfo};
 use authz::User;
-use resources::ResourceInfo;
 use status::ApiError;
 
 /// How long `/readyz` keeps reporting ready after the last successful etcd check: an etcd leader
@@ -41,7 +42,10 @@ const ETCD_READY_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Shared state of the API handlers.
 pub struct ApiState {
-    pub ctx: Ctx,
+    /// The datastore, once etcd is ready.
+    pub store: StoreCell,
+    /// The local etcd member's client: node admission asks it who the members are.
+    pub etcd: crate::etcd::EtcdCell,
     pub cancel: CancellationToken,
     /// When etcd last answered a readiness check.
     last_etcd_ok: std::sync::Mutex<Option<std::time::Instant>>,
@@ -50,9 +54,10 @@ pub struct ApiState {
 type St = Arc<ApiState>;
 
 /// Builds the API router.
-pub fn router(ctx: Ctx, cancel: CancellationToken) -> Router {
+pub fn router(store: StoreCell, etcd: crate::etcd::EtcdCell, cancel: CancellationToken) -> Router {
     Router::new().fallback(entry).with_state(Arc::new(ApiState {
-        ctx,
+        store,
+        etcd,
         cancel,
         last_etcd_ok: std::sync::Mutex::new(None),
     }))
@@ -83,36 +88,30 @@ pub struct ResourceRef {
 
 fn resource_segments(group: &str, version: &str, segs: &[&str]) -> ApiPath {
     let lookup = |plural: &str| resources::lookup(group, version, plural);
-    let r =
-        |info: &'static ResourceInfo, ns: Option<&str>, name: Option<&str>, sub: Option<&str>| {
-            ApiPath::Resource(ResourceRef {
-                info,
-                namespace: ns.map(str::to_string),
-                name: name.map(str::to_string),
-                subresource: sub.map(str::to_string),
-            })
+    let r = |info: &'static ResourceInfo, ns: Option<&str>, rest: &[&str]| {
+        let (name, sub) = match rest {
+            [] => (None, None),
+            [name] => (Some(name), None),
+            [name, sub] => (Some(name), Some(sub)),
+            _ => return ApiPath::NotFound,
         };
+        ApiPath::Resource(ResourceRef {
+            info,
+            namespace: ns.map(str::to_string),
+            name: name.map(|s| s.to_string()),
+            subresource: sub.map(|s| s.to_string()),
+        })
+    };
+    if let ["namespaces", ns, plural, rest @ ..] = segs
+        && let Some(info) = lookup(plural).filter(|i| i.namespaced)
+    {
+        return r(info, Some(ns), rest);
+    }
     match segs {
-        ["namespaces", ns, plural, rest @ ..] if lookup(plural).is_some_and(|i| i.namespaced) => {
-            let info = lookup(plural).expect("checked");
-            match rest {
-                [] => r(info, Some(ns), None, None),
-                [name] => r(info, Some(ns), Some(name), None),
-                [name, sub] => r(info, Some(ns), Some(name), Some(sub)),
-                _ => ApiPath::NotFound,
-            }
-        }
-        [plural, rest @ ..] => {
-            let Some(info) = lookup(plural) else {
-                return ApiPath::NotFound;
-            };
-            match rest {
-                [] => r(info, None, None, None),
-                [name] => r(info, None, Some(name), None),
-                [name, sub] => r(info, None, Some(name), Some(sub)),
-                _ => ApiPath::NotFound,
-            }
-        }
+        [plural, rest @ ..] => match lookup(plural) {
+            Some(info) => r(info, None, rest),
+            None => ApiPath::NotFound,
+        },
         [] => ApiPath::NotFound,
     }
 }
@@ -181,16 +180,20 @@ fn percent_decode(s: &str) -> String {
                 out.push(b' ');
                 i += 1;
             }
-            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                Ok(b) => {
-                    out.push(b);
-                    i += 3;
+            // Decode from the bytes: slicing the `&str` could split a multi-byte character
+            // (`%a\u{e9}` used to panic).
+            b'%' if i + 2 < bytes.len() => {
+                match (hex_value(bytes[i + 1]), hex_value(bytes[i + 2])) {
+                    (Some(hi), Some(lo)) => {
+                        out.push(hi << 4 | lo);
+                        i += 3;
+                    }
+                    _ => {
+                        out.push(b'%');
+                        i += 1;
+                    }
                 }
-                Err(_) => {
-                    out.push(b'%');
-                    i += 1;
-                }
-            },
+            }
             b => {
                 out.push(b);
                 i += 1;
@@ -198,6 +201,10 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
 }
 
 /// Reads a request body up to the API's limit (413 beyond it).
@@ -257,7 +264,7 @@ async fn entry(
 }
 
 async fn readyz(st: &ApiState, verbose: bool) -> Response {
-    let check = match st.ctx.store.get() {
+    let check = match st.store.get() {
         None => Err("datastore not started".to_string()),
         Some(store) => {
             match tokio::time::timeout(std::time::Duration::from_secs(1), store.revision()).await {
@@ -364,7 +371,7 @@ async fn dispatch(st: St, conn: ConnInfo, req: Request) -> Result<Response, ApiE
             "application/json",
         )),
         ApiPath::Resource(r) => {
-            if st.ctx.store.get().is_none() {
+            if st.store.get().is_none() {
                 return Err(ApiError::ServiceUnavailable(
                     "apiserver not ready: etcd is starting".into(),
                 ));
@@ -382,6 +389,16 @@ async fn dispatch(st: St, conn: ConnInfo, req: Request) -> Result<Response, ApiE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_decoding_never_splits_a_character() {
+        // Issue 17 finding 6 (found again by tests/fuzz.rs): `%a` followed by a multi-byte
+        // character panicked while slicing the `&str`.
+        let q = query_map(Some("labelSelector=%a\u{e9}&x=%\u{e9}&y=%c3%a9+%41"));
+        assert_eq!(q["labelSelector"], "%a\u{e9}");
+        assert_eq!(q["x"], "%\u{e9}");
+        assert_eq!(q["y"], "\u{e9} A");
+    }
 
     fn res(path: &str) -> ResourceRef {
         match parse_path(path) {

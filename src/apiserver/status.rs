@@ -3,13 +3,7 @@
 
 use serde_json::{Value, json};
 
-/// One field-level cause of an `Invalid` (422) error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldCause {
-    /// JSON path of the field, e.g. `metadata.labels` or `spec.taints[0].effect`.
-    pub field: String,
-    pub message: String,
-}
+pub use crate::registry::FieldCause;
 
 /// An error answered by the Kubernetes API, with what the `Status` object needs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::apiserver::resources;
 use crate::apiserver::status::ApiError;
 use crate::apiserver::storage::{ListOptions, Storage};
 use crate::datastore::{Cas, Change};
+use crate::registry::{ENDPOINTS, LEASES, NAMESPACES, NODES, SECRETS, SERVICES, SYSTEM_NAMESPACES};
 use crate::server::context::Ctx;
 use crate::supervisor::APISERVER_ADDRESSES_PREFIX;
 
@@ -31,17 +31,13 @@ fn storage(ctx: &Ctx) -> Option<Storage> {
     ctx.store.get().cloned().map(Storage::new)
 }
 
-fn info(group: &str, plural: &str) -> &'static resources::ResourceInfo {
-    resources::lookup(group, "v1", plural).expect("resource in table")
-}
-
 /// Creates the system namespaces and the `default/kubernetes` Service if missing.
 pub async fn ensure_defaults(ctx: &Ctx) -> Result<(), ApiError> {
     let store =
         storage(ctx).ok_or_else(|| ApiError::ServiceUnavailable("datastore not ready".into()))?;
-    for ns in crate::apiserver::handlers::SYSTEM_NAMESPACES {
+    for ns in SYSTEM_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        match store.create(info("", "namespaces"), None, obj).await {
+        match store.create(&NAMESPACES, None, obj).await {
             Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e),
         }
@@ -61,10 +57,7 @@ pub async fn ensure_defaults(ctx: &Ctx) -> Result<(), ApiError> {
             "sessionAffinity": "None",
         },
     });
-    match store
-        .create(info("", "services"), Some("default"), svc)
-        .await
-    {
+    match store.create(&SERVICES, Some("default"), svc).await {
         Ok(_) | Err(ApiError::AlreadyExists { .. }) => Ok(()),
         Err(e) => Err(e),
     }
@@ -213,14 +206,10 @@ async fn node_lifecycle(
         // loop stays cheap with thousands of nodes.
         let (Ok(nodes), Ok(leases)) = (
             store
-                .list_stored(info("", "nodes"), None, &ListOptions::default())
+                .list_stored(&NODES, None, &ListOptions::default())
                 .await,
             store
-                .list_stored(
-                    info("coordination.k8s.io", "leases"),
-                    Some("kube-node-lease"),
-                    &ListOptions::default(),
-                )
+                .list_stored(&LEASES, Some("kube-node-lease"), &ListOptions::default())
                 .await,
         ) else {
             continue;
@@ -250,7 +239,7 @@ async fn node_lifecycle(
                 "node stopped renewing its lease; marking it Ready=Unknown"
             );
             let result = store
-                .modify(info("", "nodes"), None, name, None, |n| {
+                .modify(&NODES, None, name, None, |n| {
                     let stamp = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
                     let conds = n["status"]["conditions"]
                         .as_array()
@@ -288,7 +277,8 @@ async fn member_removal(
     is_leader: tokio::sync::watch::Receiver<bool>,
     cancel: CancellationToken,
 ) {
-    let nodes = info("", "nodes");
+    let nodes = &NODES;
+    let serial = std::sync::Arc::new(tokio::sync::Mutex::new(()));
     loop {
         let Some(store) = ctx.store.get().cloned() else {
             return;
@@ -328,8 +318,11 @@ async fn member_removal(
                 else {
                     continue;
                 };
-                let node = match serde_json::from_slice::<Value>(&prev.value) {
-                    Ok(n) => n,
+                // Only the node's name is taken from the deleted object: which etcd member
+                // belongs to it comes from etcd's membership, where servers name their own
+                // members (labels and annotations are client-writable).
+                let name = match serde_json::from_slice::<NodeFacts>(&prev.value) {
+                    Ok(n) => n.metadata.name,
                     Err(e) => {
                         tracing::warn!(
                             component = "controllers",
@@ -340,34 +333,39 @@ async fn member_removal(
                         continue;
                     }
                 };
-                let is_etcd = node
-                    .pointer("/metadata/labels/node-role.kubernetes.io~1etcd")
-                    .and_then(Value::as_str)
-                    == Some("true");
-                let member = node
-                    .pointer("/metadata/annotations/etcd.rke2.cattle.io~1node-name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                if !is_etcd || member.is_empty() {
-                    continue;
-                }
                 let Some(client) = ctx.etcd.get().cloned() else {
                     continue;
                 };
+                let member = match crate::etcd::member_list(&client).await {
+                    Ok(members) => match crate::etcd::membership::member_of_node(&members, &name) {
+                        Some(m) => m.name.clone(),
+                        None => continue,
+                    },
+                    Err(e) => {
+                        tracing::warn!(component = "etcd", node = %name, "cannot read the etcd members for deleted node: {e}");
+                        continue;
+                    }
+                };
                 // etcd refuses removals for a while after membership changes ("unhealthy
-                // cluster"); retry in the background so the watch keeps up.
-                let (tls, cancel) = (ctx.etcd_tls.clone(), cancel.clone());
+                // cluster"); retry in the background so the watch keeps up. Removals run one
+                // at a time so each sees the membership the previous one left.
+                let (tls, cancel, serial) = (ctx.etcd_tls.clone(), cancel.clone(), serial.clone());
+                let store = store.clone();
                 tokio::spawn(async move {
+                    let _one_at_a_time = serial.lock().await;
                     let deadline = tokio::time::Instant::now() + MEMBER_REMOVAL_TIMEOUT;
                     loop {
                         match crate::etcd::membership::remove_member(&client, &tls, &member).await {
                             Ok(true) => {
-                                tracing::info!(component = "etcd", etcd_member = %member, "removed the etcd member of a deleted node");
+                                tracing::info!(component = "etcd", etcd_member = %member, node = %name, "removed the etcd member of a deleted node");
+                                forget_node_password(&store, &name).await;
                                 return;
                             }
                             Ok(false) => return,
-                            Err(e @ crate::etcd::EtcdError::LastVoter(_)) => {
+                            Err(
+                                e @ (crate::etcd::EtcdError::LastVoter(_)
+                                | crate::etcd::EtcdError::WouldLoseQuorum { .. }),
+                            ) => {
                                 tracing::warn!(component = "etcd", etcd_member = %member, "not removing the etcd member of a deleted node: {e}");
                                 return;
                             }
@@ -386,6 +384,120 @@ async fn member_removal(
                     }
                 });
             }
+        }
+    }
+}
+
+/// Interval at which a server re-checks the privileged metadata of its own Node (it may have been
+/// re-registered by the node agent after a deletion).
+const OWN_NODE_METADATA_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The labels and annotations of this server's own Node that its node identity may not set:
+/// the role labels, the etcd member facts and any configured `node-label` outside the
+/// kubelet's set. The server writes them with its own storage access (docs/security.md).
+pub fn server_node_metadata(
+    ctx: &Ctx,
+    member: &str,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let mut labels: BTreeMap<String, String> = ["control-plane", "etcd", "master"]
+        .iter()
+        .map(|r| (format!("node-role.kubernetes.io/{r}"), "true".to_string()))
+        .collect();
+    for l in &ctx.config.node.node_labels {
+        if !crate::apiserver::authz::node_may_set_label(&l.key) {
+            labels.insert(l.key.clone(), l.value.clone());
+        }
+    }
+    let annotations = BTreeMap::from([
+        (
+            "etcd.rke2.cattle.io/node-name".to_string(),
+            member.to_string(),
+        ),
+        (
+            "etcd.rke2.cattle.io/node-address".to_string(),
+            ctx.node.primary_ip().to_string(),
+        ),
+    ]);
+    (labels, annotations)
+}
+
+fn has_all(node: &Value, field: &str, want: &BTreeMap<String, String>) -> bool {
+    want.iter().all(|(k, v)| {
+        node.pointer(&format!("/metadata/{field}"))
+            .and_then(|m| m.get(k))
+            .and_then(Value::as_str)
+            == Some(v.as_str())
+    })
+}
+
+/// Writes [`server_node_metadata`] onto this server's Node when any of it is missing.
+async fn apply_server_node_metadata(ctx: &Ctx, member: &str) -> Result<(), ApiError> {
+    let store =
+        storage(ctx).ok_or_else(|| ApiError::ServiceUnavailable("datastore not ready".into()))?;
+    let nodes = &NODES;
+    let (labels, annotations) = server_node_metadata(ctx, member);
+    let Some(node) = store.get_opt(nodes, None, &ctx.node.name).await? else {
+        return Ok(());
+    };
+    if has_all(&node, "labels", &labels) && has_all(&node, "annotations", &annotations) {
+        return Ok(());
+    }
+    store
+        .modify(nodes, None, &ctx.node.name, None, |n| {
+            for (field, want) in [("labels", &labels), ("annotations", &annotations)] {
+                if !n["metadata"][field].is_object() {
+                    n["metadata"][field] = json!({});
+                }
+                let map = n["metadata"][field]
+                    .as_object_mut()
+                    .expect("made an object above");
+                for (k, v) in want {
+                    map.insert(k.clone(), Value::String(v.clone()));
+                }
+            }
+            Ok(())
+        })
+        .await?;
+    tracing::info!(component = "controllers", node = %ctx.node.name, "applied the server role labels and etcd annotations");
+    Ok(())
+}
+
+/// Applies [`server_node_metadata`] now (so it is there when the server reports ready), then
+/// keeps it applied until `cancel`.
+pub async fn spawn_server_node_metadata(
+    ctx: Ctx,
+    member: &str,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) {
+    if let Err(e) = apply_server_node_metadata(&ctx, member).await {
+        tracing::warn!(component = "controllers", node = %ctx.node.name, "could not label this server's node yet: {e}");
+    }
+    let member = member.to_string();
+    tracker.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(OWN_NODE_METADATA_INTERVAL) => {}
+            }
+            if let Err(e) = apply_server_node_metadata(&ctx, &member).await {
+                tracing::debug!(component = "controllers", node = %ctx.node.name, "labelling this server's node: {e}");
+            }
+        }
+    });
+}
+
+/// Deletes the node password of a removed server, so the machine can join again with a fresh
+/// data directory under the same name (its member is gone, so is its claim on the name).
+async fn forget_node_password(store: &crate::datastore::Datastore, node: &str) {
+    let secret = crate::server::node_password::secret_name(node);
+    match Storage::new(store.clone())
+        .delete(&SECRETS, Some("kube-system"), &secret, None, None)
+        .await
+    {
+        Ok(_) | Err(ApiError::NotFound { .. }) => {}
+        Err(e) => {
+            tracing::warn!(component = "controllers", node = %node, "could not delete the node password of a removed server: {e}")
         }
     }
 }
@@ -421,7 +533,7 @@ async fn kubernetes_endpoints(
         } else {
             json!([{"addresses": ips, "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}])
         };
-        let ep = info("", "endpoints");
+        let ep = &ENDPOINTS;
         match store.get_opt(ep, Some("default"), "kubernetes").await {
             Ok(Some(existing)) => {
                 if existing.get("subsets") != Some(&subsets) {
@@ -462,7 +574,7 @@ async fn bootstrap_token_cleanup(
             continue;
         }
         let Some(store) = storage(&ctx) else { continue };
-        let secrets = info("", "secrets");
+        let secrets = &SECRETS;
         let Ok(list) = store
             .list(secrets, Some(NAMESPACE), &ListOptions::default())
             .await
@@ -525,11 +637,7 @@ pub async fn refresh_status(ctx: &Ctx) -> Result<(), crate::etcd::EtcdError> {
         }
     }
     if let Some(store) = storage(ctx) {
-        if let Ok(n) = store
-            .datastore()
-            .count(&info("", "nodes").list_prefix(None))
-            .await
-        {
+        if let Ok(n) = store.datastore().count(&NODES.list_prefix(None)).await {
             ctx.runtime.update(|s| s.node_count = n as u32);
         }
         if let Ok(addrs) = crate::supervisor::list_apiservers(ctx).await {

@@ -134,7 +134,9 @@ pub fn kind_of(e: &AdminError) -> ErrorKind {
             TokenOpError::Concurrent => K::Conflict,
         },
         AdminError::Etcd(etcd) | AdminError::MemberRemoval { source: etcd, .. } => match etcd {
-            EtcdError::LastVoter(_) | EtcdError::DuplicateNodeName(_) => K::Conflict,
+            EtcdError::LastVoter(_)
+            | EtcdError::WouldLoseQuorum { .. }
+            | EtcdError::DuplicateNodeName(_) => K::Conflict,
             EtcdError::Timeout
             | EtcdError::NoLeader
             | EtcdError::Learner

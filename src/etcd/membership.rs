@@ -1,9 +1,14 @@
 //! etcd cluster membership (docs/protocol.md §5.3, §5.5): a joining server adds itself as a learner
 //! through the existing members; the member that is currently the raft leader promotes learners
 //! once they have caught up; deleting a server node removes its member, moving leadership away
-//! first and never removing the last voter.
+//! first and never removing the last voter nor a member whose removal would leave the remaining
+//! voters without a healthy majority.
+//!
+//! Which member belongs to which node is decided by etcd's own membership: a server names its
+//! member `<node>-<8 hex>` itself (with the etcd client certificate only servers hold), so no
+//! Kubernetes object a client can write takes part (docs/security.md).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, MemberAddOptions};
@@ -227,8 +232,84 @@ pub async fn promote_learners(local: Client, cancel: CancellationToken) {
     }
 }
 
+/// The started member of server node `node` (unstarted learners have no name yet).
+pub fn member_of_node<'a>(members: &'a [MemberInfo], node: &str) -> Option<&'a MemberInfo> {
+    members
+        .iter()
+        .find(|m| !m.name.is_empty() && node_of_member(&m.name) == node)
+}
+
+/// Whether removing `target` keeps the cluster safe: never the last voter, and the voters left
+/// must have a healthy majority (`healthy` holds the ids of members that answered).
+pub fn check_removal(
+    members: &[MemberInfo],
+    target: &MemberInfo,
+    healthy: &HashSet<u64>,
+) -> Result<(), EtcdError> {
+    if target.is_learner {
+        return Ok(());
+    }
+    let remaining: Vec<&MemberInfo> = members
+        .iter()
+        .filter(|m| !m.is_learner && m.id != target.id)
+        .collect();
+    if remaining.is_empty() {
+        return Err(EtcdError::LastVoter(target.name.clone()));
+    }
+    let up = remaining.iter().filter(|m| healthy.contains(&m.id)).count();
+    if up * 2 <= remaining.len() {
+        return Err(EtcdError::WouldLoseQuorum {
+            member: target.name.clone(),
+            healthy: up,
+            remaining: remaining.len(),
+        });
+    }
+    Ok(())
+}
+
+/// How long one member gets to answer a status call in [`healthy_members`].
+const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Ids of the voting members that answer a status call on their own client URLs.
+pub async fn healthy_members(members: &[MemberInfo], tls: &EtcdTls) -> HashSet<u64> {
+    let probes = members
+        .iter()
+        .filter(|m| !m.is_learner)
+        .map(|m| async move {
+            let probe = async {
+                let c = connect(&m.client_urls, tls).await?;
+                local_status(&c).await
+            };
+            let ok = matches!(
+                tokio::time::timeout(HEALTH_PROBE_TIMEOUT, probe).await,
+                Ok(Ok(s)) if s.member_id == m.id
+            );
+            ok.then_some(m.id)
+        });
+    futures_util::future::join_all(probes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Checks that the member named `member_name` may be removed now (see [`check_removal`]).
+pub async fn removal_allowed(
+    client: &Client,
+    tls: &EtcdTls,
+    member_name: &str,
+) -> Result<(), EtcdError> {
+    let members = member_list(client).await?;
+    let Some(target) = members.iter().find(|m| m.name == member_name) else {
+        return Ok(());
+    };
+    let healthy = healthy_members(&members, tls).await;
+    check_removal(&members, target, &healthy)
+}
+
 /// Removes the member named `member_name`. If it is the leader, leadership is moved to another
-/// voter first (MoveLeader must be sent to the leader itself); the last voter is never removed.
+/// voter first (MoveLeader must be sent to the leader itself); the last voter and members whose
+/// removal would lose quorum are never removed ([`check_removal`]).
 /// Returns false if no such member exists.
 pub async fn remove_member(
     client: &Client,
@@ -239,10 +320,9 @@ pub async fn remove_member(
     let Some(target) = members.iter().find(|m| m.name == member_name) else {
         return Ok(false);
     };
+    let healthy = healthy_members(&members, tls).await;
+    check_removal(&members, target, &healthy)?;
     let voters: Vec<&MemberInfo> = members.iter().filter(|m| !m.is_learner).collect();
-    if !target.is_learner && voters.len() <= 1 {
-        return Err(EtcdError::LastVoter(member_name.to_string()));
-    }
     let status = local_status(client).await?;
     if status.leader == target.id
         && let Some(next) = voters.iter().find(|m| m.id != target.id)
@@ -306,5 +386,57 @@ mod tests {
         assert!(matches!(e, EtcdError::DuplicateNodeName(_)), "{e}");
         let half = vec![m(5, "", "https://127.0.1.2:2380", true)];
         assert!(classify(&half, "s2-00000002", "https://127.0.1.2:2380").unwrap());
+    }
+
+    #[test]
+    fn members_belong_to_the_node_that_named_them() {
+        let members = vec![
+            m(1, "s1-0000abcd", "https://127.0.1.1:2380", false),
+            m(2, "", "https://127.0.1.2:2380", true),
+            m(3, "s10-00000003", "https://127.0.1.3:2380", false),
+        ];
+        assert_eq!(member_of_node(&members, "s1").map(|m| m.id), Some(1));
+        assert_eq!(member_of_node(&members, "s10").map(|m| m.id), Some(3));
+        assert!(member_of_node(&members, "a1").is_none());
+        assert!(member_of_node(&members, "").is_none());
+    }
+
+    #[test]
+    fn removals_keep_a_voter_and_a_healthy_majority() {
+        let one = vec![m(1, "s1-00000001", "https://127.0.1.1:2380", false)];
+        let all = |ms: &[MemberInfo]| ms.iter().map(|m| m.id).collect::<HashSet<u64>>();
+        let e = check_removal(&one, &one[0], &all(&one)).unwrap_err();
+        assert!(matches!(e, EtcdError::LastVoter(_)), "{e}");
+
+        let three = vec![
+            m(1, "s1-00000001", "https://127.0.1.1:2380", false),
+            m(2, "s2-00000002", "https://127.0.1.2:2380", false),
+            m(3, "s3-00000003", "https://127.0.1.3:2380", false),
+        ];
+        // All healthy: any one may go.
+        assert!(check_removal(&three, &three[2], &all(&three)).is_ok());
+        // s3 is down: removing it leaves s1+s2 healthy; removing s2 leaves s1 + dead s3.
+        let s1_s2: HashSet<u64> = [1, 2].into();
+        assert!(check_removal(&three, &three[2], &s1_s2).is_ok());
+        let e = check_removal(&three, &three[1], &s1_s2).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                EtcdError::WouldLoseQuorum {
+                    healthy: 1,
+                    remaining: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // Learners never count and may always go.
+        let with_learner = vec![
+            m(1, "s1-00000001", "https://127.0.1.1:2380", false),
+            m(4, "s4-00000004", "https://127.0.1.4:2380", true),
+        ];
+        assert!(check_removal(&with_learner, &with_learner[1], &HashSet::new()).is_ok());
+        let e = check_removal(&with_learner, &with_learner[0], &all(&with_learner)).unwrap_err();
+        assert!(matches!(e, EtcdError::LastVoter(_)), "{e}");
     }
 }

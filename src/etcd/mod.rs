@@ -44,6 +44,16 @@ pub enum EtcdError {
     NoLeader,
     #[error("refusing to remove etcd member {0}: it is the only voting member")]
     LastVoter(String),
+    #[error(
+        "refusing to remove etcd member {member}: only {healthy} of the {remaining} voting members \
+         left would be healthy, which is no quorum; bring the unhealthy members back (or remove \
+         them first)"
+    )]
+    WouldLoseQuorum {
+        member: String,
+        healthy: usize,
+        remaining: usize,
+    },
     #[error("joining the etcd cluster failed: {0}")]
     Join(String),
     #[error(
@@ -175,6 +185,10 @@ pub struct ClusterInfo {
 }
 
 /// Lists the members.
+/// The local member's client, once etcd runs (shared by the orchestrator and the API server's
+/// node admission).
+pub type EtcdCell = std::sync::Arc<tokio::sync::OnceCell<Client>>;
+
 pub async fn member_list(client: &Client) -> Result<Vec<MemberInfo>, EtcdError> {
     let mut c = client.cluster_client();
     let resp = with_timeout(c.member_list()).await?;

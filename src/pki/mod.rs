@@ -176,11 +176,7 @@ impl CertAuthority {
     /// Signs a DER PKCS#10 request. Only its public key is used: subject and SANs come from
     /// `spec`, so a client cannot ask for names it was not given.
     pub fn sign_csr(&self, csr_der: &[u8], spec: &LeafSpec) -> Result<String, PkiError> {
-        let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(
-            csr_der.to_vec(),
-        ))
-        .map_err(|e| PkiError::BadCsr(e.to_string()))?;
-        self.issue(spec, &csr.public_key)
+        self.issue(spec, &parse_csr(csr_der)?.public_key)
     }
 
     /// Makes sure the leaf at `pair` exists, is issued by this CA, matches `spec` and is not
@@ -281,6 +277,12 @@ impl LeafSpec {
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
         Ok(params)
     }
+}
+
+/// Parses (and verifies the self-signature of) a DER PKCS#10 request.
+pub fn parse_csr(csr_der: &[u8]) -> Result<CertificateSigningRequestParams, PkiError> {
+    CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der.to_vec()))
+        .map_err(|e| PkiError::BadCsr(e.to_string()))
 }
 
 /// The first certificate of a PEM bundle, as DER.

@@ -10,10 +10,10 @@ use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use crate::apiserver::resources::{self, ResourceInfo};
 use crate::apiserver::status::ApiError;
 use crate::apiserver::storage::{ListOptions, Storage};
-use crate::etcd::{EtcdError, MemberInfo};
+use crate::etcd::EtcdError;
+use crate::registry::{NODES, SECRETS};
 use crate::server::bootstrap_tokens::{NAMESPACE, SECRET_TYPE, secret_name};
 use crate::server::context::Ctx;
 use crate::server::token_ops::{self, TokenOpError};
@@ -316,28 +316,12 @@ pub fn apply_taint_edits(node: &mut Value, edits: &[TaintEdit]) {
     }
 }
 
-/// Refuses to remove the last voting member (that would destroy the cluster's quorum).
-pub fn check_member_removable(members: &[MemberInfo], member: &str) -> Result<(), EtcdError> {
-    let Some(target) = members.iter().find(|m| m.name == member) else {
-        return Ok(());
-    };
-    let voters = members.iter().filter(|m| !m.is_learner).count();
-    if !target.is_learner && voters <= 1 {
-        return Err(EtcdError::LastVoter(member.to_string()));
-    }
-    Ok(())
-}
-
 fn storage(ctx: &Ctx) -> Result<Storage, AdminError> {
     ctx.store
         .get()
         .cloned()
         .map(Storage::new)
         .ok_or(AdminError::NotReady)
-}
-
-fn info(plural: &str) -> &'static ResourceInfo {
-    resources::lookup("", "v1", plural).expect("core resource in table")
 }
 
 fn node_not_found(e: ApiError, name: &str) -> AdminError {
@@ -353,7 +337,7 @@ fn node_not_found(e: ApiError, name: &str) -> AdminError {
 /// All nodes, sorted by name.
 pub async fn list_nodes(ctx: &Ctx) -> Result<Vec<NodeSummary>, AdminError> {
     let list = storage(ctx)?
-        .list(info("nodes"), None, &ListOptions::default())
+        .list(&NODES, None, &ListOptions::default())
         .await?;
     let mut nodes: Vec<NodeSummary> = list.items.iter().map(node_summary).collect();
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -364,7 +348,7 @@ pub async fn list_nodes(ctx: &Ctx) -> Result<Vec<NodeSummary>, AdminError> {
 pub async fn get_node(ctx: &Ctx, name: &str) -> Result<NodeSummary, AdminError> {
     validate_node_name(name)?;
     let node = storage(ctx)?
-        .get(info("nodes"), None, name)
+        .get(&NODES, None, name)
         .await
         .map_err(|e| node_not_found(e, name))?;
     Ok(node_summary(&node))
@@ -377,7 +361,7 @@ async fn modify_node(
 ) -> Result<NodeSummary, AdminError> {
     validate_node_name(name)?;
     let node = storage(ctx)?
-        .modify(info("nodes"), None, name, None, f)
+        .modify(&NODES, None, name, None, f)
         .await
         .map_err(|e| node_not_found(e, name))?;
     Ok(node_summary(&node))
@@ -440,18 +424,20 @@ pub async fn delete_node(ctx: &Ctx, name: &str) -> Result<Option<String>, AdminE
     validate_node_name(name)?;
     let store = storage(ctx)?;
     let node = store
-        .get(info("nodes"), None, name)
+        .get(&NODES, None, name)
         .await
         .map_err(|e| node_not_found(e, name))?;
-    let member = etcd_member_of(&node);
+    // The member comes from etcd's membership (servers name their own members), never from
+    // the Node's client-writable annotations.
+    let client = ctx.etcd.get().ok_or(AdminError::NotReady)?;
+    let members = crate::etcd::member_list(client).await?;
+    let member = crate::etcd::membership::member_of_node(&members, name).map(|m| m.name.clone());
     if let Some(member) = &member {
-        let client = ctx.etcd.get().ok_or(AdminError::NotReady)?;
-        let members = crate::etcd::member_list(client).await?;
-        check_member_removable(&members, member)?;
+        crate::etcd::membership::removal_allowed(client, &ctx.etcd_tls, member).await?;
     }
     let uid = text(&node, "/metadata/uid");
     store
-        .delete(info("nodes"), None, name, Some(&uid), None)
+        .delete(&NODES, None, name, Some(&uid), None)
         .await
         .map_err(|e| node_not_found(e, name))?;
     let Some(member) = member else {
@@ -623,7 +609,7 @@ pub async fn create_token(ctx: &Ctx, req: &TokenRequest) -> Result<Secret, Admin
     let (id, secret) = token::generate_bootstrap_token();
     store
         .create(
-            info("secrets"),
+            &SECRETS,
             Some(NAMESPACE),
             token_secret_object(&id, &secret, &spec),
         )
@@ -639,7 +625,7 @@ pub async fn create_token(ctx: &Ctx, req: &TokenRequest) -> Result<Secret, Admin
 /// All bootstrap tokens (including expired ones not yet cleaned up), sorted by id.
 pub async fn list_tokens(ctx: &Ctx) -> Result<Vec<TokenSummary>, AdminError> {
     let list = storage(ctx)?
-        .list(info("secrets"), Some(NAMESPACE), &ListOptions::default())
+        .list(&SECRETS, Some(NAMESPACE), &ListOptions::default())
         .await?;
     let mut tokens: Vec<TokenSummary> = list
         .items
@@ -674,13 +660,7 @@ pub async fn delete_token(ctx: &Ctx, id_or_token: &str) -> Result<String, AdminE
     let id = token_id_of(id_or_token)?;
     let store = storage(ctx)?;
     match store
-        .delete(
-            info("secrets"),
-            Some(NAMESPACE),
-            &secret_name(&id),
-            None,
-            None,
-        )
+        .delete(&SECRETS, Some(NAMESPACE), &secret_name(&id), None, None)
         .await
     {
         Ok(_) => {
@@ -910,21 +890,6 @@ mod tests {
         for bad in ["a,b", "a b", "abcdef.0123456789abcdef", "x\n"] {
             assert!(validate_new_server_token(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn last_voter_is_not_removable() {
-        let m = |id: u64, name: &str, learner: bool| MemberInfo {
-            id,
-            name: name.into(),
-            peer_urls: vec![],
-            client_urls: vec![],
-            is_learner: learner,
-        };
-        assert!(check_member_removable(&[m(1, "a", false)], "a").is_err());
-        assert!(check_member_removable(&[m(1, "a", false), m(2, "b", true)], "b").is_ok());
-        assert!(check_member_removable(&[m(1, "a", false), m(2, "b", false)], "a").is_ok());
-        assert!(check_member_removable(&[m(1, "a", false)], "zz").is_ok());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{OnceCell, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -331,13 +331,14 @@ async fn run_inner(
         agent_paths: agent_paths.clone(),
         server_ca: cas.server,
         client_ca: cas.client,
+        kubelet_ca: std::sync::OnceLock::new(),
         server_ca_bundle,
         passwd: RwLock::new(passwd),
         server_password: RwLock::new(password.clone()),
         runtime: runtime.clone(),
         etcd_tls: EtcdTls::load(&paths)?,
-        etcd: OnceCell::new(),
-        store: OnceCell::new(),
+        etcd: Default::default(),
+        store: Default::default(),
         apiserver_endpoint,
         credentials: Default::default(),
     });
@@ -351,7 +352,7 @@ async fn run_inner(
     tracker.spawn(https::serve(
         api_listener,
         tls.clone(),
-        crate::apiserver::router(ctx.clone(), cancel.clone()),
+        crate::apiserver::router(ctx.store.clone(), ctx.etcd.clone(), cancel.clone()),
         cancel.clone(),
         "apiserver",
     ));
@@ -423,7 +424,12 @@ async fn run_inner(
     let store = Datastore::new(client.clone());
 
     // Bootstrap data: refuse a token the cluster's data was not encrypted with.
-    if let Err(e) = reconcile_bootstrap(&ctx, &store, &password).await {
+    let reconciled = match reconcile_bootstrap(&ctx, &store, &password).await {
+        // The password may have changed: adopted from a rotation made while this server was down.
+        Ok(()) => ensure_kubelet_ca(&ctx, &store, &ctx.server_password()).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = reconciled {
         etcd_cancel.cancel();
         let _ = etcd_task.await;
         return Err(e);
@@ -434,6 +440,7 @@ async fn run_inner(
         token_ops::write_token_files(&paths, &ctx.ca_hash(), &current, agent_pw.as_ref())?;
     }
     credentials::publish_if_absent(&store, &ctx.passwd()).await?;
+    claim_node_name(&ctx, &store).await?;
     let _ = ctx.store.set(store);
     tracker.spawn(token_ops::follow_rotations(ctx.clone(), cancel.clone()));
 
@@ -453,7 +460,7 @@ async fn run_inner(
         client_cert_pem: &prepare::read_pem(&admin.cert)?,
         client_key_pem: &prepare::read_pem(&admin.key)?,
         name: "default",
-        tls_server_name: None,
+        tls_server_name: Some(crate::agent::API_SERVER_NAME),
     }
     .write(&config.write_kubeconfig, config.write_kubeconfig_mode)?;
     tracing::info!(
@@ -497,12 +504,13 @@ async fn run_inner(
     runtime.set_phase("registering node");
     let registered = crate::agent::node_agent::spawn_for_server(
         ctx.clone(),
-        &member,
         api_local,
         tracker,
         cancel.clone(),
     )?;
     wait_registered(registered, &cancel).await?;
+    crate::controllers::spawn_server_node_metadata(ctx.clone(), &member, tracker, cancel.clone())
+        .await;
     crate::controllers::publish_apiserver_endpoint(ctx.clone(), tracker, cancel.clone());
     // Counts for the READY status come from etcd and the API now, not from the periodic
     // reporter, which only starts after readiness.
@@ -717,6 +725,79 @@ async fn adopt_rotated_token(
         .write()
         .unwrap_or_else(|e| e.into_inner()) = current;
     Ok(())
+}
+
+/// Makes sure the bootstrap data carries the kubelet serving CA (clusters created before it
+/// existed lack it): the first server to get here adds a new one with a compare-and-swap, every
+/// other server takes whatever the data holds. Loads it into `ctx` for the supervisor.
+async fn ensure_kubelet_ca(
+    ctx: &Ctx,
+    store: &Datastore,
+    password: &token::Secret,
+) -> Result<(), ServerError> {
+    let key = bootstrap::storage_key(password);
+    let pair = ctx.paths.kubelet_serving_ca();
+    loop {
+        let (Some(kv), _) = store.get(&key).await? else {
+            return Err(ServerError::Setup(format!(
+                "the bootstrap data disappeared from {key} while starting"
+            )));
+        };
+        let plain = bootstrap::decrypt(password, &String::from_utf8_lossy(&kv.value))?;
+        let mut data = BootstrapData::from_json(&plain)?;
+        if data.files.contains_key(bootstrap::KUBELET_SERVING_CA)
+            && data.files.contains_key(bootstrap::KUBELET_SERVING_CA_KEY)
+        {
+            let cert = data.content(bootstrap::KUBELET_SERVING_CA)?;
+            let key_pem = data.content(bootstrap::KUBELET_SERVING_CA_KEY)?;
+            let ca = crate::pki::CertAuthority::from_pem(
+                &String::from_utf8_lossy(&cert),
+                &String::from_utf8_lossy(&key_pem),
+            )?;
+            if std::fs::read(&pair.cert).ok().as_deref() != Some(cert.as_slice())
+                || std::fs::read(&pair.key).ok().as_deref() != Some(key_pem.as_slice())
+            {
+                ca.save(&pair)?;
+            }
+            let _ = ctx.kubelet_ca.set(ca);
+            return Ok(());
+        }
+        let ca = crate::pki::CertAuthority::generate("rke2-kubelet-serving")?;
+        data.insert(bootstrap::KUBELET_SERVING_CA, ca.cert_pem.as_bytes());
+        data.insert(bootstrap::KUBELET_SERVING_CA_KEY, ca.key_pem().as_bytes());
+        let sealed = bootstrap::encrypt(password, &data.to_json())?;
+        match store
+            .update(&key, sealed.into_bytes(), kv.mod_revision)
+            .await?
+        {
+            Cas::Written(_) => tracing::info!(
+                component = "server",
+                "added a kubelet serving CA to the bootstrap data"
+            ),
+            // Another server was quicker: use theirs (next round).
+            Cas::Conflict(_) => {}
+        }
+    }
+}
+
+/// Registers this server's node password for its node name, as agents do on their first
+/// certificate request, so no agent-token holder can obtain this server's node identity.
+async fn claim_node_name(ctx: &Ctx, store: &Datastore) -> Result<(), ServerError> {
+    let file = ctx.paths.node_password();
+    let password = crate::agent::ensure_node_password(&file)?;
+    let storage = crate::apiserver::storage::Storage::new(store.clone());
+    match node_password::check_or_store(&storage, &ctx.node.name, &password).await {
+        Ok(()) => Ok(()),
+        Err(node_password::NodePasswordError::Mismatch(_)) => Err(ServerError::Setup(format!(
+            "the node name \"{}\" is already registered with another node password (an agent or an \
+             earlier server of that name): choose another node-name, or delete that node \
+             (kubectl delete node {0}) and its secret kube-system/{1}; this server's password is in {2}",
+            ctx.node.name,
+            node_password::secret_name(&ctx.node.name),
+            file.display()
+        ))),
+        Err(node_password::NodePasswordError::Api(e)) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]

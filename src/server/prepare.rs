@@ -123,6 +123,11 @@ pub fn authorities(paths: &ServerPaths, create: bool) -> Result<Authorities, Ser
         etcd_peer: load(paths.etcd_peer_ca(), "etcd-peer")?,
     };
     load(paths.request_header_ca(), "rke2-request-header")?;
+    if create {
+        // A new cluster gets its kubelet serving CA with the others; older clusters get it
+        // through the bootstrap data (crate::server::ensure_kubelet_ca).
+        CertAuthority::load_or_create(&paths.kubelet_serving_ca(), "rke2-kubelet-serving")?;
+    }
     Ok(a)
 }
 

@@ -228,7 +228,8 @@ pub async fn rotate_server_token(ctx: &Ctx, new: Option<String>) -> Result<Secre
             Compare::version(old_key.as_str(), CompareOp::Greater, 0),
         ])
         .and_then(ops);
-    let mut client = store.client().clone();
+    // A multi-key transaction: the etcd client itself (the Datastore offers single-key CAS).
+    let mut client = ctx.etcd.get().cloned().ok_or(TokenOpError::NotReady)?;
     let resp = tokio::time::timeout(crate::datastore::CALL_DEADLINE, client.txn(txn))
         .await
         .map_err(|_| TokenOpError::Datastore(crate::datastore::DatastoreError::Timeout))?

@@ -1,9 +1,14 @@
-//! Agent certificate routes (docs/protocol.md §2.3): the agent POSTs a DER CSR with its node name,
-//! password and IPs; the server checks the node password and signs with the server CA
+//! Agent certificate routes (docs/protocol.md §2.3): the agent POSTs a DER CSR with its node
+//! name, password and IPs; the server checks the node password and signs with the kubelet serving CA
 //! (serving-kubelet) or client CA (client-kubelet, `system:node:<name>` / `system:nodes`).
 //! Only the CSR's public key is used; names come from the request's authenticated headers.
-//! Also the server-token rotation route.
+//! The request is validated completely (CSR included) before the node password is stored.
+//!
+//! Kubelet serving certificates come from a CA no API client trusts, and carry only the node's
+//! name and those of its addresses that belong to no server and no other node
+//! (docs/security.md). Also the server-token rotation route.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use axum::Extension;
@@ -30,7 +35,37 @@ struct NodeRequest {
     ips: Vec<IpAddr>,
 }
 
-async fn node_request(ctx: &Ctx, headers: &HeaderMap, conn: &ConnInfo) -> Result<NodeRequest> {
+/// Node names that would let a kubelet certificate stand for the API (what agents and
+/// kubeconfigs verify the API as), refused on the certificate routes.
+pub fn reserved_node_name(ctx: &Ctx, name: &str) -> bool {
+    let domain = format!("kubernetes.default.svc.{}", ctx.config.cluster_domain);
+    [
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+    ]
+    .contains(&name)
+        || name == domain
+        || ctx
+            .config
+            .tls_san
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(name))
+        || ctx
+            .config
+            .node
+            .server
+            .as_ref()
+            .is_some_and(|s| s.host.eq_ignore_ascii_case(name))
+}
+
+async fn node_request(
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    conn: &ConnInfo,
+    csr: &[u8],
+) -> Result<NodeRequest> {
     let caller = auth::authenticate(ctx, headers, conn).await?;
     caller.require(super::AGENT_ROLES)?;
     let header = |name: &str| {
@@ -45,6 +80,11 @@ async fn node_request(ctx: &Ctx, headers: &HeaderMap, conn: &ConnInfo) -> Result
         .to_ascii_lowercase();
     crate::validation::validate_dns_subdomain(&name)
         .map_err(|e| SupervisorError::BadRequest(format!("invalid node name: {e}")))?;
+    if reserved_node_name(ctx, &name) {
+        return Err(SupervisorError::BadRequest(format!(
+            "invalid node name: \"{name}\" is reserved for the API server"
+        )));
+    }
     if let Caller::Node { name: cert_name } = &caller
         && cert_name != &name
     {
@@ -67,6 +107,8 @@ async fn node_request(ctx: &Ctx, headers: &HeaderMap, conn: &ConnInfo) -> Result
                 .map_err(|_| SupervisorError::BadRequest(format!("invalid node IP \"{ip}\"")))?,
         );
     }
+    // Everything is checked before the password is stored: a bad request claims no name.
+    crate::pki::parse_csr(csr).map_err(|e| SupervisorError::BadRequest(e.to_string()))?;
     let store = ctx
         .store
         .get()
@@ -80,6 +122,103 @@ async fn node_request(ctx: &Ctx, headers: &HeaderMap, conn: &ConnInfo) -> Result
         Err(NodePasswordError::Api(e)) => return Err(SupervisorError::NotReady(e.to_string())),
     }
     Ok(NodeRequest { name, ips })
+}
+
+/// SANs of a kubelet serving certificate: the node's name and each requested address that is
+/// not loopback, unspecified or multicast and not in `foreign` (addresses of servers and other
+/// nodes). Returns the SANs and the refused addresses.
+pub fn kubelet_serving_sans(
+    name: &str,
+    requested: &[IpAddr],
+    foreign: &HashSet<IpAddr>,
+) -> (Vec<String>, Vec<IpAddr>) {
+    let mut sans = vec![name.to_string()];
+    let mut refused = Vec::new();
+    for ip in requested {
+        let localhost =
+            *ip == IpAddr::from([127, 0, 0, 1]) || *ip == IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]);
+        let own = !localhost && !ip.is_unspecified() && !ip.is_multicast() && !foreign.contains(ip);
+        if own {
+            if !sans.contains(&ip.to_string()) {
+                sans.push(ip.to_string());
+            }
+        } else {
+            refused.push(*ip);
+        }
+    }
+    (sans, refused)
+}
+
+/// Addresses a kubelet certificate of `node` must not hold: this server's serving names (tls-san,
+/// the fixed registration address, its node and service IPs), every published API endpoint,
+/// every etcd member's host, and the addresses other Nodes report.
+async fn foreign_addresses(ctx: &Ctx, node: &str) -> Result<HashSet<IpAddr>> {
+    let mut out: HashSet<IpAddr> = crate::server::prepare::serving_sans(&ctx.config, &ctx.node)
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    for a in super::list_apiservers(ctx).await? {
+        if let Ok(sa) = a.parse::<std::net::SocketAddr>() {
+            out.insert(sa.ip());
+        }
+    }
+    if let Some(client) = ctx.etcd.get() {
+        let members = crate::etcd::member_list(client)
+            .await
+            .map_err(|e| SupervisorError::NotReady(e.to_string()))?;
+        for url in members
+            .iter()
+            .flat_map(|m| m.peer_urls.iter().chain(&m.client_urls))
+        {
+            if let Some(ip) = url_host_ip(url) {
+                out.insert(ip);
+            }
+        }
+    }
+    let store = ctx
+        .store
+        .get()
+        .ok_or_else(|| SupervisorError::NotReady("runtime core not ready".into()))?;
+    let nodes = &crate::registry::NODES;
+    let page = Storage::new(store.clone())
+        .list(nodes, None, &Default::default())
+        .await
+        .map_err(|e| SupervisorError::NotReady(e.to_string()))?;
+    for n in page
+        .items
+        .iter()
+        .filter(|n| n.pointer("/metadata/name").and_then(|v| v.as_str()) != Some(node))
+    {
+        let addresses = n
+            .pointer("/status/addresses")
+            .and_then(|a| a.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.get("address").and_then(|v| v.as_str()));
+        let annotated = ["rke2.io/internal-ip", "etcd.rke2.cattle.io/node-address"]
+            .iter()
+            .filter_map(|k| n.pointer("/metadata/annotations")?.get(*k)?.as_str())
+            .flat_map(|v| v.split(','));
+        out.extend(
+            addresses
+                .chain(annotated)
+                .filter_map(|a| a.trim().parse::<IpAddr>().ok()),
+        );
+    }
+    Ok(out)
+}
+
+fn url_host_ip(url: &str) -> Option<IpAddr> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let host = match authority.rsplit_once(':') {
+        Some((h, _)) => h,
+        None => authority,
+    };
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
 }
 
 fn pem_response(pem: String) -> Response {
@@ -97,17 +236,19 @@ pub async fn serving_kubelet(
     if method != Method::POST {
         return Err(SupervisorError::MethodNotAllowed);
     }
-    let req = node_request(&ctx, &headers, &conn).await?;
-    let mut sans = vec![
-        req.name.clone(),
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-    ];
-    sans.extend(req.ips.iter().map(|ip| ip.to_string()));
-    let spec = LeafSpec::server(&req.name, sans);
-    let pem = ctx
-        .server_ca
-        .sign_csr(&body, &spec)
+    let req = node_request(&ctx, &headers, &conn, &body).await?;
+    let ca = ctx
+        .kubelet_ca
+        .get()
+        .ok_or_else(|| SupervisorError::NotReady("kubelet serving CA not loaded yet".into()))?;
+    let foreign = foreign_addresses(&ctx, &req.name).await?;
+    let (sans, refused) = kubelet_serving_sans(&req.name, &req.ips, &foreign);
+    if !refused.is_empty() {
+        tracing::warn!(component = "supervisor", node = %req.name, remote_addr = %conn.remote,
+            "left addresses of servers, other nodes or loopback out of a kubelet serving certificate: {refused:?}");
+    }
+    let pem = ca
+        .sign_csr(&body, &LeafSpec::server(&req.name, sans))
         .map_err(|e| SupervisorError::BadRequest(e.to_string()))?;
     tracing::info!(component = "supervisor", node = %req.name, remote_addr = %conn.remote, "issued serving certificate");
     Ok(pem_response(pem))
@@ -124,7 +265,7 @@ pub async fn client_kubelet(
     if method != Method::POST {
         return Err(SupervisorError::MethodNotAllowed);
     }
-    let req = node_request(&ctx, &headers, &conn).await?;
+    let req = node_request(&ctx, &headers, &conn, &body).await?;
     let spec = LeafSpec::client(&format!("system:node:{}", req.name), &["system:nodes"]);
     let pem = ctx
         .client_ca
@@ -160,5 +301,55 @@ pub async fn rotate_token(
         )
             .into_response()),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubelet_serving_sans_keep_only_the_nodes_own_addresses() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let foreign: HashSet<IpAddr> = [ip("10.0.0.100"), ip("10.0.0.1"), ip("10.43.0.1")].into();
+        let (sans, refused) = kubelet_serving_sans(
+            "a1",
+            &[
+                ip("10.0.0.11"),
+                ip("10.0.0.100"),
+                ip("10.0.0.1"),
+                ip("127.0.0.1"),
+                ip("::1"),
+                ip("0.0.0.0"),
+                ip("10.0.0.11"),
+                ip("127.0.3.11"),
+            ],
+            &foreign,
+        );
+        assert_eq!(sans, vec!["a1", "10.0.0.11", "127.0.3.11"]);
+        assert_eq!(
+            refused,
+            vec![
+                ip("10.0.0.100"),
+                ip("10.0.0.1"),
+                ip("127.0.0.1"),
+                ip("::1"),
+                ip("0.0.0.0")
+            ]
+        );
+        assert!(!sans.iter().any(|s| s == "localhost"));
+    }
+
+    #[test]
+    fn hosts_of_member_urls() {
+        assert_eq!(
+            url_host_ip("https://127.0.1.2:2380"),
+            Some("127.0.1.2".parse().unwrap())
+        );
+        assert_eq!(
+            url_host_ip("https://[::1]:2379"),
+            Some("::1".parse().unwrap())
+        );
+        assert_eq!(url_host_ip("https://name:2379"), None);
     }
 }

@@ -359,13 +359,26 @@ pub fn start_server_env(
     extra: &[(&'static str, String)],
     env: &[(&str, &str)],
 ) -> ServerNode {
+    start_server_with(name, ip, root, extra, |config, log| {
+        Daemon::start(name, "server", config, log, env)
+    })
+}
+
+/// [`start_server`] with the launch left to `launch(config, log)` (e.g. inside a namespace).
+pub fn start_server_with(
+    name: &str,
+    ip: Ipv4Addr,
+    root: &Path,
+    extra: &[(&'static str, String)],
+    launch: impl FnOnce(&Path, &Path) -> Daemon,
+) -> ServerNode {
     let dir = root.join(name);
     fs::create_dir_all(&dir).unwrap();
     let mut entries = server_config(name, ip, &dir);
     entries.extend(extra.iter().cloned());
     let config = dir.join("config.yaml");
     write_config(&config, &entries);
-    let daemon = Daemon::start(name, "server", &config, &dir.join("log"), env);
+    let daemon = launch(&config, &dir.join("log"));
     ServerNode {
         daemon,
         ip,
@@ -608,9 +621,13 @@ pub fn etcdctl(node: &ServerNode, args: &[&str]) -> Output {
 
 /// etcdctl against the etcd at `ip` with the client certificate under `data_dir`.
 pub fn etcdctl_at(data_dir: &Path, ip: Ipv4Addr, args: &[&str]) -> Output {
+    etcdctl_with(Command::new("etcdctl"), data_dir, ip, args)
+}
+
+/// [`etcdctl_at`] run by `cmd` (`etcdctl`, or a launcher such as `ip netns exec <ns> etcdctl`).
+pub fn etcdctl_with(mut cmd: Command, data_dir: &Path, ip: Ipv4Addr, args: &[&str]) -> Output {
     let tls = data_dir.join("server/tls/etcd");
-    Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
+    cmd.env("ETCDCTL_API", "3")
         .arg(format!("--endpoints=https://{ip}:2379"))
         .arg(format!("--cacert={}", tls.join("server-ca.crt").display()))
         .arg(format!("--cert={}", tls.join("client.crt").display()))
@@ -786,6 +803,26 @@ pub fn etcd_members(node: &ServerNode) -> Option<Vec<(String, bool)>> {
             })
             .collect(),
     )
+}
+
+/// The index of the server whose etcd member is the leader, asking each in turn.
+pub fn etcd_leader(servers: &[ServerNode]) -> Option<usize> {
+    etcd_leader_by(servers.len(), |i| {
+        etcdctl(&servers[i], &["endpoint", "status", "-w", "json"])
+    })
+}
+
+/// [`etcd_leader`] with the `etcdctl endpoint status -w json` of server `i` run by `status`
+/// (e.g. from inside a network namespace).
+pub fn etcd_leader_by(n: usize, status: impl Fn(usize) -> Output) -> Option<usize> {
+    (0..n).find(|i| {
+        serde_json::from_slice::<serde_json::Value>(&status(*i).stdout)
+            .ok()
+            .is_some_and(|v| {
+                let st = &v[0]["Status"];
+                st["leader"].as_u64().is_some() && st["leader"] == st["header"]["member_id"]
+            })
+    })
 }
 
 /// The Ready condition status of `node` ("True", "False", "Unknown").
