@@ -14,13 +14,7 @@ use common::*;
 const READY: Duration = Duration::from_secs(60);
 
 fn start(name: &str, extra: &[(&'static str, String)]) -> (tempfile::TempDir, ServerNode) {
-    require_tool("etcd", "etcd-server");
-    require_tool("kubectl", "kubernetes-client");
-    require_tool("curl", "curl");
-    let block = AddrBlock::new();
-    let root = tempfile::tempdir().unwrap();
-    let mut s = start_server(name, block.ip(1), root.path(), extra);
-    s.daemon.wait_log("ready:", READY);
+    let (root, _, s) = start_ready_server(name, extra, READY);
     (root, s)
 }
 

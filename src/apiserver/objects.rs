@@ -29,7 +29,9 @@ pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
 /// 413 for bodies over [`MAX_BODY_BYTES`].
 pub fn check_body_size(len: usize) -> Result<(), ApiError> {
     if len > MAX_BODY_BYTES {
-        Err(ApiError::RequestEntityTooLarge(MAX_BODY_BYTES))
+        Err(ApiError::RequestEntityTooLarge(format!(
+            "limit is {MAX_BODY_BYTES}"
+        )))
     } else {
         Ok(())
     }

@@ -52,7 +52,12 @@ fn api() -> Api {
         .expect("fresh cell");
     let cancel = CancellationToken::new();
     Api {
-        router: super::router(store, Default::default(), cancel.clone()),
+        router: super::router(
+            store,
+            Default::default(),
+            std::env::temp_dir(),
+            cancel.clone(),
+        ),
         memory,
         cancel,
     }

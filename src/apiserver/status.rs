@@ -41,8 +41,10 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the body of the request was in an unknown format - accepted media types include: {0}")]
     UnsupportedMediaType(String),
-    #[error("the server rejected the request because the body is larger than {0} bytes")]
-    RequestEntityTooLarge(usize),
+    /// 413, worded as upstream's `NewRequestEntityTooLargeError` (`limit is 3145728`, or the
+    /// JSON-patch operation count).
+    #[error("Request entity too large: {0}")]
+    RequestEntityTooLarge(String),
     #[error("too old resource version: {requested} ({oldest})")]
     Expired { requested: i64, oldest: i64 },
     #[error("{0}")]

@@ -352,7 +352,12 @@ async fn run_inner(
     tracker.spawn(https::serve(
         api_listener,
         tls.clone(),
-        crate::apiserver::router(ctx.store.clone(), ctx.etcd.clone(), cancel.clone()),
+        crate::apiserver::router(
+            ctx.store.clone(),
+            ctx.etcd.clone(),
+            ctx.paths.etcd_data(),
+            cancel.clone(),
+        ),
         cancel.clone(),
         "apiserver",
     ));

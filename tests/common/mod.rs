@@ -853,3 +853,20 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Starts a server on a fresh address block with `extra` config lines and waits until it logs
+/// `ready:` (real etcd, kubectl and curl are required).
+pub fn start_ready_server(
+    name: &str,
+    extra: &[(&'static str, String)],
+    timeout: Duration,
+) -> (tempfile::TempDir, AddrBlock, ServerNode) {
+    require_tool("etcd", "etcd-server");
+    require_tool("kubectl", "kubernetes-client");
+    require_tool("curl", "curl");
+    let block = AddrBlock::new();
+    let root = tempfile::tempdir().unwrap();
+    let mut s = start_server(name, block.ip(1), root.path(), extra);
+    s.daemon.wait_log("ready:", timeout);
+    (root, block, s)
+}
