@@ -239,11 +239,7 @@ pub async fn rotate_server_token(ctx: &Ctx, new: Option<String>) -> Result<Secre
     if !resp.succeeded() {
         return Err(TokenOpError::Concurrent);
     }
-    let ctx2 = ctx.clone();
-    let pw = new_pw.clone();
-    tokio::task::spawn_blocking(move || apply_locally(&ctx2, &pw, &data))
-        .await
-        .map_err(|e| TokenOpError::Record(format!("writing the token files: {e}")))??;
+    apply_off_runtime(ctx, &new_pw, data).await?;
     tracing::info!(
         component = "token",
         node = %ctx.node.name,
@@ -270,6 +266,18 @@ fn apply_locally(ctx: &Ctx, password: &Secret, data: &BootstrapData) -> Result<(
         .write()
         .unwrap_or_else(|p| p.into_inner()) = password.clone();
     Ok(())
+}
+
+/// [`apply_locally`] on a blocking thread, so file writes never stall the async runtime.
+async fn apply_off_runtime(
+    ctx: &Ctx,
+    password: &Secret,
+    data: BootstrapData,
+) -> Result<(), TokenOpError> {
+    let (c, pw) = (ctx.clone(), password.clone());
+    tokio::task::spawn_blocking(move || apply_locally(&c, &pw, &data))
+        .await
+        .map_err(|e| TokenOpError::Record(format!("writing the token files: {e}")))?
 }
 
 /// Writes the bundle's files and the token files for `password`; returns the bundle's passwd.
@@ -315,11 +323,7 @@ async fn catch_up(ctx: &Ctx, store: &Datastore, secret: &Secret) -> Result<(), T
         return Ok(());
     }
     let data = fetch_bundle(store, &password).await?;
-    let c = ctx.clone();
-    let pw = password.clone();
-    tokio::task::spawn_blocking(move || apply_locally(&c, &pw, &data))
-        .await
-        .map_err(|e| TokenOpError::Record(format!("writing the token files: {e}")))??;
+    apply_off_runtime(ctx, &password, data).await?;
     tracing::info!(
         component = "token",
         node = %ctx.node.name,
