@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 use http::HeaderMap;
 use http::header::CONTENT_TYPE;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
+use proptest::test_runner::{
+    Config, FileFailurePersistence, RngAlgorithm, TestCaseError, TestRng, TestRunner,
+};
 use serde_json::{Value, json};
 
 use rke2::apiserver::patch::{PatchKind, apply_patch};
@@ -162,11 +164,18 @@ fn run_strategy<T: std::fmt::Debug>(
     strategy: impl Strategy<Value = T>,
     check: impl Fn(T) -> Result<(), TestCaseError>,
 ) {
-    let mut runner = TestRunner::new(Config {
+    let config = Config {
         cases,
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(target.regressions))),
         ..Config::default()
-    });
+    };
+    // The short run in the test command explores the same inputs every time, so its verdict
+    // never depends on luck; a long run (RKE2_FUZZ_CASES set) draws fresh random inputs.
+    let mut runner = if std::env::var_os("RKE2_FUZZ_CASES").is_some() {
+        TestRunner::new(config)
+    } else {
+        TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha))
+    };
     if let Err(e) = runner.run(&strategy, check) {
         panic!("fuzz target {}: {e}", target.name);
     }

@@ -407,6 +407,16 @@ impl LabelRequirement {
     }
 }
 
+/// A value set as the parser reads it back: a set holding only the empty string is written
+/// `(,)`, since `()` would be an (invalid) empty set.
+fn value_set(values: &[String]) -> String {
+    if values.len() == 1 && values[0].is_empty() {
+        ",".to_string()
+    } else {
+        values.join(",")
+    }
+}
+
 impl fmt::Display for LabelSelector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let parts: Vec<String> = self
@@ -415,8 +425,8 @@ impl fmt::Display for LabelSelector {
             .map(|r| match r.op {
                 LabelOp::Equals => format!("{}={}", r.key, r.values.join("")),
                 LabelOp::NotEquals => format!("{}!={}", r.key, r.values.join("")),
-                LabelOp::In => format!("{} in ({})", r.key, r.values.join(",")),
-                LabelOp::NotIn => format!("{} notin ({})", r.key, r.values.join(",")),
+                LabelOp::In => format!("{} in ({})", r.key, value_set(&r.values)),
+                LabelOp::NotIn => format!("{} notin ({})", r.key, value_set(&r.values)),
                 LabelOp::Exists => r.key.clone(),
                 LabelOp::DoesNotExist => format!("!{}", r.key),
                 LabelOp::GreaterThan => format!("{}>{}", r.key, r.values.join("")),
