@@ -151,6 +151,9 @@ pub struct NodeConfig {
     pub node_taints: Vec<Taint>,
     pub server: Option<ServerUrl>,
     pub token: Option<Secret>,
+    /// Where `token` came from, for messages that must name the setting to change
+    /// (e.g. "`token` in /etc/rancher/rke2/config.yaml:3").
+    pub token_source: Option<String>,
     pub heartbeat_interval: Duration,
     pub log_format: LogFormat,
     pub debug: bool,
@@ -296,6 +299,23 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a secret from `key` or `<key>-file`; both set is an error.
+    /// Where the secret [`Reader::secret`] reads for `key`/`file_key` comes from, in words.
+    fn source_of(&self, key: &str, file_key: &str) -> Option<String> {
+        let describe = |k: &str, origin: &Origin| match origin {
+            Origin::File { path, line } => format!("`{k}` in {}:{line}", path.display()),
+            other => format!("`{k}` ({other})"),
+        };
+        match (self.last(key), self.last(file_key)) {
+            (Some(r), _) => Some(describe(key, &r.origin)),
+            (None, Some(r)) => Some(format!(
+                "the file {} named by {}",
+                r.value,
+                describe(file_key, &r.origin)
+            )),
+            (None, None) => None,
+        }
+    }
+
     fn secret(&self, key: &str, file_key: &str) -> Result<Option<Secret>, ConfigError> {
         match (self.last(key), self.last(file_key)) {
             (Some(a), Some(_)) => Err(ConfigError::at(
@@ -550,6 +570,7 @@ fn node_config(r: &Reader<'_>) -> Result<NodeConfig, ConfigError> {
         })?,
         server: r.parse_opt("server", |v| v.parse::<ServerUrl>())?,
         token: r.secret("token", "token-file")?,
+        token_source: r.source_of("token", "token-file"),
         heartbeat_interval: r.parse("node-heartbeat-interval", parse_duration)?,
         log_format,
         debug: r.bool("debug")?,

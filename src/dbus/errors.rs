@@ -130,7 +130,8 @@ pub fn kind_of(e: &AdminError) -> ErrorKind {
                 | BootstrapError::Missing(_)
                 | BootstrapError::Io(_) => K::Failed,
             },
-            TokenOpError::Io(_) => K::Failed,
+            TokenOpError::Io(_) | TokenOpError::Record(_) => K::Failed,
+            TokenOpError::Concurrent => K::Conflict,
         },
         AdminError::Etcd(etcd) | AdminError::MemberRemoval { source: etcd, .. } => match etcd {
             EtcdError::LastVoter(_)
