@@ -21,18 +21,40 @@
       nixosModules.default = ./nix/module.nix;
       nixosModules.rke2 = ./nix/module.nix;
 
-      checks = forAllSystems (pkgs: {
-        package = self.packages.${pkgs.system}.rke2;
-        # The same builtins-only evaluation tests tests/nix_eval.rs runs.
-        eval = pkgs.runCommand "rke2-nix-eval" { nativeBuildInputs = [ pkgs.nix pkgs.jq ]; } ''
-          for f in eval module-eval; do
-            nix-instantiate --eval --strict --json --store dummy:// ${./nix}/tests/$f.nix > $f.json
-            jq -e 'all(.[]; .expected == .actual)' $f.json > /dev/null \
-              || { jq '.[] | select(.expected != .actual)' $f.json; exit 1; }
-          done
-          touch $out
-        '';
-        vm = import ./nix/tests/vm.nix { inherit pkgs; rke2Module = ./nix/module.nix; rke2Package = self.packages.${pkgs.system}.rke2; };
-      });
+      checks = forAllSystems (pkgs:
+        let
+          # A host of the test topology as a NixOS user builds it: nixpkgs' own module list
+          # (whose services.rke2 this module replaces) plus this module, nothing else.
+          host = name: nixpkgs.lib.nixosSystem {
+            inherit (pkgs) system;
+            modules = [
+              self.nixosModules.default
+              {
+                networking.hostName = name;
+                services.rke2 = { enable = true; openFirewall = true; cluster = import ./nix/tests/cluster-3s2a.nix; };
+                fileSystems."/" = { device = "/dev/vda"; fsType = "ext4"; };
+                boot.loader.grub.device = "nodev";
+                system.stateVersion = "25.11";
+              }
+            ];
+          };
+        in
+        {
+          package = self.packages.${pkgs.system}.rke2;
+          # The builtins-only evaluation cases tests/nix_eval.rs also runs.
+          eval = pkgs.runCommand "rke2-nix-eval" { nativeBuildInputs = [ pkgs.nix pkgs.jq ]; } ''
+            nix-instantiate --eval --strict --json --store dummy:// ${./nix}/tests/eval.nix > eval.json
+            jq -e 'all(.[]; .expected == .actual)' eval.json > /dev/null \
+              || { jq '.[] | select(.expected != .actual)' eval.json; exit 1; }
+            touch $out
+          '';
+          # Whole systems evaluated against this flake's nixpkgs (the current rancher layout):
+          # the file names every host's system derivation, so evaluating the check evaluates
+          # them (without building three systems).
+          nixos = pkgs.writeText "rke2-nixos-systems" (pkgs.lib.concatMapStringsSep "\n"
+            (name: "${name} ${builtins.unsafeDiscardStringContext (host name).config.system.build.toplevel.drvPath}")
+            [ "s1" "s2" "a1" ]);
+          vm = import ./nix/tests/vm.nix { inherit pkgs; rke2Module = ./nix/module.nix; rke2Package = self.packages.${pkgs.system}.rke2; };
+        });
     };
 }

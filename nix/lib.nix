@@ -357,6 +357,52 @@ let
     listToAttrs (map (name: { inherit name; value = hostConfigFile { inherit cluster withTokenFile; hostName = name; }; })
       (attrNames c.servers ++ attrNames c.agents));
 
+  # The other servers' addresses, from host `hostName`'s point of view: the only hosts etcd's
+  # client, peer and metrics ports need to accept. Call only when clusterErrors is empty.
+  peerServerAddresses = { cluster, hostName }:
+    let c = normalizeCluster cluster; in
+    map (n: c.servers.${n}.address) (filter (n: n != hostName) (attrNames c.servers));
+
+  isIPv6 = a: match ".*:.*" a != null;
+
+  # Firewall rules letting only `addresses` reach TCP `ports`, for both NixOS firewall
+  # backends: nftables rules for networking.firewall.extraInputRules, and iptables/ip6tables
+  # commands for networking.firewall.extraCommands (run into the nixos-fw chain, which the
+  # firewall service rebuilds on every start, so nothing needs removing on stop).
+  restrictedPortRules = { addresses, ports }:
+    let
+      v4 = filter (a: !(isIPv6 a)) addresses;
+      v6 = filter isIPv6 addresses;
+      portList = concatStringsSep ", " (map toString ports);
+      portCsv = concatStringsSep "," (map toString ports);
+      nft = family: addrs:
+        if addrs == [ ] then [ ]
+        else [ "${family} saddr { ${concatStringsSep ", " addrs} } tcp dport { ${portList} } accept" ];
+      ipt = cmd: a: "${cmd} -A nixos-fw -p tcp -s ${a} -m multiport --dports ${portCsv} -j nixos-fw-accept";
+    in
+    {
+      nftables = concatStringsSep "\n" (nft "ip" v4 ++ nft "ip6" v6);
+      iptables = concatStringsSep "\n" (map (ipt "iptables") v4 ++ map (ipt "ip6tables") v6);
+    };
+
+  # settings as command-line arguments (`--key=value`, one per list element), for when the
+  # daemon must read a config file the module does not write (nixpkgs' configPath): flags
+  # outrank that file, as nixpkgs' module's flags do. Unescaped; see systemdArg.
+  settingsFlags = role: settings:
+    let
+      s = settingsFor role settings;
+      flag = k: v:
+        if isBool v then [ (if v then "--${k}" else "--${k}=false") ]
+        else if isList v then map (x: "--${k}=${scalarString x}") v
+        else [ "--${k}=${scalarString v}" ];
+    in
+    concatLists (map (k: flag k s.${k}) (orderKeys (attrNames s)));
+
+  # One argument of a systemd Exec line: double-quoted, with the characters systemd treats
+  # specially inside quotes (backslash, quote) escaped and specifiers/variables (%, $) doubled.
+  systemdArg = a:
+    "\"" + builtins.replaceStrings [ "\\" "\"" "%" "$" ] [ "\\\\" "\\\"" "%%" "$$" ] a + "\"";
+
   # The effective port for a settings key (ints or numeric strings), for firewall rules.
   portOf = settings: key:
     let v = settings.${key} or null; in
@@ -367,5 +413,6 @@ in
 {
   inherit spec knownKeys roleAccepts settingsErrors otherRoleKeys settingsFor toYAML renderConfig
     normalizeCluster initServerOf serverUrl clusterErrors clusterWarnings hostConfig
-    hostConfigFile clusterConfigFiles defaultPorts portOf;
+    hostConfigFile clusterConfigFiles defaultPorts portOf peerServerAddresses restrictedPortRules
+    settingsFlags systemdArg;
 }

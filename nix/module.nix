@@ -2,8 +2,10 @@
 # systemd/ (socket activation for servers), installs the D-Bus policy from dbus/, renders
 # `settings` to /etc/rancher/rke2/config.yaml and hands the token files to the service with
 # LoadCredential so no secret enters the Nix store. Importing this file also imports the
-# topology module (services.rke2.cluster). The logic lives in lib.nix (builtins only, tested
-# with nix-instantiate); this file only wires it into NixOS options.
+# topology module (services.rke2.cluster) and nixpkgs-compat.nix, which replaces nixpkgs' own
+# services.rke2 with this one (every nixpkgs option keeps its name, type and meaning). The logic
+# lives in lib.nix (builtins only, tested with nix-instantiate); this file only wires it into
+# NixOS options.
 { config, lib, pkgs, ... }:
 let
   cfg = config.services.rke2;
@@ -19,22 +21,68 @@ let
   hasServerUrl = (cfg.settings.server or null) != null;
   port = rke2Lib.portOf cfg.settings;
 
-  # `toString` keeps a path a plain file name; interpolating a path would copy the secret into
-  # the world-readable store.
+  # Where each token comes from: a file on the host (kept out of the store: `toString` keeps a
+  # path a plain file name, interpolating it would copy the secret into the store), or nixpkgs'
+  # plain-text option, which can only be a file in the world-readable store (warned about).
+  tokenSource = file: text: name:
+    if file != null then toString file
+    else if text != "" then "${pkgs.writeText name text}"
+    else null;
+  token = tokenSource cfg.tokenFile cfg.token "rke2-token";
+  agentToken = if isServer then tokenSource cfg.agentTokenFile cfg.agentToken "rke2-agent-token" else null;
+
   credentials =
-    lib.optional (cfg.tokenFile != null) "token:${toString cfg.tokenFile}"
-    ++ lib.optional (isServer && cfg.agentTokenFile != null) "agent-token:${toString cfg.agentTokenFile}";
+    lib.optional (token != null) "token:${token}"
+    ++ lib.optional (agentToken != null) "agent-token:${agentToken}";
 
   # The daemon reads RKE2_<KEY>; %d is systemd's credentials directory. Environment values rank
   # below config.yaml, which is why settings may not name token files itself.
   tokenEnvironment =
-    lib.optionalAttrs (cfg.tokenFile != null) { RKE2_TOKEN_FILE = "%d/token"; }
-    // lib.optionalAttrs (isServer && cfg.agentTokenFile != null) { RKE2_AGENT_TOKEN_FILE = "%d/agent-token"; };
+    lib.optionalAttrs (token != null) { RKE2_TOKEN_FILE = "%d/token"; }
+    // lib.optionalAttrs (agentToken != null) { RKE2_AGENT_TOKEN_FILE = "%d/agent-token"; };
 
-  execStart = lib.optionalAttrs (cfg.extraFlags != [ ]) {
+  # Token files that must be on the host before the unit starts (the bootstrapping contract in
+  # nix/README.md). LoadCredential= fails with a bare "243/CREDENTIALS" when one is missing and
+  # runs before any ExecStartPre=, so the unit asserts them first: systemd then reports
+  # "AssertFileNotEmpty=<path> was not met", naming the file.
+  hostTokenFiles =
+    lib.optional (cfg.tokenFile != null) (toString cfg.tokenFile)
+    ++ lib.optional (isServer && cfg.agentTokenFile != null) (toString cfg.agentTokenFile);
+
+  # nixpkgs' configPath: the daemon reads that file instead of ours, and every setting the
+  # module has goes on the command line, which outranks the file (as nixpkgs' flags do).
+  defaultConfigPath = "/etc/rancher/rke2/config.yaml";
+  ownConfigFile = cfg.configPath == null || toString cfg.configPath == defaultConfigPath;
+  configArgs = lib.optionals (!ownConfigFile)
+    ([ "--config=${toString cfg.configPath}" ] ++ rke2Lib.settingsFlags cfg.role cfg.settings);
+
+  # extraFlags go to systemd as written (a string or a list of strings, split into words the
+  # way systemd splits ExecStart=), as in current nixpkgs.
+  extraFlags = if builtins.isList cfg.extraFlags then cfg.extraFlags else [ cfg.extraFlags ];
+
+  execStart = lib.optionalAttrs (configArgs != [ ] || extraFlags != [ ]) {
     # The empty entry clears the unit file's ExecStart before ours is added.
-    ExecStart = [ "" "${cfg.package}/bin/rke2 ${cfg.role} ${lib.escapeShellArgs cfg.extraFlags}" ];
+    ExecStart = [
+      ""
+      (lib.concatStringsSep " " ([ "${cfg.package}/bin/rke2 ${cfg.role}" ] ++ map rke2Lib.systemdArg configArgs ++ extraFlags))
+    ];
   };
+
+  unitDropIn = {
+    wantedBy = [ "multi-user.target" ];
+    restartTriggers = lib.optional ownConfigFile config.environment.etc."rancher/rke2/config.yaml".source;
+    unitConfig = lib.optionalAttrs (hostTokenFiles != [ ]) { AssertFileNotEmpty = hostTokenFiles; };
+    serviceConfig = { LoadCredential = credentials; }
+      // execStart
+      // lib.optionalAttrs (cfg.environmentFile != null) { EnvironmentFile = [ cfg.environmentFile ]; };
+  };
+
+  # openFirewall: etcd's client, peer and metrics ports only for the other servers, whose
+  # addresses the topology knows; with either NixOS firewall backend.
+  peers = cfg.peerServerAddresses;
+  etcdPorts = map port [ "etcd-client-port" "etcd-peer-port" "etcd-metrics-port" ];
+  etcdRules = rke2Lib.restrictedPortRules { addresses = if peers == null then [ ] else peers; ports = etcdPorts; };
+  nftables = config.networking.nftables.enable;
 
   pathLiteralWarning = name: value:
     lib.optional (builtins.typeOf value == "path")
@@ -48,7 +96,7 @@ let
     ++ lib.optional ((cfg.settings."bind-address" or null) != null) "bind-address";
 in
 {
-  imports = [ ./topology.nix ];
+  imports = [ ./topology.nix ./nixpkgs-compat.nix ];
 
   options.services.rke2 = {
     enable = lib.mkEnableOption "rke2, an RKE2-style highly available Kubernetes server or agent";
@@ -103,8 +151,24 @@ in
         Path of a file holding the cluster token (for agents: the agent token if the cluster
         has one). Passed to the service with LoadCredential and never copied into the Nix
         store; write it as a string, not a path literal. Required for agents and for servers
-        that join (settings.server set); a first server without one generates a token.
+        that join (settings.server set); a first server without one generates a token. The
+        file must exist before the unit starts (see nix/README.md, token bootstrapping).
       '';
+    };
+
+    token = lib.mkOption {
+      type = lib.types.str;
+      default = "";
+      description = ''
+        The cluster token as plain text (nixpkgs compatibility). It is written to the
+        world-readable Nix store, which evaluation warns about; prefer tokenFile.
+      '';
+    };
+
+    agentToken = lib.mkOption {
+      type = lib.types.str;
+      default = "";
+      description = "Servers only: the agent token as plain text (nixpkgs compatibility; lands in the world-readable Nix store, prefer agentTokenFile).";
     };
 
     agentTokenFile = lib.mkOption {
@@ -118,9 +182,12 @@ in
       type = lib.types.bool;
       default = false;
       description = ''
-        Servers: open the supervisor (9345), Kubernetes API (6443) and etcd client, peer and
-        metrics (2379-2381) ports, or the ports settings give instead. Agents listen only on
-        loopback, so nothing is opened for them.
+        Servers: open the supervisor (9345) and Kubernetes API (6443) ports to everyone, and
+        etcd's client, peer and metrics ports (2379-2381) only to the other servers of
+        services.rke2.cluster (nftables or iptables rules, whichever firewall backend the host
+        uses), or the ports settings give instead. Without a topology the other servers are
+        unknown and etcd's ports stay closed (with a warning). Agents listen only on loopback,
+        so nothing is opened for them.
       '';
     };
 
@@ -135,10 +202,14 @@ in
     };
 
     extraFlags = lib.mkOption {
-      type = lib.types.listOf lib.types.str;
+      type = lib.types.either lib.types.str (lib.types.listOf lib.types.str);
       default = [ ];
-      example = [ "--debug" ];
-      description = "Extra command-line flags for `rke2 server` / `rke2 agent`; they override config.yaml.";
+      example = [ "--debug" "--node-heartbeat-interval 5s" ];
+      description = ''
+        Extra command-line flags for `rke2 server` / `rke2 agent`; they override config.yaml.
+        Written into ExecStart= as given (systemd splits them into words and expands %/$), as
+        nixpkgs' module does.
+      '';
     };
   };
 
@@ -147,20 +218,28 @@ in
       map (message: { assertion = false; inherit message; }) settingsErrors
       ++ [
         {
-          assertion = isServer || hasServerUrl;
-          message = "services.rke2.settings.server is not set, but services.rke2.role is \"agent\": an agent registers through the cluster's fixed registration address, e.g. settings.server = \"https://rke2.example.internal:9345\" (or describe the cluster in services.rke2.cluster).";
+          assertion = isServer || hasServerUrl || !ownConfigFile;
+          message = "services.rke2.settings.server (nixpkgs' name: serverAddr) is not set, but services.rke2.role is \"agent\": an agent registers through the cluster's fixed registration address, e.g. settings.server = \"https://rke2.example.internal:9345\" (or describe the cluster in services.rke2.cluster).";
         }
         {
-          assertion = isServer || cfg.tokenFile != null;
+          assertion = isServer || token != null || !ownConfigFile;
           message = "services.rke2.tokenFile is not set, but services.rke2.role is \"agent\": an agent needs the cluster's (agent) token to join. Give the path of a file holding it as a string, e.g. \"/run/secrets/rke2-token\".";
         }
         {
-          assertion = !(isServer && hasServerUrl) || cfg.tokenFile != null;
+          assertion = !(isServer && hasServerUrl) || token != null || !ownConfigFile;
           message = "services.rke2.tokenFile is not set, but services.rke2.settings.server is: a server joining an existing cluster needs the cluster token. Give the path of a file holding it as a string, e.g. \"/run/secrets/rke2-token\".";
         }
         {
-          assertion = isServer || cfg.agentTokenFile == null;
-          message = "services.rke2.agentTokenFile is only used by servers; on an agent, put the path of the agent token in services.rke2.tokenFile.";
+          assertion = isServer || (cfg.agentTokenFile == null && cfg.agentToken == "");
+          message = "services.rke2.agentTokenFile / agentToken are only used by servers; on an agent, put the path of the agent token in services.rke2.tokenFile.";
+        }
+        {
+          assertion = cfg.tokenFile == null || cfg.token == "";
+          message = "services.rke2.token and services.rke2.tokenFile are both set; use one of them (tokenFile keeps the secret out of the Nix store).";
+        }
+        {
+          assertion = cfg.agentTokenFile == null || cfg.agentToken == "";
+          message = "services.rke2.agentToken and services.rke2.agentTokenFile are both set; use one of them (agentTokenFile keeps the secret out of the Nix store).";
         }
         {
           assertion = !(isServer && cfg.socketActivation) || socketPortMismatch == [ ];
@@ -171,11 +250,17 @@ in
     warnings =
       pathLiteralWarning "tokenFile" cfg.tokenFile
       ++ pathLiteralWarning "agentTokenFile" cfg.agentTokenFile
+      ++ lib.optional (cfg.token != "")
+        "services.rke2.token is a plain-text secret: it is written to the world-readable Nix store, readable by every user of this host. Put it in a file and set services.rke2.tokenFile instead."
+      ++ lib.optional (isServer && cfg.agentToken != "")
+        "services.rke2.agentToken is a plain-text secret: it is written to the world-readable Nix store, readable by every user of this host. Put it in a file and set services.rke2.agentTokenFile instead."
+      ++ lib.optional (isServer && cfg.openFirewall && peers == null)
+        "services.rke2.openFirewall opens only ${toString (port "supervisor-port")} and ${toString (port "https-listen-port")}: without services.rke2.cluster the other servers' addresses are unknown, so etcd's ports (${lib.concatMapStringsSep ", " toString etcdPorts}) stay closed. Describe the cluster in services.rke2.cluster, or open them for your servers in networking.firewall yourself."
       ++ lib.optional (droppedKeys != [ ])
         "services.rke2.settings: ${lib.concatStringsSep ", " droppedKeys} only apply to rke2 ${otherRole}; they are left out of this ${cfg.role}'s config.yaml.";
 
     environment.systemPackages = [ cfg.package ];
-    environment.etc."rancher/rke2/config.yaml".text = configText;
+    environment.etc."rancher/rke2/config.yaml" = lib.mkIf ownConfigFile { text = configText; };
 
     services.dbus.packages = [ cfg.package ];
 
@@ -183,13 +268,10 @@ in
     # NixOS drop-ins on top of them.
     systemd.packages = [ cfg.package ];
 
-    systemd.services.rke2-server = lib.mkIf isServer {
-      wantedBy = [ "multi-user.target" ];
-      restartTriggers = [ config.environment.etc."rancher/rke2/config.yaml".source ];
+    systemd.services.rke2-server = lib.mkIf isServer (unitDropIn // {
       path = [ cfg.etcdPackage ];
-      environment = { RKE2_ETCD_BIN = "${cfg.etcdPackage}/bin/etcd"; } // tokenEnvironment;
-      serviceConfig = { LoadCredential = credentials; } // execStart;
-    };
+      environment = cfg.environmentVars // { RKE2_ETCD_BIN = "${cfg.etcdPackage}/bin/etcd"; } // tokenEnvironment;
+    });
 
     # Masked when off, so the packaged socket cannot hold the ports rke2 binds itself.
     # Two socket units: FileDescriptorName= names every fd of a unit alike, so 9345
@@ -199,21 +281,14 @@ in
     systemd.sockets.rke2-server-api = lib.mkIf isServer
       (if cfg.socketActivation then { wantedBy = [ "sockets.target" ]; } else { enable = false; });
 
-    systemd.services.rke2-agent = lib.mkIf (!isServer) {
-      wantedBy = [ "multi-user.target" ];
-      restartTriggers = [ config.environment.etc."rancher/rke2/config.yaml".source ];
-      environment = tokenEnvironment;
-      serviceConfig = { LoadCredential = credentials; } // execStart;
-    };
+    systemd.services.rke2-agent = lib.mkIf (!isServer) (unitDropIn // {
+      environment = cfg.environmentVars // tokenEnvironment;
+    });
 
-    networking.firewall = lib.mkIf (isServer && cfg.openFirewall) {
-      allowedTCPPorts = map port [
-        "supervisor-port"
-        "https-listen-port"
-        "etcd-client-port"
-        "etcd-peer-port"
-        "etcd-metrics-port"
-      ];
-    };
+    networking.firewall = lib.mkIf (isServer && cfg.openFirewall) (lib.mkMerge [
+      { allowedTCPPorts = map port [ "supervisor-port" "https-listen-port" ]; }
+      (lib.mkIf (etcdRules.nftables != "" && nftables) { extraInputRules = etcdRules.nftables; })
+      (lib.mkIf (etcdRules.iptables != "" && !nftables) { extraCommands = etcdRules.iptables; })
+    ]);
   };
 }

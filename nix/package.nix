@@ -6,18 +6,16 @@
 let
   src = ../.;
   cargoToml = builtins.fromTOML (builtins.readFile ../Cargo.toml);
-  # Only what the build reads, so editing nix/ or docs does not rebuild the binary.
-  keep = [ "Cargo.toml" "Cargo.lock" "clippy.toml" "src" "tests" "systemd" "dbus" "examples" ];
 in
 rustPlatform.buildRustPackage {
   pname = "rke2";
   inherit (cargoToml.package) version;
 
+  # Only what the build reads (nix/source-filter.nix, tested by tests/nix_eval.rs).
   src = lib.cleanSourceWith {
     inherit src;
-    filter = path: _type:
-      let rel = lib.removePrefix (toString src + "/") (toString path); in
-      lib.any (k: rel == k || lib.hasPrefix (k + "/") rel) keep;
+    name = "rke2-source";
+    filter = import ./source-filter.nix { root = src; };
   };
 
   cargoLock.lockFile = ../Cargo.lock;

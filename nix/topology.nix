@@ -123,6 +123,13 @@ in
       '';
     };
 
+    peerServerAddresses = lib.mkOption {
+      type = types.nullOr (types.listOf types.str);
+      default = null;
+      internal = true;
+      description = "The other servers' addresses from services.rke2.cluster (null without a topology); openFirewall lets only them reach etcd.";
+    };
+
     hostName = lib.mkOption {
       type = types.str;
       default = config.networking.hostName;
@@ -147,6 +154,8 @@ in
       settings = lib.mapAttrs (_: lib.mkDefault) host.settings;
       tokenFile = lib.mkDefault host.tokenFile;
       agentTokenFile = lib.mkDefault host.agentTokenFile;
+      peerServerAddresses = lib.mkIf (host.role == "server")
+        (rke2Lib.peerServerAddresses { cluster = cfg.cluster; hostName = cfg.hostName; });
     };
   };
 }

@@ -88,9 +88,20 @@ fn output_arg() -> Arg {
         .help("Output format")
 }
 
+/// `--node`: which server on the bus to ask (its per-node bus name), for hosts or test buses
+/// with several servers.
+fn node_arg() -> Arg {
+    Arg::new("node")
+        .long("node")
+        .value_name("NODE")
+        .global(true)
+        .help("Ask this server node (bus name io.rke2.Server.<NODE>) instead of the one owning io.rke2.Server")
+}
+
 fn token_command() -> Command {
     Command::new("token")
         .about("Manage bootstrap tokens and the server token of the running server (over D-Bus)")
+        .arg(node_arg())
         .subcommand_required(true)
         .arg_required_else_help(true)
         .subcommand(
@@ -150,6 +161,7 @@ fn node_command() -> Command {
     let name = || Arg::new("name").value_name("NODE").required(true);
     Command::new("node")
         .about("Manage the nodes of the running server's cluster (over D-Bus)")
+        .arg(node_arg())
         .subcommand_required(true)
         .arg_required_else_help(true)
         .subcommand(Command::new("list").about("List nodes").arg(output_arg()))
@@ -264,7 +276,8 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 
 async fn run_token(sub: &str, args: &ArgMatches) -> Result<String, AdminCliError> {
     let conn = client::connect().await?;
-    let tokens = client::tokens(&conn).await?;
+    let target = args.get_one::<String>("node").map(String::as_str);
+    let tokens = client::tokens(&conn, target).await?;
     match sub {
         "create" => {
             let ttl = args.get_one::<String>("ttl").expect("defaulted");
@@ -297,7 +310,10 @@ async fn run_token(sub: &str, args: &ArgMatches) -> Result<String, AdminCliError
                 .cloned()
                 .unwrap_or_default();
             let token = tokens.rotate_server_token(&new).await?;
-            eprintln!("Token rotated, restart rke2 nodes with new token");
+            eprintln!(
+                "Token rotated; every running server has written it to its server/token. \
+                 Put it in each node's token setting before that node's next restart"
+            );
             Ok(format!("{token}\n"))
         }
         other => unreachable!("clap only accepts known subcommands, not {other}"),
@@ -306,7 +322,8 @@ async fn run_token(sub: &str, args: &ArgMatches) -> Result<String, AdminCliError
 
 async fn run_node(sub: &str, args: &ArgMatches) -> Result<String, AdminCliError> {
     let conn = client::connect().await?;
-    let nodes = client::nodes(&conn).await?;
+    let target = args.get_one::<String>("node").map(String::as_str);
+    let nodes = client::nodes(&conn, target).await?;
     let name = || args.get_one::<String>("name").cloned().unwrap_or_default();
     match sub {
         "list" => {

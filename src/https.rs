@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -18,8 +18,220 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
 
-/// TLS handshake deadline for inbound connections.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Limits every inbound connection on 6443 and 9345 lives under (docs/limits.md): no client
+/// may hold a connection, a task or memory for long without completing requests.
+pub mod limits {
+    use std::time::Duration;
+
+    /// TLS handshake deadline: a TCP connection that never sends a ClientHello is closed.
+    pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Deadline for a request's headers, counted from when the connection is ready for the
+    /// next request, so it is also the idle keep-alive timeout.
+    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Deadline for a whole request body once its headers arrived (3 MiB at 50 KiB/s).
+    pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Largest body either port accepts (upstream's `MaxRequestBodyBytes`); a larger
+    /// `Content-Length` is refused before any of the body is read. Routers enforce their own,
+    /// smaller caps on what they actually read.
+    pub const MAX_REQUEST_BODY: u64 = 3 * 1024 * 1024;
+    /// Our header limits, answered with Status objects. Hyper's own limits are set above them
+    /// ([`HYPER_MAX_HEADERS`], and its 64 KiB URI and ~400 KiB buffer limits) so that hyper's
+    /// body-less 414/431 replies only meet requests far beyond ours.
+    pub const MAX_HEADERS: usize = 100;
+    pub const MAX_HEADER_BYTES: usize = 128 * 1024;
+    pub const MAX_URI_BYTES: usize = 32 * 1024;
+    pub const HYPER_MAX_HEADERS: usize = 200;
+    /// Connections one client address may hold while unauthenticated (handshaking, or without
+    /// a client certificate); more are closed at once. Certificate holders (kubelets, kubectl)
+    /// are not counted once the handshake verified them.
+    pub const MAX_UNAUTHENTICATED_PER_ADDRESS: usize = 64;
+}
+
+/// A minimal Kubernetes `Status` response: both ports answer every error with one.
+pub fn status_response(
+    code: http::StatusCode,
+    reason: &str,
+    message: &str,
+) -> http::Response<axum::body::Body> {
+    let body = serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code.as_u16(),
+    });
+    let mut resp = http::Response::new(axum::body::Body::from(body.to_string()));
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Installs a panic hook that logs one line (thread, location, message) through tracing
+/// instead of the default multi-line report; request handlers' panics are also caught by
+/// [`serve`] and answered 500, so one bad request costs one log line.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(non-string payload)".to_string());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        tracing::error!(
+            component = "panic",
+            thread = thread.name().unwrap_or("unnamed"),
+            location,
+            "panic: {}",
+            message.replace('\n', " ")
+        );
+    }));
+}
+
+/// Counts unauthenticated connections per client address.
+#[derive(Debug, Default)]
+struct AddressSlots {
+    counts: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One held slot; released on drop.
+struct Slot {
+    slots: Arc<AddressSlots>,
+    ip: std::net::IpAddr,
+}
+
+impl AddressSlots {
+    fn acquire(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<Slot> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            slots: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.slots.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A request body that fails once [`limits::BODY_READ_TIMEOUT`] has passed since its headers,
+/// so a client announcing a body and sending it slowly (or never) cannot hold a handler.
+struct DeadlineBody {
+    inner: hyper::body::Incoming,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+/// The error a [`DeadlineBody`] ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body was not received within {0:?}")]
+pub struct BodyTimeout(Duration);
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(r) => Poll::Ready(r.map(|f| f.map_err(Into::into))),
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    Poll::Ready(Some(Err(BodyTimeout(limits::BODY_READ_TIMEOUT).into())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Refusals decided from the request head alone, before the router sees it.
+fn check_head(
+    req: &hyper::Request<hyper::body::Incoming>,
+) -> Option<http::Response<axum::body::Body>> {
+    use http::StatusCode;
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_len > limits::MAX_URI_BYTES {
+        return Some(status_response(
+            StatusCode::URI_TOO_LONG,
+            "RequestURITooLong",
+            &format!(
+                "the request URI is {uri_len} bytes long; at most {} are accepted",
+                limits::MAX_URI_BYTES
+            ),
+        ));
+    }
+    let headers = req.headers();
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if headers.len() > limits::MAX_HEADERS || header_bytes > limits::MAX_HEADER_BYTES {
+        return Some(status_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "RequestHeaderFieldsTooLarge",
+            &format!(
+                "the request has {} header fields ({header_bytes} bytes); at most {} fields and {} bytes are accepted",
+                headers.len(),
+                limits::MAX_HEADERS,
+                limits::MAX_HEADER_BYTES
+            ),
+        ));
+    }
+    let length = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(length) = length.filter(|l| *l > limits::MAX_REQUEST_BODY) {
+        let mut resp = status_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            &format!(
+                "the request body of {length} bytes is larger than {} bytes",
+                limits::MAX_REQUEST_BODY
+            ),
+        );
+        // The body will not be read: the connection cannot carry another request.
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        return Some(resp);
+    }
+    None
+}
 
 /// TLS setup errors.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +328,8 @@ fn identity_of(der: &CertificateDer<'_>) -> Option<CertIdentity> {
 }
 
 /// Serves `router` with TLS on `listener` until `cancel` fires; each request carries a
-/// [`ConnInfo`] extension.
+/// [`ConnInfo`] extension. Every connection lives under [`limits`]; a panic in the router
+/// becomes a 500 Status (logged once by the panic hook), never a dropped connection.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
@@ -125,6 +338,12 @@ pub async fn serve(
     component: &'static str,
 ) {
     let local = listener.local_addr().ok();
+    let slots = Arc::new(AddressSlots::default());
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits::HEADER_READ_TIMEOUT)
+        .max_headers(limits::HYPER_MAX_HEADERS);
+    let http = Arc::new(http);
     loop {
         let (tcp, remote) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -137,20 +356,36 @@ pub async fn serve(
                 }
             }
         };
+        let Some(slot) = slots.acquire(remote.ip(), limits::MAX_UNAUTHENTICATED_PER_ADDRESS) else {
+            tracing::debug!(
+                component,
+                remote_addr = %remote,
+                "closing a connection: too many unauthenticated connections from this address"
+            );
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let cfg = tls.clone();
         let router = router.clone();
         let cancel = cancel.clone();
+        let http = http.clone();
         let local = tcp.local_addr().ok().or(local).unwrap_or(remote);
         tokio::spawn(async move {
             let acceptor = TlsAcceptor::from(cfg);
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let handshake = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = tokio::time::timeout(limits::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => r,
+            };
+            let stream = match handshake {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(component, remote_addr = %remote, "TLS handshake failed: {e}");
                     return;
                 }
-                Err(_) => return,
+                Err(_) => {
+                    tracing::debug!(component, remote_addr = %remote, "TLS handshake timed out");
+                    return;
+                }
             };
             let identity = stream
                 .get_ref()
@@ -158,6 +393,13 @@ pub async fn serve(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(identity_of);
+            // Verified certificate holders no longer count against their address.
+            let _slot = if identity.is_some() {
+                drop(slot);
+                None
+            } else {
+                Some(slot)
+            };
             let info = ConnInfo {
                 remote,
                 local,
@@ -165,16 +407,39 @@ pub async fn serve(
             };
             let service = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    let refused = check_head(&req);
                     req.extensions_mut().insert(info.clone());
                     let mut router = router.clone();
                     async move {
+                        use futures_util::FutureExt as _;
                         use tower::Service;
-                        router.call(req.map(axum::body::Body::new)).await
+                        if let Some(resp) = refused {
+                            return Ok::<_, std::convert::Infallible>(resp);
+                        }
+                        let req = req.map(|inner| {
+                            axum::body::Body::new(DeadlineBody {
+                                inner,
+                                deadline: Box::pin(tokio::time::sleep(limits::BODY_READ_TIMEOUT)),
+                            })
+                        });
+                        let call = std::panic::AssertUnwindSafe(router.call(req));
+                        match call.catch_unwind().await {
+                            Ok(Ok(resp)) => Ok(resp),
+                            Ok(Err(never)) => match never {},
+                            // The hook logged the panic; the client gets a Status, and nothing
+                            // the handler held outlives it (it is dropped with the future).
+                            Err(_) => Ok(status_response(
+                                http::StatusCode::INTERNAL_SERVER_ERROR,
+                                "InternalError",
+                                "an internal error occurred while handling the request",
+                            )),
+                        }
                     }
                 },
             );
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let conn = http
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
@@ -466,4 +731,155 @@ pub fn basic_auth(user: &str, password: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{CertAuthority, LeafSpec};
+
+    /// A TLS server on 127.0.0.1 running `router` through [`serve`], and a client for it.
+    async fn start(router: axum::Router) -> (SocketAddr, HttpsClient, CancellationToken) {
+        let ca = CertAuthority::generate("test").unwrap();
+        let (chain, key) = ca
+            .issue_with_new_key(&LeafSpec::server("localhost", vec!["localhost".into()]))
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            server_config(&chain, &key, None).unwrap(),
+            router,
+            cancel.clone(),
+            "test",
+        ));
+        let client = HttpsClient::new(
+            &ServerTrust::Ca(ca.cert_pem.clone()),
+            None,
+            Duration::from_secs(10),
+        )
+        .unwrap()
+        .with_server_name("localhost");
+        (addr, client, cancel)
+    }
+
+    fn status_of(r: &Response) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_else(|e| {
+            panic!("{} is not JSON: {e}: {}", r.status, r.text());
+        });
+        assert_eq!(v["kind"], "Status", "{v}");
+        assert_eq!(v["code"], r.status, "{v}");
+        v
+    }
+
+    /// A panicking handler answers 500 with a Status, and the server keeps serving.
+    #[tokio::test]
+    async fn handler_panic_is_a_500_status() {
+        use axum::routing::get;
+        let router = axum::Router::new()
+            .route(
+                "/boom",
+                get(|| async {
+                    let v: Vec<u8> = Vec::new();
+                    // An out-of-bounds index, like the slicing bug this guards against.
+                    format!("{}", v[std::hint::black_box(3)])
+                }),
+            )
+            .route("/ok", get(|| async { "ok" }));
+        let (addr, client, cancel) = start(router).await;
+        for _ in 0..3 {
+            let r = client
+                .request(
+                    http::Method::GET,
+                    &format!("https://{addr}/boom"),
+                    &[],
+                    None,
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.status, 500);
+            assert_eq!(status_of(&r)["reason"], "InternalError");
+        }
+        let r = client
+            .request(http::Method::GET, &format!("https://{addr}/ok"), &[], None)
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+        cancel.cancel();
+    }
+
+    /// Our header, URI and Content-Length limits answer Status objects before the router runs.
+    #[tokio::test]
+    async fn head_limits_answer_status_objects() {
+        use axum::routing::any;
+        let router = axum::Router::new().fallback(any(|| async { "reached" }));
+        let (addr, client, cancel) = start(router).await;
+        let url = format!("https://{addr}/x");
+        let many: Vec<(String, String)> = (0..limits::MAX_HEADERS + 5)
+            .map(|i| (format!("x-h{i}"), "v".to_string()))
+            .collect();
+        let many: Vec<(&str, String)> = many.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let r = client
+            .request(http::Method::GET, &url, &many, None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 431);
+        status_of(&r);
+        let big = [("x-big", "v".repeat(limits::MAX_HEADER_BYTES))];
+        let r = client
+            .request(http::Method::GET, &url, &big, None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 431);
+        let long = format!("{url}?q={}", "a".repeat(limits::MAX_URI_BYTES));
+        let r = client
+            .request(http::Method::GET, &long, &[], None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 414);
+        status_of(&r);
+        // A Content-Length beyond the cap is refused at once, with no body ever sent.
+        let r = raw_request(
+            addr,
+            &client,
+            "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n",
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+        assert!(r.contains("\"reason\":\"RequestEntityTooLarge\""), "{r}");
+        // Within the limits the router answers.
+        let r = client
+            .request(http::Method::GET, &url, &many[..10], None)
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "reached"));
+        cancel.cancel();
+    }
+
+    /// Sends `head` over TLS and reads until the server closes or 10 s pass.
+    async fn raw_request(addr: SocketAddr, client: &HttpsClient, head: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut tls = TlsConnector::from(client.tls.clone())
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        tls.write_all(head.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn address_slots_are_released() {
+        let slots = Arc::new(AddressSlots::default());
+        let ip: std::net::IpAddr = [127, 0, 0, 9].into();
+        let held: Vec<Slot> = (0..3).map(|_| slots.acquire(ip, 3).unwrap()).collect();
+        assert!(slots.acquire(ip, 3).is_none());
+        assert!(slots.acquire([127, 0, 0, 10].into(), 3).is_some());
+        drop(held);
+        assert!(slots.acquire(ip, 3).is_some());
+        assert!(slots.counts.lock().unwrap().is_empty());
+    }
 }

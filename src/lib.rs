@@ -37,6 +37,8 @@ pub mod logging;
 pub mod paths;
 /// Certificate authorities and leaf certificates.
 pub mod pki;
+/// The resource registry: every served kind, declared once.
+pub mod registry;
 /// `rke2 server`: the orchestration of a server node.
 pub mod server;
 /// The registration (supervisor) API on 9345.

@@ -54,6 +54,7 @@ fn main() -> ExitCode {
         env.get("JOURNAL_STREAM").map(String::as_str),
         env.get("RUST_LOG").map(String::as_str),
     );
+    rke2::https::install_panic_hook();
     for w in warnings {
         tracing::warn!(component = "config", "{w}");
     }

@@ -38,8 +38,16 @@ pub enum TokenError {
         "invalid token format: expected K10<CA-HASH>::<USERNAME>:<PASSWORD>, <PASSWORD> or a bootstrap token <id>.<secret>"
     )]
     InvalidFormat,
-    #[error("invalid token CA hash length: expected 64 hex characters, got {0}")]
+    #[error(
+        "invalid token CA hash: expected 64 hexadecimal characters between \"K10\" and \"::\", got {0}"
+    )]
     InvalidHashLength(usize),
+    /// The hash has the right length but a character outside `0-9a-fA-F`. The character itself
+    /// is not printed: a mistyped token may carry its password there.
+    #[error(
+        "invalid token CA hash: character {position} of 64 is not a hexadecimal digit (0-9, a-f)"
+    )]
+    InvalidHashCharacter { position: usize },
     #[error(
         "failed to normalize server token; must be in format K10<CA-HASH>::<USERNAME>:<PASSWORD> or <PASSWORD>"
     )]
@@ -105,9 +113,12 @@ impl JoinToken {
         };
         let rest = &full[3..];
         let (hash, creds) = rest.split_once("::").ok_or(TokenError::InvalidFormat)?;
-        let ca_hash = match hash.len() {
+        let ca_hash = match hash.chars().count() {
             0 => None,
-            64 if hash.bytes().all(|b| b.is_ascii_hexdigit()) => Some(hash.to_ascii_lowercase()),
+            64 => match hash.chars().position(|c| !c.is_ascii_hexdigit()) {
+                None => Some(hash.to_ascii_lowercase()),
+                Some(i) => return Err(TokenError::InvalidHashCharacter { position: i + 1 }),
+            },
             n => return Err(TokenError::InvalidHashLength(n)),
         };
         let credentials = if is_bootstrap_token(creds) {
@@ -368,6 +379,20 @@ mod tests {
             Err(TokenError::InvalidHashLength(3))
         ));
         assert!(matches!(JoinToken::parse(""), Err(TokenError::Empty)));
+        // Right length, wrong characters: the message says which, not "got 64".
+        let bad_hash = format!("K10{}g{}::server:pw", &HASH[..10], &HASH[11..]);
+        let e = JoinToken::parse(&bad_hash).unwrap_err();
+        assert!(
+            matches!(e, TokenError::InvalidHashCharacter { position: 11 }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("character 11 of 64"), "{e}");
+        assert!(!e.to_string().contains("got 64"), "{e}");
+        // Lengths count characters, so multi-byte input is described as typed.
+        assert!(matches!(
+            JoinToken::parse("K10\u{e9}\u{e9}::server:pw"),
+            Err(TokenError::InvalidHashLength(2))
+        ));
         assert!(matches!(
             JoinToken::parse(&format!("K10{HASH}::server:")),
             Err(TokenError::InvalidFormat)

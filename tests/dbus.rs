@@ -7,6 +7,7 @@ mod common;
 
 use std::fs;
 use std::path::Path;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::bus::*;
@@ -797,4 +798,262 @@ fn rotate_server_token_over_dbus() {
     assert_eq!(warnings, 1, "{}", s2.daemon.log_tail());
     drop(a1);
     eprintln!("rotate test took {:?}", started.elapsed());
+}
+
+/// Replaces `from` with `to` in a server's config file (the token setting).
+fn replace_in_config(node: &ServerNode, from: &str, to: &str) {
+    let text = fs::read_to_string(&node.config).unwrap();
+    assert!(
+        text.contains(from),
+        "{} lacks {from}",
+        node.config.display()
+    );
+    fs::write(&node.config, text.replace(from, to)).unwrap();
+}
+
+#[test]
+fn server_token_rotation_reaches_every_server() {
+    require_tool("etcd", "etcd-server");
+    require_tool("kubectl", "kubectl");
+    require_tool("busctl", "systemd");
+    let started = Instant::now();
+    let block = AddrBlock::new();
+    let root = tempfile::tempdir().unwrap();
+    set_mode(root.path(), 0o755);
+    let bus = Bus::start(&root.path().join("bus"));
+    let old = "rotation-old-token";
+    let mut s1 = start_server_on(
+        "t1",
+        block.ip(1),
+        root.path(),
+        &[("token", old.into())],
+        Some(&bus),
+    );
+    wait_on_bus(&bus, "io.rke2.Server", "/io/rke2/Server", &mut s1.daemon);
+    let joiners: Vec<ServerNode> = [("t2", 2), ("t3", 3)]
+        .iter()
+        .map(|(name, host)| {
+            start_server_on(
+                name,
+                block.ip(*host),
+                root.path(),
+                &[("server", s1.supervisor()), ("token", old.into())],
+                None,
+            )
+        })
+        .collect();
+    let mut servers = vec![s1];
+    servers.extend(joiners);
+    let a1 = start_agent("ta1", block.ip(11), servers[0].ip, root.path(), old, None);
+    for name in ["t1", "t2", "t3", "ta1"] {
+        wait_node_ready(&servers[0].kubeconfig, name, READY);
+    }
+    let before: Vec<String> = servers.iter().map(ServerNode::token).collect();
+    assert!(
+        before
+            .iter()
+            .all(|t| t.ends_with("::server:rotation-old-token"))
+    );
+
+    // Rotate on t1 with the CLI: every server's token file follows within a bounded wait.
+    let out = rke2_cli(
+        &bus.address(),
+        false,
+        &["token", "rotate", "--new-token", "rotation-new-token"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let new = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(new.ends_with("::server:rotation-new-token"), "{new}");
+    wait_for(
+        Duration::from_secs(15),
+        "every server's server/token to hold the new token",
+        || servers.iter().all(|s| s.token() == new).then_some(()),
+    );
+    for s in &servers {
+        let node_token = s.data_dir().join("server/node-token");
+        assert_eq!(fs::read_to_string(&node_token).unwrap().trim(), new);
+        assert_eq!(mode(&s.data_dir().join("server/token")), 0o600);
+        assert!(
+            !s.daemon.log_text().contains("rotation-new-token"),
+            "the token leaked into {}'s log",
+            s.daemon.name
+        );
+    }
+    assert!(
+        servers[2]
+            .daemon
+            .log_text()
+            .contains("the server token was rotated on t1"),
+        "{}",
+        servers[2].daemon.log_tail()
+    );
+    // The joined agent keeps working across the rotation.
+    wait_node_ready(&servers[0].kubeconfig, "ta1", Duration::from_secs(10));
+
+    // Two rotations at once: each either wins or is refused with Conflict, never half-applied;
+    // every server converges on the winner.
+    let race: Vec<Output> = std::thread::scope(|sc| {
+        let handles: Vec<_> = ["rotation-race-a", "rotation-race-b"]
+            .iter()
+            .map(|t| {
+                let addr = bus.address();
+                sc.spawn(move || rke2_cli(&addr, false, &["token", "rotate", "--new-token", t]))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let winners: Vec<String> = race
+        .iter()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .collect();
+    for o in race.iter().filter(|o| !o.status.success()) {
+        assert!(text(o).contains("Conflict"), "{}", text(o));
+    }
+    assert!(!winners.is_empty(), "no rotation succeeded");
+    wait_for(
+        Duration::from_secs(15),
+        "every server on the same, last rotated token",
+        || {
+            let t = servers[0].token();
+            (winners.contains(&t) && servers.iter().all(|s| s.token() == t)).then_some(())
+        },
+    );
+    let new = servers[0].token();
+
+    // Stop all; restart all with the new token in their configs: the cluster comes back.
+    for s in servers.iter_mut() {
+        s.daemon.stop();
+        replace_in_config(s, old, &new);
+    }
+    let bus_env = bus.address();
+    for (i, s) in servers.iter_mut().enumerate() {
+        let no_bus = format!("unix:path={}", s.dir.join("no-bus").display());
+        let addr = if i == 0 { &bus_env } else { &no_bus };
+        s.restart(&[("DBUS_SYSTEM_BUS_ADDRESS", addr.as_str())]);
+    }
+    for s in servers.iter_mut() {
+        s.daemon.wait_log("ready:", READY);
+    }
+    for name in ["t1", "t2", "t3", "ta1"] {
+        wait_node_ready(&servers[0].kubeconfig, name, READY);
+    }
+
+    // t3 restarted with the old token in its config is told exactly which setting to change.
+    let t3 = &mut servers[2];
+    t3.daemon.stop();
+    replace_in_config(t3, &new, old);
+    t3.restart(&[(
+        "DBUS_SYSTEM_BUS_ADDRESS",
+        &format!("unix:path={}", t3.dir.join("no-bus").display()),
+    )]);
+    let code = t3.daemon.wait_exit(READY);
+    assert_ne!(code, Some(0), "{}", t3.daemon.log_tail());
+    let log = t3.daemon.log_text();
+    let expected_setting = format!("`token` in {}:", t3.config.display());
+    let token_file = t3.data_dir().join("server/token");
+    assert!(
+        log.contains("the server token was rotated on t1")
+            && log.contains(&expected_setting)
+            && log.contains(&token_file.display().to_string()),
+        "{}",
+        t3.daemon.log_tail()
+    );
+    assert_eq!(t3.token(), new, "the token file holds the current token");
+    // Following the message (the token file's content in the config) works.
+    replace_in_config(t3, old, &new);
+    t3.restart(&[(
+        "DBUS_SYSTEM_BUS_ADDRESS",
+        &format!("unix:path={}", t3.dir.join("no-bus").display()),
+    )]);
+    t3.daemon.wait_log("ready:", READY);
+    wait_node_ready(&servers[0].kubeconfig, "ta1", Duration::from_secs(30));
+    drop(a1);
+    eprintln!("rotation test took {:?}", started.elapsed());
+}
+
+#[test]
+fn two_servers_on_one_bus_are_each_addressable() {
+    require_tool("etcd", "etcd-server");
+    require_tool("kubectl", "kubectl");
+    require_tool("busctl", "systemd");
+    let block = AddrBlock::new();
+    let root = tempfile::tempdir().unwrap();
+    set_mode(root.path(), 0o755);
+    let bus = Bus::start(&root.path().join("bus"));
+    let mut d1 = start_server_on(
+        "d1",
+        block.ip(1),
+        root.path(),
+        &[("token", "two-on-a-bus".into())],
+        Some(&bus),
+    );
+    wait_on_bus(&bus, "io.rke2.Server", "/io/rke2/Server", &mut d1.daemon);
+    let mut d2 = start_server_on(
+        "d2",
+        block.ip(2),
+        root.path(),
+        &[
+            ("server", d1.supervisor()),
+            ("token", "two-on-a-bus".into()),
+        ],
+        Some(&bus),
+    );
+    wait_on_bus(&bus, "io.rke2.Server.d2", "/io/rke2/Server", &mut d2.daemon);
+    d2.daemon.wait_log("ready:", READY);
+    // Only the owner claims the shared name; the other says it serves its own name only.
+    assert!(
+        d1.daemon
+            .log_text()
+            .contains("serving io.rke2.Server and io.rke2.Server.d1"),
+        "{}",
+        d1.daemon.log_tail()
+    );
+    let d2_log = d2.daemon.log_text();
+    assert!(
+        d2_log.contains(
+            "io.rke2.Server is owned by another node on this bus; serving io.rke2.Server.d2 only"
+        ),
+        "{}",
+        d2.daemon.log_tail()
+    );
+    assert!(!d2_log.contains("serving io.rke2.Server and"), "{d2_log}");
+    // Both reachable by per-node name, with the CLI's --node.
+    for node in ["d1", "d2"] {
+        let name = get_node_name(&bus, &format!("io.rke2.Server.{node}"));
+        assert_eq!(name, node);
+    }
+    let out = rke2_cli(&bus.address(), true, &["node", "list", "--node", "d2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("d1") && text(&out).contains("d2"));
+    // The owner stops: the queued one takes the shared name, and the plain CLI still works.
+    d1.daemon.stop();
+    d2.daemon
+        .wait_log("io.rke2.Server acquired", Duration::from_secs(30));
+    assert_eq!(get_node_name(&bus, "io.rke2.Server"), "d2");
+    // d2 alone has no etcd quorum, so it may answer NotReady: what matters is that it answers.
+    let out = rke2_cli(&bus.address(), true, &["node", "list"]);
+    assert!(
+        out.status.success() || text(&out).contains("(io.rke2.Error.NotReady)"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// The `NodeName` property of the daemon owning `name`.
+fn get_node_name(bus: &Bus, name: &str) -> String {
+    busctl_json(
+        bus,
+        true,
+        &[
+            "get-property",
+            name,
+            "/io/rke2/Server",
+            "io.rke2.Cluster1",
+            "NodeName",
+        ],
+    )["data"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }

@@ -75,18 +75,6 @@ fn voters(node: &ServerNode) -> Option<usize> {
     })
 }
 
-fn leader_index(c: &Cluster) -> Option<usize> {
-    for (i, s) in c.servers.iter().enumerate() {
-        let out = etcdctl(s, &["endpoint", "status", "-w", "json"]);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        let st = &v[0]["Status"];
-        if st["leader"].as_u64().is_some() && st["leader"] == st["header"]["member_id"] {
-            return Some(i);
-        }
-    }
-    None
-}
-
 #[test]
 fn three_servers_and_an_agent_survive_a_server_loss() {
     let block = AddrBlock::new();
@@ -144,7 +132,7 @@ fn three_servers_and_an_agent_survive_a_server_loss() {
     }
 
     // Kill the etcd leader's daemon.
-    let li = leader_index(&c).expect("a leader");
+    let li = etcd_leader(&c.servers).expect("a leader");
     let killed_name = c.servers[li].daemon.name.clone();
     c.servers[li].daemon.kill9();
     let t = Instant::now();

@@ -14,13 +14,7 @@ use common::*;
 const READY: Duration = Duration::from_secs(60);
 
 fn start(name: &str, extra: &[(&'static str, String)]) -> (tempfile::TempDir, ServerNode) {
-    require_tool("etcd", "etcd-server");
-    require_tool("kubectl", "kubernetes-client");
-    require_tool("curl", "curl");
-    let block = AddrBlock::new();
-    let root = tempfile::tempdir().unwrap();
-    let mut s = start_server(name, block.ip(1), root.path(), extra);
-    s.daemon.wait_log("ready:", READY);
+    let (root, _, s) = start_ready_server(name, extra, READY);
     (root, s)
 }
 
@@ -463,24 +457,7 @@ fn authentication_and_node_restriction() {
         false,
     );
     let as_cert = |c: &Path, k: &Path, method: &str, body: Option<&str>| {
-        let mut args = vec![
-            "--cert".to_string(),
-            c.display().to_string(),
-            "--key".into(),
-            k.display().to_string(),
-            "-X".into(),
-            method.into(),
-        ];
-        if let Some(b) = body {
-            args.extend([
-                "-H".into(),
-                "Content-Type: application/merge-patch+json".into(),
-                "--data".into(),
-                b.into(),
-            ]);
-        }
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        curl(&url, &s.ca(), &refs)
+        curl_as(&url, &s.ca(), c, k, method, body)
     };
     let (code, body) = as_cert(&other_c, &other_k, "PATCH", Some(patch));
     assert_eq!(code, 403, "{body}");

@@ -21,24 +21,14 @@ fn api_as(
     path: &str,
     merge_patch: Option<&str>,
 ) -> (u16, String) {
-    let mut args = vec![
-        "--cert".to_string(),
-        cert.display().to_string(),
-        "--key".into(),
-        key.display().to_string(),
-        "-X".into(),
-        method.into(),
-    ];
-    if let Some(b) = merge_patch {
-        args.extend([
-            "-H".into(),
-            "Content-Type: application/merge-patch+json".into(),
-            "--data".into(),
-            b.into(),
-        ]);
-    }
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    curl(&format!("https://{}:6443{path}", s.ip), &s.ca(), &refs)
+    curl_as(
+        &format!("https://{}:6443{path}", s.ip),
+        &s.ca(),
+        cert,
+        key,
+        method,
+        merge_patch,
+    )
 }
 
 /// The kubelet client certificate an agent (or server) wrote under its data directory.

@@ -115,8 +115,15 @@ fn first_server_serves_supervisor_api_and_runs_etcd() {
     );
     assert_eq!(code, 200);
     assert!(body.contains(&format!("{}:6443", s1.ip)), "{body}");
+    // The member list needs the server token, even from a local address.
     let (code, body) = curl(&format!("{}/db/info", s1.supervisor()), &s1.ca(), &[]);
-    assert_eq!(code, 200);
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = curl(
+        &format!("{}/db/info", s1.supervisor()),
+        &s1.ca(),
+        &["-u", "server:core-test-token"],
+    );
+    assert_eq!(code, 200, "{body}");
     let info: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(info["members"].as_array().unwrap().len(), 1);
     let (code, _) = curl(&format!("{}/nope", s1.supervisor()), &s1.ca(), &[]);

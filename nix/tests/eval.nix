@@ -224,4 +224,24 @@ in
   (case "portOf reads ints, numeric strings and defaults" [ 9345 16443 2400 ]
     (map (lib.portOf { "https-listen-port" = "16443"; "etcd-client-port" = 2400; })
       [ "supervisor-port" "https-listen-port" "etcd-client-port" ]))
+
+  # --- firewall and command-line rendering -------------------------------------------------
+  (case "the other servers' addresses, as seen from s2" [ "10.0.0.1" "10.0.0.3" ]
+    (lib.peerServerAddresses { inherit cluster; hostName = "s2"; }))
+  (case "etcd rules for both firewall backends, IPv4 and IPv6 apart"
+    {
+      nftables = "ip saddr { 10.0.0.1, 10.0.0.3 } tcp dport { 2379, 2380, 2381 } accept\nip6 saddr { fd00::2 } tcp dport { 2379, 2380, 2381 } accept";
+      iptables = "iptables -A nixos-fw -p tcp -s 10.0.0.1 -m multiport --dports 2379,2380,2381 -j nixos-fw-accept\n"
+        + "iptables -A nixos-fw -p tcp -s 10.0.0.3 -m multiport --dports 2379,2380,2381 -j nixos-fw-accept\n"
+        + "ip6tables -A nixos-fw -p tcp -s fd00::2 -m multiport --dports 2379,2380,2381 -j nixos-fw-accept";
+    }
+    (lib.restrictedPortRules { addresses = [ "10.0.0.1" "fd00::2" "10.0.0.3" ]; ports = [ 2379 2380 2381 ]; }))
+  (case "no peers, no rules" { nftables = ""; iptables = ""; }
+    (lib.restrictedPortRules { addresses = [ ]; ports = [ 2379 ]; }))
+  (case "settings as flags: spec order, one flag per list element, booleans bare"
+    [ "--server=https://lb:9345" "--node-label=a=b" "--node-label=c=d" "--tls-san=x" "--debug" ]
+    (lib.settingsFlags "server" { debug = true; "tls-san" = [ "x" ]; "node-label" = [ "a=b" "c=d" ]; server = "https://lb:9345"; "lb-server-port" = 1; }))
+  (case "a systemd argument: quoted, quotes and backslashes escaped, % and $ doubled"
+    "\"--node-label=a=\\\"b\\\" c\\\\d 100%% $$HOME\""
+    (lib.systemdArg "--node-label=a=\"b\" c\\d 100% $HOME"))
 ]

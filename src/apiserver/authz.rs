@@ -14,8 +14,8 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::resources::ResourceInfo;
 use crate::https::CertIdentity;
+use crate::registry::{NodeAccess, ResourceInfo};
 
 /// The authenticated user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,25 +90,23 @@ pub fn authorize(user: &User, a: &Attributes<'_>) -> Result<(), Denied> {
         return Ok(());
     }
     let r = a.resource;
-    if r.verbs == super::resources::CREATE_ONLY
-        && (r.plural == "selfsubjectaccessreviews" || r.plural == "selfsubjectreviews")
-    {
+    // Everyone may ask who they are and what they may do.
+    if r.review.is_some() {
         return Ok(());
     }
     if let Some(node) = user.node_name() {
         let own = a.name == Some(node);
-        let allowed = match (r.group, r.plural) {
+        let allowed = match r.node_access {
             // Nodes read everything they need except secrets.
-            (_, "secrets") => false,
+            NodeAccess::Hidden => false,
             _ if READ_VERBS.contains(&a.verb) => true,
-            ("", "nodes") => matches!(a.verb, "create" | "update" | "patch" | "delete") && own,
-            ("coordination.k8s.io", "leases") => {
-                a.namespace == Some("kube-node-lease")
+            NodeAccess::Read => false,
+            NodeAccess::Own { namespace } => {
+                (namespace.is_none() || a.namespace == namespace)
                     && matches!(a.verb, "create" | "update" | "patch" | "delete")
                     && own
             }
-            ("", "events") => matches!(a.verb, "create" | "update" | "patch"),
-            _ => false,
+            NodeAccess::Write => matches!(a.verb, "create" | "update" | "patch"),
         };
         return if allowed {
             Ok(())
@@ -285,7 +283,7 @@ pub fn admit_node_write(user: &User, old: Option<&Value>, new: &Value) -> Result
 }
 
 fn is_nodes(info: &ResourceInfo) -> bool {
-    info.group.is_empty() && info.plural == "nodes"
+    *info == crate::registry::NODES
 }
 
 /// Admission of a write to any resource: NodeRestriction for node identities writing Nodes.
@@ -326,7 +324,7 @@ pub fn admit_node_delete(user: &User, name: &str, is_etcd_member: bool) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::resources::lookup;
+    use crate::registry::lookup;
     use serde_json::json;
 
     fn user(name: &str, groups: &[&str]) -> User {

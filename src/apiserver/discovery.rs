@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::resources::{self, RESOURCES, ResourceInfo};
+use crate::registry::{self as resources, RESOURCES, ResourceInfo};
 
 /// Content type of aggregated discovery v2. kubectl only treats a body as aggregated when the
 /// response carries exactly this content type; with plain `application/json` it parses the

@@ -11,7 +11,6 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::authz::{self, Attributes, User};
-use super::resources::{self, ResourceInfo};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{ApiError, success_status};
 use super::storage::{self, ListOptions, Storage};
@@ -19,38 +18,48 @@ use super::{
     ApiState, ResourceRef, decode_body, json as json_response, objects, patch, read_body, table,
     watch,
 };
-
-/// Namespaces that exist from the start and may not be deleted.
-pub const SYSTEM_NAMESPACES: &[&str] =
-    &["default", "kube-system", "kube-public", "kube-node-lease"];
+use crate::registry::{
+    self as resources, NAMESPACES, ResourceInfo, Review, SYSTEM_NAMESPACES, Verb,
+};
 
 fn storage(st: &ApiState) -> Result<Storage, ApiError> {
-    st.ctx
-        .store
+    st.store
         .get()
         .cloned()
         .map(Storage::new)
         .ok_or_else(|| ApiError::ServiceUnavailable("apiserver not ready".into()))
 }
 
+/// One request on a resource: the verb, with the object name where the verb has one.
+enum Op<'a> {
+    Get(&'a str),
+    List,
+    Watch,
+    Create(Value),
+    Update(&'a str),
+    Patch(&'a str),
+    Delete(&'a str),
+    DeleteCollection,
+}
+
 fn verb_of(
     method: &Method,
     r: &ResourceRef,
     query: &HashMap<String, String>,
-) -> Result<&'static str, ApiError> {
+) -> Result<Verb, ApiError> {
     let is_watch = query
         .get("watch")
         .map(|w| w.is_empty() || w == "true" || w == "1")
         .unwrap_or(false);
     Ok(match (method, r.name.is_some()) {
-        (&Method::GET, true) => "get",
-        (&Method::GET, false) if is_watch => "watch",
-        (&Method::GET, false) => "list",
-        (&Method::POST, false) => "create",
-        (&Method::PUT, true) => "update",
-        (&Method::PATCH, true) => "patch",
-        (&Method::DELETE, true) => "delete",
-        (&Method::DELETE, false) => "deletecollection",
+        (&Method::GET, true) => Verb::Get,
+        (&Method::GET, false) if is_watch => Verb::Watch,
+        (&Method::GET, false) => Verb::List,
+        (&Method::POST, false) => Verb::Create,
+        (&Method::PUT, true) => Verb::Update,
+        (&Method::PATCH, true) => Verb::Patch,
+        (&Method::DELETE, true) => Verb::Delete,
+        (&Method::DELETE, false) => Verb::DeleteCollection,
         _ => return Err(ApiError::MethodNotAllowed),
     })
 }
@@ -76,7 +85,7 @@ pub async fn handle(
         return Err(ApiError::NoSuchResource);
     }
     let verb = verb_of(&method, &r, &query)?;
-    if !info.verbs.contains(&verb) {
+    if !info.serves(verb) {
         return Err(ApiError::MethodNotAllowed);
     }
     // Cluster-scoped resources ignore a namespace; namespaced single objects need one.
@@ -99,30 +108,35 @@ pub async fn handle(
     };
 
     // Review resources are computed, not stored.
-    if !info.is_stored() {
+    if let Some(kind) = info.review {
         let obj = decode_body(&headers, &body)?;
-        return review(user, info, obj);
+        return review(user, info, kind, obj);
     }
 
-    // Name for authorization: from the path, or from the body on create.
-    let decoded_for_create = if verb == "create" {
-        Some(decode_body(&headers, &body)?)
-    } else {
-        None
+    let op = match (verb, r.name.as_deref()) {
+        (Verb::Get, Some(name)) => Op::Get(name),
+        (Verb::List, None) => Op::List,
+        (Verb::Watch, None) => Op::Watch,
+        (Verb::Create, None) => Op::Create(decode_body(&headers, &body)?),
+        (Verb::Update, Some(name)) => Op::Update(name),
+        (Verb::Patch, Some(name)) => Op::Patch(name),
+        (Verb::Delete, Some(name)) => Op::Delete(name),
+        (Verb::DeleteCollection, None) => Op::DeleteCollection,
+        _ => return Err(ApiError::MethodNotAllowed),
     };
-    let create_name = decoded_for_create
-        .as_ref()
-        .and_then(|b| b.pointer("/metadata/name"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    // Name for authorization: from the path, or from the body on create.
+    let create_name = match &op {
+        Op::Create(body) => body.pointer("/metadata/name").and_then(Value::as_str),
+        _ => None,
+    };
     authz::authorize(
         user,
         &Attributes {
-            verb,
+            verb: verb.as_str(),
             resource: info,
             subresource: r.subresource.as_deref(),
             namespace: ns,
-            name: r.name.as_deref().or(create_name.as_deref()),
+            name: r.name.as_deref().or(create_name),
         },
     )
     .map_err(deny)?;
@@ -130,9 +144,8 @@ pub async fn handle(
     let wants_table = table::wants_table(accept);
     let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
 
-    match verb {
-        "get" => {
-            let name = r.name.as_deref().expect("get has a name");
+    match op {
+        Op::Get(name) => {
             let obj = store.get(info, ns, name).await?;
             if wants_table {
                 let rv = obj
@@ -151,10 +164,9 @@ pub async fn handle(
                 Ok(json_response(StatusCode::OK, &obj, "application/json"))
             }
         }
-        "list" => list(&store, info, ns, &query, wants_table).await,
-        "watch" => watch::serve(st, store, info, ns, &query, wants_table).await,
-        "create" => {
-            let mut obj = decoded_for_create.expect("decoded above");
+        Op::List => list(&store, info, ns, &query, wants_table).await,
+        Op::Watch => watch::serve(st, store, info, ns, &query, wants_table).await,
+        Op::Create(mut obj) => {
             objects::validate_body(info, &obj, ns, None)?;
             authz::admit_write(user, info, None, &obj).map_err(deny)?;
             if info.namespaced {
@@ -174,8 +186,7 @@ pub async fn handle(
                 "application/json",
             ))
         }
-        "update" => {
-            let name = r.name.as_deref().expect("update has a name");
+        Op::Update(name) => {
             let obj = decode_body(&headers, &body)?;
             objects::validate_body(info, &obj, ns, Some(name))?;
             let precondition = storage::resource_version_of(&obj)?;
@@ -197,8 +208,7 @@ pub async fn handle(
                 .await?;
             Ok(json_response(StatusCode::OK, &updated, "application/json"))
         }
-        "patch" => {
-            let name = r.name.as_deref().expect("patch has a name");
+        Op::Patch(name) => {
             let ct = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
@@ -208,8 +218,8 @@ pub async fn handle(
             let updated = store
                 .modify(info, ns, name, None, |current| {
                     let patched = patch::apply_patch(kind, current, &body)?;
-                    if let Some(rv) = patch::patch_resource_version(current, &patched) {
-                        let _ = rv;
+                    // A patch may not move the object's resourceVersion (upstream 409).
+                    if patch::patch_resource_version(current, &patched).is_some() {
                         return Err(ApiError::Conflict {
                             resource: info.qualified_name(),
                             name: name.to_string(),
@@ -231,8 +241,7 @@ pub async fn handle(
                 .await?;
             Ok(json_response(StatusCode::OK, &updated, "application/json"))
         }
-        "delete" => {
-            let name = r.name.as_deref().expect("delete has a name");
+        Op::Delete(name) => {
             let opts: Value = if body.is_empty() {
                 Value::Null
             } else {
@@ -249,7 +258,7 @@ pub async fn handle(
                 })?),
                 None => None,
             };
-            if info.plural == "namespaces" && SYSTEM_NAMESPACES[..3].contains(&name) {
+            if *info == NAMESPACES && SYSTEM_NAMESPACES.contains(&name) {
                 return Err(ApiError::Forbidden(format!(
                     "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
                 )));
@@ -263,12 +272,12 @@ pub async fn handle(
                 return Ok(json_response(StatusCode::OK, &obj, "application/json"));
             }
             let deleted = store.delete(info, ns, name, uid, rv).await?;
-            if info.plural == "namespaces" {
+            if *info == NAMESPACES {
                 delete_namespace_contents(&store, name).await?;
             }
             Ok(json_response(StatusCode::OK, &deleted, "application/json"))
         }
-        "deletecollection" => {
+        Op::DeleteCollection => {
             let opts = list_options(info, &query)?;
             let page = store
                 .list(
@@ -287,12 +296,16 @@ pub async fn handle(
                     .and_then(Value::as_str)
                     .unwrap_or_default();
                 let item_ns = item.pointer("/metadata/namespace").and_then(Value::as_str);
-                if info.plural == "namespaces" && SYSTEM_NAMESPACES.contains(&name) {
+                if *info == NAMESPACES && SYSTEM_NAMESPACES.contains(&name) {
                     continue;
                 }
                 match store.delete(info, item_ns.or(ns), name, None, None).await {
                     Ok(_) | Err(ApiError::NotFound { .. }) => {}
                     Err(e) => return Err(e),
+                }
+                // As for a single delete, a namespace takes its objects with it.
+                if *info == NAMESPACES {
+                    delete_namespace_contents(&store, name).await?;
                 }
             }
             Ok(json_response(
@@ -301,7 +314,6 @@ pub async fn handle(
                 "application/json",
             ))
         }
-        _ => Err(ApiError::MethodNotAllowed),
     }
 }
 
@@ -309,7 +321,6 @@ pub async fn handle(
 /// docs/security.md). Fails closed: without an answer from etcd the deletion is refused.
 async fn node_is_etcd_member(st: &ApiState, node: &str) -> Result<bool, ApiError> {
     let client = st
-        .ctx
         .etcd
         .get()
         .ok_or_else(|| ApiError::ServiceUnavailable("etcd client not ready".into()))?;
@@ -324,8 +335,7 @@ fn table_response(v: &Value) -> Response {
 }
 
 async fn require_namespace(store: &Storage, ns: &str) -> Result<(), ApiError> {
-    let info = resources::lookup("", "v1", "namespaces").expect("namespaces resource");
-    match store.get_opt(info, None, ns).await? {
+    match store.get_opt(&NAMESPACES, None, ns).await? {
         Some(_) => Ok(()),
         None => Err(ApiError::NotFound {
             resource: "namespaces".into(),
@@ -433,9 +443,14 @@ async fn list(
 }
 
 /// SelfSubjectAccessReview and SelfSubjectReview.
-fn review(user: &User, info: &ResourceInfo, mut obj: Value) -> Result<Response, ApiError> {
-    match info.plural {
-        "selfsubjectaccessreviews" => {
+fn review(
+    user: &User,
+    info: &ResourceInfo,
+    kind: Review,
+    mut obj: Value,
+) -> Result<Response, ApiError> {
+    match kind {
+        Review::Access => {
             objects::validate_body(info, &obj, None, None)?;
             let (allowed, reason) = if let Some(ra) = obj.pointer("/spec/resourceAttributes") {
                 let group = ra.get("group").and_then(Value::as_str).unwrap_or("");
@@ -445,11 +460,7 @@ fn review(user: &User, info: &ResourceInfo, mut obj: Value) -> Result<Response, 
                     .get("version")
                     .and_then(Value::as_str)
                     .filter(|v| !v.is_empty());
-                let found = resources::RESOURCES.iter().find(|r| {
-                    r.group == group
-                        && r.plural == resource
-                        && version.is_none_or(|v| v == r.version)
-                });
+                let found = resources::lookup_any_version(group, version, resource);
                 match found {
                     Some(res) => {
                         let attrs = Attributes {
@@ -503,7 +514,7 @@ fn review(user: &User, info: &ResourceInfo, mut obj: Value) -> Result<Response, 
             obj["kind"] = json!(info.kind);
             Ok(json_response(StatusCode::CREATED, &obj, "application/json"))
         }
-        "selfsubjectreviews" => {
+        Review::Subject => {
             let body = json!({
                 "kind": info.kind,
                 "apiVersion": info.api_version(),
@@ -516,6 +527,5 @@ fn review(user: &User, info: &ResourceInfo, mut obj: Value) -> Result<Response, 
                 "application/json",
             ))
         }
-        _ => Err(ApiError::MethodNotAllowed),
     }
 }

@@ -9,7 +9,8 @@ pub mod handlers;
 pub mod objects;
 pub mod patch;
 pub mod protobuf;
-pub mod resources;
+#[cfg(test)]
+mod router_tests;
 pub mod selectors;
 pub mod status;
 pub mod storage;
@@ -28,10 +29,10 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::datastore::StoreCell;
 use crate::https::ConnInfo;
-use crate::server::context::Ctx;
+use crate::registry::{self as resources, ResourceInfo};
 use authz::User;
-use resources::ResourceInfo;
 use status::ApiError;
 
 /// How long `/readyz` keeps reporting ready after the last successful etcd check: an etcd leader
@@ -41,7 +42,12 @@ const ETCD_READY_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Shared state of the API handlers.
 pub struct ApiState {
-    pub ctx: Ctx,
+    /// The datastore, once etcd is ready.
+    pub store: StoreCell,
+    /// The local etcd member's client: node admission asks it who the members are.
+    pub etcd: crate::etcd::EtcdCell,
+    /// etcd's data directory: errors name it when its disk is full.
+    pub etcd_data_dir: std::path::PathBuf,
     pub cancel: CancellationToken,
     /// When etcd last answered a readiness check.
     last_etcd_ok: std::sync::Mutex<Option<std::time::Instant>>,
@@ -50,9 +56,16 @@ pub struct ApiState {
 type St = Arc<ApiState>;
 
 /// Builds the API router.
-pub fn router(ctx: Ctx, cancel: CancellationToken) -> Router {
+pub fn router(
+    store: StoreCell,
+    etcd: crate::etcd::EtcdCell,
+    etcd_data_dir: std::path::PathBuf,
+    cancel: CancellationToken,
+) -> Router {
     Router::new().fallback(entry).with_state(Arc::new(ApiState {
-        ctx,
+        store,
+        etcd,
+        etcd_data_dir,
         cancel,
         last_etcd_ok: std::sync::Mutex::new(None),
     }))
@@ -83,36 +96,30 @@ pub struct ResourceRef {
 
 fn resource_segments(group: &str, version: &str, segs: &[&str]) -> ApiPath {
     let lookup = |plural: &str| resources::lookup(group, version, plural);
-    let r =
-        |info: &'static ResourceInfo, ns: Option<&str>, name: Option<&str>, sub: Option<&str>| {
-            ApiPath::Resource(ResourceRef {
-                info,
-                namespace: ns.map(str::to_string),
-                name: name.map(str::to_string),
-                subresource: sub.map(str::to_string),
-            })
+    let r = |info: &'static ResourceInfo, ns: Option<&str>, rest: &[&str]| {
+        let (name, sub) = match rest {
+            [] => (None, None),
+            [name] => (Some(name), None),
+            [name, sub] => (Some(name), Some(sub)),
+            _ => return ApiPath::NotFound,
         };
+        ApiPath::Resource(ResourceRef {
+            info,
+            namespace: ns.map(str::to_string),
+            name: name.map(|s| s.to_string()),
+            subresource: sub.map(|s| s.to_string()),
+        })
+    };
+    if let ["namespaces", ns, plural, rest @ ..] = segs
+        && let Some(info) = lookup(plural).filter(|i| i.namespaced)
+    {
+        return r(info, Some(ns), rest);
+    }
     match segs {
-        ["namespaces", ns, plural, rest @ ..] if lookup(plural).is_some_and(|i| i.namespaced) => {
-            let info = lookup(plural).expect("checked");
-            match rest {
-                [] => r(info, Some(ns), None, None),
-                [name] => r(info, Some(ns), Some(name), None),
-                [name, sub] => r(info, Some(ns), Some(name), Some(sub)),
-                _ => ApiPath::NotFound,
-            }
-        }
-        [plural, rest @ ..] => {
-            let Some(info) = lookup(plural) else {
-                return ApiPath::NotFound;
-            };
-            match rest {
-                [] => r(info, None, None, None),
-                [name] => r(info, None, Some(name), None),
-                [name, sub] => r(info, None, Some(name), Some(sub)),
-                _ => ApiPath::NotFound,
-            }
-        }
+        [plural, rest @ ..] => match lookup(plural) {
+            Some(info) => r(info, None, rest),
+            None => ApiPath::NotFound,
+        },
         [] => ApiPath::NotFound,
     }
 }
@@ -156,22 +163,44 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The query string as a map (last value wins).
-pub fn query_map(query: Option<&str>) -> HashMap<String, String> {
-    url_decode_pairs(query.unwrap_or_default())
-}
-
-fn url_decode_pairs(q: &str) -> HashMap<String, String> {
-    q.split('&')
+/// The query string as a map (last value wins). A parameter whose name or value does not
+/// decode to UTF-8 is a 400 naming it: clients never send such bytes, so guessing (lossy
+/// replacement) could only change what a selector means.
+pub fn query_map(query: Option<&str>) -> Result<HashMap<String, String>, ApiError> {
+    query
+        .unwrap_or_default()
+        .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
+            let key = percent_decode(k).map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "invalid query parameter name {:?}: not UTF-8 after percent-decoding",
+                    String::from_utf8_lossy(k.as_bytes())
+                ))
+            })?;
+            let value = percent_decode(v).map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "invalid value for query parameter {key:?}: not UTF-8 after percent-decoding"
+                ))
+            })?;
+            Ok((key, value))
         })
         .collect()
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes and `+` (form encoding). Works on bytes only, so any input is safe: a
+/// `%` not followed by two hex digits stays literal (as Go's lenient query parsing would not,
+/// but refusing it would break nothing kubectl sends), and the result must be UTF-8.
+fn percent_decode(s: &str) -> Result<String, std::string::FromUtf8Error> {
+    fn hex(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        }
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -181,12 +210,15 @@ fn percent_decode(s: &str) -> String {
                 out.push(b' ');
                 i += 1;
             }
-            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                Ok(b) => {
-                    out.push(b);
+            b'%' => match (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
                     i += 3;
                 }
-                Err(_) => {
+                _ => {
                     out.push(b'%');
                     i += 1;
                 }
@@ -197,7 +229,7 @@ fn percent_decode(s: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out)
 }
 
 /// Reads a request body up to the API's limit (413 beyond it).
@@ -210,7 +242,7 @@ pub async fn read_body(body: Body) -> Result<Bytes, ApiError> {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                ApiError::RequestEntityTooLarge(limit)
+                ApiError::RequestEntityTooLarge(format!("limit is {limit}"))
             } else {
                 ApiError::BadRequest(format!("reading the request body: {e}"))
             }
@@ -250,33 +282,89 @@ async fn entry(
     Extension(conn): Extension<ConnInfo>,
     req: Request,
 ) -> Response {
-    match dispatch(st, conn, req).await {
+    match dispatch(st.clone(), conn, req).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => name_full_disk(&st, e).await.into_response(),
     }
 }
 
+/// The disk problem under etcd's data directory, if any (a statvfs, off the async threads).
+async fn etcd_disk_problem(st: &ApiState) -> Option<String> {
+    let dir = st.etcd_data_dir.clone();
+    tokio::task::spawn_blocking(move || crate::etcd::process::disk_full(&dir))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// etcd on a full disk shows only as timeouts or unavailability ("no quorum?"); when the disk
+/// under its data directory is full, the error says so.
+async fn name_full_disk(st: &ApiState, e: ApiError) -> ApiError {
+    if !matches!(
+        e,
+        ApiError::ServiceUnavailable(_) | ApiError::Timeout(_) | ApiError::Internal(_)
+    ) {
+        return e;
+    }
+    let Some(disk) = etcd_disk_problem(st).await else {
+        return e;
+    };
+    match e {
+        ApiError::ServiceUnavailable(m) => ApiError::ServiceUnavailable(format!("{disk}: {m}")),
+        ApiError::Timeout(m) => ApiError::Timeout(format!("{disk}: {m}")),
+        ApiError::Internal(m) => ApiError::Internal(format!("{disk}: {m}")),
+        other => other,
+    }
+}
+
+/// What `etcdctl endpoint health` checks, through the local member only: a linearizable read
+/// (which needs a leader and a caught-up member) and no active alarms (NOSPACE, CORRUPT);
+/// plus that the member votes (a learner serves no linearizable reads anyway).
+async fn etcd_health(st: &ApiState) -> Result<(), String> {
+    let (Some(store), Some(client)) = (st.store.get(), st.etcd.get()) else {
+        return Err("datastore not started".to_string());
+    };
+    crate::etcd::check_ready(client)
+        .await
+        .map_err(|e| e.to_string())?;
+    store.revision().await.map_err(|e| e.to_string())?;
+    let alarms = client
+        .clone()
+        .alarm(
+            etcd_client::AlarmAction::Get,
+            etcd_client::AlarmType::None,
+            None,
+        )
+        .await
+        .map_err(|e| format!("reading etcd alarms: {e}"))?;
+    if !alarms.alarms().is_empty() {
+        let names: Vec<&str> = alarms
+            .alarms()
+            .iter()
+            .map(|a| a.alarm().as_str_name())
+            .collect();
+        return Err(format!("etcd alarm(s) active: {}", names.join(", ")));
+    }
+    Ok(())
+}
+
 async fn readyz(st: &ApiState, verbose: bool) -> Response {
-    let check = match st.ctx.store.get() {
-        None => Err("datastore not started".to_string()),
-        Some(store) => {
-            match tokio::time::timeout(std::time::Duration::from_secs(1), store.revision()).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("etcd did not answer within 1s (no quorum?)".to_string()),
+    let check = match tokio::time::timeout(std::time::Duration::from_secs(1), etcd_health(st)).await
+    {
+        Ok(r) => r,
+        Err(_) => Err("etcd did not answer within 1s (no quorum?)".to_string()),
+    };
+    let check = {
+        let mut last_ok = st.last_etcd_ok.lock().unwrap_or_else(|p| p.into_inner());
+        match check {
+            Ok(()) => {
+                *last_ok = Some(std::time::Instant::now());
+                Ok(())
             }
+            Err(_) if last_ok.is_some_and(|t| t.elapsed() < ETCD_READY_GRACE) => Ok(()),
+            Err(e) => Err(e),
         }
     };
-    let mut last_ok = st.last_etcd_ok.lock().unwrap_or_else(|p| p.into_inner());
-    let check = match check {
-        Ok(()) => {
-            *last_ok = Some(std::time::Instant::now());
-            Ok(())
-        }
-        Err(_) if last_ok.is_some_and(|t| t.elapsed() < ETCD_READY_GRACE) => Ok(()),
-        Err(e) => Err(e),
-    };
-    drop(last_ok);
     match check {
         Ok(()) if verbose => text(
             StatusCode::OK,
@@ -284,6 +372,10 @@ async fn readyz(st: &ApiState, verbose: bool) -> Response {
         ),
         Ok(()) => text(StatusCode::OK, "ok"),
         Err(e) => {
+            let e = match etcd_disk_problem(st).await {
+                Some(disk) => format!("{disk}; {e}"),
+                None => e,
+            };
             tracing::debug!(component = "apiserver", "readyz failed: {e}");
             text(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -304,7 +396,7 @@ fn text(status: StatusCode, body: &str) -> Response {
 
 async fn dispatch(st: St, conn: ConnInfo, req: Request) -> Result<Response, ApiError> {
     let path = parse_path(req.uri().path());
-    let query = query_map(req.uri().query());
+    let query = query_map(req.uri().query())?;
     let method = req.method().clone();
     let accept = accept(req.headers());
     // Health and version are public (system:public-info-viewer upstream).
@@ -364,7 +456,7 @@ async fn dispatch(st: St, conn: ConnInfo, req: Request) -> Result<Response, ApiE
             "application/json",
         )),
         ApiPath::Resource(r) => {
-            if st.ctx.store.get().is_none() {
+            if st.store.get().is_none() {
                 return Err(ApiError::ServiceUnavailable(
                     "apiserver not ready: etcd is starting".into(),
                 ));
@@ -382,6 +474,16 @@ async fn dispatch(st: St, conn: ConnInfo, req: Request) -> Result<Response, ApiE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_decoding_never_splits_a_character() {
+        // Issue 17 finding 6 (found again by tests/fuzz.rs): `%a` followed by a multi-byte
+        // character panicked while slicing the `&str`.
+        let q = query_map(Some("labelSelector=%a\u{e9}&x=%\u{e9}&y=%c3%a9+%41")).unwrap();
+        assert_eq!(q["labelSelector"], "%a\u{e9}");
+        assert_eq!(q["x"], "%\u{e9}");
+        assert_eq!(q["y"], "\u{e9} A");
+    }
 
     fn res(path: &str) -> ResourceRef {
         match parse_path(path) {
@@ -422,9 +524,37 @@ mod tests {
     fn query_decoding() {
         let q = query_map(Some(
             "fieldSelector=spec.nodeName%3Dn1%2Cstatus.phase%21%3DFailed&limit=500&watch",
-        ));
+        ))
+        .unwrap();
         assert_eq!(q["fieldSelector"], "spec.nodeName=n1,status.phase!=Failed");
         assert_eq!(q["limit"], "500");
         assert_eq!(q["watch"], "");
+    }
+
+    /// Any byte sequence decodes or is refused without a panic (the issue's request sliced a
+    /// `&str` inside a UTF-8 character), and a trailing escape is decoded.
+    #[test]
+    fn query_decoding_any_bytes() {
+        let e = query_map(Some("labelSelector=%a\u{e9}")).unwrap();
+        assert_eq!(e["labelSelector"], "%a\u{e9}");
+        let e = query_map(Some("labelSelector=%ff%fe")).unwrap_err();
+        assert_eq!(e.code(), 400);
+        assert!(e.to_string().contains("labelSelector"), "{e}");
+        let e = query_map(Some("%c3=1")).unwrap_err();
+        assert_eq!(e.code(), 400);
+        assert_eq!(query_map(Some("a=%41")).unwrap()["a"], "A");
+        assert_eq!(query_map(Some("a=%4")).unwrap()["a"], "%4");
+        assert_eq!(query_map(Some("a=%")).unwrap()["a"], "%");
+        assert_eq!(query_map(Some("a=%C3%A9+x")).unwrap()["a"], "\u{e9} x");
+        // Every short sequence over an alphabet of the interesting bytes.
+        let alphabet = ["%", "a", "4", "1", "\u{e9}", "+", "=", "&", "c3", "%c3%"];
+        for x in alphabet {
+            for y in alphabet {
+                for z in alphabet {
+                    let q = format!("{x}{y}{z}");
+                    let _ = query_map(Some(&q));
+                }
+            }
+        }
     }
 }

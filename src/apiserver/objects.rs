@@ -1,7 +1,7 @@
 //! Validation and server-side defaulting of incoming objects before they are stored: the checks
 //! upstream's decoder and `ValidateObjectMeta`/per-kind validators make, and the
 //! `PrepareForCreate`/`PrepareForUpdate` rules of the registry strategies, for the kinds in
-//! [`super::resources::RESOURCES`].
+//! [`crate::registry::RESOURCES`], whose declarations carry the per-kind hooks.
 //!
 //! Order of a write, as upstream: [`check_body_size`] → decode (JSON, or `protobuf::decode_to_json`)
 //! → for PATCH `patch::apply_patch` → [`validate_body`] (400 for undecodable or mismatched
@@ -11,66 +11,30 @@
 //! Everything here is a pure function of its arguments (plus fresh randomness for uids and
 //! generated names).
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::resources::{ResourceInfo, lookup_kind};
-use super::status::{ApiError, FieldCause};
-use crate::validation::{
-    TaintEffect, validate_dns_label, validate_dns_subdomain, validate_label_key,
-    validate_label_value,
+use super::status::ApiError;
+use crate::registry::fields::{
+    FieldCause, cause, ensure_object, invalid_value, meta, meta_str, metadata_mut,
 };
+use crate::registry::{ResourceInfo, lookup_kind};
+use crate::validation::{validate_dns_label, validate_label_key, validate_label_value};
 
 /// Largest request body accepted (upstream's `MaxRequestBodyBytes`, 3 MiB).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 /// Upstream's limit on the total size of an object's annotations.
 pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
-/// Upstream's limit on the data of one Secret or ConfigMap (`MaxSecretSize`).
-pub const MAX_DATA_BYTES: usize = 1024 * 1024;
-/// Label set on every Namespace by upstream defaulting.
-pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// 413 for bodies over [`MAX_BODY_BYTES`].
 pub fn check_body_size(len: usize) -> Result<(), ApiError> {
     if len > MAX_BODY_BYTES {
-        Err(ApiError::RequestEntityTooLarge(MAX_BODY_BYTES))
+        Err(ApiError::RequestEntityTooLarge(format!(
+            "limit is {MAX_BODY_BYTES}"
+        )))
     } else {
         Ok(())
     }
-}
-
-/// `Kind` or `Kind.group`, as upstream names objects in `Invalid` errors.
-pub fn qualified_kind(info: &ResourceInfo) -> String {
-    if info.group.is_empty() {
-        info.kind.to_string()
-    } else {
-        format!("{}.{}", info.kind, info.group)
-    }
-}
-
-fn meta(v: &Value) -> Option<&Map<String, Value>> {
-    v.get("metadata").and_then(Value::as_object)
-}
-
-fn meta_str<'a>(v: &'a Value, key: &str) -> &'a str {
-    meta(v)
-        .and_then(|m| m.get(key))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-}
-
-fn cause(field: impl Into<String>, message: impl Into<String>) -> FieldCause {
-    FieldCause {
-        field: field.into(),
-        message: message.into(),
-    }
-}
-
-fn invalid_value(field: impl Into<String>, value: &str, why: impl std::fmt::Display) -> FieldCause {
-    cause(field, format!("Invalid value: \"{value}\": {why}"))
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -136,17 +100,14 @@ pub fn validate_body(
         let why = match lookup_kind(&api_version, body_kind) {
             Some(other) => format!(
                 "converting ({}.{}) to ({}.{}): unknown conversion",
-                other.version,
-                other.kind,
-                internal_package(info),
-                info.kind
+                other.version, other.kind, info.go_package, info.kind
             ),
             None => format!("no kind \"{body_kind}\" is registered for version \"{api_version}\""),
         };
         return Err(decode_error(info, body_kind, &why));
     }
 
-    type_check(info, body).map_err(|why| decode_error(info, info.kind, &why))?;
+    typed_check(info, body).map_err(|why| decode_error(info, info.kind, &why))?;
 
     // Name and namespace against the URL (upstream `checkName` / `ValidNamespace`): 400.
     let name = meta_str(body, "name");
@@ -173,13 +134,7 @@ pub fn validate_body(
     if info.is_stored() {
         validate_metadata(info, body, path_namespace, path_name.is_none(), &mut causes);
     }
-    match (info.group, info.kind) {
-        ("", "Node") => validate_taints(body, &mut causes),
-        ("", "Secret") => validate_secret(body, &mut causes),
-        ("", "ConfigMap") => validate_configmap(body, &mut causes),
-        ("authorization.k8s.io", "SelfSubjectAccessReview") => validate_ssar(body, &mut causes),
-        _ => {}
-    }
+    (info.validate)(body, &mut causes);
     if causes.is_empty() {
         Ok(())
     } else {
@@ -189,7 +144,7 @@ pub fn validate_body(
             name
         };
         Err(ApiError::Invalid {
-            kind: qualified_kind(info),
+            kind: info.qualified_kind(),
             name: shown.to_string(),
             causes,
         })
@@ -207,40 +162,11 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-/// The Go package of a kind's internal type, for upstream-shaped conversion messages.
-fn internal_package(info: &ResourceInfo) -> &'static str {
-    match info.group {
-        "" => "core",
-        "coordination.k8s.io" => "coordination",
-        "authorization.k8s.io" => "authorization",
-        "authentication.k8s.io" => "authentication",
-        _ => "internal",
-    }
-}
-
-/// Upstream `transformDecodeError`: `<Kind> in version "<v>" cannot be handled as a <Kind>: ...`.
-fn decode_error(info: &ResourceInfo, data_kind: &str, why: &str) -> ApiError {
-    ApiError::BadRequest(format!(
-        "{data_kind} in version \"{}\" cannot be handled as a {}: {why}",
-        info.version, info.kind
-    ))
-}
-
-/// Deserializes the body into the typed `k8s-openapi` struct, for type errors only.
-fn type_check(info: &ResourceInfo, body: &Value) -> Result<(), String> {
-    use k8s_openapi::api::authentication::v1 as authn;
-    use k8s_openapi::api::authorization::v1 as authz;
-    use k8s_openapi::api::coordination::v1 as coordination;
-    use k8s_openapi::api::core::v1 as core;
-
-    fn check<T: for<'de> Deserialize<'de>>(v: &Value) -> Result<(), String> {
-        T::deserialize(v).map(|_| ()).map_err(|e| e.to_string())
-    }
-
-    // k8s-openapi insists that a present apiVersion/kind equals its own; empty strings were
-    // accepted above (defaulted from the URL), so leave them out of the typed decode.
-    let owned;
-    let v = match body {
+/// Type errors of the body, from the kind's typed decoder. k8s-openapi insists that a present
+/// apiVersion/kind equals its own; empty strings were accepted by the caller (defaulted from the
+/// URL), so they are left out of the typed decode.
+fn typed_check(info: &ResourceInfo, body: &Value) -> Result<(), String> {
+    match body {
         Value::Object(m)
             if m.get("apiVersion") == Some(&json!(""))
                 || m.get("kind") == Some(&json!(""))
@@ -250,46 +176,18 @@ fn type_check(info: &ResourceInfo, body: &Value) -> Result<(), String> {
             let mut m = m.clone();
             m.remove("apiVersion");
             m.remove("kind");
-            owned = Value::Object(m);
-            &owned
+            (info.type_check)(&Value::Object(m))
         }
-        other => other,
-    };
-    match (info.group, info.kind) {
-        ("", "Node") => check::<core::Node>(v),
-        ("", "Namespace") => check::<core::Namespace>(v),
-        ("", "Secret") => check::<core::Secret>(v),
-        ("", "ConfigMap") => check::<core::ConfigMap>(v),
-        ("", "Event") => check::<core::Event>(v),
-        ("", "Endpoints") => check::<core::Endpoints>(v),
-        ("", "Service") => check::<core::Service>(v),
-        ("", "Pod") => check::<core::Pod>(v),
-        ("coordination.k8s.io", "Lease") => check::<coordination::Lease>(v),
-        ("authorization.k8s.io", "SelfSubjectAccessReview") => {
-            check::<authz::SelfSubjectAccessReview>(v)
-        }
-        ("authentication.k8s.io", "SelfSubjectReview") => check::<authn::SelfSubjectReview>(v),
-        // A kind added to the table without a typed check is only checked structurally.
-        _ => Ok(()),
+        other => (info.type_check)(other),
     }
 }
 
-fn validate_name(info: &ResourceInfo, name: &str) -> Result<(), String> {
-    match info.kind {
-        "Namespace" => validate_dns_label(name).map_err(|e| e.0),
-        "Service" => {
-            validate_dns_label(name).map_err(|e| e.0)?;
-            if name.starts_with(|c: char| c.is_ascii_alphabetic()) {
-                Ok(())
-            } else {
-                Err(format!(
-                    "\"{name}\" is not a valid DNS-1035 label: lower case alphanumeric characters or '-', \
-                     starting with an alphabetic character and ending with an alphanumeric character"
-                ))
-            }
-        }
-        _ => validate_dns_subdomain(name).map_err(|e| e.0),
-    }
+/// Upstream `transformDecodeError`: `<Kind> in version "<v>" cannot be handled as a <Kind>: ...`.
+fn decode_error(info: &ResourceInfo, data_kind: &str, why: &str) -> ApiError {
+    ApiError::BadRequest(format!(
+        "{data_kind} in version \"{}\" cannot be handled as a {}: {why}",
+        info.version, info.kind
+    ))
 }
 
 fn validate_metadata(
@@ -313,11 +211,11 @@ fn validate_metadata(
                 Some(p) if !p.is_empty() => format!("{p}a"),
                 _ => generate_name.to_string(),
             };
-            if let Err(e) = validate_name(info, &masked) {
+            if let Err(e) = (info.name_rule)(&masked) {
                 causes.push(invalid_value("metadata.generateName", generate_name, e));
             }
         }
-    } else if let Err(e) = validate_name(info, name) {
+    } else if let Err(e) = (info.name_rule)(name) {
         causes.push(invalid_value("metadata.name", name, e));
     }
 
@@ -368,196 +266,9 @@ fn validate_metadata(
     }
 }
 
-fn validate_taints(body: &Value, causes: &mut Vec<FieldCause>) {
-    let Some(taints) = body
-        .get("spec")
-        .and_then(|s| s.get("taints"))
-        .and_then(Value::as_array)
-    else {
-        return;
-    };
-    let mut seen: Vec<(&str, &str)> = Vec::new();
-    for (i, t) in taints.iter().enumerate() {
-        let path = format!("spec.taints[{i}]");
-        let s = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or_default();
-        let (key, value, effect) = (s("key"), s("value"), s("effect"));
-        if let Err(e) = validate_label_key(key) {
-            causes.push(invalid_value(format!("{path}.key"), key, e));
-        }
-        if let Err(e) = validate_label_value(value) {
-            causes.push(invalid_value(format!("{path}.value"), value, e));
-        }
-        if effect.is_empty() {
-            causes.push(cause(format!("{path}.effect"), "Required value"));
-        } else if effect.parse::<TaintEffect>().is_err() {
-            causes.push(cause(
-                format!("{path}.effect"),
-                format!(
-                    "Unsupported value: \"{effect}\": supported values: \"NoSchedule\", \"PreferNoSchedule\", \"NoExecute\""
-                ),
-            ));
-        }
-        if seen.contains(&(key, effect)) {
-            causes.push(cause(
-                path,
-                format!(
-                    "Duplicate value: \"{key}:{effect}\": taints must be unique by key and effect pair"
-                ),
-            ));
-        } else {
-            seen.push((key, effect));
-        }
-    }
-}
-
-/// Upstream `IsConfigMapKey`, used for Secret and ConfigMap keys.
-fn validate_config_key(key: &str) -> Result<(), String> {
-    if key.is_empty() || key.len() > 253 {
-        return Err("must be 1-253 characters".into());
-    }
-    if !key
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
-        return Err(
-            "a valid config key must consist of alphanumeric characters, '-', '_' or '.' \
-             (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"
-                .into(),
-        );
-    }
-    if key == "." || key == ".." {
-        return Err(format!("must not be '{key}'"));
-    }
-    if key.starts_with("..") {
-        return Err("must not start with '..'".into());
-    }
-    Ok(())
-}
-
-/// Decoded length of a base64 string without decoding it.
-fn base64_len(s: &str) -> usize {
-    let pad = s.bytes().rev().take_while(|&b| b == b'=').count();
-    (s.len() / 4 * 3).saturating_sub(pad)
-}
-
-fn validate_secret(body: &Value, causes: &mut Vec<FieldCause>) {
-    let data = body.get("data").and_then(Value::as_object);
-    let string_data = body.get("stringData").and_then(Value::as_object);
-    let mut total = 0usize;
-    for (field, map, decoded) in [("data", data, true), ("stringData", string_data, false)] {
-        for (k, v) in map.into_iter().flatten() {
-            if let Err(e) = validate_config_key(k) {
-                causes.push(invalid_value(format!("{field}[{k}]"), k, e));
-            }
-            let s = v.as_str().unwrap_or_default();
-            total += k.len() + if decoded { base64_len(s) } else { s.len() };
-        }
-    }
-    if total > MAX_DATA_BYTES {
-        causes.push(cause(
-            "data",
-            format!("Too long: must have at most {MAX_DATA_BYTES} bytes"),
-        ));
-    }
-    let has = |k: &str| {
-        data.is_some_and(|m| m.contains_key(k)) || string_data.is_some_and(|m| m.contains_key(k))
-    };
-    let required: &[&str] = match body.get("type").and_then(Value::as_str).unwrap_or_default() {
-        "kubernetes.io/tls" => &["tls.crt", "tls.key"],
-        "kubernetes.io/dockerconfigjson" => &[".dockerconfigjson"],
-        "kubernetes.io/dockercfg" => &[".dockercfg"],
-        "kubernetes.io/ssh-auth" => &["ssh-privatekey"],
-        "kubernetes.io/basic-auth" => {
-            if !has("username") && !has("password") {
-                causes.push(cause(
-                    "data[username]",
-                    "Required value: either username or password must be provided",
-                ));
-            }
-            &[]
-        }
-        "kubernetes.io/service-account-token" => {
-            let named = meta(body)
-                .and_then(|m| m.get("annotations"))
-                .and_then(|a| a.get("kubernetes.io/service-account.name"))
-                .and_then(Value::as_str)
-                .is_some_and(|s| !s.is_empty());
-            if !named {
-                causes.push(cause(
-                    "metadata.annotations[kubernetes.io/service-account.name]",
-                    "Required value",
-                ));
-            }
-            &[]
-        }
-        _ => &[],
-    };
-    for k in required {
-        if !has(k) {
-            causes.push(cause(format!("data[{k}]"), "Required value"));
-        }
-    }
-}
-
-fn validate_configmap(body: &Value, causes: &mut Vec<FieldCause>) {
-    let data = body.get("data").and_then(Value::as_object);
-    let binary = body.get("binaryData").and_then(Value::as_object);
-    let mut total = 0usize;
-    for (k, v) in data.into_iter().flatten() {
-        if let Err(e) = validate_config_key(k) {
-            causes.push(invalid_value(format!("data[{k}]"), k, e));
-        }
-        total += v.as_str().map_or(0, str::len);
-    }
-    for (k, v) in binary.into_iter().flatten() {
-        if let Err(e) = validate_config_key(k) {
-            causes.push(invalid_value(format!("binaryData[{k}]"), k, e));
-        }
-        if data.is_some_and(|d| d.contains_key(k)) {
-            causes.push(invalid_value(
-                format!("data[{k}]"),
-                k,
-                "duplicate of key present in binaryData",
-            ));
-        }
-        total += base64_len(v.as_str().unwrap_or_default());
-    }
-    if total > MAX_DATA_BYTES {
-        causes.push(cause(
-            "data",
-            format!("Too long: must have at most {MAX_DATA_BYTES} bytes"),
-        ));
-    }
-}
-
-fn validate_ssar(body: &Value, causes: &mut Vec<FieldCause>) {
-    let spec = body.get("spec");
-    let has = |k: &str| spec.and_then(|s| s.get(k)).is_some_and(|v| !v.is_null());
-    match (has("resourceAttributes"), has("nonResourceAttributes")) {
-        (true, false) | (false, true) => {}
-        (true, true) => causes.push(cause(
-            "spec.resourceAttributes",
-            "Invalid value: \"resourceAttributes\": cannot be specified in combination with nonResourceAttributes",
-        )),
-        (false, false) => causes.push(cause(
-            "spec.resourceAttributes",
-            "Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified",
-        )),
-    }
-}
-
 // ------------------------------------------------------------------------------------------------
 // Defaulting on create and update
 // ------------------------------------------------------------------------------------------------
-
-/// Kinds whose `metadata.generation` the server maintains: the stored kinds with a `spec`.
-/// (Upstream 1.32 sets it for none of these core kinds; kept as the project asked.)
-fn tracks_generation(info: &ResourceInfo) -> bool {
-    matches!(
-        (info.group, info.kind),
-        ("", "Node" | "Namespace" | "Service" | "Pod") | ("coordination.k8s.io", "Lease")
-    )
-}
 
 /// Upstream `utilrand.String` alphabet (no vowels, no look-alikes).
 const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -581,23 +292,6 @@ pub fn generate_name(prefix: &str) -> String {
     base
 }
 
-fn metadata_mut(obj: &mut Value) -> &mut Map<String, Value> {
-    if !obj.get("metadata").is_some_and(Value::is_object) {
-        obj["metadata"] = json!({});
-    }
-    match obj.get_mut("metadata") {
-        Some(Value::Object(m)) => m,
-        // Just made sure it is an object.
-        _ => unreachable!("metadata is an object"),
-    }
-}
-
-fn ensure_object(obj: &mut Value) {
-    if !obj.is_object() {
-        *obj = json!({});
-    }
-}
-
 /// Fills server-owned fields of a new object. Run after [`validate_body`] succeeded.
 ///
 /// Sets `apiVersion`/`kind`, `metadata.uid` (v4), `creationTimestamp` (`now`, RFC 3339 seconds
@@ -616,7 +310,7 @@ pub fn prepare_create(
     ensure_object(obj);
     obj["apiVersion"] = Value::String(info.api_version());
     obj["kind"] = Value::String(info.kind.to_string());
-    let tracks = tracks_generation(info);
+    let tracks = info.tracks_generation;
     let m = metadata_mut(obj);
     let has_name = m
         .get("name")
@@ -661,66 +355,7 @@ pub fn prepare_create(
         m.remove("namespace");
     }
 
-    match (info.group, info.kind) {
-        ("", "Namespace") => {
-            obj["status"] = json!({"phase": "Active"});
-            if !obj.get("spec").is_some_and(Value::is_object) {
-                obj["spec"] = json!({});
-            }
-            let fins = &mut obj["spec"]["finalizers"];
-            if !fins.is_array() {
-                *fins = json!([]);
-            }
-            if let Some(list) = fins.as_array_mut()
-                && !list.iter().any(|f| f == "kubernetes")
-            {
-                list.push(json!("kubernetes"));
-            }
-            default_namespace_label(obj);
-        }
-        ("", "Secret") => default_secret(obj),
-        ("", "Pod") => obj["status"] = json!({"phase": "Pending"}),
-        ("", "Service") => obj["status"] = json!({"loadBalancer": {}}),
-        _ => {}
-    }
-}
-
-/// Upstream `SetDefaults_Namespace`: the namespace's name as a label, always.
-fn default_namespace_label(obj: &mut Value) {
-    let name = meta_str(obj, "name").to_string();
-    if name.is_empty() {
-        return;
-    }
-    let m = metadata_mut(obj);
-    if !m.get("labels").is_some_and(Value::is_object) {
-        m.insert("labels".into(), json!({}));
-    }
-    if let Some(Value::Object(labels)) = m.get_mut("labels") {
-        labels.insert(NAMESPACE_NAME_LABEL.into(), Value::String(name));
-    }
-}
-
-/// `stringData` is write-only: its entries overwrite `data` (base64-encoded), and `type`
-/// defaults to `Opaque` (upstream conversion and defaulting).
-fn default_secret(obj: &mut Value) {
-    if let Some(Value::Object(sd)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
-        if !obj.get("data").is_some_and(Value::is_object) {
-            obj["data"] = json!({});
-        }
-        if let Some(Value::Object(data)) = obj.get_mut("data") {
-            for (k, v) in sd {
-                let s = v.as_str().unwrap_or_default();
-                data.insert(k, Value::String(B64.encode(s)));
-            }
-        }
-    }
-    let typed = obj
-        .get("type")
-        .and_then(Value::as_str)
-        .is_some_and(|t| !t.is_empty());
-    if !typed {
-        obj["type"] = json!("Opaque");
-    }
+    (info.on_create)(obj);
 }
 
 fn copy_field(from: &Value, to: &mut Value, key: &str) {
@@ -801,7 +436,7 @@ fn invalid(info: &ResourceInfo, obj: &Value, causes: Vec<FieldCause>) -> Result<
         Ok(())
     } else {
         Err(ApiError::Invalid {
-            kind: qualified_kind(info),
+            kind: info.qualified_kind(),
             name: meta_str(obj, "name").to_string(),
             causes,
         })
@@ -821,37 +456,8 @@ pub fn prepare_update(info: &ResourceInfo, old: &Value, new: &mut Value) -> Resu
     if info.subresources.contains(&"status") {
         copy_field(old, new, "status");
     }
-    match (info.group, info.kind) {
-        ("", "Namespace") => {
-            let fins = old.get("spec").and_then(|s| s.get("finalizers")).cloned();
-            if !new.get("spec").is_some_and(Value::is_object) {
-                new["spec"] = json!({});
-            }
-            match fins {
-                Some(f) => new["spec"]["finalizers"] = f,
-                None => {
-                    if let Some(s) = new["spec"].as_object_mut() {
-                        s.remove("finalizers");
-                    }
-                }
-            }
-            default_namespace_label(new);
-        }
-        ("", "Secret") => {
-            default_secret(new);
-            let (ot, nt) = (
-                old.get("type").and_then(Value::as_str).unwrap_or("Opaque"),
-                new.get("type").and_then(Value::as_str).unwrap_or_default(),
-            );
-            if ot != nt {
-                causes.push(invalid_value("type", nt, "field is immutable"));
-            }
-            check_immutable_data(old, new, &["data"], &mut causes);
-        }
-        ("", "ConfigMap") => check_immutable_data(old, new, &["data", "binaryData"], &mut causes),
-        _ => {}
-    }
-    if tracks_generation(info) {
+    (info.on_update)(old, new, &mut causes);
+    if info.tracks_generation {
         let old_gen = meta(old)
             .and_then(|m| m.get("generation"))
             .and_then(Value::as_i64)
@@ -862,27 +468,6 @@ pub fn prepare_update(info: &ResourceInfo, old: &Value, new: &mut Value) -> Resu
         metadata_mut(new).insert("generation".into(), json!(generation));
     }
     invalid(info, new, causes)
-}
-
-/// Upstream `ValidateSecretUpdate` / `ValidateConfigMapUpdate` for `immutable: true`.
-fn check_immutable_data(old: &Value, new: &Value, fields: &[&str], causes: &mut Vec<FieldCause>) {
-    if old.get("immutable") != Some(&Value::Bool(true)) {
-        return;
-    }
-    let msg = "Forbidden: field is immutable when `immutable` is set";
-    if new.get("immutable") != Some(&Value::Bool(true)) {
-        causes.push(cause("immutable", msg));
-    }
-    for f in fields {
-        // Absent and empty maps are the same to Go.
-        let norm = |v: Option<&Value>| match v {
-            Some(Value::Object(m)) if !m.is_empty() => Some(m.clone()),
-            _ => None,
-        };
-        if norm(old.get(*f)) != norm(new.get(*f)) {
-            causes.push(cause(*f, msg));
-        }
-    }
 }
 
 /// Prepares an update through the `/status` subresource: only `status` (and ordinary metadata
@@ -909,7 +494,9 @@ pub fn prepare_status_update(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::resources::lookup;
+    use crate::registry::NAMESPACE_NAME_LABEL;
+    use crate::registry::fields::MAX_DATA_BYTES;
+    use crate::registry::lookup;
     use chrono::TimeZone;
 
     fn res(group: &str, plural: &str) -> &'static ResourceInfo {

@@ -12,6 +12,8 @@
 //! `$setElementOrder` interleaving of server-only list items (they are kept after the ordered
 //! ones, in their old order), and server-side apply (`application/apply-patch+yaml` → 415).
 
+use std::collections::{HashMap, HashSet};
+
 use serde_json::{Map, Value};
 
 use super::status::{ApiError, FieldCause};
@@ -19,8 +21,14 @@ use super::status::{ApiError, FieldCause};
 /// The patch types this server accepts, as listed in 415 answers.
 pub const ACCEPTED_PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json";
 
-/// Upstream's cap on the operations in one JSON patch (`maxJSONPatchOperations`).
+/// Upstream's cap on the operations in one JSON patch (`maxJSONPatchOperations`); more is 413.
 pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
+/// Upstream's `JSONPatchMaxCopyBytes`: what the `copy` operations of one JSON patch may add in
+/// total (serialized JSON); more is 422 with upstream's message.
+pub const MAX_JSON_PATCH_COPY_BYTES: usize = 3 * 1024 * 1024;
+/// The largest object (serialized JSON) any patch may produce: the request body limit, so a
+/// patch can build nothing a PUT could not send (docs/limits.md). More is 413.
+pub const MAX_PATCHED_BYTES: usize = super::objects::MAX_BODY_BYTES;
 
 /// A PATCH request's type, from its Content-Type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,8 +83,15 @@ impl PatchKind {
 ///
 /// Errors, as upstream: malformed JSON or a patch of the wrong shape → 400 BadRequest with the
 /// parser's message; a JSON patch operation that fails (`test` mismatch, missing path) → 422;
-/// `$retainKeys` not covering the patch → 422; [`PatchKind::Apply`] → 415.
+/// `$retainKeys` not covering the patch → 422; [`PatchKind::Apply`] → 415. Limits: more than
+/// [`MAX_JSON_PATCH_OPERATIONS`] → 413; `copy` operations adding more than
+/// [`MAX_JSON_PATCH_COPY_BYTES`] → 422; a result larger than [`MAX_PATCHED_BYTES`] → 413
+/// (checked after every JSON-patch operation, and on the result of every kind).
 pub fn apply_patch(kind: PatchKind, original: &Value, body: &[u8]) -> Result<Value, ApiError> {
+    apply_unchecked(kind, original, body).and_then(check_result_size)
+}
+
+fn apply_unchecked(kind: PatchKind, original: &Value, body: &[u8]) -> Result<Value, ApiError> {
     match kind {
         PatchKind::Json => apply_json_patch(original, body),
         PatchKind::Merge => {
@@ -188,14 +203,105 @@ fn apply_json_patch(original: &Value, body: &[u8]) -> Result<Value, ApiError> {
         }
     };
     if count > MAX_JSON_PATCH_OPERATIONS {
-        return Err(ApiError::BadRequest(format!(
+        return Err(ApiError::RequestEntityTooLarge(format!(
             "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {count}"
         )));
     }
     let patch: json_patch::Patch =
         serde_json::from_value(raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let mut doc = original.clone();
-    json_patch::patch(&mut doc, &patch).map_err(|e| unprocessable(original, e.to_string()))?;
+    // The document's size is tracked op by op: a `copy` of a subtree into itself doubles it,
+    // so a few kilobytes of patch would otherwise build gigabytes before any check ran.
+    let mut size = serialized_size(&doc, usize::MAX);
+    let mut copied = 0usize;
+    for (i, op) in patch.iter().enumerate() {
+        use json_patch::PatchOperation as Op;
+        let removed = |doc: &Value, path: &str| {
+            doc.pointer(path)
+                .map_or(0, |v| serialized_size(v, usize::MAX))
+        };
+        match op {
+            Op::Add(a) => size += serialized_size(&a.value, usize::MAX),
+            Op::Replace(r) => {
+                size = (size + serialized_size(&r.value, usize::MAX))
+                    .saturating_sub(removed(&doc, r.path.as_str()));
+            }
+            Op::Remove(r) => size = size.saturating_sub(removed(&doc, r.path.as_str())),
+            Op::Copy(c) => {
+                if let Some(from) = doc.pointer(c.from.as_str()) {
+                    // Measured only up to what the budget allows: the cost of the check is
+                    // bounded like the copies themselves.
+                    let budget = MAX_JSON_PATCH_COPY_BYTES - copied;
+                    let n = serialized_size(from, budget);
+                    copied += n;
+                    size += n;
+                    if n > budget {
+                        return Err(unprocessable(
+                            original,
+                            format!(
+                                "Unable to complete the copy, the accumulated size increase of copy is {copied}, exceeding the limit {MAX_JSON_PATCH_COPY_BYTES}"
+                            ),
+                        ));
+                    }
+                }
+            }
+            Op::Move(_) | Op::Test(_) => {}
+        }
+        if size > MAX_PATCHED_BYTES {
+            return Err(too_large_result(Some(i)));
+        }
+        // One operation at a time on our own copy: a failure leaves nothing half-applied
+        // outside, so the library's undo log (another copy of every change) is not needed.
+        json_patch::patch_unsafe(&mut doc, std::slice::from_ref(op)).map_err(|e| {
+            unprocessable(
+                original,
+                format!("operation '/{i}' failed at path '{}': {}", e.path, e.kind),
+            )
+        })?;
+    }
+    Ok(doc)
+}
+
+/// 413 for a patch whose result would exceed [`MAX_PATCHED_BYTES`].
+fn too_large_result(operation: Option<usize>) -> ApiError {
+    let at = operation
+        .map(|i| format!(" (at operation {i})"))
+        .unwrap_or_default();
+    ApiError::RequestEntityTooLarge(format!(
+        "the patched object would be larger than {MAX_PATCHED_BYTES} bytes{at}"
+    ))
+}
+
+/// The JSON-serialized size of `v`, counting no further than just past `limit`.
+pub fn serialized_size(v: &Value, limit: usize) -> usize {
+    struct Counter {
+        n: usize,
+        limit: usize,
+    }
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.n = self.n.saturating_add(buf.len());
+            if self.n > self.limit {
+                // Stops serde_json at once; the caller only needs "more than limit".
+                return Err(std::io::Error::other("limit reached"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Counter { n: 0, limit };
+    let _ = serde_json::to_writer(&mut c, v);
+    c.n
+}
+
+/// The final size check every patch kind passes: merge and strategic-merge patches cannot grow
+/// an object beyond the original plus the body, so checking the result once bounds them.
+fn check_result_size(doc: Value) -> Result<Value, ApiError> {
+    if serialized_size(&doc, MAX_PATCHED_BYTES) > MAX_PATCHED_BYTES {
+        return Err(too_large_result(None));
+    }
     Ok(doc)
 }
 
@@ -340,7 +446,8 @@ fn merge_map(
             )));
         };
         if let Some(Value::Array(list)) = orig.get_mut(field) {
-            list.retain(|x| !gone.contains(x));
+            let gone: HashSet<String> = gone.iter().map(Value::to_string).collect();
+            list.retain(|x| !gone.contains(&x.to_string()));
         }
     }
 
@@ -399,11 +506,12 @@ fn merge_map(
     }
 
     if let Some(keys) = retain {
+        let keys: HashSet<&str> = keys.iter().map(String::as_str).collect();
         for k in patch.keys() {
             if k.starts_with('$') {
                 continue;
             }
-            if !keys.contains(k) {
+            if !keys.contains(k.as_str()) {
                 return Err(ApiError::Invalid {
                     kind: String::new(),
                     name: String::new(),
@@ -414,7 +522,7 @@ fn merge_map(
                 });
             }
         }
-        orig.retain(|k, _| keys.contains(k));
+        orig.retain(|k, _| keys.contains(k.as_str()));
     }
     Ok(MapOutcome::Merged)
 }
@@ -423,9 +531,11 @@ fn merge_list(old: Vec<Value>, patch: &[Value], path: &str) -> Result<Vec<Value>
     match list_strategy(path) {
         ListStrategy::Atomic => Ok(patch.to_vec()),
         ListStrategy::MergePrimitive => {
+            // Hashed by serialized form: a long list must not cost a quadratic scan.
+            let mut seen: HashSet<String> = old.iter().map(Value::to_string).collect();
             let mut out = old;
             for v in patch {
-                if !out.contains(v) {
+                if seen.insert(v.to_string()) {
                     out.push(v.clone());
                 }
             }
@@ -440,7 +550,7 @@ fn directive_of(v: &Value) -> Option<&str> {
 }
 
 fn merge_keyed_list(
-    mut out: Vec<Value>,
+    out: Vec<Value>,
     patch: &[Value],
     key: &str,
     path: &str,
@@ -456,6 +566,15 @@ fn merge_keyed_list(
         }
         return Ok(fresh);
     }
+    // Elements are found through an index by serialized merge-key value (a long patch list
+    // must not cost a scan of the list per element); deleted ones become holes until the end.
+    let mut index: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, o) in out.iter().enumerate() {
+        if let Some(kv) = o.get(key) {
+            index.entry(kv.to_string()).or_default().push(i);
+        }
+    }
+    let mut out: Vec<Option<Value>> = out.into_iter().map(Some).collect();
     for e in patch {
         let Value::Object(pm) = e else {
             return Err(ApiError::BadRequest(format!(
@@ -467,10 +586,12 @@ fn merge_keyed_list(
                 "map: {e} does not contain declared merge key: {key}"
             )));
         };
-        let pos = out.iter().position(|o| o.get(key) == Some(kv));
+        let kv = kv.to_string();
         match directive_of(e) {
             Some("delete") => {
-                out.retain(|o| o.get(key) != Some(kv));
+                for i in index.remove(&kv).unwrap_or_default() {
+                    out[i] = None;
+                }
                 continue;
             }
             Some("merge") | None => {}
@@ -482,36 +603,49 @@ fn merge_keyed_list(
         }
         let mut pm = pm.clone();
         pm.remove(DIRECTIVE);
-        match pos {
+        match index.get(&kv).and_then(|p| p.first()).copied() {
             Some(i) => {
                 let replaced = match &mut out[i] {
-                    Value::Object(om) => match merge_map(om, &pm, path)? {
+                    Some(Value::Object(om)) => match merge_map(om, &pm, path)? {
                         MapOutcome::Merged => None,
                         MapOutcome::Replaced(r) => Some(r),
                     },
                     _ => Some(fresh_map(&pm, path)?),
                 };
                 if let Some(r) = replaced {
-                    out[i] = Value::Object(r);
+                    out[i] = Some(Value::Object(r));
                 }
             }
-            None => out.push(Value::Object(fresh_map(&pm, path)?)),
+            None => {
+                index.entry(kv).or_default().push(out.len());
+                out.push(Some(Value::Object(fresh_map(&pm, path)?)));
+            }
         }
     }
-    Ok(out)
+    Ok(out.into_iter().flatten().collect())
 }
 
 /// Applies `$setElementOrder`: listed elements first, in the given order; the rest after, in
 /// their previous order.
 fn reorder(list: &mut Vec<Value>, order: &[Value], strategy: ListStrategy) {
+    // First position of each entry of `order`, by serialized key (or value): no scan of
+    // `order` per element.
+    let identity = |v: &Value| -> Option<String> {
+        match strategy {
+            ListStrategy::MergeByKey(key) => v.get(key).map(Value::to_string),
+            _ => Some(v.to_string()),
+        }
+    };
+    let mut positions: HashMap<String, usize> = HashMap::new();
+    for (i, o) in order.iter().enumerate() {
+        if let Some(id) = identity(o) {
+            positions.entry(id).or_insert(i);
+        }
+    }
     let rank = |v: &Value| -> usize {
-        let found = match strategy {
-            ListStrategy::MergeByKey(key) => order
-                .iter()
-                .position(|o| o.get(key).is_some() && o.get(key) == v.get(key)),
-            _ => order.iter().position(|o| o == v),
-        };
-        found.unwrap_or(usize::MAX)
+        identity(v)
+            .and_then(|id| positions.get(&id).copied())
+            .unwrap_or(usize::MAX)
     };
     let mut ranked: Vec<(usize, Value)> = list.drain(..).map(|v| (rank(&v), v)).collect();
     // Stable: unlisted elements keep their relative order.
@@ -869,6 +1003,132 @@ mod tests {
         assert_eq!(
             list_strategy("metadata.finalizers"),
             ListStrategy::MergePrimitive
+        );
+    }
+
+    /// The patch bomb: `copy` of an object into itself doubles it per operation.
+    fn bomb(copies: usize) -> String {
+        let mut ops = vec![json!({"op": "add", "path": "/metadata/annotations",
+                                  "value": {"a": "x".repeat(1000)}})];
+        for i in 0..copies {
+            ops.push(json!({"op": "copy", "from": "/metadata/annotations",
+                            "path": format!("/metadata/annotations/a{i}")}));
+        }
+        Value::Array(ops).to_string()
+    }
+
+    #[test]
+    fn copy_bomb_stops_after_a_few_operations() {
+        // 14 doublings build 16 MB; the copy budget (3 MiB) stops the chain at operation 12.
+        for copies in [14, 25, 40] {
+            let e = apply_patch(PatchKind::Json, &node(), bomb(copies).as_bytes()).unwrap_err();
+            assert_eq!(e.code(), 422, "{e}");
+            assert!(
+                e.to_string()
+                    .contains("the accumulated size increase of copy is"),
+                "{e}"
+            );
+        }
+        // A short chain is fine.
+        let out = apply_patch(PatchKind::Json, &node(), bomb(3).as_bytes()).unwrap();
+        assert!(out["metadata"]["annotations"]["a2"]["a1"]["a0"]["a"].is_string());
+    }
+
+    #[test]
+    fn result_size_is_capped_for_every_kind() {
+        let big = "x".repeat(MAX_PATCHED_BYTES / 2 + 10);
+        // Two adds of half the cap each: no copy, but the result is over the cap.
+        let body = json!([
+            {"op": "add", "path": "/metadata/annotations", "value": {"a": big}},
+            {"op": "add", "path": "/metadata/labels/z", "value": big},
+        ])
+        .to_string();
+        let e = apply_patch(PatchKind::Json, &node(), body.as_bytes()).unwrap_err();
+        assert_eq!(e.code(), 413, "{e}");
+        assert!(e.to_string().contains("at operation 1"), "{e}");
+        let mut orig = node();
+        orig["metadata"]["annotations"] = json!({"a": big});
+        for kind in [PatchKind::Merge, PatchKind::StrategicMerge] {
+            let body = json!({"metadata": {"labels": {"z": big}}}).to_string();
+            let e = apply_patch(kind, &orig, body.as_bytes()).unwrap_err();
+            assert_eq!(e.code(), 413, "{kind:?}: {e}");
+        }
+        // Replacing a big value by another is not growth.
+        let body = json!([{"op": "replace", "path": "/metadata/annotations/a", "value": big}]);
+        apply_patch(PatchKind::Json, &orig, body.to_string().as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn operation_count_cap_is_413() {
+        let ops: Vec<Value> = (0..=MAX_JSON_PATCH_OPERATIONS)
+            .map(|_| json!({"op": "test", "path": "/kind", "value": "Node"}))
+            .collect();
+        let e = apply_patch(
+            PatchKind::Json,
+            &node(),
+            Value::Array(ops).to_string().as_bytes(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), 413, "{e}");
+        assert!(
+            e.to_string()
+                .contains("The allowed maximum operations in a JSON patch is 10000, got 10001"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn serialized_size_stops_at_the_limit() {
+        let v = json!({"a": "x".repeat(1000), "b": (0..1000).collect::<Vec<_>>()});
+        assert_eq!(serialized_size(&v, usize::MAX), v.to_string().len());
+        let n = serialized_size(&v, 1020);
+        assert!(n > 1020 && n < 1100, "{n}");
+    }
+
+    /// Long lists in a strategic merge patch (a 3 MiB body holds ~100k entries) go through the
+    /// hashed paths (a scan per element made 100k entries cost minutes) and merge correctly.
+    #[test]
+    fn long_lists_merge_without_quadratic_scans() {
+        let n = 20_000;
+        let mut orig = node();
+        orig["metadata"]["finalizers"] = json!((0..n).map(|i| format!("f{i}")).collect::<Vec<_>>());
+        orig["status"]["conditions"] = json!(
+            (0..n)
+                .map(|i| json!({"type": format!("t{i}")}))
+                .collect::<Vec<_>>()
+        );
+        let body = json!({
+            "metadata": {"finalizers": (0..n).map(|i| format!("g{i}")).collect::<Vec<_>>(),
+                         "$deleteFromPrimitiveList/finalizers":
+                             (0..n).step_by(2).map(|i| format!("f{i}")).collect::<Vec<_>>()},
+            "status": {
+                "conditions": (0..n).map(|i| json!({"type": format!("t{i}"), "status": "True"}))
+                    .chain((0..n).step_by(2).map(|i| json!({"type": format!("t{i}"), "$patch": "delete"})))
+                    .collect::<Vec<_>>(),
+                "$setElementOrder/conditions":
+                    (0..n).rev().map(|i| json!({"type": format!("t{i}")})).collect::<Vec<_>>(),
+            },
+        });
+        let out = apply_patch(
+            PatchKind::StrategicMerge,
+            &orig,
+            body.to_string().as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            out["metadata"]["finalizers"].as_array().unwrap().len(),
+            n / 2 + n
+        );
+        let conditions = out["status"]["conditions"].as_array().unwrap();
+        assert_eq!(conditions.len(), n / 2);
+        // Deleted: the even ones; merged: the odd ones; reordered as listed (descending).
+        assert_eq!(
+            conditions[0],
+            json!({"type": format!("t{}", n - 1), "status": "True"})
+        );
+        assert_eq!(
+            conditions[n / 2 - 1],
+            json!({"type": "t1", "status": "True"})
         );
     }
 }

@@ -12,8 +12,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use super::resources::ResourceInfo;
 use super::status::ApiError;
+use crate::registry::ResourceInfo;
 use crate::validation::{validate_label_key, validate_label_value};
 
 // ------------------------------------------------------------------------------------------------
@@ -407,6 +407,16 @@ impl LabelRequirement {
     }
 }
 
+/// A value set as the parser reads it back: a set holding only the empty string is written
+/// `(,)`, since `()` would be an (invalid) empty set.
+fn value_set(values: &[String]) -> String {
+    if values.len() == 1 && values[0].is_empty() {
+        ",".to_string()
+    } else {
+        values.join(",")
+    }
+}
+
 impl fmt::Display for LabelSelector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let parts: Vec<String> = self
@@ -415,8 +425,8 @@ impl fmt::Display for LabelSelector {
             .map(|r| match r.op {
                 LabelOp::Equals => format!("{}={}", r.key, r.values.join("")),
                 LabelOp::NotEquals => format!("{}!={}", r.key, r.values.join("")),
-                LabelOp::In => format!("{} in ({})", r.key, r.values.join(",")),
-                LabelOp::NotIn => format!("{} notin ({})", r.key, r.values.join(",")),
+                LabelOp::In => format!("{} in ({})", r.key, value_set(&r.values)),
+                LabelOp::NotIn => format!("{} notin ({})", r.key, value_set(&r.values)),
                 LabelOp::Exists => r.key.clone(),
                 LabelOp::DoesNotExist => format!("!{}", r.key),
                 LabelOp::GreaterThan => format!("{}>{}", r.key, r.values.join("")),
@@ -527,41 +537,6 @@ fn unescape(s: &str) -> Result<String, String> {
 /// Fields upstream accepts for every kind.
 const COMMON_FIELDS: &[&str] = &["metadata.name", "metadata.namespace"];
 
-/// Upstream's per-kind field label conversion functions (`AddFieldLabelConversionFunc`),
-/// beyond the common name/namespace.
-fn extra_fields(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "Node" => &["spec.unschedulable"],
-        "Namespace" => &["status.phase"],
-        "Secret" => &["type"],
-        "Pod" => &[
-            "spec.nodeName",
-            "spec.restartPolicy",
-            "spec.schedulerName",
-            "spec.serviceAccountName",
-            "spec.hostNetwork",
-            "status.phase",
-            "status.podIP",
-            "status.podIPs",
-            "status.nominatedNodeName",
-        ],
-        "Event" => &[
-            "involvedObject.kind",
-            "involvedObject.namespace",
-            "involvedObject.name",
-            "involvedObject.uid",
-            "involvedObject.apiVersion",
-            "involvedObject.resourceVersion",
-            "involvedObject.fieldPath",
-            "reason",
-            "reportingComponent",
-            "source",
-            "type",
-        ],
-        _ => &[],
-    }
-}
-
 /// Boolean fields that Go renders as `"false"` when absent (no `omitempty` zero in JSON).
 const FALSE_WHEN_ABSENT: &[&str] = &["spec.unschedulable", "spec.hostNetwork"];
 
@@ -604,7 +579,7 @@ impl FieldSelector {
     pub fn check_supported(&self, info: &ResourceInfo) -> Result<(), ApiError> {
         for t in &self.terms {
             let f = t.field.as_str();
-            if !COMMON_FIELDS.contains(&f) && !extra_fields(info.kind).contains(&f) {
+            if !COMMON_FIELDS.contains(&f) && !info.field_selectors.contains(&f) {
                 return Err(ApiError::BadRequest(format!(
                     "field label not supported: {f}"
                 )));
@@ -697,7 +672,7 @@ impl fmt::Display for FieldSelector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::resources::lookup;
+    use crate::registry::lookup;
     use serde_json::json;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -3,13 +3,7 @@
 
 use serde_json::{Value, json};
 
-/// One field-level cause of an `Invalid` (422) error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldCause {
-    /// JSON path of the field, e.g. `metadata.labels` or `spec.taints[0].effect`.
-    pub field: String,
-    pub message: String,
-}
+pub use crate::registry::FieldCause;
 
 /// An error answered by the Kubernetes API, with what the `Status` object needs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,8 +41,10 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the body of the request was in an unknown format - accepted media types include: {0}")]
     UnsupportedMediaType(String),
-    #[error("the server rejected the request because the body is larger than {0} bytes")]
-    RequestEntityTooLarge(usize),
+    /// 413, worded as upstream's `NewRequestEntityTooLargeError` (`limit is 3145728`, or the
+    /// JSON-patch operation count).
+    #[error("Request entity too large: {0}")]
+    RequestEntityTooLarge(String),
     #[error("too old resource version: {requested} ({oldest})")]
     Expired { requested: i64, oldest: i64 },
     #[error("{0}")]

@@ -8,10 +8,10 @@ use chrono::Utc;
 use serde_json::Value;
 
 use super::objects;
-use super::resources::ResourceInfo;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 use crate::datastore::{Cas, Datastore, DatastoreError, Stored};
+use crate::registry::ResourceInfo;
 
 /// How often a precondition-free read-modify-write retries a lost race before giving up.
 const MAX_CAS_ATTEMPTS: usize = 64;
@@ -482,7 +482,7 @@ mod tests {
 
     #[test]
     fn encode_item_splices_the_resource_version() {
-        let info = crate::apiserver::resources::lookup("", "v1", "nodes").unwrap();
+        let info = crate::registry::lookup("", "v1", "nodes").unwrap();
         let obj = serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {"a": "b"}}, "spec": {}});
         let kv = Stored {
             key: "/registry/minions/n1".into(),

@@ -16,11 +16,11 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::handlers::list_options;
-use super::resources::ResourceInfo;
 use super::status::ApiError;
 use super::storage::{self, ListOptions, Storage};
 use super::{ApiState, table};
 use crate::datastore::{Change, DatastoreError};
+use crate::registry::ResourceInfo;
 
 /// Default watch duration when the client gives no `timeoutSeconds`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);

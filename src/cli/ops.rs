@@ -22,6 +22,7 @@ pub fn etcd_snapshot_command() -> Command {
         .help("Output format");
     Command::new("etcd-snapshot")
         .about("Save, list, delete and prune etcd snapshots of the running server (over D-Bus)")
+        .arg(super::node_arg())
         .subcommand_required(true)
         .arg_required_else_help(true)
         .subcommand(
@@ -165,7 +166,8 @@ pub(super) async fn run_etcd_snapshot(
         _ => 0,
     };
     let conn = client::connect().await?;
-    let cluster = client::cluster(&conn).await?;
+    let target = args.get_one::<String>("node").map(String::as_str);
+    let cluster = client::cluster(&conn, target).await?;
     let name = || args.get_one::<String>("name").cloned().unwrap_or_default();
     match sub {
         "save" => {

@@ -152,6 +152,9 @@ pub struct NodeConfig {
     pub node_taints: Vec<Taint>,
     pub server: Option<ServerUrl>,
     pub token: Option<Secret>,
+    /// Where `token` came from, for messages that must name the setting to change
+    /// (e.g. "`token` in /etc/rancher/rke2/config.yaml:3").
+    pub token_source: Option<String>,
     pub heartbeat_interval: Duration,
     pub log_format: LogFormat,
     pub debug: bool,
@@ -301,6 +304,23 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a secret from `key` or `<key>-file`; both set is an error.
+    /// Where the secret [`Reader::secret`] reads for `key`/`file_key` comes from, in words.
+    fn source_of(&self, key: &str, file_key: &str) -> Option<String> {
+        let describe = |k: &str, origin: &Origin| match origin {
+            Origin::File { path, line } => format!("`{k}` in {}:{line}", path.display()),
+            other => format!("`{k}` ({other})"),
+        };
+        match (self.last(key), self.last(file_key)) {
+            (Some(r), _) => Some(describe(key, &r.origin)),
+            (None, Some(r)) => Some(format!(
+                "the file {} named by {}",
+                r.value,
+                describe(file_key, &r.origin)
+            )),
+            (None, None) => None,
+        }
+    }
+
     fn secret(&self, key: &str, file_key: &str) -> Result<Option<Secret>, ConfigError> {
         match (self.last(key), self.last(file_key)) {
             (Some(a), Some(_)) => Err(ConfigError::at(
@@ -339,6 +359,100 @@ impl<'a> Reader<'a> {
             (None, None) => Ok(None),
         }
     }
+}
+
+/// The most `tls-san` entries a server accepts. RKE2 has no limit, but every name lands in the
+/// serving certificates: 20,000 names made the certificate encoder fail after other files were
+/// written, and TLS clients refuse certificates far smaller than that.
+pub const MAX_TLS_SANS: usize = 1000;
+/// The most bytes all `tls-san` entries may add up to (the certificate's SAN extension).
+pub const MAX_TLS_SAN_BYTES: usize = 64 * 1024;
+
+fn check_tls_sans(r: &Reader<'_>, sans: &[String]) -> Result<(), ConfigError> {
+    let entries = r.entries("tls-san");
+    let origin_of = |i: usize| {
+        entries
+            .get(i)
+            .map(|x| x.origin.clone())
+            .unwrap_or(Origin::Default)
+    };
+    if sans.len() > MAX_TLS_SANS {
+        return Err(ConfigError::at(
+            origin_of(MAX_TLS_SANS),
+            "tls-san",
+            format!(
+                "too many entries: {} (at most {MAX_TLS_SANS} names fit in a serving certificate)",
+                sans.len()
+            ),
+        ));
+    }
+    let mut total = 0;
+    for (i, san) in sans.iter().enumerate() {
+        total += san.len();
+        if total > MAX_TLS_SAN_BYTES {
+            return Err(ConfigError::at(
+                origin_of(i),
+                "tls-san",
+                format!(
+                    "the names add up to more than {} KiB (the limit for a serving certificate)",
+                    MAX_TLS_SAN_BYTES / 1024
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a token's format where it was configured, before anything is created on disk, so
+/// a malformed token is a configuration error (exit 64) naming its source.
+fn check_token(
+    r: &Reader<'_>,
+    key: &str,
+    file_key: &str,
+    token: Option<&Secret>,
+    check: impl Fn(&Secret) -> Result<(), String>,
+) -> Result<(), ConfigError> {
+    let Some(token) = token else {
+        return Ok(());
+    };
+    check(token).map_err(|m| {
+        let (k, origin) = match (r.last(key), r.last(file_key)) {
+            (Some(raw), _) => (key, raw.origin.clone()),
+            (None, Some(raw)) => (file_key, raw.origin.clone()),
+            (None, None) => (key, Origin::Default),
+        };
+        ConfigError::at(origin, k, m)
+    })
+}
+
+/// A server's `token`: a password or a full `K10<hash>::<user>:<password>` token.
+fn check_server_token(t: &Secret) -> Result<(), String> {
+    crate::token::normalize_server_token(t)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// `agent-token`: a password, or a full token with a password (not a bootstrap token).
+fn check_agent_token(t: &Secret) -> Result<(), String> {
+    if !t.expose().starts_with("K10") {
+        return Ok(());
+    }
+    match crate::token::JoinToken::parse(t.expose()).map_err(|e| e.to_string())? {
+        crate::token::JoinToken {
+            credentials: crate::token::Credentials::Basic { .. },
+            ..
+        } => Ok(()),
+        _ => {
+            Err("must be a password or K10<CA-HASH>::node:<PASSWORD>, not a bootstrap token".into())
+        }
+    }
+}
+
+/// An agent's `token`: any join token format.
+fn check_join_token(t: &Secret) -> Result<(), String> {
+    crate::token::JoinToken::parse(t.expose())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn parse_port(v: &str) -> Result<u16, String> {
@@ -461,6 +575,7 @@ fn node_config(r: &Reader<'_>) -> Result<NodeConfig, ConfigError> {
         })?,
         server: r.parse_opt("server", |v| v.parse::<ServerUrl>())?,
         token: r.secret("token", "token-file")?,
+        token_source: r.source_of("token", "token-file"),
         heartbeat_interval: r.parse("node-heartbeat-interval", parse_duration)?,
         log_format,
         debug: r.bool("debug")?,
@@ -506,9 +621,26 @@ pub fn validate_server(raw: &RawSettings) -> Result<ServerConfig, ConfigError> {
             Ok(v.to_string())
         }
     })?;
+    check_token(
+        &r,
+        "token",
+        "token-file",
+        node.token.as_ref(),
+        check_server_token,
+    )?;
+    let agent_token = r.secret("agent-token", "agent-token-file")?;
+    check_token(
+        &r,
+        "agent-token",
+        "agent-token-file",
+        agent_token.as_ref(),
+        check_agent_token,
+    )?;
+    let tls_san = r.parse_list("tls-san", parse_san)?;
+    check_tls_sans(&r, &tls_san)?;
     let config = ServerConfig {
-        agent_token: r.secret("agent-token", "agent-token-file")?,
-        tls_san: r.parse_list("tls-san", parse_san)?,
+        agent_token,
+        tls_san,
         bind_address: r.parse_opt("bind-address", parse_ip)?,
         advertise_address: r.parse_opt("advertise-address", parse_ip)?,
         supervisor_port: r.parse("supervisor-port", parse_port)?,
@@ -573,6 +705,13 @@ pub fn validate_agent(raw: &RawSettings) -> Result<AgentConfig, ConfigError> {
             "rke2 agent needs a token (token or token-file)".into(),
         ));
     }
+    check_token(
+        &r,
+        "token",
+        "token-file",
+        node.token.as_ref(),
+        check_join_token,
+    )?;
     // An agent writes its Node with its node identity, which may not set these (kubelet's
     // --node-labels rule; docs/security.md): refuse them here rather than loop on 403s.
     if let Some(l) = node
@@ -724,15 +863,83 @@ mod tests {
     #[test]
     fn lists_and_tokens() {
         let c = load(
-            "token: K10abc::server:secret\ntls-san:\n  - lb.example.com\n  - 10.0.0.9,10.0.0.10\nnode-label: [a=b]\n",
+            "token: K10::server:secret\ntls-san:\n  - lb.example.com\n  - 10.0.0.9,10.0.0.10\nnode-label: [a=b]\n",
             &[("tls-san", "extra")],
         )
         .unwrap();
         assert_eq!(c.tls_san, vec!["extra"]);
         assert_eq!(
             c.node.token.as_ref().unwrap().expose(),
-            "K10abc::server:secret"
+            "K10::server:secret"
         );
+    }
+
+    #[test]
+    fn bad_token_formats_are_config_errors_naming_the_source() {
+        let e = load("token: K10abc::server:secret\n", &[]).unwrap_err();
+        assert_eq!(e.key, "token");
+        assert!(matches!(e.origin, Origin::File { line: 1, .. }), "{e:?}");
+        assert!(e.to_string().contains("got 3"), "{e}");
+        assert!(!e.to_string().contains("secret"), "the token leaked: {e}");
+        // A bootstrap token cannot be a server token.
+        let e = load("", &[("token", "abcdef.0123456789abcdef")]).unwrap_err();
+        assert_eq!(e.origin, Origin::Flag("token".into()));
+        let e = load("agent-token: K10::abcdef.0123456789abcdef\n", &[]).unwrap_err();
+        assert_eq!(e.key, "agent-token");
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("t");
+        std::fs::write(&f, format!("K10{}::server:pw\n", "z".repeat(64))).unwrap();
+        let e = load(&format!("token-file: {}\n", f.display()), &[]).unwrap_err();
+        assert_eq!(e.key, "token-file");
+        assert!(e.to_string().contains("not a hexadecimal digit"), "{e}");
+        // Agents: any join token format, but a well-formed one.
+        let p = d.path().join("agent.yaml");
+        std::fs::write(
+            &p,
+            "server: https://10.0.0.1:9345\ntoken: K10xyz::node:pw\n",
+        )
+        .unwrap();
+        let e = load_agent(&ConfigSources {
+            config_file: Some(p),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.key, "token");
+        assert!(matches!(e.origin, Origin::File { line: 2, .. }), "{e:?}");
+    }
+
+    #[test]
+    fn tls_san_lists_are_capped_and_the_cap_fits_a_certificate() {
+        let many: Vec<String> = (0..MAX_TLS_SANS + 1)
+            .map(|i| format!("s{i}.example"))
+            .collect();
+        let text = format!(
+            "tls-san:\n{}",
+            many.iter()
+                .map(|s| format!("  - {s}\n"))
+                .collect::<String>()
+        );
+        let e = load(&text, &[]).unwrap_err();
+        assert_eq!(e.key, "tls-san");
+        assert!(e.to_string().contains("too many entries: 1001"), "{e}");
+        // The line of the first entry over the cap (entry 1001 of a list starting on line 2).
+        assert!(matches!(e.origin, Origin::File { line: 1002, .. }), "{e:?}");
+        let label = "a".repeat(60);
+        let long: Vec<String> = (0..300)
+            .map(|i| format!("{i:03}{label}.{label}.{label}.{label}"))
+            .collect();
+        let e = load("", &[("tls-san", &long.join(","))]).unwrap_err();
+        assert!(e.to_string().contains("64 KiB"), "{e}");
+        // At the caps a serving certificate can still be issued and parsed.
+        let at_cap: Vec<String> = (0..MAX_TLS_SANS)
+            .map(|i| format!("{i:04}{}.example", "b".repeat(44)))
+            .collect();
+        let c = load("", &[("tls-san", &at_cap.join(","))]).unwrap();
+        let ca = crate::pki::CertAuthority::generate("test").unwrap();
+        let spec = crate::pki::LeafSpec::server("n", c.tls_san.clone());
+        let (chain, _key) = ca.issue_with_new_key(&spec).unwrap();
+        let der = crate::pki::first_cert_der(chain.as_bytes()).unwrap();
+        crate::pki::CertInfo::parse(&der).unwrap();
     }
 
     #[test]

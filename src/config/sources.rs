@@ -71,16 +71,19 @@ impl ConfigSources {
 }
 
 /// A key/value pair read from one YAML file.
-#[derive(Debug, Clone)]
-struct FileEntry {
-    key: String,
-    append: bool,
-    values: Vec<String>,
-    is_list: bool,
-    line: usize,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// The key without a trailing `+`.
+    pub key: String,
+    /// `key+:`: append to what earlier files set.
+    pub append: bool,
+    pub values: Vec<String>,
+    pub is_list: bool,
+    /// 1-based line of the key.
+    pub line: usize,
     /// Line of each list element (block lists put each on its own line), so an error about one
     /// element points at it rather than at the key.
-    item_lines: Vec<usize>,
+    pub item_lines: Vec<usize>,
 }
 
 /// Lines of the `count` elements of the list whose key is on `key_line` (1-based): the
@@ -213,7 +216,136 @@ fn key_line(text: &str, key: &str) -> usize {
             return i + 1;
         }
     }
-    0
+    // Flow mappings (`{a: 1}`) and escaped keys: the first line mentioning the key, else the
+    // first line. Never 0: every message must point somewhere in the file.
+    text.lines()
+        .position(|l| l.contains(key))
+        .map(|i| i + 1)
+        .unwrap_or(1)
+}
+
+/// The 1-based line of `byte` in `text`.
+fn line_of_offset(text: &[u8], byte: usize) -> usize {
+    1 + text[..byte.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+}
+
+/// The line where a second YAML document starts (a `---` after content), for the error that
+/// names it.
+fn second_document_line(text: &str) -> Option<usize> {
+    let mut content_seen = false;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_end();
+        let is_marker = t == "---" || t.starts_with("--- ") || t.starts_with("---\t");
+        if is_marker && content_seen {
+            return Some(i + 1);
+        }
+        if t == "..." && content_seen {
+            // A document end followed by anything but comments starts a new document.
+            let next = text.lines().skip(i + 1).position(|l| {
+                let l = l.trim();
+                !l.is_empty() && !l.starts_with('#')
+            });
+            if let Some(n) = next {
+                return Some(i + 2 + n);
+            }
+        }
+        // A marker itself is not content, but `--- {a: 1}` carries some after it.
+        let c = if is_marker { t[3..].trim() } else { t.trim() };
+        if !c.is_empty() && !c.starts_with('#') && !c.starts_with('%') {
+            content_seen = true;
+        }
+    }
+    None
+}
+
+/// The line of the second occurrence of `key` as a mapping key at or after line `from`.
+fn duplicate_key_line(text: &str, key: &str, from: usize) -> Option<usize> {
+    let is_key_line = |l: &str| {
+        let l = l.trim_start().trim_start_matches("- ");
+        [
+            format!("{key}:"),
+            format!("\"{key}\":"),
+            format!("'{key}':"),
+            format!("{key} :"),
+        ]
+        .iter()
+        .any(|p| l.starts_with(p.as_str()))
+    };
+    text.lines()
+        .enumerate()
+        .skip(from.saturating_sub(1))
+        .filter(|(_, l)| is_key_line(l))
+        .map(|(i, _)| i + 1)
+        .nth(1)
+}
+
+/// The first line using an alias (`*name`), where an expansion bomb is triggered.
+fn first_alias_line(text: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            let b = l.as_bytes();
+            b.iter().enumerate().any(|(i, c)| {
+                *c == b'*'
+                    && (i == 0 || matches!(b[i - 1], b' ' | b'[' | b',' | b'\t' | b'{'))
+                    && b.get(i + 1).is_some_and(|n| n.is_ascii_alphanumeric())
+            })
+        })
+        .map(|i| i + 1)
+        .unwrap_or(1)
+}
+
+/// Turns a serde_yaml error into a config error at the right line: serde_yaml reports
+/// duplicate keys at the start of the mapping and gives no location at all for a second
+/// document or an alias expansion that hits its limit.
+fn yaml_error(path: &Path, text: &str, e: &serde_yaml::Error) -> ConfigError {
+    let msg = e.to_string();
+    // Errors at the end of input are reported one line past the last one: name the last.
+    let last_line = text.lines().count().max(1);
+    let located = e
+        .location()
+        .map(|l| l.line().min(last_line))
+        .filter(|l| *l > 0);
+    if let Some(rest) = msg.split("duplicate entry with key \"").nth(1)
+        && let Some(key) = rest.split('"').next()
+    {
+        let line = duplicate_key_line(text, key, located.unwrap_or(1))
+            .or_else(|| duplicate_key_line(text, key, 1))
+            .or(located)
+            .unwrap_or(1);
+        return ConfigError::file(
+            path,
+            line,
+            key,
+            "duplicate key (each key may appear once per file; use \"key+:\" in a drop-in to append)"
+                .into(),
+        );
+    }
+    if msg.contains("more than one document") {
+        let line = second_document_line(text).unwrap_or(1);
+        return ConfigError::file(
+            path,
+            line,
+            "",
+            "a second YAML document starts here; a config file must hold exactly one".into(),
+        );
+    }
+    if msg.contains("repetition limit exceeded") {
+        return ConfigError::file(
+            path,
+            first_alias_line(text),
+            "",
+            "YAML aliases expand to too many values (alias bomb?)".into(),
+        );
+    }
+    ConfigError::file(
+        path,
+        located.unwrap_or(1),
+        "",
+        format!("malformed YAML: {e}"),
+    )
 }
 
 fn scalar_to_string(v: &serde_yaml::Value) -> Option<String> {
@@ -239,15 +371,30 @@ fn describe(v: &serde_yaml::Value) -> &'static str {
 
 /// Parses one YAML config file into entries. Errors name the file, line and key.
 fn parse_file(path: &Path) -> Result<Vec<FileEntry>, ConfigError> {
-    let text = std::fs::read_to_string(path)
+    let bytes = std::fs::read(path)
         .map_err(|e| ConfigError::file(path, 0, "", format!("cannot read: {e}")))?;
+    parse_config_text(path, &bytes)
+}
+
+/// Parses the bytes of the config file `path` (used only in messages) into entries. Public for
+/// the fuzz targets (tests/fuzz.rs): any input gives entries or an error naming a line ≥ 1.
+pub fn parse_config_text(path: &Path, bytes: &[u8]) -> Result<Vec<FileEntry>, ConfigError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        ConfigError::file(
+            path,
+            line_of_offset(bytes, e.valid_up_to()),
+            "",
+            format!(
+                "not valid UTF-8 (invalid byte at offset {}); config files must be UTF-8",
+                e.valid_up_to()
+            ),
+        )
+    })?;
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let doc: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| {
-        let line = e.location().map(|l| l.line()).unwrap_or(0);
-        ConfigError::file(path, line, "", format!("malformed YAML: {e}"))
-    })?;
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| yaml_error(path, text, &e))?;
     let map = match doc {
         serde_yaml::Value::Mapping(m) => m,
         serde_yaml::Value::Null => return Ok(Vec::new()),
@@ -268,12 +415,12 @@ fn parse_file(path: &Path) -> Result<Vec<FileEntry>, ConfigError> {
         let Some(raw_key) = scalar_to_string(&k) else {
             return Err(ConfigError::file(
                 path,
-                0,
+                complex_key_line(text),
                 "",
-                "keys must be strings".to_string(),
+                format!("keys must be strings, found {}", describe(&k)),
             ));
         };
-        let line = key_line(&text, &raw_key);
+        let line = key_line(text, &raw_key);
         let (key, append) = match raw_key.strip_suffix('+') {
             Some(k) => (k.to_string(), true),
             None => (raw_key.clone(), false),
@@ -314,7 +461,7 @@ fn parse_file(path: &Path) -> Result<Vec<FileEntry>, ConfigError> {
                 }
             },
         };
-        let item_lines = item_lines(&text, line, values.len());
+        let item_lines = item_lines(text, line, values.len());
         entries.push(FileEntry {
             key,
             append,
@@ -325,6 +472,14 @@ fn parse_file(path: &Path) -> Result<Vec<FileEntry>, ConfigError> {
         });
     }
     Ok(entries)
+}
+
+/// The first top-level line whose key is not a plain scalar (`[a]: 1`, `{a: 1}: 2`, `? ...`).
+fn complex_key_line(text: &str) -> usize {
+    text.lines()
+        .position(|l| l.starts_with('[') || l.starts_with('{') || l.starts_with('?'))
+        .map(|i| i + 1)
+        .unwrap_or(1)
 }
 
 fn split_commas(shape: Shape, value: &str) -> Vec<String> {
@@ -675,5 +830,75 @@ mod tests {
         .unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains(":2:") && msg.contains("node-name"), "{msg}");
+    }
+
+    fn text_error(text: &[u8]) -> ConfigError {
+        parse_config_text(Path::new("/etc/rke2/config.yaml"), text).unwrap_err()
+    }
+
+    fn line(e: &ConfigError) -> usize {
+        match e.origin {
+            Origin::File { line, .. } => line,
+            ref other => panic!("not a file origin: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn duplicate_key_names_the_second_occurrence() {
+        let e = text_error(b"token: a\nnode-name: n\n\ntoken: b\n");
+        assert_eq!((line(&e), e.key.as_str()), (4, "token"), "{e}");
+        assert!(e.to_string().contains("duplicate key"), "{e}");
+        let e = text_error(b"token: a\nnode-name:\n  c: 1\n  c: 2\n");
+        assert_eq!((line(&e), e.key.as_str()), (4, "c"), "{e}");
+    }
+
+    #[test]
+    fn second_document_is_named_at_its_marker() {
+        let e = text_error(b"token: a\n---\nnode-name: n\n");
+        assert_eq!(line(&e), 2, "{e}");
+        assert!(e.to_string().contains("second YAML document"), "{e}");
+        let e = text_error(b"# comment\n---\ntoken: a\n# x\n---\nnode-name: n\n");
+        assert_eq!(line(&e), 5, "{e}");
+        let e = text_error(b"token: a\n...\n\nnode-name: n\n");
+        assert_eq!(line(&e), 4, "{e}");
+    }
+
+    #[test]
+    fn non_utf8_names_the_line_of_the_bad_byte() {
+        let e = text_error(b"token: a\nnode-name: n\nnode-label: caf\xe9\n");
+        assert_eq!(line(&e), 3, "{e}");
+        assert!(e.to_string().contains("UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn alias_bomb_is_refused_at_the_first_alias() {
+        let mut text = String::from("token: a\nx0: &x0 [a,a,a,a,a,a,a,a,a]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            text.push_str(&format!(
+                "x{i}: &x{i} [*x{p},*x{p},*x{p},*x{p},*x{p},*x{p},*x{p},*x{p},*x{p}]\n"
+            ));
+        }
+        let e = text_error(text.as_bytes());
+        assert_eq!(line(&e), 3, "{e}");
+        assert!(e.to_string().contains("alias"), "{e}");
+    }
+
+    #[test]
+    fn errors_at_the_end_of_input_name_the_last_line() {
+        // Found by tests/fuzz.rs (fuzz_config_yaml): serde_yaml said line 2 of a 1-line file.
+        let e = text_error(b"[  !!str ");
+        assert_eq!(line(&e), 1, "{e}");
+        let e = text_error(b"token: a\nnode-label: [x\n");
+        assert_eq!(line(&e), 2, "{e}");
+    }
+
+    #[test]
+    fn non_string_keys_and_flow_mappings_have_lines() {
+        let e = text_error(b"token: a\n[x]: 1\n");
+        assert_eq!(line(&e), 2, "{e}");
+        let entries =
+            parse_config_text(Path::new("c.yaml"), b"# c\n{token: a, node-name: n}\n").unwrap();
+        assert!(entries.iter().all(|e| e.line == 2), "{entries:?}");
     }
 }

@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::apiserver::resources;
 use crate::apiserver::status::ApiError;
 use crate::apiserver::storage::{ListOptions, Storage};
 use crate::datastore::{Cas, Change};
+use crate::registry::{ENDPOINTS, LEASES, NAMESPACES, NODES, SECRETS, SERVICES, SYSTEM_NAMESPACES};
 use crate::server::context::Ctx;
 use crate::supervisor::APISERVER_ADDRESSES_PREFIX;
 
@@ -31,17 +31,13 @@ fn storage(ctx: &Ctx) -> Option<Storage> {
     ctx.store.get().cloned().map(Storage::new)
 }
 
-fn info(group: &str, plural: &str) -> &'static resources::ResourceInfo {
-    resources::lookup(group, "v1", plural).expect("resource in table")
-}
-
 /// Creates the system namespaces and the `default/kubernetes` Service if missing.
 pub async fn ensure_defaults(ctx: &Ctx) -> Result<(), ApiError> {
     let store =
         storage(ctx).ok_or_else(|| ApiError::ServiceUnavailable("datastore not ready".into()))?;
-    for ns in crate::apiserver::handlers::SYSTEM_NAMESPACES {
+    for ns in SYSTEM_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        match store.create(info("", "namespaces"), None, obj).await {
+        match store.create(&NAMESPACES, None, obj).await {
             Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e),
         }
@@ -61,10 +57,7 @@ pub async fn ensure_defaults(ctx: &Ctx) -> Result<(), ApiError> {
             "sessionAffinity": "None",
         },
     });
-    match store
-        .create(info("", "services"), Some("default"), svc)
-        .await
-    {
+    match store.create(&SERVICES, Some("default"), svc).await {
         Ok(_) | Err(ApiError::AlreadyExists { .. }) => Ok(()),
         Err(e) => Err(e),
     }
@@ -213,14 +206,10 @@ async fn node_lifecycle(
         // loop stays cheap with thousands of nodes.
         let (Ok(nodes), Ok(leases)) = (
             store
-                .list_stored(info("", "nodes"), None, &ListOptions::default())
+                .list_stored(&NODES, None, &ListOptions::default())
                 .await,
             store
-                .list_stored(
-                    info("coordination.k8s.io", "leases"),
-                    Some("kube-node-lease"),
-                    &ListOptions::default(),
-                )
+                .list_stored(&LEASES, Some("kube-node-lease"), &ListOptions::default())
                 .await,
         ) else {
             continue;
@@ -250,7 +239,7 @@ async fn node_lifecycle(
                 "node stopped renewing its lease; marking it Ready=Unknown"
             );
             let result = store
-                .modify(info("", "nodes"), None, name, None, |n| {
+                .modify(&NODES, None, name, None, |n| {
                     let stamp = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
                     let conds = n["status"]["conditions"]
                         .as_array()
@@ -288,7 +277,7 @@ async fn member_removal(
     is_leader: tokio::sync::watch::Receiver<bool>,
     cancel: CancellationToken,
 ) {
-    let nodes = info("", "nodes");
+    let nodes = &NODES;
     let serial = std::sync::Arc::new(tokio::sync::Mutex::new(()));
     loop {
         let Some(store) = ctx.store.get().cloned() else {
@@ -445,7 +434,7 @@ fn has_all(node: &Value, field: &str, want: &BTreeMap<String, String>) -> bool {
 async fn apply_server_node_metadata(ctx: &Ctx, member: &str) -> Result<(), ApiError> {
     let store =
         storage(ctx).ok_or_else(|| ApiError::ServiceUnavailable("datastore not ready".into()))?;
-    let nodes = info("", "nodes");
+    let nodes = &NODES;
     let (labels, annotations) = server_node_metadata(ctx, member);
     let Some(node) = store.get_opt(nodes, None, &ctx.node.name).await? else {
         return Ok(());
@@ -503,13 +492,7 @@ pub async fn spawn_server_node_metadata(
 async fn forget_node_password(store: &crate::datastore::Datastore, node: &str) {
     let secret = crate::server::node_password::secret_name(node);
     match Storage::new(store.clone())
-        .delete(
-            info("", "secrets"),
-            Some("kube-system"),
-            &secret,
-            None,
-            None,
-        )
+        .delete(&SECRETS, Some("kube-system"), &secret, None, None)
         .await
     {
         Ok(_) | Err(ApiError::NotFound { .. }) => {}
@@ -550,7 +533,7 @@ async fn kubernetes_endpoints(
         } else {
             json!([{"addresses": ips, "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}])
         };
-        let ep = info("", "endpoints");
+        let ep = &ENDPOINTS;
         match store.get_opt(ep, Some("default"), "kubernetes").await {
             Ok(Some(existing)) => {
                 if existing.get("subsets") != Some(&subsets) {
@@ -591,7 +574,7 @@ async fn bootstrap_token_cleanup(
             continue;
         }
         let Some(store) = storage(&ctx) else { continue };
-        let secrets = info("", "secrets");
+        let secrets = &SECRETS;
         let Ok(list) = store
             .list(secrets, Some(NAMESPACE), &ListOptions::default())
             .await
@@ -654,11 +637,7 @@ pub async fn refresh_status(ctx: &Ctx) -> Result<(), crate::etcd::EtcdError> {
         }
     }
     if let Some(store) = storage(ctx) {
-        if let Ok(n) = store
-            .datastore()
-            .count(&info("", "nodes").list_prefix(None))
-            .await
-        {
+        if let Ok(n) = store.datastore().count(&NODES.list_prefix(None)).await {
             ctx.runtime.update(|s| s.node_count = n as u32);
         }
         if let Ok(addrs) = crate::supervisor::list_apiservers(ctx).await {

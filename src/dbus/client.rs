@@ -66,7 +66,7 @@ pub enum ClientError {
     )]
     NoBus(String),
     #[error(
-        "{SERVER_NAME} is not on the system bus: is `rke2 server` running on this host (and connected to the same bus)?"
+        "{SERVER_NAME} is not on the system bus: is `rke2 server` running on this host (and connected to the same bus)? With --node, the node's own name io.rke2.Server.<node> is asked"
     )]
     NotRunning,
     #[error("access denied: {0}. This command must be run as root")]
@@ -124,19 +124,46 @@ pub async fn connect() -> Result<Connection, ClientError> {
     })
 }
 
-/// Proxy of the server's nodes interface.
-pub async fn nodes(conn: &Connection) -> Result<Nodes1Proxy<'static>, ClientError> {
-    Ok(Nodes1Proxy::new(conn).await?)
+/// The bus name the CLI talks to: the server node named with `--node` (its per-node name), else
+/// whichever server owns the shared name.
+pub fn destination(node: Option<&str>) -> String {
+    match node {
+        Some(n) => super::node_bus_name(SERVER_NAME, n),
+        None => SERVER_NAME.to_string(),
+    }
 }
 
-/// Proxy of the server's cluster interface.
-pub async fn cluster(conn: &Connection) -> Result<Cluster1Proxy<'static>, ClientError> {
-    Ok(Cluster1Proxy::new(conn).await?)
+/// Proxy of the server's cluster interface on `node` (or the shared name).
+pub async fn cluster(
+    conn: &Connection,
+    node: Option<&str>,
+) -> Result<Cluster1Proxy<'static>, ClientError> {
+    Ok(Cluster1Proxy::builder(conn)
+        .destination(destination(node))
+        .build()
+        .await?)
 }
 
-/// Proxy of the server's tokens interface.
-pub async fn tokens(conn: &Connection) -> Result<Tokens1Proxy<'static>, ClientError> {
-    Ok(Tokens1Proxy::new(conn).await?)
+/// Proxy of the server's nodes interface on `node` (or the shared name).
+pub async fn nodes(
+    conn: &Connection,
+    node: Option<&str>,
+) -> Result<Nodes1Proxy<'static>, ClientError> {
+    Ok(Nodes1Proxy::builder(conn)
+        .destination(destination(node))
+        .build()
+        .await?)
+}
+
+/// Proxy of the server's tokens interface on `node` (or the shared name).
+pub async fn tokens(
+    conn: &Connection,
+    node: Option<&str>,
+) -> Result<Tokens1Proxy<'static>, ClientError> {
+    Ok(Tokens1Proxy::builder(conn)
+        .destination(destination(node))
+        .build()
+        .await?)
 }
 
 /// A duration the way kubectl prints ages: `45s`, `12m`, `3h`, `5d`.

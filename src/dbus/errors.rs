@@ -131,7 +131,8 @@ pub fn kind_of(e: &AdminError) -> ErrorKind {
                 | BootstrapError::Missing(_)
                 | BootstrapError::Io(_) => K::Failed,
             },
-            TokenOpError::Io(_) => K::Failed,
+            TokenOpError::Io(_) | TokenOpError::Record(_) => K::Failed,
+            TokenOpError::Concurrent => K::Conflict,
         },
         AdminError::Snapshot(s) => match s {
             SnapshotError::NotFound { .. } => K::NotFound,

@@ -44,12 +44,11 @@ pub fn spawn_server(ctx: Ctx, tracker: &TaskTracker, cancel: CancellationToken) 
     let runtime = ctx.runtime.clone();
     let connect_ctx = ctx.clone();
     tracker.spawn(keep_on_bus(
-        SERVER_NAME,
+        BusNames::new(SERVER_NAME, &ctx.node.name),
         move || {
             let ctx = connect_ctx.clone();
             async move {
                 zbus::connection::Builder::system()
-                    .name(SERVER_NAME)
                     .serve_at(SERVER_PATH, cluster::ServerCluster::for_server(ctx.clone()))
                     .serve_at(SERVER_PATH, nodes::Nodes::new(ctx.clone()))
                     .serve_at(SERVER_PATH, tokens::Tokens::new(ctx.clone()))
@@ -75,12 +74,11 @@ pub fn spawn_server(ctx: Ctx, tracker: &TaskTracker, cancel: CancellationToken) 
 pub fn spawn_agent(runtime: Runtime, tracker: &TaskTracker, cancel: CancellationToken) {
     let connect_runtime = runtime.clone();
     tracker.spawn(keep_on_bus(
-        AGENT_NAME,
+        BusNames::new(AGENT_NAME, &runtime.node_name),
         move || {
             let runtime = connect_runtime.clone();
             async move {
                 zbus::connection::Builder::system()
-                    .name(AGENT_NAME)
                     .serve_at(AGENT_PATH, cluster::AgentCluster::new(runtime))
                     .build()
                     .await
@@ -91,11 +89,84 @@ pub fn spawn_agent(runtime: Runtime, tracker: &TaskTracker, cancel: Cancellation
     ));
 }
 
+/// The per-node bus name of `node` under `base`: `io.rke2.Server.<node>`, the node name made a
+/// valid bus name element (characters other than ASCII letters, digits and `_` become `_`, and a
+/// leading digit gets a `_` in front), so several nodes on one bus are each addressable.
+pub fn node_bus_name(base: &str, node: &str) -> String {
+    let mut element: String = node
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if element.is_empty() || element.starts_with(|c: char| c.is_ascii_digit()) {
+        element.insert(0, '_');
+    }
+    format!("{base}.{element}")
+}
+
+/// The names a daemon asks for: its own per-node name (never queued: it is this node's) and the
+/// shared well-known name (queued: with several nodes on one bus the first keeps it, the next in
+/// line gets it when the owner leaves).
+struct BusNames {
+    well_known: &'static str,
+    node: String,
+}
+
+impl BusNames {
+    fn new(well_known: &'static str, node: &str) -> BusNames {
+        BusNames {
+            well_known,
+            node: node_bus_name(well_known, node),
+        }
+    }
+
+    /// Requests both names on `conn` and logs, truthfully, which ones this daemon got.
+    async fn request(&self, conn: &Connection) -> zbus::Result<()> {
+        use zbus::fdo::{RequestNameFlags, RequestNameReply};
+        match conn
+            .request_name_with_flags(self.node.as_str(), RequestNameFlags::DO_NOT_QUEUE)
+            .await
+        {
+            Ok(_) => {}
+            Err(zbus::Error::NameTaken) => tracing::warn!(
+                component = "dbus",
+                "{} is owned by another daemon on this bus (two nodes with one name?)",
+                self.node
+            ),
+            Err(e) => return Err(e),
+        }
+        let reply = conn
+            .request_name_with_flags(self.well_known, RequestNameFlags::empty())
+            .await?;
+        match reply {
+            RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner => tracing::info!(
+                component = "dbus",
+                "serving {} and {} on the system bus",
+                self.well_known,
+                self.node
+            ),
+            RequestNameReply::InQueue | RequestNameReply::Exists => tracing::info!(
+                component = "dbus",
+                "{} is owned by another node on this bus; serving {} only (queued for {})",
+                self.well_known,
+                self.node,
+                self.well_known
+            ),
+        }
+        Ok(())
+    }
+}
+
 /// Connects, serves until the connection is lost, and reconnects with backoff, until `cancel`.
 /// The first failure in a row is a warning, the rest are debug lines, so a host without a system
 /// bus gets one line rather than a stream.
 async fn keep_on_bus<C, CF, R, RF>(
-    name: &'static str,
+    names: BusNames,
     mut connect: C,
     mut run: R,
     cancel: CancellationToken,
@@ -110,11 +181,19 @@ async fn keep_on_bus<C, CF, R, RF>(
     loop {
         let attempt = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = connect() => r,
+            r = async {
+                let conn = connect().await?;
+                names.request(&conn).await?;
+                let acquired = zbus::fdo::DBusProxy::new(&conn)
+                    .await?
+                    .receive_name_acquired()
+                    .await?;
+                Ok::<_, zbus::Error>((conn, acquired))
+            } => r,
         };
+        let name = names.well_known;
         match attempt {
-            Ok(conn) => {
-                tracing::info!(component = "dbus", "serving {name} on the system bus");
+            Ok((conn, mut acquired)) => {
                 failing = false;
                 delay = RETRY_MIN;
                 // `run` emits signals; it only ends when emitting fails, so the connection's own
@@ -127,6 +206,11 @@ async fn keep_on_bus<C, CF, R, RF>(
                         _ = cancel.cancelled() => return,
                         _ = conn.closed() => break,
                         _ = &mut signals, if !signals_done => signals_done = true,
+                        Some(sig) = futures_util::StreamExt::next(&mut acquired) => {
+                            if sig.args().is_ok_and(|a| a.name.as_str() == name) {
+                                tracing::info!(component = "dbus", "{name} acquired: its owner left, this node serves it now");
+                            }
+                        }
                     }
                 }
                 tracing::warn!(
@@ -187,4 +271,26 @@ pub(crate) async fn require_root(
         BusError::from(e)
     })?;
     Ok(uid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_bus_names_are_valid_elements() {
+        assert_eq!(node_bus_name(SERVER_NAME, "s2"), "io.rke2.Server.s2");
+        assert_eq!(
+            node_bus_name(AGENT_NAME, "node-1.example"),
+            "io.rke2.Agent.node_1_example"
+        );
+        assert_eq!(node_bus_name(SERVER_NAME, "1a"), "io.rke2.Server._1a");
+        for name in ["s2", "node-1.example", "1a", ""] {
+            let n = node_bus_name(SERVER_NAME, name);
+            assert!(
+                zbus::names::WellKnownName::try_from(n.as_str()).is_ok(),
+                "{n}"
+            );
+        }
+    }
 }

@@ -10,8 +10,8 @@ use zbus::{Connection, interface};
 
 use super::errors::BusError;
 use super::{SERVER_PATH, require_root};
-use crate::apiserver::resources;
 use crate::datastore::{Change, DatastoreError};
+use crate::registry::NODES;
 use crate::server::admin::{self, NodeSummary};
 use crate::server::context::Ctx;
 
@@ -192,9 +192,7 @@ pub async fn emit_node_signals(ctx: Ctx, conn: Connection) {
     let Ok(emitter) = SignalEmitter::new(&conn, SERVER_PATH) else {
         return;
     };
-    let prefix = resources::lookup("", "v1", "nodes")
-        .expect("nodes in the resource table")
-        .list_prefix(None);
+    let prefix = NODES.list_prefix(None);
     let mut start = 0i64;
     loop {
         if let Some(store) = ctx.store.get().cloned()

@@ -186,6 +186,10 @@ pub struct ClusterInfo {
 }
 
 /// Lists the members.
+/// The local member's client, once etcd runs (shared by the orchestrator and the API server's
+/// node admission).
+pub type EtcdCell = std::sync::Arc<tokio::sync::OnceCell<Client>>;
+
 pub async fn member_list(client: &Client) -> Result<Vec<MemberInfo>, EtcdError> {
     let mut c = client.cluster_client();
     let resp = with_timeout(c.member_list()).await?;

@@ -28,6 +28,33 @@ const STABLE_RUN: Duration = Duration::from_secs(60);
 /// restarted (its data directory is no longer usable).
 const REMOVED_MESSAGE: &str = "has been permanently removed from the cluster";
 
+/// Free space below which the disk holding etcd's data counts as full: etcd preallocates its
+/// 64 MB WAL segments, so less than one segment means the next one cannot be created.
+pub const DISK_FULL_BELOW: u64 = 64 * 1024 * 1024;
+/// What etcd logs when a write hit ENOSPC, and when its backend quota (NOSPACE alarm) is hit.
+const DISK_FULL_MESSAGES: &[&str] = &["no space left on device", "database space exceeded"];
+
+/// Names a full disk under etcd's data directory, for errors that would otherwise only say
+/// "no quorum?": `Some(message)` when the filesystem holding `data_dir` (or its nearest
+/// existing parent) has less than `min_free` bytes available to unprivileged writers.
+pub fn disk_space_problem(data_dir: &Path, min_free: u64) -> Option<String> {
+    let dir = data_dir.ancestors().find(|p| p.exists())?;
+    let st = rustix::fs::statvfs(dir).ok()?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    (free < min_free).then(|| {
+        format!(
+            "the disk holding the etcd data directory {} is full ({} KiB free)",
+            data_dir.display(),
+            free / 1024
+        )
+    })
+}
+
+/// Whether the filesystem of `data_dir` has room for etcd (see [`DISK_FULL_BELOW`]).
+pub fn disk_full(data_dir: &Path) -> Option<String> {
+    disk_space_problem(data_dir, DISK_FULL_BELOW)
+}
+
 /// Whether etcd creates a new cluster or joins an existing one (only read on first start).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InitialClusterState {
@@ -229,7 +256,7 @@ fn spawn(settings: &EtcdSettings) -> std::io::Result<Child> {
 
 /// Forwards etcd's zap JSON log lines to tracing: errors and warnings as such, the chatty
 /// info level as debug.
-fn forward_logs(child: &mut Child, member: String, removed: Arc<AtomicBool>) {
+fn forward_logs(child: &mut Child, member: String, data_dir: PathBuf, removed: Arc<AtomicBool>) {
     let streams: Vec<Box<dyn tokio::io::AsyncRead + Unpin + Send>> = [
         child
             .stdout
@@ -246,6 +273,7 @@ fn forward_logs(child: &mut Child, member: String, removed: Arc<AtomicBool>) {
     for stream in streams {
         let member = member.clone();
         let removed = removed.clone();
+        let data_dir = data_dir.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stream).lines();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -264,6 +292,25 @@ fn forward_logs(child: &mut Child, member: String, removed: Arc<AtomicBool>) {
                     .unwrap_or_else(|| line.clone());
                 if line.contains(REMOVED_MESSAGE) {
                     removed.store(true, Ordering::SeqCst);
+                }
+                if DISK_FULL_MESSAGES.iter().any(|m| line.contains(m)) {
+                    // etcd's own line says ENOSPC or NOSPACE somewhere in a long JSON record;
+                    // say plainly which directory's disk is the problem.
+                    let detail = disk_full(&data_dir).unwrap_or_else(|| {
+                        if line.contains("database space exceeded") {
+                            format!(
+                                "etcd's database in {} reached its size quota (alarm NOSPACE); \
+                                 compact and defragment it, then disarm the alarm",
+                                data_dir.display()
+                            )
+                        } else {
+                            format!(
+                                "etcd ran out of disk space for its data directory {}",
+                                data_dir.display()
+                            )
+                        }
+                    });
+                    tracing::error!(component = "etcd", etcd_member = %member, "{detail}: {msg}");
                 }
                 match relevel(&level, &msg) {
                     tracing::Level::ERROR => {
@@ -348,7 +395,12 @@ pub async fn supervise(
         tracing::info!(component = "etcd", etcd_member = %settings.name, pid, "etcd started");
         let _ = state.send(ProcessState::Running { pid });
         let removed = Arc::new(AtomicBool::new(false));
-        forward_logs(&mut child, settings.name.clone(), removed.clone());
+        forward_logs(
+            &mut child,
+            settings.name.clone(),
+            settings.data_dir.clone(),
+            removed.clone(),
+        );
         let started = tokio::time::Instant::now();
         tokio::select! {
             _ = cancel.cancelled() => {
@@ -485,5 +537,16 @@ mod tests {
         assert!(e.to_string().contains("apt-get install -y etcd-server"));
         let e = find_etcd_binary(None, Some("/nonexistent")).unwrap_err();
         assert!(e.to_string().contains("etcd-bin"));
+    }
+
+    #[test]
+    fn disk_space_problem_names_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("server/db/etcd");
+        // The data directory need not exist yet: its nearest parent's filesystem counts.
+        let msg = disk_space_problem(&data, u64::MAX).expect("no disk has u64::MAX bytes free");
+        assert!(msg.contains(&data.display().to_string()), "{msg}");
+        assert!(msg.contains("is full"), "{msg}");
+        assert_eq!(disk_space_problem(&data, 0), None);
     }
 }

@@ -10,10 +10,10 @@ use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use crate::apiserver::resources::{self, ResourceInfo};
 use crate::apiserver::status::ApiError;
 use crate::apiserver::storage::{ListOptions, Storage};
 use crate::etcd::EtcdError;
+use crate::registry::{NODES, SECRETS};
 use crate::server::bootstrap_tokens::{NAMESPACE, SECRET_TYPE, secret_name};
 use crate::server::context::Ctx;
 use crate::server::token_ops::{self, TokenOpError};
@@ -326,10 +326,6 @@ fn storage(ctx: &Ctx) -> Result<Storage, AdminError> {
         .ok_or(AdminError::NotReady)
 }
 
-fn info(plural: &str) -> &'static ResourceInfo {
-    resources::lookup("", "v1", plural).expect("core resource in table")
-}
-
 fn node_not_found(e: ApiError, name: &str) -> AdminError {
     match e {
         ApiError::NotFound { .. } => AdminError::NotFound {
@@ -343,7 +339,7 @@ fn node_not_found(e: ApiError, name: &str) -> AdminError {
 /// All nodes, sorted by name.
 pub async fn list_nodes(ctx: &Ctx) -> Result<Vec<NodeSummary>, AdminError> {
     let list = storage(ctx)?
-        .list(info("nodes"), None, &ListOptions::default())
+        .list(&NODES, None, &ListOptions::default())
         .await?;
     let mut nodes: Vec<NodeSummary> = list.items.iter().map(node_summary).collect();
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -354,7 +350,7 @@ pub async fn list_nodes(ctx: &Ctx) -> Result<Vec<NodeSummary>, AdminError> {
 pub async fn get_node(ctx: &Ctx, name: &str) -> Result<NodeSummary, AdminError> {
     validate_node_name(name)?;
     let node = storage(ctx)?
-        .get(info("nodes"), None, name)
+        .get(&NODES, None, name)
         .await
         .map_err(|e| node_not_found(e, name))?;
     Ok(node_summary(&node))
@@ -367,7 +363,7 @@ async fn modify_node(
 ) -> Result<NodeSummary, AdminError> {
     validate_node_name(name)?;
     let node = storage(ctx)?
-        .modify(info("nodes"), None, name, None, f)
+        .modify(&NODES, None, name, None, f)
         .await
         .map_err(|e| node_not_found(e, name))?;
     Ok(node_summary(&node))
@@ -430,7 +426,7 @@ pub async fn delete_node(ctx: &Ctx, name: &str) -> Result<Option<String>, AdminE
     validate_node_name(name)?;
     let store = storage(ctx)?;
     let node = store
-        .get(info("nodes"), None, name)
+        .get(&NODES, None, name)
         .await
         .map_err(|e| node_not_found(e, name))?;
     // The member comes from etcd's membership (servers name their own members), never from
@@ -443,7 +439,7 @@ pub async fn delete_node(ctx: &Ctx, name: &str) -> Result<Option<String>, AdminE
     }
     let uid = text(&node, "/metadata/uid");
     store
-        .delete(info("nodes"), None, name, Some(&uid), None)
+        .delete(&NODES, None, name, Some(&uid), None)
         .await
         .map_err(|e| node_not_found(e, name))?;
     let Some(member) = member else {
@@ -615,7 +611,7 @@ pub async fn create_token(ctx: &Ctx, req: &TokenRequest) -> Result<Secret, Admin
     let (id, secret) = token::generate_bootstrap_token();
     store
         .create(
-            info("secrets"),
+            &SECRETS,
             Some(NAMESPACE),
             token_secret_object(&id, &secret, &spec),
         )
@@ -631,7 +627,7 @@ pub async fn create_token(ctx: &Ctx, req: &TokenRequest) -> Result<Secret, Admin
 /// All bootstrap tokens (including expired ones not yet cleaned up), sorted by id.
 pub async fn list_tokens(ctx: &Ctx) -> Result<Vec<TokenSummary>, AdminError> {
     let list = storage(ctx)?
-        .list(info("secrets"), Some(NAMESPACE), &ListOptions::default())
+        .list(&SECRETS, Some(NAMESPACE), &ListOptions::default())
         .await?;
     let mut tokens: Vec<TokenSummary> = list
         .items
@@ -666,13 +662,7 @@ pub async fn delete_token(ctx: &Ctx, id_or_token: &str) -> Result<String, AdminE
     let id = token_id_of(id_or_token)?;
     let store = storage(ctx)?;
     match store
-        .delete(
-            info("secrets"),
-            Some(NAMESPACE),
-            &secret_name(&id),
-            None,
-            None,
-        )
+        .delete(&SECRETS, Some(NAMESPACE), &secret_name(&id), None, None)
         .await
     {
         Ok(_) => {

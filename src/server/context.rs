@@ -4,11 +4,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 
-use tokio::sync::OnceCell;
-
 use crate::config::ServerConfig;
 use crate::daemon::Runtime;
-use crate::datastore::Datastore;
+use crate::datastore::StoreCell;
 use crate::etcd::EtcdTls;
 use crate::paths::{AgentPaths, ServerPaths};
 use crate::pki::CertAuthority;
@@ -46,15 +44,16 @@ pub struct ServerContext {
     pub runtime: Runtime,
     pub etcd_tls: EtcdTls,
     /// The local etcd member's client, once etcd runs.
-    pub etcd: OnceCell<etcd_client::Client>,
-    /// The datastore, once the local member is a ready voter.
-    pub store: OnceCell<Datastore>,
+    pub etcd: crate::etcd::EtcdCell,
+    /// The datastore, once the local member is a ready voter (shared with the API server, which
+    /// needs nothing else of this context).
+    pub store: StoreCell,
     /// This server's API endpoint as other nodes reach it (`advertise-address` or node IP).
     pub apiserver_endpoint: SocketAddr,
     /// Cached cluster credentials record for supervisor authentication.
     pub credentials: crate::server::credentials::CredentialsCache,
     /// etcd snapshots of this server, once etcd is ready.
-    pub snapshots: OnceCell<Arc<crate::etcd::snapshot::Snapshotter>>,
+    pub snapshots: tokio::sync::OnceCell<Arc<crate::etcd::snapshot::Snapshotter>>,
 }
 
 impl std::fmt::Debug for ServerContext {

@@ -17,7 +17,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{OnceCell, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -62,6 +62,17 @@ pub enum ServerError {
          Start it with the token in {token_file} (or the cluster's current token); nothing was changed"
     )]
     DifferentToken { token_file: String },
+    #[error(
+        "the server token was rotated on {rotated_by} at {rotated_at}: the token from {setting} is the retired one. \
+         This server has written the cluster's current token to {token_file}; put that token in place of the old one \
+         (or remove the setting: the server then uses its own token file) and start it again"
+    )]
+    TokenRotated {
+        setting: String,
+        token_file: String,
+        rotated_by: String,
+        rotated_at: String,
+    },
     #[error("critical configuration value mismatch between servers: {}", .0.join("; "))]
     ConfigMismatch(Vec<String>),
     #[error("cannot join the cluster: {0}")]
@@ -335,11 +346,11 @@ async fn run_inner(
         server_password: RwLock::new(password.clone()),
         runtime: runtime.clone(),
         etcd_tls: EtcdTls::load(&paths)?,
-        etcd: OnceCell::new(),
-        store: OnceCell::new(),
+        etcd: Default::default(),
+        store: Default::default(),
         apiserver_endpoint,
         credentials: Default::default(),
-        snapshots: OnceCell::new(),
+        snapshots: tokio::sync::OnceCell::new(),
     });
     // A reset serves nothing: it only rebuilds etcd and exits (as RKE2 disables its apiserver).
     let resetting = config.cluster_reset.enabled;
@@ -354,7 +365,12 @@ async fn run_inner(
         tracker.spawn(https::serve(
             api_listener,
             tls.clone(),
-            crate::apiserver::router(ctx.clone(), cancel.clone()),
+            crate::apiserver::router(
+                ctx.store.clone(),
+                ctx.etcd.clone(),
+                ctx.paths.etcd_data(),
+                cancel.clone(),
+            ),
             cancel.clone(),
             "apiserver",
         ));
@@ -434,7 +450,8 @@ async fn run_inner(
 
     // Bootstrap data: refuse a token the cluster's data was not encrypted with.
     let reconciled = match reconcile_bootstrap(&ctx, &store, &password).await {
-        Ok(()) => ensure_kubelet_ca(&ctx, &store, &password).await,
+        // The password may have changed: adopted from a rotation made while this server was down.
+        Ok(()) => ensure_kubelet_ca(&ctx, &store, &ctx.server_password()).await,
         Err(e) => Err(e),
     };
     if let Err(e) = reconciled {
@@ -448,11 +465,14 @@ async fn run_inner(
     }
     cluster_reset::clear_flag(&paths)?;
     if mode == StartMode::Restart {
-        token_ops::write_token_files(&paths, &ctx.ca_hash(), &password, agent_pw.as_ref())?;
+        // The password may have been adopted from a rotation made while this server was down.
+        let current = ctx.server_password();
+        token_ops::write_token_files(&paths, &ctx.ca_hash(), &current, agent_pw.as_ref())?;
     }
     credentials::publish_if_absent(&store, &ctx.passwd()).await?;
     claim_node_name(&ctx, &store).await?;
     let _ = ctx.store.set(store);
+    tracker.spawn(token_ops::follow_rotations(ctx.clone(), cancel.clone()));
 
     // Admin kubeconfig.
     let admin = paths.client_admin();
@@ -670,6 +690,9 @@ async fn reconcile_bootstrap(
         return Ok(());
     }
     if !page.items.is_empty() {
+        if let Some(current) = rotated_from(ctx, store, password).await? {
+            return adopt_rotated_token(ctx, store, current).await;
+        }
         return Err(ServerError::DifferentToken {
             token_file: ctx.paths.token().display().to_string(),
         });
@@ -680,6 +703,65 @@ async fn reconcile_bootstrap(
         Cas::Written(_) => tracing::info!(component = "server", "saved encrypted bootstrap data"),
         Cas::Conflict(_) => tracing::info!(component = "server", "bootstrap data already exists"),
     }
+    Ok(())
+}
+
+/// When `password` is a token retired by a rotation of this cluster, the current token (read
+/// from the rotation record, which only holders of this cluster's CA key can open) and who
+/// rotated it when.
+async fn rotated_from(
+    ctx: &Ctx,
+    store: &Datastore,
+    password: &token::Secret,
+) -> Result<Option<(token::Secret, token_ops::RotationRecord)>, ServerError> {
+    let Ok(Some((record, _))) = token_ops::load_record(store).await else {
+        return Ok(None);
+    };
+    if !record.retired(password) {
+        return Ok(None);
+    }
+    let secret = token_ops::cluster_secret(&ctx.paths)?;
+    Ok(record.token(&secret).ok().map(|t| (t, record)))
+}
+
+/// A server started with a retired token: its token files (and bootstrap files) are brought to
+/// the current token. Started with that token from its own files it then carries on; started
+/// with it from a setting, it stops naming exactly the setting to change.
+async fn adopt_rotated_token(
+    ctx: &Ctx,
+    store: &Datastore,
+    (current, record): (token::Secret, token_ops::RotationRecord),
+) -> Result<(), ServerError> {
+    let data = token_ops::fetch_bundle(store, &current)
+        .await
+        .map_err(|e| ServerError::Setup(format!("following the token rotation: {e}")))?;
+    let passwd = token_ops::write_bundle_and_tokens(
+        &ctx.paths,
+        &ctx.ca_hash(),
+        &current,
+        &data,
+        ctx.config.agent_token.is_some(),
+    )
+    .map_err(|e| ServerError::Setup(format!("following the token rotation: {e}")))?;
+    let token_file = ctx.paths.token().display().to_string();
+    if let Some(setting) = &ctx.config.node.token_source {
+        return Err(ServerError::TokenRotated {
+            setting: setting.clone(),
+            token_file,
+            rotated_by: record.rotated_by,
+            rotated_at: record.rotated_at,
+        });
+    }
+    tracing::info!(
+        component = "server",
+        "the server token was rotated on {} at {} while this server was down; {token_file} now holds the new token",
+        record.rotated_by,
+        record.rotated_at
+    );
+    *ctx.passwd.write().unwrap_or_else(|e| e.into_inner()) = passwd;
+    *ctx.server_password
+        .write()
+        .unwrap_or_else(|e| e.into_inner()) = current;
     Ok(())
 }
 

@@ -6,9 +6,9 @@
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::apiserver::resources;
 use crate::apiserver::status::ApiError;
 use crate::apiserver::storage::Storage;
+use crate::registry::SECRETS;
 use crate::token::constant_time_eq;
 
 /// Secret type of node password secrets.
@@ -99,7 +99,7 @@ pub async fn check_or_store(
     node: &str,
     password: &str,
 ) -> Result<(), NodePasswordError> {
-    let info = resources::lookup("", "v1", "secrets").expect("secrets resource");
+    let info = &SECRETS;
     let name = secret_name(node);
     for _ in 0..2 {
         if let Some(existing) = storage.get_opt(info, Some(NAMESPACE), &name).await? {

@@ -179,7 +179,7 @@ async fn foreign_addresses(ctx: &Ctx, node: &str) -> Result<HashSet<IpAddr>> {
         .store
         .get()
         .ok_or_else(|| SupervisorError::NotReady("runtime core not ready".into()))?;
-    let nodes = crate::apiserver::resources::lookup("", "v1", "nodes").expect("nodes resource");
+    let nodes = &crate::registry::NODES;
     let page = Storage::new(store.clone())
         .list(nodes, None, &Default::default())
         .await

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod certs;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -121,7 +122,115 @@ pub fn router(ctx: Ctx) -> Router {
             SupervisorError::NotFound("the server could not find the requested resource".into())
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(auth::LoginThrottle::default()),
+            guard,
+        ))
         .with_state(ctx)
+}
+
+/// Wraps every route: refuses requests with credentials from an address that failed too many
+/// logins (429 + `Retry-After`), refuses an announced body over [`MAX_BODY_BYTES`] (413),
+/// records 401s, and turns every error answer not already a
+/// `Status` (axum's 405 for a wrong method, 413 from the body limit, extractor 400s) into one.
+async fn guard(
+    State(throttle): State<Arc<auth::LoginThrottle>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let ip = req.extensions().get::<ConnInfo>().map(|c| c.remote.ip());
+    let path = req.uri().path().to_string();
+    if let Some(ip) = ip
+        && req.headers().contains_key(header::AUTHORIZATION)
+        && let Some(wait) = throttle.throttled(ip)
+    {
+        let mut resp = crate::https::status_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "too many failed logins from this address; retry later",
+        );
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        return resp;
+    }
+    // An announced body over the limit is refused before it is read (so no `100 Continue`
+    // invites the client to send it).
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        let mut resp = crate::https::status_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            &format!("Request entity too large: limit is {MAX_BODY_BYTES}"),
+        );
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
+    }
+    let resp = next.run(req).await;
+    if resp.status() == StatusCode::UNAUTHORIZED
+        && let Some(ip) = ip
+    {
+        throttle.failed(ip, &path);
+    }
+    as_status(resp).await
+}
+
+/// The Kubernetes `reason` for an HTTP error code.
+fn reason_for(code: StatusCode) -> &'static str {
+    match code {
+        StatusCode::UNAUTHORIZED => "Unauthorized",
+        StatusCode::FORBIDDEN => "Forbidden",
+        StatusCode::NOT_FOUND => "NotFound",
+        StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
+        StatusCode::NOT_ACCEPTABLE => "NotAcceptable",
+        StatusCode::CONFLICT => "Conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "RequestEntityTooLarge",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
+        StatusCode::UNPROCESSABLE_ENTITY => "Invalid",
+        StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
+        StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
+        StatusCode::GATEWAY_TIMEOUT => "Timeout",
+        c if c.is_server_error() => "InternalError",
+        _ => "BadRequest",
+    }
+}
+
+/// An error response whose body is not JSON becomes a `Status` carrying its text.
+async fn as_status(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    // Error texts are short; a longer one is cut rather than buffered.
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_lowercase()
+    } else {
+        text
+    };
+    let fresh = crate::https::status_response(status, reason_for(status), &message);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_TYPE);
+    let (fresh_parts, body) = fresh.into_parts();
+    parts.headers.extend(fresh_parts.headers);
+    Response::from_parts(parts, body)
 }
 
 /// Who may use the agent routes: the agent token, a kubelet certificate, or a bootstrap token
@@ -299,12 +408,11 @@ async fn db_info(
     if method != Method::GET {
         return Err(SupervisorError::MethodNotAllowed);
     }
-    // Local callers need no credentials (k3s behaviour); others must be servers.
-    if !conn.remote.ip().is_loopback() {
-        auth::authenticate(&ctx, &headers, &conn)
-            .await?
-            .require(&[Role::Server])?;
-    }
+    // The member list (names, peer and client URLs) is for joining servers only, wherever the
+    // caller is: on one host every local process would otherwise read it.
+    auth::authenticate(&ctx, &headers, &conn)
+        .await?
+        .require(&[Role::Server])?;
     let client = ctx
         .etcd
         .get()

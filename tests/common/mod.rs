@@ -374,13 +374,26 @@ pub fn start_server_env(
     extra: &[(&'static str, String)],
     env: &[(&str, &str)],
 ) -> ServerNode {
+    start_server_with(name, ip, root, extra, |config, log| {
+        Daemon::start(name, "server", config, log, env)
+    })
+}
+
+/// [`start_server`] with the launch left to `launch(config, log)` (e.g. inside a namespace).
+pub fn start_server_with(
+    name: &str,
+    ip: Ipv4Addr,
+    root: &Path,
+    extra: &[(&'static str, String)],
+    launch: impl FnOnce(&Path, &Path) -> Daemon,
+) -> ServerNode {
     let dir = root.join(name);
     fs::create_dir_all(&dir).unwrap();
     let mut entries = server_config(name, ip, &dir);
     entries.extend(extra.iter().cloned());
     let config = dir.join("config.yaml");
     write_config(&config, &entries);
-    let daemon = Daemon::start(name, "server", &config, &dir.join("log"), env);
+    let daemon = launch(&config, &dir.join("log"));
     ServerNode {
         daemon,
         ip,
@@ -602,6 +615,29 @@ pub fn wait_node_ready(kubeconfig: &Path, node: &str, timeout: Duration) {
 }
 
 /// curl with the given CA; returns (HTTP status, body).
+/// A request with a client certificate pair (and an optional merge-patch body) through curl;
+/// returns (status, body).
+pub fn curl_as(
+    url: &str,
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    method: &str,
+    merge_patch: Option<&str>,
+) -> (u16, String) {
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let mut args = vec!["--cert", &cert, "--key", &key, "-X", method];
+    if let Some(b) = merge_patch {
+        args.extend([
+            "-H",
+            "Content-Type: application/merge-patch+json",
+            "--data",
+            b,
+        ]);
+    }
+    curl(url, ca, &args)
+}
+
 pub fn curl(url: &str, ca: &Path, extra: &[&str]) -> (u16, String) {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"])
@@ -623,9 +659,13 @@ pub fn etcdctl(node: &ServerNode, args: &[&str]) -> Output {
 
 /// etcdctl against the etcd at `ip` with the client certificate under `data_dir`.
 pub fn etcdctl_at(data_dir: &Path, ip: Ipv4Addr, args: &[&str]) -> Output {
+    etcdctl_with(Command::new("etcdctl"), data_dir, ip, args)
+}
+
+/// [`etcdctl_at`] run by `cmd` (`etcdctl`, or a launcher such as `ip netns exec <ns> etcdctl`).
+pub fn etcdctl_with(mut cmd: Command, data_dir: &Path, ip: Ipv4Addr, args: &[&str]) -> Output {
     let tls = data_dir.join("server/tls/etcd");
-    Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
+    cmd.env("ETCDCTL_API", "3")
         .arg(format!("--endpoints=https://{ip}:2379"))
         .arg(format!("--cacert={}", tls.join("server-ca.crt").display()))
         .arg(format!("--cert={}", tls.join("client.crt").display()))
@@ -803,6 +843,26 @@ pub fn etcd_members(node: &ServerNode) -> Option<Vec<(String, bool)>> {
     )
 }
 
+/// The index of the server whose etcd member is the leader, asking each in turn.
+pub fn etcd_leader(servers: &[ServerNode]) -> Option<usize> {
+    etcd_leader_by(servers.len(), |i| {
+        etcdctl(&servers[i], &["endpoint", "status", "-w", "json"])
+    })
+}
+
+/// [`etcd_leader`] with the `etcdctl endpoint status -w json` of server `i` run by `status`
+/// (e.g. from inside a network namespace).
+pub fn etcd_leader_by(n: usize, status: impl Fn(usize) -> Output) -> Option<usize> {
+    (0..n).find(|i| {
+        serde_json::from_slice::<serde_json::Value>(&status(*i).stdout)
+            .ok()
+            .is_some_and(|v| {
+                let st = &v[0]["Status"];
+                st["leader"].as_u64().is_some() && st["leader"] == st["header"]["member_id"]
+            })
+    })
+}
+
 /// The Ready condition status of `node` ("True", "False", "Unknown").
 pub fn ready_condition(kubeconfig: &Path, node: &str) -> Option<String> {
     let out = kubectl(
@@ -830,4 +890,21 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Starts a server on a fresh address block with `extra` config lines and waits until it logs
+/// `ready:` (real etcd, kubectl and curl are required).
+pub fn start_ready_server(
+    name: &str,
+    extra: &[(&'static str, String)],
+    timeout: Duration,
+) -> (tempfile::TempDir, AddrBlock, ServerNode) {
+    require_tool("etcd", "etcd-server");
+    require_tool("kubectl", "kubernetes-client");
+    require_tool("curl", "curl");
+    let block = AddrBlock::new();
+    let root = tempfile::tempdir().unwrap();
+    let mut s = start_server(name, block.ip(1), root.path(), extra);
+    s.daemon.wait_log("ready:", timeout);
+    (root, block, s)
 }

@@ -1,0 +1,38 @@
+# Evaluates NixOS hosts with nixpkgs' real module system (lib/eval-config.nix and the whole
+# module list, including nixpkgs' own services.rke2 and services.k3s), for the evaluation tests
+# in this folder. `nixos` is a nixpkgs nixos/ tree (the shared one has the older
+# services/cluster/rke2 layout; tests/nix_eval.rs builds a copy with the current rancher
+# layout), `lib` a nixpkgs lib; packages are the fake derivations of stub-pkgs.nix, so only
+# option values and unit texts can be evaluated, never built.
+# `nixos` and `lib` may be null: the shared tree's own.
+{ shared, nixos ? null, lib ? null }:
+let
+  nixosTree = if nixos != null then nixos else "${shared}/nixpkgs/nixos";
+  nixpkgsLib = import (if lib != null then lib else "${shared}/nixpkgs/lib");
+  pkgs = import "${shared}/stub-pkgs.nix" { lib = nixpkgsLib; };
+
+  # What every host needs to evaluate at all.
+  base = {
+    fileSystems."/" = { device = "/dev/vda"; fsType = "ext4"; };
+    boot.loader.grub.device = "nodev";
+    system.stateVersion = "24.11";
+  };
+
+  # The whole evaluation (config and options).
+  evalWith = extraModules: modules:
+    import "${nixosTree}/lib/eval-config.nix" {
+      system = "x86_64-linux";
+      lib = nixpkgsLib;
+      inherit pkgs;
+      modules = [ base ] ++ extraModules ++ modules;
+    };
+in
+{
+  lib = nixpkgsLib;
+  inherit pkgs;
+  nixos = nixosTree;
+  # A host importing this repository's module, as a user's configuration does.
+  evalHost = evalWith [ ../module.nix ];
+  # A host with nixpkgs' own modules only (what a configuration did before switching).
+  evalUpstream = evalWith [ ];
+}

@@ -1,0 +1,163 @@
+//! Service (core/v1, namespaced): DNS-1035 names, an empty status on create, the
+//! `kubectl get services` columns.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1 as core;
+use serde_json::{Value, json};
+
+use super::ResourceInfo;
+use super::fields::typed;
+use super::print::*;
+use crate::validation::validate_dns_label;
+
+/// `services`.
+pub static SERVICES: ResourceInfo = ResourceInfo {
+    short_names: &["svc"],
+    categories: &["all"],
+    subresources: &["status"],
+    type_check: typed::<core::Service>,
+    name_rule: dns1035_label,
+    tracks_generation: true,
+    on_create,
+    printer: Printer {
+        columns: COLUMNS,
+        cells: service_cells,
+        conditions: no_conditions,
+    },
+    ..ResourceInfo::stored(
+        "",
+        "services",
+        "service",
+        "Service",
+        true,
+        "/registry/services/specs",
+    )
+};
+
+fn dns1035_label(name: &str) -> Result<(), String> {
+    validate_dns_label(name).map_err(|e| e.0)?;
+    if name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{name}\" is not a valid DNS-1035 label: lower case alphanumeric characters or '-', \
+             starting with an alphabetic character and ending with an alphanumeric character"
+        ))
+    }
+}
+
+fn on_create(obj: &mut Value) {
+    obj["status"] = json!({"loadBalancer": {}});
+}
+
+const COLUMNS: &[Column] = &[
+    NAME,
+    col("Type", "type determines how the Service is exposed."),
+    col(
+        "Cluster-IP",
+        "clusterIP is the IP address of the service and is usually assigned randomly.",
+    ),
+    col(
+        "External-IP",
+        "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.",
+    ),
+    col(
+        "Port(s)",
+        "The list of ports that are exposed by this service.",
+    ),
+    AGE,
+    wide(col(
+        "Selector",
+        "Route service traffic to pods with label keys and values matching this selector.",
+    )),
+];
+
+/// `spec.type`, defaulted like the apiserver does on create.
+fn service_type(svc: &Value) -> &str {
+    match text(svc, "/spec/type") {
+        "" => "ClusterIP",
+        t => t,
+    }
+}
+
+/// Upstream `getServiceExternalIP` with `wide = true` (the server renders the wide form).
+fn service_external_ip(svc: &Value) -> String {
+    let external_ips: Vec<&str> = list(svc, "/spec/externalIPs")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    match service_type(svc) {
+        "ClusterIP" | "NodePort" => {
+            if external_ips.is_empty() {
+                "<none>".to_string()
+            } else {
+                external_ips.join(",")
+            }
+        }
+        "LoadBalancer" => {
+            // A sorted set of ingress IPs, or hostnames where there is no IP.
+            let lb: BTreeSet<&str> = list(svc, "/status/loadBalancer/ingress")
+                .iter()
+                .filter_map(|i| match (text(i, "/ip"), text(i, "/hostname")) {
+                    ("", "") => None,
+                    ("", host) => Some(host),
+                    (ip, _) => Some(ip),
+                })
+                .collect();
+            let mut all: Vec<&str> = lb.into_iter().collect();
+            all.extend(external_ips);
+            if all.is_empty() {
+                "<pending>".to_string()
+            } else {
+                all.join(",")
+            }
+        }
+        "ExternalName" => text(svc, "/spec/externalName").to_string(),
+        _ => "<unknown>".to_string(),
+    }
+}
+
+/// Upstream `makePortString`: `port/proto` or `port:nodePort/proto`, comma-joined.
+fn service_ports(svc: &Value) -> String {
+    let pieces: Vec<String> = list(svc, "/spec/ports")
+        .iter()
+        .map(|p| {
+            let proto = match text(p, "/protocol") {
+                "" => "TCP",
+                proto => proto,
+            };
+            let port = int(p, "/port");
+            let node_port = int(p, "/nodePort");
+            if node_port > 0 {
+                format!("{port}:{node_port}/{proto}")
+            } else {
+                format!("{port}/{proto}")
+            }
+        })
+        .collect();
+    if pieces.is_empty() {
+        "<none>".to_string()
+    } else {
+        pieces.join(",")
+    }
+}
+
+fn service_cells(svc: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    // `clusterIPs[0]`; stored objects written before dual-stack may only carry `clusterIP`.
+    let cluster_ip = list(svc, "/spec/clusterIPs")
+        .first()
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| text(svc, "/spec/clusterIP"));
+    vec![
+        name(svc).into(),
+        service_type(svc).into(),
+        or_placeholder(cluster_ip, "<none>").into(),
+        service_external_ip(svc).into(),
+        service_ports(svc).into(),
+        age(svc, now).into(),
+        format_labels(svc.pointer("/spec/selector")).into(),
+    ]
+}
