@@ -47,6 +47,15 @@ fn openssl_not_after(cert: &Path) -> i64 {
         .unwrap_or_else(|e| panic!("{date}: {e}"))
 }
 
+/// A server that became ready once and was stopped, so its data directory is complete.
+fn server_run_once(block: &AddrBlock, token: &str) -> (tempfile::TempDir, ServerNode) {
+    let root = tempfile::tempdir().unwrap();
+    let mut s = start_server("s1", block.ip(1), root.path(), &[("token", token.into())]);
+    s.daemon.wait_log("ready:", READY);
+    s.daemon.stop();
+    (root, s)
+}
+
 fn check_json(data_dir: &Path) -> Vec<Value> {
     let out = rke2(&[
         "certificate",
@@ -70,15 +79,7 @@ fn check_shows_the_dates_and_rotate_keeps_backups() {
     require_tool("openssl", "openssl");
     require_tool("curl", "curl");
     let block = AddrBlock::new();
-    let root = tempfile::tempdir().unwrap();
-    let mut s1 = start_server(
-        "s1",
-        block.ip(1),
-        root.path(),
-        &[("token", "cert-token".into())],
-    );
-    s1.daemon.wait_log("ready:", READY);
-    s1.daemon.stop();
+    let (root, mut s1) = server_run_once(&block, "cert-token");
     let data = s1.data_dir();
     let tls = data.join("server/tls");
 
@@ -228,15 +229,7 @@ fn leaves_that_expired_while_stopped_are_renewed_at_start() {
     require_tool("etcd", "etcd-server");
     require_tool("openssl", "openssl");
     let block = AddrBlock::new();
-    let root = tempfile::tempdir().unwrap();
-    let mut s1 = start_server(
-        "s1",
-        block.ip(1),
-        root.path(),
-        &[("token", "expired-token".into())],
-    );
-    s1.daemon.wait_log("ready:", READY);
-    s1.daemon.stop();
+    let (_root, mut s1) = server_run_once(&block, "expired-token");
     let data = s1.data_dir();
     let tls = data.join("server/tls");
     for (stem, ca, cn) in [

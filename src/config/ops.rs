@@ -12,10 +12,17 @@ use super::{ConfigError, Origin, Reader};
 
 /// A 5-field cron expression (minute hour day-of-month month day-of-week, or a descriptor such
 /// as `@daily`), as RKE2's scheduler (robfig/cron's standard parser) reads it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CronSchedule {
     text: String,
     cron: Cron,
+}
+
+/// The expression only: the parsed form's own `Debug` runs to thousands of lines.
+impl std::fmt::Debug for CronSchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CronSchedule").field(&self.text).finish()
+    }
 }
 
 impl PartialEq for CronSchedule {
