@@ -383,7 +383,11 @@ fn two_servers_warn_about_the_even_count() {
 fn lost_heartbeats_mark_a_node_unknown_until_they_resume() {
     let block = AddrBlock::new();
     let root = tempfile::tempdir().unwrap();
-    let mut s = start_server(
+    // STATUS= (and the D-Bus Phase, the same text) follows node readiness.
+    let sock = root.path().join("notify-l1.sock");
+    let rx = NotifyReceiver::bind(&sock);
+    let sock = sock.display().to_string();
+    let mut s = start_server_env(
         "l1",
         block.ip(1),
         root.path(),
@@ -391,6 +395,7 @@ fn lost_heartbeats_mark_a_node_unknown_until_they_resume() {
             ("token", "lease-token".into()),
             ("node-monitor-grace-period", "4s".into()),
         ],
+        &[("NOTIFY_SOCKET", sock.as_str())],
     );
     s.daemon.wait_log("ready:", FORM);
     let a = start_agent(
@@ -402,17 +407,34 @@ fn lost_heartbeats_mark_a_node_unknown_until_they_resume() {
         &[],
     );
     wait_node_ready(&s.kubeconfig, "la", FORM);
+    let status = |text: &'static str| move |m: &Notification| m.get("STATUS") == Some(text);
+    let all_ready = rx.wait_for(
+        Duration::from_secs(30),
+        "STATUS=ready: 1 server, 2 nodes",
+        status("ready: 1 server, 2 nodes"),
+    );
     a.daemon.signal("STOP");
     wait_for(
         Duration::from_secs(30),
         "Ready=Unknown after the grace period",
         || (ready_condition(&s.kubeconfig, "la").as_deref() == Some("Unknown")).then_some(()),
     );
+    let degraded = rx.wait_for(
+        Duration::from_secs(30),
+        "STATUS=ready: 1 server, 1 of 2 nodes ready",
+        status("ready: 1 server, 1 of 2 nodes ready"),
+    );
+    assert!(degraded.at > all_ready.at);
     a.daemon.signal("CONT");
     wait_for(
         Duration::from_secs(30),
         "Ready=True after heartbeats resume",
         || (ready_condition(&s.kubeconfig, "la").as_deref() == Some("True")).then_some(()),
+    );
+    rx.wait_for(
+        Duration::from_secs(30),
+        "STATUS=ready: 1 server, 2 nodes again",
+        |m| m.at > degraded.at && m.get("STATUS") == Some("ready: 1 server, 2 nodes"),
     );
 }
 
