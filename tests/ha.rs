@@ -490,3 +490,42 @@ fn deleting_a_server_node_removes_its_etcd_member() {
         &["create", "configmap", "after-delete", "--from-literal=a=b"],
     );
 }
+
+/// While a server is stopped and its Node NotReady, the other servers' STATUS= (and D-Bus
+/// Phase, the same text, logged on every change) counts it out; it counts again once the server
+/// is back.
+#[test]
+fn status_counts_a_stopped_server_out_until_it_returns() {
+    require_tool("etcd", "etcd-server");
+    let block = AddrBlock::new();
+    let root = tempfile::tempdir().unwrap();
+    let grace = ("node-monitor-grace-period", "4s".to_string());
+    let token = ("token", "count-token".to_string());
+    let mut s1 = start_server(
+        "s1",
+        block.ip(1),
+        root.path(),
+        &[token.clone(), grace.clone()],
+    );
+    s1.daemon.wait_log("ready:", FORM);
+    let join = [token, grace, ("server", s1.supervisor())];
+    let mut s2 = start_server("s2", block.ip(2), root.path(), &join);
+    s2.daemon.wait_log("ready:", FORM);
+    let mut s3 = start_server("s3", block.ip(3), root.path(), &join);
+    s3.daemon.wait_log("ready:", FORM);
+    s1.daemon
+        .wait_log("ready: 3 servers, 3 nodes", Duration::from_secs(60));
+
+    assert_eq!(s3.daemon.stop(), Some(0), "{}", s3.daemon.log_tail());
+    s1.daemon.wait_log(
+        "ready: 2 of 3 servers ready, 2 of 3 nodes ready",
+        Duration::from_secs(60),
+    );
+    let degraded_at = s1.daemon.log_text().len();
+    s3.restart(&[]);
+    wait_for(Duration::from_secs(60), "s1 counting s3 again", || {
+        s1.daemon.log_text()[degraded_at..]
+            .contains("ready: 3 servers, 3 nodes")
+            .then_some(())
+    });
+}
