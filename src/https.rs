@@ -636,6 +636,49 @@ impl HttpsClient {
         headers: &[(&str, String)],
         body: Option<Vec<u8>>,
     ) -> Result<Response, ClientError> {
+        let resp = self.send(method, url, headers, body).await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = Limited::new(resp.into_body(), MAX_RESPONSE)
+            .collect()
+            .await
+            .map_err(|e| ClientError::Request {
+                url: url.to_string(),
+                message: e.to_string(),
+            })?
+            .to_bytes();
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Sends one request and returns the status and the body as it arrives (for watches): the
+    /// timeout covers the response head only, the body may stream for as long as the server
+    /// keeps it open.
+    pub async fn stream(
+        &self,
+        method: http::Method,
+        url: &str,
+        headers: &[(&str, String)],
+    ) -> Result<(u16, hyper::body::Incoming), ClientError> {
+        let resp = tokio::time::timeout(self.timeout, self.send(method, url, headers, None))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                url: url.to_string(),
+                timeout: self.timeout,
+            })??;
+        Ok((resp.status().as_u16(), resp.into_body()))
+    }
+
+    async fn send(
+        &self,
+        method: http::Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let uri: http::Uri = url.parse().map_err(|_| ClientError::Url(url.to_string()))?;
         if uri.scheme_str() != Some("https") {
             return Err(ClientError::Url(format!(
@@ -699,28 +742,13 @@ impl HttpsClient {
                 url: url.to_string(),
                 message: e.to_string(),
             })?;
-        let resp = sender
+        sender
             .send_request(req)
             .await
             .map_err(|e| ClientError::Request {
                 url: url.to_string(),
                 message: e.to_string(),
-            })?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = Limited::new(resp.into_body(), MAX_RESPONSE)
-            .collect()
-            .await
-            .map_err(|e| ClientError::Request {
-                url: url.to_string(),
-                message: e.to_string(),
-            })?
-            .to_bytes();
-        Ok(Response {
-            status,
-            headers,
-            body,
-        })
+            })
     }
 }
 

@@ -148,3 +148,68 @@ fn a_first_server_as_a_new_user_meets_it() {
     );
     daemon.stop();
 }
+
+/// An admin deleting an agent's Node gets it back within seconds, with its labels and taints
+/// from the config, well before its next heartbeat: the node agent watches its own Node
+/// instead of noticing the deletion only when it heartbeats.
+#[test]
+fn a_deleted_agent_node_comes_back_within_seconds() {
+    require_tool("kubectl", "kubectl");
+    let block = AddrBlock::new();
+    let root = tempfile::tempdir().unwrap();
+    let mut s = start_server("s1", block.ip(1), root.path(), &[]);
+    wait_for(Duration::from_secs(120), "the server to be ready", || {
+        if !s.daemon.running() {
+            panic!("server exited:\n{}", s.daemon.log_tail());
+        }
+        s.daemon.log_text().contains("ready:").then_some(())
+    });
+    let k = s.kubeconfig.clone();
+    // A long interval (start_agent sets a short one for speed), so a re-registration at the
+    // next heartbeat (the old behaviour) cannot pass.
+    let mut a = start_agent(
+        "a1",
+        block.ip(2),
+        root.path(),
+        &s.supervisor(),
+        &s.token(),
+        &[
+            ("node-heartbeat-interval", "30s".to_string()),
+            ("node-label[]", "tier=edge".to_string()),
+            ("node-taint[]", "dedicated=edge:NoSchedule".to_string()),
+        ],
+    );
+    wait_node_ready(&k, "a1", Duration::from_secs(120));
+    a.daemon
+        .wait_log("registered node", Duration::from_secs(30));
+    kubectl_ok(&k, &["delete", "node", "a1"]);
+    let deleted = std::time::Instant::now();
+    wait_for(Duration::from_secs(90), "a1 registered again", || {
+        if !a.daemon.running() {
+            panic!("agent exited:\n{}", a.daemon.log_tail());
+        }
+        kubectl(&k, &["get", "node", "a1"])
+            .status
+            .success()
+            .then_some(())
+    });
+    let back = deleted.elapsed();
+    println!("a1's Node was back {back:?} after its deletion");
+    assert!(
+        back < Duration::from_secs(15),
+        "a1 came back only after {back:?}:\n{}",
+        a.daemon.log_tail()
+    );
+    let node = kubectl_ok(
+        &k,
+        &[
+            "get",
+            "node",
+            "a1",
+            "-o",
+            "jsonpath={.metadata.labels.tier} {.spec.taints[*].key}",
+        ],
+    );
+    assert_eq!(node.trim(), "edge dedicated");
+    wait_node_ready(&k, "a1", Duration::from_secs(60));
+}

@@ -371,7 +371,11 @@ fn two_servers_warn_about_the_even_count() {
 fn lost_heartbeats_mark_a_node_unknown_until_they_resume() {
     let block = AddrBlock::new();
     let root = tempfile::tempdir().unwrap();
-    let mut s = start_server(
+    // STATUS= (and the D-Bus Phase, the same text) follows node readiness.
+    let sock = root.path().join("notify-l1.sock");
+    let rx = NotifyReceiver::bind(&sock);
+    let sock = sock.display().to_string();
+    let mut s = start_server_env(
         "l1",
         block.ip(1),
         root.path(),
@@ -379,6 +383,7 @@ fn lost_heartbeats_mark_a_node_unknown_until_they_resume() {
             ("token", "lease-token".into()),
             ("node-monitor-grace-period", "4s".into()),
         ],
+        &[("NOTIFY_SOCKET", sock.as_str())],
     );
     s.daemon.wait_log("ready:", FORM);
     let a = start_agent(
@@ -390,17 +395,34 @@ fn lost_heartbeats_mark_a_node_unknown_until_they_resume() {
         &[],
     );
     wait_node_ready(&s.kubeconfig, "la", FORM);
+    let status = |text: &'static str| move |m: &Notification| m.get("STATUS") == Some(text);
+    let all_ready = rx.wait_for(
+        Duration::from_secs(30),
+        "STATUS=ready: 1 server, 2 nodes",
+        status("ready: 1 server, 2 nodes"),
+    );
     a.daemon.signal("STOP");
     wait_for(
         Duration::from_secs(30),
         "Ready=Unknown after the grace period",
         || (ready_condition(&s.kubeconfig, "la").as_deref() == Some("Unknown")).then_some(()),
     );
+    let degraded = rx.wait_for(
+        Duration::from_secs(30),
+        "STATUS=ready: 1 server, 1 of 2 nodes ready",
+        status("ready: 1 server, 1 of 2 nodes ready"),
+    );
+    assert!(degraded.at > all_ready.at);
     a.daemon.signal("CONT");
     wait_for(
         Duration::from_secs(30),
         "Ready=True after heartbeats resume",
         || (ready_condition(&s.kubeconfig, "la").as_deref() == Some("True")).then_some(()),
+    );
+    rx.wait_for(
+        Duration::from_secs(30),
+        "STATUS=ready: 1 server, 2 nodes again",
+        |m| m.at > degraded.at && m.get("STATUS") == Some("ready: 1 server, 2 nodes"),
     );
 }
 
@@ -455,4 +477,43 @@ fn deleting_a_server_node_removes_its_etcd_member() {
         &k,
         &["create", "configmap", "after-delete", "--from-literal=a=b"],
     );
+}
+
+/// While a server is stopped and its Node NotReady, the other servers' STATUS= (and D-Bus
+/// Phase, the same text, logged on every change) counts it out; it counts again once the server
+/// is back.
+#[test]
+fn status_counts_a_stopped_server_out_until_it_returns() {
+    require_tool("etcd", "etcd-server");
+    let block = AddrBlock::new();
+    let root = tempfile::tempdir().unwrap();
+    let grace = ("node-monitor-grace-period", "4s".to_string());
+    let token = ("token", "count-token".to_string());
+    let mut s1 = start_server(
+        "s1",
+        block.ip(1),
+        root.path(),
+        &[token.clone(), grace.clone()],
+    );
+    s1.daemon.wait_log("ready:", FORM);
+    let join = [token, grace, ("server", s1.supervisor())];
+    let mut s2 = start_server("s2", block.ip(2), root.path(), &join);
+    s2.daemon.wait_log("ready:", FORM);
+    let mut s3 = start_server("s3", block.ip(3), root.path(), &join);
+    s3.daemon.wait_log("ready:", FORM);
+    s1.daemon
+        .wait_log("ready: 3 servers, 3 nodes", Duration::from_secs(60));
+
+    assert_eq!(s3.daemon.stop(), Some(0), "{}", s3.daemon.log_tail());
+    s1.daemon.wait_log(
+        "ready: 2 of 3 servers ready, 2 of 3 nodes ready",
+        Duration::from_secs(60),
+    );
+    let degraded_at = s1.daemon.log_text().len();
+    s3.restart(&[]);
+    wait_for(Duration::from_secs(60), "s1 counting s3 again", || {
+        s1.daemon.log_text()[degraded_at..]
+            .contains("ready: 3 servers, 3 nodes")
+            .then_some(())
+    });
 }

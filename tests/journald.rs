@@ -214,6 +214,9 @@ fn native_entries_have_fields_priorities_and_no_secrets() {
         &["-u", &format!("server:{WRONG_TOKEN}")],
     );
     assert_eq!(code, 401);
+    // A well-formed CSR, so the refusal is the node password's (a garbage body is a 400 first).
+    let csr = root.path().join("a1.csr");
+    fs::write(&csr, rke2::pki::new_key_and_csr().unwrap().1).unwrap();
     let (code, body) = curl(
         &format!("{supervisor}/v1-rke2/serving-kubelet.crt"),
         &ca,
@@ -227,7 +230,7 @@ fn native_entries_have_fields_priorities_and_no_secrets() {
             "-X",
             "POST",
             "--data-binary",
-            "not a csr",
+            &format!("@{}", csr.display()),
         ],
     );
     assert_eq!(code, 403, "{body}");

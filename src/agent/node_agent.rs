@@ -9,8 +9,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -26,6 +27,9 @@ pub const KUBELET_VERSION: &str = concat!("v1.32.4+rke2rs", env!("CARGO_PKG_VERS
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Retry interval after a failed heartbeat: short, so the node rides through a server failover.
 const RETRY_INTERVAL: Duration = Duration::from_millis(200);
+/// Pause before watching the own Node again after a watch ended (the server closes watches
+/// now and then) or failed; the heartbeat still notices a deletion meanwhile.
+const REWATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Everything the node agent needs.
 #[derive(Debug, Clone)]
@@ -411,12 +415,89 @@ impl NodeAgent {
     }
 
     /// Registers and then heartbeats until `cancel`. `registered` turns true once the Node and
-    /// Lease exist; `ticker` proves progress to the watchdog.
+    /// Lease exist; `ticker` proves progress to the watchdog. A watch on the own Node cuts the
+    /// wait short when the Node is deleted, so it is registered again within a second rather
+    /// than at the next heartbeat.
     pub async fn run(
         self,
         registered: watch::Sender<bool>,
         ticker: LoopTicker,
         cancel: CancellationToken,
+    ) {
+        let deleted = Notify::new();
+        tokio::select! {
+            _ = self.heartbeat_loop(registered, ticker, &deleted, &cancel) => {}
+            _ = self.watch_loop(&deleted, &cancel) => {}
+        }
+    }
+
+    /// Watches the own Node until `cancel`, waking `deleted` on every DELETED event.
+    async fn watch_loop(&self, deleted: &Notify, cancel: &CancellationToken) {
+        loop {
+            let pause = match self.watch_own_node(deleted, cancel).await {
+                Ok(()) => REWATCH_INTERVAL,
+                Err(e) => {
+                    tracing::debug!(component = "node-agent", node = %self.cfg.node_name, "watching the node: {e}");
+                    REWATCH_INTERVAL.max(self.cfg.heartbeat_interval)
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// One watch request on the own Node; returns when the server ends it or on `cancel`.
+    async fn watch_own_node(
+        &self,
+        deleted: &Notify,
+        cancel: &CancellationToken,
+    ) -> Result<(), NodeAgentError> {
+        let url = format!(
+            "{}/api/v1/nodes?watch=true&fieldSelector=metadata.name%3D{}",
+            self.api.base, self.cfg.node_name
+        );
+        let headers = [("accept", "application/json".to_string())];
+        let (status, mut body) = self
+            .api
+            .client
+            .stream(http::Method::GET, &url, &headers)
+            .await
+            .map_err(|e| NodeAgentError::Api(e.to_string()))?;
+        if status != 200 {
+            return Err(NodeAgentError::Api(format!("watching node: HTTP {status}")));
+        }
+        let mut pending: Vec<u8> = Vec::new();
+        loop {
+            let frame = tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                frame = body.frame() => frame,
+            };
+            let Some(frame) = frame else { return Ok(()) };
+            let frame = frame.map_err(|e| NodeAgentError::Api(format!("watching node: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            pending.extend_from_slice(&data);
+            // One JSON event per line.
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if is_deleted_event(&line) {
+                    tracing::info!(component = "node-agent", node = %self.cfg.node_name, "node object deleted; registering again now");
+                    deleted.notify_one();
+                }
+            }
+        }
+    }
+
+    /// The heartbeat part of [`NodeAgent::run`].
+    async fn heartbeat_loop(
+        &self,
+        registered: watch::Sender<bool>,
+        ticker: LoopTicker,
+        deleted: &Notify,
+        cancel: &CancellationToken,
     ) {
         let mut first = true;
         let mut failures = 0u32;
@@ -451,9 +532,15 @@ impl NodeAgent {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
+                _ = deleted.notified() => {}
             }
         }
     }
+}
+
+/// Whether one line of a watch stream is a DELETED event.
+fn is_deleted_event(line: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(line).is_ok_and(|event| event["type"] == "DELETED")
 }
 
 /// Starts the node agent of a server node, talking to this server's own API.
@@ -507,4 +594,21 @@ pub fn spawn_for_server(
         .liveness("node-agent", ctx.config.node.heartbeat_interval);
     tracker.spawn(agent.run(tx, ticker, cancel));
     Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_deleted_events_wake_the_heartbeat() {
+        assert!(is_deleted_event(
+            br#"{"type":"DELETED","object":{"metadata":{"name":"a1"}}}"#
+        ));
+        assert!(!is_deleted_event(
+            br#"{"type":"MODIFIED","object":{"metadata":{"name":"a1"}}}"#
+        ));
+        assert!(!is_deleted_event(br#"{"type":"ADDED","object":{}}"#));
+        assert!(!is_deleted_event(b"not json"));
+    }
 }

@@ -609,6 +609,7 @@ async fn bootstrap_token_cleanup(
 /// endpoints). Fails only when the etcd member list cannot be read.
 pub async fn refresh_status(ctx: &Ctx) -> Result<(), crate::etcd::EtcdError> {
     let mut result = Ok(());
+    let mut voter_node_names: Option<Vec<String>> = None;
     if let Some(client) = ctx.etcd.get() {
         match crate::etcd::member_list(client).await {
             Ok(members) => {
@@ -628,17 +629,45 @@ pub async fn refresh_status(ctx: &Ctx) -> Result<(), crate::etcd::EtcdError> {
                         }
                     })
                     .collect();
+                let voter_nodes: Vec<String> = members
+                    .iter()
+                    .filter(|m| !m.is_learner && !m.name.is_empty())
+                    .map(|m| crate::etcd::node_of_member(&m.name).to_string())
+                    .collect();
                 ctx.runtime.update(|s| {
                     s.server_count = voters;
                     s.etcd_members = names;
                 });
+                voter_node_names = Some(voter_nodes);
             }
             Err(e) => result = Err(e),
         }
     }
     if let Some(store) = storage(ctx) {
-        if let Ok(n) = store.datastore().count(&NODES.list_prefix(None)).await {
-            ctx.runtime.update(|s| s.node_count = n as u32);
+        // Only names and Ready conditions are decoded, as in the lifecycle controller.
+        if let Ok(nodes) = store
+            .list_stored(&NODES, None, &ListOptions::default())
+            .await
+        {
+            let nodes: Vec<NodeFacts> = nodes
+                .items
+                .iter()
+                .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+                .collect();
+            let ready: std::collections::BTreeSet<&str> = nodes
+                .iter()
+                .filter(|n| n.ready_status() == Some("True"))
+                .map(|n| n.metadata.name.as_str())
+                .collect();
+            ctx.runtime.update(|s| {
+                s.node_count = nodes.len() as u32;
+                s.ready_node_count = ready.len() as u32;
+                // A voting server counts as ready when its Node is Ready.
+                if let Some(voters) = &voter_node_names {
+                    s.ready_server_count =
+                        voters.iter().filter(|n| ready.contains(n.as_str())).count() as u32;
+                }
+            });
         }
         if let Ok(addrs) = crate::supervisor::list_apiservers(ctx).await {
             ctx.runtime.update(|s| s.apiserver_endpoints = addrs);
@@ -713,7 +742,6 @@ async fn report_status(ctx: &Ctx, warned_even: &mut Option<u32>) {
         *warned_even = None;
     }
     if s.ready {
-        ctx.runtime
-            .set_phase(crate::daemon::ready_status(s.server_count, s.node_count));
+        ctx.runtime.set_phase(crate::daemon::ready_status(&s));
     }
 }

@@ -22,8 +22,12 @@ pub struct NodeState {
     pub ready: bool,
     /// Voting etcd members (servers only).
     pub server_count: u32,
+    /// Voting servers whose Node is Ready.
+    pub ready_server_count: u32,
     /// Registered nodes seen by this server.
     pub node_count: u32,
+    /// Registered nodes whose Ready condition is True.
+    pub ready_node_count: u32,
     pub etcd_members: Vec<String>,
     pub apiserver_endpoints: Vec<String>,
     /// Agent load-balancer backends and their health (agents only).
@@ -120,18 +124,27 @@ fn plural(n: u32, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// STATUS= of a ready server: "ready: 3 servers, 5 nodes", with a warning for an even number
-/// of voting servers (docs/architecture.md §2: RKE2 only says so in its docs).
-pub fn ready_status(servers: u32, nodes: u32) -> String {
+/// STATUS= of a ready server: "ready: 3 servers, 5 nodes" while every voting server's Node and
+/// every Node is Ready, else "ready: 2 of 3 servers ready, 4 of 5 nodes ready"; with a warning
+/// for an even number of voting servers (docs/architecture.md §2: RKE2 only says so in its docs).
+pub fn ready_status(s: &NodeState) -> String {
+    let servers = s.server_count;
     let even = if servers > 0 && servers.is_multiple_of(2) {
         " (even number of servers: an odd number is required for fault tolerance)"
     } else {
         ""
     };
+    let count = |ready: u32, total: u32, one: &str, many: &str| {
+        if ready >= total {
+            plural(total, one, many)
+        } else {
+            format!("{ready} of {} ready", plural(total, one, many))
+        }
+    };
     format!(
         "ready: {}, {}{even}",
-        plural(servers, "server", "servers"),
-        plural(nodes, "node", "nodes")
+        count(s.ready_server_count, servers, "server", "servers"),
+        count(s.ready_node_count, s.node_count, "node", "nodes")
     )
 }
 
@@ -378,9 +391,34 @@ mod tests {
 
     #[test]
     fn status_wording() {
-        assert_eq!(ready_status(1, 1), "ready: 1 server, 1 node");
-        assert_eq!(ready_status(3, 5), "ready: 3 servers, 5 nodes");
-        assert!(ready_status(2, 2).starts_with("ready: 2 servers, 2 nodes (even number"));
+        let counts = |ready_servers, servers, ready_nodes, nodes| NodeState {
+            server_count: servers,
+            ready_server_count: ready_servers,
+            node_count: nodes,
+            ready_node_count: ready_nodes,
+            ..NodeState::default()
+        };
+        assert_eq!(ready_status(&counts(1, 1, 1, 1)), "ready: 1 server, 1 node");
+        assert_eq!(
+            ready_status(&counts(3, 3, 5, 5)),
+            "ready: 3 servers, 5 nodes"
+        );
+        assert!(
+            ready_status(&counts(2, 2, 2, 2)).starts_with("ready: 2 servers, 2 nodes (even number")
+        );
+        // A stopped server's Node is NotReady: both counts say so, and recover with it.
+        assert_eq!(
+            ready_status(&counts(2, 3, 4, 5)),
+            "ready: 2 of 3 servers ready, 4 of 5 nodes ready"
+        );
+        assert_eq!(
+            ready_status(&counts(3, 3, 4, 5)),
+            "ready: 3 servers, 4 of 5 nodes ready"
+        );
+        assert_eq!(
+            ready_status(&counts(0, 1, 0, 1)),
+            "ready: 0 of 1 server ready, 0 of 1 node ready"
+        );
         assert_eq!(quorum_status(1, 3), "waiting for quorum (1/3 servers)");
     }
 }

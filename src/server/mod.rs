@@ -547,11 +547,13 @@ async fn run_inner(
     if let Err(e) = crate::controllers::refresh_status(&ctx).await {
         tracing::debug!(component = "server", "refreshing the cluster status: {e}");
     }
-    let s = runtime.snapshot();
-    runtime.set_ready(crate::daemon::ready_status(
-        s.server_count.max(1),
-        s.node_count.max(1),
-    ));
+    let mut s = runtime.snapshot();
+    // This server and its Node are up even if the counts could not be read yet.
+    s.server_count = s.server_count.max(1);
+    s.ready_server_count = s.ready_server_count.max(1);
+    s.node_count = s.node_count.max(1);
+    s.ready_node_count = s.ready_node_count.max(1);
+    runtime.set_ready(crate::daemon::ready_status(&s));
     crate::controllers::spawn_status_reporter(ctx.clone(), tracker, cancel.clone());
     let snapshots = etcd::snapshot::Snapshotter::new(
         client.clone(),
