@@ -40,6 +40,14 @@ let
     { key = "cluster-dns"; roles = "server"; shape = "scalar"; }
     { key = "cluster-domain"; roles = "server"; shape = "scalar"; }
     { key = "node-monitor-grace-period"; roles = "server"; shape = "scalar"; }
+    { key = "cluster-reset"; roles = "server"; shape = "bool"; }
+    { key = "cluster-reset-restore-path"; roles = "server"; shape = "scalar"; }
+    { key = "etcd-disable-snapshots"; roles = "server"; shape = "bool"; }
+    { key = "etcd-snapshot-name"; roles = "server"; shape = "scalar"; }
+    { key = "etcd-snapshot-schedule-cron"; roles = "server"; shape = "scalar"; }
+    { key = "etcd-snapshot-retention"; roles = "server"; shape = "scalar"; }
+    { key = "etcd-snapshot-dir"; roles = "server"; shape = "scalar"; }
+    { key = "etcd-snapshot-compress"; roles = "server"; shape = "bool"; }
     { key = "lb-server-port"; roles = "agent"; shape = "scalar"; }
     { key = "lb-bind-address"; roles = "agent"; shape = "scalar"; }
     { key = "log-format"; roles = "both"; shape = "scalar"; }

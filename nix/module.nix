@@ -178,6 +178,27 @@ in
       description = "Servers only: path of a file holding the token agents join with (default: the server token).";
     };
 
+    snapshots = {
+      schedule = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "0 */6 * * *";
+        description = "Servers: cron schedule of etcd snapshots (settings key etcd-snapshot-schedule-cron; the daemon's default is \"0 */12 * * *\").";
+      };
+      retention = lib.mkOption {
+        type = lib.types.nullOr lib.types.ints.positive;
+        default = null;
+        example = 10;
+        description = "Servers: how many scheduled snapshots each server keeps (settings key etcd-snapshot-retention; default 5).";
+      };
+      dir = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "/var/backups/rke2";
+        description = "Servers: where snapshots are written (settings key etcd-snapshot-dir; default <data-dir>/server/db/snapshots).";
+      };
+    };
+
     openFirewall = lib.mkOption {
       type = lib.types.bool;
       default = false;
@@ -214,6 +235,13 @@ in
   };
 
   config = lib.mkIf cfg.enable {
+    # The snapshot convenience options are defaults of the settings they name, so a key set
+    # in settings directly wins.
+    services.rke2.settings = lib.mkIf isServer (lib.mapAttrs (_: lib.mkDefault) (lib.filterAttrs (_: v: v != null) {
+      "etcd-snapshot-schedule-cron" = cfg.snapshots.schedule;
+      "etcd-snapshot-retention" = if cfg.snapshots.retention == null then null else toString cfg.snapshots.retention;
+      "etcd-snapshot-dir" = cfg.snapshots.dir;
+    }));
     assertions =
       map (message: { assertion = false; inherit message; }) settingsErrors
       ++ [

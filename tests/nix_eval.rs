@@ -181,16 +181,20 @@ enum Typed {
 
 /// Loads `src` as `role` with the daemon's loader, asserting it produced no warnings (unknown
 /// keys or keys for the other role would be warnings). `what` names the input in failures.
+/// Where the token was read from (file and line, for messages) is not part of the effective
+/// configuration, so it is cleared before configurations are compared.
 fn load_sources(role: &str, src: &ConfigSources, what: &str) -> Typed {
     match role {
         "server" => {
-            let l = load_server(src).unwrap_or_else(|e| panic!("{e}\n--- {what}"));
+            let mut l = load_server(src).unwrap_or_else(|e| panic!("{e}\n--- {what}"));
             assert!(l.warnings.is_empty(), "{:?}\n--- {what}", l.warnings);
+            l.config.node.token_source = None;
             Typed::Server(Box::new(l.config))
         }
         "agent" => {
-            let l = load_agent(src).unwrap_or_else(|e| panic!("{e}\n--- {what}"));
+            let mut l = load_agent(src).unwrap_or_else(|e| panic!("{e}\n--- {what}"));
             assert!(l.warnings.is_empty(), "{:?}\n--- {what}", l.warnings);
+            l.config.node.token_source = None;
             Typed::Agent(Box::new(l.config))
         }
         other => panic!("unexpected role {other}"),

@@ -180,6 +180,13 @@ in
       hasServer = has "(^|\n)server: " [ (yaml c) ];
       ip = c.services.rke2.settings.node-ip;
     }))
+  (case "snapshots options render the etcd-snapshot settings; a key in settings wins"
+    { cron = true; retention = true; dir = true; }
+    (let y = yaml (member "s2" { services.rke2.snapshots = { schedule = "*/5 * * * *"; retention = 3; dir = "/srv/snap"; }; services.rke2.settings.etcd-snapshot-dir = "/srv/other"; }); in {
+      cron = has "etcd-snapshot-schedule-cron: ['\"]?\\*/5 \\* \\* \\* \\*" [ y ];
+      retention = has "etcd-snapshot-retention: ['\"]?3" [ y ];
+      dir = has "etcd-snapshot-dir: ['\"]?/srv/other" [ y ];
+    }))
   (case "extraFlags replace ExecStart after clearing the unit's, as written"
     [ "" "${s1.services.rke2.package}/bin/rke2 agent --debug --node-label a=b" ]
     (member "a1" { services.rke2.extraFlags = [ "--debug" "--node-label a=b" ]; }).systemd.services.rke2-agent.serviceConfig.ExecStart)
