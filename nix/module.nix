@@ -115,6 +115,17 @@ in
       description = "etcd, which `rke2 server` runs as a supervised child process.";
     };
 
+    kubectlPackage = lib.mkOption {
+      type = lib.types.package;
+      default = pkgs.kubectl;
+      defaultText = lib.literalExpression "pkgs.kubectl";
+      description = ''
+        Servers: the kubectl a server links as <dataDir>/bin/kubectl at start, so RKE2's
+        documented `/var/lib/rancher/rke2/bin/kubectl --kubeconfig /etc/rancher/rke2/rke2.yaml
+        get nodes` works as written.
+      '';
+    };
+
     role = lib.mkOption {
       type = lib.types.enum [ "server" "agent" ];
       default = "server";
@@ -297,7 +308,7 @@ in
     systemd.packages = [ cfg.package ];
 
     systemd.services.rke2-server = lib.mkIf isServer (unitDropIn // {
-      path = [ cfg.etcdPackage ];
+      path = [ cfg.etcdPackage cfg.kubectlPackage ];
       environment = cfg.environmentVars // { RKE2_ETCD_BIN = "${cfg.etcdPackage}/bin/etcd"; } // tokenEnvironment;
     });
 

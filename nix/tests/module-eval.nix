@@ -180,6 +180,9 @@ in
       hasServer = has "(^|\n)server: " [ (yaml c) ];
       ip = c.services.rke2.settings.node-ip;
     }))
+  (case "servers have kubectl on the unit's PATH, for <dataDir>/bin/kubectl"
+    true
+    (builtins.elem s1.services.rke2.kubectlPackage s1.systemd.services.rke2-server.path))
   (case "snapshots options render the etcd-snapshot settings; a key in settings wins"
     { cron = true; retention = true; dir = true; }
     (let y = yaml (member "s2" { services.rke2.snapshots = { schedule = "*/5 * * * *"; retention = 3; dir = "/srv/snap"; }; services.rke2.settings.etcd-snapshot-dir = "/srv/other"; }); in {

@@ -10,6 +10,9 @@ let
   nixosTree = if nixos != null then nixos else "${shared}/nixpkgs/nixos";
   nixpkgsLib = import (if lib != null then lib else "${shared}/nixpkgs/lib");
   pkgs = import "${shared}/stub-pkgs.nix" { lib = nixpkgsLib; };
+  # Real nixpkgs has kubectl (the module's default for kubectlPackage); the stub set fakes only
+  # what NixOS's own modules force, so hosts get a stand-in of their own.
+  kubectl = pkgs.kubectl or (derivation { name = "kubectl"; system = "x86_64-linux"; builder = "/bin/sh"; });
 
   # What every host needs to evaluate at all.
   base = {
@@ -32,7 +35,8 @@ in
   inherit pkgs;
   nixos = nixosTree;
   # A host importing this repository's module, as a user's configuration does.
-  evalHost = evalWith [ ../module.nix ];
+  evalHost = evalWith [ ../module.nix { services.rke2.kubectlPackage = kubectl; } ];
+  inherit kubectl;
   # A host with nixpkgs' own modules only (what a configuration did before switching).
   evalUpstream = evalWith [ ];
 }

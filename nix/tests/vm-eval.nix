@@ -10,6 +10,7 @@ let
   testing = import "${h.nixos}/lib/testing" { lib = l; };
   # The few attributes the test instrumentation reads that stub-pkgs.nix has no fake for.
   pkgs = h.pkgs // {
+    inherit (h) kubectl;
     qemu_test = h.pkgs.qemu_test // { ga = h.pkgs.qemu_test; };
     writers = h.pkgs.writers // { writeNginxConfig = h.pkgs.writeText; };
     nginxStable = let n = h.pkgs.nginxStable // { modules = [ ]; override = _: n; }; in n;
