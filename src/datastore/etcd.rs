@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    TxnOpResponse, WatchOptions,
+    TxnOpResponse, TxnResponse, WatchOptions,
 };
 use futures_util::future::BoxFuture;
 
@@ -218,16 +218,7 @@ impl EtcdStore {
                 async move { c.txn(txn).await }
             })
             .await?;
-        if resp.succeeded() {
-            return Ok(Cas::Written(
-                resp.header().map(|h| h.revision()).unwrap_or_default(),
-            ));
-        }
-        let current = resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(g) => Some(g.kvs().first().map(stored_from_kv)),
-            _ => None,
-        });
-        Ok(Cas::Conflict(current.flatten()))
+        Ok(cas_outcome(resp))
     }
 
     /// Unconditional write (bootstrap data, leases of our own keys).
@@ -260,16 +251,7 @@ impl EtcdStore {
                 async move { c.txn(txn).await }
             })
             .await?;
-        if resp.succeeded() {
-            return Ok(Cas::Written(
-                resp.header().map(|h| h.revision()).unwrap_or_default(),
-            ));
-        }
-        let current = resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(g) => Some(g.kvs().first().map(stored_from_kv)),
-            _ => None,
-        });
-        Ok(Cas::Conflict(current.flatten()))
+        Ok(cas_outcome(resp))
     }
 
     /// Deletes every key under `prefix`; returns how many.
@@ -505,4 +487,17 @@ impl KvStore for EtcdStore {
     fn lease_revoke(&self, id: i64) -> BoxFuture<'_, Result<(), DatastoreError>> {
         Box::pin(EtcdStore::lease_revoke(self, id))
     }
+}
+
+/// The outcome of a transaction guarded on one key whose else-branch reads that key: the new
+/// revision when it went through, else the key's current value.
+fn cas_outcome(resp: TxnResponse) -> Cas {
+    if resp.succeeded() {
+        return Cas::Written(resp.header().map(|h| h.revision()).unwrap_or_default());
+    }
+    let current = resp.op_responses().into_iter().find_map(|r| match r {
+        TxnOpResponse::Get(g) => Some(g.kvs().first().map(stored_from_kv)),
+        _ => None,
+    });
+    Cas::Conflict(current.flatten())
 }
