@@ -27,6 +27,8 @@ pub mod dbus;
 pub mod etcd;
 /// Atomic file writes with the right modes.
 pub mod fsutil;
+/// Facts about this machine: host name, default-route address, Go architecture name.
+pub mod host;
 /// TLS servers and clients.
 pub mod https;
 /// Kubeconfig files.
@@ -37,6 +39,8 @@ pub mod logging;
 pub mod paths;
 /// Certificate authorities and leaf certificates.
 pub mod pki;
+/// The supervisor API's wire contract: routes, headers, the configuration document.
+pub mod protocol;
 /// The resource registry: every served kind, declared once.
 pub mod registry;
 /// `rke2 server`: the orchestration of a server node.

@@ -22,8 +22,9 @@ use crate::fsutil::{self, IoContext, PathError};
 use crate::https::{HttpsClient, ServerTrust};
 use crate::kubeconfig::Kubeconfig;
 use crate::paths::AgentPaths;
-use crate::supervisor::ControlConfig;
-use crate::supervisor::certs::{NODE_IP_HEADER, NODE_NAME_HEADER, NODE_PASSWORD_HEADER};
+use crate::protocol::{
+    self, ControlConfig, NODE_IP_HEADER, NODE_NAME_HEADER, NODE_PASSWORD_HEADER,
+};
 use crate::token::{JoinToken, TokenError};
 use loadbalancer::{HealthCheck, LoadBalancer, LoadBalancerConfig};
 
@@ -132,7 +133,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         .node
         .node_name
         .clone()
-        .unwrap_or_else(crate::server::prepare::hostname);
+        .unwrap_or_else(crate::host::hostname);
     let runtime = Runtime::new(&name, "agent");
     // STOPPING=1 as soon as shutdown begins, before the node agent and load balancers stop.
     tracker.spawn(crate::daemon::stopping_on_cancel(
@@ -159,7 +160,7 @@ async fn run_inner(
     })?;
     let mut ips = config.node.node_ips.clone();
     if ips.is_empty() {
-        ips.push(crate::server::prepare::default_route_ip().ok_or_else(|| {
+        ips.push(crate::host::default_route_ip().ok_or_else(|| {
             AgentError::Setup(
                 "cannot determine this node's IP address (no default route); set node-ip".into(),
             )
@@ -188,7 +189,7 @@ async fn run_inner(
             health_interval: Duration::from_millis(500),
             dial_timeout: Duration::from_secs(2),
         },
-        https_health(ca.clone(), "/ping"),
+        https_health(ca.clone(), protocol::PING),
         cancel.clone(),
     )
     .await?;
@@ -207,7 +208,7 @@ async fn run_inner(
 
     runtime.set_phase("reading the cluster configuration");
     let control: ControlConfig = retry(&cancel, "reading the cluster configuration", || {
-        access.get_json("/v1-rke2/config")
+        access.get_json(protocol::CONFIG)
     })
     .await?;
 
@@ -248,8 +249,8 @@ async fn run_inner(
     ];
     let mut issued = Vec::new();
     for (route, pair) in [
-        ("/v1-rke2/serving-kubelet.crt", paths.serving_kubelet()),
-        ("/v1-rke2/client-kubelet.crt", paths.client_kubelet()),
+        (protocol::SERVING_KUBELET, paths.serving_kubelet()),
+        (protocol::CLIENT_KUBELET, paths.client_kubelet()),
     ] {
         let (key_pem, csr) = crate::pki::new_key_and_csr()?;
         let resp = match crate::clientaccess::retry(&cancel, "certificate request", || {
@@ -276,7 +277,7 @@ async fn run_inner(
         fsutil::write_atomic_mkdir(&pair.cert, cert.as_bytes(), fsutil::PUBLIC_FILE_MODE)
             .at(&pair.cert)?;
     }
-    let client_ca = access.get("/v1-rke2/client-ca.crt").await?.text();
+    let client_ca = access.get(protocol::CLIENT_CA).await?.text();
     fsutil::write_atomic(
         &paths.server_ca(),
         ca_pem.as_bytes(),
@@ -314,7 +315,7 @@ async fn run_inner(
         let sup_port = server.port;
         tracker.spawn(async move {
             loop {
-                if let Ok(list) = access.get_json::<Vec<String>>("/v1-rke2/apiservers").await
+                if let Ok(list) = access.get_json::<Vec<String>>(protocol::APISERVERS).await
                     && !list.is_empty()
                 {
                     api_lb.update(list.clone());

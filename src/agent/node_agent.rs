@@ -5,7 +5,7 @@
 //! node's `system:node:<name>` client certificate, like a kubelet.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
@@ -13,7 +13,6 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::daemon::LoopTicker;
 use crate::https::{ClientIdentity, HttpsClient, Response, ServerTrust, TlsError};
@@ -110,7 +109,7 @@ fn node_info() -> (Value, Value) {
             })
         })
         .unwrap_or_else(|| "Linux".into());
-    let arch = crate::apiserver::discovery::go_arch(std::env::consts::ARCH);
+    let arch = crate::host::arch();
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -161,7 +160,7 @@ impl NodeAgentConfig {
             ("kubernetes.io/os".to_string(), "linux".to_string()),
             ("beta.kubernetes.io/os".to_string(), "linux".to_string()),
         ]);
-        let arch = crate::apiserver::discovery::go_arch(std::env::consts::ARCH);
+        let arch = crate::host::arch();
         labels.insert("kubernetes.io/arch".into(), arch.into());
         labels.insert("beta.kubernetes.io/arch".into(), arch.into());
         for l in &self.labels {
@@ -541,59 +540,6 @@ impl NodeAgent {
 /// Whether one line of a watch stream is a DELETED event.
 fn is_deleted_event(line: &[u8]) -> bool {
     serde_json::from_slice::<Value>(line).is_ok_and(|event| event["type"] == "DELETED")
-}
-
-/// Starts the node agent of a server node, talking to this server's own API.
-pub fn spawn_for_server(
-    ctx: crate::server::context::Ctx,
-    api: SocketAddr,
-    tracker: &TaskTracker,
-    cancel: CancellationToken,
-) -> Result<watch::Receiver<bool>, crate::server::ServerError> {
-    let kubelet = ctx.agent_paths.client_kubelet();
-    // Role labels, etcd facts and node-labels a kubelet may not set are written by the server
-    // itself (crate::controllers::server_node_metadata), never with the node identity.
-    let labels = ctx
-        .config
-        .node
-        .node_labels
-        .iter()
-        .filter(|l| crate::apiserver::authz::node_may_set_label(&l.key))
-        .cloned()
-        .collect();
-    let annotations = BTreeMap::from([
-        ("rke2.io/hostname".to_string(), ctx.node.name.clone()),
-        (
-            "rke2.io/internal-ip".to_string(),
-            ctx.node
-                .ips
-                .iter()
-                .map(|i| i.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
-    ]);
-    let cfg = NodeAgentConfig {
-        node_name: ctx.node.name.clone(),
-        api_url: format!("https://{api}"),
-        ca_pem: String::from_utf8_lossy(&ctx.server_ca_bundle).into_owned(),
-        identity_cert_pem: crate::server::prepare::read_pem(&kubelet.cert)?,
-        identity_key_pem: crate::server::prepare::read_pem(&kubelet.key)?,
-        server_name: Some(crate::agent::API_SERVER_NAME.into()),
-        labels,
-        taints: ctx.config.node.node_taints.clone(),
-        annotations,
-        addresses: ctx.node.ips.clone(),
-        heartbeat_interval: ctx.config.node.heartbeat_interval,
-    };
-    let agent =
-        NodeAgent::new(cfg).map_err(|e| crate::server::ServerError::Setup(e.to_string()))?;
-    let (tx, rx) = watch::channel(false);
-    let ticker = ctx
-        .runtime
-        .liveness("node-agent", ctx.config.node.heartbeat_interval);
-    tracker.spawn(agent.run(tx, ticker, cancel));
-    Ok(rx)
 }
 
 #[cfg(test)]

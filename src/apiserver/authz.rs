@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::https::CertIdentity;
 use crate::registry::{NodeAccess, ResourceInfo};
+use crate::validation::{node_may_set_annotation, node_may_set_label};
 
 /// The authenticated user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,65 +116,6 @@ pub fn authorize(user: &User, a: &Attributes<'_>) -> Result<(), Denied> {
         };
     }
     Err(denial(user, a))
-}
-
-/// Label namespaces (the part of a key before `/`) a kubelet may set inside `kubernetes.io` and
-/// `k8s.io` (upstream `kubeletapis.IsKubeletLabel`): these and their subdomains.
-const KUBELET_LABEL_NAMESPACES: &[&str] = &["kubelet.kubernetes.io", "node.kubernetes.io"];
-/// Individual `kubernetes.io` labels a kubelet may set (upstream `kubeletLabels`).
-const KUBELET_LABELS: &[&str] = &[
-    "kubernetes.io/hostname",
-    "kubernetes.io/os",
-    "kubernetes.io/arch",
-    "beta.kubernetes.io/os",
-    "beta.kubernetes.io/arch",
-    "beta.kubernetes.io/instance-type",
-    "node.kubernetes.io/instance-type",
-    "topology.kubernetes.io/zone",
-    "topology.kubernetes.io/region",
-    "failure-domain.beta.kubernetes.io/zone",
-    "failure-domain.beta.kubernetes.io/region",
-];
-/// Key namespaces no node may write, as label or annotation (with their subdomains): upstream's
-/// restriction prefix, node roles, and everything RKE2/Rancher derive trust from.
-const PROTECTED_NAMESPACES: &[&str] = &[
-    "node-restriction.kubernetes.io",
-    "node-role.kubernetes.io",
-    "cattle.io",
-];
-
-fn key_namespace(key: &str) -> Option<&str> {
-    key.split_once('/').map(|(ns, _)| ns)
-}
-
-fn in_namespace(ns: &str, domain: &str) -> bool {
-    ns == domain
-        || ns
-            .strip_suffix(domain)
-            .is_some_and(|rest| rest.ends_with('.'))
-}
-
-fn protected_key(key: &str) -> bool {
-    key_namespace(key).is_some_and(|ns| PROTECTED_NAMESPACES.iter().any(|d| in_namespace(ns, d)))
-}
-
-/// Whether a node identity may set or change the label `key` on its own Node.
-pub fn node_may_set_label(key: &str) -> bool {
-    if protected_key(key) {
-        return false;
-    }
-    let Some(ns) = key_namespace(key) else {
-        return true;
-    };
-    let kubernetes = in_namespace(ns, "kubernetes.io") || in_namespace(ns, "k8s.io");
-    !kubernetes
-        || KUBELET_LABELS.contains(&key)
-        || KUBELET_LABEL_NAMESPACES.iter().any(|d| in_namespace(ns, d))
-}
-
-/// Whether a node identity may set or change the annotation `key` on its own Node.
-pub fn node_may_set_annotation(key: &str) -> bool {
-    !protected_key(key)
 }
 
 /// Keys of the string map at `pointer` whose value differs between `old` and `new` (added,
@@ -381,40 +323,6 @@ mod tests {
             &format!("system:node:{name}"),
             &["system:nodes", "system:authenticated"],
         )
-    }
-
-    #[test]
-    fn kubelet_label_rules() {
-        for ok in [
-            "tier",
-            "example.com/tier",
-            "kubernetes.io/hostname",
-            "beta.kubernetes.io/arch",
-            "node.kubernetes.io/instance-type",
-            "node.kubernetes.io/custom",
-            "a.kubelet.kubernetes.io/x",
-            "rke2.io/hostname",
-            "notcattle.io/x",
-        ] {
-            assert!(node_may_set_label(ok), "{ok}");
-        }
-        for bad in [
-            "node-role.kubernetes.io/etcd",
-            "node-role.kubernetes.io/worker",
-            "node-restriction.kubernetes.io/x",
-            "a.node-restriction.kubernetes.io/x",
-            "kubernetes.io/role",
-            "example.k8s.io/x",
-            "etcd.rke2.cattle.io/node-name",
-            "cattle.io/x",
-            "management.cattle.io/x",
-        ] {
-            assert!(!node_may_set_label(bad), "{bad}");
-        }
-        assert!(node_may_set_annotation("rke2.io/internal-ip"));
-        assert!(node_may_set_annotation("kubernetes.io/anything"));
-        assert!(!node_may_set_annotation("etcd.rke2.cattle.io/node-name"));
-        assert!(!node_may_set_annotation("node-role.kubernetes.io/etcd"));
     }
 
     fn node(labels: Value, annotations: Value, taints: Value) -> Value {

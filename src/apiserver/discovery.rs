@@ -40,20 +40,8 @@ pub fn version_info() -> Value {
         "buildDate": option_env!("RKE2_BUILD_DATE").unwrap_or("1970-01-01T00:00:00Z"),
         "goVersion": "n/a",
         "compiler": "rustc",
-        "platform": format!("{}/{}", std::env::consts::OS, go_arch(std::env::consts::ARCH)),
+        "platform": format!("{}/{}", std::env::consts::OS, crate::host::arch()),
     })
-}
-
-/// Maps Rust's architecture names to Go's (`GOARCH`), which is what `platform` means to clients.
-pub fn go_arch(rust_arch: &str) -> &str {
-    match rust_arch {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
-        "loongarch64" => "loong64",
-        other => other,
-    }
 }
 
 /// One media range of an Accept header: `type/subtype` plus its parameters, names lower-cased.
@@ -376,13 +364,6 @@ mod tests {
         let platform = v["platform"].as_str().unwrap();
         assert!(platform.starts_with("linux/"), "{platform}");
         assert!(!platform.contains("x86_64"), "{platform}");
-    }
-
-    #[test]
-    fn go_arch_names() {
-        assert_eq!(go_arch("x86_64"), "amd64");
-        assert_eq!(go_arch("aarch64"), "arm64");
-        assert_eq!(go_arch("riscv64"), "riscv64");
     }
 
     #[test]

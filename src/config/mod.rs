@@ -717,7 +717,7 @@ pub fn validate_agent(raw: &RawSettings) -> Result<AgentConfig, ConfigError> {
     if let Some(l) = node
         .node_labels
         .iter()
-        .find(|l| !crate::apiserver::authz::node_may_set_label(&l.key))
+        .find(|l| !crate::validation::node_may_set_label(&l.key))
     {
         return Err(ConfigError::at(
             r.last("node-label")

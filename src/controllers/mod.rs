@@ -404,7 +404,7 @@ pub fn server_node_metadata(
         .map(|r| (format!("node-role.kubernetes.io/{r}"), "true".to_string()))
         .collect();
     for l in &ctx.config.node.node_labels {
-        if !crate::apiserver::authz::node_may_set_label(&l.key) {
+        if !crate::validation::node_may_set_label(&l.key) {
             labels.insert(l.key.clone(), l.value.clone());
         }
     }

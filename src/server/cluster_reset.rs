@@ -209,7 +209,7 @@ pub(super) async fn rejoin_if_left_behind(
             let attempt = async {
                 let access = ClusterAccess::connect(&server.url(), &token, "server", None).await?;
                 access
-                    .get_json::<crate::etcd::ClusterInfo>("/db/info")
+                    .get_json::<crate::etcd::ClusterInfo>(crate::protocol::DB_INFO)
                     .await
             };
             match attempt.await {

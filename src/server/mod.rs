@@ -8,6 +8,7 @@ pub mod bootstrap_tokens;
 pub mod cluster_reset;
 pub mod context;
 pub mod credentials;
+pub mod node_agent;
 pub mod node_password;
 pub mod prepare;
 pub mod token_ops;
@@ -89,6 +90,8 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Io(#[from] PathError),
+    #[error("node agent: {0}")]
+    NodeAgent(#[from] crate::agent::node_agent::NodeAgentError),
     #[error("Kubernetes API: {0}")]
     Api(#[from] crate::apiserver::status::ApiError),
     #[error("shut down before the server was ready")]
@@ -391,7 +394,7 @@ async fn run_inner(
             runtime.set_phase("reading the etcd member list");
             let info: etcd::ClusterInfo =
                 match crate::clientaccess::retry(&cancel, "reading the etcd member list", || {
-                    access.get_json("/db/info")
+                    access.get_json(crate::protocol::DB_INFO)
                 })
                 .await
                 {
@@ -532,12 +535,7 @@ async fn run_inner(
     ));
     crate::controllers::spawn_server_controllers(ctx.clone(), tracker, cancel.clone());
     runtime.set_phase("registering node");
-    let registered = crate::agent::node_agent::spawn_for_server(
-        ctx.clone(),
-        api_local,
-        tracker,
-        cancel.clone(),
-    )?;
+    let registered = node_agent::spawn_for_server(ctx.clone(), api_local, tracker, cancel.clone())?;
     wait_registered(registered, &cancel).await?;
     crate::controllers::spawn_server_node_metadata(ctx.clone(), &member, tracker, cancel.clone())
         .await;

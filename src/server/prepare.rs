@@ -2,7 +2,7 @@
 //! authorities (created, loaded, or downloaded from the cluster when joining), the credentials
 //! store, and this server's own leaf certificates with the right SANs.
 
-use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::net::IpAddr;
 use std::path::Path;
 
 use super::ServerError;
@@ -11,30 +11,12 @@ use crate::bootstrap::BootstrapData;
 use crate::clientaccess::ClusterAccess;
 use crate::config::{NodeConfig, ServerConfig};
 use crate::fsutil::{self, IoContext};
+use crate::host::{default_route_ip, hostname};
 use crate::paths::{AgentPaths, ServerPaths};
 use crate::pki::{CertAuthority, LeafSpec, LeafUsage};
-use crate::supervisor::ControlConfig;
+use crate::protocol::{self, ControlConfig};
 use crate::token::{self, Credentials, JoinToken, Passwd, Secret};
 use tokio_util::sync::CancellationToken;
-
-/// The host name, lower-cased (RKE2's default node name).
-pub fn hostname() -> String {
-    rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .to_ascii_lowercase()
-}
-
-/// The address of the interface holding the default route, found by "connecting" a UDP
-/// socket (no packet is sent).
-pub fn default_route_ip() -> Option<IpAddr> {
-    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
-    sock.connect((Ipv4Addr::new(203, 0, 113, 1), 9)).ok()?;
-    sock.local_addr()
-        .ok()
-        .map(|a| a.ip())
-        .filter(|ip| !ip.is_unspecified())
-}
 
 /// Resolves node name and IPs: configured values, else the bind address, else the
 /// default-route address.
@@ -305,7 +287,7 @@ pub async fn download_cluster_files(
     })
     .await?;
     let remote: ControlConfig = attempt(cancel, "reading the cluster configuration", || {
-        node_access.get_json("/v1-rke2/config")
+        node_access.get_json(protocol::CONFIG)
     })
     .await?;
     let ours = crate::supervisor::critical_settings(config);
@@ -341,7 +323,7 @@ pub async fn download_cluster_files(
     }
     runtime.set_phase("downloading bootstrap data");
     let resp = attempt(cancel, "downloading bootstrap data", || {
-        access.get("/v1-rke2/server-bootstrap")
+        access.get(protocol::SERVER_BOOTSTRAP)
     })
     .await?;
     let data = BootstrapData::from_json(&resp.body)?;

@@ -22,13 +22,11 @@ use super::{Result, SupervisorError};
 use crate::apiserver::storage::Storage;
 use crate::https::ConnInfo;
 use crate::pki::LeafSpec;
+use crate::protocol::{NODE_IP_HEADER, NODE_NAME_HEADER, NODE_PASSWORD_HEADER};
 use crate::server::context::Ctx;
 use crate::server::node_password::{self, NodePasswordError};
 
 /// Header names (RKE2: `<prog>-Node-*`).
-pub const NODE_NAME_HEADER: &str = "rke2-Node-Name";
-pub const NODE_PASSWORD_HEADER: &str = "rke2-Node-Password";
-pub const NODE_IP_HEADER: &str = "rke2-Node-IP";
 
 struct NodeRequest {
     name: String,

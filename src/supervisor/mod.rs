@@ -15,10 +15,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, put};
 use axum::{Extension, Router};
-use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::{self, BootstrapData};
 use crate::https::ConnInfo;
+use crate::protocol::{self, ControlConfig};
 use crate::server::context::Ctx;
 use auth::{Caller, Role};
 
@@ -103,19 +103,19 @@ fn text(body: impl Into<Bytes>) -> Response {
 /// Builds the router.
 pub fn router(ctx: Ctx) -> Router {
     Router::new()
-        .route("/cacerts", any(cacerts))
-        .route("/ping", any(ping))
-        .route("/db/info", any(db_info))
-        .route("/v1-rke2/readyz", get(readyz))
-        .route("/v1-rke2/config", get(config))
-        .route("/v1-rke2/apiservers", get(apiservers))
-        .route("/v1-rke2/server-bootstrap", get(server_bootstrap))
-        .route("/v1-rke2/client-ca.crt", get(client_ca))
-        .route("/v1-rke2/server-ca.crt", get(server_ca))
-        .route("/v1-rke2/serving-kubelet.crt", any(certs::serving_kubelet))
-        .route("/v1-rke2/client-kubelet.crt", any(certs::client_kubelet))
+        .route(protocol::CACERTS, any(cacerts))
+        .route(protocol::PING, any(ping))
+        .route(protocol::DB_INFO, any(db_info))
+        .route(protocol::READYZ, get(readyz))
+        .route(protocol::CONFIG, get(config))
+        .route(protocol::APISERVERS, get(apiservers))
+        .route(protocol::SERVER_BOOTSTRAP, get(server_bootstrap))
+        .route(protocol::CLIENT_CA, get(client_ca))
+        .route(protocol::SERVER_CA, get(server_ca))
+        .route(protocol::SERVING_KUBELET, any(certs::serving_kubelet))
+        .route(protocol::CLIENT_KUBELET, any(certs::client_kubelet))
         .route(
-            "/v1-rke2/token",
+            protocol::TOKEN,
             put(certs::rotate_token).fallback(|| async { SupervisorError::MethodNotAllowed }),
         )
         .fallback(|| async {
@@ -273,29 +273,6 @@ pub fn critical_settings(c: &crate::config::ServerConfig) -> BTreeMap<String, St
         ("cluster-dns".to_string(), c.cluster_dns.to_string()),
         ("cluster-domain".to_string(), c.cluster_domain.clone()),
     ])
-}
-
-/// `/v1-rke2/config` body (Go-style field names as RKE2 agents read them, plus ours).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ControlConfig {
-    #[serde(rename = "SupervisorPort")]
-    pub supervisor_port: u16,
-    #[serde(rename = "HTTPSPort")]
-    pub https_port: u16,
-    #[serde(rename = "ClusterDomain")]
-    pub cluster_domain: String,
-    #[serde(rename = "ClusterDNS")]
-    pub cluster_dns: String,
-    #[serde(rename = "ServiceIPRange")]
-    pub service_ip_range: String,
-    #[serde(rename = "ClusterIPRange")]
-    pub cluster_ip_range: String,
-    /// The settings compared when a server joins.
-    #[serde(rename = "CriticalControlArgs")]
-    pub critical: BTreeMap<String, String>,
-    /// Voting etcd members right now.
-    #[serde(rename = "ServerCount")]
-    pub server_count: u32,
 }
 
 async fn config(

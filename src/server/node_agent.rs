@@ -1,0 +1,66 @@
+//! The node agent of a server node: the same agent an `rke2 agent` runs, configured from the
+//! server's own context and talking to this server's API.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::ServerError;
+use super::context::Ctx;
+use super::prepare::read_pem;
+use crate::agent::node_agent::{NodeAgent, NodeAgentConfig};
+
+/// Starts the node agent of a server node, talking to this server's own API.
+pub fn spawn_for_server(
+    ctx: Ctx,
+    api: SocketAddr,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> Result<watch::Receiver<bool>, ServerError> {
+    let kubelet = ctx.agent_paths.client_kubelet();
+    // Role labels, etcd facts and node-labels a kubelet may not set are written by the server
+    // itself (crate::controllers::server_node_metadata), never with the node identity.
+    let labels = ctx
+        .config
+        .node
+        .node_labels
+        .iter()
+        .filter(|l| crate::validation::node_may_set_label(&l.key))
+        .cloned()
+        .collect();
+    let annotations = BTreeMap::from([
+        ("rke2.io/hostname".to_string(), ctx.node.name.clone()),
+        (
+            "rke2.io/internal-ip".to_string(),
+            ctx.node
+                .ips
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    ]);
+    let cfg = NodeAgentConfig {
+        node_name: ctx.node.name.clone(),
+        api_url: format!("https://{api}"),
+        ca_pem: String::from_utf8_lossy(&ctx.server_ca_bundle).into_owned(),
+        identity_cert_pem: read_pem(&kubelet.cert)?,
+        identity_key_pem: read_pem(&kubelet.key)?,
+        server_name: Some(crate::agent::API_SERVER_NAME.into()),
+        labels,
+        taints: ctx.config.node.node_taints.clone(),
+        annotations,
+        addresses: ctx.node.ips.clone(),
+        heartbeat_interval: ctx.config.node.heartbeat_interval,
+    };
+    let agent = NodeAgent::new(cfg)?;
+    let (tx, rx) = watch::channel(false);
+    let ticker = ctx
+        .runtime
+        .liveness("node-agent", ctx.config.node.heartbeat_interval);
+    tracker.spawn(agent.run(tx, ticker, cancel));
+    Ok(rx)
+}
