@@ -299,7 +299,7 @@ async fn run_token(sub: &str, args: &ArgMatches) -> Result<String, AdminCliError
             let mut out = String::new();
             for t in values(args, "tokens") {
                 tokens.delete_token(&t).await?;
-                let id = crate::server::admin::token_id_of(&t).unwrap_or(t);
+                let id = crate::cluster::admin::token_id_of(&t).unwrap_or(t);
                 out.push_str(&format!("bootstrap token \"{id}\" deleted\n"));
             }
             Ok(out)

@@ -13,6 +13,8 @@ pub mod bootstrap;
 pub mod cli;
 /// Joining a cluster: CA pinning by token hash and authenticated supervisor requests.
 pub mod clientaccess;
+/// Shared cluster state and domain operations used by every server subsystem.
+pub mod cluster;
 /// Settings: config files, `RKE2_*` variables and flags, merged and validated.
 pub mod config;
 /// Control loops of servers.

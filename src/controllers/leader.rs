@@ -8,8 +8,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::context::Ctx;
 use crate::datastore::Cas;
-use crate::server::context::Ctx;
 
 /// Lease TTL of the leader key, seconds.
 const LEASE_TTL: i64 = 6;

@@ -15,10 +15,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::apiserver::status::ApiError;
 use crate::apiserver::storage::{ListOptions, Storage};
+use crate::cluster::apiservers::{self, APISERVER_ADDRESSES_PREFIX};
+use crate::cluster::context::Ctx;
 use crate::datastore::{Cas, Change};
 use crate::registry::{ENDPOINTS, LEASES, NAMESPACES, NODES, SECRETS, SERVICES, SYSTEM_NAMESPACES};
-use crate::server::context::Ctx;
-use crate::supervisor::APISERVER_ADDRESSES_PREFIX;
 
 /// Interval of the leader's periodic loops.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
@@ -490,7 +490,7 @@ pub async fn spawn_server_node_metadata(
 /// Deletes the node password of a removed server, so the machine can join again with a fresh
 /// data directory under the same name (its member is gone, so is its claim on the name).
 async fn forget_node_password(store: &crate::datastore::Datastore, node: &str) {
-    let secret = crate::server::node_password::secret_name(node);
+    let secret = crate::cluster::node_password::secret_name(node);
     match Storage::new(store.clone())
         .delete(&SECRETS, Some("kube-system"), &secret, None, None)
         .await
@@ -517,7 +517,7 @@ async fn kubernetes_endpoints(
             continue;
         }
         let Some(store) = storage(&ctx) else { continue };
-        let Ok(addrs) = crate::supervisor::list_apiservers(&ctx).await else {
+        let Ok(addrs) = apiservers::list(store.datastore()).await else {
             continue;
         };
         let mut ips = Vec::new();
@@ -564,7 +564,7 @@ async fn bootstrap_token_cleanup(
     is_leader: tokio::sync::watch::Receiver<bool>,
     cancel: CancellationToken,
 ) {
-    use crate::server::bootstrap_tokens::{NAMESPACE, SECRET_TYPE, is_expired};
+    use crate::cluster::bootstrap_tokens::{NAMESPACE, SECRET_TYPE, is_expired};
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -669,7 +669,9 @@ pub async fn refresh_status(ctx: &Ctx) -> Result<(), crate::etcd::EtcdError> {
                 }
             });
         }
-        if let Ok(addrs) = crate::supervisor::list_apiservers(ctx).await {
+        if let Some(store) = ctx.store.get()
+            && let Ok(addrs) = apiservers::list(store).await
+        {
             ctx.runtime.update(|s| s.apiserver_endpoints = addrs);
         }
     }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use zbus::{Connection, DBusError, proxy};
 
 use super::SERVER_NAME;
-use crate::server::admin::{NodeSummary, TokenSummary};
+use crate::cluster::admin::{NodeSummary, TokenSummary};
 
 /// Proxy of `io.rke2.Nodes1`.
 #[proxy(

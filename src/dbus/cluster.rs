@@ -11,10 +11,10 @@ use zbus::object_server::SignalEmitter;
 
 use super::errors::BusError;
 use super::{AGENT_PATH, SERVER_PATH, require_root};
+use crate::cluster::admin::AdminError;
+use crate::cluster::context::Ctx;
 use crate::daemon::{NodeState, Runtime};
 use crate::etcd::snapshot::{SnapshotError, SnapshotInfo, Snapshotter};
-use crate::server::admin::AdminError;
-use crate::server::context::Ctx;
 
 /// Version reported by the `Version` property.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

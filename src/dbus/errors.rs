@@ -9,11 +9,11 @@ use zbus::names::ErrorName;
 
 use crate::apiserver::status::ApiError;
 use crate::bootstrap::BootstrapError;
+use crate::cluster::admin::AdminError;
+use crate::cluster::token_ops::TokenOpError;
 use crate::datastore::DatastoreError;
 use crate::etcd::EtcdError;
 use crate::etcd::snapshot::SnapshotError;
-use crate::server::admin::AdminError;
-use crate::server::token_ops::TokenOpError;
 
 /// Prefix of every error name.
 pub const ERROR_PREFIX: &str = "io.rke2.Error";

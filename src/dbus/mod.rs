@@ -20,9 +20,9 @@ use tokio_util::task::TaskTracker;
 use zbus::Connection;
 use zbus::message::Header;
 
+use crate::cluster::admin::{self, AdminError};
+use crate::cluster::context::Ctx;
 use crate::daemon::Runtime;
-use crate::server::admin::{self, AdminError};
-use crate::server::context::Ctx;
 use errors::BusError;
 
 /// Well-known name of a server.

@@ -1,6 +1,6 @@
 //! `io.rke2.Nodes1`: list, inspect, cordon, label, taint and delete nodes, and the
 //! `NodeAdded`/`NodeRemoved`/`NodeReadyChanged` signals fed by an etcd watch on the Node
-//! objects. Methods are thin wrappers over [`crate::server::admin`]; mutations are root only.
+//! objects. Methods are thin wrappers over [`crate::cluster::admin`]; mutations are root only.
 
 use std::time::Duration;
 
@@ -10,10 +10,10 @@ use zbus::{Connection, interface};
 
 use super::errors::BusError;
 use super::{SERVER_PATH, require_root};
+use crate::cluster::admin::{self, NodeSummary};
+use crate::cluster::context::Ctx;
 use crate::datastore::{Change, DatastoreError};
 use crate::registry::NODES;
-use crate::server::admin::{self, NodeSummary};
-use crate::server::context::Ctx;
 
 /// `io.rke2.Nodes1` of a server.
 #[derive(Debug, Clone)]

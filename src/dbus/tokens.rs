@@ -1,5 +1,5 @@
 //! `io.rke2.Tokens1`: bootstrap tokens for joining agents (create, list, delete) and rotation
-//! of the server token. Thin wrappers over [`crate::server::admin`]; everything but ListTokens
+//! of the server token. Thin wrappers over [`crate::cluster::admin`]; everything but ListTokens
 //! is root only, and ListTokens never returns a token's secret.
 
 use zbus::message::Header;
@@ -7,8 +7,8 @@ use zbus::{Connection, interface};
 
 use super::errors::BusError;
 use super::require_root;
-use crate::server::admin::{self, TokenRequest, TokenSummary};
-use crate::server::context::Ctx;
+use crate::cluster::admin::{self, TokenRequest, TokenSummary};
+use crate::cluster::context::Ctx;
 use crate::token::Secret;
 
 /// `io.rke2.Tokens1` of a server.

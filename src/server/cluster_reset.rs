@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::ServerError;
-use super::context::NodeIdentity;
 use crate::clientaccess::ClusterAccess;
+use crate::cluster::context::NodeIdentity;
 use crate::config::ServerConfig;
 use crate::etcd::snapshot::{self, RestoreTarget, SnapshotError};
 use crate::fsutil::{self, IoContext};

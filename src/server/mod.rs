@@ -3,15 +3,9 @@
 //! then the Kubernetes API, controllers and the node agent — and reports each phase to systemd.
 //! READY=1 is sent only once every gate is open; shutdown runs through one cancellation token.
 
-pub mod admin;
-pub mod bootstrap_tokens;
 pub mod cluster_reset;
-pub mod context;
-pub mod credentials;
 pub mod node_agent;
-pub mod node_password;
 pub mod prepare;
-pub mod token_ops;
 pub mod tools;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -24,6 +18,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::bootstrap::{self, BootstrapData, BootstrapError};
 use crate::clientaccess::AccessError;
+use crate::cluster::context::{self, Ctx, ServerContext};
+use crate::cluster::{credentials, node_password, token_ops};
 use crate::config::ServerConfig;
 use crate::daemon::listeners::{self, InheritedListeners, ListenerError};
 use crate::daemon::{Runtime, stopping_on_cancel};
@@ -36,7 +32,6 @@ use crate::kubeconfig::Kubeconfig;
 use crate::paths::{AgentPaths, ServerPaths};
 use crate::pki::PkiError;
 use crate::token::{self, Passwd, TokenError};
-use context::{Ctx, ServerContext};
 
 /// How often the "waiting for quorum (n/m servers)" status is recomputed.
 const QUORUM_PROBE_INTERVAL: Duration = Duration::from_secs(1);

@@ -9,9 +9,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::ServerError;
-use super::context::Ctx;
 use super::prepare::read_pem;
 use crate::agent::node_agent::{NodeAgent, NodeAgentConfig};
+use crate::cluster::context::Ctx;
 
 /// Starts the node agent of a server node, talking to this server's own API.
 pub fn spawn_for_server(

@@ -6,9 +6,9 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use super::ServerError;
-use super::context::NodeIdentity;
 use crate::bootstrap::BootstrapData;
 use crate::clientaccess::ClusterAccess;
+use crate::cluster::context::{NodeIdentity, serving_sans};
 use crate::config::{NodeConfig, ServerConfig};
 use crate::fsutil::{self, IoContext};
 use crate::host::{default_route_ip, hostname};
@@ -43,37 +43,6 @@ pub fn node_identity(node: &NodeConfig, bind: Option<IpAddr>) -> Result<NodeIden
         }
     }
     Ok(NodeIdentity { name, ips })
-}
-
-/// SANs of the serving certificate (docs/protocol.md §4.3 plus the join address and bind address,
-/// so every server answers on the fixed registration address).
-pub fn serving_sans(config: &ServerConfig, node: &NodeIdentity) -> Vec<String> {
-    let mut sans: Vec<String> = config.tls_san.clone();
-    if let Some(server) = &config.node.server {
-        sans.push(server.host.clone());
-    }
-    sans.extend(["127.0.0.1", "::1", "localhost"].map(String::from));
-    sans.push(node.name.clone());
-    if let Some((short, _)) = node.name.split_once('.') {
-        sans.push(short.to_string());
-    }
-    sans.extend(node.ips.iter().map(|ip| ip.to_string()));
-    if let Some(b) = config.bind_address.filter(|b| !b.is_unspecified()) {
-        sans.push(b.to_string());
-    }
-    if let Some(a) = config.advertise_address {
-        sans.push(a.to_string());
-    }
-    if let Some(svc) = crate::config::cidr_offset(&config.service_cidr, 1) {
-        sans.push(svc.to_string());
-    }
-    for n in ["kubernetes", "kubernetes.default", "kubernetes.default.svc"] {
-        sans.push(n.to_string());
-    }
-    sans.push(format!("kubernetes.default.svc.{}", config.cluster_domain));
-    let mut seen = std::collections::HashSet::new();
-    sans.retain(|s| seen.insert(s.to_ascii_lowercase()));
-    sans
 }
 
 /// The five CAs.

@@ -8,8 +8,8 @@ use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 
 use super::SupervisorError;
+use crate::cluster::context::Ctx;
 use crate::https::ConnInfo;
-use crate::server::context::Ctx;
 use crate::token::{AGENT_GROUP, SERVER_GROUP, Secret};
 
 /// A role a route may require.
@@ -100,7 +100,7 @@ pub async fn authenticate(
 }
 
 async fn basic(ctx: &Ctx, user: &str, password: &str) -> Result<Caller, SupervisorError> {
-    let group = crate::server::credentials::authenticate(ctx, user, password).await;
+    let group = crate::cluster::credentials::authenticate(ctx, user, password).await;
     match group.as_deref() {
         Some(SERVER_GROUP) => Ok(Caller::Server {
             password: Secret::new(password),
@@ -115,7 +115,7 @@ async fn bearer(ctx: &Ctx, token: &str) -> Result<Caller, SupervisorError> {
         return Err(SupervisorError::Unauthorized);
     }
     let (id, secret) = token.split_once('.').ok_or(SupervisorError::Unauthorized)?;
-    match crate::server::bootstrap_tokens::verify(ctx, id, secret).await {
+    match crate::cluster::bootstrap_tokens::verify(ctx, id, secret).await {
         Ok(true) => Ok(Caller::Bootstrapper {
             token_id: id.to_string(),
         }),

@@ -20,11 +20,11 @@ use axum::response::{IntoResponse, Response};
 use super::auth::{self, Caller, Role};
 use super::{Result, SupervisorError};
 use crate::apiserver::storage::Storage;
+use crate::cluster::context::Ctx;
+use crate::cluster::node_password::{self, NodePasswordError};
 use crate::https::ConnInfo;
 use crate::pki::LeafSpec;
 use crate::protocol::{NODE_IP_HEADER, NODE_NAME_HEADER, NODE_PASSWORD_HEADER};
-use crate::server::context::Ctx;
-use crate::server::node_password::{self, NodePasswordError};
 
 /// Header names (RKE2: `<prog>-Node-*`).
 
@@ -151,7 +151,7 @@ pub fn kubelet_serving_sans(
 /// the fixed registration address, its node and service IPs), every published API endpoint,
 /// every etcd member's host, and the addresses other Nodes report.
 async fn foreign_addresses(ctx: &Ctx, node: &str) -> Result<HashSet<IpAddr>> {
-    let mut out: HashSet<IpAddr> = crate::server::prepare::serving_sans(&ctx.config, &ctx.node)
+    let mut out: HashSet<IpAddr> = crate::cluster::context::serving_sans(&ctx.config, &ctx.node)
         .iter()
         .filter_map(|s| s.parse().ok())
         .collect();
@@ -292,7 +292,7 @@ pub async fn rotate_token(
     let req: RotateBody = serde_json::from_slice(&body)
         .map_err(|e| SupervisorError::BadRequest(format!("invalid body: {e}")))?;
     let new = (!req.new_token.is_empty()).then_some(req.new_token);
-    match crate::server::token_ops::rotate_server_token(&ctx, new).await {
+    match crate::cluster::token_ops::rotate_server_token(&ctx, new).await {
         Ok(_) => Ok((
             [(header::CONTENT_TYPE, "text/plain")],
             "Token rotated, restart rke2 nodes with new token\n",

@@ -17,15 +17,14 @@ use axum::routing::{any, get, put};
 use axum::{Extension, Router};
 
 use crate::bootstrap::{self, BootstrapData};
+use crate::cluster::context::Ctx;
 use crate::https::ConnInfo;
 use crate::protocol::{self, ControlConfig};
-use crate::server::context::Ctx;
 use auth::{Caller, Role};
 
 /// Largest request body accepted (CSRs and token rotation bodies are tiny).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// etcd key prefix where each ready server publishes its API endpoint (lease-bound).
-pub const APISERVER_ADDRESSES_PREFIX: &str = "/rke2/apiaddresses/";
 
 /// Errors answered by the supervisor, mapped to status codes in one place.
 #[derive(Debug, thiserror::Error)]
@@ -300,18 +299,9 @@ pub async fn list_apiservers(ctx: &Ctx) -> Result<Vec<String>> {
         .store
         .get()
         .ok_or_else(|| SupervisorError::NotReady("datastore not ready".into()))?;
-    let page = store
-        .list(APISERVER_ADDRESSES_PREFIX, None, 0, 0)
+    crate::cluster::apiservers::list(store)
         .await
-        .map_err(|e| SupervisorError::NotReady(e.to_string()))?;
-    let mut out: Vec<String> = page
-        .items
-        .iter()
-        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
-        .collect();
-    out.sort();
-    out.dedup();
-    Ok(out)
+        .map_err(|e| SupervisorError::NotReady(e.to_string()))
 }
 
 async fn apiservers(

@@ -12,11 +12,11 @@ use serde_json::{Value, json};
 
 use crate::apiserver::status::ApiError;
 use crate::apiserver::storage::{ListOptions, Storage};
+use crate::cluster::bootstrap_tokens::{NAMESPACE, SECRET_TYPE, secret_name};
+use crate::cluster::context::Ctx;
+use crate::cluster::token_ops::{self, TokenOpError};
 use crate::etcd::EtcdError;
 use crate::registry::{NODES, SECRETS};
-use crate::server::bootstrap_tokens::{NAMESPACE, SECRET_TYPE, secret_name};
-use crate::server::context::Ctx;
-use crate::server::token_ops::{self, TokenOpError};
 use crate::token::{self, Credentials, JoinToken, Secret};
 use crate::validation::{self, NodeLabel, Taint, TaintEffect};
 
@@ -574,7 +574,7 @@ pub struct TokenSummary {
 }
 
 fn data_text(secret: &Value, field: &str) -> String {
-    crate::server::bootstrap_tokens::data_field(secret, field).unwrap_or_default()
+    crate::cluster::bootstrap_tokens::data_field(secret, field).unwrap_or_default()
 }
 
 /// The summary of a bootstrap token Secret (the secret part is never included).
@@ -861,7 +861,7 @@ mod tests {
         let obj = token_secret_object("abcdef", &Secret::new("0123456789abcdef"), &spec);
         assert_eq!(obj["metadata"]["name"], "bootstrap-token-abcdef");
         assert_eq!(obj["type"], SECRET_TYPE);
-        assert!(crate::server::bootstrap_tokens::matches(
+        assert!(crate::cluster::bootstrap_tokens::matches(
             &obj,
             "0123456789abcdef",
             now

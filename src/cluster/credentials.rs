@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::context::Ctx;
 use crate::datastore::{Cas, Datastore, DatastoreError};
-use crate::server::context::Ctx;
 use crate::token::{Passwd, Secret, constant_time_eq, random_hex, sha256_hex};
 
 /// etcd key of the credentials record.

@@ -13,11 +13,11 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::bootstrap::{self, BootstrapData};
+use crate::cluster::context::Ctx;
+use crate::cluster::credentials;
 use crate::datastore::Datastore;
 use crate::fsutil::{self, IoContext, PathError};
 use crate::paths::ServerPaths;
-use crate::server::context::Ctx;
-use crate::server::credentials;
 use crate::token::{self, AGENT_GROUP, Passwd, SERVER_GROUP, Secret, TokenError};
 
 /// Token operation errors.

@@ -26,6 +26,37 @@ impl NodeIdentity {
     }
 }
 
+/// SANs of the serving certificate (docs/protocol.md §4.3 plus the join address and bind address,
+/// so every server answers on the fixed registration address).
+pub fn serving_sans(config: &ServerConfig, node: &NodeIdentity) -> Vec<String> {
+    let mut sans: Vec<String> = config.tls_san.clone();
+    if let Some(server) = &config.node.server {
+        sans.push(server.host.clone());
+    }
+    sans.extend(["127.0.0.1", "::1", "localhost"].map(String::from));
+    sans.push(node.name.clone());
+    if let Some((short, _)) = node.name.split_once('.') {
+        sans.push(short.to_string());
+    }
+    sans.extend(node.ips.iter().map(|ip| ip.to_string()));
+    if let Some(b) = config.bind_address.filter(|b| !b.is_unspecified()) {
+        sans.push(b.to_string());
+    }
+    if let Some(a) = config.advertise_address {
+        sans.push(a.to_string());
+    }
+    if let Some(svc) = crate::config::cidr_offset(&config.service_cidr, 1) {
+        sans.push(svc.to_string());
+    }
+    for n in ["kubernetes", "kubernetes.default", "kubernetes.default.svc"] {
+        sans.push(n.to_string());
+    }
+    sans.push(format!("kubernetes.default.svc.{}", config.cluster_domain));
+    let mut seen = std::collections::HashSet::new();
+    sans.retain(|s| seen.insert(s.to_ascii_lowercase()));
+    sans
+}
+
 /// Shared state of a running server.
 pub struct ServerContext {
     pub config: ServerConfig,
@@ -51,7 +82,7 @@ pub struct ServerContext {
     /// This server's API endpoint as other nodes reach it (`advertise-address` or node IP).
     pub apiserver_endpoint: SocketAddr,
     /// Cached cluster credentials record for supervisor authentication.
-    pub credentials: crate::server::credentials::CredentialsCache,
+    pub credentials: crate::cluster::credentials::CredentialsCache,
     /// etcd snapshots of this server, once etcd is ready.
     pub snapshots: tokio::sync::OnceCell<Arc<crate::etcd::snapshot::Snapshotter>>,
 }

@@ -5,8 +5,8 @@
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 
+use crate::cluster::context::Ctx;
 use crate::datastore::DatastoreError;
-use crate::server::context::Ctx;
 use crate::token::constant_time_eq;
 
 /// Secret type of bootstrap tokens.
