@@ -47,6 +47,8 @@ pub mod protocol;
 pub mod registry;
 /// `rke2 server`: the orchestration of a server node.
 pub mod server;
+/// Kubernetes objects over the datastore: CAS writes, paginated filtered lists, selectors.
+pub mod storage;
 /// The registration (supervisor) API on 9345.
 pub mod supervisor;
 /// Join tokens, the CA hash and the credentials store.

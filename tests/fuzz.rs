@@ -26,9 +26,9 @@ use proptest::test_runner::{
 use serde_json::{Value, json};
 
 use rke2::apiserver::patch::{PatchKind, apply_patch};
-use rke2::apiserver::selectors::{FieldSelector, LabelSelector};
 use rke2::apiserver::status::ApiError;
 use rke2::config::{ConfigSources, Origin};
+use rke2::storage::selectors::{FieldSelector, LabelSelector};
 
 /// One target: its corpus directory, its mutation dictionary and its default case count.
 struct Target {
@@ -323,7 +323,7 @@ fn fuzz_selectors() {
                 })?;
                 prop_assert_eq!(back.to_string(), shown);
             }
-            Err(e) => client_error("labelSelector", &e)?,
+            Err(e) => client_error("labelSelector", &ApiError::from(e))?,
         }
         match FieldSelector::parse(&input) {
             Ok(sel) => {
@@ -332,7 +332,7 @@ fn fuzz_selectors() {
                 }
                 let _ = sel.single_name();
             }
-            Err(e) => client_error("fieldSelector", &e)?,
+            Err(e) => client_error("fieldSelector", &ApiError::from(e))?,
         }
         Ok(())
     });

@@ -11,9 +11,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::authz::{self, Attributes, User};
-use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{ApiError, success_status};
-use super::storage::{self, ListOptions, Storage};
 use super::{
     ApiState, ResourceRef, decode_body, json as json_response, objects, patch, read_body, table,
     watch,
@@ -21,6 +19,8 @@ use super::{
 use crate::registry::{
     self as resources, NAMESPACES, ResourceInfo, Review, SYSTEM_NAMESPACES, Verb,
 };
+use crate::storage::selectors::{FieldSelector, LabelSelector};
+use crate::storage::{self, ListOptions, ObjectError, Storage};
 
 fn storage(st: &ApiState) -> Result<Storage, ApiError> {
     st.store
@@ -176,7 +176,7 @@ pub async fn handle(
                 require_namespace(&store, ns).await?;
             }
             if dry_run {
-                objects::prepare_create(info, &mut obj, ns, Utc::now());
+                crate::storage::metadata::prepare_create(info, &mut obj, ns, Utc::now());
                 return Ok(json_response(StatusCode::CREATED, &obj, "application/json"));
             }
             let created = store.create(info, ns, obj).await?;
@@ -203,7 +203,7 @@ pub async fn handle(
                     if !dry_run {
                         *current = next;
                     }
-                    Ok(())
+                    Ok::<(), ApiError>(())
                 })
                 .await?;
             Ok(json_response(StatusCode::OK, &updated, "application/json"))
@@ -300,8 +300,8 @@ pub async fn handle(
                     continue;
                 }
                 match store.delete(info, item_ns.or(ns), name, None, None).await {
-                    Ok(_) | Err(ApiError::NotFound { .. }) => {}
-                    Err(e) => return Err(e),
+                    Ok(_) | Err(ObjectError::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
                 }
                 // As for a single delete, a namespace takes its objects with it.
                 if *info == NAMESPACES {

@@ -11,9 +11,7 @@ pub mod patch;
 pub mod protobuf;
 #[cfg(test)]
 mod router_tests;
-pub mod selectors;
 pub mod status;
-pub mod storage;
 pub mod table;
 pub mod watch;
 

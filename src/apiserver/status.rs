@@ -3,7 +3,9 @@
 
 use serde_json::{Value, json};
 
+use crate::datastore::DatastoreError;
 pub use crate::registry::FieldCause;
+use crate::storage::ObjectError;
 
 /// An error answered by the Kubernetes API, with what the `Status` object needs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -164,6 +166,60 @@ impl ApiError {
             s["details"] = d;
         }
         s
+    }
+}
+
+/// The datastore's errors as Kubernetes answers them.
+impl From<DatastoreError> for ApiError {
+    fn from(e: DatastoreError) -> Self {
+        match e {
+            DatastoreError::Unavailable(m) => ApiError::ServiceUnavailable(format!(
+                "etcd cluster is unavailable or misconfigured: {m}"
+            )),
+            DatastoreError::Timeout => ApiError::Timeout(
+                "etcd request timed out: the etcd cluster may have lost quorum".into(),
+            ),
+            DatastoreError::Compacted {
+                requested,
+                compacted,
+            } => ApiError::Expired {
+                requested,
+                oldest: compacted,
+            },
+            DatastoreError::Etcd(m) => ApiError::Internal(format!("etcd: {m}")),
+            DatastoreError::Corrupt { key, message } => {
+                ApiError::Internal(format!("stored object {key} is corrupt: {message}"))
+            }
+        }
+    }
+}
+
+/// Object storage errors as Kubernetes answers them.
+impl From<ObjectError> for ApiError {
+    fn from(e: ObjectError) -> Self {
+        match e {
+            ObjectError::NotFound { resource, name } => ApiError::NotFound { resource, name },
+            ObjectError::AlreadyExists { resource, name } => {
+                ApiError::AlreadyExists { resource, name }
+            }
+            ObjectError::Conflict { resource, name } => ApiError::Conflict { resource, name },
+            ObjectError::ConflictWith {
+                resource,
+                name,
+                message,
+            } => ApiError::ConflictWith {
+                resource,
+                name,
+                message,
+            },
+            ObjectError::BadRequest(m) => ApiError::BadRequest(m),
+            ObjectError::Corrupt {
+                resource,
+                key,
+                source,
+            } => ApiError::Internal(format!("stored {resource} {key} is corrupt: {source}")),
+            ObjectError::Datastore(e) => e.into(),
+        }
     }
 }
 

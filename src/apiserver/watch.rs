@@ -17,10 +17,10 @@ use tokio::sync::mpsc;
 
 use super::handlers::list_options;
 use super::status::ApiError;
-use super::storage::{self, ListOptions, Storage};
 use super::{ApiState, table};
 use crate::datastore::{Change, DatastoreError};
 use crate::registry::ResourceInfo;
+use crate::storage::{self, ListOptions, Storage};
 
 /// Default watch duration when the client gives no `timeoutSeconds`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);

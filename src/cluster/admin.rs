@@ -10,13 +10,12 @@ use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use crate::apiserver::status::ApiError;
-use crate::apiserver::storage::{ListOptions, Storage};
 use crate::cluster::bootstrap_tokens::{NAMESPACE, SECRET_TYPE, secret_name};
 use crate::cluster::context::Ctx;
 use crate::cluster::token_ops::{self, TokenOpError};
 use crate::etcd::EtcdError;
 use crate::registry::{NODES, SECRETS};
+use crate::storage::{ListOptions, ObjectError, Storage};
 use crate::token::{self, Credentials, JoinToken, Secret};
 use crate::validation::{self, NodeLabel, Taint, TaintEffect};
 
@@ -48,7 +47,7 @@ pub enum AdminError {
     #[error("the datastore is not ready yet; try again once the server is ready")]
     NotReady,
     #[error(transparent)]
-    Api(#[from] ApiError),
+    Object(#[from] ObjectError),
     #[error(transparent)]
     Token(#[from] TokenOpError),
     #[error(transparent)]
@@ -326,13 +325,13 @@ fn storage(ctx: &Ctx) -> Result<Storage, AdminError> {
         .ok_or(AdminError::NotReady)
 }
 
-fn node_not_found(e: ApiError, name: &str) -> AdminError {
+fn node_not_found(e: ObjectError, name: &str) -> AdminError {
     match e {
-        ApiError::NotFound { .. } => AdminError::NotFound {
+        ObjectError::NotFound { .. } => AdminError::NotFound {
             what: "node",
             name: name.to_string(),
         },
-        other => AdminError::Api(other),
+        other => AdminError::Object(other),
     }
 }
 
@@ -359,7 +358,7 @@ pub async fn get_node(ctx: &Ctx, name: &str) -> Result<NodeSummary, AdminError> 
 async fn modify_node(
     ctx: &Ctx,
     name: &str,
-    f: impl FnMut(&mut Value) -> Result<(), ApiError>,
+    f: impl FnMut(&mut Value) -> Result<(), ObjectError>,
 ) -> Result<NodeSummary, AdminError> {
     validate_node_name(name)?;
     let node = storage(ctx)?
@@ -669,7 +668,7 @@ pub async fn delete_token(ctx: &Ctx, id_or_token: &str) -> Result<String, AdminE
             tracing::info!(component = "tokens", token_id = %id, "deleted bootstrap token");
             Ok(id)
         }
-        Err(ApiError::NotFound { .. }) => Err(AdminError::NotFound {
+        Err(ObjectError::NotFound { .. }) => Err(AdminError::NotFound {
             what: "bootstrap token",
             name: id,
         }),

@@ -6,9 +6,8 @@
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::apiserver::status::ApiError;
-use crate::apiserver::storage::Storage;
 use crate::registry::SECRETS;
+use crate::storage::{ObjectError, Storage};
 use crate::token::constant_time_eq;
 
 /// Secret type of node password secrets.
@@ -26,7 +25,9 @@ pub enum NodePasswordError {
     #[error("unable to verify password for node {0}: hash does not match")]
     Mismatch(String),
     #[error(transparent)]
-    Api(#[from] ApiError),
+    Object(#[from] ObjectError),
+    #[error("hashing the node password failed")]
+    Hashing(#[source] tokio::task::JoinError),
 }
 
 /// Name of the Secret for `node`.
@@ -115,7 +116,7 @@ pub async fn check_or_store(
         let pw = password.to_string();
         let h = tokio::task::spawn_blocking(move || hash(&pw))
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(NodePasswordError::Hashing)?;
         let secret = json!({
             "apiVersion": "v1",
             "kind": "Secret",
@@ -127,7 +128,7 @@ pub async fn check_or_store(
         match storage.create(info, Some(NAMESPACE), secret).await {
             Ok(_) => return Ok(()),
             // Someone registered the same name concurrently: verify against theirs.
-            Err(ApiError::AlreadyExists { .. }) => continue,
+            Err(ObjectError::AlreadyExists { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
     }

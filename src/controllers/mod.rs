@@ -13,12 +13,12 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::apiserver::status::ApiError;
-use crate::apiserver::storage::{ListOptions, Storage};
 use crate::cluster::apiservers::{self, APISERVER_ADDRESSES_PREFIX};
 use crate::cluster::context::Ctx;
+use crate::datastore::DatastoreError;
 use crate::datastore::{Cas, Change};
 use crate::registry::{ENDPOINTS, LEASES, NAMESPACES, NODES, SECRETS, SERVICES, SYSTEM_NAMESPACES};
+use crate::storage::{ListOptions, ObjectError, Storage};
 
 /// Interval of the leader's periodic loops.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
@@ -27,18 +27,22 @@ const ENDPOINT_TTL: i64 = 10;
 /// How long the removal of a deleted server's etcd member is retried (k3s: 1 min).
 const MEMBER_REMOVAL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The datastore is not there yet (etcd still starting).
+fn not_ready() -> ObjectError {
+    DatastoreError::Unavailable("datastore not ready".into()).into()
+}
+
 fn storage(ctx: &Ctx) -> Option<Storage> {
     ctx.store.get().cloned().map(Storage::new)
 }
 
 /// Creates the system namespaces and the `default/kubernetes` Service if missing.
-pub async fn ensure_defaults(ctx: &Ctx) -> Result<(), ApiError> {
-    let store =
-        storage(ctx).ok_or_else(|| ApiError::ServiceUnavailable("datastore not ready".into()))?;
+pub async fn ensure_defaults(ctx: &Ctx) -> Result<(), ObjectError> {
+    let store = storage(ctx).ok_or_else(|| not_ready())?;
     for ns in SYSTEM_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         match store.create(&NAMESPACES, None, obj).await {
-            Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+            Ok(_) | Err(ObjectError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e),
         }
     }
@@ -58,7 +62,7 @@ pub async fn ensure_defaults(ctx: &Ctx) -> Result<(), ApiError> {
         },
     });
     match store.create(&SERVICES, Some("default"), svc).await {
-        Ok(_) | Err(ApiError::AlreadyExists { .. }) => Ok(()),
+        Ok(_) | Err(ObjectError::AlreadyExists { .. }) => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -238,7 +242,7 @@ async fn node_lifecycle(
                 node = name,
                 "node stopped renewing its lease; marking it Ready=Unknown"
             );
-            let result = store
+            let result: Result<Value, ObjectError> = store
                 .modify(&NODES, None, name, None, |n| {
                     let stamp = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
                     let conds = n["status"]["conditions"]
@@ -431,9 +435,8 @@ fn has_all(node: &Value, field: &str, want: &BTreeMap<String, String>) -> bool {
 }
 
 /// Writes [`server_node_metadata`] onto this server's Node when any of it is missing.
-async fn apply_server_node_metadata(ctx: &Ctx, member: &str) -> Result<(), ApiError> {
-    let store =
-        storage(ctx).ok_or_else(|| ApiError::ServiceUnavailable("datastore not ready".into()))?;
+async fn apply_server_node_metadata(ctx: &Ctx, member: &str) -> Result<(), ObjectError> {
+    let store = storage(ctx).ok_or_else(|| not_ready())?;
     let nodes = &NODES;
     let (labels, annotations) = server_node_metadata(ctx, member);
     let Some(node) = store.get_opt(nodes, None, &ctx.node.name).await? else {
@@ -455,7 +458,7 @@ async fn apply_server_node_metadata(ctx: &Ctx, member: &str) -> Result<(), ApiEr
                     map.insert(k.clone(), Value::String(v.clone()));
                 }
             }
-            Ok(())
+            Ok::<(), ObjectError>(())
         })
         .await?;
     tracing::info!(component = "controllers", node = %ctx.node.name, "applied the server role labels and etcd annotations");
@@ -495,7 +498,7 @@ async fn forget_node_password(store: &crate::datastore::Datastore, node: &str) {
         .delete(&SECRETS, Some("kube-system"), &secret, None, None)
         .await
     {
-        Ok(_) | Err(ApiError::NotFound { .. }) => {}
+        Ok(_) | Err(ObjectError::NotFound { .. }) => {}
         Err(e) => {
             tracing::warn!(component = "controllers", node = %node, "could not delete the node password of a removed server: {e}")
         }
@@ -540,7 +543,7 @@ async fn kubernetes_endpoints(
                     let _ = store
                         .modify(ep, Some("default"), "kubernetes", None, |o| {
                             o["subsets"] = subsets.clone();
-                            Ok(())
+                            Ok::<(), ObjectError>(())
                         })
                         .await;
                 }

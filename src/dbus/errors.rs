@@ -7,13 +7,13 @@ use zbus::DBusError;
 use zbus::message::{Header, Message};
 use zbus::names::ErrorName;
 
-use crate::apiserver::status::ApiError;
 use crate::bootstrap::BootstrapError;
 use crate::cluster::admin::AdminError;
 use crate::cluster::token_ops::TokenOpError;
 use crate::datastore::DatastoreError;
 use crate::etcd::EtcdError;
 use crate::etcd::snapshot::SnapshotError;
+use crate::storage::ObjectError;
 
 /// Prefix of every error name.
 pub const ERROR_PREFIX: &str = "io.rke2.Error";
@@ -105,20 +105,14 @@ pub fn kind_of(e: &AdminError) -> ErrorKind {
         AdminError::AccessDenied(_) => K::AccessDenied,
         AdminError::NotFound { .. } => K::NotFound,
         AdminError::NotReady => K::NotReady,
-        AdminError::Api(api) => match api {
-            ApiError::NotFound { .. } | ApiError::NoSuchResource => K::NotFound,
-            ApiError::AlreadyExists { .. }
-            | ApiError::Conflict { .. }
-            | ApiError::ConflictWith { .. } => K::Conflict,
-            ApiError::Invalid { .. } | ApiError::BadRequest(_) => K::InvalidArgument,
-            ApiError::Unauthorized | ApiError::Forbidden(_) => K::AccessDenied,
-            ApiError::ServiceUnavailable(_) | ApiError::Timeout(_) | ApiError::Expired { .. } => {
-                K::NotReady
-            }
-            ApiError::MethodNotAllowed
-            | ApiError::UnsupportedMediaType(_)
-            | ApiError::RequestEntityTooLarge(_)
-            | ApiError::Internal(_) => K::Failed,
+        AdminError::Object(o) => match o {
+            ObjectError::NotFound { .. } => K::NotFound,
+            ObjectError::AlreadyExists { .. }
+            | ObjectError::Conflict { .. }
+            | ObjectError::ConflictWith { .. } => K::Conflict,
+            ObjectError::BadRequest(_) => K::InvalidArgument,
+            ObjectError::Corrupt { .. } => K::Failed,
+            ObjectError::Datastore(d) => datastore_kind(d),
         },
         AdminError::Token(t) => match t {
             TokenOpError::Invalid(_) => K::InvalidArgument,
@@ -199,7 +193,7 @@ mod tests {
                 "io.rke2.Error.Conflict",
             ),
             (
-                AdminError::Api(ApiError::AlreadyExists {
+                AdminError::Object(ObjectError::AlreadyExists {
                     resource: "secrets".into(),
                     name: "x".into(),
                 }),

@@ -87,8 +87,10 @@ pub enum ServerError {
     Io(#[from] PathError),
     #[error("node agent: {0}")]
     NodeAgent(#[from] crate::agent::node_agent::NodeAgentError),
-    #[error("Kubernetes API: {0}")]
-    Api(#[from] crate::apiserver::status::ApiError),
+    #[error("Kubernetes objects: {0}")]
+    Objects(#[from] crate::storage::ObjectError),
+    #[error("node password: {0}")]
+    NodePassword(#[source] node_password::NodePasswordError),
     #[error("shut down before the server was ready")]
     Cancelled,
 }
@@ -818,7 +820,7 @@ async fn ensure_kubelet_ca(
 async fn claim_node_name(ctx: &Ctx, store: &Datastore) -> Result<(), ServerError> {
     let file = ctx.paths.node_password();
     let password = crate::agent::ensure_node_password(&file)?;
-    let storage = crate::apiserver::storage::Storage::new(store.clone());
+    let storage = crate::storage::Storage::new(store.clone());
     match node_password::check_or_store(&storage, &ctx.node.name, &password).await {
         Ok(()) => Ok(()),
         Err(node_password::NodePasswordError::Mismatch(_)) => Err(ServerError::Setup(format!(
@@ -829,7 +831,7 @@ async fn claim_node_name(ctx: &Ctx, store: &Datastore) -> Result<(), ServerError
             node_password::secret_name(&ctx.node.name),
             file.display()
         ))),
-        Err(node_password::NodePasswordError::Api(e)) => Err(e.into()),
+        Err(e) => Err(ServerError::NodePassword(e)),
     }
 }
 

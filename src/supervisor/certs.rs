@@ -19,12 +19,12 @@ use axum::response::{IntoResponse, Response};
 
 use super::auth::{self, Caller, Role};
 use super::{Result, SupervisorError};
-use crate::apiserver::storage::Storage;
 use crate::cluster::context::Ctx;
 use crate::cluster::node_password::{self, NodePasswordError};
 use crate::https::ConnInfo;
 use crate::pki::LeafSpec;
 use crate::protocol::{NODE_IP_HEADER, NODE_NAME_HEADER, NODE_PASSWORD_HEADER};
+use crate::storage::Storage;
 
 /// Header names (RKE2: `<prog>-Node-*`).
 
@@ -117,7 +117,7 @@ async fn node_request(
             tracing::warn!(component = "supervisor", node = %n, remote_addr = %conn.remote, "node password rejected");
             return Err(SupervisorError::Forbidden);
         }
-        Err(NodePasswordError::Api(e)) => return Err(SupervisorError::NotReady(e.to_string())),
+        Err(e) => return Err(SupervisorError::NodePassword(e)),
     }
     Ok(NodeRequest { name, ips })
 }

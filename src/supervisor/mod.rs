@@ -43,6 +43,10 @@ pub enum SupervisorError {
     NotReady(String),
     #[error("{0}")]
     Internal(String),
+    /// The node password could not be checked or stored (the datastore failed; a mismatch is
+    /// [`SupervisorError::Forbidden`]).
+    #[error("checking the node password: {0}")]
+    NodePassword(#[source] crate::cluster::node_password::NodePasswordError),
 }
 
 impl SupervisorError {
@@ -55,6 +59,7 @@ impl SupervisorError {
             SupervisorError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             SupervisorError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             SupervisorError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            SupervisorError::NodePassword(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -67,6 +72,7 @@ impl SupervisorError {
             SupervisorError::MethodNotAllowed => "MethodNotAllowed",
             SupervisorError::NotReady(_) => "ServiceUnavailable",
             SupervisorError::Internal(_) => "InternalError",
+            SupervisorError::NodePassword(_) => "ServiceUnavailable",
         }
     }
 }

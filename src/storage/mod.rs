@@ -7,38 +7,18 @@ use base64::Engine as _;
 use chrono::Utc;
 use serde_json::Value;
 
-use super::objects;
-use super::selectors::{FieldSelector, LabelSelector};
-use super::status::ApiError;
-use crate::datastore::{Cas, Datastore, DatastoreError, Stored};
+pub mod error;
+pub mod metadata;
+pub mod selectors;
+
+pub use error::ObjectError;
+use selectors::{FieldSelector, LabelSelector};
+
+use crate::datastore::{Cas, Datastore, Stored};
 use crate::registry::ResourceInfo;
 
 /// How often a precondition-free read-modify-write retries a lost race before giving up.
 const MAX_CAS_ATTEMPTS: usize = 64;
-
-impl From<DatastoreError> for ApiError {
-    fn from(e: DatastoreError) -> Self {
-        match e {
-            DatastoreError::Unavailable(m) => ApiError::ServiceUnavailable(format!(
-                "etcd cluster is unavailable or misconfigured: {m}"
-            )),
-            DatastoreError::Timeout => ApiError::Timeout(
-                "etcd request timed out: the etcd cluster may have lost quorum".into(),
-            ),
-            DatastoreError::Compacted {
-                requested,
-                compacted,
-            } => ApiError::Expired {
-                requested,
-                oldest: compacted,
-            },
-            DatastoreError::Etcd(m) => ApiError::Internal(format!("etcd: {m}")),
-            DatastoreError::Corrupt { key, message } => {
-                ApiError::Internal(format!("stored object {key} is corrupt: {message}"))
-            }
-        }
-    }
-}
 
 /// Options of a list call.
 #[derive(Debug, Clone, Default)]
@@ -72,7 +52,7 @@ pub struct RawListResult {
 /// The stored JSON of an object with its `resourceVersion` spliced in, without parsing it. The
 /// daemon stores objects with serde_json's sorted keys, so the top-level `"metadata":{` comes
 /// right after `apiVersion` and `kind`; anything unexpected falls back to decode + encode.
-pub fn encode_item(info: &ResourceInfo, kv: &Stored) -> Result<Vec<u8>, ApiError> {
+pub fn encode_item(info: &ResourceInfo, kv: &Stored) -> Result<Vec<u8>, ObjectError> {
     const META: &[u8] = b"\"metadata\":{";
     let v = &kv.value;
     if v.first() == Some(&b'{')
@@ -110,19 +90,22 @@ fn encode_continue(rv: i64, start: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
 }
 
-fn decode_continue(token: &str) -> Result<ContinueToken, ApiError> {
+fn decode_continue(token: &str) -> Result<ContinueToken, ObjectError> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| ApiError::BadRequest("invalid continue token".into()))
+        .ok_or_else(|| ObjectError::BadRequest("invalid continue token".into()))
 }
 
 /// The stored object with its resourceVersion filled in.
-pub fn decode(info: &ResourceInfo, kv: &Stored) -> Result<Value, ApiError> {
-    let mut v: Value = serde_json::from_slice(&kv.value).map_err(|e| {
-        ApiError::Internal(format!("stored {} {} is corrupt: {e}", info.plural, kv.key))
-    })?;
+pub fn decode(info: &ResourceInfo, kv: &Stored) -> Result<Value, ObjectError> {
+    let mut v: Value =
+        serde_json::from_slice(&kv.value).map_err(|source| ObjectError::Corrupt {
+            resource: info.plural.to_string(),
+            key: kv.key.clone(),
+            source,
+        })?;
     set_resource_version(&mut v, kv.mod_revision);
     Ok(v)
 }
@@ -135,7 +118,7 @@ pub fn set_resource_version(v: &mut Value, rev: i64) {
 }
 
 /// `metadata.resourceVersion` as a revision, if present and numeric.
-pub fn resource_version_of(v: &Value) -> Result<Option<i64>, ApiError> {
+pub fn resource_version_of(v: &Value) -> Result<Option<i64>, ObjectError> {
     match v
         .pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
@@ -144,7 +127,7 @@ pub fn resource_version_of(v: &Value) -> Result<Option<i64>, ApiError> {
         Some(s) => s
             .parse::<i64>()
             .map(Some)
-            .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion \"{s}\""))),
+            .map_err(|_| ObjectError::BadRequest(format!("invalid resourceVersion \"{s}\""))),
     }
 }
 
@@ -178,8 +161,8 @@ impl Storage {
         &self.store
     }
 
-    fn not_found(info: &ResourceInfo, name: &str) -> ApiError {
-        ApiError::NotFound {
+    fn not_found(info: &ResourceInfo, name: &str) -> ObjectError {
+        ObjectError::NotFound {
             resource: info.qualified_name(),
             name: name.to_string(),
         }
@@ -191,7 +174,7 @@ impl Storage {
         info: &ResourceInfo,
         ns: Option<&str>,
         name: &str,
-    ) -> Result<Option<Value>, ApiError> {
+    ) -> Result<Option<Value>, ObjectError> {
         let (kv, _) = self.store.get(&info.key(ns, name)).await?;
         kv.map(|kv| decode(info, &kv)).transpose()
     }
@@ -202,7 +185,7 @@ impl Storage {
         info: &ResourceInfo,
         ns: Option<&str>,
         name: &str,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Value, ObjectError> {
         self.get_opt(info, ns, name)
             .await?
             .ok_or_else(|| Self::not_found(info, name))
@@ -214,8 +197,8 @@ impl Storage {
         info: &ResourceInfo,
         ns: Option<&str>,
         mut obj: Value,
-    ) -> Result<Value, ApiError> {
-        objects::prepare_create(info, &mut obj, ns, Utc::now());
+    ) -> Result<Value, ObjectError> {
+        metadata::prepare_create(info, &mut obj, ns, Utc::now());
         let name = name_of(&obj);
         match self
             .store
@@ -226,7 +209,7 @@ impl Storage {
                 set_resource_version(&mut obj, rev);
                 Ok(obj)
             }
-            Cas::Conflict(_) => Err(ApiError::AlreadyExists {
+            Cas::Conflict(_) => Err(ObjectError::AlreadyExists {
                 resource: info.qualified_name(),
                 name,
             }),
@@ -235,38 +218,41 @@ impl Storage {
 
     /// Read-modify-write with compare-and-swap. `f` edits the current object in place. With
     /// `precondition`, a stale revision is a 409; without, lost races are retried.
-    pub async fn modify<F>(
+    pub async fn modify<F, E>(
         &self,
         info: &ResourceInfo,
         ns: Option<&str>,
         name: &str,
         precondition: Option<i64>,
         mut f: F,
-    ) -> Result<Value, ApiError>
+    ) -> Result<Value, E>
     where
-        F: FnMut(&mut Value) -> Result<(), ApiError>,
+        F: FnMut(&mut Value) -> Result<(), E>,
+        E: From<ObjectError>,
     {
         let key = info.key(ns, name);
-        let (mut current, _) = self.store.get(&key).await?;
+        let conflict = || ObjectError::Conflict {
+            resource: info.qualified_name(),
+            name: name.to_string(),
+        };
+        let (mut current, _) = self.store.get(&key).await.map_err(ObjectError::from)?;
         for _ in 0..MAX_CAS_ATTEMPTS {
             let kv = current.ok_or_else(|| Self::not_found(info, name))?;
             if let Some(rv) = precondition
                 && rv != kv.mod_revision
             {
-                return Err(ApiError::Conflict {
-                    resource: info.qualified_name(),
-                    name: name.to_string(),
-                });
+                return Err(conflict().into());
             }
             let mut obj = decode(info, &kv)?;
             let before = obj.clone();
             f(&mut obj)?;
             // The new object must not rename or move itself.
             if name_of(&obj) != name {
-                return Err(ApiError::BadRequest(format!(
+                return Err(ObjectError::BadRequest(format!(
                     "the name of the object ({}) does not match the name on the URL ({name})",
                     name_of(&obj)
-                )));
+                ))
+                .into());
             }
             if obj == before {
                 return Ok(obj);
@@ -274,7 +260,8 @@ impl Storage {
             match self
                 .store
                 .update(&key, encode(&obj), kv.mod_revision)
-                .await?
+                .await
+                .map_err(ObjectError::from)?
             {
                 Cas::Written(rev) => {
                     set_resource_version(&mut obj, rev);
@@ -282,19 +269,13 @@ impl Storage {
                 }
                 Cas::Conflict(now) => {
                     if precondition.is_some() {
-                        return Err(ApiError::Conflict {
-                            resource: info.qualified_name(),
-                            name: name.to_string(),
-                        });
+                        return Err(conflict().into());
                     }
                     current = now;
                 }
             }
         }
-        Err(ApiError::Conflict {
-            resource: info.qualified_name(),
-            name: name.to_string(),
-        })
+        Err(conflict().into())
     }
 
     /// Deletes an object, optionally only if its uid / resourceVersion match.
@@ -305,7 +286,7 @@ impl Storage {
         name: &str,
         uid: Option<&str>,
         resource_version: Option<i64>,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Value, ObjectError> {
         let key = info.key(ns, name);
         let (kv, _) = self.store.get(&key).await?;
         let kv = kv.ok_or_else(|| Self::not_found(info, name))?;
@@ -313,7 +294,7 @@ impl Storage {
         if let Some(uid) = uid
             && obj.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
         {
-            return Err(ApiError::ConflictWith {
+            return Err(ObjectError::ConflictWith {
                 resource: info.qualified_name(),
                 name: name.to_string(),
                 message: format!(
@@ -327,7 +308,7 @@ impl Storage {
         if let Some(rv) = resource_version
             && rv != kv.mod_revision
         {
-            return Err(ApiError::ConflictWith {
+            return Err(ObjectError::ConflictWith {
                 resource: info.qualified_name(),
                 name: name.to_string(),
                 message: format!(
@@ -338,7 +319,7 @@ impl Storage {
         }
         match self.store.delete(&key, Some(kv.mod_revision)).await? {
             Cas::Written(_) => Ok(obj),
-            Cas::Conflict(_) => Err(ApiError::Conflict {
+            Cas::Conflict(_) => Err(ObjectError::Conflict {
                 resource: info.qualified_name(),
                 name: name.to_string(),
             }),
@@ -351,7 +332,7 @@ impl Storage {
         info: &ResourceInfo,
         ns: Option<&str>,
         opts: &ListOptions,
-    ) -> Result<ListResult, ApiError> {
+    ) -> Result<ListResult, ObjectError> {
         let raw = self.list_stored(info, ns, opts).await?;
         Ok(ListResult {
             items: raw
@@ -373,9 +354,9 @@ impl Storage {
         info: &ResourceInfo,
         ns: Option<&str>,
         opts: &ListOptions,
-    ) -> Result<RawListResult, ApiError> {
+    ) -> Result<RawListResult, ObjectError> {
         let filtering = opts.label_selector.is_some() || opts.field_selector.is_some();
-        let matches = |kv: &Stored| -> Result<bool, ApiError> {
+        let matches = |kv: &Stored| -> Result<bool, ObjectError> {
             if !filtering {
                 return Ok(true);
             }
@@ -409,7 +390,7 @@ impl Storage {
             Some(t) => {
                 let c = decode_continue(t)?;
                 if !c.start.starts_with(&prefix) {
-                    return Err(ApiError::BadRequest(
+                    return Err(ObjectError::BadRequest(
                         "continue token does not belong to this list".into(),
                     ));
                 }
@@ -462,7 +443,7 @@ impl Storage {
     }
 
     /// The current store revision (for lists of resources that are never stored).
-    pub async fn revision(&self) -> Result<i64, ApiError> {
+    pub async fn revision(&self) -> Result<i64, ObjectError> {
         Ok(self.store.revision().await?)
     }
 }
