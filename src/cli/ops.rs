@@ -248,7 +248,7 @@ pub(super) fn run_certificate(sub: &str, args: &ArgMatches) -> Result<String, Ad
             }
             Ok(match args.get_one::<String>("output").map(String::as_str) {
                 Some("json") => json(&leaves),
-                _ => rotate::render_table(&leaves),
+                _ => render_leaves(&leaves),
             })
         }
         "rotate" => {
@@ -266,5 +266,59 @@ pub(super) fn run_certificate(sub: &str, args: &ArgMatches) -> Result<String, Ad
             Ok(out)
         }
         other => unreachable!("clap only accepts known subcommands, not {other}"),
+    }
+}
+
+/// `rke2 certificate check` as a table.
+fn render_leaves(leaves: &[crate::pki::rotate::LeafStatus]) -> String {
+    let rows: Vec<Vec<String>> = leaves
+        .iter()
+        .map(|l| {
+            vec![
+                l.file.clone(),
+                l.service.clone(),
+                l.subject.clone(),
+                l.expires.clone(),
+                client::human_duration(chrono::Duration::seconds(l.seconds_left)),
+                l.status.clone(),
+            ]
+        })
+        .collect();
+    client::render_table(
+        &[
+            "FILENAME",
+            "SERVICE",
+            "SUBJECT",
+            "EXPIRES",
+            "RESIDUAL TIME",
+            "STATUS",
+        ],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_table_has_one_row_per_leaf() {
+        let leaf = crate::pki::rotate::LeafStatus {
+            file: "client-admin.crt".into(),
+            service: "admin".into(),
+            subject: "system:admin".into(),
+            not_after: 0,
+            expires: "2027-01-01T00:00:00Z".into(),
+            seconds_left: 3 * 86400,
+            status: "WARNING".into(),
+        };
+        let table = render_leaves(&[leaf]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("FILENAME"), "{table}");
+        assert_eq!(lines.len(), 2, "{table}");
+        assert!(
+            lines[1].contains("system:admin") && lines[1].contains("WARNING"),
+            "{table}"
+        );
     }
 }

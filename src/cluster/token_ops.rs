@@ -41,21 +41,6 @@ pub enum TokenOpError {
     Record(String),
 }
 
-impl From<TokenOpError> for crate::supervisor::SupervisorError {
-    fn from(e: TokenOpError) -> Self {
-        use crate::supervisor::SupervisorError as S;
-        match e {
-            TokenOpError::Invalid(t) => S::BadRequest(t.to_string()),
-            TokenOpError::NotReady => S::NotReady("the datastore is not ready yet".into()),
-            TokenOpError::Datastore(d) => S::NotReady(d.to_string()),
-            TokenOpError::Bootstrap(b) => S::Internal(b.to_string()),
-            TokenOpError::Io(i) => S::Internal(i.to_string()),
-            e @ TokenOpError::Concurrent => S::NotReady(e.to_string()),
-            TokenOpError::Record(r) => S::Internal(r),
-        }
-    }
-}
-
 /// Writes `server/token`, `node-token` and `agent-token`.
 pub fn write_token_files(
     paths: &ServerPaths,

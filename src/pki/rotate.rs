@@ -231,34 +231,6 @@ pub fn rotate(data_dir: &Path, services: &[String], now: i64) -> Result<Rotation
     Ok(Rotation { backups, removed })
 }
 
-/// `rke2 certificate check` as a table.
-pub fn render_table(leaves: &[LeafStatus]) -> String {
-    let rows: Vec<Vec<String>> = leaves
-        .iter()
-        .map(|l| {
-            vec![
-                l.file.clone(),
-                l.service.clone(),
-                l.subject.clone(),
-                l.expires.clone(),
-                crate::dbus::client::human_duration(chrono::Duration::seconds(l.seconds_left)),
-                l.status.clone(),
-            ]
-        })
-        .collect();
-    crate::dbus::client::render_table(
-        &[
-            "FILENAME",
-            "SERVICE",
-            "SUBJECT",
-            "EXPIRES",
-            "RESIDUAL TIME",
-            "STATUS",
-        ],
-        &rows,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,7 +256,6 @@ mod tests {
         assert_eq!(c[0].subject, "system:admin");
         assert_eq!(c[0].status, "OK");
         assert!(c[0].seconds_left > 364 * 86400);
-        assert!(render_table(&c).starts_with("FILENAME"));
 
         assert!(matches!(
             rotate(d.path(), &["nope".into()], 1).unwrap_err(),

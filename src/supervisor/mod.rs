@@ -99,6 +99,23 @@ impl IntoResponse for SupervisorError {
     }
 }
 
+/// Token rotation errors as the supervisor answers them.
+impl From<crate::cluster::token_ops::TokenOpError> for SupervisorError {
+    fn from(e: crate::cluster::token_ops::TokenOpError) -> Self {
+        use crate::cluster::token_ops::TokenOpError;
+        use SupervisorError as S;
+        match e {
+            TokenOpError::Invalid(t) => S::BadRequest(t.to_string()),
+            TokenOpError::NotReady => S::NotReady("the datastore is not ready yet".into()),
+            TokenOpError::Datastore(d) => S::NotReady(d.to_string()),
+            TokenOpError::Bootstrap(b) => S::Internal(b.to_string()),
+            TokenOpError::Io(i) => S::Internal(i.to_string()),
+            e @ TokenOpError::Concurrent => S::NotReady(e.to_string()),
+            TokenOpError::Record(r) => S::Internal(r),
+        }
+    }
+}
+
 type Result<T> = std::result::Result<T, SupervisorError>;
 
 fn text(body: impl Into<Bytes>) -> Response {
