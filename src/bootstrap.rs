@@ -28,6 +28,10 @@ pub enum BootstrapError {
     EmptyToken,
     #[error("bootstrap data is malformed: {0}")]
     Malformed(String),
+    #[error("bootstrap data is malformed: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("bootstrap data is malformed: {0}")]
+    Base64(#[source] base64::DecodeError),
     #[error(
         "bootstrap data could not be decrypted: it was encrypted with a different token (or is corrupt)"
     )]
@@ -161,7 +165,7 @@ impl BootstrapData {
     }
 
     pub fn from_json(bytes: &[u8]) -> Result<BootstrapData, BootstrapError> {
-        serde_json::from_slice(bytes).map_err(|e| BootstrapError::Malformed(e.to_string()))
+        serde_json::from_slice(bytes).map_err(BootstrapError::Json)
     }
 
     /// Whether two bundles carry the same file contents (timestamps aside).
@@ -229,9 +233,7 @@ pub fn decrypt(password: &Secret, stored: &str) -> Result<Vec<u8>, BootstrapErro
     let (salt, data) = stored
         .split_once(':')
         .ok_or_else(|| BootstrapError::Malformed("missing salt separator".into()))?;
-    let data = B64
-        .decode(data.trim())
-        .map_err(|e| BootstrapError::Malformed(e.to_string()))?;
+    let data = B64.decode(data.trim()).map_err(BootstrapError::Base64)?;
     if data.len() < 12 + 16 {
         return Err(BootstrapError::Malformed("ciphertext too short".into()));
     }

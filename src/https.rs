@@ -241,7 +241,7 @@ pub enum TlsError {
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
     #[error("TLS client verifier: {0}")]
-    Verifier(String),
+    Verifier(#[source] rustls::server::VerifierBuilderError),
 }
 
 fn certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -290,7 +290,7 @@ pub fn server_config(
             let verifier = WebPkiClientVerifier::builder(Arc::new(roots(ca)?))
                 .allow_unauthenticated()
                 .build()
-                .map_err(|e| TlsError::Verifier(e.to_string()))?;
+                .map_err(TlsError::Verifier)?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -519,6 +519,12 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
 pub enum ClientError {
     #[error("invalid URL {0}")]
     Url(String),
+    #[error("invalid TLS server name {name}: {source}")]
+    ServerName {
+        name: String,
+        #[source]
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
     #[error("cannot connect to {addr}: {message}")]
     Connect { addr: String, message: String },
     #[error("TLS with {addr} failed: {message}")]
@@ -706,8 +712,8 @@ impl HttpsClient {
             })?;
         let _ = tcp.set_nodelay(true);
         let name = self.server_name.clone().unwrap_or_else(|| host.clone());
-        let server_name =
-            ServerName::try_from(name).map_err(|e| ClientError::Url(e.to_string()))?;
+        let server_name = ServerName::try_from(name.clone())
+            .map_err(|source| ClientError::ServerName { name, source })?;
         let stream = TlsConnector::from(self.tls.clone())
             .connect(server_name, tcp)
             .await

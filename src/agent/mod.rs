@@ -41,8 +41,18 @@ const SERVER_NAME: &str = API_SERVER_NAME;
 /// Agent errors.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("{0}")]
-    Setup(String),
+    #[error("invalid node name \"{name}\": {source}; set node-name")]
+    InvalidNodeName {
+        name: String,
+        #[source]
+        source: crate::validation::InvalidValue,
+    },
+    #[error("cannot determine this node's IP address (no default route); set node-ip")]
+    NoNodeIp,
+    #[error("node agent: {0}")]
+    NodeAgent(#[from] node_agent::NodeAgentError),
+    #[error("node agent stopped")]
+    NodeAgentStopped,
     #[error("invalid token: {0}")]
     Token(#[from] TokenError),
     #[error(
@@ -155,16 +165,15 @@ async fn run_inner(
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> Result<(), AgentError> {
-    crate::validation::validate_dns_subdomain(name).map_err(|e| {
-        AgentError::Setup(format!("invalid node name \"{name}\": {e}; set node-name"))
+    crate::validation::validate_dns_subdomain(name).map_err(|source| {
+        AgentError::InvalidNodeName {
+            name: name.to_string(),
+            source,
+        }
     })?;
     let mut ips = config.node.node_ips.clone();
     if ips.is_empty() {
-        ips.push(crate::host::default_route_ip().ok_or_else(|| {
-            AgentError::Setup(
-                "cannot determine this node's IP address (no default route); set node-ip".into(),
-            )
-        })?);
+        ips.push(crate::host::default_route_ip().ok_or(AgentError::NoNodeIp)?);
     }
     let paths = AgentPaths::new(&config.node.data_dir);
     for dir in [config.node.data_dir.as_path(), paths.root.as_path()] {
@@ -361,15 +370,14 @@ async fn run_inner(
         .collect(),
         addresses: ips.clone(),
         heartbeat_interval: config.node.heartbeat_interval,
-    })
-    .map_err(|e| AgentError::Setup(e.to_string()))?;
+    })?;
     let (tx, mut registered) = tokio::sync::watch::channel(false);
     let ticker = runtime.liveness("node-agent", config.node.heartbeat_interval);
     tracker.spawn(agent.run(tx, ticker, cancel.clone()));
     tracker.spawn(crate::daemon::run_watchdog(runtime.clone(), cancel.clone()));
     tokio::select! {
         _ = cancel.cancelled() => return Err(AgentError::Cancelled),
-        r = registered.wait_for(|v| *v) => { r.map_err(|_| AgentError::Setup("node agent stopped".into()))?; }
+        r = registered.wait_for(|v| *v) => { r.map_err(|_| AgentError::NodeAgentStopped)?; }
     }
     runtime.set_ready(format!("ready: joined through {}", server.url()));
     crate::dbus::spawn_agent(runtime.clone(), tracker, cancel.clone());

@@ -55,6 +55,8 @@ pub enum NodeAgentError {
     Tls(#[from] TlsError),
     #[error("{0}")]
     Api(String),
+    #[error(transparent)]
+    Request(#[from] crate::https::ClientError),
 }
 
 struct Api {
@@ -78,7 +80,7 @@ impl Api {
         self.client
             .request(method, &format!("{}{path}", self.base), &headers, body)
             .await
-            .map_err(|e| NodeAgentError::Api(e.to_string()))
+            .map_err(NodeAgentError::Request)
     }
 }
 
@@ -462,8 +464,7 @@ impl NodeAgent {
             .api
             .client
             .stream(http::Method::GET, &url, &headers)
-            .await
-            .map_err(|e| NodeAgentError::Api(e.to_string()))?;
+            .await?;
         if status != 200 {
             return Err(NodeAgentError::Api(format!("watching node: HTTP {status}")));
         }

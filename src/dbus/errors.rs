@@ -121,6 +121,8 @@ pub fn kind_of(e: &AdminError) -> ErrorKind {
             TokenOpError::Bootstrap(b) => match b {
                 BootstrapError::EmptyToken => K::InvalidArgument,
                 BootstrapError::Malformed(_)
+                | BootstrapError::Json(_)
+                | BootstrapError::Base64(_)
                 | BootstrapError::WrongToken
                 | BootstrapError::Missing(_)
                 | BootstrapError::Io(_) => K::Failed,
@@ -148,6 +150,8 @@ pub fn kind_of(e: &AdminError) -> ErrorKind {
             | EtcdError::Learner
             | EtcdError::Removed(..) => K::NotReady,
             EtcdError::Client(_)
+            | EtcdError::PeerTls(_)
+            | EtcdError::PeerRequest(_)
             | EtcdError::Join(_)
             | EtcdError::BinaryNotFound(_)
             | EtcdError::Spawn { .. }

@@ -33,6 +33,10 @@ pub enum EtcdError {
     },
     #[error("etcd: {0}")]
     Client(String),
+    #[error("etcd peer TLS: {0}")]
+    PeerTls(#[source] crate::https::TlsError),
+    #[error("etcd peer request: {0}")]
+    PeerRequest(#[source] crate::https::ClientError),
     #[error("etcd request timed out")]
     Timeout,
     #[error(
@@ -278,7 +282,7 @@ pub async fn reachable_voters(
     };
     let trust = ServerTrust::Ca(read(&paths.etcd_peer_ca().cert)?);
     let client = HttpsClient::new(&trust, Some(&identity), Duration::from_secs(1))
-        .map_err(|e| EtcdError::Client(e.to_string()))?;
+        .map_err(EtcdError::PeerTls)?;
     let resp = client
         .request(
             http::Method::GET,
@@ -287,7 +291,7 @@ pub async fn reachable_voters(
             None,
         )
         .await
-        .map_err(|e| EtcdError::Client(e.to_string()))?;
+        .map_err(EtcdError::PeerRequest)?;
     if !resp.is_success() {
         return Err(EtcdError::Client(format!(
             "peer /members: HTTP {}",

@@ -34,9 +34,13 @@ pub enum PkiError {
     #[error("{path}: {message}")]
     BadFile { path: String, message: String },
     #[error("invalid certificate signing request: {0}")]
-    BadCsr(String),
+    BadCsr(#[source] rcgen::Error),
     #[error("invalid certificate: {0}")]
     BadCert(String),
+    #[error("invalid certificate: {0}")]
+    BadPem(#[source] rustls::pki_types::pem::Error),
+    #[error("invalid certificate: {0}")]
+    BadX509(#[source] x509_parser::nom::Err<x509_parser::error::X509Error>),
     #[error(transparent)]
     Io(#[from] PathError),
 }
@@ -284,7 +288,7 @@ impl LeafSpec {
 /// Parses (and verifies the self-signature of) a DER PKCS#10 request.
 pub fn parse_csr(csr_der: &[u8]) -> Result<CertificateSigningRequestParams, PkiError> {
     CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der.to_vec()))
-        .map_err(|e| PkiError::BadCsr(e.to_string()))
+        .map_err(PkiError::BadCsr)
 }
 
 /// The first certificate of a PEM bundle, as DER.
@@ -292,7 +296,7 @@ pub fn first_cert_der(pem: &[u8]) -> Result<CertificateDer<'static>, PkiError> {
     CertificateDer::pem_slice_iter(pem)
         .next()
         .ok_or_else(|| PkiError::BadCert("no certificate in PEM data".into()))?
-        .map_err(|e| PkiError::BadCert(e.to_string()))
+        .map_err(PkiError::BadPem)
 }
 
 /// The fields of a certificate the daemon checks.
@@ -310,8 +314,7 @@ pub struct CertInfo {
 impl CertInfo {
     pub fn parse(der: &[u8]) -> Result<CertInfo, PkiError> {
         use x509_parser::extensions::{GeneralName, ParsedExtension};
-        let (_, cert) = x509_parser::parse_x509_certificate(der)
-            .map_err(|e| PkiError::BadCert(e.to_string()))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(PkiError::BadX509)?;
         let subject = cert.subject();
         let common_name = subject
             .iter_common_name()

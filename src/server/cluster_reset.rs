@@ -86,17 +86,12 @@ pub(super) async fn prepare(
     let flag = reset_flag(paths);
     let Some(restore) = &config.cluster_reset.restore_path else {
         if flag.exists() {
-            return Err(ServerError::Setup(format!(
-                "cluster-reset was successfully performed, please remove the cluster-reset flag and start rke2 normally, \
-                 if you need to perform another cluster reset, you must first manually delete the {} file",
-                flag.display()
-            )));
+            return Err(ServerError::ClusterResetDone { flag });
         }
         if !paths.etcd_wal().exists() {
-            return Err(ServerError::Setup(format!(
-                "cannot perform cluster-reset: there is no etcd data in {} to reset (use --cluster-reset-restore-path to restore a snapshot)",
-                paths.etcd_data().display()
-            )));
+            return Err(ServerError::NoEtcdData {
+                dir: paths.etcd_data(),
+            });
         }
         tracing::info!(
             component = "cluster-reset",
@@ -109,15 +104,10 @@ pub(super) async fn prepare(
         let f = file.clone();
         tokio::task::spawn_blocking(move || snapshot::verify_file(&f))
             .await
-            .map_err(|e| ServerError::Setup(format!("checking the snapshot: {e}")))??
+            .map_err(ServerError::SnapshotCheck)??
     };
-    let tool = snapshot::find_restore_tool(etcd_bin, path_var).ok_or_else(|| {
-        ServerError::Setup(
-            "restoring a snapshot needs etcd's etcdutl or etcdctl next to etcd or on PATH \
-             (Debian: apt-get install -y etcd-client; Nix: pkgs.etcd)"
-                .into(),
-        )
-    })?;
+    let tool = snapshot::find_restore_tool(etcd_bin, path_var)
+        .ok_or_else(|| ServerError::NoRestoreTool)?;
     tracing::info!(
         component = "cluster-reset",
         "restoring etcd snapshot {} (checked) with {}",

@@ -45,8 +45,76 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 /// Server errors.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("{0}")]
-    Setup(String),
+    #[error(
+        "cluster-reset was successfully performed, please remove the cluster-reset flag and start rke2 normally, \
+         if you need to perform another cluster reset, you must first manually delete the {} file", .flag.display()
+    )]
+    ClusterResetDone { flag: std::path::PathBuf },
+    #[error(
+        "cannot perform cluster-reset: there is no etcd data in {} to reset (use --cluster-reset-restore-path to restore a snapshot)",
+        .dir.display()
+    )]
+    NoEtcdData { dir: std::path::PathBuf },
+    #[error("checking the snapshot: {0}")]
+    SnapshotCheck(#[source] tokio::task::JoinError),
+    #[error(
+        "restoring a snapshot needs etcd's etcdutl or etcdctl next to etcd or on PATH \
+         (Debian: apt-get install -y etcd-client; Nix: pkgs.etcd)"
+    )]
+    NoRestoreTool,
+    #[error("{} is missing: this server's data directory is incomplete", .0.display())]
+    IncompleteDataDir(std::path::PathBuf),
+    #[error("{} has no server entry; set token", .0.display())]
+    NoServerEntry(std::path::PathBuf),
+    #[error("the bootstrap data carried no credentials")]
+    NoBootstrapCredentials,
+    #[error("the bootstrap data disappeared from {0} while starting")]
+    BootstrapDataVanished(String),
+    #[error("apiserver listener: {0}")]
+    ListenerAddress(#[source] std::io::Error),
+    #[error("etcd supervision ended unexpectedly")]
+    EtcdSupervisionEnded,
+    #[error("etcd keeps exiting ({0} restarts); see the etcd log lines above")]
+    EtcdCrashLoop(u32),
+    #[error("node agent stopped")]
+    NodeAgentStopped,
+    #[error("following the token rotation: {0}")]
+    FollowRotation(#[source] token_ops::TokenOpError),
+    #[error(
+        "the node name \"{node}\" is already registered with another node password (an agent or an \
+         earlier server of that name): choose another node-name, or delete that node \
+         (kubectl delete node {node}) and its secret kube-system/{secret}; this server's password is in {}",
+        .password_file.display()
+    )]
+    NodeNameTaken {
+        node: String,
+        secret: String,
+        password_file: std::path::PathBuf,
+    },
+    #[error("the host name \"{name}\" is not a valid node name ({source}); set node-name")]
+    InvalidNodeName {
+        name: String,
+        #[source]
+        source: crate::validation::InvalidValue,
+    },
+    #[error("cannot determine this node's IP address (no default route); set node-ip")]
+    NoNodeIp,
+    #[error("agent-token must be a password or K10<hash>::node:<password>, not a bootstrap token")]
+    AgentTokenIsBootstrapToken,
+    #[error(
+        "a bootstrap token cannot join a server; use the server token (server/token on an existing server)"
+    )]
+    BootstrapTokenCannotJoin,
+    #[error(
+        "{} belongs to another cluster (CA hash {local_hash} != {remote_hash}); remove {} to join this cluster",
+        .ca_file.display(), .data_dir.display()
+    )]
+    ForeignCluster {
+        ca_file: std::path::PathBuf,
+        local_hash: String,
+        remote_hash: String,
+        data_dir: std::path::PathBuf,
+    },
     #[error(transparent)]
     Token(#[from] TokenError),
     #[error(transparent)]
@@ -271,26 +339,18 @@ async fn run_inner(
         StartMode::Join => {
             let download =
                 prepare::download_cluster_files(&config, &paths, &runtime, &cancel).await?;
-            let passwd = Passwd::load(&paths.passwd())?.ok_or_else(|| {
-                ServerError::Setup("the bootstrap data carried no credentials".into())
-            })?;
+            let passwd = Passwd::load(&paths.passwd())?
+                .ok_or_else(|| ServerError::NoBootstrapCredentials)?;
             (download.password, passwd, Some(download.access))
         }
         StartMode::Restart => {
-            let passwd = Passwd::load(&paths.passwd())?.ok_or_else(|| {
-                ServerError::Setup(format!(
-                    "{} is missing: this server's data directory is incomplete",
-                    paths.passwd().display()
-                ))
-            })?;
+            let passwd = Passwd::load(&paths.passwd())?
+                .ok_or_else(|| ServerError::IncompleteDataDir(paths.passwd()))?;
             let pw = match (&configured_pw, passwd.password_of("server")) {
                 (Some(pw), _) => pw.clone(),
                 (None, Some(pw)) => pw.clone(),
                 (None, None) => {
-                    return Err(ServerError::Setup(format!(
-                        "{} has no server entry; set token",
-                        paths.passwd().display()
-                    )));
+                    return Err(ServerError::NoServerEntry(paths.passwd()));
                 }
             };
             (pw, passwd, None)
@@ -320,7 +380,7 @@ async fn run_inner(
     let api_local = local_endpoint(
         api_listener
             .local_addr()
-            .map_err(|e| ServerError::Setup(format!("apiserver listener: {e}")))?,
+            .map_err(ServerError::ListenerAddress)?,
     );
 
     let serving = paths.serving();
@@ -566,7 +626,7 @@ async fn run_inner(
         r = etcd_task => {
             return match r {
                 Ok(Err(e)) => Err(e.into()),
-                _ => Err(ServerError::Setup("etcd supervision ended unexpectedly".into())),
+                _ => Err(ServerError::EtcdSupervisionEnded),
             };
         }
     }
@@ -579,7 +639,7 @@ async fn wait_registered(
 ) -> Result<(), ServerError> {
     tokio::select! {
         _ = cancel.cancelled() => Err(ServerError::Cancelled),
-        r = registered.wait_for(|v| *v) => r.map(|_| ()).map_err(|_| ServerError::Setup("node agent stopped".into())),
+        r = registered.wait_for(|v| *v) => r.map(|_| ()).map_err(|_| ServerError::NodeAgentStopped),
     }
 }
 
@@ -601,9 +661,7 @@ async fn wait_for_etcd(
         if let ProcessState::Crashed { restarts } = *process.borrow()
             && restarts >= 5
         {
-            return Err(ServerError::Setup(format!(
-                "etcd keeps exiting ({restarts} restarts); see the etcd log lines above"
-            )));
+            return Err(ServerError::EtcdCrashLoop(restarts));
         }
         if client.is_none() {
             client = etcd::connect(&[url.to_string()], &ctx.etcd_tls).await.ok();
@@ -731,7 +789,7 @@ async fn adopt_rotated_token(
 ) -> Result<(), ServerError> {
     let data = token_ops::fetch_bundle(store, &current)
         .await
-        .map_err(|e| ServerError::Setup(format!("following the token rotation: {e}")))?;
+        .map_err(ServerError::FollowRotation)?;
     let passwd = token_ops::write_bundle_and_tokens(
         &ctx.paths,
         &ctx.ca_hash(),
@@ -739,7 +797,7 @@ async fn adopt_rotated_token(
         &data,
         ctx.config.agent_token.is_some(),
     )
-    .map_err(|e| ServerError::Setup(format!("following the token rotation: {e}")))?;
+    .map_err(ServerError::FollowRotation)?;
     let token_file = ctx.paths.token().display().to_string();
     if let Some(setting) = &ctx.config.node.token_source {
         return Err(ServerError::TokenRotated {
@@ -774,9 +832,7 @@ async fn ensure_kubelet_ca(
     let pair = ctx.paths.kubelet_serving_ca();
     loop {
         let (Some(kv), _) = store.get(&key).await? else {
-            return Err(ServerError::Setup(format!(
-                "the bootstrap data disappeared from {key} while starting"
-            )));
+            return Err(ServerError::BootstrapDataVanished(key));
         };
         let plain = bootstrap::decrypt(password, &String::from_utf8_lossy(&kv.value))?;
         let mut data = BootstrapData::from_json(&plain)?;
@@ -823,14 +879,11 @@ async fn claim_node_name(ctx: &Ctx, store: &Datastore) -> Result<(), ServerError
     let storage = crate::storage::Storage::new(store.clone());
     match node_password::check_or_store(&storage, &ctx.node.name, &password).await {
         Ok(()) => Ok(()),
-        Err(node_password::NodePasswordError::Mismatch(_)) => Err(ServerError::Setup(format!(
-            "the node name \"{}\" is already registered with another node password (an agent or an \
-             earlier server of that name): choose another node-name, or delete that node \
-             (kubectl delete node {0}) and its secret kube-system/{1}; this server's password is in {2}",
-            ctx.node.name,
-            node_password::secret_name(&ctx.node.name),
-            file.display()
-        ))),
+        Err(node_password::NodePasswordError::Mismatch(_)) => Err(ServerError::NodeNameTaken {
+            node: ctx.node.name.clone(),
+            secret: node_password::secret_name(&ctx.node.name),
+            password_file: file,
+        }),
         Err(e) => Err(ServerError::NodePassword(e)),
     }
 }

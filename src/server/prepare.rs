@@ -22,10 +22,11 @@ use tokio_util::sync::CancellationToken;
 /// default-route address.
 pub fn node_identity(node: &NodeConfig, bind: Option<IpAddr>) -> Result<NodeIdentity, ServerError> {
     let name = node.node_name.clone().unwrap_or_else(hostname);
-    crate::validation::validate_dns_subdomain(&name).map_err(|e| {
-        ServerError::Setup(format!(
-            "the host name \"{name}\" is not a valid node name ({e}); set node-name"
-        ))
+    crate::validation::validate_dns_subdomain(&name).map_err(|source| {
+        ServerError::InvalidNodeName {
+            name: name.clone(),
+            source,
+        }
     })?;
     let mut ips = node.node_ips.clone();
     if ips.is_empty() {
@@ -35,10 +36,7 @@ pub fn node_identity(node: &NodeConfig, bind: Option<IpAddr>) -> Result<NodeIden
         {
             Some(ip) => ips.push(ip),
             None => {
-                return Err(ServerError::Setup(
-                    "cannot determine this node's IP address (no default route); set node-ip"
-                        .into(),
-                ));
+                return Err(ServerError::NoNodeIp);
             }
         }
     }
@@ -61,10 +59,7 @@ pub fn authorities(paths: &ServerPaths, create: bool) -> Result<Authorities, Ser
         } else if pair.cert.exists() {
             Ok(CertAuthority::load(&pair)?)
         } else {
-            Err(ServerError::Setup(format!(
-                "{} is missing: this server's data directory is incomplete",
-                pair.cert.display()
-            )))
+            Err(ServerError::IncompleteDataDir(pair.cert.clone()))
         }
     };
     let a = Authorities {
@@ -151,11 +146,10 @@ pub fn leaf_certificates(
 pub fn agent_password(config: &ServerConfig) -> Result<Option<Secret>, ServerError> {
     match &config.agent_token {
         None => Ok(None),
-        Some(t) if t.expose().starts_with("K10") => match JoinToken::parse(t.expose())?.credentials {
+        Some(t) if t.expose().starts_with("K10") => match JoinToken::parse(t.expose())?.credentials
+        {
             Credentials::Basic { password, .. } => Ok(Some(password)),
-            Credentials::Bootstrap { .. } => Err(ServerError::Setup(
-                "agent-token must be a password or K10<hash>::node:<password>, not a bootstrap token".into(),
-            )),
+            Credentials::Bootstrap { .. } => Err(ServerError::AgentTokenIsBootstrapToken),
         },
         Some(t) => Ok(Some(t.clone())),
     }
@@ -217,9 +211,7 @@ pub async fn download_cluster_files(
     let password = match &token.credentials {
         Credentials::Basic { password, .. } => password.clone(),
         Credentials::Bootstrap { .. } => {
-            return Err(ServerError::Setup(
-                "a bootstrap token cannot join a server; use the server token (server/token on an existing server)".into(),
-            ));
+            return Err(ServerError::BootstrapTokenCannotJoin);
         }
     };
     runtime.set_phase(format!("checking the cluster CA at {url}"));
@@ -232,13 +224,12 @@ pub async fn download_cluster_files(
         fsutil::read_optional(&paths.server_ca().cert).at(&paths.server_ca().cert)?
         && token::ca_hash(local.as_bytes()) != access.ca_hash
     {
-        return Err(ServerError::Setup(format!(
-            "{} belongs to another cluster (CA hash {} != {}); remove {} to join this cluster",
-            paths.server_ca().cert.display(),
-            token::ca_hash(local.as_bytes()),
-            access.ca_hash,
-            paths.root.display()
-        )));
+        return Err(ServerError::ForeignCluster {
+            ca_file: paths.server_ca().cert,
+            local_hash: token::ca_hash(local.as_bytes()),
+            remote_hash: access.ca_hash.clone(),
+            data_dir: paths.root.clone(),
+        });
     }
     runtime.set_phase("comparing cluster configuration");
     let node_token = match agent_password(config)? {

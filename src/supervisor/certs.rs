@@ -106,7 +106,7 @@ async fn node_request(
         );
     }
     // Everything is checked before the password is stored: a bad request claims no name.
-    crate::pki::parse_csr(csr).map_err(|e| SupervisorError::BadRequest(e.to_string()))?;
+    crate::pki::parse_csr(csr)?;
     let store = ctx
         .store
         .get()
@@ -161,9 +161,7 @@ async fn foreign_addresses(ctx: &Ctx, node: &str) -> Result<HashSet<IpAddr>> {
         }
     }
     if let Some(client) = ctx.etcd.get() {
-        let members = crate::etcd::member_list(client)
-            .await
-            .map_err(|e| SupervisorError::NotReady(e.to_string()))?;
+        let members = crate::etcd::member_list(client).await?;
         for url in members
             .iter()
             .flat_map(|m| m.peer_urls.iter().chain(&m.client_urls))
@@ -180,8 +178,7 @@ async fn foreign_addresses(ctx: &Ctx, node: &str) -> Result<HashSet<IpAddr>> {
     let nodes = &crate::registry::NODES;
     let page = Storage::new(store.clone())
         .list(nodes, None, &Default::default())
-        .await
-        .map_err(|e| SupervisorError::NotReady(e.to_string()))?;
+        .await?;
     for n in page
         .items
         .iter()
@@ -245,9 +242,7 @@ pub async fn serving_kubelet(
         tracing::warn!(component = "supervisor", node = %req.name, remote_addr = %conn.remote,
             "left addresses of servers, other nodes or loopback out of a kubelet serving certificate: {refused:?}");
     }
-    let pem = ca
-        .sign_csr(&body, &LeafSpec::server(&req.name, sans))
-        .map_err(|e| SupervisorError::BadRequest(e.to_string()))?;
+    let pem = ca.sign_csr(&body, &LeafSpec::server(&req.name, sans))?;
     tracing::info!(component = "supervisor", node = %req.name, remote_addr = %conn.remote, "issued serving certificate");
     Ok(pem_response(pem))
 }
@@ -265,10 +260,7 @@ pub async fn client_kubelet(
     }
     let req = node_request(&ctx, &headers, &conn, &body).await?;
     let spec = LeafSpec::client(&format!("system:node:{}", req.name), &["system:nodes"]);
-    let pem = ctx
-        .client_ca
-        .sign_csr(&body, &spec)
-        .map_err(|e| SupervisorError::BadRequest(e.to_string()))?;
+    let pem = ctx.client_ca.sign_csr(&body, &spec)?;
     tracing::info!(component = "supervisor", node = %req.name, remote_addr = %conn.remote, "issued kubelet client certificate");
     Ok(pem_response(pem))
 }

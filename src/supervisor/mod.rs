@@ -43,6 +43,21 @@ pub enum SupervisorError {
     NotReady(String),
     #[error("{0}")]
     Internal(String),
+    /// The datastore failed (etcd unavailable, timed out, ...).
+    #[error("datastore: {0}")]
+    Datastore(#[from] crate::datastore::DatastoreError),
+    /// Objects could not be read.
+    #[error("reading objects: {0}")]
+    Objects(#[from] crate::storage::ObjectError),
+    /// etcd's member list could not be read.
+    #[error("etcd: {0}")]
+    Etcd(#[from] crate::etcd::EtcdError),
+    /// The cluster bootstrap data could not be read or decrypted.
+    #[error("bootstrap data: {0}")]
+    Bootstrap(#[from] crate::bootstrap::BootstrapError),
+    /// The certificate request is not one this server signs.
+    #[error("{0}")]
+    Csr(#[from] crate::pki::PkiError),
     /// The node password could not be checked or stored (the datastore failed; a mismatch is
     /// [`SupervisorError::Forbidden`]).
     #[error("checking the node password: {0}")]
@@ -59,7 +74,12 @@ impl SupervisorError {
             SupervisorError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             SupervisorError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             SupervisorError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            SupervisorError::NodePassword(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SupervisorError::NodePassword(_)
+            | SupervisorError::Datastore(_)
+            | SupervisorError::Objects(_)
+            | SupervisorError::Etcd(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SupervisorError::Bootstrap(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            SupervisorError::Csr(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -72,7 +92,12 @@ impl SupervisorError {
             SupervisorError::MethodNotAllowed => "MethodNotAllowed",
             SupervisorError::NotReady(_) => "ServiceUnavailable",
             SupervisorError::Internal(_) => "InternalError",
-            SupervisorError::NodePassword(_) => "ServiceUnavailable",
+            SupervisorError::NodePassword(_)
+            | SupervisorError::Datastore(_)
+            | SupervisorError::Objects(_)
+            | SupervisorError::Etcd(_) => "ServiceUnavailable",
+            SupervisorError::Bootstrap(_) => "InternalError",
+            SupervisorError::Csr(_) => "BadRequest",
         }
     }
 }
@@ -107,8 +132,8 @@ impl From<crate::cluster::token_ops::TokenOpError> for SupervisorError {
         match e {
             TokenOpError::Invalid(t) => S::BadRequest(t.to_string()),
             TokenOpError::NotReady => S::NotReady("the datastore is not ready yet".into()),
-            TokenOpError::Datastore(d) => S::NotReady(d.to_string()),
-            TokenOpError::Bootstrap(b) => S::Internal(b.to_string()),
+            TokenOpError::Datastore(d) => S::Datastore(d),
+            TokenOpError::Bootstrap(b) => S::Bootstrap(b),
             TokenOpError::Io(i) => S::Internal(i.to_string()),
             e @ TokenOpError::Concurrent => S::NotReady(e.to_string()),
             TokenOpError::Record(r) => S::Internal(r),
@@ -322,9 +347,7 @@ pub async fn list_apiservers(ctx: &Ctx) -> Result<Vec<String>> {
         .store
         .get()
         .ok_or_else(|| SupervisorError::NotReady("datastore not ready".into()))?;
-    crate::cluster::apiservers::list(store)
-        .await
-        .map_err(|e| SupervisorError::NotReady(e.to_string()))
+    Ok(crate::cluster::apiservers::list(store).await?)
 }
 
 async fn apiservers(
@@ -351,22 +374,15 @@ async fn server_bootstrap(
         .get()
         .ok_or_else(|| SupervisorError::NotReady("etcd is not ready yet".into()))?;
     let key = bootstrap::storage_key(&password);
-    let (stored, _) = store
-        .get(&key)
-        .await
-        .map_err(|e| SupervisorError::NotReady(e.to_string()))?;
+    let (stored, _) = store.get(&key).await?;
     let data = match stored {
         Some(kv) => {
             let sealed = String::from_utf8_lossy(&kv.value).into_owned();
-            let plain = bootstrap::decrypt(&password, &sealed)
-                .map_err(|e| SupervisorError::Internal(format!("bootstrap data: {e}")))?;
-            BootstrapData::from_json(&plain)
-                .map_err(|e| SupervisorError::Internal(e.to_string()))?
+            let plain = bootstrap::decrypt(&password, &sealed)?;
+            BootstrapData::from_json(&plain)?
         }
         // Not saved yet (first server still starting): serve our files, as k3s does.
-        None => {
-            BootstrapData::read(&ctx.paths).map_err(|e| SupervisorError::Internal(e.to_string()))?
-        }
+        None => BootstrapData::read(&ctx.paths)?,
     };
     Ok(([(header::CONTENT_TYPE, "application/json")], data.to_json()).into_response())
 }
@@ -407,9 +423,7 @@ async fn db_info(
         .etcd
         .get()
         .ok_or_else(|| SupervisorError::Internal("etcd client not started".into()))?;
-    let members = crate::etcd::member_list(client)
-        .await
-        .map_err(|e| SupervisorError::Internal(e.to_string()))?;
+    let members = crate::etcd::member_list(client).await?;
     let voting_members = members.iter().filter(|m| !m.is_learner).count();
     Ok(axum::Json(crate::etcd::ClusterInfo {
         members,
