@@ -39,6 +39,12 @@ pub enum TokenOpError {
     Concurrent,
     #[error("token rotation record: {0}")]
     Record(String),
+    #[error("token rotation record: {0}")]
+    RecordJson(#[source] serde_json::Error),
+    #[error("the rotated bundle's credentials: {0}")]
+    Passwd(#[source] TokenError),
+    #[error("writing the token files: {0}")]
+    Apply(#[source] tokio::task::JoinError),
 }
 
 /// Writes `server/token`, `node-token` and `agent-token`.
@@ -127,7 +133,7 @@ pub async fn load_record(store: &Datastore) -> Result<Option<(RotationRecord, i6
     kv.map(|kv| {
         serde_json::from_slice(&kv.value)
             .map(|r| (r, kv.mod_revision))
-            .map_err(|e| TokenOpError::Record(e.to_string()))
+            .map_err(TokenOpError::RecordJson)
     })
     .transpose()
 }
@@ -262,7 +268,7 @@ async fn apply_off_runtime(
     let (c, pw) = (ctx.clone(), password.clone());
     tokio::task::spawn_blocking(move || apply_locally(&c, &pw, &data))
         .await
-        .map_err(|e| TokenOpError::Record(format!("writing the token files: {e}")))?
+        .map_err(TokenOpError::Apply)?
 }
 
 /// Writes the bundle's files and the token files for `password`; returns the bundle's passwd.
@@ -275,7 +281,7 @@ pub fn write_bundle_and_tokens(
 ) -> Result<Passwd, TokenOpError> {
     data.write(paths)?;
     let passwd = Passwd::load(&paths.passwd())
-        .map_err(|e| TokenOpError::Record(e.to_string()))?
+        .map_err(TokenOpError::Passwd)?
         .ok_or_else(|| TokenOpError::Record("the bootstrap data carried no passwd".into()))?;
     let agent_pw = separate_agent_token
         .then(|| passwd.password_of("node").cloned())

@@ -127,7 +127,11 @@ pub fn kind_of(e: &AdminError) -> ErrorKind {
                 | BootstrapError::Missing(_)
                 | BootstrapError::Io(_) => K::Failed,
             },
-            TokenOpError::Io(_) | TokenOpError::Record(_) => K::Failed,
+            TokenOpError::Io(_)
+            | TokenOpError::Record(_)
+            | TokenOpError::RecordJson(_)
+            | TokenOpError::Passwd(_)
+            | TokenOpError::Apply(_) => K::Failed,
             TokenOpError::Concurrent => K::Conflict,
         },
         AdminError::Snapshot(s) => match s {

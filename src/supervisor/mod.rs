@@ -136,7 +136,10 @@ impl From<crate::cluster::token_ops::TokenOpError> for SupervisorError {
             TokenOpError::Bootstrap(b) => S::Bootstrap(b),
             TokenOpError::Io(i) => S::Internal(i.to_string()),
             e @ TokenOpError::Concurrent => S::NotReady(e.to_string()),
-            TokenOpError::Record(r) => S::Internal(r),
+            e @ (TokenOpError::Record(_)
+            | TokenOpError::RecordJson(_)
+            | TokenOpError::Passwd(_)
+            | TokenOpError::Apply(_)) => S::Internal(e.to_string()),
         }
     }
 }
