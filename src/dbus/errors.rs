@@ -12,6 +12,7 @@ use crate::bootstrap::BootstrapError;
 use crate::datastore::DatastoreError;
 use crate::etcd::EtcdError;
 use crate::etcd::snapshot::SnapshotError;
+use crate::secrets_encryption::stages::StageError;
 use crate::server::admin::AdminError;
 use crate::server::token_ops::TokenOpError;
 
@@ -144,6 +145,20 @@ pub fn kind_of(e: &AdminError) -> ErrorKind {
             SnapshotError::Stream(_) | SnapshotError::Restore { .. } | SnapshotError::Io(_) => {
                 K::Failed
             }
+        },
+        AdminError::Encryption(s) => match s {
+            StageError::WrongStage { .. }
+            | StageError::Already(_)
+            | StageError::HashMismatch(_)
+            | StageError::Concurrent => K::Conflict,
+            StageError::NotReady => K::NotReady,
+            StageError::Datastore(d) => datastore_kind(d),
+            StageError::Missing
+            | StageError::Unfinished(_)
+            | StageError::Encryption(_)
+            | StageError::Bootstrap(_)
+            | StageError::Api(_)
+            | StageError::Apply(_) => K::Failed,
         },
         AdminError::Etcd(etcd) | AdminError::MemberRemoval { source: etcd, .. } => match etcd {
             EtcdError::LastVoter(_)
