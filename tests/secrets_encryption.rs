@@ -185,7 +185,7 @@ fn secrets_are_encrypted_at_rest_and_keys_rotate_through_the_stages() {
         text_status.contains("Active  Key Type  Name\n------  --------  ----\n *      AES-CBC   aescbckey\n"),
         "{text_status}"
     );
-    // Anyone may read the status; only root may change it.
+    // Anyone may read the status; only root may change it (the shipped bus policy refuses).
     let (ok, reply) = call(bus, true, "io.rke2.Cluster1.GetEncryptionStatus", &[]);
     assert!(ok, "{reply}");
     assert_error(
@@ -195,7 +195,7 @@ fn secrets_are_encrypted_at_rest_and_keys_rotate_through_the_stages() {
             "io.rke2.Cluster1.PrepareSecretsEncryption",
             &["boolean:false"],
         ),
-        "io.rke2.Error.AccessDenied",
+        "org.freedesktop.DBus.Error.AccessDenied",
     );
 
     // Out of order: refused with the stage named, exit 1, nothing changed.

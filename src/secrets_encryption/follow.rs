@@ -54,7 +54,8 @@ async fn write_files(ctx: &Ctx, active: &Active) -> Result<(), StageError> {
     Ok(())
 }
 
-/// Applies `active` here: files and keys when they differ, then the Node annotation.
+/// Applies `active` here: files and keys when they differ, then the Node annotation. The
+/// caller holds [`super::Keyring::lock_updates`].
 pub async fn apply(ctx: &Ctx, store: &Datastore, active: Active) -> Result<(), StageError> {
     let unchanged = ctx
         .encryption
@@ -101,6 +102,7 @@ async fn annotate(ctx: &Ctx, store: &Datastore, state: &str) -> Result<(), Stage
 }
 
 async fn sync(ctx: &Ctx, store: &Datastore) -> Result<(), StageError> {
+    let _updating = ctx.encryption.lock_updates().await;
     let (data, _) = stages::load_bundle(store, &ctx.server_password()).await?;
     match stages::active_of(&data)? {
         Some(active) => apply(ctx, store, active).await,

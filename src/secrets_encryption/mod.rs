@@ -158,17 +158,28 @@ impl Active {
 /// The configuration a server applies now, swapped whole when the cluster's changes. Cheap to
 /// clone; every clone sees the same state.
 #[derive(Debug, Clone, Default)]
-pub struct Keyring(Arc<RwLock<Option<Arc<Active>>>>);
+pub struct Keyring {
+    active: Arc<RwLock<Option<Arc<Active>>>>,
+    /// Held from reading (or writing) the cluster's configuration until it is applied here, so
+    /// the follower and a local `secrets-encrypt` never interleave their file writes or apply
+    /// an older state after a newer one.
+    updates: Arc<tokio::sync::Mutex<()>>,
+}
 
 impl Keyring {
     /// The active configuration, if loaded.
     pub fn current(&self) -> Option<Arc<Active>> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.active.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Switches to `active`.
     pub fn set(&self, active: Active) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(active));
+        *self.active.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(active));
+    }
+
+    /// Exclusive right to update this server's configuration until the guard drops.
+    pub async fn lock_updates(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.updates.clone().lock_owned().await
     }
 }
 

@@ -275,6 +275,7 @@ async fn commit(
     rev: i64,
     next: Active,
 ) -> Result<(), StageError> {
+    let _updating = ctx.encryption.lock_updates().await;
     if !save(store, &ctx.server_password(), data, rev, &next).await? {
         return Err(StageError::Concurrent);
     }
