@@ -139,11 +139,7 @@ impl BootstrapData {
         let layout: Vec<_> = bundle_layout(paths).into_iter().chain(optional).collect();
         let mut decoded = Vec::new();
         for (name, path) in &layout {
-            decoded.push((
-                path,
-                self.content(name)?,
-                is_secret_entry(name),
-            ));
+            decoded.push((path, self.content(name)?, is_secret_entry(name)));
         }
         for (path, bytes, secret) in decoded {
             let mode = if secret {

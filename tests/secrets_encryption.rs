@@ -51,7 +51,11 @@ fn se(bus: &Bus, args: &[&str]) -> Output {
 
 fn se_ok(bus: &Bus, args: &[&str]) -> String {
     let out = se(bus, args);
-    assert!(out.status.success(), "secrets-encrypt {args:?}: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "secrets-encrypt {args:?}: {}",
+        text(&out)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -169,7 +173,10 @@ fn secrets_are_encrypted_at_rest_and_keys_rotate_through_the_stages() {
     let plain: Value = serde_json::from_str(&python_aescbc_decrypt(&config, &raw)).unwrap();
     assert_eq!(plain["data"]["password"], B64.encode(marker));
     // Secrets' watch events and lists decrypt too.
-    let listed = kubectl_ok(k, &["get", "secrets", "-o", "jsonpath={.items[*].metadata.name}"]);
+    let listed = kubectl_ok(
+        k,
+        &["get", "secrets", "-o", "jsonpath={.items[*].metadata.name}"],
+    );
     assert!(listed.split_whitespace().any(|n| n == "db"), "{listed}");
 
     // Status, RKE2's shape.
@@ -182,7 +189,9 @@ fn secrets_are_encrypted_at_rest_and_keys_rotate_through_the_stages() {
         "{text_status}"
     );
     assert!(
-        text_status.contains("Active  Key Type  Name\n------  --------  ----\n *      AES-CBC   aescbckey\n"),
+        text_status.contains(
+            "Active  Key Type  Name\n------  --------  ----\n *      AES-CBC   aescbckey\n"
+        ),
         "{text_status}"
     );
     // Anyone may read the status; only root may change it (the shipped bus policy refuses).
@@ -228,7 +237,9 @@ fn secrets_are_encrypted_at_rest_and_keys_rotate_through_the_stages() {
     let new_key = keys[1]["name"].as_str().unwrap().to_string();
     assert!(new_key.starts_with("aescbckey-"), "{new_key}");
     create_secret(k, "during-prepare", "p1");
-    assert!(etcd_value(s, &secret_key("during-prepare")).starts_with(b"k8s:enc:aescbc:v1:aescbckey:"));
+    assert!(
+        etcd_value(s, &secret_key("during-prepare")).starts_with(b"k8s:enc:aescbc:v1:aescbckey:")
+    );
 
     // rotate: the new key writes; old values still read.
     assert!(se_ok(bus, &["rotate"]).contains("rotate completed successfully"));
@@ -252,11 +263,16 @@ fn secrets_are_encrypted_at_rest_and_keys_rotate_through_the_stages() {
         );
     }
     let cfg_text = std::fs::read_to_string(&config).unwrap();
-    assert!(!cfg_text.contains("\"aescbckey\""), "old key still configured");
+    assert!(
+        !cfg_text.contains("\"aescbckey\""),
+        "old key still configured"
+    );
     assert_eq!(read_secret(k, "db").unwrap(), marker);
-    let plain: Value =
-        serde_json::from_str(&python_aescbc_decrypt(&config, &etcd_value(s, &secret_key("db"))))
-            .unwrap();
+    let plain: Value = serde_json::from_str(&python_aescbc_decrypt(
+        &config,
+        &etcd_value(s, &secret_key("db")),
+    ))
+    .unwrap();
     assert_eq!(plain["data"]["password"], B64.encode(marker));
 
     // disable: new writes in plain; reencrypt --force decrypts the rest.
@@ -373,7 +389,10 @@ fn three_servers_rotate_and_reencrypt_keeping_every_secret_readable() {
     };
     assert_eq!(cfg(&s2), cfg(s1));
     assert_eq!(cfg(&s3), cfg(s1));
-    assert_eq!(mode(&s3.data_dir().join("server/cred/encryption-config.json")), 0o600);
+    assert_eq!(
+        mode(&s3.data_dir().join("server/cred/encryption-config.json")),
+        0o600
+    );
 
     // Secrets written through each server, read through every server.
     let servers = [s1, &s2, &s3];
@@ -390,7 +409,14 @@ fn three_servers_rotate_and_reencrypt_keeping_every_secret_readable() {
     let reads = Arc::new(AtomicUsize::new(0));
     let readers: Vec<_> = servers
         .iter()
-        .map(|s| poll_reads(s.kubeconfig.clone(), names.clone(), stop.clone(), reads.clone()))
+        .map(|s| {
+            poll_reads(
+                s.kubeconfig.clone(),
+                names.clone(),
+                stop.clone(),
+                reads.clone(),
+            )
+        })
         .collect();
     let mut written = names.clone();
     let mut write_round = |round: &str| {
@@ -417,8 +443,14 @@ fn three_servers_rotate_and_reencrypt_keeping_every_secret_readable() {
         (reads.load(Ordering::Relaxed) > after + 6).then_some(())
     });
     stop.store(true, Ordering::Relaxed);
-    let failures: Vec<String> = readers.into_iter().flat_map(|r| r.join().unwrap()).collect();
-    assert!(failures.is_empty(), "reads failed during the rotation: {failures:?}");
+    let failures: Vec<String> = readers
+        .into_iter()
+        .flat_map(|r| r.join().unwrap())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "reads failed during the rotation: {failures:?}"
+    );
     assert!(
         reads.load(Ordering::Relaxed) > reads_before + 20,
         "the readers barely ran"
@@ -433,11 +465,44 @@ fn three_servers_rotate_and_reencrypt_keeping_every_secret_readable() {
             "{n} is not on the new key"
         );
         for s in servers {
-            assert_eq!(read_secret(&s.kubeconfig, n).unwrap(), format!("value-of-{n}"));
+            assert_eq!(
+                read_secret(&s.kubeconfig, n).unwrap(),
+                format!("value-of-{n}")
+            );
         }
     }
-    wait_for(SETTLE, "every server's files on the final configuration", || {
-        (cfg(&s2) == cfg(s1) && cfg(&s3) == cfg(s1)).then_some(())
-    });
+    wait_for(
+        SETTLE,
+        "every server's files on the final configuration",
+        || (cfg(&s2) == cfg(s1) && cfg(&s3) == cfg(s1)).then_some(()),
+    );
     assert!(!String::from_utf8_lossy(&cfg(&s2)).contains("\"aescbckey\""));
+}
+
+#[test]
+fn an_unknown_provider_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    write_config(
+        &config,
+        &[
+            ("data-dir", dir.path().join("data").display().to_string()),
+            ("secrets-encryption-provider", "rot13".into()),
+        ],
+    );
+    let out = Command::new(rke2_bin())
+        .args(["server", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("secrets-encryption-provider") && err.contains("unknown provider \"rot13\""),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("data/server/cred").exists(),
+        "nothing is written"
+    );
 }

@@ -117,7 +117,9 @@ impl ServerCluster {
     /// every server on the current configuration, "All hashes match" or which server differs,
     /// keys as (active, type, name)).
     async fn get_encryption_status(&self) -> Result<EncryptionStatus, BusError> {
-        Ok(stages::status(self.ctx()?).await.map_err(AdminError::from)?)
+        Ok(stages::status(self.ctx()?)
+            .await
+            .map_err(AdminError::from)?)
     }
 
     /// Encrypts new Secret writes with the first key from now on (existing values change only

@@ -330,7 +330,10 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&s.to_json()).unwrap();
         assert_eq!(v["apiVersion"], "apiserver.config.k8s.io/v1");
         assert_eq!(v["kind"], "EncryptionConfiguration");
-        assert_eq!(v["resources"][0]["resources"], serde_json::json!(["secrets"]));
+        assert_eq!(
+            v["resources"][0]["resources"],
+            serde_json::json!(["secrets"])
+        );
         let p = &v["resources"][0]["providers"];
         assert_eq!(p[0]["aescbc"]["keys"][0]["name"], "aescbckey");
         let secret = B64
@@ -348,7 +351,10 @@ mod tests {
     fn disabled_puts_identity_first() {
         let s = EncryptionSettings::generate(Cipher::Secretbox, false);
         let v: serde_json::Value = serde_json::from_slice(&s.to_json()).unwrap();
-        assert_eq!(v["resources"][0]["providers"][0], serde_json::json!({"identity": {}}));
+        assert_eq!(
+            v["resources"][0]["providers"][0],
+            serde_json::json!({"identity": {}})
+        );
         assert_eq!(
             v["resources"][0]["providers"][1]["secretbox"]["keys"][0]["name"],
             "secretboxkey"
@@ -369,7 +375,10 @@ mod tests {
         assert_eq!(p.keys[1].name, "aescbckey-2026-12-02T03:04:05Z");
         assert_eq!(p.write_key().unwrap().name, "aescbckey");
         let r = p.rotated();
-        assert_eq!(r.write_key().unwrap().name, "aescbckey-2026-12-02T03:04:05Z");
+        assert_eq!(
+            r.write_key().unwrap().name,
+            "aescbckey-2026-12-02T03:04:05Z"
+        );
         assert_eq!(r.keys[1].name, "aescbckey");
         let f = r.primary_only();
         assert_eq!(f.keys.len(), 1);
@@ -393,7 +402,10 @@ mod tests {
         assert!(bad(no_identity).contains("identity"));
         let short = r#"{"kind":"EncryptionConfiguration","apiVersion":"apiserver.config.k8s.io/v1",
             "resources":[{"resources":["secrets"],"providers":[{"aescbc":{"keys":[{"name":"a","secret":"AAAA"}]}},{"identity":{}}]}]}"#;
-        assert_eq!(bad(short), "aescbc key \"a\" must be 16, 24 or 32, not 3 bytes");
+        assert_eq!(
+            bad(short),
+            "aescbc key \"a\" must be 16, 24 or 32, not 3 bytes"
+        );
     }
 
     #[test]

@@ -23,8 +23,8 @@ const RESYNC: Duration = Duration::from_secs(3);
 /// Loads (or on a new cluster creates) the cluster's configuration, applies it to this
 /// server's files and keys, and returns `raw` wrapped so Secrets are encrypted at rest.
 pub async fn start(ctx: &Ctx, raw: Datastore) -> Result<Datastore, StageError> {
-    let cipher = Cipher::from_provider(&ctx.config.secrets_encryption_provider)
-        .unwrap_or(Cipher::AesCbc);
+    let cipher =
+        Cipher::from_provider(&ctx.config.secrets_encryption_provider).unwrap_or(Cipher::AesCbc);
     let active = stages::ensure_cluster_config(
         &raw,
         &ctx.server_password(),
@@ -43,7 +43,11 @@ pub async fn start(ctx: &Ctx, raw: Datastore) -> Result<Datastore, StageError> {
     }
     write_files(ctx, &active).await?;
     ctx.encryption.set(active);
-    Ok(super::store::wrap(raw, ctx.encryption.clone(), SECRETS.etcd_prefix))
+    Ok(super::store::wrap(
+        raw,
+        ctx.encryption.clone(),
+        SECRETS.etcd_prefix,
+    ))
 }
 
 async fn write_files(ctx: &Ctx, active: &Active) -> Result<(), StageError> {

@@ -59,11 +59,21 @@ pub enum EncryptionError {
 }
 
 /// What a server applies: the settings, the exact configuration bytes and the state.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Active {
     pub settings: EncryptionSettings,
     pub config_json: Vec<u8>,
     pub state: EncryptionState,
+}
+
+impl std::fmt::Debug for Active {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The configuration bytes carry the keys: never in a log line.
+        f.debug_struct("Active")
+            .field("settings", &self.settings)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Active {
@@ -111,8 +121,12 @@ impl Active {
     pub fn write(&self, paths: &ServerPaths) -> Result<(), EncryptionError> {
         let (cfg, st) = (config_path(paths), state_path(paths));
         fsutil::write_atomic_mkdir(&cfg, &self.config_json, fsutil::SECRET_FILE_MODE).at(&cfg)?;
-        fsutil::write_atomic_mkdir(&st, self.state.render().as_bytes(), fsutil::SECRET_FILE_MODE)
-            .at(&st)?;
+        fsutil::write_atomic_mkdir(
+            &st,
+            self.state.render().as_bytes(),
+            fsutil::SECRET_FILE_MODE,
+        )
+        .at(&st)?;
         Ok(())
     }
 
@@ -135,10 +149,12 @@ impl Active {
         // whole against each key's, as upstream's prefix transformers do.
         for k in &self.settings.keys {
             if let Some(data) = stored.strip_prefix(k.value_prefix().as_bytes()) {
-                return k.open(key, data).map_err(|source| EncryptionError::Decrypt {
-                    key: key.to_string(),
-                    source,
-                });
+                return k
+                    .open(key, data)
+                    .map_err(|source| EncryptionError::Decrypt {
+                        key: key.to_string(),
+                        source,
+                    });
             }
         }
         // <provider>:v1:<name>:<data>
@@ -169,7 +185,10 @@ pub struct Keyring {
 impl Keyring {
     /// The active configuration, if loaded.
     pub fn current(&self) -> Option<Arc<Active>> {
-        self.active.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.active
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Switches to `active`.
@@ -193,18 +212,27 @@ mod tests {
         let sealed = old.encode("/registry/secrets/a/b", b"{\"v\":1}".to_vec());
         assert!(sealed.starts_with(b"k8s:enc:aescbc:v1:aescbckey:"));
         let next = Active::with_stage(
-            old.settings
-                .with_new_key(chrono::Utc::now())
-                .rotated(),
+            old.settings.with_new_key(chrono::Utc::now()).rotated(),
             config::Stage::Rotate,
         );
         let newer = next.encode("/registry/secrets/a/b", b"{\"v\":2}".to_vec());
         assert!(!newer.starts_with(b"k8s:enc:aescbc:v1:aescbckey:"));
         // The rotated configuration reads both; the old one only its own.
-        assert_eq!(next.decode("/registry/secrets/a/b", sealed.clone()).unwrap(), b"{\"v\":1}");
-        assert_eq!(next.decode("/registry/secrets/a/b", newer.clone()).unwrap(), b"{\"v\":2}");
+        assert_eq!(
+            next.decode("/registry/secrets/a/b", sealed.clone())
+                .unwrap(),
+            b"{\"v\":1}"
+        );
+        assert_eq!(
+            next.decode("/registry/secrets/a/b", newer.clone()).unwrap(),
+            b"{\"v\":2}"
+        );
         let e = old.decode("/registry/secrets/a/b", newer).unwrap_err();
-        assert!(e.to_string().contains("aescbc key this server does not have"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("aescbc key this server does not have"),
+            "{e}"
+        );
         // Identity: plain JSON passes through.
         assert_eq!(old.decode("k", b"{}".to_vec()).unwrap(), b"{}");
         assert!(matches!(
@@ -216,7 +244,51 @@ mod tests {
         off.enabled = false;
         let off = Active::with_stage(off, config::Stage::Start);
         assert_eq!(off.encode("k", b"{}".to_vec()), b"{}");
-        assert_eq!(off.decode("/registry/secrets/a/b", sealed).unwrap(), b"{\"v\":1}");
+        assert_eq!(
+            off.decode("/registry/secrets/a/b", sealed).unwrap(),
+            b"{\"v\":1}"
+        );
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_key() {
+        let a = Active::generate(Cipher::AesCbc, true);
+        let secret = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            a.settings.keys[0].secret(),
+        );
+        let shown = format!("{a:?}");
+        assert!(shown.contains("aescbckey"), "{shown}");
+        assert!(!shown.contains(&secret), "{shown}");
+        assert!(!shown.contains(&format!("{:?}", a.settings.keys[0].secret())));
+    }
+
+    #[test]
+    fn settings_are_validated_with_the_key_named() {
+        let load = |text: &str| {
+            let d = tempfile::tempdir().unwrap();
+            let p = d.path().join("config.yaml");
+            std::fs::write(&p, text).unwrap();
+            crate::config::load_server(&crate::config::ConfigSources {
+                config_file: Some(p),
+                ..Default::default()
+            })
+        };
+        let c = load("").unwrap().config;
+        assert!(c.secrets_encryption, "encrypted by default, as RKE2");
+        assert_eq!(c.secrets_encryption_provider, "aescbc");
+        let c = load("secrets-encryption: false\nsecrets-encryption-provider: aesgcm\n")
+            .unwrap()
+            .config;
+        assert!(!c.secrets_encryption);
+        assert_eq!(c.secrets_encryption_provider, "aesgcm");
+        let e = load("secrets-encryption-provider: rot13\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("secrets-encryption-provider") && e.contains("unknown provider \"rot13\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -192,7 +192,7 @@ impl ProviderKey {
         let name = self.cipher.provider();
         match self.cipher {
             Cipher::AesCbc => {
-                if data.len() < 32 || data.len() % 16 != 0 {
+                if data.len() < 32 || !data.len().is_multiple_of(16) {
                     return Err(ProviderError::TooShort(name));
                 }
                 let (iv, ct) = data.split_at(16);

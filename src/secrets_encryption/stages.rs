@@ -177,7 +177,10 @@ async fn server_hashes(store: &Datastore) -> Result<Vec<(String, Option<String>)
                 .is_some()
         })
         .map(|n| {
-            let name = n["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            let name = n["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             let hash = n
                 .pointer("/metadata/annotations")
                 .and_then(|a| a.get(HASH_ANNOTATION))
@@ -294,7 +297,14 @@ pub async fn set_enabled(ctx: &Ctx, enabled: bool) -> Result<String, StageError>
     }
     let mut settings = active.settings.clone();
     settings.enabled = enabled;
-    commit(ctx, &store, data, rev, Active::with_stage(settings, Stage::Start)).await?;
+    commit(
+        ctx,
+        &store,
+        data,
+        rev,
+        Active::with_stage(settings, Stage::Start),
+    )
+    .await?;
     Ok(format!("secrets-encryption {word}"))
 }
 
@@ -426,24 +436,37 @@ mod tests {
         let e = compare_hashes(&stale, "start-a").unwrap_err();
         assert!(e.contains("server s2 (start-b)"), "{e}");
         let missing = vec![("s3".to_string(), None)];
-        assert!(compare_hashes(&missing, "x").unwrap_err().contains("s3 has not reported"));
+        assert!(
+            compare_hashes(&missing, "x")
+                .unwrap_err()
+                .contains("s3 has not reported")
+        );
     }
 
     #[test]
     fn current_form_follows_the_write_key() {
         let a = Active::generate(Cipher::AesCbc, true);
-        assert!(is_current(&a, &a.encode("/registry/secrets/a/b", b"{}".to_vec())));
+        assert!(is_current(
+            &a,
+            &a.encode("/registry/secrets/a/b", b"{}".to_vec())
+        ));
         assert!(!is_current(&a, b"{}"));
         let r = Active::with_stage(
             a.settings.with_new_key(chrono::Utc::now()).rotated(),
             Stage::Rotate,
         );
-        assert!(!is_current(&r, &a.encode("/registry/secrets/a/b", b"{}".to_vec())));
+        assert!(!is_current(
+            &r,
+            &a.encode("/registry/secrets/a/b", b"{}".to_vec())
+        ));
         let mut off = a.settings.clone();
         off.enabled = false;
         let off = Active::with_stage(off, Stage::Start);
         assert!(is_current(&off, b"{}"));
-        assert!(!is_current(&off, &a.encode("/registry/secrets/a/b", b"{}".to_vec())));
+        assert!(!is_current(
+            &off,
+            &a.encode("/registry/secrets/a/b", b"{}".to_vec())
+        ));
     }
 
     #[test]

@@ -96,7 +96,10 @@ impl KvStore for EncryptingStore {
         revision: i64,
     ) -> BoxFuture<'a, Result<ListPage, DatastoreError>> {
         Box::pin(async move {
-            let mut page = self.inner.list(prefix, start_after, limit, revision).await?;
+            let mut page = self
+                .inner
+                .list(prefix, start_after, limit, revision)
+                .await?;
             page.items = std::mem::take(&mut page.items)
                 .into_iter()
                 .map(|kv| self.decode(kv))
@@ -260,7 +263,10 @@ mod tests {
     async fn secrets_are_ciphertext_below_and_plain_above() {
         let (raw, store, _) = setup();
         let mut watch = store.watch("/registry/secrets/", 0).await.unwrap();
-        let Cas::Written(rev) = store.create(KEY, b"{\"data\":\"x\"}".to_vec()).await.unwrap()
+        let Cas::Written(rev) = store
+            .create(KEY, b"{\"data\":\"x\"}".to_vec())
+            .await
+            .unwrap()
         else {
             panic!("create conflicted")
         };
@@ -280,7 +286,10 @@ mod tests {
             panic!("expected a conflict")
         };
         assert_eq!(cur.value, b"{\"data\":\"x\"}");
-        store.update(KEY, b"{\"data\":\"y\"}".to_vec(), rev).await.unwrap();
+        store
+            .update(KEY, b"{\"data\":\"y\"}".to_vec(), rev)
+            .await
+            .unwrap();
         let (batch, _) = watch.next().await.unwrap().unwrap();
         let Change::Put { kv, .. } = &batch[0] else {
             panic!("expected a put")
@@ -296,14 +305,33 @@ mod tests {
             seen += batch.len();
         }
         // Other prefixes pass through untouched.
-        store.put("/registry/configmaps/default/c", b"{}".to_vec()).await.unwrap();
+        store
+            .put("/registry/configmaps/default/c", b"{}".to_vec())
+            .await
+            .unwrap();
         assert_eq!(
-            raw.get("/registry/configmaps/default/c").await.unwrap().0.unwrap().value,
+            raw.get("/registry/configmaps/default/c")
+                .await
+                .unwrap()
+                .0
+                .unwrap()
+                .value,
             b"{}"
         );
         // A lookalike prefix is not a Secret.
-        store.put("/registry/secretsx/a", b"{}".to_vec()).await.unwrap();
-        assert_eq!(raw.get("/registry/secretsx/a").await.unwrap().0.unwrap().value, b"{}");
+        store
+            .put("/registry/secretsx/a", b"{}".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(
+            raw.get("/registry/secretsx/a")
+                .await
+                .unwrap()
+                .0
+                .unwrap()
+                .value,
+            b"{}"
+        );
     }
 
     #[tokio::test]
