@@ -343,10 +343,19 @@ mod tests {
             b"{\"plain\":true}"
         );
         store.put(KEY, b"{}".to_vec()).await.unwrap();
-        // A server with other keys cannot read it, and says so.
-        keyring.set(Active::generate(Cipher::AesCbc, true));
+        // A server without the key cannot read it, and says so.
+        keyring.set(Active::generate(Cipher::AesGcm, true));
         let e = store.get(KEY).await.unwrap_err();
         assert!(matches!(e, DatastoreError::Corrupt { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("encrypted with a aescbc key this server does not have"),
+            "{e}"
+        );
+        // A key of the same name with other bytes: the authenticated cipher refuses.
+        store.put(KEY, b"{}".to_vec()).await.unwrap();
+        keyring.set(Active::generate(Cipher::AesGcm, true));
+        let e = store.get(KEY).await.unwrap_err();
         assert!(e.to_string().contains("decryption failed"), "{e}");
     }
 }
