@@ -83,10 +83,21 @@ pub const KUBELET_SERVING_CA_KEY: &str = "KubeletServingCAKey";
 
 /// Bundle entries that may be absent (see [`KUBELET_SERVING_CA`]).
 pub fn optional_layout(paths: &ServerPaths) -> Vec<(&'static str, PathBuf)> {
+    use crate::secrets_encryption as enc;
     vec![
         (KUBELET_SERVING_CA, paths.kubelet_serving_ca().cert),
         (KUBELET_SERVING_CA_KEY, paths.kubelet_serving_ca().key),
+        (enc::BOOTSTRAP_CONFIG, enc::config_path(paths)),
+        (enc::BOOTSTRAP_STATE, enc::state_path(paths)),
     ]
+}
+
+/// Entries written 0600: keys, credentials and the Secrets encryption keys.
+fn is_secret_entry(name: &str) -> bool {
+    name.ends_with("Key")
+        || name == "PasswdFile"
+        || name == crate::secrets_encryption::BOOTSTRAP_CONFIG
+        || name == crate::secrets_encryption::BOOTSTRAP_STATE
 }
 
 impl BootstrapData {
@@ -132,11 +143,7 @@ impl BootstrapData {
         let layout: Vec<_> = bundle_layout(paths).into_iter().chain(optional).collect();
         let mut decoded = Vec::new();
         for (name, path) in &layout {
-            decoded.push((
-                path,
-                self.content(name)?,
-                name.ends_with("Key") || *name == "PasswdFile",
-            ));
+            decoded.push((path, self.content(name)?, is_secret_entry(name)));
         }
         for (path, bytes, secret) in decoded {
             let mode = if secret {

@@ -3,6 +3,7 @@
 //! admin subcommands that talk to a running daemon.
 
 pub mod ops;
+pub mod secrets_encrypt;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -76,6 +77,7 @@ pub fn command() -> Command {
         .subcommand(node_command())
         .subcommand(ops::etcd_snapshot_command())
         .subcommand(ops::certificate_command())
+        .subcommand(secrets_encrypt::command())
 }
 
 fn output_arg() -> Arg {
@@ -192,7 +194,10 @@ fn values(m: &ArgMatches, id: &str) -> Vec<String> {
 /// code: 0, [`EXIT_FAILURE`] when the daemon refused or could not be reached, [`EXIT_USAGE`]
 /// for bad arguments.
 pub fn run_admin(command: &str, matches: &ArgMatches) -> Option<i32> {
-    if !matches!(command, "token" | "node" | "etcd-snapshot" | "certificate") {
+    if !matches!(
+        command,
+        "token" | "node" | "etcd-snapshot" | "certificate" | "secrets-encrypt"
+    ) {
         return None;
     }
     let (sub, args) = matches.subcommand().expect("subcommand required");
@@ -213,6 +218,7 @@ pub fn run_admin(command: &str, matches: &ArgMatches) -> Option<i32> {
         match command {
             "token" => run_token(sub, args).await,
             "etcd-snapshot" => ops::run_etcd_snapshot(sub, args).await,
+            "secrets-encrypt" => secrets_encrypt::run(sub, args).await,
             _ => run_node(sub, args).await,
         }
     });

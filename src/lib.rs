@@ -45,6 +45,8 @@ pub mod pki;
 pub mod protocol;
 /// The resource registry: every served kind, declared once.
 pub mod registry;
+/// Secrets encrypted at rest: providers, keys, rotation stages.
+pub mod secrets_encryption;
 /// `rke2 server`: the orchestration of a server node.
 pub mod server;
 /// Kubernetes objects over the datastore: CAS writes, paginated filtered lists, selectors.

@@ -54,6 +54,8 @@ pub enum AdminError {
     Etcd(#[from] EtcdError),
     #[error(transparent)]
     Snapshot(#[from] crate::etcd::snapshot::SnapshotError),
+    #[error(transparent)]
+    Encryption(#[from] crate::secrets_encryption::stages::StageError),
     #[error("node {node} was deleted but its etcd member {member} could not be removed: {source}")]
     MemberRemoval {
         node: String,

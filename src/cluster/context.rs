@@ -85,6 +85,8 @@ pub struct ServerContext {
     pub credentials: crate::cluster::credentials::CredentialsCache,
     /// etcd snapshots of this server, once etcd is ready.
     pub snapshots: tokio::sync::OnceCell<Arc<crate::etcd::snapshot::Snapshotter>>,
+    /// The encryption configuration applied to Secrets at rest (loaded before the store is).
+    pub encryption: crate::secrets_encryption::Keyring,
 }
 
 impl std::fmt::Debug for ServerContext {

@@ -189,6 +189,10 @@ pub struct ServerConfig {
     pub snapshots: ops::SnapshotConfig,
     /// `cluster-reset` and its restore path.
     pub cluster_reset: ops::ClusterReset,
+    /// `secrets-encryption`: whether a new cluster encrypts Secrets at rest.
+    pub secrets_encryption: bool,
+    /// `secrets-encryption-provider`: `aescbc`, `aesgcm` or `secretbox`.
+    pub secrets_encryption_provider: String,
 }
 
 /// Validated `rke2 agent` configuration.
@@ -659,6 +663,14 @@ pub fn validate_server(raw: &RawSettings) -> Result<ServerConfig, ConfigError> {
         node_monitor_grace_period: r.parse("node-monitor-grace-period", parse_duration)?,
         snapshots: ops::snapshot_config(&r)?,
         cluster_reset: ops::cluster_reset(&r, node.server.is_some())?,
+        secrets_encryption: r.bool("secrets-encryption")?,
+        secrets_encryption_provider: r.parse("secrets-encryption-provider", |v| {
+            crate::secrets_encryption::providers::Cipher::from_provider(v)
+                .map(|c| c.provider().to_string())
+                .ok_or_else(|| {
+                    format!("unknown provider \"{v}\": expected aescbc, aesgcm or secretbox")
+                })
+        })?,
         node,
     };
     let ports = [

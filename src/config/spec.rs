@@ -407,6 +407,22 @@ pub const SETTINGS: &[Setting] = &[
         "Compress etcd snapshots (zip)",
     ),
     s(
+        "secrets-encryption",
+        Bool,
+        S,
+        Some("true"),
+        "",
+        "Encrypt Secrets at rest when the cluster is created (afterwards: rke2 secrets-encrypt enable|disable)",
+    ),
+    s(
+        "secrets-encryption-provider",
+        Scalar,
+        S,
+        Some("aescbc"),
+        "PROVIDER",
+        "Provider of a new cluster's encryption key: aescbc, aesgcm or secretbox",
+    ),
+    s(
         "lb-server-port",
         Scalar,
         A,

@@ -54,6 +54,14 @@ pub trait Cluster1 {
     fn list_snapshots(&self) -> zbus::Result<Vec<crate::etcd::snapshot::SnapshotInfo>>;
     fn delete_snapshot(&self, name: &str) -> zbus::Result<()>;
     fn prune_snapshots(&self, prefix: &str, retention: u32) -> zbus::Result<Vec<String>>;
+    fn get_encryption_status(
+        &self,
+    ) -> zbus::Result<crate::secrets_encryption::stages::EncryptionStatus>;
+    fn enable_secrets_encryption(&self) -> zbus::Result<String>;
+    fn disable_secrets_encryption(&self) -> zbus::Result<String>;
+    fn prepare_secrets_encryption(&self, force: bool) -> zbus::Result<String>;
+    fn rotate_secrets_encryption(&self, force: bool) -> zbus::Result<String>;
+    fn reencrypt_secrets(&self, force: bool) -> zbus::Result<String>;
     #[zbus(property)]
     fn certificate_expiry(&self) -> zbus::Result<i64>;
 }

@@ -15,6 +15,7 @@ use crate::cluster::admin::AdminError;
 use crate::cluster::context::Ctx;
 use crate::daemon::{NodeState, Runtime};
 use crate::etcd::snapshot::{SnapshotError, SnapshotInfo, Snapshotter};
+use crate::secrets_encryption::stages::{self, EncryptionStatus};
 
 /// Version reported by the `Version` property.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -39,6 +40,10 @@ impl ServerCluster {
             runtime: ctx.runtime.clone(),
             ctx: Some(ctx),
         }
+    }
+
+    fn ctx(&self) -> Result<&Ctx, BusError> {
+        self.ctx.as_ref().ok_or_else(|| AdminError::NotReady.into())
     }
 
     fn snapshots(&self) -> Result<&Snapshotter, BusError> {
@@ -106,6 +111,85 @@ impl ServerCluster {
             .prune(&prefix, retention)
             .await
             .map_err(bus_err)
+    }
+
+    /// Secrets encryption at rest, as `rke2 secrets-encrypt status` shows it: (enabled, stage,
+    /// every server on the current configuration, "All hashes match" or which server differs,
+    /// keys as (active, type, name)).
+    async fn get_encryption_status(&self) -> Result<EncryptionStatus, BusError> {
+        Ok(stages::status(self.ctx()?)
+            .await
+            .map_err(AdminError::from)?)
+    }
+
+    /// Encrypts new Secret writes with the first key from now on (existing values change only
+    /// with ReencryptSecrets); returns a confirmation.
+    async fn enable_secrets_encryption(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, BusError> {
+        require_root(conn, &hdr, "EnableSecretsEncryption").await?;
+        Ok(stages::set_enabled(self.ctx()?, true)
+            .await
+            .map_err(AdminError::from)?)
+    }
+
+    /// Writes new Secrets in plain from now on (encrypted values stay readable); returns a
+    /// confirmation.
+    async fn disable_secrets_encryption(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, BusError> {
+        require_root(conn, &hdr, "DisableSecretsEncryption").await?;
+        Ok(stages::set_enabled(self.ctx()?, false)
+            .await
+            .map_err(AdminError::from)?)
+    }
+
+    /// Stage prepare: adds a new key every server can read, not yet used for writes. Needs
+    /// stage start or reencrypt_finished and every server on the current configuration,
+    /// unless `force`.
+    async fn prepare_secrets_encryption(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        force: bool,
+    ) -> Result<String, BusError> {
+        require_root(conn, &hdr, "PrepareSecretsEncryption").await?;
+        Ok(stages::prepare(self.ctx()?, force)
+            .await
+            .map_err(AdminError::from)?)
+    }
+
+    /// Stage rotate: the prepared key becomes the one writes use. Needs stage prepare (unless
+    /// `force`).
+    async fn rotate_secrets_encryption(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        force: bool,
+    ) -> Result<String, BusError> {
+        require_root(conn, &hdr, "RotateSecretsEncryption").await?;
+        Ok(stages::rotate(self.ctx()?, force)
+            .await
+            .map_err(AdminError::from)?)
+    }
+
+    /// Stages reencrypt_request, reencrypt_active, reencrypt_finished: rewrites every Secret
+    /// with the key writes use (in plain while disabled), then removes the other keys. Needs
+    /// stage rotate (unless `force`); returns how many Secrets were rewritten.
+    async fn reencrypt_secrets(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        force: bool,
+    ) -> Result<String, BusError> {
+        require_root(conn, &hdr, "ReencryptSecrets").await?;
+        Ok(stages::reencrypt(self.ctx()?, force)
+            .await
+            .map_err(AdminError::from)?)
     }
 
     /// A snapshot was saved (on demand or scheduled): name, node, size, created, path.

@@ -14,6 +14,7 @@ use crate::datastore::DatastoreError;
 use crate::etcd::EtcdError;
 use crate::etcd::snapshot::SnapshotError;
 use crate::storage::ObjectError;
+use crate::secrets_encryption::stages::StageError;
 
 /// Prefix of every error name.
 pub const ERROR_PREFIX: &str = "io.rke2.Error";
@@ -144,6 +145,20 @@ pub fn kind_of(e: &AdminError) -> ErrorKind {
             SnapshotError::Stream(_) | SnapshotError::Restore { .. } | SnapshotError::Io(_) => {
                 K::Failed
             }
+        },
+        AdminError::Encryption(s) => match s {
+            StageError::WrongStage { .. }
+            | StageError::Already(_)
+            | StageError::HashMismatch(_)
+            | StageError::Concurrent => K::Conflict,
+            StageError::NotReady => K::NotReady,
+            StageError::Datastore(d) => datastore_kind(d),
+            StageError::Missing
+            | StageError::Unfinished(_)
+            | StageError::Encryption(_)
+            | StageError::Bootstrap(_)
+            | StageError::Objects(_)
+            | StageError::Apply(_) => K::Failed,
         },
         AdminError::Etcd(etcd) | AdminError::MemberRemoval { source: etcd, .. } => match etcd {
             EtcdError::LastVoter(_)

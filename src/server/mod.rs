@@ -159,6 +159,8 @@ pub enum ServerError {
     Objects(#[from] crate::storage::ObjectError),
     #[error("node password: {0}")]
     NodePassword(#[source] node_password::NodePasswordError),
+    #[error("secrets encryption: {0}")]
+    Encryption(#[from] crate::secrets_encryption::stages::StageError),
     #[error("shut down before the server was ready")]
     Cancelled,
 }
@@ -411,6 +413,7 @@ async fn run_inner(
         apiserver_endpoint,
         credentials: Default::default(),
         snapshots: tokio::sync::OnceCell::new(),
+        encryption: Default::default(),
     });
     // A reset serves nothing: it only rebuilds etcd and exits (as RKE2 disables its apiserver).
     let resetting = config.cluster_reset.enabled;
@@ -529,10 +532,16 @@ async fn run_inner(
         let current = ctx.server_password();
         token_ops::write_token_files(&paths, &ctx.ca_hash(), &current, agent_pw.as_ref())?;
     }
+    // Secrets are encrypted from here on: every later user of the store gets the wrapper.
+    let store = crate::secrets_encryption::follow::start(&ctx, store).await?;
     credentials::publish_if_absent(&store, &ctx.passwd()).await?;
     claim_node_name(&ctx, &store).await?;
     let _ = ctx.store.set(store);
     tracker.spawn(token_ops::follow_rotations(ctx.clone(), cancel.clone()));
+    tracker.spawn(crate::secrets_encryption::follow::follow(
+        ctx.clone(),
+        cancel.clone(),
+    ));
 
     // Admin kubeconfig.
     let admin = paths.client_admin();
