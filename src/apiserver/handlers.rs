@@ -15,8 +15,8 @@ use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{ApiError, success_status};
 use super::storage::{self, ListOptions, Storage};
 use super::{
-    ApiState, ResourceRef, decode_body, json as json_response, objects, patch, read_body, table,
-    watch,
+    ApiState, ResourceRef, decode_body, json as json_response, objects, patch, protobuf, read_body,
+    table, watch,
 };
 use crate::registry::{
     self as resources, NAMESPACES, ResourceInfo, Review, SYSTEM_NAMESPACES, Verb,
@@ -110,7 +110,7 @@ pub async fn handle(
     // Review resources are computed, not stored.
     if let Some(kind) = info.review {
         let obj = decode_body(&headers, &body)?;
-        return review(user, info, kind, obj);
+        return review(user, info, kind, obj, protobuf::negotiate(accept));
     }
 
     let op = match (verb, r.name.as_deref()) {
@@ -142,6 +142,8 @@ pub async fn handle(
     .map_err(deny)?;
     let store = storage(st)?;
     let wants_table = table::wants_table(accept);
+    let encoding = protobuf::negotiate(accept);
+    let respond = |status: StatusCode, obj: &Value| protobuf::respond(status, obj, info, encoding);
     let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
 
     match op {
@@ -161,11 +163,11 @@ pub async fn handle(
                     Utc::now(),
                 )))
             } else {
-                Ok(json_response(StatusCode::OK, &obj, "application/json"))
+                respond(StatusCode::OK, &obj)
             }
         }
-        Op::List => list(&store, info, ns, &query, wants_table).await,
-        Op::Watch => watch::serve(st, store, info, ns, &query, wants_table).await,
+        Op::List => list(&store, info, ns, &query, wants_table, encoding).await,
+        Op::Watch => watch::serve(st, store, info, ns, &query, wants_table, encoding).await,
         Op::Create(mut obj) => {
             objects::validate_body(info, &obj, ns, None)?;
             authz::admit_write(user, info, None, &obj).map_err(deny)?;
@@ -177,14 +179,10 @@ pub async fn handle(
             }
             if dry_run {
                 objects::prepare_create(info, &mut obj, ns, Utc::now());
-                return Ok(json_response(StatusCode::CREATED, &obj, "application/json"));
+                return respond(StatusCode::CREATED, &obj);
             }
             let created = store.create(info, ns, obj).await?;
-            Ok(json_response(
-                StatusCode::CREATED,
-                &created,
-                "application/json",
-            ))
+            respond(StatusCode::CREATED, &created)
         }
         Op::Update(name) => {
             let obj = decode_body(&headers, &body)?;
@@ -206,7 +204,7 @@ pub async fn handle(
                     Ok(())
                 })
                 .await?;
-            Ok(json_response(StatusCode::OK, &updated, "application/json"))
+            respond(StatusCode::OK, &updated)
         }
         Op::Patch(name) => {
             let ct = headers
@@ -239,15 +237,14 @@ pub async fn handle(
                     Ok(())
                 })
                 .await?;
-            Ok(json_response(StatusCode::OK, &updated, "application/json"))
+            respond(StatusCode::OK, &updated)
         }
         Op::Delete(name) => {
-            let opts: Value = if body.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_slice(&body)
-                    .map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
-            };
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let opts = protobuf::decode_delete_options(ct, &body)?;
             let uid = opts.pointer("/preconditions/uid").and_then(Value::as_str);
             let rv = match opts
                 .pointer("/preconditions/resourceVersion")
@@ -269,13 +266,13 @@ pub async fn handle(
             }
             if dry_run {
                 let obj = store.get(info, ns, name).await?;
-                return Ok(json_response(StatusCode::OK, &obj, "application/json"));
+                return respond(StatusCode::OK, &obj);
             }
             let deleted = store.delete(info, ns, name, uid, rv).await?;
             if *info == NAMESPACES {
                 delete_namespace_contents(&store, name).await?;
             }
-            Ok(json_response(StatusCode::OK, &deleted, "application/json"))
+            respond(StatusCode::OK, &deleted)
         }
         Op::DeleteCollection => {
             let opts = list_options(info, &query)?;
@@ -308,11 +305,7 @@ pub async fn handle(
                     delete_namespace_contents(&store, name).await?;
                 }
             }
-            Ok(json_response(
-                StatusCode::OK,
-                &success_status(info.plural, "", None),
-                "application/json",
-            ))
+            respond(StatusCode::OK, &success_status(info.plural, "", None))
         }
     }
 }
@@ -397,6 +390,7 @@ async fn list(
     ns: Option<&str>,
     query: &HashMap<String, String>,
     wants_table: bool,
+    encoding: protobuf::Encoding,
 ) -> Result<Response, ApiError> {
     let opts = list_options(info, query)?;
     if wants_table {
@@ -434,6 +428,11 @@ async fn list(
         body.extend_from_slice(&storage::encode_item(info, kv)?);
     }
     body.extend_from_slice(b"]}");
+    if encoding == protobuf::Encoding::Protobuf && info.protobuf.is_some() {
+        let list: Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::Internal(format!("re-reading a list: {e}")))?;
+        return protobuf::respond(StatusCode::OK, &list, info, encoding);
+    }
     let mut resp = (StatusCode::OK, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -448,6 +447,7 @@ fn review(
     info: &ResourceInfo,
     kind: Review,
     mut obj: Value,
+    encoding: protobuf::Encoding,
 ) -> Result<Response, ApiError> {
     match kind {
         Review::Access => {
@@ -512,7 +512,7 @@ fn review(
             };
             obj["apiVersion"] = json!(info.api_version());
             obj["kind"] = json!(info.kind);
-            Ok(json_response(StatusCode::CREATED, &obj, "application/json"))
+            protobuf::respond(StatusCode::CREATED, &obj, info, encoding)
         }
         Review::Subject => {
             let body = json!({
@@ -521,11 +521,7 @@ fn review(
                 "metadata": {"creationTimestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)},
                 "status": {"userInfo": {"username": user.name, "groups": user.groups}},
             });
-            Ok(json_response(
-                StatusCode::CREATED,
-                &body,
-                "application/json",
-            ))
+            protobuf::respond(StatusCode::CREATED, &body, info, encoding)
         }
     }
 }
