@@ -15,8 +15,8 @@ use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{ApiError, success_status};
 use super::storage::{self, ListOptions, Storage};
 use super::{
-    ApiState, ResourceRef, decode_body, json as json_response, objects, patch, protobuf, read_body,
-    table, watch,
+    ApiState, ResourceRef, apply, decode_body, json as json_response, objects, patch, protobuf,
+    read_body, table, watch,
 };
 use crate::registry::{
     self as resources, NAMESPACES, ResourceInfo, Review, SYSTEM_NAMESPACES, Verb,
@@ -143,6 +143,13 @@ pub async fn handle(
     let store = storage(st)?;
     let wants_table = table::wants_table(accept);
     let encoding = protobuf::negotiate(accept);
+    let writer = apply::Writer::from_request(
+        &query,
+        headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
+        r.subresource.as_deref(),
+    )?;
     let respond = |status: StatusCode, obj: &Value| protobuf::respond(status, obj, info, encoding);
     let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
 
@@ -177,6 +184,7 @@ pub async fn handle(
                 })?;
                 require_namespace(&store, ns).await?;
             }
+            apply::track_update(info, None, &mut obj, &writer, Utc::now());
             if dry_run {
                 objects::prepare_create(info, &mut obj, ns, Utc::now());
                 return respond(StatusCode::CREATED, &obj);
@@ -197,6 +205,7 @@ pub async fn handle(
                     } else {
                         objects::prepare_update(info, current, &mut next)?;
                     }
+                    apply::track_update(info, Some(current), &mut next, &writer, Utc::now());
                     authz::admit_write(user, info, Some(current), &next).map_err(deny)?;
                     if !dry_run {
                         *current = next;
@@ -213,6 +222,25 @@ pub async fn handle(
                 .unwrap_or("");
             let kind = patch::PatchKind::from_content_type(ct)?;
             let status_only = r.subresource.as_deref() == Some("status");
+            if kind == patch::PatchKind::Apply {
+                let force = match query.get("force").map(String::as_str) {
+                    None | Some("") => false,
+                    Some(v) => parse_go_bool(v)
+                        .ok_or_else(|| ApiError::BadRequest(format!("invalid force {v:?}")))?,
+                };
+                let ctx = ApplyRequest {
+                    user,
+                    info,
+                    ns,
+                    name,
+                    writer: &writer,
+                    force,
+                    dry_run,
+                    status_only,
+                };
+                let (code, obj) = server_side_apply(&store, &query, &body, ctx).await?;
+                return respond(code, &obj);
+            }
             let updated = store
                 .modify(info, ns, name, None, |current| {
                     let patched = patch::apply_patch(kind, current, &body)?;
@@ -230,6 +258,7 @@ pub async fn handle(
                     } else {
                         objects::prepare_update(info, current, &mut next)?;
                     }
+                    apply::track_update(info, Some(current), &mut next, &writer, Utc::now());
                     authz::admit_write(user, info, Some(current), &next).map_err(deny)?;
                     if !dry_run {
                         *current = next;
@@ -308,6 +337,101 @@ pub async fn handle(
             respond(StatusCode::OK, &success_status(info.plural, "", None))
         }
     }
+}
+
+/// What a server-side apply request names.
+struct ApplyRequest<'a> {
+    user: &'a User,
+    info: &'static ResourceInfo,
+    ns: Option<&'a str>,
+    name: &'a str,
+    writer: &'a apply::Writer,
+    force: bool,
+    dry_run: bool,
+    status_only: bool,
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_go_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// `PATCH` with `application/apply-patch+yaml`: creates the object from the applied
+/// configuration when it does not exist (which needs `create` permission too), else merges it
+/// into the live object ([`apply::apply_to`]); validated and admitted like any write.
+async fn server_side_apply(
+    store: &Storage,
+    query: &HashMap<String, String>,
+    body: &[u8],
+    req: ApplyRequest<'_>,
+) -> Result<(StatusCode, Value), ApiError> {
+    let ApplyRequest {
+        user,
+        info,
+        ns,
+        name,
+        writer,
+        force,
+        dry_run,
+        status_only,
+    } = req;
+    if query.get("fieldManager").is_none_or(|m| m.is_empty()) {
+        return Err(ApiError::BadRequest(
+            "fieldManager is required for apply requests".into(),
+        ));
+    }
+    let applied = apply::parse_applied(info, body, name, ns)?;
+    if store.get_opt(info, ns, name).await?.is_none() {
+        if status_only {
+            return Err(ApiError::NotFound {
+                resource: info.qualified_name(),
+                name: name.to_string(),
+            });
+        }
+        authz::authorize(
+            user,
+            &Attributes {
+                verb: Verb::Create.as_str(),
+                resource: info,
+                subresource: None,
+                namespace: ns,
+                name: Some(name),
+            },
+        )
+        .map_err(deny)?;
+        let mut obj = apply::apply_create(info, &applied, writer, Utc::now());
+        objects::validate_body(info, &obj, ns, None)?;
+        authz::admit_write(user, info, None, &obj).map_err(deny)?;
+        if let Some(ns) = ns.filter(|_| info.namespaced) {
+            require_namespace(store, ns).await?;
+        }
+        if dry_run {
+            objects::prepare_create(info, &mut obj, ns, Utc::now());
+            return Ok((StatusCode::CREATED, obj));
+        }
+        return Ok((StatusCode::CREATED, store.create(info, ns, obj).await?));
+    }
+    let updated = store
+        .modify(info, ns, name, None, |current| {
+            let mut next = apply::apply_to(info, current, &applied, writer, force, Utc::now())?;
+            objects::validate_body(info, &next, ns, Some(name))?;
+            if status_only {
+                objects::prepare_status_update(info, current, &mut next)?;
+            } else {
+                objects::prepare_update(info, current, &mut next)?;
+            }
+            authz::admit_write(user, info, Some(current), &next).map_err(deny)?;
+            if !dry_run {
+                *current = next;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok((StatusCode::OK, updated))
 }
 
 /// Whether `node` has an etcd member (by the member names servers give themselves; see

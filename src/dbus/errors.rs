@@ -109,7 +109,8 @@ pub fn kind_of(e: &AdminError) -> ErrorKind {
             ApiError::NotFound { .. } | ApiError::NoSuchResource => K::NotFound,
             ApiError::AlreadyExists { .. }
             | ApiError::Conflict { .. }
-            | ApiError::ConflictWith { .. } => K::Conflict,
+            | ApiError::ConflictWith { .. }
+            | ApiError::ApplyConflict { .. } => K::Conflict,
             ApiError::Invalid { .. } | ApiError::BadRequest(_) => K::InvalidArgument,
             ApiError::Unauthorized | ApiError::Forbidden(_) => K::AccessDenied,
             ApiError::ServiceUnavailable(_) | ApiError::Timeout(_) | ApiError::Expired { .. } => {
