@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -29,21 +29,8 @@ fn protobuf_kubectls() -> Vec<(String, PathBuf)> {
     out
 }
 
-fn run(bin: &Path, kubeconfig: &Path, args: &[&str]) -> Output {
-    let cache = tempfile::tempdir().unwrap();
-    Command::new(bin)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--cache-dir")
-        .arg(cache.path())
-        .arg("--request-timeout=20s")
-        .args(args)
-        .output()
-        .expect("run kubectl")
-}
-
 fn ok(bin: &Path, kubeconfig: &Path, args: &[&str]) -> String {
-    let out = run(bin, kubeconfig, args);
+    let out = kubectl_run(bin, kubeconfig, args, None);
     assert!(
         out.status.success(),
         "{} {args:?} failed: {}\n{}",

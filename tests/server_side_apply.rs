@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -13,41 +13,16 @@ use serde_json::Value;
 
 const READY: Duration = Duration::from_secs(60);
 
-/// kubectl reading a manifest from stdin; returns (success, stdout, stderr).
-fn kubectl_stdin(kubeconfig: &Path, args: &[&str], input: &str) -> (bool, String, String) {
-    use std::io::Write;
-    let cache = tempfile::tempdir().unwrap();
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--cache-dir")
-        .arg(cache.path())
-        .arg("--request-timeout=20s")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kubectl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+/// `apply --server-side` (`--validate=false`: this test is about apply, not OpenAPI).
+fn apply(k: &Path, manifest: &str, extra: &[&str]) -> (bool, String, String) {
+    let mut args = vec!["apply", "--server-side", "--validate=false", "-f", "-"];
+    args.extend_from_slice(extra);
+    let out = kubectl_run(Path::new("kubectl"), k, &args, Some(manifest));
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// `apply --server-side` (`--validate=false`: this test is about apply, not OpenAPI).
-fn apply(k: &Path, manifest: &str, extra: &[&str]) -> (bool, String, String) {
-    let mut args = vec!["apply", "--server-side", "--validate=false", "-f", "-"];
-    args.extend_from_slice(extra);
-    kubectl_stdin(k, &args, manifest)
 }
 
 fn managed(k: &Path, what: &[&str]) -> (Value, Vec<Value>) {

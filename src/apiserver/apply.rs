@@ -116,6 +116,24 @@ struct Entry {
 }
 
 impl Entry {
+    /// A new entry of `writer` for `operation`, stamped now.
+    fn new(
+        info: &ResourceInfo,
+        writer: &Writer,
+        operation: &str,
+        set: FieldSet,
+        now: DateTime<Utc>,
+    ) -> Entry {
+        Entry {
+            manager: writer.manager.clone(),
+            operation: operation.into(),
+            api_version: info.api_version(),
+            time: Some(now_string(now)),
+            subresource: writer.subresource.clone(),
+            set,
+        }
+    }
+
     fn parse(v: &Value) -> Option<Entry> {
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         Some(Entry {
@@ -237,14 +255,7 @@ pub fn track_update(
                 e.time = Some(now_string(now));
                 e.api_version = info.api_version();
             }
-            None => list.push(Entry {
-                manager: writer.manager.clone(),
-                operation: "Update".into(),
-                api_version: info.api_version(),
-                time: Some(now_string(now)),
-                subresource: writer.subresource.clone(),
-                set: changed,
-            }),
+            None => list.push(Entry::new(info, writer, "Update", changed, now)),
         }
     }
     store_entries(new, list);
@@ -331,17 +342,7 @@ pub fn apply_create(
 ) -> Value {
     let mut obj = applied.clone();
     let set = fields_of(info, applied, writer.subresource.as_deref());
-    store_entries(
-        &mut obj,
-        vec![Entry {
-            manager: writer.manager.clone(),
-            operation: "Apply".into(),
-            api_version: info.api_version(),
-            time: Some(now_string(now)),
-            subresource: writer.subresource.clone(),
-            set,
-        }],
-    );
+    store_entries(&mut obj, vec![Entry::new(info, writer, "Apply", set, now)]);
     obj
 }
 
@@ -425,14 +426,7 @@ pub fn apply_to(
             e.time = Some(now_string(now));
             e.api_version = info.api_version();
         }
-        None => list.push(Entry {
-            manager: writer.manager.clone(),
-            operation: "Apply".into(),
-            api_version: info.api_version(),
-            time: Some(now_string(now)),
-            subresource: writer.subresource.clone(),
-            set: applied_set,
-        }),
+        None => list.push(Entry::new(info, writer, "Apply", applied_set, now)),
     }
     store_entries(&mut obj, list);
     Ok(obj)
