@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use super::authz::{self, Attributes, User};
 use super::status::{ApiError, success_status};
 use super::{
-    ApiState, ResourceRef, decode_body, json as json_response, objects, patch, read_body, table,
-    watch,
+    ApiState, ResourceRef, apply, decode_body, json as json_response, objects, patch, protobuf,
+    read_body, table, watch,
 };
 use crate::registry::{
     self as resources, NAMESPACES, ResourceInfo, Review, SYSTEM_NAMESPACES, Verb,
@@ -110,7 +110,7 @@ pub async fn handle(
     // Review resources are computed, not stored.
     if let Some(kind) = info.review {
         let obj = decode_body(&headers, &body)?;
-        return review(user, info, kind, obj);
+        return review(user, info, kind, obj, protobuf::negotiate(accept));
     }
 
     let op = match (verb, r.name.as_deref()) {
@@ -142,6 +142,15 @@ pub async fn handle(
     .map_err(deny)?;
     let store = storage(st)?;
     let wants_table = table::wants_table(accept);
+    let encoding = protobuf::negotiate(accept);
+    let writer = apply::Writer::from_request(
+        &query,
+        headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
+        r.subresource.as_deref(),
+    )?;
+    let respond = |status: StatusCode, obj: &Value| protobuf::respond(status, obj, info, encoding);
     let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
 
     match op {
@@ -161,11 +170,11 @@ pub async fn handle(
                     Utc::now(),
                 )))
             } else {
-                Ok(json_response(StatusCode::OK, &obj, "application/json"))
+                respond(StatusCode::OK, &obj)
             }
         }
-        Op::List => list(&store, info, ns, &query, wants_table).await,
-        Op::Watch => watch::serve(st, store, info, ns, &query, wants_table).await,
+        Op::List => list(&store, info, ns, &query, wants_table, encoding).await,
+        Op::Watch => watch::serve(st, store, info, ns, &query, wants_table, encoding).await,
         Op::Create(mut obj) => {
             objects::validate_body(info, &obj, ns, None)?;
             authz::admit_write(user, info, None, &obj).map_err(deny)?;
@@ -175,16 +184,13 @@ pub async fn handle(
                 })?;
                 require_namespace(&store, ns).await?;
             }
+            apply::track_update(info, None, &mut obj, &writer, Utc::now());
             if dry_run {
                 crate::storage::metadata::prepare_create(info, &mut obj, ns, Utc::now());
-                return Ok(json_response(StatusCode::CREATED, &obj, "application/json"));
+                return respond(StatusCode::CREATED, &obj);
             }
             let created = store.create(info, ns, obj).await?;
-            Ok(json_response(
-                StatusCode::CREATED,
-                &created,
-                "application/json",
-            ))
+            respond(StatusCode::CREATED, &created)
         }
         Op::Update(name) => {
             let obj = decode_body(&headers, &body)?;
@@ -199,6 +205,7 @@ pub async fn handle(
                     } else {
                         objects::prepare_update(info, current, &mut next)?;
                     }
+                    apply::track_update(info, Some(current), &mut next, &writer, Utc::now());
                     authz::admit_write(user, info, Some(current), &next).map_err(deny)?;
                     if !dry_run {
                         *current = next;
@@ -206,7 +213,7 @@ pub async fn handle(
                     Ok::<(), ApiError>(())
                 })
                 .await?;
-            Ok(json_response(StatusCode::OK, &updated, "application/json"))
+            respond(StatusCode::OK, &updated)
         }
         Op::Patch(name) => {
             let ct = headers
@@ -215,6 +222,25 @@ pub async fn handle(
                 .unwrap_or("");
             let kind = patch::PatchKind::from_content_type(ct)?;
             let status_only = r.subresource.as_deref() == Some("status");
+            if kind == patch::PatchKind::Apply {
+                let force = match query.get("force").map(String::as_str) {
+                    None | Some("") => false,
+                    Some(v) => parse_go_bool(v)
+                        .ok_or_else(|| ApiError::BadRequest(format!("invalid force {v:?}")))?,
+                };
+                let ctx = ApplyRequest {
+                    user,
+                    info,
+                    ns,
+                    name,
+                    writer: &writer,
+                    force,
+                    dry_run,
+                    status_only,
+                };
+                let (code, obj) = server_side_apply(&store, &query, &body, ctx).await?;
+                return respond(code, &obj);
+            }
             let updated = store
                 .modify(info, ns, name, None, |current| {
                     let patched = patch::apply_patch(kind, current, &body)?;
@@ -232,6 +258,7 @@ pub async fn handle(
                     } else {
                         objects::prepare_update(info, current, &mut next)?;
                     }
+                    apply::track_update(info, Some(current), &mut next, &writer, Utc::now());
                     authz::admit_write(user, info, Some(current), &next).map_err(deny)?;
                     if !dry_run {
                         *current = next;
@@ -239,15 +266,14 @@ pub async fn handle(
                     Ok(())
                 })
                 .await?;
-            Ok(json_response(StatusCode::OK, &updated, "application/json"))
+            respond(StatusCode::OK, &updated)
         }
         Op::Delete(name) => {
-            let opts: Value = if body.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_slice(&body)
-                    .map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
-            };
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let opts = protobuf::decode_delete_options(ct, &body)?;
             let uid = opts.pointer("/preconditions/uid").and_then(Value::as_str);
             let rv = match opts
                 .pointer("/preconditions/resourceVersion")
@@ -269,13 +295,13 @@ pub async fn handle(
             }
             if dry_run {
                 let obj = store.get(info, ns, name).await?;
-                return Ok(json_response(StatusCode::OK, &obj, "application/json"));
+                return respond(StatusCode::OK, &obj);
             }
             let deleted = store.delete(info, ns, name, uid, rv).await?;
             if *info == NAMESPACES {
                 delete_namespace_contents(&store, name).await?;
             }
-            Ok(json_response(StatusCode::OK, &deleted, "application/json"))
+            respond(StatusCode::OK, &deleted)
         }
         Op::DeleteCollection => {
             let opts = list_options(info, &query)?;
@@ -308,13 +334,104 @@ pub async fn handle(
                     delete_namespace_contents(&store, name).await?;
                 }
             }
-            Ok(json_response(
-                StatusCode::OK,
-                &success_status(info.plural, "", None),
-                "application/json",
-            ))
+            respond(StatusCode::OK, &success_status(info.plural, "", None))
         }
     }
+}
+
+/// What a server-side apply request names.
+struct ApplyRequest<'a> {
+    user: &'a User,
+    info: &'static ResourceInfo,
+    ns: Option<&'a str>,
+    name: &'a str,
+    writer: &'a apply::Writer,
+    force: bool,
+    dry_run: bool,
+    status_only: bool,
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_go_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// `PATCH` with `application/apply-patch+yaml`: creates the object from the applied
+/// configuration when it does not exist (which needs `create` permission too), else merges it
+/// into the live object ([`apply::apply_to`]); validated and admitted like any write.
+async fn server_side_apply(
+    store: &Storage,
+    query: &HashMap<String, String>,
+    body: &[u8],
+    req: ApplyRequest<'_>,
+) -> Result<(StatusCode, Value), ApiError> {
+    let ApplyRequest {
+        user,
+        info,
+        ns,
+        name,
+        writer,
+        force,
+        dry_run,
+        status_only,
+    } = req;
+    if query.get("fieldManager").is_none_or(|m| m.is_empty()) {
+        return Err(ApiError::BadRequest(
+            "fieldManager is required for apply requests".into(),
+        ));
+    }
+    let applied = apply::parse_applied(info, body, name, ns)?;
+    if store.get_opt(info, ns, name).await?.is_none() {
+        if status_only {
+            return Err(ApiError::NotFound {
+                resource: info.qualified_name(),
+                name: name.to_string(),
+            });
+        }
+        authz::authorize(
+            user,
+            &Attributes {
+                verb: Verb::Create.as_str(),
+                resource: info,
+                subresource: None,
+                namespace: ns,
+                name: Some(name),
+            },
+        )
+        .map_err(deny)?;
+        let mut obj = apply::apply_create(info, &applied, writer, Utc::now());
+        objects::validate_body(info, &obj, ns, None)?;
+        authz::admit_write(user, info, None, &obj).map_err(deny)?;
+        if let Some(ns) = ns.filter(|_| info.namespaced) {
+            require_namespace(store, ns).await?;
+        }
+        if dry_run {
+            crate::storage::metadata::prepare_create(info, &mut obj, ns, Utc::now());
+            return Ok((StatusCode::CREATED, obj));
+        }
+        return Ok((StatusCode::CREATED, store.create(info, ns, obj).await?));
+    }
+    let updated = store
+        .modify(info, ns, name, None, |current| {
+            let mut next = apply::apply_to(info, current, &applied, writer, force, Utc::now())?;
+            objects::validate_body(info, &next, ns, Some(name))?;
+            if status_only {
+                objects::prepare_status_update(info, current, &mut next)?;
+            } else {
+                objects::prepare_update(info, current, &mut next)?;
+            }
+            authz::admit_write(user, info, Some(current), &next).map_err(deny)?;
+            if !dry_run {
+                *current = next;
+            }
+            Ok::<(), ApiError>(())
+        })
+        .await?;
+    Ok((StatusCode::OK, updated))
 }
 
 /// Whether `node` has an etcd member (by the member names servers give themselves; see
@@ -397,6 +514,7 @@ async fn list(
     ns: Option<&str>,
     query: &HashMap<String, String>,
     wants_table: bool,
+    encoding: protobuf::Encoding,
 ) -> Result<Response, ApiError> {
     let opts = list_options(info, query)?;
     if wants_table {
@@ -434,6 +552,11 @@ async fn list(
         body.extend_from_slice(&storage::encode_item(info, kv)?);
     }
     body.extend_from_slice(b"]}");
+    if encoding == protobuf::Encoding::Protobuf && info.protobuf.is_some() {
+        let list: Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::Internal(format!("re-reading a list: {e}")))?;
+        return protobuf::respond(StatusCode::OK, &list, info, encoding);
+    }
     let mut resp = (StatusCode::OK, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -448,6 +571,7 @@ fn review(
     info: &ResourceInfo,
     kind: Review,
     mut obj: Value,
+    encoding: protobuf::Encoding,
 ) -> Result<Response, ApiError> {
     match kind {
         Review::Access => {
@@ -512,7 +636,7 @@ fn review(
             };
             obj["apiVersion"] = json!(info.api_version());
             obj["kind"] = json!(info.kind);
-            Ok(json_response(StatusCode::CREATED, &obj, "application/json"))
+            protobuf::respond(StatusCode::CREATED, &obj, info, encoding)
         }
         Review::Subject => {
             let body = json!({
@@ -521,11 +645,7 @@ fn review(
                 "metadata": {"creationTimestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)},
                 "status": {"userInfo": {"username": user.name, "groups": user.groups}},
             });
-            Ok(json_response(
-                StatusCode::CREATED,
-                &body,
-                "application/json",
-            ))
+            protobuf::respond(StatusCode::CREATED, &body, info, encoding)
         }
     }
 }

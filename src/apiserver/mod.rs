@@ -3,8 +3,10 @@
 //! the request pipeline (authentication, authorization, body decoding) and response encoding;
 //! [`handlers`] does the verbs, [`watch`] streams changes, [`storage`] talks to etcd.
 
+pub mod apply;
 pub mod authz;
 pub mod discovery;
+pub mod fieldset;
 pub mod handlers;
 pub mod objects;
 pub mod patch;

@@ -10,7 +10,8 @@
 //! Directives: `$patch: replace|delete` on maps and inside keyed lists, `$retainKeys`,
 //! `$deleteFromPrimitiveList/<f>` and `$setElementOrder/<f>` are handled. Not supported:
 //! `$setElementOrder` interleaving of server-only list items (they are kept after the ordered
-//! ones, in their old order), and server-side apply (`application/apply-patch+yaml` → 415).
+//! ones, in their old order). Server-side apply (`application/apply-patch+yaml`) is
+//! `super::apply`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,7 +20,7 @@ use serde_json::{Map, Value};
 use super::status::{ApiError, FieldCause};
 
 /// The patch types this server accepts, as listed in 415 answers.
-pub const ACCEPTED_PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json";
+pub const ACCEPTED_PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml";
 
 /// Upstream's cap on the operations in one JSON patch (`maxJSONPatchOperations`); more is 413.
 pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
@@ -58,8 +59,8 @@ impl PatchKind {
             "application/json-patch+json" => Ok(PatchKind::Json),
             "application/merge-patch+json" => Ok(PatchKind::Merge),
             "application/strategic-merge-patch+json" => Ok(PatchKind::StrategicMerge),
-            // Recognised so callers can name it, but there is no field-manager implementation:
-            // answer 415 like a server with the apply feature disabled.
+            // Server-side apply is done by `apiserver::apply`, not by `apply_patch`.
+            "application/apply-patch+yaml" => Ok(PatchKind::Apply),
             _ => Err(ApiError::UnsupportedMediaType(
                 ACCEPTED_PATCH_TYPES.to_string(),
             )),
@@ -685,7 +686,7 @@ mod tests {
                 "Application/Strategic-Merge-Patch+JSON",
                 Some(PatchKind::StrategicMerge),
             ),
-            ("application/apply-patch+yaml", None),
+            ("application/apply-patch+yaml", Some(PatchKind::Apply)),
             ("application/json", None),
             ("", None),
         ];

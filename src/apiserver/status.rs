@@ -27,6 +27,10 @@ pub enum ApiError {
         name: String,
         message: String,
     },
+    /// A server-side apply conflict (upstream's `NewApplyConflict`): one
+    /// `FieldManagerConflict` cause per conflicting field.
+    #[error("{message}")]
+    ApplyConflict { message: String, causes: Vec<Value> },
     #[error("{kind} \"{name}\" is invalid: {}", render_causes(.causes))]
     Invalid {
         kind: String,
@@ -84,7 +88,8 @@ impl ApiError {
             ApiError::NotFound { .. } | ApiError::NoSuchResource => 404,
             ApiError::AlreadyExists { .. }
             | ApiError::Conflict { .. }
-            | ApiError::ConflictWith { .. } => 409,
+            | ApiError::ConflictWith { .. }
+            | ApiError::ApplyConflict { .. } => 409,
             ApiError::Invalid { .. } => 422,
             ApiError::BadRequest(_) => 400,
             ApiError::Unauthorized => 401,
@@ -104,7 +109,9 @@ impl ApiError {
         match self {
             ApiError::NotFound { .. } | ApiError::NoSuchResource => "NotFound",
             ApiError::AlreadyExists { .. } => "AlreadyExists",
-            ApiError::Conflict { .. } | ApiError::ConflictWith { .. } => "Conflict",
+            ApiError::Conflict { .. }
+            | ApiError::ConflictWith { .. }
+            | ApiError::ApplyConflict { .. } => "Conflict",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::Unauthorized => "Unauthorized",
@@ -137,6 +144,7 @@ impl ApiError {
                     "field": c.field,
                 })).collect::<Vec<_>>(),
             })),
+            ApiError::ApplyConflict { causes, .. } => Some(json!({"causes": causes})),
             ApiError::NoSuchResource
             | ApiError::BadRequest(_)
             | ApiError::Unauthorized

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::handlers::list_options;
 use super::status::ApiError;
-use super::{ApiState, table};
+use super::{ApiState, protobuf, table};
 use crate::datastore::{Change, DatastoreError};
 use crate::registry::ResourceInfo;
 use crate::storage::{self, ListOptions, Storage};
@@ -30,10 +30,23 @@ const BOOKMARK_INTERVAL: Duration = Duration::from_secs(15);
 struct Encoder {
     info: &'static ResourceInfo,
     wants_table: bool,
+    /// Length-prefixed protobuf `WatchEvent` frames instead of JSON lines.
+    protobuf: bool,
 }
 
 impl Encoder {
     fn event(&self, kind: &str, obj: &Value) -> Bytes {
+        if self.protobuf {
+            match protobuf::watch_frame(self.info, kind, obj) {
+                Ok(frame) => return frame,
+                Err(e) => {
+                    // Not expected for stored objects; the client gets the reason in-band.
+                    tracing::warn!(component = "apiserver", "watch event not encodable: {e}");
+                    let status = e.to_status();
+                    return protobuf::watch_frame(self.info, "ERROR", &status).unwrap_or_default();
+                }
+            }
+        }
         let object = if self.wants_table && kind != "ERROR" && kind != "BOOKMARK" {
             let rv = obj
                 .pointer("/metadata/resourceVersion")
@@ -77,6 +90,7 @@ pub async fn serve(
     ns: Option<&str>,
     query: &HashMap<String, String>,
     wants_table: bool,
+    encoding: protobuf::Encoding,
 ) -> Result<Response, ApiError> {
     let opts = list_options(info, query)?;
     let bookmarks = query
@@ -94,7 +108,13 @@ pub async fn serve(
                 .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion \"{s}\"")))?,
         ),
     };
-    let enc = Encoder { info, wants_table };
+    let use_protobuf =
+        !wants_table && encoding == protobuf::Encoding::Protobuf && info.protobuf.is_some();
+    let enc = Encoder {
+        info,
+        wants_table,
+        protobuf: use_protobuf,
+    };
     let filtered = opts.label_selector.is_some() || opts.field_selector.is_some();
     let (tx, rx) = mpsc::channel::<Bytes>(256);
 
@@ -207,6 +227,8 @@ pub async fn serve(
     let mut resp = (StatusCode::OK, body).into_response();
     let ct = if wants_table {
         table::TABLE_CONTENT_TYPE
+    } else if use_protobuf {
+        protobuf::PROTOBUF_WATCH_CONTENT_TYPE
     } else {
         "application/json"
     };

@@ -19,7 +19,7 @@ pub static CONFIGMAPS: ResourceInfo = ResourceInfo {
         cells,
         conditions: no_conditions,
     },
-    protobuf: Some(super::protobuf::decode_configmap),
+    protobuf: Some(super::protobuf::CORE_V1),
     ..ResourceInfo::stored(
         "",
         "configmaps",

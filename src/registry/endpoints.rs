@@ -17,6 +17,7 @@ pub static ENDPOINTS: ResourceInfo = ResourceInfo {
         cells,
         conditions: no_conditions,
     },
+    protobuf: Some(super::protobuf::CORE_V1),
     ..ResourceInfo::stored(
         "",
         "endpoints",

@@ -31,6 +31,7 @@ pub static EVENTS: ResourceInfo = ResourceInfo {
         "source",
         "type",
     ],
+    protobuf: Some(super::protobuf::CORE_V1),
     ..ResourceInfo::stored("", "events", "event", "Event", true, "/registry/events")
 };
 

@@ -21,6 +21,7 @@ pub static LEASES: ResourceInfo = ResourceInfo {
         cells,
         conditions: no_conditions,
     },
+    protobuf: Some("k8s.io.api.coordination.v1"),
     ..ResourceInfo::stored(
         "coordination.k8s.io",
         "leases",

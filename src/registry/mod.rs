@@ -34,7 +34,7 @@ pub use reviews::{SELF_SUBJECT_ACCESS_REVIEWS, SELF_SUBJECT_REVIEWS};
 pub use secret::SECRETS;
 pub use service::SERVICES;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use fields::{dns_subdomain_name, no_defaults, no_update_rules, no_validation, untyped};
 use print::Printer;
@@ -126,9 +126,6 @@ pub enum NodeAccess {
     Write,
 }
 
-/// Decodes the protobuf `raw` bytes of one kind into its JSON form (without apiVersion/kind).
-pub type ProtobufDecoder = fn(&[u8]) -> Result<Map<String, Value>, prost::DecodeError>;
-
 /// One API resource and everything kind-specific about it.
 #[derive(Debug, Clone, Copy)]
 pub struct ResourceInfo {
@@ -168,8 +165,10 @@ pub struct ResourceInfo {
     pub printer: Printer,
     /// Field selectors upstream indexes for this kind, beyond `metadata.name`/`namespace`.
     pub field_selectors: &'static [&'static str],
-    /// Decoder of the protobuf encoding, for kinds kubectl sends only as protobuf.
-    pub protobuf: Option<ProtobufDecoder>,
+    /// The protobuf package of the kind's messages (`k8s.io.api.core.v1`): the kind is
+    /// `<package>.<Kind>`, its list `<package>.<Kind>List` (see [`protobuf`]). `None` for a kind
+    /// served as JSON only.
+    pub protobuf: Option<&'static str>,
     /// What nodes may do with objects of this kind.
     pub node_access: NodeAccess,
 }
@@ -243,6 +242,17 @@ impl ResourceInfo {
     /// Whether objects of this resource are kept in etcd.
     pub fn is_stored(&self) -> bool {
         !self.etcd_prefix.is_empty()
+    }
+
+    /// Full protobuf message name of the kind, when it has a protobuf encoding.
+    pub fn proto_message(&self) -> Option<String> {
+        self.protobuf.map(|pkg| format!("{pkg}.{}", self.kind))
+    }
+
+    /// Full protobuf message name of the kind's list.
+    pub fn proto_list_message(&self) -> Option<String> {
+        self.protobuf
+            .map(|pkg| format!("{pkg}.{}", self.list_kind()))
     }
 
     /// `plural` or `plural.group`, as used in error messages and RBAC.

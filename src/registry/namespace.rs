@@ -34,7 +34,7 @@ pub static NAMESPACES: ResourceInfo = ResourceInfo {
         conditions: no_conditions,
     },
     field_selectors: &["status.phase"],
-    protobuf: Some(super::protobuf::decode_namespace),
+    protobuf: Some(super::protobuf::CORE_V1),
     ..ResourceInfo::stored(
         "",
         "namespaces",

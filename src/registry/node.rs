@@ -25,6 +25,7 @@ pub static NODES: ResourceInfo = ResourceInfo {
     },
     field_selectors: &["spec.unschedulable"],
     node_access: NodeAccess::Own { namespace: None },
+    protobuf: Some(super::protobuf::CORE_V1),
     ..ResourceInfo::stored("", "nodes", "node", "Node", false, "/registry/minions")
 };
 

@@ -33,6 +33,7 @@ pub static PODS: ResourceInfo = ResourceInfo {
         "status.podIPs",
         "status.nominatedNodeName",
     ],
+    protobuf: Some(super::protobuf::CORE_V1),
     ..ResourceInfo::stored("", "pods", "pod", "Pod", true, "/registry/pods")
 };
 

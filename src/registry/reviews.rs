@@ -15,7 +15,7 @@ pub static SELF_SUBJECT_ACCESS_REVIEWS: ResourceInfo = ResourceInfo {
     go_package: "authorization",
     type_check: typed::<authz::SelfSubjectAccessReview>,
     validate: validate_ssar,
-    protobuf: Some(super::protobuf::decode_ssar),
+    protobuf: Some("k8s.io.api.authorization.v1"),
     ..ResourceInfo::stored(
         "authorization.k8s.io",
         "selfsubjectaccessreviews",
@@ -32,7 +32,7 @@ pub static SELF_SUBJECT_REVIEWS: ResourceInfo = ResourceInfo {
     review: Some(Review::Subject),
     go_package: "authentication",
     type_check: typed::<authn::SelfSubjectReview>,
-    protobuf: Some(super::protobuf::decode_ssr),
+    protobuf: Some("k8s.io.api.authentication.v1"),
     ..ResourceInfo::stored(
         "authentication.k8s.io",
         "selfsubjectreviews",

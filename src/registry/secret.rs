@@ -24,7 +24,7 @@ pub static SECRETS: ResourceInfo = ResourceInfo {
     },
     field_selectors: &["type"],
     node_access: NodeAccess::Hidden,
-    protobuf: Some(super::protobuf::decode_secret),
+    protobuf: Some(super::protobuf::CORE_V1),
     ..ResourceInfo::stored("", "secrets", "secret", "Secret", true, "/registry/secrets")
 };
 

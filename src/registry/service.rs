@@ -26,6 +26,7 @@ pub static SERVICES: ResourceInfo = ResourceInfo {
         cells: service_cells,
         conditions: no_conditions,
     },
+    protobuf: Some(super::protobuf::CORE_V1),
     ..ResourceInfo::stored(
         "",
         "services",

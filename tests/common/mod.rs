@@ -576,16 +576,39 @@ impl Drop for NotifyReceiver {
 
 /// Runs kubectl with a fresh cache dir (the dispatcher caches discovery otherwise).
 pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
+    kubectl_run(Path::new("kubectl"), kubeconfig, args, None)
+}
+
+/// Runs one kubectl binary (e.g. a version under /usr/lib/google-cloud-sdk/bin) with a fresh
+/// cache dir, feeding `stdin` when given.
+pub fn kubectl_run(bin: &Path, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
     let cache = tempfile::tempdir().unwrap();
-    Command::new("kubectl")
+    let mut child = Command::new(bin)
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .arg("--cache-dir")
         .arg(cache.path())
         .arg("--request-timeout=20s")
         .args(args)
-        .output()
-        .expect("run kubectl")
+        .stdin(if stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(input.as_bytes())
+            .expect("write kubectl stdin");
+    }
+    child.wait_with_output().expect("wait for kubectl")
 }
 
 /// kubectl that must succeed; returns stdout.
