@@ -48,6 +48,7 @@ let
     { key = "etcd-snapshot-retention"; roles = "server"; shape = "scalar"; }
     { key = "etcd-snapshot-dir"; roles = "server"; shape = "scalar"; }
     { key = "etcd-snapshot-compress"; roles = "server"; shape = "bool"; }
+    { key = "leaf-cert-validity"; roles = "server"; shape = "scalar"; }
     { key = "lb-server-port"; roles = "agent"; shape = "scalar"; }
     { key = "lb-bind-address"; roles = "agent"; shape = "scalar"; }
     { key = "log-format"; roles = "both"; shape = "scalar"; }

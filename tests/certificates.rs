@@ -262,3 +262,142 @@ fn leaves_that_expired_while_stopped_are_renewed_at_start() {
     }
     kubectl_ok(&s1.kubeconfig, &["get", "nodes"]);
 }
+
+/// notAfter (unix seconds) of the certificate served at `ip:port`, read by openssl s_client.
+fn served_not_after(ip: std::net::Ipv4Addr, port: u16) -> Option<i64> {
+    use std::io::Write;
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("{ip}:{port}")])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let pem = String::from_utf8_lossy(&out.stdout);
+    let start = pem.find("-----BEGIN CERTIFICATE-----")?;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("served.crt");
+    fs::File::create(&file)
+        .unwrap()
+        .write_all(pem[start..].as_bytes())
+        .unwrap();
+    Some(openssl_not_after(&file))
+}
+
+#[test]
+fn leaves_renew_while_running_and_are_served_without_a_restart() {
+    require_tool("etcd", "etcd-server");
+    require_tool("openssl", "openssl");
+    require_tool("kubectl", "kubectl");
+    let block = AddrBlock::new();
+    let root = tempfile::tempdir().unwrap();
+    // One-minute leaves: renewed 20 s before expiry, checked every 5 s.
+    let mut s1 = start_server(
+        "s1",
+        block.ip(1),
+        root.path(),
+        &[
+            ("token", "renew-token".into()),
+            ("leaf-cert-validity", "60s".into()),
+        ],
+    );
+    s1.daemon.wait_log("ready:", READY);
+    let data = s1.data_dir();
+    let now = || chrono::Utc::now().timestamp();
+    let first_api = served_not_after(s1.ip, 6443).expect("6443 serves a certificate");
+    assert!(
+        first_api <= now() + 61,
+        "the served leaf lives one minute: {first_api} vs now {}",
+        now()
+    );
+
+    // certificate rotate refuses while the server runs and changes nothing.
+    let admin_before = fs::read(data.join("server/tls/client-admin.crt")).unwrap();
+    let out = rke2(&[
+        "certificate",
+        "rotate",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("(pid {})", s1.daemon.pid()))
+            && text(&out).contains("is running on the data directory"),
+        "{}",
+        text(&out)
+    );
+    assert!(data.join("server/tls/client-admin.crt").exists());
+    assert!(
+        !fs::read_dir(data.join("server")).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("tls-")),
+        "no backup was made"
+    );
+
+    // Before the first leaves expire, 6443, 9345 and etcd's client port serve new ones.
+    let api = wait_for(Duration::from_secs(90), "a renewed API certificate", || {
+        served_not_after(s1.ip, 6443).filter(|t| *t > first_api)
+    });
+    assert!(now() < first_api, "renewed before the old leaf expired");
+    wait_for(
+        Duration::from_secs(30),
+        "a renewed supervisor certificate",
+        || served_not_after(s1.ip, 9345).filter(|t| *t > first_api),
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "a renewed etcd certificate",
+        || served_not_after(s1.ip, 2379).filter(|t| *t > first_api),
+    );
+    assert!(
+        s1.daemon
+            .log_text()
+            .contains("renewed leaf certificates while running")
+    );
+    assert_ne!(
+        fs::read(data.join("server/tls/client-admin.crt")).unwrap(),
+        admin_before
+    );
+    // `certificate check` reads the renewed files.
+    for l in check_json(&data) {
+        assert!(l["not_after"].as_i64().unwrap() > first_api, "{l}");
+    }
+
+    // Past the first leaves' expiry the server keeps working with the renewed ones: kubectl
+    // with the rewritten kubeconfig, the node agent's heartbeats (its own client certificate)
+    // and etcd through the daemon.
+    wait_for(
+        Duration::from_secs(90),
+        "the first leaves to expire",
+        || (now() > first_api + 2).then_some(()),
+    );
+    assert!(api > first_api);
+    kubectl_ok(
+        &s1.kubeconfig,
+        &["create", "configmap", "after-expiry", "--from-literal=k=v"],
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "a lease renewal after the expiry",
+        || {
+            let out = kubectl(
+                &s1.kubeconfig,
+                &[
+                    "get",
+                    "lease",
+                    "-n",
+                    "kube-node-lease",
+                    "s1",
+                    "-o",
+                    "jsonpath={.spec.renewTime}",
+                ],
+            );
+            let t = String::from_utf8_lossy(&out.stdout).into_owned();
+            chrono::DateTime::parse_from_rfc3339(t.trim())
+                .ok()
+                .filter(|t| t.timestamp() > first_api + 2)
+        },
+    );
+    wait_node_ready(&s1.kubeconfig, "s1", Duration::from_secs(30));
+    s1.daemon.stop();
+}

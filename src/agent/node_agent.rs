@@ -40,6 +40,9 @@ pub struct NodeAgentConfig {
     pub ca_pem: String,
     pub identity_cert_pem: String,
     pub identity_key_pem: String,
+    /// When set, presented instead of the PEM identity above, so a certificate renewed while
+    /// running is used at the next request (a server's own node agent).
+    pub identity_slot: Option<std::sync::Arc<crate::https::CertSlot>>,
     /// Name to verify the API certificate against (the URL host may be a local LB address).
     pub server_name: Option<String>,
     pub labels: Vec<NodeLabel>,
@@ -226,6 +229,9 @@ impl NodeAgent {
         )?;
         if let Some(name) = &cfg.server_name {
             client = client.with_server_name(name);
+        }
+        if let Some(slot) = &cfg.identity_slot {
+            client = client.with_client_cert_slot(slot.clone());
         }
         Ok(NodeAgent {
             api: Api {
@@ -547,6 +553,7 @@ fn is_deleted_event(line: &[u8]) -> bool {
 pub fn spawn_for_server(
     ctx: crate::server::context::Ctx,
     api: SocketAddr,
+    identity: std::sync::Arc<crate::https::CertSlot>,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> Result<watch::Receiver<bool>, crate::server::ServerError> {
@@ -579,6 +586,7 @@ pub fn spawn_for_server(
         ca_pem: String::from_utf8_lossy(&ctx.server_ca_bundle).into_owned(),
         identity_cert_pem: crate::server::prepare::read_pem(&kubelet.cert)?,
         identity_key_pem: crate::server::prepare::read_pem(&kubelet.key)?,
+        identity_slot: Some(identity),
         server_name: Some(crate::agent::API_SERVER_NAME.into()),
         labels,
         taints: ctx.config.node.node_taints.clone(),

@@ -253,6 +253,15 @@ pub(super) fn run_certificate(sub: &str, args: &ArgMatches) -> Result<String, Ad
         }
         "rotate" => {
             let services = values(args, "service");
+            // Held while files move, so a server cannot start on a half-rotated directory.
+            // (An agent-only data directory has no server to wait for.)
+            let _lock = if dir.join("server").is_dir() {
+                Some(crate::server::data_lock::acquire(&dir).map_err(|e| {
+                    AdminCliError::Failed(format!("{e}; certificate rotate works offline"))
+                })?)
+            } else {
+                None
+            };
             let r =
                 rotate::rotate(&dir, &services, chrono::Utc::now().timestamp()).map_err(failed)?;
             let mut out = String::new();

@@ -189,6 +189,8 @@ pub struct ServerConfig {
     pub snapshots: ops::SnapshotConfig,
     /// `cluster-reset` and its restore path.
     pub cluster_reset: ops::ClusterReset,
+    /// `leaf-cert-validity`: lifetime of this server's own leaf certificates.
+    pub leaf_cert_validity: Duration,
 }
 
 /// Validated `rke2 agent` configuration.
@@ -659,6 +661,7 @@ pub fn validate_server(raw: &RawSettings) -> Result<ServerConfig, ConfigError> {
         node_monitor_grace_period: r.parse("node-monitor-grace-period", parse_duration)?,
         snapshots: ops::snapshot_config(&r)?,
         cluster_reset: ops::cluster_reset(&r, node.server.is_some())?,
+        leaf_cert_validity: r.parse("leaf-cert-validity", ops::parse_leaf_validity)?,
         node,
     };
     let ports = [

@@ -407,6 +407,14 @@ pub const SETTINGS: &[Setting] = &[
         "Compress etcd snapshots (zip)",
     ),
     s(
+        "leaf-cert-validity",
+        Scalar,
+        S,
+        Some("8760h"),
+        "DURATION",
+        "Lifetime of the leaf certificates a server issues itself; each is renewed, at start and while running, 120 days (or a third of this lifetime) before it expires",
+    ),
+    s(
         "lb-server-port",
         Scalar,
         A,

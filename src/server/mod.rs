@@ -5,9 +5,11 @@
 
 pub mod admin;
 pub mod bootstrap_tokens;
+pub mod cert_renewal;
 pub mod cluster_reset;
 pub mod context;
 pub mod credentials;
+pub mod data_lock;
 pub mod node_password;
 pub mod prepare;
 pub mod token_ops;
@@ -31,7 +33,6 @@ use crate::etcd::process::{EtcdSettings, InitialClusterState, ProcessState};
 use crate::etcd::{self, EtcdError, EtcdTls};
 use crate::fsutil::{self, IoContext, PathError};
 use crate::https::{self, TlsError};
-use crate::kubeconfig::Kubeconfig;
 use crate::paths::{AgentPaths, ServerPaths};
 use crate::pki::PkiError;
 use crate::token::{self, Passwd, TokenError};
@@ -85,6 +86,8 @@ pub enum ServerError {
     Datastore(#[from] DatastoreError),
     #[error(transparent)]
     Listener(#[from] ListenerError),
+    #[error(transparent)]
+    DataLock(#[from] data_lock::LockError),
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error(transparent)]
@@ -228,6 +231,8 @@ async fn run_inner(
     ] {
         fsutil::ensure_private_dir(dir).at(dir)?;
     }
+    // Held until run_inner returns: offline maintenance refuses while it is held.
+    let _data_lock = data_lock::acquire(&config.node.data_dir)?;
     let mut mode = if paths.etcd_wal().exists() {
         StartMode::Restart
     } else if config.node.server.is_some() {
@@ -323,12 +328,9 @@ async fn run_inner(
             .map_err(|e| ServerError::Setup(format!("apiserver listener: {e}")))?,
     );
 
-    let serving = paths.serving();
-    let tls = https::server_config(
-        &prepare::read_pem(&serving.cert)?,
-        &prepare::read_pem(&serving.key)?,
-        Some(&cas.client.cert_pem),
-    )?;
+    // Served through a slot that the renewal task refills (cert_renewal).
+    let live_certs = cert_renewal::LiveCerts::load(&paths, &agent_paths)?;
+    let tls = https::server_config_with(live_certs.serving.clone(), Some(&cas.client.cert_pem))?;
     let apiserver_endpoint = SocketAddr::new(
         config.advertise_address.unwrap_or(node.primary_ip()),
         config.https_listen_port,
@@ -474,25 +476,12 @@ async fn run_inner(
     let _ = ctx.store.set(store);
     tracker.spawn(token_ops::follow_rotations(ctx.clone(), cancel.clone()));
 
-    // Admin kubeconfig.
-    let admin = paths.client_admin();
-    let kubeconfig_host = match config.bind_address {
-        Some(ip) if !ip.is_unspecified() => ip,
-        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
-    };
-    let server_url = format!(
-        "https://{}",
-        SocketAddr::new(kubeconfig_host, config.https_listen_port)
-    );
-    Kubeconfig {
-        server_url: &server_url,
-        ca_pem: &String::from_utf8_lossy(&ctx.server_ca_bundle),
-        client_cert_pem: &prepare::read_pem(&admin.cert)?,
-        client_key_pem: &prepare::read_pem(&admin.key)?,
-        name: "default",
-        tls_server_name: Some(crate::agent::API_SERVER_NAME),
-    }
-    .write(&config.write_kubeconfig, config.write_kubeconfig_mode)?;
+    cert_renewal::write_admin_kubeconfig(&ctx)?;
+    tracker.spawn(cert_renewal::run(
+        ctx.clone(),
+        live_certs.clone(),
+        cancel.clone(),
+    ));
     tracing::info!(
         component = "server",
         "wrote admin kubeconfig to {}; the join token is in {}",
@@ -535,6 +524,7 @@ async fn run_inner(
     let registered = crate::agent::node_agent::spawn_for_server(
         ctx.clone(),
         api_local,
+        live_certs.kubelet_client.clone(),
         tracker,
         cancel.clone(),
     )?;
