@@ -5,6 +5,7 @@
 pub mod membership;
 pub mod process;
 pub mod snapshot;
+pub mod snapshot_records;
 
 use std::path::Path;
 use std::time::Duration;

@@ -470,6 +470,8 @@ pub async fn restore(
 /// at a time. Every saved snapshot is announced on [`Snapshotter::subscribe`].
 pub struct Snapshotter {
     client: etcd_client::Client,
+    /// Where the ETCDSnapshotFile records of this node's snapshots are kept.
+    records: crate::apiserver::storage::Storage,
     config: SnapshotConfig,
     dir: PathBuf,
     node: String,
@@ -495,6 +497,9 @@ impl Snapshotter {
     ) -> Arc<Snapshotter> {
         let (saved, _) = broadcast::channel(16);
         Arc::new(Snapshotter {
+            records: crate::apiserver::storage::Storage::new(crate::datastore::Datastore::new(
+                client.clone(),
+            )),
             client,
             dir: snapshot_dir(&config, data_dir),
             config,
@@ -548,8 +553,45 @@ impl Snapshotter {
             self.dir.join(&info.name).display()
         );
         let _ = self.saved.send(info.clone());
+        drop(_guard);
+        self.sync_records().await;
         let path = self.dir.join(&info.name);
         Ok((info, path))
+    }
+
+    /// Brings this node's ETCDSnapshotFile records in line with the directory. A failure is
+    /// logged, never fatal: the snapshot files are what a restore uses, and the next sync
+    /// catches up.
+    pub async fn sync_records(&self) {
+        let present: Vec<SnapshotInfo> = match self.list().await {
+            // In a directory shared by several servers, only this node's files (and files
+            // whose node the name does not tell) are its to record.
+            Ok(all) => all
+                .into_iter()
+                .filter(|s| s.node == self.node || s.node.is_empty())
+                .collect(),
+            Err(e) => {
+                tracing::warn!(
+                    component = "etcd-snapshot",
+                    "cannot list snapshots to record them: {e}"
+                );
+                return;
+            }
+        };
+        match super::snapshot_records::sync(&self.records, &self.node, &self.dir, &present).await {
+            Ok(out) => {
+                for name in out.created {
+                    tracing::info!(component = "etcd-snapshot", record = %name, "recorded etcd snapshot file");
+                }
+                for name in out.deleted {
+                    tracing::info!(component = "etcd-snapshot", record = %name, "removed the record of a deleted etcd snapshot file");
+                }
+            }
+            Err(e) => tracing::warn!(
+                component = "etcd-snapshot",
+                "updating the ETCDSnapshotFile records failed: {e}"
+            ),
+        }
     }
 
     pub async fn list(&self) -> Result<Vec<SnapshotInfo>, SnapshotError> {
@@ -567,6 +609,8 @@ impl Snapshotter {
         let _guard = self.busy.lock().await;
         let deleted = blocking(move || delete(&dir, &name)).await?;
         tracing::info!(component = "etcd-snapshot", snapshot = %deleted, "deleted etcd snapshot");
+        drop(_guard);
+        self.sync_records().await;
         Ok(deleted)
     }
 
@@ -589,12 +633,21 @@ impl Snapshotter {
         for name in &deleted {
             tracing::info!(component = "etcd-snapshot", snapshot = %name, "pruned etcd snapshot (retention {retention})");
         }
+        drop(_guard);
+        if !deleted.is_empty() {
+            self.sync_records().await;
+        }
         Ok(deleted)
     }
 
     /// Runs the cron schedule until `cancel`: a snapshot at every match, then pruning to the
     /// retention. A learner skips (its data may lag), as RKE2's does.
     pub async fn run_schedule(self: Arc<Self>, cancel: CancellationToken) {
+        // Records of snapshots taken before this start (or brought back by a restore).
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = self.sync_records() => {}
+        }
         if self.config.disabled {
             tracing::info!(
                 component = "etcd-snapshot",
