@@ -466,6 +466,16 @@ pub async fn restore(
     Ok(())
 }
 
+/// Most a scheduled snapshot waits after its cron time (RKE2's jitter), so servers on the same
+/// schedule do not all stream from etcd in the same instant.
+pub const SCHEDULE_JITTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A random delay below [`SCHEDULE_JITTER`], in whole milliseconds.
+pub fn schedule_jitter() -> std::time::Duration {
+    let r = u32::from_str_radix(&crate::token::random_hex(4), 16).unwrap_or(0);
+    std::time::Duration::from_millis(u64::from(r) % SCHEDULE_JITTER.as_millis() as u64)
+}
+
 /// Takes snapshots of this server's member: on demand (D-Bus) and on the cron schedule; one
 /// at a time. Every saved snapshot is announced on [`Snapshotter::subscribe`].
 pub struct Snapshotter {
@@ -671,7 +681,7 @@ impl Snapshotter {
                 );
                 return;
             };
-            let wait = (next - now).to_std().unwrap_or_default();
+            let wait = (next - now).to_std().unwrap_or_default() + schedule_jitter();
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
@@ -733,6 +743,13 @@ mod tests {
         let hash = ring::digest::digest(&ring::digest::SHA256, &db);
         db.extend_from_slice(hash.as_ref());
         db
+    }
+
+    #[test]
+    fn jitter_stays_below_five_seconds_and_varies() {
+        let samples: Vec<_> = (0..50).map(|_| schedule_jitter()).collect();
+        assert!(samples.iter().all(|d| *d < SCHEDULE_JITTER));
+        assert!(samples.iter().any(|d| *d != samples[0]), "{samples:?}");
     }
 
     #[test]
