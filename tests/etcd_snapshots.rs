@@ -653,24 +653,35 @@ fn three_servers_restored_from_a_snapshot_rejoin_as_voters() {
     s2.daemon
         .wait_log("is not in the cluster's member list", READY);
     s2.daemon.wait_log("ready:", READY);
+    assert!(
+        fs::read_dir(s2.data_dir().join("server/db"))
+            .unwrap()
+            .any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("etcd-old-")),
+        "s2: old data moved aside"
+    );
+    // s3 comes back wiped (a new host with the same name, hence a new node password): the
+    // reset deleted the other servers' node-password secrets, so it registers again.
+    assert!(
+        log.contains("deleted the node password secret kube-system/s3.node-password.rke2"),
+        "{log}"
+    );
+    s3.daemon.stop();
+    fs::remove_dir_all(s3.data_dir()).unwrap();
     s3.restart(&[]);
     s3.daemon.wait_log("ready:", READY);
-    for s in [&s2, &s3] {
-        assert!(
-            fs::read_dir(s.data_dir().join("server/db"))
-                .unwrap()
-                .any(|e| e
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("etcd-old-")),
-            "{}: old data moved aside",
-            s.daemon.name
-        );
-    }
     wait_for(READY, "3 Ready nodes, 3 voters, no learner", || {
         (all_ready(&k, &["s1", "s2", "s3"]) && voters_and_learners(&s1) == Some((3, 0)))
             .then_some(())
+    });
+    // The snapshot taken before the restore is recorded again (the restored data predates
+    // its record).
+    let record = format!("local-{}", snapshot.file_name().unwrap().to_string_lossy());
+    wait_for(Duration::from_secs(30), "the snapshot's record", || {
+        snapshot_records(&k).contains_key(&record).then_some(())
     });
     let cms = configmaps(&k);
     for i in 0..10 {

@@ -462,6 +462,7 @@ async fn run_inner(
         return Err(e);
     }
     if resetting {
+        cluster_reset::forget_other_servers(&store, &node.name).await;
         cluster_reset::finish(&config, &paths)?;
         return Ok(());
     }
