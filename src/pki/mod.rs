@@ -4,6 +4,7 @@
 //! replaced silently.
 
 pub mod rotate;
+pub mod rotate_ca;
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

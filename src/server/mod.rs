@@ -94,6 +94,11 @@ pub enum ServerError {
     Io(#[from] PathError),
     #[error("Kubernetes API: {0}")]
     Api(#[from] crate::apiserver::status::ApiError),
+    #[error(
+        "the cluster's certificate authorities were replaced (rke2 certificate rotate-ca) since this \
+         server last ran; their new files are now in place: start the server again to use them"
+    )]
+    CaRotated,
     #[error("shut down before the server was ready")]
     Cancelled,
 }
@@ -676,6 +681,11 @@ async fn reconcile_bootstrap(
                 "local certificate authority or credential files differ from the cluster's; replacing them from the datastore"
             );
             remote.write(&ctx.paths)?;
+            // This start loaded the old CAs (and issued leaves from them) before etcd could
+            // tell: the next start uses the new ones throughout (docs/operations.md §4.3).
+            if crate::pki::rotate_ca::cas_differ(&remote, &local) {
+                return Err(ServerError::CaRotated);
+            }
             if let Some(p) = Passwd::load(&ctx.paths.passwd())? {
                 *ctx.passwd.write().unwrap_or_else(|e| e.into_inner()) = p;
             }

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod certs;
+mod rotate_ca;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -114,6 +115,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/v1-rke2/server-ca.crt", get(server_ca))
         .route("/v1-rke2/serving-kubelet.crt", any(certs::serving_kubelet))
         .route("/v1-rke2/client-kubelet.crt", any(certs::client_kubelet))
+        .route("/v1-rke2/cert/cacerts", put(rotate_ca::rotate_ca))
         .route(
             "/v1-rke2/token",
             put(certs::rotate_token).fallback(|| async { SupervisorError::MethodNotAllowed }),
