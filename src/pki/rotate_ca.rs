@@ -230,3 +230,92 @@ pub fn cas_differ(a: &BootstrapData, b: &BootstrapData) -> bool {
             .any(|e| a.files.get(**e).map(|f| &f.content) != b.files.get(**e).map(|f| &f.content))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::CertAuthority;
+
+    /// A CA `cn` signed by `by` (or self-signed), as a `CertAuthority`-style (cert, key) pair.
+    fn ca(cn: &str, by: Option<&CertAuthority>) -> (String, String) {
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = match by {
+            Some(issuer) => {
+                let issuer = rcgen::Issuer::from_ca_cert_pem(
+                    &issuer.cert_pem,
+                    rcgen::KeyPair::from_pem(issuer.key_pem()).unwrap(),
+                )
+                .unwrap();
+                params.signed_by(&key, &issuer).unwrap()
+            }
+            None => params.self_signed(&key).unwrap(),
+        };
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn upload(cert: &str, key: &str) -> BTreeMap<String, Vec<u8>> {
+        BTreeMap::from([
+            ("ServerCA".to_string(), cert.as_bytes().to_vec()),
+            ("ServerCAKey".to_string(), key.as_bytes().to_vec()),
+        ])
+    }
+
+    #[test]
+    fn only_cas_chaining_to_the_current_one_pass_without_force() {
+        let current = CertAuthority::generate("rke2-server").unwrap();
+        let mut data = BootstrapData::default();
+        data.insert("ServerCA", current.cert_pem.as_bytes());
+
+        // Signed by the current CA: accepted.
+        let (cross, cross_key) = ca("new", Some(&current));
+        validate(&data, &upload(&cross, &cross_key), false).unwrap();
+        // Through an intermediate later in the bundle: accepted.
+        let (mid_cert, mid_key) = ca("mid", Some(&current));
+        let mid = CertAuthority::from_pem(&mid_cert, &mid_key).unwrap();
+        let (leafca, leafca_key) = ca("new-via-mid", Some(&mid));
+        validate(
+            &data,
+            &upload(&format!("{leafca}{mid_cert}"), &leafca_key),
+            false,
+        )
+        .unwrap();
+        // Unrelated: refused, unless forced.
+        let (other, other_key) = ca("other", None);
+        assert!(matches!(
+            validate(&data, &upload(&other, &other_key), false),
+            Err(RotateCaError::NotCrossSigned { .. })
+        ));
+        validate(&data, &upload(&other, &other_key), true).unwrap();
+        // Another certificate's key, a half pair, an unknown entry: refused even forced.
+        assert!(matches!(
+            validate(&data, &upload(&cross, &other_key), true),
+            Err(RotateCaError::Invalid { .. })
+        ));
+        let mut half = upload(&cross, &cross_key);
+        half.remove("ServerCAKey");
+        assert!(matches!(
+            validate(&data, &half, true),
+            Err(RotateCaError::HalfPair { .. })
+        ));
+        let mut unknown = upload(&cross, &cross_key);
+        unknown.insert("PasswdFile".into(), b"x".to_vec());
+        assert!(matches!(
+            validate(&data, &unknown, true),
+            Err(RotateCaError::UnknownEntry(_))
+        ));
+        // A leaf is not a CA.
+        let (leaf_chain, leaf_key) = current
+            .issue_with_new_key(&crate::pki::LeafSpec::client("x", &[]))
+            .unwrap();
+        assert!(matches!(
+            validate(&data, &upload(&leaf_chain, &leaf_key), true),
+            Err(RotateCaError::Invalid { .. })
+        ));
+    }
+}
