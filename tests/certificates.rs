@@ -47,11 +47,17 @@ fn openssl_not_after(cert: &Path) -> i64 {
         .unwrap_or_else(|e| panic!("{date}: {e}"))
 }
 
+/// Server s1 at `block.ip(1)` under `root`, with `extra` config lines, once it is ready.
+fn ready_server(block: &AddrBlock, root: &Path, extra: &[(&'static str, String)]) -> ServerNode {
+    let mut s = start_server("s1", block.ip(1), root, extra);
+    s.daemon.wait_log("ready:", READY);
+    s
+}
+
 /// A server that became ready once and was stopped, so its data directory is complete.
 fn server_run_once(block: &AddrBlock, token: &str) -> (tempfile::TempDir, ServerNode) {
     let root = tempfile::tempdir().unwrap();
-    let mut s = start_server("s1", block.ip(1), root.path(), &[("token", token.into())]);
-    s.daemon.wait_log("ready:", READY);
+    let mut s = ready_server(block, root.path(), &[("token", token.into())]);
     s.daemon.stop();
     (root, s)
 }
@@ -290,16 +296,14 @@ fn leaves_renew_while_running_and_are_served_without_a_restart() {
     let block = AddrBlock::new();
     let root = tempfile::tempdir().unwrap();
     // One-minute leaves: renewed 20 s before expiry, checked every 5 s.
-    let mut s1 = start_server(
-        "s1",
-        block.ip(1),
+    let mut s1 = ready_server(
+        &block,
         root.path(),
         &[
             ("token", "renew-token".into()),
             ("leaf-cert-validity", "60s".into()),
         ],
     );
-    s1.daemon.wait_log("ready:", READY);
     let data = s1.data_dir();
     let now = || chrono::Utc::now().timestamp();
     let first_api = served_not_after(s1.ip, 6443).expect("6443 serves a certificate");
@@ -445,13 +449,7 @@ fn rotate_ca_takes_only_cross_signed_cas_and_old_clients_keep_trusting_the_clust
     require_tool("kubectl", "kubectl");
     let block = AddrBlock::new();
     let root = tempfile::tempdir().unwrap();
-    let mut s1 = start_server(
-        "s1",
-        block.ip(1),
-        root.path(),
-        &[("token", "ca-token".into())],
-    );
-    s1.daemon.wait_log("ready:", READY);
+    let mut s1 = ready_server(&block, root.path(), &[("token", "ca-token".into())]);
     let data = s1.data_dir();
     let tls = data.join("server/tls");
     let old_ca = root.path().join("old-server-ca.crt");
