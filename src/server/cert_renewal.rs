@@ -93,8 +93,8 @@ pub fn write_admin_kubeconfig(ctx: &ServerContext) -> Result<(), ServerError> {
 /// One check: renews what is due and puts the new certificates in use. Blocking (file I/O and
 /// key generation): run off the async runtime.
 fn renew_once(ctx: &ServerContext, live: &LiveCerts) -> Result<bool, ServerError> {
-    // The CAs are read again each time: a CA rotation (rke2 certificate rotate-ca) replaces
-    // their files, and the leaves must follow.
+    // The CA files only change at a start (a rotate-ca is taken up by restarting), so they
+    // are the CAs the listeners and etcd trust.
     let cas = prepare::authorities(&ctx.paths, false)?;
     if !prepare::leaf_certificates(&ctx.config, &ctx.node, &ctx.paths, &ctx.agent_paths, &cas)? {
         return Ok(false);
