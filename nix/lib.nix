@@ -50,6 +50,7 @@ let
     { key = "etcd-snapshot-compress"; roles = "server"; shape = "bool"; }
     { key = "secrets-encryption"; roles = "server"; shape = "bool"; }
     { key = "secrets-encryption-provider"; roles = "server"; shape = "scalar"; }
+    { key = "leaf-cert-validity"; roles = "server"; shape = "scalar"; }
     { key = "lb-server-port"; roles = "agent"; shape = "scalar"; }
     { key = "lb-bind-address"; roles = "agent"; shape = "scalar"; }
     { key = "log-format"; roles = "both"; shape = "scalar"; }

@@ -275,13 +275,87 @@ fn roots(ca_pem: &str) -> Result<RootCertStore, TlsError> {
     Ok(store)
 }
 
-/// A server config presenting `cert_chain_pem`/`key_pem`. With `client_ca_pem`, client
-/// certificates signed by that CA are verified when presented (and requests without one are
-/// still accepted, to be answered 401 by the handler); certificates from another CA fail the
-/// handshake.
+/// A certificate and key that can be swapped while listeners and clients use it: every new
+/// handshake takes whatever the slot holds then, so a renewed certificate is served (or
+/// presented) without a restart; connections already open keep the one they started with.
+#[derive(Debug)]
+pub struct CertSlot {
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+fn certified_key(
+    cert_chain_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+    let chain = certs(cert_chain_pem, "certificate")?;
+    let key = rustls::crypto::ring::sign::any_supported_type(&key(key_pem)?)?;
+    let ck = rustls::sign::CertifiedKey::new(chain, key);
+    // A certificate read together with another one's key (files caught mid-renewal) is refused.
+    ck.keys_match()?;
+    Ok(Arc::new(ck))
+}
+
+impl CertSlot {
+    pub fn from_pem(cert_chain_pem: &str, key_pem: &str) -> Result<Arc<CertSlot>, TlsError> {
+        Ok(Arc::new(CertSlot {
+            current: std::sync::RwLock::new(certified_key(cert_chain_pem, key_pem)?),
+        }))
+    }
+
+    /// Puts a new certificate in place; a bad one leaves the old in place.
+    pub fn replace_pem(&self, cert_chain_pem: &str, key_pem: &str) -> Result<(), TlsError> {
+        let new = certified_key(cert_chain_pem, key_pem)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = new;
+        Ok(())
+    }
+
+    fn get(&self) -> Arc<rustls::sign::CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CertSlot {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.get())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for CertSlot {
+    fn resolve(
+        &self,
+        _: &[&[u8]],
+        schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let ck = self.get();
+        ck.key.choose_scheme(schemes).is_some().then_some(ck)
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// A server config presenting `cert_chain_pem`/`key_pem` (see [`server_config_with`]).
 pub fn server_config(
     cert_chain_pem: &str,
     key_pem: &str,
+    client_ca_pem: Option<&str>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_with(CertSlot::from_pem(cert_chain_pem, key_pem)?, client_ca_pem)
+}
+
+/// A server config presenting what `slot` holds at each handshake. With `client_ca_pem` (a
+/// bundle: during a CA rotation it holds the old and the new CA), client certificates signed by
+/// one of those CAs are verified when presented (and requests without one are still accepted,
+/// to be answered 401 by the handler); certificates from another CA fail the handshake.
+pub fn server_config_with(
+    slot: Arc<CertSlot>,
     client_ca_pem: Option<&str>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let builder = ServerConfig::builder();
@@ -295,8 +369,7 @@ pub fn server_config(
         }
         None => builder.with_no_client_auth(),
     };
-    let mut cfg =
-        builder.with_single_cert(certs(cert_chain_pem, "serving certificate")?, key(key_pem)?)?;
+    let mut cfg = builder.with_cert_resolver(slot);
     // HTTP/1.1 only: kubectl has been verified with it (docs/kubernetes-api.md §A.11).
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
@@ -606,6 +679,15 @@ impl HttpsClient {
             server_name: None,
             timeout,
         })
+    }
+
+    /// Present what `slot` holds at each connection (instead of a fixed identity), so a
+    /// renewed client certificate is used without rebuilding the client.
+    pub fn with_client_cert_slot(mut self, slot: Arc<CertSlot>) -> Self {
+        let mut cfg = (*self.tls).clone();
+        cfg.client_auth_cert_resolver = slot;
+        self.tls = Arc::new(cfg);
+        self
     }
 
     /// Verify the server certificate against `name` whatever address is dialled.

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 /// The CA bundle a joining node pins by the token's hash (no authentication).
 pub const CACERTS: &str = "/cacerts";
+/// Upload of new certificate authorities (`rke2 certificate rotate-ca`).
+pub const CERT_CACERTS: &str = "/v1-rke2/cert/cacerts";
 /// Liveness (no authentication).
 pub const PING: &str = "/ping";
 /// The etcd member list, for joining servers.

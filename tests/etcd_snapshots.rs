@@ -653,24 +653,35 @@ fn three_servers_restored_from_a_snapshot_rejoin_as_voters() {
     s2.daemon
         .wait_log("is not in the cluster's member list", READY);
     s2.daemon.wait_log("ready:", READY);
+    assert!(
+        fs::read_dir(s2.data_dir().join("server/db"))
+            .unwrap()
+            .any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("etcd-old-")),
+        "s2: old data moved aside"
+    );
+    // s3 comes back wiped (a new host with the same name, hence a new node password): the
+    // reset deleted the other servers' node-password secrets, so it registers again.
+    assert!(
+        log.contains("deleted the node password secret kube-system/s3.node-password.rke2"),
+        "{log}"
+    );
+    s3.daemon.stop();
+    fs::remove_dir_all(s3.data_dir()).unwrap();
     s3.restart(&[]);
     s3.daemon.wait_log("ready:", READY);
-    for s in [&s2, &s3] {
-        assert!(
-            fs::read_dir(s.data_dir().join("server/db"))
-                .unwrap()
-                .any(|e| e
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("etcd-old-")),
-            "{}: old data moved aside",
-            s.daemon.name
-        );
-    }
     wait_for(READY, "3 Ready nodes, 3 voters, no learner", || {
         (all_ready(&k, &["s1", "s2", "s3"]) && voters_and_learners(&s1) == Some((3, 0)))
             .then_some(())
+    });
+    // The snapshot taken before the restore is recorded again (the restored data predates
+    // its record).
+    let record = format!("local-{}", snapshot.file_name().unwrap().to_string_lossy());
+    wait_for(Duration::from_secs(30), "the snapshot's record", || {
+        snapshot_records(&k).contains_key(&record).then_some(())
     });
     let cms = configmaps(&k);
     for i in 0..10 {
@@ -684,4 +695,121 @@ fn three_servers_restored_from_a_snapshot_rejoin_as_voters() {
             &["create", "configmap", &format!("new-{}", s.daemon.name)],
         );
     }
+}
+
+/// The ETCDSnapshotFile records (name → object) as kubectl on `k` lists them.
+fn snapshot_records(k: &Path) -> std::collections::BTreeMap<String, Value> {
+    let list: Value =
+        serde_json::from_str(&kubectl_ok(k, &["get", "etcdsnapshotfiles", "-o", "json"])).unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["metadata"]["name"].as_str().unwrap().to_string(),
+                o.clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_server_lists_every_servers_snapshot_records_with_kubectl() {
+    require_tool("etcd", "etcd-server");
+    require_tool("kubectl", "kubernetes-client");
+    require_tool("busctl", "systemd");
+    let block = AddrBlock::new();
+    let token = "records-token";
+    let env = server_on_bus(&block, "s1", &[("token", token.into())]);
+    let (bus, root) = (&env.bus, &env.root);
+    let s1 = &env.server;
+    let mut s2 = start_server_on(
+        "s2",
+        block.ip(2),
+        root.path(),
+        &[("token", token.into()), ("server", s1.supervisor())],
+        Some(bus),
+    );
+    s2.daemon.wait_log("ready:", READY);
+    wait_on_bus(bus, "io.rke2.Server.s2", "/io/rke2/Server", &mut s2.daemon);
+    let p1 = PathBuf::from(cli_ok(bus, &["etcd-snapshot", "--node", "s1", "save"]).trim());
+    let p2 = PathBuf::from(cli_ok(bus, &["etcd-snapshot", "--node", "s2", "save"]).trim());
+    let n1 = p1.file_name().unwrap().to_string_lossy().into_owned();
+    let n2 = p2.file_name().unwrap().to_string_lossy().into_owned();
+
+    // Both servers' APIs list both records, with RKE2's fields.
+    for s in [s1, &s2] {
+        let records = snapshot_records(&s.kubeconfig);
+        for (node, name, path) in [("s1", &n1, &p1), ("s2", &n2, &p2)] {
+            let r = records
+                .get(&format!("local-{name}"))
+                .unwrap_or_else(|| panic!("no record of {name} on {}: {records:?}", s.daemon.name));
+            assert_eq!(r["apiVersion"], "k3s.cattle.io/v1");
+            assert_eq!(r["kind"], "ETCDSnapshotFile");
+            assert!(r["metadata"].get("namespace").is_none(), "cluster-scoped");
+            assert_eq!(r["spec"]["snapshotName"], name.as_str());
+            assert_eq!(r["spec"]["nodeName"], node);
+            assert_eq!(
+                r["spec"]["location"],
+                format!("file://{}", path.display()).as_str()
+            );
+            assert_eq!(r["spec"]["compressed"], false);
+            assert_eq!(r["status"]["readyToUse"], true);
+            assert_eq!(
+                r["status"]["size"],
+                fs::metadata(path).unwrap().len().to_string().as_str()
+            );
+            let created =
+                chrono::DateTime::parse_from_rfc3339(r["status"]["creationTime"].as_str().unwrap())
+                    .unwrap();
+            assert!((created.timestamp() - chrono::Utc::now().timestamp()).abs() < 300);
+            assert_eq!(
+                r["metadata"]["labels"]["etcd.rke2.cattle.io/snapshot-storage-node"],
+                node
+            );
+        }
+    }
+    // kubectl's table shows RKE2's columns.
+    let table = kubectl_ok(&s2.kubeconfig, &["get", "etcdsnapshotfiles.k3s.cattle.io"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "SNAPSHOTNAME",
+            "NODE",
+            "LOCATION",
+            "SIZE",
+            "CREATIONTIME"
+        ],
+        "{table}"
+    );
+    assert!(table.contains(&n1) && table.contains(&n2), "{table}");
+
+    // Deleting s2's snapshot removes its record everywhere; s1's stays.
+    cli_ok(bus, &["etcd-snapshot", "--node", "s2", "delete", &n2]);
+    let records = snapshot_records(&s1.kubeconfig);
+    assert!(!records.contains_key(&format!("local-{n2}")), "{records:?}");
+    assert!(records.contains_key(&format!("local-{n1}")), "{records:?}");
+
+    // A file removed behind the server's back loses its record at the next sync (here: the
+    // next save on that server).
+    fs::remove_file(&p1).unwrap();
+    let p3 = PathBuf::from(
+        cli_ok(
+            bus,
+            &["etcd-snapshot", "--node", "s1", "save", "--name", "again"],
+        )
+        .trim(),
+    );
+    let records = snapshot_records(&s2.kubeconfig);
+    assert!(!records.contains_key(&format!("local-{n1}")), "{records:?}");
+    assert!(
+        records.contains_key(&format!(
+            "local-{}",
+            p3.file_name().unwrap().to_string_lossy()
+        )),
+        "{records:?}"
+    );
 }

@@ -353,6 +353,7 @@ async fn run_inner(
         ca_pem: ca_pem.clone(),
         identity_cert_pem: cert_pem,
         identity_key_pem: key_pem,
+        identity_slot: None,
         server_name: Some(SERVER_NAME.into()),
         labels: config.node.node_labels.clone(),
         taints: config.node.node_taints.clone(),

@@ -39,6 +39,9 @@ pub struct NodeAgentConfig {
     pub ca_pem: String,
     pub identity_cert_pem: String,
     pub identity_key_pem: String,
+    /// When set, presented instead of the PEM identity above, so a certificate renewed while
+    /// running is used at the next request (a server's own node agent).
+    pub identity_slot: Option<std::sync::Arc<crate::https::CertSlot>>,
     /// Name to verify the API certificate against (the URL host may be a local LB address).
     pub server_name: Option<String>,
     pub labels: Vec<NodeLabel>,
@@ -227,6 +230,9 @@ impl NodeAgent {
         )?;
         if let Some(name) = &cfg.server_name {
             client = client.with_server_name(name);
+        }
+        if let Some(slot) = &cfg.identity_slot {
+            client = client.with_client_cert_slot(slot.clone());
         }
         Ok(NodeAgent {
             api: Api {

@@ -131,6 +131,33 @@ pub fn certificate_command() -> Command {
                         )),
                 ),
         )
+        .subcommand(
+            Command::new("rotate-ca")
+                .about("Write new certificate authorities (cross-signed by the current ones) into the cluster's bootstrap data; each server uses them from its next start")
+                .arg(data_dir())
+                .arg(config())
+                .arg(
+                    Arg::new("path")
+                        .long("path")
+                        .value_name("DIR")
+                        .required(true)
+                        .help("Directory with the new CA files, laid out as server/tls (server-ca.crt/.key, client-ca.crt/.key, request-header-ca.crt/.key, etcd/server-ca.crt/.key, etcd/peer-ca.crt/.key)"),
+                )
+                .arg(
+                    Arg::new("force")
+                        .long("force")
+                        .action(ArgAction::SetTrue)
+                        .help("Accept new CAs that are not signed by the current ones (nodes trusting the old CAs then stop trusting the cluster)"),
+                )
+                .arg(
+                    Arg::new("server")
+                        .long("server")
+                        .short('s')
+                        .value_name("URL")
+                        .default_value("https://127.0.0.1:9345")
+                        .help("Supervisor URL of a running server of the cluster"),
+                ),
+        )
 }
 
 /// `rke2 etcd-snapshot list` as a table.
@@ -253,6 +280,15 @@ pub(super) fn run_certificate(sub: &str, args: &ArgMatches) -> Result<String, Ad
         }
         "rotate" => {
             let services = values(args, "service");
+            // Held while files move, so a server cannot start on a half-rotated directory.
+            // (An agent-only data directory has no server to wait for.)
+            let _lock = if dir.join("server").is_dir() {
+                Some(crate::server::data_lock::acquire(&dir).map_err(|e| {
+                    AdminCliError::Failed(format!("{e}; certificate rotate works offline"))
+                })?)
+            } else {
+                None
+            };
             let r =
                 rotate::rotate(&dir, &services, chrono::Utc::now().timestamp()).map_err(failed)?;
             let mut out = String::new();
@@ -265,8 +301,57 @@ pub(super) fn run_certificate(sub: &str, args: &ArgMatches) -> Result<String, Ad
             out.push_str("Successfully backed up certificates; restart rke2 to regenerate them\n");
             Ok(out)
         }
+        "rotate-ca" => rotate_ca(&dir, args),
         other => unreachable!("clap only accepts known subcommands, not {other}"),
     }
+}
+
+/// `rke2 certificate rotate-ca`: reads and checks the new CA files locally, then uploads them
+/// with this server's token (from `<data-dir>/server/token`) to a running server, which checks
+/// them against the cluster's current CAs and writes them into the bootstrap data.
+fn rotate_ca(data_dir: &std::path::Path, args: &ArgMatches) -> Result<String, AdminCliError> {
+    use crate::pki::rotate_ca;
+    let dir = PathBuf::from(args.get_one::<String>("path").expect("required"));
+    let force = args.get_flag("force");
+    let server = args.get_one::<String>("server").expect("defaulted").clone();
+    let new = rotate_ca::read_dir(&dir).map_err(|e| AdminCliError::Usage(e.to_string()))?;
+    // The files' own checks (CA, matching key) before anything is sent; the cross-signing
+    // check needs the cluster's current CAs and is made by the server.
+    rotate_ca::validate(&crate::bootstrap::BootstrapData::default(), &new, true)
+        .map_err(|e| AdminCliError::Usage(e.to_string()))?;
+    let token_file = data_dir.join("server").join("token");
+    let token = std::fs::read_to_string(&token_file).map_err(|e| {
+        AdminCliError::Failed(format!(
+            "cannot read the server token {}: {e} (run this on a server)",
+            token_file.display()
+        ))
+    })?;
+    let token = crate::token::JoinToken::parse(token.trim())
+        .map_err(|e| AdminCliError::Failed(format!("{}: {e}", token_file.display())))?;
+    let mut upload = crate::bootstrap::BootstrapData::default();
+    for (name, bytes) in &new {
+        upload.insert(name, bytes);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AdminCliError::Failed(format!("cannot start the async runtime: {e}")))?;
+    let resp = rt
+        .block_on(async {
+            let access =
+                crate::clientaccess::ClusterAccess::connect(&server, &token, "server", None)
+                    .await?;
+            access
+                .request(
+                    http::Method::PUT,
+                    &format!("{}?force={force}", crate::protocol::CERT_CACERTS),
+                    &[("content-type", "application/json".to_string())],
+                    Some(upload.to_json()),
+                )
+                .await
+        })
+        .map_err(|e| AdminCliError::Failed(e.to_string()))?;
+    Ok(resp.text())
 }
 
 /// `rke2 certificate check` as a table.

@@ -193,6 +193,8 @@ pub struct ServerConfig {
     pub secrets_encryption: bool,
     /// `secrets-encryption-provider`: `aescbc`, `aesgcm` or `secretbox`.
     pub secrets_encryption_provider: String,
+    /// `leaf-cert-validity`: lifetime of this server's own leaf certificates.
+    pub leaf_cert_validity: Duration,
 }
 
 /// Validated `rke2 agent` configuration.
@@ -671,6 +673,7 @@ pub fn validate_server(raw: &RawSettings) -> Result<ServerConfig, ConfigError> {
                     format!("unknown provider \"{v}\": expected aescbc, aesgcm or secretbox")
                 })
         })?,
+        leaf_cert_validity: r.parse("leaf-cert-validity", ops::parse_leaf_validity)?,
         node,
     };
     let ports = [

@@ -113,6 +113,19 @@ pub fn parse_snapshot_name(v: &str) -> Result<String, String> {
     Ok(v.to_string())
 }
 
+/// Parses `leaf-cert-validity`: a duration from 30 s (short lives are for exercising renewal)
+/// up to the 10 years of the CAs, which no leaf may outlive.
+pub fn parse_leaf_validity(v: &str) -> Result<std::time::Duration, String> {
+    let d = super::parse_duration(v)?;
+    if d < std::time::Duration::from_secs(30) || d > crate::pki::CA_VALIDITY {
+        return Err(format!(
+            "invalid leaf-cert-validity \"{}\": must be between 30s and 87600h (the CAs' lifetime)",
+            v.trim()
+        ));
+    }
+    Ok(d)
+}
+
 /// Parses a snapshot retention count (at least 1).
 pub fn parse_retention(v: &str) -> Result<u32, String> {
     v.trim()

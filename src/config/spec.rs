@@ -423,6 +423,14 @@ pub const SETTINGS: &[Setting] = &[
         "Provider of a new cluster's encryption key: aescbc, aesgcm or secretbox",
     ),
     s(
+        "leaf-cert-validity",
+        Scalar,
+        S,
+        Some("8760h"),
+        "DURATION",
+        "Lifetime of the leaf certificates a server issues itself; each is renewed, at start and while running, 120 days (or a third of this lifetime) before it expires",
+    ),
+    s(
         "lb-server-port",
         Scalar,
         A,

@@ -5,6 +5,7 @@
 pub mod membership;
 pub mod process;
 pub mod snapshot;
+pub mod snapshot_records;
 
 use std::path::Path;
 use std::time::Duration;
@@ -76,29 +77,60 @@ impl From<etcd_client::Error> for EtcdError {
     }
 }
 
-/// Client credentials for etcd.
-#[derive(Debug, Clone)]
+/// Client credentials for etcd. Clones share one copy, which [`EtcdTls::reload`] replaces when
+/// the certificate is renewed while running, so every later connection presents the new one.
+#[derive(Clone)]
 pub struct EtcdTls {
-    pub ca_pem: String,
-    pub cert_pem: String,
-    pub key_pem: String,
+    pem: std::sync::Arc<std::sync::RwLock<EtcdTlsPem>>,
+}
+
+#[derive(Clone)]
+struct EtcdTlsPem {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("EtcdTls").finish_non_exhaustive()
+    }
 }
 
 impl EtcdTls {
-    /// The etcd client certificate of this server.
-    pub fn load(paths: &ServerPaths) -> Result<EtcdTls, EtcdError> {
+    fn read(paths: &ServerPaths) -> Result<EtcdTlsPem, EtcdError> {
         let read = |p: &Path| std::fs::read_to_string(p).at(p);
         let CertPair { cert, key } = paths.etcd_client();
-        Ok(EtcdTls {
+        Ok(EtcdTlsPem {
             ca_pem: read(&paths.etcd_server_ca().cert)?,
             cert_pem: read(&cert)?,
             key_pem: read(&key)?,
         })
     }
+
+    /// The etcd client certificate of this server.
+    pub fn load(paths: &ServerPaths) -> Result<EtcdTls, EtcdError> {
+        Ok(EtcdTls {
+            pem: std::sync::Arc::new(std::sync::RwLock::new(Self::read(paths)?)),
+        })
+    }
+
+    /// Reads the files again (after a renewal); on error the previous credentials stay.
+    pub fn reload(&self, paths: &ServerPaths) -> Result<(), EtcdError> {
+        let new = Self::read(paths)?;
+        *self.pem.write().unwrap_or_else(|e| e.into_inner()) = new;
+        Ok(())
+    }
+
+    fn current(&self) -> EtcdTlsPem {
+        self.pem.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// Connects to etcd at `endpoints` with client-certificate TLS.
 pub async fn connect(endpoints: &[String], tls: &EtcdTls) -> Result<Client, EtcdError> {
+    let tls = tls.current();
     let options = ConnectOptions::new()
         .with_tls(
             TlsOptions::new()

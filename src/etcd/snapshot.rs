@@ -466,10 +466,22 @@ pub async fn restore(
     Ok(())
 }
 
+/// Most a scheduled snapshot waits after its cron time (RKE2's jitter), so servers on the same
+/// schedule do not all stream from etcd in the same instant.
+pub const SCHEDULE_JITTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A random delay below [`SCHEDULE_JITTER`], in whole milliseconds.
+pub fn schedule_jitter() -> std::time::Duration {
+    let r = u32::from_str_radix(&crate::token::random_hex(4), 16).unwrap_or(0);
+    std::time::Duration::from_millis(u64::from(r) % SCHEDULE_JITTER.as_millis() as u64)
+}
+
 /// Takes snapshots of this server's member: on demand (D-Bus) and on the cron schedule; one
 /// at a time. Every saved snapshot is announced on [`Snapshotter::subscribe`].
 pub struct Snapshotter {
     client: etcd_client::Client,
+    /// Where the ETCDSnapshotFile records of this node's snapshots are kept.
+    records: crate::storage::Storage,
     config: SnapshotConfig,
     dir: PathBuf,
     node: String,
@@ -495,6 +507,9 @@ impl Snapshotter {
     ) -> Arc<Snapshotter> {
         let (saved, _) = broadcast::channel(16);
         Arc::new(Snapshotter {
+            records: crate::storage::Storage::new(crate::datastore::Datastore::new(
+                client.clone(),
+            )),
             client,
             dir: snapshot_dir(&config, data_dir),
             config,
@@ -548,8 +563,45 @@ impl Snapshotter {
             self.dir.join(&info.name).display()
         );
         let _ = self.saved.send(info.clone());
+        drop(_guard);
+        self.sync_records().await;
         let path = self.dir.join(&info.name);
         Ok((info, path))
+    }
+
+    /// Brings this node's ETCDSnapshotFile records in line with the directory. A failure is
+    /// logged, never fatal: the snapshot files are what a restore uses, and the next sync
+    /// catches up.
+    pub async fn sync_records(&self) {
+        let present: Vec<SnapshotInfo> = match self.list().await {
+            // In a directory shared by several servers, only this node's files (and files
+            // whose node the name does not tell) are its to record.
+            Ok(all) => all
+                .into_iter()
+                .filter(|s| s.node == self.node || s.node.is_empty())
+                .collect(),
+            Err(e) => {
+                tracing::warn!(
+                    component = "etcd-snapshot",
+                    "cannot list snapshots to record them: {e}"
+                );
+                return;
+            }
+        };
+        match super::snapshot_records::sync(&self.records, &self.node, &self.dir, &present).await {
+            Ok(out) => {
+                for name in out.created {
+                    tracing::info!(component = "etcd-snapshot", record = %name, "recorded etcd snapshot file");
+                }
+                for name in out.deleted {
+                    tracing::info!(component = "etcd-snapshot", record = %name, "removed the record of a deleted etcd snapshot file");
+                }
+            }
+            Err(e) => tracing::warn!(
+                component = "etcd-snapshot",
+                "updating the ETCDSnapshotFile records failed: {e}"
+            ),
+        }
     }
 
     pub async fn list(&self) -> Result<Vec<SnapshotInfo>, SnapshotError> {
@@ -567,6 +619,8 @@ impl Snapshotter {
         let _guard = self.busy.lock().await;
         let deleted = blocking(move || delete(&dir, &name)).await?;
         tracing::info!(component = "etcd-snapshot", snapshot = %deleted, "deleted etcd snapshot");
+        drop(_guard);
+        self.sync_records().await;
         Ok(deleted)
     }
 
@@ -589,12 +643,21 @@ impl Snapshotter {
         for name in &deleted {
             tracing::info!(component = "etcd-snapshot", snapshot = %name, "pruned etcd snapshot (retention {retention})");
         }
+        drop(_guard);
+        if !deleted.is_empty() {
+            self.sync_records().await;
+        }
         Ok(deleted)
     }
 
     /// Runs the cron schedule until `cancel`: a snapshot at every match, then pruning to the
     /// retention. A learner skips (its data may lag), as RKE2's does.
     pub async fn run_schedule(self: Arc<Self>, cancel: CancellationToken) {
+        // Records of snapshots taken before this start (or brought back by a restore).
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = self.sync_records() => {}
+        }
         if self.config.disabled {
             tracing::info!(
                 component = "etcd-snapshot",
@@ -618,7 +681,7 @@ impl Snapshotter {
                 );
                 return;
             };
-            let wait = (next - now).to_std().unwrap_or_default();
+            let wait = (next - now).to_std().unwrap_or_default() + schedule_jitter();
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
@@ -680,6 +743,13 @@ mod tests {
         let hash = ring::digest::digest(&ring::digest::SHA256, &db);
         db.extend_from_slice(hash.as_ref());
         db
+    }
+
+    #[test]
+    fn jitter_stays_below_five_seconds_and_varies() {
+        let samples: Vec<_> = (0..50).map(|_| schedule_jitter()).collect();
+        assert!(samples.iter().all(|d| *d < SCHEDULE_JITTER));
+        assert!(samples.iter().any(|d| *d != samples[0]), "{samples:?}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! replaced silently.
 
 pub mod rotate;
+pub mod rotate_ca;
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,8 +24,15 @@ use crate::paths::CertPair;
 pub const CA_VALIDITY: Duration = Duration::from_secs(3650 * 86400);
 /// Leaf lifetime.
 pub const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 86400);
-/// Leaves expiring sooner than this are regenerated at start.
+/// Leaves expiring sooner than this are regenerated (at start and while running).
 pub const RENEW_BEFORE: Duration = Duration::from_secs(120 * 86400);
+
+/// When a leaf of `validity` is renewed: 120 days before expiry, or a third of its lifetime
+/// before when it lives shorter than a year (`leaf-cert-validity`), so a short-lived leaf is
+/// not renewed on every check.
+pub fn renew_before(validity: Duration) -> Duration {
+    RENEW_BEFORE.min(validity / 3)
+}
 
 /// PKI errors.
 #[derive(Debug, thiserror::Error)]
@@ -220,6 +228,8 @@ pub struct LeafSpec {
     /// DNS names and IP literals.
     pub sans: Vec<String>,
     pub usage: LeafUsage,
+    /// Lifetime from issue ([`LEAF_VALIDITY`] unless `leaf-cert-validity` says otherwise).
+    pub validity: Duration,
 }
 
 impl LeafSpec {
@@ -229,6 +239,7 @@ impl LeafSpec {
             organizations: orgs.iter().map(|s| s.to_string()).collect(),
             sans: Vec::new(),
             usage: LeafUsage::Client,
+            validity: LEAF_VALIDITY,
         }
     }
 
@@ -238,7 +249,14 @@ impl LeafSpec {
             organizations: Vec::new(),
             sans,
             usage: LeafUsage::Server,
+            validity: LEAF_VALIDITY,
         }
+    }
+
+    /// The same leaf with another lifetime.
+    pub fn valid_for(mut self, validity: Duration) -> LeafSpec {
+        self.validity = validity;
+        self
     }
 
     fn params(&self) -> Result<CertificateParams, PkiError> {
@@ -276,7 +294,7 @@ impl LeafSpec {
         params.use_authority_key_identifier_extension = true;
         let now = SystemTime::now();
         params.not_before = to_offset(now - Duration::from_secs(3600));
-        params.not_after = to_offset(now + LEAF_VALIDITY);
+        params.not_after = to_offset(now + self.validity);
         // A random serial: two certificates for the same subject must never collide.
         let mut serial = hex::decode(crate::token::random_hex(16)).unwrap_or_default();
         serial[0] &= 0x7f;
@@ -379,7 +397,7 @@ impl CertInfo {
         let mut have_orgs = self.organizations.clone();
         want_orgs.sort();
         have_orgs.sort();
-        self.seconds_left() > RENEW_BEFORE.as_secs() as i64
+        self.seconds_left() > renew_before(spec.validity).as_secs() as i64
             && self.common_name == spec.common_name
             && want_orgs == have_orgs
             && want == have

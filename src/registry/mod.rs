@@ -13,6 +13,7 @@ pub mod protobuf;
 
 mod configmap;
 mod endpoints;
+mod etcdsnapshotfile;
 mod event;
 mod lease;
 mod namespace;
@@ -24,6 +25,7 @@ mod service;
 
 pub use configmap::CONFIGMAPS;
 pub use endpoints::ENDPOINTS;
+pub use etcdsnapshotfile::ETCD_SNAPSHOT_FILES;
 pub use event::EVENTS;
 pub use fields::FieldCause;
 pub use lease::LEASES;
@@ -52,6 +54,7 @@ pub static RESOURCES: &[&ResourceInfo] = &[
     &LEASES,
     &SELF_SUBJECT_ACCESS_REVIEWS,
     &SELF_SUBJECT_REVIEWS,
+    &ETCD_SNAPSHOT_FILES,
 ];
 
 /// A Kubernetes API verb.

@@ -148,6 +148,76 @@ pub(super) async fn prepare(
     Ok(Vec::new())
 }
 
+/// After a reset or restore only this server is an etcd member: the node-password secrets of
+/// the other servers (Nodes with the etcd role) are deleted, so a server that comes back wiped —
+/// new data directory, new node password, same name — can register again instead of being
+/// refused as an impostor. A server that kept its data registers its password again at its
+/// next start. Agents keep theirs: their identities are untouched by a reset. Returns the nodes
+/// whose secrets were deleted; failures are logged, never fatal (the operator can delete a
+/// secret by hand).
+pub(super) async fn forget_other_servers(
+    store: &crate::datastore::Datastore,
+    own_node: &str,
+) -> Vec<String> {
+    use crate::storage::selectors::LabelSelector;
+    use crate::storage::{ListOptions, Storage};
+    use crate::registry::{NODES, SECRETS};
+    let storage = Storage::new(store.clone());
+    let servers = match LabelSelector::parse("node-role.kubernetes.io/etcd=true") {
+        Ok(selector) => {
+            storage
+                .list(
+                    &NODES,
+                    None,
+                    &ListOptions {
+                        label_selector: Some(selector),
+                        ..Default::default()
+                    },
+                )
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    let servers = match servers {
+        Ok(list) => list.items,
+        Err(e) => {
+            tracing::warn!(
+                component = "cluster-reset",
+                "cannot list the servers' nodes: {e}"
+            );
+            return Vec::new();
+        }
+    };
+    let mut forgotten = Vec::new();
+    for node in servers {
+        let name = crate::registry::print::name(&node).to_string();
+        if name == own_node {
+            continue;
+        }
+        let secret = crate::cluster::node_password::secret_name(&name);
+        match storage
+            .delete(&SECRETS, Some("kube-system"), &secret, None, None)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(
+                    component = "cluster-reset",
+                    node = %name,
+                    "deleted the node password secret kube-system/{secret}: the server may rejoin with a new data directory"
+                );
+                forgotten.push(name);
+            }
+            Err(crate::storage::ObjectError::NotFound { .. }) => {}
+            Err(e) => tracing::warn!(
+                component = "cluster-reset",
+                node = %name,
+                "cannot delete kube-system/{secret}: {e}"
+            ),
+        }
+    }
+    forgotten
+}
+
 /// After a successful reset or restore: writes `db/reset-flag` and tells the operator what
 /// to do next.
 pub(super) fn finish(config: &ServerConfig, paths: &ServerPaths) -> Result<(), ServerError> {
@@ -244,4 +314,59 @@ pub(super) async fn rejoin_if_left_behind(
         old.display()
     );
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Storage;
+    use crate::registry::{NODES, SECRETS};
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn a_reset_forgets_the_other_servers_node_passwords_only() {
+        let store =
+            crate::datastore::Datastore::from_impl(crate::datastore::memory::MemoryStore::new());
+        let storage = Storage::new(store.clone());
+        for (node, server) in [("s1", true), ("s2", true), ("a1", false)] {
+            let labels = if server {
+                json!({"node-role.kubernetes.io/etcd": "true"})
+            } else {
+                json!({})
+            };
+            storage
+                .create(
+                    &NODES,
+                    None,
+                    json!({"apiVersion": "v1", "kind": "Node",
+                           "metadata": {"name": node, "labels": labels}}),
+                )
+                .await
+                .unwrap();
+            storage
+                .create(
+                    &SECRETS,
+                    Some("kube-system"),
+                    json!({"apiVersion": "v1", "kind": "Secret",
+                           "metadata": {"name": crate::cluster::node_password::secret_name(node)}}),
+                )
+                .await
+                .unwrap();
+        }
+        assert_eq!(forget_other_servers(&store, "s1").await, vec!["s2"]);
+        let left = |n: &str| {
+            let storage = storage.clone();
+            let name = crate::cluster::node_password::secret_name(n);
+            async move {
+                storage
+                    .get_opt(&SECRETS, Some("kube-system"), &name)
+                    .await
+                    .unwrap()
+                    .is_some()
+            }
+        };
+        assert!(left("s1").await, "this server keeps its own");
+        assert!(!left("s2").await, "the other server's is gone");
+        assert!(left("a1").await, "agents keep theirs");
+    }
 }

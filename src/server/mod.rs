@@ -3,7 +3,9 @@
 //! then the Kubernetes API, controllers and the node agent — and reports each phase to systemd.
 //! READY=1 is sent only once every gate is open; shutdown runs through one cancellation token.
 
+pub mod cert_renewal;
 pub mod cluster_reset;
+pub mod data_lock;
 pub mod node_agent;
 pub mod prepare;
 pub mod tools;
@@ -28,7 +30,6 @@ use crate::etcd::process::{EtcdSettings, InitialClusterState, ProcessState};
 use crate::etcd::{self, EtcdError, EtcdTls};
 use crate::fsutil::{self, IoContext, PathError};
 use crate::https::{self, TlsError};
-use crate::kubeconfig::Kubeconfig;
 use crate::paths::{AgentPaths, ServerPaths};
 use crate::pki::PkiError;
 use crate::token::{self, Passwd, TokenError};
@@ -150,6 +151,8 @@ pub enum ServerError {
     #[error(transparent)]
     Listener(#[from] ListenerError),
     #[error(transparent)]
+    DataLock(#[from] data_lock::LockError),
+    #[error(transparent)]
     Tls(#[from] TlsError),
     #[error(transparent)]
     Io(#[from] PathError),
@@ -161,6 +164,11 @@ pub enum ServerError {
     NodePassword(#[source] node_password::NodePasswordError),
     #[error("secrets encryption: {0}")]
     Encryption(#[from] crate::secrets_encryption::stages::StageError),
+    #[error(
+        "the cluster's certificate authorities were replaced (rke2 certificate rotate-ca) since this \
+         server last ran; their new files are now in place: start the server again to use them"
+    )]
+    CaRotated,
     #[error("shut down before the server was ready")]
     Cancelled,
 }
@@ -298,6 +306,8 @@ async fn run_inner(
     ] {
         fsutil::ensure_private_dir(dir).at(dir)?;
     }
+    // Held until run_inner returns: offline maintenance refuses while it is held.
+    let _data_lock = data_lock::acquire(&config.node.data_dir)?;
     let mut mode = if paths.etcd_wal().exists() {
         StartMode::Restart
     } else if config.node.server.is_some() {
@@ -385,12 +395,9 @@ async fn run_inner(
             .map_err(ServerError::ListenerAddress)?,
     );
 
-    let serving = paths.serving();
-    let tls = https::server_config(
-        &prepare::read_pem(&serving.cert)?,
-        &prepare::read_pem(&serving.key)?,
-        Some(&cas.client.cert_pem),
-    )?;
+    // Served through a slot that the renewal task refills (cert_renewal).
+    let live_certs = cert_renewal::LiveCerts::load(&paths, &agent_paths)?;
+    let tls = https::server_config_with(live_certs.serving.clone(), Some(&cas.client.cert_pem))?;
     let apiserver_endpoint = SocketAddr::new(
         config.advertise_address.unwrap_or(node.primary_ip()),
         config.https_listen_port,
@@ -523,6 +530,7 @@ async fn run_inner(
         return Err(e);
     }
     if resetting {
+        cluster_reset::forget_other_servers(&store, &node.name).await;
         cluster_reset::finish(&config, &paths)?;
         return Ok(());
     }
@@ -543,25 +551,12 @@ async fn run_inner(
         cancel.clone(),
     ));
 
-    // Admin kubeconfig.
-    let admin = paths.client_admin();
-    let kubeconfig_host = match config.bind_address {
-        Some(ip) if !ip.is_unspecified() => ip,
-        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
-    };
-    let server_url = format!(
-        "https://{}",
-        SocketAddr::new(kubeconfig_host, config.https_listen_port)
-    );
-    Kubeconfig {
-        server_url: &server_url,
-        ca_pem: &String::from_utf8_lossy(&ctx.server_ca_bundle),
-        client_cert_pem: &prepare::read_pem(&admin.cert)?,
-        client_key_pem: &prepare::read_pem(&admin.key)?,
-        name: "default",
-        tls_server_name: Some(crate::agent::API_SERVER_NAME),
-    }
-    .write(&config.write_kubeconfig, config.write_kubeconfig_mode)?;
+    cert_renewal::write_admin_kubeconfig(&ctx)?;
+    tracker.spawn(cert_renewal::run(
+        ctx.clone(),
+        live_certs.clone(),
+        cancel.clone(),
+    ));
     tracing::info!(
         component = "server",
         "wrote admin kubeconfig to {}; the join token is in {}",
@@ -601,7 +596,13 @@ async fn run_inner(
     ));
     crate::controllers::spawn_server_controllers(ctx.clone(), tracker, cancel.clone());
     runtime.set_phase("registering node");
-    let registered = node_agent::spawn_for_server(ctx.clone(), api_local, tracker, cancel.clone())?;
+    let registered = node_agent::spawn_for_server(
+        ctx.clone(),
+        api_local,
+        live_certs.kubelet_client.clone(),
+        tracker,
+        cancel.clone(),
+    )?;
     wait_registered(registered, &cancel).await?;
     crate::controllers::spawn_server_node_metadata(ctx.clone(), &member, tracker, cancel.clone())
         .await;
@@ -747,6 +748,11 @@ async fn reconcile_bootstrap(
                 "local certificate authority or credential files differ from the cluster's; replacing them from the datastore"
             );
             remote.write(&ctx.paths)?;
+            // This start loaded the old CAs (and issued leaves from them) before etcd could
+            // tell: the next start uses the new ones throughout (docs/operations.md §4.3).
+            if crate::pki::rotate_ca::cas_differ(&remote, &local) {
+                return Err(ServerError::CaRotated);
+            }
             if let Some(p) = Passwd::load(&ctx.paths.passwd())? {
                 *ctx.passwd.write().unwrap_or_else(|e| e.into_inner()) = p;
             }

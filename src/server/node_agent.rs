@@ -17,6 +17,7 @@ use crate::cluster::context::Ctx;
 pub fn spawn_for_server(
     ctx: Ctx,
     api: SocketAddr,
+    identity: std::sync::Arc<crate::https::CertSlot>,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> Result<watch::Receiver<bool>, ServerError> {
@@ -49,6 +50,7 @@ pub fn spawn_for_server(
         ca_pem: String::from_utf8_lossy(&ctx.server_ca_bundle).into_owned(),
         identity_cert_pem: read_pem(&kubelet.cert)?,
         identity_key_pem: read_pem(&kubelet.key)?,
+        identity_slot: Some(identity),
         server_name: Some(crate::agent::API_SERVER_NAME.into()),
         labels,
         taints: ctx.config.node.node_taints.clone(),

@@ -77,14 +77,17 @@ pub fn authorities(paths: &ServerPaths, create: bool) -> Result<Authorities, Ser
     Ok(a)
 }
 
-/// Makes sure every leaf certificate this server uses exists and is current.
+/// Makes sure every leaf certificate this server uses exists and is current (issued by the
+/// current CAs, with the right names, not within its renewal window); returns whether any was
+/// (re)issued. Run at start and periodically while running (crate::server::cert_renewal).
 pub fn leaf_certificates(
     config: &ServerConfig,
     node: &NodeIdentity,
     paths: &ServerPaths,
     agent_paths: &AgentPaths,
     cas: &Authorities,
-) -> Result<(), ServerError> {
+) -> Result<bool, ServerError> {
+    let validity = config.leaf_cert_validity;
     let sans = serving_sans(config, node);
     let mut etcd_sans: Vec<String> = vec![
         "localhost".into(),
@@ -93,43 +96,44 @@ pub fn leaf_certificates(
         node.name.clone(),
     ];
     etcd_sans.extend(node.ips.iter().map(|ip| ip.to_string()));
+    let etcd_leaf = |cn: &str, sans: Vec<String>| LeafSpec {
+        common_name: cn.into(),
+        organizations: vec![],
+        sans,
+        usage: LeafUsage::ServerAndClient,
+        validity,
+    };
     let regenerated = [
-        cas.server
-            .ensure_leaf(&paths.serving(), &LeafSpec::server("kube-apiserver", sans))?,
+        cas.server.ensure_leaf(
+            &paths.serving(),
+            &LeafSpec::server("kube-apiserver", sans).valid_for(validity),
+        )?,
         cas.client.ensure_leaf(
             &paths.client_admin(),
-            &LeafSpec::client("system:admin", &["system:masters"]),
+            &LeafSpec::client("system:admin", &["system:masters"]).valid_for(validity),
         )?,
         cas.client.ensure_leaf(
             &paths.client_supervisor(),
-            &LeafSpec::client("system:rke2-supervisor", &["system:masters"]),
+            &LeafSpec::client("system:rke2-supervisor", &["system:masters"]).valid_for(validity),
         )?,
-        cas.etcd_server
-            .ensure_leaf(&paths.etcd_client(), &LeafSpec::client("etcd-client", &[]))?,
+        cas.etcd_server.ensure_leaf(
+            &paths.etcd_client(),
+            &LeafSpec::client("etcd-client", &[]).valid_for(validity),
+        )?,
         cas.etcd_server.ensure_leaf(
             &paths.etcd_server(),
-            &LeafSpec {
-                common_name: "etcd-server".into(),
-                organizations: vec![],
-                sans: etcd_sans.clone(),
-                usage: LeafUsage::ServerAndClient,
-            },
+            &etcd_leaf("etcd-server", etcd_sans.clone()),
         )?,
-        cas.etcd_peer.ensure_leaf(
-            &paths.etcd_peer(),
-            &LeafSpec {
-                common_name: "etcd-peer".into(),
-                organizations: vec![],
-                sans: etcd_sans,
-                usage: LeafUsage::ServerAndClient,
-            },
-        )?,
+        cas.etcd_peer
+            .ensure_leaf(&paths.etcd_peer(), &etcd_leaf("etcd-peer", etcd_sans))?,
         cas.client.ensure_leaf(
             &agent_paths.client_kubelet(),
-            &LeafSpec::client(&format!("system:node:{}", node.name), &["system:nodes"]),
+            &LeafSpec::client(&format!("system:node:{}", node.name), &["system:nodes"])
+                .valid_for(validity),
         )?,
     ];
-    if regenerated.iter().any(|r| *r) {
+    let renewed = regenerated.iter().any(|r| *r);
+    if renewed {
         tracing::info!(component = "pki", node = %node.name, "generated or renewed leaf certificates");
     }
     for (src, dst) in [
@@ -137,9 +141,11 @@ pub fn leaf_certificates(
         (paths.client_ca().cert, agent_paths.client_ca()),
     ] {
         let bytes = std::fs::read(&src).at(&src)?;
-        fsutil::write_atomic_mkdir(&dst, &bytes, fsutil::PUBLIC_FILE_MODE).at(&dst)?;
+        if std::fs::read(&dst).ok().as_deref() != Some(bytes.as_slice()) {
+            fsutil::write_atomic_mkdir(&dst, &bytes, fsutil::PUBLIC_FILE_MODE).at(&dst)?;
+        }
     }
-    Ok(())
+    Ok(renewed)
 }
 
 /// The password part of `agent-token` (which may be a full token).

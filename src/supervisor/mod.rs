@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod certs;
+mod rotate_ca;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -164,6 +165,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route(protocol::SERVER_CA, get(server_ca))
         .route(protocol::SERVING_KUBELET, any(certs::serving_kubelet))
         .route(protocol::CLIENT_KUBELET, any(certs::client_kubelet))
+        .route(protocol::CERT_CACERTS, put(rotate_ca::rotate_ca))
         .route(
             protocol::TOKEN,
             put(certs::rotate_token).fallback(|| async { SupervisorError::MethodNotAllowed }),
