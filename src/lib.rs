@@ -39,6 +39,8 @@ pub mod paths;
 pub mod pki;
 /// The resource registry: every served kind, declared once.
 pub mod registry;
+/// Places pending pods on nodes (leader-elected, watch-driven).
+pub mod scheduler;
 /// `rke2 server`: the orchestration of a server node.
 pub mod server;
 /// The registration (supervisor) API on 9345.

@@ -15,11 +15,11 @@ use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{ApiError, success_status};
 use super::storage::{self, ListOptions, Storage};
 use super::{
-    ApiState, ResourceRef, decode_body, json as json_response, objects, patch, read_body, table,
-    watch,
+    ApiState, ResourceRef, decode_body, json as json_response, objects, patch, pods, read_body,
+    table, watch,
 };
 use crate::registry::{
-    self as resources, NAMESPACES, ResourceInfo, Review, SYSTEM_NAMESPACES, Verb,
+    self as resources, NAMESPACES, PODS, ResourceInfo, Review, SYSTEM_NAMESPACES, Verb,
 };
 
 fn storage(st: &ApiState) -> Result<Storage, ApiError> {
@@ -36,6 +36,8 @@ enum Op<'a> {
     List,
     Watch,
     Create(Value),
+    /// POST to a subresource of an existing object (pods/binding, pods/eviction).
+    CreateSubresource(&'a str, &'a str, Value),
     Update(&'a str),
     Patch(&'a str),
     Delete(&'a str),
@@ -56,6 +58,8 @@ fn verb_of(
         (&Method::GET, false) if is_watch => Verb::Watch,
         (&Method::GET, false) => Verb::List,
         (&Method::POST, false) => Verb::Create,
+        // Subresources created on an object: pods/binding, pods/eviction.
+        (&Method::POST, true) if r.subresource.is_some() => Verb::Create,
         (&Method::PUT, true) => Verb::Update,
         (&Method::PATCH, true) => Verb::Patch,
         (&Method::DELETE, true) => Verb::Delete,
@@ -118,6 +122,10 @@ pub async fn handle(
         (Verb::List, None) => Op::List,
         (Verb::Watch, None) => Op::Watch,
         (Verb::Create, None) => Op::Create(decode_body(&headers, &body)?),
+        (Verb::Create, Some(name)) => match r.subresource.as_deref() {
+            Some(sub) => Op::CreateSubresource(name, sub, decode_body(&headers, &body)?),
+            None => return Err(ApiError::MethodNotAllowed),
+        },
         (Verb::Update, Some(name)) => Op::Update(name),
         (Verb::Patch, Some(name)) => Op::Patch(name),
         (Verb::Delete, Some(name)) => Op::Delete(name),
@@ -185,6 +193,10 @@ pub async fn handle(
                 &created,
                 "application/json",
             ))
+        }
+        Op::CreateSubresource(name, sub, obj) => {
+            let ns = ns.ok_or(ApiError::NoSuchResource)?;
+            pods::create_subresource(&store, ns, name, sub, &obj, dry_run).await
         }
         Op::Update(name) => {
             let obj = decode_body(&headers, &body)?;
@@ -271,6 +283,16 @@ pub async fn handle(
                 let obj = store.get(info, ns, name).await?;
                 return Ok(json_response(StatusCode::OK, &obj, "application/json"));
             }
+            if *info == PODS {
+                let opts = pods::delete_options(
+                    &opts,
+                    query.get("gracePeriodSeconds").map(String::as_str),
+                )?;
+                let ns = ns.ok_or(ApiError::NoSuchResource)?;
+                let (pods::Deleted::Gone(obj) | pods::Deleted::Terminating(obj)) =
+                    pods::delete(&store, ns, name, &opts).await?;
+                return Ok(json_response(StatusCode::OK, &obj, "application/json"));
+            }
             let deleted = store.delete(info, ns, name, uid, rv).await?;
             if *info == NAMESPACES {
                 delete_namespace_contents(&store, name).await?;
@@ -299,8 +321,19 @@ pub async fn handle(
                 if *info == NAMESPACES && SYSTEM_NAMESPACES.contains(&name) {
                     continue;
                 }
-                match store.delete(info, item_ns.or(ns), name, None, None).await {
-                    Ok(_) | Err(ApiError::NotFound { .. }) => {}
+                let result = if *info == PODS {
+                    let grace = query.get("gracePeriodSeconds").map(String::as_str);
+                    let opts = pods::delete_options(&Value::Null, grace)?;
+                    let pod_ns = item_ns.or(ns).unwrap_or_default();
+                    pods::delete(&store, pod_ns, name, &opts).await.map(|_| ())
+                } else {
+                    store
+                        .delete(info, item_ns.or(ns), name, None, None)
+                        .await
+                        .map(|_| ())
+                };
+                match result {
+                    Ok(()) | Err(ApiError::NotFound { .. }) => {}
                     Err(e) => return Err(e),
                 }
                 // As for a single delete, a namespace takes its objects with it.

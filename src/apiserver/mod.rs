@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod handlers;
 pub mod objects;
 pub mod patch;
+pub mod pods;
 pub mod protobuf;
 #[cfg(test)]
 mod router_tests;

@@ -3,6 +3,7 @@
 //! removal for deleted server nodes, the `default/kubernetes` endpoints, expired bootstrap token
 //! cleanup). Leadership is an etcd key bound to a lease; every loop selects on cancellation.
 
+pub mod events;
 pub mod leader;
 
 use std::collections::BTreeMap;
