@@ -20,7 +20,8 @@ use crate::apiserver::pods;
 use crate::apiserver::status::ApiError;
 use crate::apiserver::storage::{ListOptions, Storage};
 use crate::controllers::events::{self, EventType};
-use crate::datastore::{Change, Datastore, DatastoreError};
+use crate::controllers::watch::forward;
+use crate::datastore::{Change, Datastore};
 use crate::registry::{NODES, PODS};
 use predicates::{Candidate, NodeInfo, NodeUsage, PodInfo, Reason};
 
@@ -35,44 +36,6 @@ const COMPONENT: &str = "default-scheduler";
 enum Source {
     Nodes,
     Pods,
-}
-
-type Batch = (Source, Result<Vec<Change>, DatastoreError>);
-
-/// Forwards one watch into `tx` until it ends or `cancel` fires; the channel end is cancel-safe
-/// where the store's stream may not be.
-fn pump(
-    store: Datastore,
-    prefix: String,
-    from: i64,
-    source: Source,
-    tx: mpsc::UnboundedSender<Batch>,
-    cancel: CancellationToken,
-) {
-    tokio::spawn(async move {
-        let mut stream = match store.watch(&prefix, from).await {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = tx.send((source, Err(e)));
-                return;
-            }
-        };
-        loop {
-            let next = tokio::select! {
-                _ = cancel.cancelled() => return,
-                n = stream.next() => n,
-            };
-            let batch = match next {
-                Ok(Some((changes, _))) => Ok(changes),
-                Ok(None) => Err(DatastoreError::Unavailable("watch ended".into())),
-                Err(e) => Err(e),
-            };
-            let end = batch.is_err();
-            if tx.send((source, batch)).is_err() || end {
-                return;
-            }
-        }
-    });
 }
 
 /// The scheduler's state while leading.
@@ -422,7 +385,7 @@ pub async fn run(
             (Source::Nodes, NODES.list_prefix(None)),
             (Source::Pods, PODS.list_prefix(None)),
         ] {
-            pump(
+            forward(
                 store.clone(),
                 prefix,
                 revision + 1,
