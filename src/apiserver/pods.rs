@@ -242,7 +242,7 @@ pub async fn create_subresource(
         store.get(&PODS, Some(ns), name).await?;
     } else if subresource == "binding" {
         let kind = text(body, "/target/kind");
-        if !(kind.is_empty() || kind == "Node") {
+        if !(kind.is_empty() || kind == NODES.kind) {
             return Err(ApiError::invalid(
                 "Binding",
                 name,

@@ -426,12 +426,13 @@ mod tests {
         };
         let forever =
             json!([{"key": TAINT_UNREACHABLE, "operator": "Exists", "effect": "NoExecute"}]);
-        let later = json!([{"key": TAINT_UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]);
+        let now = json!([{"key": TAINT_UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 0}]);
         let critical = json!([{"key": "CriticalAddonsOnly", "operator": "Exists"}]);
         for (name, node, tol) in [
+            // Admission gives it the default 300 s toleration.
             ("plain", "lost", json!([])),
             ("patient", "lost", forever),
-            ("waiting", "lost", later),
+            ("impatient", "lost", now),
             ("user", "server", json!([])),
             ("addon", "server", critical),
         ] {
@@ -456,10 +457,10 @@ mod tests {
             }
         };
         assert!(
-            !exists("plain").await,
-            "untolerated on an unreachable node: deleted"
+            !exists("impatient").await,
+            "tolerationSeconds 0 on an unreachable node: deleted"
         );
-        assert!(exists("patient").await && exists("waiting").await);
+        assert!(exists("patient").await && exists("plain").await);
         // The server's pods: a user pod is gone; on a Ready node with a runtime the deletion
         // is graceful (the runtime finishes it), so it is marked.
         let user = store.get(&PODS, Some("default"), "user").await.unwrap();
@@ -480,7 +481,7 @@ mod tests {
             .map(|e| e["involvedObject"]["name"].as_str().unwrap())
             .collect();
         evicted.sort();
-        assert_eq!(evicted, ["plain", "user"]);
+        assert_eq!(evicted, ["impatient", "user"]);
         // Recovery removes the condition taint.
         store
             .modify(&NODES, None, "lost", None, |n| {
@@ -491,6 +492,6 @@ mod tests {
             .unwrap();
         pass.run(&store).await.unwrap();
         assert!(store.get(&NODES, None, "lost").await.unwrap()["spec"]["taints"].is_null());
-        assert!(exists("waiting").await);
+        assert!(exists("plain").await);
     }
 }

@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1 as core;
 use serde_json::{Value, json};
 
-use super::ResourceInfo;
 use super::fields::typed;
 use super::print::*;
+use super::{ResourceInfo, pod_spec};
 
 /// `pods`.
 pub static PODS: ResourceInfo = ResourceInfo {
@@ -17,6 +17,8 @@ pub static PODS: ResourceInfo = ResourceInfo {
     type_check: typed::<core::Pod>,
     tracks_generation: true,
     on_create,
+    validate: pod_spec::validate,
+    on_update: pod_spec::on_update,
     printer: Printer {
         columns: COLUMNS,
         cells: pod_cells,
@@ -37,7 +39,9 @@ pub static PODS: ResourceInfo = ResourceInfo {
 };
 
 fn on_create(obj: &mut Value) {
-    obj["status"] = json!({"phase": "Pending"});
+    pod_spec::apply_defaults(obj);
+    pod_spec::add_default_tolerations(obj);
+    obj["status"] = json!({"phase": "Pending", "qosClass": pod_spec::qos_class(obj)});
 }
 
 /// Row conditions: only finished pods have one, so clients can de-emphasise them.

@@ -19,6 +19,8 @@ const DEFAULT_MILLI_CPU: i128 = 100;
 /// Memory assumed for a container without a request when scoring (200 MiB, upstream
 /// `DefaultMemoryRequest`), in milli-bytes.
 const DEFAULT_MEMORY_MILLI: i128 = 200 * 1024 * 1024 * 1000;
+/// The allocatable resource counting pods (not a kind: a resource-list key).
+const ALLOCATABLE_PODS: &str = "pods";
 /// Upstream's label/taint key of a NotReady node.
 pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
 /// Upstream's taint key of a node whose status is unknown.
@@ -145,7 +147,7 @@ impl NodeInfo {
             let mut r = Resources::new();
             for (k, q) in m {
                 if let Ok(v) = parse_milli(&q.0) {
-                    if k == "pods" {
+                    if k == ALLOCATABLE_PODS {
                         max_pods = (v / 1000) as i64;
                     } else {
                         r.insert(k, v);
