@@ -822,6 +822,40 @@ mod tests {
         .map(|l| l.config)
     }
 
+    /// Each node's pod range: /24 (IPv4) or /64 (IPv6) unless set; bounded by cluster-cidr.
+    #[test]
+    fn node_cidr_mask_size_defaults_and_bounds() {
+        assert_eq!(load("", &[]).unwrap().node_cidr_mask_size, 24);
+        assert_eq!(
+            load("cluster-cidr: fd00:42::/48\n", &[])
+                .unwrap()
+                .node_cidr_mask_size,
+            64
+        );
+        assert_eq!(
+            load("node-cidr-mask-size: 26\n", &[])
+                .unwrap()
+                .node_cidr_mask_size,
+            26
+        );
+        for (bad, why) in [
+            (
+                "node-cidr-mask-size: 8\n",
+                "between cluster-cidr's prefix length /16 and /32",
+            ),
+            ("node-cidr-mask-size: 33\n", "between"),
+            ("node-cidr-mask-size: x\n", "not a prefix length"),
+            (
+                "cluster-cidr: 10.0.0.0/8\nnode-cidr-mask-size: 28\n",
+                "more than 16 bits longer",
+            ),
+        ] {
+            let e = load(bad, &[]).unwrap_err();
+            assert_eq!(e.key, "node-cidr-mask-size", "{bad}");
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+        }
+    }
+
     /// RKE2 (Go's `net.ParseCIDR`) masks a CIDR to its network before deriving addresses.
     #[test]
     fn service_cidr_is_masked_to_its_network() {
