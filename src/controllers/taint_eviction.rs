@@ -362,7 +362,8 @@ mod tests {
         );
         assert_eq!(condition_taint(Readiness::Unknown, false), None);
         let added =
-            reconcile_condition_taints(&[admin.clone()], Some(TAINT_UNREACHABLE), now).unwrap();
+            reconcile_condition_taints(std::slice::from_ref(&admin), Some(TAINT_UNREACHABLE), now)
+                .unwrap();
         assert_eq!(added.len(), 2);
         assert_eq!(added[1]["key"], TAINT_UNREACHABLE);
         assert!(added[1]["timeAdded"].is_string());

@@ -7,6 +7,7 @@
 use serde_json::{Map, Value, json};
 
 use super::fields::{FieldCause, cause};
+use crate::scheduler::quantity::parse_milli;
 
 /// Upstream `DefaultNotReadyTolerationSeconds` / `DefaultUnreachableTolerationSeconds`.
 pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
@@ -173,7 +174,9 @@ pub fn qos_class(pod: &Value) -> &'static str {
         ["requests", "limits"].iter().any(|k| {
             res(c, k).iter().any(|(name, v)| {
                 (name == "cpu" || name == "memory")
-                    && v.as_str().is_some_and(|s| s.trim_start_matches('0') != "")
+                    && v.as_str()
+                        .and_then(|s| parse_milli(s).ok())
+                        .is_some_and(|q| q > 0)
             })
         })
     });
