@@ -42,6 +42,16 @@ fn pod_yaml(name: &str, labels: &str, extra_spec: &str) -> String {
     )
 }
 
+/// `kubectl get pods --field-selector <selector> -o name`, trimmed.
+fn pods_where(k: &Path, selector: &str) -> String {
+    kubectl_ok(
+        k,
+        &["get", "pods", "--field-selector", selector, "-o", "name"],
+    )
+    .trim()
+    .to_string()
+}
+
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -132,17 +142,7 @@ fn pods_land_where_taints_cordons_and_selectors_allow() {
         per_node.into_iter().collect::<Vec<_>>(),
         vec![("sch1-a1".to_string(), 3), ("sch1-a2".to_string(), 3)]
     );
-    let on_a1 = kubectl_ok(
-        k,
-        &[
-            "get",
-            "pods",
-            "--field-selector",
-            "spec.nodeName=sch1-a1",
-            "-o",
-            "name",
-        ],
-    );
+    let on_a1 = pods_where(k, "spec.nodeName=sch1-a1");
     assert_eq!(on_a1.lines().count(), 3, "{on_a1}");
 
     // A pod tolerating the taint may land on the server.
@@ -212,31 +212,11 @@ fn pods_land_where_taints_cordons_and_selectors_allow() {
     );
     let drained = String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(&out);
     assert!(drained.contains("evicted"), "{drained}");
-    let left = kubectl_ok(
-        k,
-        &[
-            "get",
-            "pods",
-            "--field-selector",
-            "spec.nodeName=sch1-a1",
-            "-o",
-            "name",
-        ],
-    );
+    let left = pods_where(k, "spec.nodeName=sch1-a1");
     assert_eq!(left.trim(), "", "drained node keeps {left}");
 
     // Tainting a node NoExecute evicts the pods that do not tolerate it.
-    let before = kubectl_ok(
-        k,
-        &[
-            "get",
-            "pods",
-            "--field-selector",
-            "spec.nodeName=sch1-a2",
-            "-o",
-            "name",
-        ],
-    );
+    let before = pods_where(k, "spec.nodeName=sch1-a2");
     assert!(before.lines().count() >= 4, "{before}");
     let tolerant = pod_yaml(
         "stays",
@@ -253,17 +233,7 @@ fn pods_land_where_taints_cordons_and_selectors_allow() {
         &["taint", "node", "sch1-a2", "maintenance=now:NoExecute"],
     );
     wait_for(WAIT, "a2's pods evicted", || {
-        let left = kubectl_ok(
-            k,
-            &[
-                "get",
-                "pods",
-                "--field-selector",
-                "spec.nodeName=sch1-a2",
-                "-o",
-                "name",
-            ],
-        );
+        let left = pods_where(k, "spec.nodeName=sch1-a2");
         (left.trim() == "pod/stays").then_some(())
     });
     let events = kubectl_ok(
@@ -408,29 +378,9 @@ fn the_pod_api_defaults_validates_and_binds() {
         body.contains("pod manual is already assigned to node \\\"sch2\\\""),
         "{body}"
     );
-    let wide = kubectl_ok(
-        k,
-        &[
-            "get",
-            "pods",
-            "--field-selector",
-            "spec.nodeName=sch2",
-            "-o",
-            "name",
-        ],
-    );
+    let wide = pods_where(k, "spec.nodeName=sch2");
     assert_eq!(wide.trim(), "pod/manual");
-    let pending = kubectl_ok(
-        k,
-        &[
-            "get",
-            "pods",
-            "--field-selector",
-            "status.phase=Pending,metadata.name=r1",
-            "-o",
-            "name",
-        ],
-    );
+    let pending = pods_where(k, "status.phase=Pending,metadata.name=r1");
     assert_eq!(pending.trim(), "pod/r1");
 
     // The spec is immutable but for images: moving a pod by PATCH is refused.

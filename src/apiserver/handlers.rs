@@ -260,16 +260,8 @@ pub async fn handle(
                 serde_json::from_slice(&body)
                     .map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
             };
-            let uid = opts.pointer("/preconditions/uid").and_then(Value::as_str);
-            let rv = match opts
-                .pointer("/preconditions/resourceVersion")
-                .and_then(Value::as_str)
-            {
-                Some(s) => Some(s.parse::<i64>().map_err(|_| {
-                    ApiError::BadRequest(format!("invalid resourceVersion precondition \"{s}\""))
-                })?),
-                None => None,
-            };
+            let delete_opts =
+                pods::delete_options(&opts, query.get("gracePeriodSeconds").map(String::as_str))?;
             if *info == NAMESPACES && SYSTEM_NAMESPACES.contains(&name) {
                 return Err(ApiError::Forbidden(format!(
                     "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
@@ -284,16 +276,20 @@ pub async fn handle(
                 return Ok(json_response(StatusCode::OK, &obj, "application/json"));
             }
             if *info == PODS {
-                let opts = pods::delete_options(
-                    &opts,
-                    query.get("gracePeriodSeconds").map(String::as_str),
-                )?;
                 let ns = ns.ok_or(ApiError::NoSuchResource)?;
                 let (pods::Deleted::Gone(obj) | pods::Deleted::Terminating(obj)) =
-                    pods::delete(&store, ns, name, &opts).await?;
+                    pods::delete(&store, ns, name, &delete_opts).await?;
                 return Ok(json_response(StatusCode::OK, &obj, "application/json"));
             }
-            let deleted = store.delete(info, ns, name, uid, rv).await?;
+            let deleted = store
+                .delete(
+                    info,
+                    ns,
+                    name,
+                    delete_opts.uid.as_deref(),
+                    delete_opts.resource_version,
+                )
+                .await?;
             if *info == NAMESPACES {
                 delete_namespace_contents(&store, name).await?;
             }

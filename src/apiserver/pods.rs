@@ -112,7 +112,7 @@ pub fn set_condition(pod: &mut Value, mut condition: Value) {
     pod["status"]["conditions"] = Value::Array(conditions);
 }
 
-/// The options of a pod deletion.
+/// The options of a deletion (of any kind; the grace period matters for pods only).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeleteOptions {
     /// `gracePeriodSeconds` (query or body); `None` = the pod's own period.
@@ -263,7 +263,8 @@ pub async fn create_subresource(
     ))
 }
 
-/// Reads DeleteOptions from a body (possibly null) and the `gracePeriodSeconds` query value.
+/// Reads DeleteOptions (preconditions, grace period) from a body (possibly null) and the
+/// `gracePeriodSeconds` query value; every DELETE goes through this.
 pub fn delete_options(body: &Value, query_grace: Option<&str>) -> Result<DeleteOptions, ApiError> {
     let grace = match body.get("gracePeriodSeconds") {
         Some(Value::Number(n)) => Some(

@@ -254,51 +254,28 @@ mod tests {
         let cancel = CancellationToken::new();
         let _guard = cancel.clone().drop_guard();
         tokio::spawn(run(cell, "198.18.0.0/16".parse().unwrap(), 24, rx, cancel));
+        // Polls until `name` has a range (the controller runs concurrently).
         let cidr_of = |name: &'static str| {
             let store = store.clone();
             async move {
-                store
-                    .get_opt(&NODES, None, name)
-                    .await
-                    .unwrap()
-                    .and_then(|n| {
-                        n.pointer("/spec/podCIDR")
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    })
+                for _ in 0..500 {
+                    let node = store.get_opt(&NODES, None, name).await.unwrap();
+                    if let Some(c) = node.as_ref().and_then(|n| n.pointer("/spec/podCIDR")) {
+                        return c.as_str().map(str::to_string);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                None
             }
         };
-        let mut seen = None;
-        for _ in 0..500 {
-            seen = cidr_of("a").await;
-            if seen.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(seen.as_deref(), Some("198.18.0.0/24"));
+        assert_eq!(cidr_of("a").await.as_deref(), Some("198.18.0.0/24"));
         store.create(&NODES, None, node("b")).await.unwrap();
-        let mut b = None;
-        for _ in 0..500 {
-            b = cidr_of("b").await;
-            if b.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(b.as_deref(), Some("198.18.1.0/24"));
+        assert_eq!(cidr_of("b").await.as_deref(), Some("198.18.1.0/24"));
         let n = store.get(&NODES, None, "b").await.unwrap();
         assert_eq!(n["spec"]["podCIDRs"], json!(["198.18.1.0/24"]));
         store.delete(&NODES, None, "a", None, None).await.unwrap();
         store.create(&NODES, None, node("c")).await.unwrap();
-        let mut c = None;
-        for _ in 0..500 {
-            c = cidr_of("c").await;
-            if c.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let c = cidr_of("c").await;
         assert_eq!(
             c.as_deref(),
             Some("198.18.0.0/24"),

@@ -108,6 +108,13 @@ pub fn eviction_time(
     })
 }
 
+fn taints_of(node: &Value) -> Vec<Value> {
+    node.pointer("/spec/taints")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .ok()
@@ -134,20 +141,10 @@ impl Pass {
                 .and_then(Value::as_array)
                 .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready"));
             let want = condition_taint(node.readiness, has_ready);
-            let taints = obj
-                .pointer("/spec/taints")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            if let Some(next) = reconcile_condition_taints(&taints, want, now) {
+            if let Some(next) = reconcile_condition_taints(&taints_of(obj), want, now) {
                 match store
                     .modify(&NODES, None, &node.name, None, |n| {
-                        let taints = n
-                            .pointer("/spec/taints")
-                            .and_then(Value::as_array)
-                            .cloned()
-                            .unwrap_or_default();
-                        if let Some(next) = reconcile_condition_taints(&taints, want, now) {
+                        if let Some(next) = reconcile_condition_taints(&taints_of(n), want, now) {
                             if next.is_empty() {
                                 if let Some(spec) = n["spec"].as_object_mut() {
                                     spec.remove("taints");
