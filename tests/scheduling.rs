@@ -169,7 +169,7 @@ fn pods_land_where_taints_cordons_and_selectors_allow() {
         .success()
     );
     let expected = "0/3 nodes are available: 1 node(s) had untolerated taint {CriticalAddonsOnly: true}, \
-                    2 node(s) were unschedulable. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.";
+                    2 node(s) were unschedulable. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling..";
     let condition = wait_for(WAIT, "late unschedulable", || {
         let p = pod_json(k, "late")?;
         let c = p["status"]["conditions"]

@@ -246,7 +246,7 @@ impl Scheduler {
         match chosen {
             Some(node) => self.bind(&key, pod, node).await,
             None => {
-                let message = predicates::fit_error_message(total, &rejections);
+                let message = predicates::fit_error_message(total, &rejections, pod.never_preempts);
                 self.unschedulable.insert(key.clone());
                 if pod.unschedulable_message.as_deref() != Some(message.as_str())
                     && let Err(e) = self.report_unschedulable(&key, &pod, &message).await

@@ -242,6 +242,8 @@ pub struct PodInfo {
     pub owner: Option<String>,
     /// `PodScheduled=False` message last written by the scheduler.
     pub unschedulable_message: Option<String>,
+    /// `spec.preemptionPolicy: Never`: the pod may not preempt (changes the message).
+    pub never_preempts: bool,
 }
 
 fn add_requests(
@@ -373,6 +375,7 @@ impl PodInfo {
             preferred_terms,
             owner,
             unschedulable_message,
+            never_preempts: spec.preemption_policy.as_deref() == Some("Never"),
         })
     }
 
@@ -695,11 +698,15 @@ pub fn pick<'a>(pod: &PodInfo, candidates: &[Candidate<'a>]) -> Option<&'a NodeI
 }
 
 /// Upstream's message when no node was left: `0/N nodes are available: <sorted histogram>.`
-/// followed by the preemption verdict, or `no nodes available to schedule pods` without nodes.
+/// followed by the preemption verdict (ending in `..`, exactly as upstream prints it), or `no nodes available to schedule pods` without nodes.
 /// `rejections` holds each node's reasons. Preemption is not implemented: nodes where it might
 /// help report "No preemption victims found for incoming pod", as upstream does when no
 /// lower-priority pod could make room.
-pub fn fit_error_message(total_nodes: usize, rejections: &[Vec<Reason>]) -> String {
+pub fn fit_error_message(
+    total_nodes: usize,
+    rejections: &[Vec<Reason>],
+    never_preempts: bool,
+) -> String {
     if total_nodes == 0 {
         return "no nodes available to schedule pods".into();
     }
@@ -717,6 +724,11 @@ pub fn fit_error_message(total_nodes: usize, rejections: &[Vec<Reason>]) -> Stri
         parts.join(", ")
     };
     let filter_msg = histogram(&mut rejections.iter().flatten().map(Reason::message));
+    if never_preempts {
+        return format!(
+            "0/{total_nodes} nodes are available: {filter_msg}. preemption: not eligible due to preemptionPolicy=Never.."
+        );
+    }
     let preemption = histogram(&mut rejections.iter().map(|reasons| {
         if reasons.iter().any(Reason::preemption_might_help) {
             "No preemption victims found for incoming pod".to_string()
@@ -724,8 +736,10 @@ pub fn fit_error_message(total_nodes: usize, rejections: &[Vec<Reason>]) -> Stri
             "Preemption is not helpful for scheduling".to_string()
         }
     }));
+    // Upstream appends the preemption verdict (itself a sentence ending in ".") with the same
+    // " %v." separator, so the message ends in "..".
     format!(
-        "0/{total_nodes} nodes are available: {filter_msg}. preemption: 0/{total_nodes} nodes are available: {preemption}."
+        "0/{total_nodes} nodes are available: {filter_msg}. preemption: 0/{total_nodes} nodes are available: {preemption}.."
     )
 }
 
@@ -1094,20 +1108,25 @@ mod tests {
             vec![Reason::Insufficient("cpu".into())],
         ];
         assert_eq!(
-            fit_error_message(4, &rejections),
+            fit_error_message(4, &rejections, false),
             "0/4 nodes are available: 1 Insufficient cpu, 3 node(s) had untolerated taint {CriticalAddonsOnly: true}. \
-             preemption: 0/4 nodes are available: 1 No preemption victims found for incoming pod, 3 Preemption is not helpful for scheduling."
+             preemption: 0/4 nodes are available: 1 No preemption victims found for incoming pod, 3 Preemption is not helpful for scheduling.."
         );
         assert_eq!(
             fit_error_message(
                 2,
-                &[vec![Reason::Unschedulable], vec![Reason::NodeAffinity]]
+                &[vec![Reason::Unschedulable], vec![Reason::NodeAffinity]],
+                false
             ),
             "0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) were unschedulable. \
-             preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling."
+             preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.."
         );
         assert_eq!(
-            fit_error_message(0, &[]),
+            fit_error_message(1, &[vec![Reason::Insufficient("memory".into())]], true),
+            "0/1 nodes are available: 1 Insufficient memory. preemption: not eligible due to preemptionPolicy=Never.."
+        );
+        assert_eq!(
+            fit_error_message(0, &[], false),
             "no nodes available to schedule pods"
         );
     }

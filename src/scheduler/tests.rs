@@ -156,7 +156,7 @@ async fn unschedulable_pods_get_the_message_and_an_event_then_retry_on_node_chan
         .unwrap();
     let _run = start(&ds);
     let expected = "0/2 nodes are available: 1 node(s) had untolerated taint {CriticalAddonsOnly: true}, \
-                    1 node(s) were unschedulable. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.";
+                    1 node(s) were unschedulable. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling..";
     wait_for("the PodScheduled=False condition", || async {
         let p = s.get(&PODS, Some("default"), "waiting").await.unwrap();
         p.pointer("/status/conditions/0/reason") == Some(&json!("Unschedulable"))
@@ -214,7 +214,7 @@ async fn a_full_node_takes_pods_again_when_one_is_deleted() {
     wait_for("second unschedulable", || async {
         let p = s.get(&PODS, Some("default"), "second").await.unwrap();
         p.pointer("/status/conditions/0/message").and_then(Value::as_str).is_some_and(|m| {
-            m == "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."
+            m == "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.."
         })
     })
     .await;
