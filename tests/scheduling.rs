@@ -192,6 +192,24 @@ fn pods_land_where_taints_cordons_and_selectors_allow() {
     wait_for(WAIT, "late bound after uncordon", || {
         (node_of(k, "late") == "sch1-a2").then_some(())
     });
+    // A request no node can meet: upstream's resource wording and preemption verdict.
+    let huge = "    resources:\n      requests:\n        cpu: \"1000\"\n";
+    let yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: huge\nspec:\n  containers:\n  - name: c\n    image: busybox:1.36\n{huge}"
+    );
+    assert!(apply(k, root.path(), "huge.yaml", &yaml).status.success());
+    let message = wait_for(WAIT, "huge unschedulable", || {
+        let p = pod_json(k, "huge")?;
+        p["status"]["conditions"][0]["message"]
+            .as_str()
+            .map(str::to_string)
+    });
+    assert_eq!(
+        message,
+        "0/3 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {CriticalAddonsOnly: true}, \
+         1 node(s) were unschedulable. preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, \
+         2 Preemption is not helpful for scheduling.."
+    );
 
     // Drain evicts a1's pods (policy/v1 evictions); without a runtime there they go at once.
     let out = kubectl(
@@ -360,10 +378,30 @@ fn the_pod_api_defaults_validates_and_binds() {
             ],
         )
     };
+    // `kubectl get pods -w` follows the pod from creation to its binding.
+    let cache = tempfile::tempdir().unwrap();
+    let mut watch = std::process::Command::new("kubectl");
+    watch
+        .arg("--kubeconfig")
+        .arg(k)
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .args([
+            "get",
+            "pods",
+            "-w",
+            "-o",
+            "wide",
+            "--field-selector",
+            "metadata.name=manual",
+        ]);
+    let mut watcher = Daemon::spawn("kubectl-watch", watch, &root.path().join("watch.log"));
+    // Whether the pod exists before or after the watch starts, kubectl lists it first.
     kubectl_ok(
         k,
         &["run", "manual", "--image=busybox:1.36", "--restart=Never"],
     );
+    watcher.wait_log("Pending", WAIT);
     wait_for(WAIT, "manual unschedulable", || {
         let p = pod_json(k, "manual")?;
         (p["status"]["conditions"][0]["reason"] == "Unschedulable").then_some(())
@@ -372,6 +410,15 @@ fn the_pod_api_defaults_validates_and_binds() {
     let (code, body) = post("/api/v1/namespaces/default/pods/manual/binding", binding);
     assert_eq!(code, 201, "{body}");
     assert_eq!(node_of(k, "manual"), "sch2");
+    // The watch shows the bound pod with its node in the wide NODE column.
+    wait_for(WAIT, "the watch to show the binding", || {
+        watcher
+            .log_text()
+            .lines()
+            .any(|l| l.starts_with("manual") && l.split_whitespace().nth(6) == Some("sch2"))
+            .then_some(())
+    });
+    drop(watcher);
     let (code, body) = post("/api/v1/namespaces/default/pods/manual/binding", binding);
     assert_eq!(code, 409, "{body}");
     assert!(
