@@ -5,8 +5,10 @@
 //! them. Pods on a node with NoExecute taints they do not tolerate are deleted at once; pods
 //! tolerating every such taint are deleted when the shortest `tolerationSeconds` of the
 //! tolerations used has passed since the taint was added (never without one). Each eviction
-//! is recorded as a `TaintManagerEviction` event. A pass runs every [`PASS_INTERVAL`]; pods are
-//! read only while some node has a NoExecute taint.
+//! is recorded as a `TaintManagerEviction` event. Like upstream's pod garbage collector, a pod
+//! bound to a node that no longer exists is deleted after a quarantine. A pass runs every
+//! [`PASS_INTERVAL`]; pods are read only while some node has a NoExecute taint, and every
+//! [`ORPHAN_CHECK_EVERY`] passes for orphans.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -29,6 +31,11 @@ use crate::scheduler::predicates::{
 
 /// How often taints and evictions are reconciled (also the precision of `tolerationSeconds`).
 pub const PASS_INTERVAL: Duration = Duration::from_secs(1);
+/// Pods are checked for a missing node every this many passes.
+const ORPHAN_CHECK_EVERY: u64 = 10;
+/// How long a pod may name a node that does not exist before it is deleted (upstream PodGC's
+/// quarantine, so a pod created for a node about to register is not deleted at once).
+const ORPHAN_QUARANTINE_SECONDS: i64 = 40;
 const COMPONENT: &str = "taint-eviction-controller";
 const NO_EXECUTE: &str = "NoExecute";
 
@@ -125,6 +132,10 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 #[derive(Default)]
 struct Pass {
     first_seen: HashMap<(String, String), DateTime<Utc>>,
+    /// Passes run, to read all pods for orphans only every [`ORPHAN_CHECK_EVERY`] passes.
+    count: u64,
+    /// Pods bound to a node that does not exist, by `namespace/name`, with when first seen.
+    orphans: HashMap<String, DateTime<Utc>>,
 }
 
 impl Pass {
@@ -194,14 +205,42 @@ impl Pass {
             tainted.insert(node.name, (no_execute, since));
         }
         self.first_seen.retain(|(n, _), _| tainted.contains_key(n));
-        if tainted.is_empty() {
+        self.count += 1;
+        let check_orphans = self.count % ORPHAN_CHECK_EVERY == 0;
+        if tainted.is_empty() && !check_orphans {
             return Ok(());
         }
+        let node_names: std::collections::HashSet<&str> = nodes
+            .items
+            .iter()
+            .filter_map(|n| n.pointer("/metadata/name").and_then(Value::as_str))
+            .collect();
         let all = store.list(&PODS, None, &ListOptions::default()).await?;
+        let mut orphans = HashMap::new();
         for obj in &all.items {
             let Some(pod) = PodInfo::from_object(obj) else {
                 continue;
             };
+            if check_orphans
+                && !pod.node_name.is_empty()
+                && !node_names.contains(pod.node_name.as_str())
+            {
+                let key = pod.key();
+                let since = self.orphans.get(&key).copied().unwrap_or(now);
+                if now - since >= chrono::Duration::seconds(ORPHAN_QUARANTINE_SECONDS) {
+                    tracing::info!(component = COMPONENT, pod = %key, node = %pod.node_name, "deleting a pod bound to a node that does not exist");
+                    let opts = pods::DeleteOptions {
+                        uid: Some(pod.uid.clone()),
+                        ..Default::default()
+                    };
+                    if let Err(e) = pods::delete(store, &pod.namespace, &pod.name, &opts).await {
+                        tracing::debug!(component = COMPONENT, pod = %key, "deleting an orphaned pod: {e}");
+                    }
+                } else {
+                    orphans.insert(key, since);
+                }
+                continue;
+            }
             if pod.deleting || !pod.occupies_node() {
                 continue;
             }
@@ -215,6 +254,9 @@ impl Pass {
                 continue;
             }
             self.evict(store, obj, &pod).await;
+        }
+        if check_orphans {
+            self.orphans = orphans;
         }
         Ok(())
     }
@@ -490,6 +532,22 @@ mod tests {
             .unwrap();
         pass.run(&store).await.unwrap();
         assert!(store.get(&NODES, None, "lost").await.unwrap()["spec"]["taints"].is_null());
+        // A pod bound to a node that does not exist goes after the quarantine.
+        store
+            .create(&PODS, Some("default"), pod("orphan", "gone", json!([])))
+            .await
+            .unwrap();
+        pass.count = ORPHAN_CHECK_EVERY - 1;
+        pass.run(&store).await.unwrap();
+        assert!(exists("orphan").await, "quarantined first");
+        let seen = pass.orphans["default/orphan"];
+        pass.orphans.insert(
+            "default/orphan".into(),
+            seen - chrono::Duration::seconds(ORPHAN_QUARANTINE_SECONDS),
+        );
+        pass.count = ORPHAN_CHECK_EVERY - 1;
+        pass.run(&store).await.unwrap();
+        assert!(!exists("orphan").await, "deleted after the quarantine");
         assert!(exists("plain").await);
     }
 }
