@@ -206,7 +206,7 @@ impl Pass {
         }
         self.first_seen.retain(|(n, _), _| tainted.contains_key(n));
         self.count += 1;
-        let check_orphans = self.count % ORPHAN_CHECK_EVERY == 0;
+        let check_orphans = self.count.is_multiple_of(ORPHAN_CHECK_EVERY);
         if tainted.is_empty() && !check_orphans {
             return Ok(());
         }
