@@ -42,6 +42,7 @@ fn on_create(obj: &mut Value) {
     pod_spec::apply_defaults(obj);
     pod_spec::add_default_tolerations(obj);
     obj["status"] = json!({"phase": "Pending", "qosClass": pod_spec::qos_class(obj)});
+    pod_spec::mark_scheduling_gated(obj);
 }
 
 /// Row conditions: only finished pods have one, so clients can de-emphasise them.

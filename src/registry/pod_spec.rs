@@ -157,6 +157,25 @@ pub fn add_default_tolerations(pod: &mut Value) {
     }
 }
 
+/// A pod created with `spec.schedulingGates` starts with `PodScheduled=False`, reason
+/// `SchedulingGated` (upstream's API server does this; the scheduler leaves it alone until the
+/// gates are removed).
+pub fn mark_scheduling_gated(pod: &mut Value) {
+    let gated = pod["spec"]["schedulingGates"]
+        .as_array()
+        .is_some_and(|g| !g.is_empty());
+    if gated {
+        pod["status"]["conditions"] = json!([{
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "SchedulingGated",
+            "message": "Scheduling is blocked due to non-empty scheduling gates",
+            "lastProbeTime": null,
+            "lastTransitionTime": null,
+        }]);
+    }
+}
+
 /// Upstream's QoS class: BestEffort without any request or limit, Guaranteed when every
 /// container limits cpu and memory with requests equal to the limits, else Burstable.
 pub fn qos_class(pod: &Value) -> &'static str {
@@ -424,6 +443,7 @@ fn frozen_spec(spec: &Value) -> Value {
     if let Some(m) = s.as_object_mut() {
         m.remove("activeDeadlineSeconds");
         m.remove("tolerations");
+        m.remove("schedulingGates");
         for list in ["containers", "initContainers"] {
             if let Some(cs) = m.get_mut(list).and_then(Value::as_array_mut) {
                 for c in cs.iter_mut().filter_map(Value::as_object_mut) {
@@ -453,6 +473,22 @@ pub fn on_update(old: &Value, new: &mut Value, causes: &mut Vec<FieldCause>) {
     let kept = old_tolerations.iter().all(|t| new_tolerations.contains(t));
     if frozen_spec(old_spec) != frozen_spec(new_spec) || !kept {
         causes.push(cause("spec", SPEC_UPDATE_FORBIDDEN));
+    }
+    // Scheduling gates may only be removed.
+    let old_gates = old_spec["schedulingGates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for gate in new_spec["schedulingGates"].as_array().into_iter().flatten() {
+        if !old_gates.contains(gate) {
+            causes.push(cause(
+                "spec.schedulingGates",
+                format!(
+                    "Forbidden: only deletion is allowed, but found new scheduling gate '{}'",
+                    gate["name"].as_str().unwrap_or_default()
+                ),
+            ));
+        }
     }
 }
 
@@ -600,6 +636,18 @@ mod tests {
         let mut fewer = old.clone();
         fewer["spec"]["tolerations"] = json!([]);
         assert_eq!(check(fewer).len(), 1);
+        // Scheduling gates may go, not come.
+        let mut gated = old.clone();
+        gated["spec"]["schedulingGates"] = json!([{"name": "wait"}]);
+        let mut c = Vec::new();
+        on_update(&gated, &mut old.clone(), &mut c);
+        assert!(c.is_empty(), "{c:?}");
+        let mut c = Vec::new();
+        on_update(&old, &mut gated.clone(), &mut c);
+        assert_eq!(
+            c[0].message,
+            "Forbidden: only deletion is allowed, but found new scheduling gate 'wait'"
+        );
         // An update body without defaults is defaulted first, so it changes nothing.
         assert!(check(json!({"spec": {"containers": [{"name": "a", "image": "x"}], "tolerations": [{"key": "k", "operator": "Exists"}]}})).is_empty());
     }

@@ -59,6 +59,7 @@ fn placement_facts(p: &PodInfo) -> impl PartialEq + '_ {
         &p.node_selector,
         &p.required_terms,
         &p.scheduler_name,
+        p.gated,
     )
 }
 

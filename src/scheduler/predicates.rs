@@ -244,6 +244,8 @@ pub struct PodInfo {
     pub unschedulable_message: Option<String>,
     /// `spec.preemptionPolicy: Never`: the pod may not preempt (changes the message).
     pub never_preempts: bool,
+    /// `spec.schedulingGates` is not empty: the pod waits until they are removed.
+    pub gated: bool,
 }
 
 fn add_requests(
@@ -376,6 +378,10 @@ impl PodInfo {
             owner,
             unschedulable_message,
             never_preempts: spec.preemption_policy.as_deref() == Some("Never"),
+            gated: spec
+                .scheduling_gates
+                .as_ref()
+                .is_some_and(|g| !g.is_empty()),
         })
     }
 
@@ -393,6 +399,7 @@ impl PodInfo {
     pub fn wants_scheduling(&self) -> bool {
         self.node_name.is_empty()
             && self.scheduler_name == DEFAULT_SCHEDULER
+            && !self.gated
             && !self.deleting
             && self.phase != "Succeeded"
             && self.phase != "Failed"

@@ -254,3 +254,41 @@ async fn nothing_is_scheduled_without_leadership() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn gated_pods_wait_for_their_gates_to_be_removed() {
+    let (ds, s) = storage();
+    s.create(&NODES, None, node("n", json!([]))).await.unwrap();
+    s.create(
+        &PODS,
+        Some("default"),
+        pod("a-gated", json!({"schedulingGates": [{"name": "wait"}]})),
+    )
+    .await
+    .unwrap();
+    s.create(&PODS, Some("default"), pod("free", json!({})))
+        .await
+        .unwrap();
+    // Queued in name order, "a-gated" would be bound before "free" without its gate.
+    let _run = start(&ds);
+    wait_for("the ungated pod bound", || async {
+        node_of(&s, "free").await == "n"
+    })
+    .await;
+    let gated = s.get(&PODS, Some("default"), "a-gated").await.unwrap();
+    assert_eq!(gated["spec"]["nodeName"], Value::Null, "a gated pod waits");
+    assert_eq!(
+        gated["status"]["conditions"][0]["reason"],
+        "SchedulingGated"
+    );
+    s.modify(&PODS, Some("default"), "a-gated", None, |p| {
+        p["spec"]["schedulingGates"] = json!([]);
+        Ok(())
+    })
+    .await
+    .unwrap();
+    wait_for("bound once ungated", || async {
+        node_of(&s, "a-gated").await == "n"
+    })
+    .await;
+}
