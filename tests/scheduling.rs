@@ -539,3 +539,122 @@ fn a_stopped_agent_is_tainted_and_its_pods_evicted() {
     );
     assert!(events.contains("TaintManagerEviction"), "{events}");
 }
+
+/// Scheduling is leader-elected: with three servers only the `controllers` leader binds, and
+/// when it stops another server takes over and binds the pods created afterwards; the new
+/// leader's taint controller marks the stopped server's node `unreachable`.
+#[test]
+fn another_server_schedules_when_the_leader_stops() {
+    require_tool("etcd", "etcd-server");
+    require_tool("etcdctl", "etcd-client");
+    let block = AddrBlock::new();
+    let root = tempfile::tempdir().unwrap();
+    let token = ("token", "sched-ha".to_string());
+    let grace = ("node-monitor-grace-period", "4s".to_string());
+    let mut servers = vec![start_server(
+        "ha1",
+        block.ip(1),
+        root.path(),
+        &[token.clone(), grace.clone()],
+    )];
+    servers[0].daemon.wait_log("ready:", READY);
+    let join = [token, grace, ("server", servers[0].supervisor())];
+    for (i, name) in ["ha2", "ha3"].iter().enumerate() {
+        let s = start_server(name, block.ip(2 + i as u8), root.path(), &join);
+        servers.push(s);
+        servers.last_mut().unwrap().daemon.wait_log("ready:", READY);
+    }
+    let leader = wait_for(WAIT, "a controllers leader", || {
+        let out = etcdctl(
+            &servers[0],
+            &["get", "/rke2/leader/controllers", "--print-value-only"],
+        );
+        let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (!name.is_empty()).then_some(name)
+    });
+    let li = servers
+        .iter()
+        .position(|s| s.daemon.name == leader)
+        .expect("the leader is one of ours");
+    let survivor = (li + 1) % 3;
+    let k = servers[survivor].kubeconfig.clone();
+    for s in ["ha1", "ha2", "ha3"] {
+        wait_node_ready(&k, s, READY);
+    }
+    // A pod on the leader's node, and one scheduled while it leads.
+    let pinned = pod_yaml("pinned", "app: ha", &format!("  nodeName: {leader}\n"));
+    assert!(
+        apply(&k, root.path(), "pinned.yaml", &pinned)
+            .status
+            .success()
+    );
+    assert!(
+        apply(
+            &k,
+            root.path(),
+            "before.yaml",
+            &pod_yaml("before", "app: ha", "")
+        )
+        .status
+        .success()
+    );
+    kubectl_ok(
+        &k,
+        &[
+            "wait",
+            "--for=condition=PodScheduled",
+            "pod/before",
+            "--timeout=60s",
+        ],
+    );
+
+    assert_eq!(
+        servers[li].daemon.stop(),
+        Some(0),
+        "{}",
+        servers[li].daemon.log_tail()
+    );
+    let new_leader = wait_for(WAIT, "a new controllers leader", || {
+        let out = etcdctl(
+            &servers[survivor],
+            &["get", "/rke2/leader/controllers", "--print-value-only"],
+        );
+        let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (!name.is_empty() && name != leader).then_some(name)
+    });
+    assert_ne!(new_leader, leader);
+    assert!(
+        apply(
+            &k,
+            root.path(),
+            "after.yaml",
+            &pod_yaml("after", "app: ha", "")
+        )
+        .status
+        .success()
+    );
+    kubectl_ok(
+        &k,
+        &[
+            "wait",
+            "--for=condition=PodScheduled",
+            "pod/after",
+            "--timeout=60s",
+        ],
+    );
+    assert_ne!(
+        node_of(&k, "after"),
+        leader,
+        "the stopped server's node is not Ready"
+    );
+    // The new leader's taint manager: the stopped server's node goes unreachable, and its pod
+    // stays (the default 300 s toleration).
+    wait_for(WAIT, "the unreachable taint on the stopped server", || {
+        let t = kubectl_ok(
+            &k,
+            &["get", "node", &leader, "-o", "jsonpath={.spec.taints}"],
+        );
+        t.contains("node.kubernetes.io/unreachable").then_some(())
+    });
+    assert!(pod_json(&k, "pinned").is_some());
+}
