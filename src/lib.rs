@@ -45,6 +45,8 @@ pub mod pki;
 pub mod protocol;
 /// The resource registry: every served kind, declared once.
 pub mod registry;
+/// Places pending pods on nodes (leader-elected, watch-driven).
+pub mod scheduler;
 /// Secrets encrypted at rest: providers, keys, rotation stages.
 pub mod secrets_encryption;
 /// `rke2 server`: the orchestration of a server node.

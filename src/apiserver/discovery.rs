@@ -149,6 +149,11 @@ fn subresource_kind<'a>(info: &'a ResourceInfo, subresource: &str) -> &'a str {
     }
 }
 
+/// Group and version of a subresource whose kind lives in another group (pods/eviction).
+fn subresource_group_version(subresource: &str) -> Option<(&'static str, &'static str)> {
+    (subresource == "eviction").then_some(("policy", "v1"))
+}
+
 fn scope(info: &ResourceInfo) -> &'static str {
     if info.namespaced {
         "Namespaced"
@@ -183,9 +188,14 @@ fn aggregated_resource(info: &ResourceInfo) -> Value {
             .subresources
             .iter()
             .map(|s| {
+                let mut kind = response_kind(subresource_kind(info, s));
+                if let Some((group, version)) = subresource_group_version(s) {
+                    kind["group"] = group.into();
+                    kind["version"] = version.into();
+                }
                 json!({
                     "subresource": s,
-                    "responseKind": response_kind(subresource_kind(info, s)),
+                    "responseKind": kind,
                     "verbs": subresource_verbs(s),
                 })
             })
@@ -311,6 +321,11 @@ fn legacy_resource(info: &ResourceInfo, subresource: Option<&str>) -> Value {
             r.insert("namespaced".into(), info.namespaced.into());
             r.insert("kind".into(), subresource_kind(info, s).into());
             r.insert("verbs".into(), json!(subresource_verbs(s)));
+            // kubectl drain finds the Eviction API version here.
+            if let Some((group, version)) = subresource_group_version(s) {
+                r.insert("group".into(), group.into());
+                r.insert("version".into(), version.into());
+            }
         }
     }
     Value::Object(r)

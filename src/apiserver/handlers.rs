@@ -13,14 +13,14 @@ use serde_json::{Value, json};
 use super::authz::{self, Attributes, User};
 use super::status::{ApiError, success_status};
 use super::{
-    ApiState, ResourceRef, apply, decode_body, json as json_response, objects, patch, protobuf,
-    read_body, table, watch,
+    ApiState, ResourceRef, apply, decode_body, json as json_response, objects, patch, pods,
+    protobuf, read_body, table, watch,
 };
 use crate::registry::{
-    self as resources, NAMESPACES, ResourceInfo, Review, SYSTEM_NAMESPACES, Verb,
+    self as resources, NAMESPACES, PODS, ResourceInfo, Review, SYSTEM_NAMESPACES, Verb,
 };
 use crate::storage::selectors::{FieldSelector, LabelSelector};
-use crate::storage::{self, ListOptions, ObjectError, Storage};
+use crate::storage::{self, ListOptions, Storage};
 
 fn storage(st: &ApiState) -> Result<Storage, ApiError> {
     st.store
@@ -36,6 +36,8 @@ enum Op<'a> {
     List,
     Watch,
     Create(Value),
+    /// POST to a subresource of an existing object (pods/binding, pods/eviction).
+    CreateSubresource(&'a str, &'a str, Value),
     Update(&'a str),
     Patch(&'a str),
     Delete(&'a str),
@@ -56,6 +58,8 @@ fn verb_of(
         (&Method::GET, false) if is_watch => Verb::Watch,
         (&Method::GET, false) => Verb::List,
         (&Method::POST, false) => Verb::Create,
+        // Subresources created on an object: pods/binding, pods/eviction.
+        (&Method::POST, true) if r.subresource.is_some() => Verb::Create,
         (&Method::PUT, true) => Verb::Update,
         (&Method::PATCH, true) => Verb::Patch,
         (&Method::DELETE, true) => Verb::Delete,
@@ -118,6 +122,10 @@ pub async fn handle(
         (Verb::List, None) => Op::List,
         (Verb::Watch, None) => Op::Watch,
         (Verb::Create, None) => Op::Create(decode_body(&headers, &body)?),
+        (Verb::Create, Some(name)) => match r.subresource.as_deref() {
+            Some(sub) => Op::CreateSubresource(name, sub, decode_body(&headers, &body)?),
+            None => return Err(ApiError::MethodNotAllowed),
+        },
         (Verb::Update, Some(name)) => Op::Update(name),
         (Verb::Patch, Some(name)) => Op::Patch(name),
         (Verb::Delete, Some(name)) => Op::Delete(name),
@@ -191,6 +199,10 @@ pub async fn handle(
             }
             let created = store.create(info, ns, obj).await?;
             respond(StatusCode::CREATED, &created)
+        }
+        Op::CreateSubresource(name, sub, obj) => {
+            let ns = ns.ok_or(ApiError::NoSuchResource)?;
+            pods::create_subresource(&store, ns, name, sub, &obj, dry_run).await
         }
         Op::Update(name) => {
             let obj = decode_body(&headers, &body)?;
@@ -274,16 +286,8 @@ pub async fn handle(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             let opts = protobuf::decode_delete_options(ct, &body)?;
-            let uid = opts.pointer("/preconditions/uid").and_then(Value::as_str);
-            let rv = match opts
-                .pointer("/preconditions/resourceVersion")
-                .and_then(Value::as_str)
-            {
-                Some(s) => Some(s.parse::<i64>().map_err(|_| {
-                    ApiError::BadRequest(format!("invalid resourceVersion precondition \"{s}\""))
-                })?),
-                None => None,
-            };
+            let delete_opts =
+                pods::delete_options(&opts, query.get("gracePeriodSeconds").map(String::as_str))?;
             if *info == NAMESPACES && SYSTEM_NAMESPACES.contains(&name) {
                 return Err(ApiError::Forbidden(format!(
                     "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
@@ -297,7 +301,21 @@ pub async fn handle(
                 let obj = store.get(info, ns, name).await?;
                 return respond(StatusCode::OK, &obj);
             }
-            let deleted = store.delete(info, ns, name, uid, rv).await?;
+            if *info == PODS {
+                let ns = ns.ok_or(ApiError::NoSuchResource)?;
+                let (pods::Deleted::Gone(obj) | pods::Deleted::Terminating(obj)) =
+                    pods::delete(&store, ns, name, &delete_opts).await?;
+                return Ok(json_response(StatusCode::OK, &obj, "application/json"));
+            }
+            let deleted = store
+                .delete(
+                    info,
+                    ns,
+                    name,
+                    delete_opts.uid.as_deref(),
+                    delete_opts.resource_version,
+                )
+                .await?;
             if *info == NAMESPACES {
                 delete_namespace_contents(&store, name).await?;
             }
@@ -325,9 +343,24 @@ pub async fn handle(
                 if *info == NAMESPACES && SYSTEM_NAMESPACES.contains(&name) {
                     continue;
                 }
-                match store.delete(info, item_ns.or(ns), name, None, None).await {
-                    Ok(_) | Err(ObjectError::NotFound { .. }) => {}
-                    Err(e) => return Err(e.into()),
+                let result = if *info == PODS {
+                    let grace = query.get("gracePeriodSeconds").map(String::as_str);
+                    let opts = pods::delete_options(&Value::Null, grace)?;
+                    let pod_ns = item_ns.or(ns).unwrap_or_default();
+                    pods::delete(&store, pod_ns, name, &opts)
+                        .await
+                        .map(|_| ())
+                        .map_err(ApiError::from)
+                } else {
+                    store
+                        .delete(info, item_ns.or(ns), name, None, None)
+                        .await
+                        .map(|_| ())
+                        .map_err(ApiError::from)
+                };
+                match result {
+                    Ok(()) | Err(ApiError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
                 }
                 // As for a single delete, a namespace takes its objects with it.
                 if *info == NAMESPACES {

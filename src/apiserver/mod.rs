@@ -10,6 +10,7 @@ pub mod fieldset;
 pub mod handlers;
 pub mod objects;
 pub mod patch;
+pub mod pods;
 pub mod protobuf;
 #[cfg(test)]
 mod router_tests;

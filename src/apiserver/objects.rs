@@ -859,7 +859,10 @@ mod tests {
 
         let mut p = json!({"metadata":{"name":"p"},"spec":{},"status":{"phase":"Running"}});
         prepare_create(res("", "pods"), &mut p, Some("default"), now());
-        assert_eq!(p["status"], json!({"phase":"Pending"}));
+        assert_eq!(
+            p["status"],
+            json!({"phase":"Pending","qosClass":"BestEffort"})
+        );
 
         let long = "a".repeat(80);
         assert_eq!(generate_name(&long).len(), MAX_GENERATE_PREFIX + 5);

@@ -185,6 +185,9 @@ pub struct ServerConfig {
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
     pub node_monitor_grace_period: Duration,
+    /// Prefix length of each node's `spec.podCIDR` (`node-cidr-mask-size`; 24 for IPv4 and 64
+    /// for IPv6 clusters unless set), at least `cluster-cidr`'s and at most 16 bits longer.
+    pub node_cidr_mask_size: u8,
     /// Scheduled and on-demand etcd snapshots.
     pub snapshots: ops::SnapshotConfig,
     /// `cluster-reset` and its restore path.
@@ -477,6 +480,29 @@ fn parse_ip(v: &str) -> Result<IpAddr, String> {
 
 /// Parses a CIDR the way Go's `net.ParseCIDR` (and so RKE2) reads it: the address is masked to
 /// its network, so `10.43.5.0/16` is the network 10.43.0.0/16.
+/// `node-cidr-mask-size`: a prefix length no shorter than `cluster`'s, within the address
+/// family, and at most 16 bits longer (upstream's limit on the number of node ranges).
+fn parse_node_cidr_mask(v: &str, cluster: &IpNet) -> Result<u8, String> {
+    let bits: u8 = v
+        .trim()
+        .parse()
+        .map_err(|_| format!("{v:?} is not a prefix length (a number such as 24)"))?;
+    if bits < cluster.prefix_len() || bits > cluster.max_prefix_len() {
+        return Err(format!(
+            "{bits} must lie between cluster-cidr's prefix length /{} and /{}",
+            cluster.prefix_len(),
+            cluster.max_prefix_len()
+        ));
+    }
+    if bits - cluster.prefix_len() > 16 {
+        return Err(format!(
+            "{bits} is more than 16 bits longer than cluster-cidr's /{}: too many node ranges",
+            cluster.prefix_len()
+        ));
+    }
+    Ok(bits)
+}
+
 fn parse_cidr(v: &str) -> Result<IpNet, String> {
     let (ip, len) = v
         .trim()
@@ -663,6 +689,15 @@ pub fn validate_server(raw: &RawSettings) -> Result<ServerConfig, ConfigError> {
         cluster_dns,
         cluster_domain,
         node_monitor_grace_period: r.parse("node-monitor-grace-period", parse_duration)?,
+        node_cidr_mask_size: {
+            let cluster: IpNet = r.parse("cluster-cidr", parse_cidr)?;
+            r.parse_opt("node-cidr-mask-size", |v| parse_node_cidr_mask(v, &cluster))?
+                .unwrap_or(match cluster {
+                    IpNet::V4(_) => 24,
+                    IpNet::V6(_) => 64,
+                })
+                .max(cluster.prefix_len())
+        },
         snapshots: ops::snapshot_config(&r)?,
         cluster_reset: ops::cluster_reset(&r, node.server.is_some())?,
         secrets_encryption: r.bool("secrets-encryption")?,
@@ -800,6 +835,40 @@ mod tests {
                 .collect(),
         })
         .map(|l| l.config)
+    }
+
+    /// Each node's pod range: /24 (IPv4) or /64 (IPv6) unless set; bounded by cluster-cidr.
+    #[test]
+    fn node_cidr_mask_size_defaults_and_bounds() {
+        assert_eq!(load("", &[]).unwrap().node_cidr_mask_size, 24);
+        assert_eq!(
+            load("cluster-cidr: fd00:42::/48\n", &[])
+                .unwrap()
+                .node_cidr_mask_size,
+            64
+        );
+        assert_eq!(
+            load("node-cidr-mask-size: 26\n", &[])
+                .unwrap()
+                .node_cidr_mask_size,
+            26
+        );
+        for (bad, why) in [
+            (
+                "node-cidr-mask-size: 8\n",
+                "between cluster-cidr's prefix length /16 and /32",
+            ),
+            ("node-cidr-mask-size: 33\n", "between"),
+            ("node-cidr-mask-size: x\n", "not a prefix length"),
+            (
+                "cluster-cidr: 10.0.0.0/8\nnode-cidr-mask-size: 28\n",
+                "more than 16 bits longer",
+            ),
+        ] {
+            let e = load(bad, &[]).unwrap_err();
+            assert_eq!(e.key, "node-cidr-mask-size", "{bad}");
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+        }
     }
 
     /// RKE2 (Go's `net.ParseCIDR`) masks a CIDR to its network before deriving addresses.

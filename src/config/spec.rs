@@ -343,6 +343,14 @@ pub const SETTINGS: &[Setting] = &[
         "How long a node's Lease may go unrenewed before its Ready condition becomes Unknown",
     ),
     s(
+        "node-cidr-mask-size",
+        Scalar,
+        S,
+        None,
+        "BITS",
+        "Prefix length of each node's pod CIDR taken from cluster-cidr (default: 24 for IPv4, 64 for IPv6)",
+    ),
+    s(
         "cluster-reset",
         Bool,
         S,

@@ -3,7 +3,11 @@
 //! removal for deleted server nodes, the `default/kubernetes` endpoints, expired bootstrap token
 //! cleanup). Leadership is an etcd key bound to a lease; every loop selects on cancellation.
 
+pub mod events;
 pub mod leader;
+pub mod node_ipam;
+pub mod taint_eviction;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -85,6 +89,25 @@ pub fn spawn_server_controllers(ctx: Ctx, tracker: &TaskTracker, cancel: Cancell
         is_leader.clone(),
         cancel.clone(),
     ));
+    tracker.spawn(node_ipam::run(
+        ctx.store.clone(),
+        ctx.config.cluster_cidr,
+        ctx.config.node_cidr_mask_size,
+        is_leader.clone(),
+        cancel.clone(),
+    ));
+    tracker.spawn(taint_eviction::run(
+        ctx.store.clone(),
+        is_leader.clone(),
+        cancel.clone(),
+    ));
+    let (store, scheduler_leader, scheduler_cancel) =
+        (ctx.store.clone(), is_leader.clone(), cancel.clone());
+    tracker.spawn(async move {
+        if let Some(ds) = watch::store_when_ready(&store, &scheduler_cancel).await {
+            crate::scheduler::run(ds, scheduler_leader, scheduler_cancel).await;
+        }
+    });
     tracker.spawn(bootstrap_token_cleanup(ctx, is_leader, cancel));
 }
 

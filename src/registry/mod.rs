@@ -19,6 +19,7 @@ mod lease;
 mod namespace;
 mod node;
 mod pod;
+mod pod_spec;
 mod reviews;
 mod secret;
 mod service;

@@ -5,18 +5,20 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1 as core;
 use serde_json::{Value, json};
 
-use super::ResourceInfo;
 use super::fields::typed;
 use super::print::*;
+use super::{ResourceInfo, pod_spec};
 
 /// `pods`.
 pub static PODS: ResourceInfo = ResourceInfo {
     short_names: &["po"],
     categories: &["all"],
-    subresources: &["status"],
+    subresources: &["status", "binding", "eviction"],
     type_check: typed::<core::Pod>,
     tracks_generation: true,
     on_create,
+    validate: pod_spec::validate,
+    on_update: pod_spec::on_update,
     printer: Printer {
         columns: COLUMNS,
         cells: pod_cells,
@@ -38,7 +40,10 @@ pub static PODS: ResourceInfo = ResourceInfo {
 };
 
 fn on_create(obj: &mut Value) {
-    obj["status"] = json!({"phase": "Pending"});
+    pod_spec::apply_defaults(obj);
+    pod_spec::add_default_tolerations(obj);
+    obj["status"] = json!({"phase": "Pending", "qosClass": pod_spec::qos_class(obj)});
+    pod_spec::mark_scheduling_gated(obj);
 }
 
 /// Row conditions: only finished pods have one, so clients can de-emphasise them.
