@@ -149,9 +149,14 @@ fn subresource_kind<'a>(info: &'a ResourceInfo, subresource: &str) -> &'a str {
     }
 }
 
-/// Group and version of a subresource whose kind lives in another group (pods/eviction).
+/// Group and version of a subresource whose kind lives in another group (pods/eviction,
+/// deployments/scale).
 fn subresource_group_version(subresource: &str) -> Option<(&'static str, &'static str)> {
-    (subresource == "eviction").then_some(("policy", "v1"))
+    match subresource {
+        "eviction" => Some(("policy", "v1")),
+        "scale" => Some(("autoscaling", "v1")),
+        _ => None,
+    }
 }
 
 fn scope(info: &ResourceInfo) -> &'static str {
@@ -542,7 +547,11 @@ mod tests {
             "coordination.k8s.io/v1"
         );
         assert!(api_group("").is_none());
-        assert!(api_group("apps").is_none());
+        assert!(api_group("batch").is_none());
+        assert_eq!(
+            api_group("apps").unwrap()["preferredVersion"]["groupVersion"],
+            "apps/v1"
+        );
     }
 
     #[test]
@@ -597,6 +606,6 @@ mod tests {
         let a = api_resource_list("authorization.k8s.io", "v1").unwrap();
         assert_eq!(a["resources"][0]["verbs"], json!(["create"]));
         assert!(api_resource_list("", "v2").is_none());
-        assert!(api_resource_list("apps", "v1").is_none());
+        assert!(api_resource_list("batch", "v1").is_none());
     }
 }

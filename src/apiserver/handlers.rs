@@ -14,7 +14,7 @@ use super::authz::{self, Attributes, User};
 use super::status::{ApiError, success_status};
 use super::{
     ApiState, ResourceRef, apply, decode_body, json as json_response, objects, patch, pods,
-    protobuf, read_body, table, watch,
+    protobuf, read_body, scale, table, watch,
 };
 use crate::registry::{
     self as resources, NAMESPACES, PODS, ResourceInfo, Review, SYSTEM_NAMESPACES, Verb,
@@ -160,6 +160,28 @@ pub async fn handle(
     )?;
     let respond = |status: StatusCode, obj: &Value| protobuf::respond(status, obj, info, encoding);
     let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
+
+    // The scale subresource is a view of the object; see `scale`.
+    if r.subresource.as_deref() == Some("scale") {
+        let json_ok = |v: &Value| Ok(json_response(StatusCode::OK, v, "application/json"));
+        return match op {
+            Op::Get(name) => json_ok(&scale::scale_of(&store.get(info, ns, name).await?)),
+            Op::Update(name) => {
+                let obj = decode_body(&headers, &body)?;
+                let how = scale::Write::Replace(&obj);
+                json_ok(&scale::write(&store, info, ns, name, how, dry_run).await?)
+            }
+            Op::Patch(name) => {
+                let ct = headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let how = scale::Write::Patch(patch::PatchKind::from_content_type(ct)?, &body);
+                json_ok(&scale::write(&store, info, ns, name, how, dry_run).await?)
+            }
+            _ => Err(ApiError::MethodNotAllowed),
+        };
+    }
 
     match op {
         Op::Get(name) => {

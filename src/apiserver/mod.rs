@@ -14,6 +14,7 @@ pub mod pods;
 pub mod protobuf;
 #[cfg(test)]
 mod router_tests;
+pub mod scale;
 pub mod status;
 pub mod table;
 pub mod watch;

@@ -12,6 +12,7 @@ pub mod print;
 pub mod protobuf;
 
 mod configmap;
+mod deployment;
 mod endpoints;
 mod etcdsnapshotfile;
 mod event;
@@ -20,11 +21,14 @@ mod namespace;
 mod node;
 mod pod;
 mod pod_spec;
+mod replicaset;
 mod reviews;
 mod secret;
 mod service;
+pub mod workload;
 
 pub use configmap::CONFIGMAPS;
+pub use deployment::DEPLOYMENTS;
 pub use endpoints::ENDPOINTS;
 pub use etcdsnapshotfile::ETCD_SNAPSHOT_FILES;
 pub use event::EVENTS;
@@ -33,6 +37,7 @@ pub use lease::LEASES;
 pub use namespace::{NAMESPACE_NAME_LABEL, NAMESPACES, SYSTEM_NAMESPACES};
 pub use node::NODES;
 pub use pod::PODS;
+pub use replicaset::REPLICA_SETS;
 pub use reviews::{SELF_SUBJECT_ACCESS_REVIEWS, SELF_SUBJECT_REVIEWS};
 pub use secret::SECRETS;
 pub use service::SERVICES;
@@ -56,6 +61,8 @@ pub static RESOURCES: &[&ResourceInfo] = &[
     &SELF_SUBJECT_ACCESS_REVIEWS,
     &SELF_SUBJECT_REVIEWS,
     &ETCD_SNAPSHOT_FILES,
+    &DEPLOYMENTS,
+    &REPLICA_SETS,
 ];
 
 /// A Kubernetes API verb.
