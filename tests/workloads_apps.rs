@@ -106,3 +106,81 @@ fn deployments_are_served_with_defaults_scale_and_validation() {
     );
     assert!(!stdout(&rs).contains("bad"));
 }
+
+/// Names of the pods whose controller is the object with `uid`.
+fn pods_owned_by(k: &std::path::Path, uid: &str) -> Vec<String> {
+    let out = kubectl(k, &["get", "pods", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            p["metadata"]["deletionTimestamp"].is_null()
+                && p["metadata"]["ownerReferences"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|r| r["uid"] == uid && r["controller"] == true)
+        })
+        .map(|p| {
+            p["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn replicasets_keep_their_pods() {
+    let (_root, _block, s) = start_ready_server("wl-rs", &[], READY);
+    let k = &s.kubeconfig;
+    let rs = r#"{"apiVersion":"apps/v1","kind":"ReplicaSet","metadata":{"name":"front"},
+      "spec":{"replicas":3,"selector":{"matchLabels":{"app":"front"}},
+              "template":{"metadata":{"labels":{"app":"front"}},
+                          "spec":{"containers":[{"name":"c","image":"registry.invalid/x:1"}]}}}}"#;
+    let out = kubectl_run(
+        std::path::Path::new("kubectl"),
+        k,
+        &["create", "--validate=false", "-f", "-"],
+        Some(rs),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let uid = kubectl_ok(k, &["get", "rs", "front", "-o", "jsonpath={.metadata.uid}"]);
+    wait_for(Duration::from_secs(60), "3 pods of the ReplicaSet", || {
+        (pods_owned_by(k, &uid).len() == 3).then_some(())
+    });
+    for name in pods_owned_by(k, &uid) {
+        assert!(name.starts_with("front-"), "{name}");
+    }
+    wait_for(Duration::from_secs(60), "status.replicas 3", || {
+        let r = kubectl_ok(
+            k,
+            &["get", "rs", "front", "-o", "jsonpath={.status.replicas}"],
+        );
+        (r == "3").then_some(())
+    });
+    kubectl_ok(k, &["scale", "rs", "front", "--replicas=5"]);
+    wait_for(Duration::from_secs(60), "5 pods", || {
+        (pods_owned_by(k, &uid).len() == 5).then_some(())
+    });
+    kubectl_ok(k, &["scale", "rs", "front", "--replicas=2"]);
+    wait_for(Duration::from_secs(60), "2 pods", || {
+        (pods_owned_by(k, &uid).len() == 2).then_some(())
+    });
+    // A deleted pod is replaced.
+    let victim = pods_owned_by(k, &uid)[0].clone();
+    kubectl_ok(k, &["delete", "pod", &victim, "--wait=false"]);
+    wait_for(Duration::from_secs(60), "a replacement pod", || {
+        let pods = pods_owned_by(k, &uid);
+        (pods.len() == 2 && !pods.contains(&victim)).then_some(())
+    });
+    let table = kubectl_ok(k, &["get", "rs", "front"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "DESIRED", "CURRENT", "READY", "AGE"]);
+}

@@ -6,6 +6,7 @@
 pub mod events;
 pub mod leader;
 pub mod node_ipam;
+pub mod replicaset;
 pub mod taint_eviction;
 pub mod watch;
 
@@ -97,6 +98,11 @@ pub fn spawn_server_controllers(ctx: Ctx, tracker: &TaskTracker, cancel: Cancell
         cancel.clone(),
     ));
     tracker.spawn(taint_eviction::run(
+        ctx.store.clone(),
+        is_leader.clone(),
+        cancel.clone(),
+    ));
+    tracker.spawn(replicaset::run(
         ctx.store.clone(),
         is_leader.clone(),
         cancel.clone(),
