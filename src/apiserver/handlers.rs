@@ -323,6 +323,17 @@ pub async fn handle(
                 let obj = store.get(info, ns, name).await?;
                 return respond(StatusCode::OK, &obj);
             }
+            // Orphan deletion: the owner's references leave its dependents first.
+            let policy = opts
+                .get("propagationPolicy")
+                .and_then(Value::as_str)
+                .or(query.get("propagationPolicy").map(String::as_str));
+            if policy == Some("Orphan")
+                || (policy.is_none() && opts.get("orphanDependents") == Some(&json!(true)))
+            {
+                let owner = storage::ownership::mark_orphaning(&store, info, ns, name).await?;
+                storage::ownership::orphan_dependents(&store, &owner).await?;
+            }
             if *info == PODS {
                 let ns = ns.ok_or(ApiError::NoSuchResource)?;
                 let (pods::Deleted::Gone(obj) | pods::Deleted::Terminating(obj)) =

@@ -3,7 +3,10 @@
 //! removal for deleted server nodes, the `default/kubernetes` endpoints, expired bootstrap token
 //! cleanup). Leadership is an etcd key bound to a lease; every loop selects on cancellation.
 
+pub mod deployment;
+pub mod driven;
 pub mod events;
+pub mod gc;
 pub mod leader;
 pub mod node_ipam;
 pub mod replicaset;
@@ -98,6 +101,16 @@ pub fn spawn_server_controllers(ctx: Ctx, tracker: &TaskTracker, cancel: Cancell
         cancel.clone(),
     ));
     tracker.spawn(taint_eviction::run(
+        ctx.store.clone(),
+        is_leader.clone(),
+        cancel.clone(),
+    ));
+    tracker.spawn(deployment::run(
+        ctx.store.clone(),
+        is_leader.clone(),
+        cancel.clone(),
+    ));
+    tracker.spawn(gc::run(
         ctx.store.clone(),
         is_leader.clone(),
         cancel.clone(),

@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch as tokio_watch};
+use tokio::sync::watch as tokio_watch;
 use tokio_util::sync::CancellationToken;
 
-use super::watch::{forward, store_when_ready};
+use super::driven;
 use crate::datastore::StoreCell;
 use crate::registry::workload::{labels_of, selector_is_empty, selector_matches};
 use crate::registry::{PODS, REPLICA_SETS, ResourceInfo};
@@ -275,82 +275,21 @@ pub async fn sync_all(store: &Storage) -> Result<i64, ObjectError> {
     Ok(sets.resource_version.min(all_pods.resource_version))
 }
 
-/// Which watch a batch came from.
-#[derive(Clone, Copy)]
-enum Source {
-    Sets,
-    Pods,
-}
-
 /// Runs the controller while leading, until `cancel`.
 pub async fn run(
     cell: StoreCell,
-    mut is_leader: tokio_watch::Receiver<bool>,
+    is_leader: tokio_watch::Receiver<bool>,
     cancel: CancellationToken,
 ) {
-    let Some(ds) = store_when_ready(&cell, &cancel).await else {
-        return;
-    };
-    let store = Storage::new(ds.clone());
-    loop {
-        while !*is_leader.borrow() {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                r = is_leader.changed() => if r.is_err() { return },
-            }
-        }
-        // Leading: list, sync, then sync again on every change until a watch fails.
-        let rev = match sync_all(&store).await {
-            Ok(rev) => rev,
-            Err(e) => {
-                tracing::debug!(component = COMPONENT, "listing failed: {e}");
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                }
-                continue;
-            }
-        };
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let watches = cancel.child_token();
-        for (info, source) in [(&REPLICA_SETS, Source::Sets), (&PODS, Source::Pods)] {
-            forward(
-                ds.clone(),
-                info.list_prefix(None),
-                rev + 1,
-                source,
-                tx.clone(),
-                watches.clone(),
-            );
-        }
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                r = is_leader.changed() => {
-                    if r.is_err() { return }
-                    if !*is_leader.borrow() { break }
-                }
-                batch = rx.recv() => match batch {
-                    Some((_, Ok(_))) => {
-                        // Coalesce what queued up meanwhile into one sync.
-                        let mut failed = false;
-                        while let Ok((_, b)) = rx.try_recv() {
-                            failed |= b.is_err();
-                        }
-                        if failed || sync_all(&store).await.is_err() {
-                            break;
-                        }
-                    }
-                    Some((Source::Sets | Source::Pods, Err(e))) => {
-                        tracing::debug!(component = COMPONENT, "watch ended: {e}");
-                        break;
-                    }
-                    None => break,
-                }
-            }
-        }
-        watches.cancel();
-    }
+    driven::run(
+        cell,
+        is_leader,
+        cancel,
+        COMPONENT,
+        &[&REPLICA_SETS, &PODS],
+        |store| async move { sync_all(&store).await },
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -1,0 +1,93 @@
+//! The loop of a watch-driven controller: while this server leads, list and sync everything,
+//! then watch the kinds the controller reads and sync again after every batch of changes
+//! (batches that queued up meanwhile are coalesced into one sync). A failed watch or sync
+//! starts over with a fresh list; losing leadership stops the watches.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch as tokio_watch};
+use tokio_util::sync::CancellationToken;
+
+use super::watch::{forward, store_when_ready};
+use crate::datastore::StoreCell;
+use crate::registry::ResourceInfo;
+use crate::storage::{ObjectError, Storage};
+
+/// How long to wait before listing again after a failed sync.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Runs `sync` (which returns the revision its reads saw) as described above, until `cancel`.
+pub async fn run<F, Fut>(
+    cell: StoreCell,
+    mut is_leader: tokio_watch::Receiver<bool>,
+    cancel: CancellationToken,
+    component: &'static str,
+    kinds: &[&'static ResourceInfo],
+    sync: F,
+) where
+    F: Fn(Storage) -> Fut,
+    Fut: Future<Output = Result<i64, ObjectError>>,
+{
+    let Some(ds) = store_when_ready(&cell, &cancel).await else {
+        return;
+    };
+    let store = Storage::new(ds.clone());
+    loop {
+        while !*is_leader.borrow() {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = is_leader.changed() => if r.is_err() { return },
+            }
+        }
+        let rev = match sync(store.clone()).await {
+            Ok(rev) => rev,
+            Err(e) => {
+                tracing::debug!(component, "sync failed: {e}");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(RETRY) => {}
+                }
+                continue;
+            }
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let watches = cancel.child_token();
+        for info in kinds {
+            forward(
+                ds.clone(),
+                info.list_prefix(None),
+                rev + 1,
+                (),
+                tx.clone(),
+                watches.clone(),
+            );
+        }
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = is_leader.changed() => {
+                    if r.is_err() || !*is_leader.borrow() { break }
+                }
+                batch = rx.recv() => {
+                    let Some((_, Ok(_))) = batch else { break };
+                    let mut failed = false;
+                    while let Ok((_, b)) = rx.try_recv() {
+                        failed |= b.is_err();
+                    }
+                    if failed {
+                        break;
+                    }
+                    if let Err(e) = sync(store.clone()).await {
+                        tracing::debug!(component, "sync failed: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        watches.cancel();
+        if cancel.is_cancelled() {
+            return;
+        }
+    }
+}
