@@ -561,3 +561,193 @@ pub async fn run(
     )
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn store() -> Storage {
+        Storage::new(crate::datastore::Datastore::from_impl(Arc::new(
+            crate::datastore::memory::MemoryStore::default(),
+        )))
+    }
+
+    fn deployment(image: &str, strategy: Value) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "web", "namespace": "default"},
+               "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
+                        "strategy": strategy,
+                        "template": {"metadata": {"labels": {"app": "web"}},
+                                     "spec": {"containers": [{"name": "c", "image": image}]}}}})
+    }
+
+    async fn sets(store: &Storage) -> Vec<Value> {
+        let mut items = store
+            .list(&REPLICA_SETS, Some("default"), &ListOptions::default())
+            .await
+            .unwrap()
+            .items;
+        items.sort_by_key(revision);
+        items
+    }
+
+    async fn set_image(store: &Storage, image: &str) {
+        store
+            .modify(&DEPLOYMENTS, Some("default"), "web", None, |d| {
+                d["spec"]["template"]["spec"]["containers"][0]["image"] = json!(image);
+                Ok::<(), ObjectError>(())
+            })
+            .await
+            .unwrap();
+    }
+
+    #[test]
+    fn fenceposts_round_like_upstream() {
+        let d = deployment(
+            "x",
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
+        );
+        assert_eq!(fenceposts(&d), (1, 1));
+        let mut d5 = d.clone();
+        d5["spec"]["replicas"] = json!(5);
+        assert_eq!(fenceposts(&d5), (2, 1));
+        let zero = deployment(
+            "x",
+            json!({"rollingUpdate": {"maxSurge": 0, "maxUnavailable": "0%"}}),
+        );
+        assert_eq!(fenceposts(&zero), (0, 1));
+        assert_ne!(
+            template_hash(&json!({"a": 1}), 0),
+            template_hash(&json!({"a": 1}), 1)
+        );
+        assert!(
+            template_hash(&json!({"a": 1}), 0)
+                .bytes()
+                .all(|b| SAFE_ALPHABET.contains(&b))
+        );
+    }
+
+    #[tokio::test]
+    async fn rolling_update_respects_surge_and_availability() {
+        let store = store();
+        let rolling =
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}});
+        let mut d = deployment("x:1", rolling);
+        crate::registry::DEPLOYMENTS.on_create.clone()(&mut d);
+        store
+            .create(&DEPLOYMENTS, Some("default"), d)
+            .await
+            .unwrap();
+        sync_all(&store).await.unwrap();
+        let first = sets(&store).await;
+        assert_eq!(first.len(), 1);
+        let hash = text(&first[0], "/metadata/labels/pod-template-hash").to_string();
+        assert_eq!(text(&first[0], "/metadata/name"), format!("web-{hash}"));
+        assert_eq!(
+            first[0]["spec"]["selector"]["matchLabels"][POD_TEMPLATE_HASH],
+            hash.as_str()
+        );
+        assert_eq!(replicas(&first[0]), 4);
+        assert_eq!(revision(&first[0]), 1);
+        let d = store
+            .get(&DEPLOYMENTS, Some("default"), "web")
+            .await
+            .unwrap();
+        assert_eq!(d["metadata"]["annotations"][REVISION], "1");
+        assert_eq!(
+            d["status"]["conditions"][1]["reason"],
+            "NewReplicaSetCreated"
+        );
+        assert_eq!(d["status"]["conditions"][0]["status"], "False");
+
+        // The old pods are all available (as the ReplicaSet controller would report).
+        store
+            .modify(
+                &REPLICA_SETS,
+                Some("default"),
+                text(&first[0], "/metadata/name"),
+                None,
+                |r| {
+                    r["status"] =
+                        json!({"replicas": 4, "readyReplicas": 4, "availableReplicas": 4});
+                    Ok::<(), ObjectError>(())
+                },
+            )
+            .await
+            .unwrap();
+        sync_all(&store).await.unwrap();
+        let d = store
+            .get(&DEPLOYMENTS, Some("default"), "web")
+            .await
+            .unwrap();
+        assert_eq!(
+            d["status"]["conditions"][0]["reason"],
+            "MinimumReplicasAvailable"
+        );
+        assert_eq!(
+            d["status"]["conditions"][1]["reason"],
+            "NewReplicaSetAvailable"
+        );
+
+        set_image(&store, "x:2").await;
+        sync_all(&store).await.unwrap();
+        let both = sets(&store).await;
+        assert_eq!(both.len(), 2);
+        // Surge 1: the new one gets 1 (5 in all); unavailability 1: one old one goes.
+        assert_eq!(revision(&both[1]), 2);
+        assert_eq!(replicas(&both[1]), 1);
+        assert_eq!(replicas(&both[0]), 3);
+        let total: i64 = both.iter().map(replicas).sum();
+        assert!(total <= 5);
+    }
+
+    #[tokio::test]
+    async fn recreate_empties_old_sets_first_and_history_is_limited() {
+        let store = store();
+        let mut d = deployment("x:1", json!({"type": "Recreate"}));
+        d["spec"]["revisionHistoryLimit"] = json!(1);
+        store
+            .create(&DEPLOYMENTS, Some("default"), d)
+            .await
+            .unwrap();
+        sync_all(&store).await.unwrap();
+        let old_name = text(&sets(&store).await[0], "/metadata/name").to_string();
+        let set_old_pods = |n: i64| {
+            let (store, old_name) = (store.clone(), old_name.clone());
+            async move {
+                store
+                    .modify(&REPLICA_SETS, Some("default"), &old_name, None, |r| {
+                        r["status"] = json!({"replicas": n});
+                        Ok::<(), ObjectError>(())
+                    })
+                    .await
+                    .unwrap();
+            }
+        };
+        set_old_pods(4).await;
+        set_image(&store, "x:2").await;
+        sync_all(&store).await.unwrap();
+        let s = sets(&store).await;
+        assert_eq!(s.len(), 2);
+        assert_eq!(replicas(&s[0]), 0, "old scaled to zero");
+        assert_eq!(replicas(&s[1]), 0, "new waits while old pods still run");
+        // Old pods gone: the new one scales up.
+        set_old_pods(0).await;
+        sync_all(&store).await.unwrap();
+        let s = sets(&store).await;
+        assert_eq!(replicas(&s[1]), 4);
+        // Two more templates: only one empty old ReplicaSet is kept.
+        set_image(&store, "x:3").await;
+        sync_all(&store).await.unwrap();
+        sync_all(&store).await.unwrap();
+        let s = sets(&store).await;
+        assert_eq!(
+            s.len(),
+            2,
+            "{:?}",
+            s.iter().map(|r| revision(r)).collect::<Vec<_>>()
+        );
+        assert_eq!(revision(&s[1]), 3);
+    }
+}

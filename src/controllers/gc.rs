@@ -118,3 +118,77 @@ pub async fn run(
     )
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::REPLICA_SETS;
+    use crate::storage::ownership::orphan_dependents;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn store() -> Storage {
+        Storage::new(crate::datastore::Datastore::from_impl(Arc::new(
+            crate::datastore::memory::MemoryStore::default(),
+        )))
+    }
+
+    fn rs_owned_by(owner: &Value, name: &str) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+               "metadata": {"name": name, "namespace": "default",
+                            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                "name": text(owner, "/metadata/name"),
+                                "uid": text(owner, "/metadata/uid"), "controller": true}]},
+               "spec": {"replicas": 0, "selector": {"matchLabels": {"a": "b"}}}})
+    }
+
+    #[tokio::test]
+    async fn dependents_of_gone_owners_are_deleted_others_kept() {
+        let store = store();
+        let d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                       "metadata": {"name": "web", "namespace": "default"}, "spec": {}});
+        let owner = store
+            .create(&DEPLOYMENTS, Some("default"), d.clone())
+            .await
+            .unwrap();
+        store
+            .create(&REPLICA_SETS, Some("default"), rs_owned_by(&owner, "live"))
+            .await
+            .unwrap();
+        // Same name, other uid: the owner it names is gone.
+        let mut stale = owner.clone();
+        stale["metadata"]["uid"] = json!("not-the-uid");
+        store
+            .create(&REPLICA_SETS, Some("default"), rs_owned_by(&stale, "stale"))
+            .await
+            .unwrap();
+        collect(&store).await.unwrap();
+        assert!(
+            store
+                .get_opt(&REPLICA_SETS, Some("default"), "live")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .get_opt(&REPLICA_SETS, Some("default"), "stale")
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // Orphaned dependents lose the reference and survive their owner.
+        orphan_dependents(&store, &owner).await.unwrap();
+        store
+            .delete(&DEPLOYMENTS, Some("default"), "web", None, None)
+            .await
+            .unwrap();
+        collect(&store).await.unwrap();
+        let live = store
+            .get(&REPLICA_SETS, Some("default"), "live")
+            .await
+            .unwrap();
+        assert!(live["metadata"].get("ownerReferences").is_none());
+    }
+}
