@@ -634,7 +634,7 @@ mod tests {
         let rolling =
             json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}});
         let mut d = deployment("x:1", rolling);
-        crate::registry::DEPLOYMENTS.on_create.clone()(&mut d);
+        (DEPLOYMENTS.on_create)(&mut d);
         store
             .create(&DEPLOYMENTS, Some("default"), d)
             .await
@@ -746,7 +746,7 @@ mod tests {
             s.len(),
             2,
             "{:?}",
-            s.iter().map(|r| revision(r)).collect::<Vec<_>>()
+            s.iter().map(revision).collect::<Vec<_>>()
         );
         assert_eq!(revision(&s[1]), 3);
     }

@@ -204,3 +204,4 @@ pub async fn delete(
         .await?;
     Ok(Deleted::Terminating(updated))
 }
+
