@@ -30,7 +30,7 @@ fn deployments_are_served_with_defaults_scale_and_validation() {
     );
     let d = kubectl_ok(
         k,
-        &["get", "deploy", "web", "-o", "jsonpath={.spec.template}"],
+        &["get", "deploy", "web", "-o", "json"],
     );
     let d: serde_json::Value = serde_json::from_str(&d).unwrap();
     assert_eq!(d["spec"]["replicas"], 3);
