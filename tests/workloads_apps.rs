@@ -28,10 +28,7 @@ fn deployments_are_served_with_defaults_scale_and_validation() {
             "--replicas=3",
         ],
     );
-    let d = kubectl_ok(
-        k,
-        &["get", "deploy", "web", "-o", "json"],
-    );
+    let d = kubectl_ok(k, &["get", "deploy", "web", "-o", "json"]);
     let d: serde_json::Value = serde_json::from_str(&d).unwrap();
     assert_eq!(d["spec"]["replicas"], 3);
     assert_eq!(d["spec"]["revisionHistoryLimit"], 10);

@@ -10,8 +10,6 @@
 //! `Progressing` conditions with upstream's reasons. Watch-driven like the ReplicaSet
 //! controller (see `driven`).
 
-use std::collections::BTreeMap;
-
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 use tokio::sync::watch as tokio_watch;
@@ -20,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::driven;
 use super::replicaset::{controller_ref, controller_uid};
 use crate::datastore::StoreCell;
+use crate::registry::print::text;
 use crate::registry::workload::{labels_of, selector_is_empty, selector_matches};
 use crate::registry::{DEPLOYMENTS, REPLICA_SETS};
 use crate::storage::{ListOptions, ObjectError, Storage};
@@ -29,12 +28,6 @@ const COMPONENT: &str = "deployment-controller";
 pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
 /// The revision annotation of Deployments and their ReplicaSets.
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
-
-fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-}
 
 fn replicas(obj: &Value) -> i64 {
     obj["spec"]["replicas"].as_i64().unwrap_or(1)
@@ -526,13 +519,7 @@ pub async fn sync_all(store: &Storage) -> Result<i64, ObjectError> {
     let sets = store
         .list(&REPLICA_SETS, None, &ListOptions::default())
         .await?;
-    let mut by_ns: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
-    for rs in &sets.items {
-        by_ns
-            .entry(text(rs, "/metadata/namespace"))
-            .or_default()
-            .push(rs.clone());
-    }
+    let by_ns = driven::by_namespace(&sets.items);
     for d in &deployments.items {
         let in_ns = by_ns
             .get(text(d, "/metadata/namespace"))

@@ -3,6 +3,7 @@
 //! (batches that queued up meanwhile are coalesced into one sync). A failed watch or sync
 //! starts over with a fresh list; losing leadership stops the watches.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -11,7 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::watch::{forward, store_when_ready};
 use crate::datastore::StoreCell;
+use serde_json::Value;
+
 use crate::registry::ResourceInfo;
+use crate::registry::print::text;
 use crate::storage::{ObjectError, Storage};
 
 /// How long to wait before listing again after a failed sync.
@@ -90,4 +94,15 @@ pub async fn run<F, Fut>(
             return;
         }
     }
+}
+
+/// Objects grouped by `metadata.namespace`, for syncing each owner against its namespace.
+pub fn by_namespace(items: &[Value]) -> BTreeMap<&str, Vec<Value>> {
+    let mut out: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    for item in items {
+        out.entry(text(item, "/metadata/namespace"))
+            .or_default()
+            .push(item.clone());
+    }
+    out
 }

@@ -11,18 +11,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::driven;
 use crate::datastore::StoreCell;
+use crate::registry::print::text;
 use crate::registry::{self, DEPLOYMENTS, PODS, ResourceInfo};
 use crate::storage::ownership::{DEPENDENT_KINDS, owner_refs};
 use crate::storage::pods;
 use crate::storage::{ListOptions, ObjectError, Storage};
 
 const COMPONENT: &str = "garbage-collector";
-
-fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-}
 
 /// Whether the owner a reference names still exists (same uid). Unknown kinds count as
 /// existing, so nothing is deleted for an owner this server cannot look up.

@@ -6,8 +6,6 @@
 //! It is driven by watches on ReplicaSets and pods: every batch of changes triggers a sync of
 //! the ReplicaSets (a failed watch lists again).
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio::sync::watch as tokio_watch;
@@ -15,18 +13,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::driven;
 use crate::datastore::StoreCell;
+use crate::registry::print::text;
 use crate::registry::workload::{labels_of, selector_is_empty, selector_matches};
 use crate::registry::{PODS, REPLICA_SETS, ResourceInfo};
 use crate::storage::pods;
 use crate::storage::{ListOptions, ObjectError, Storage};
 
 const COMPONENT: &str = "replicaset-controller";
-
-fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-}
 
 fn is_deleting(obj: &Value) -> bool {
     obj.pointer("/metadata/deletionTimestamp")
@@ -256,13 +249,7 @@ pub async fn sync_all(store: &Storage) -> Result<i64, ObjectError> {
         .list(&REPLICA_SETS, None, &ListOptions::default())
         .await?;
     let all_pods = store.list(&PODS, None, &ListOptions::default()).await?;
-    let mut by_ns: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
-    for pod in &all_pods.items {
-        by_ns
-            .entry(text(pod, "/metadata/namespace"))
-            .or_default()
-            .push(pod.clone());
-    }
+    let by_ns = driven::by_namespace(&all_pods.items);
     for rs in &sets.items {
         let pods = by_ns
             .get(text(rs, "/metadata/namespace"))

@@ -6,6 +6,7 @@ use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use super::{ListOptions, ObjectError, Storage};
+use crate::registry::print::text;
 use crate::registry::{PODS, REPLICA_SETS, ResourceInfo};
 
 /// The kinds whose objects may be dependents (what the workload controllers create).
@@ -13,12 +14,6 @@ pub const DEPENDENT_KINDS: &[&ResourceInfo] = &[&REPLICA_SETS, &PODS];
 
 /// The finalizer upstream sets on an owner being deleted with `propagationPolicy: Orphan`.
 pub const ORPHAN_FINALIZER: &str = "orphan";
-
-fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-}
 
 /// The ownerReferences of an object.
 pub fn owner_refs(obj: &Value) -> &[Value] {
