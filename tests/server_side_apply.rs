@@ -126,6 +126,26 @@ fn kubectl_server_side_apply_conflicts_and_managed_fields() {
         entry(&mf, "kubectl-label", "Update")["fieldsV1"],
         serde_json::json!({"f:metadata": {"f:labels": {"f:tier": {}}}})
     );
+    // Client-side apply (create, then a strategic merge patch) under its own manager.
+    let csa = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: csa, namespace: default}\n";
+    for value in ["1", "2"] {
+        let manifest = format!("{csa}data: {{a: \"{value}\"}}\n");
+        let out = kubectl_run(
+            Path::new("kubectl"),
+            k,
+            &["apply", "--validate=false", "-f", "-"],
+            Some(&manifest),
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    let (obj, mf) = managed(k, &["configmap", "csa"]);
+    assert_eq!(obj["data"]["a"], "2");
+    let e = entry(&mf, "kubectl-client-side-apply", "Update");
+    assert_eq!(
+        e["fieldsV1"]["f:data"],
+        serde_json::json!({"f:a": {}}),
+        "{e}"
+    );
     // Default output hides them, as upstream's kubectl does.
     assert!(!kubectl_ok(k, &["get", "configmap", "imp", "-o", "yaml"]).contains("managedFields"));
 
