@@ -393,13 +393,19 @@ pub fn apply_to(
         .iter()
         .filter(|e| !e.is(writer, "Apply"))
         .fold(FieldSet::default(), |acc, e| acc.union(&e.set));
-    let mut stale = previous.difference(&applied_set).members();
-    // Deepest first, so an item's fields go before the item.
-    stale.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in &stale {
-        if !others.touches(p) && !applied_set.touches(p) {
-            fieldset::remove(&mut obj, p);
+    // Parents first: a list item that goes takes its fields with it. The key fields of an
+    // item that stays are never removed (the item would no longer be addressable).
+    let mut removed: Vec<Path> = Vec::new();
+    for p in previous.difference(&applied_set).members() {
+        if removed.iter().any(|r| p.starts_with(r))
+            || others.touches(&p)
+            || applied_set.touches(&p)
+            || fieldset::is_item_key(&p)
+        {
+            continue;
         }
+        fieldset::remove(&mut obj, &p);
+        removed.push(p);
     }
 
     merge(&mut obj, applied, "");
@@ -523,7 +529,7 @@ fn merge(target: &mut Value, applied: &Value, path: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{CONFIGMAPS, PODS};
+    use crate::registry::{CONFIGMAPS, PODS, SERVICES};
 
     fn w(m: &str) -> Writer {
         Writer {
@@ -672,6 +678,21 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "Apply failed with 1 conflict: conflict with \"m1\": .spec.containers[name=\"a\"].image"
+        );
+    }
+
+    /// An item whose key changed goes as a whole (found by kubectl on a Service port change).
+    #[test]
+    fn a_keyed_item_no_longer_applied_goes_whole() {
+        let svc = |port: u16| {
+            json!({"apiVersion":"v1","kind":"Service","metadata":{"name":"s"},
+                   "spec":{"ports":[{"name":"http","port":port,"protocol":"TCP","targetPort":"http"}]}})
+        };
+        let live = apply_create(&SERVICES, &svc(80), &w("m"), now());
+        let next = apply_to(&SERVICES, &live, &svc(8080), &w("m"), false, now()).unwrap();
+        assert_eq!(
+            next["spec"]["ports"],
+            json!([{"name":"http","port":8080,"protocol":"TCP","targetPort":"http"}])
         );
     }
 
