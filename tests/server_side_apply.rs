@@ -174,6 +174,38 @@ fn kubectl_server_side_apply_conflicts_and_managed_fields() {
     assert!(body.contains("fieldManager is required"), "{body}");
 }
 
+/// `apply --server-side` with every kubectl installed (each its own manager, object and cache).
+#[test]
+fn every_kubectl_version_applies_server_side() {
+    let (_root, _block, s) = start_ready_server("ssa3", &[], READY);
+    for (v, bin) in installed_kubectls() {
+        let v = v.replace('.', "-");
+        let manifest = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: v{v}, namespace: default}}\ndata: {{k: x}}\n"
+        );
+        for _ in 0..2 {
+            let out = kubectl_run(
+                &bin,
+                &s.kubeconfig,
+                &["apply", "--server-side", "--validate=false", "-f", "-"],
+                Some(&manifest),
+            );
+            assert!(
+                out.status.success(),
+                "{v}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let (_, mf) = managed(&s.kubeconfig, &["configmap", &format!("v{v}")]);
+        assert_eq!(
+            entry(&mf, "kubectl", "Apply")["fieldsV1"],
+            serde_json::json!({"f:data": {"f:k": {}}}),
+            "{v}"
+        );
+    }
+}
+
 /// The venv with the official Python client, made under target/ on first use.
 fn python_client() -> Option<PathBuf> {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/py-kubernetes");
