@@ -138,6 +138,18 @@ fn protobuf_responses_and_watch_frames() {
         .collect();
     assert!(names.contains(&"kube-system"), "{names:?}");
 
+    // Errors too are protobuf Status objects for protobuf clients.
+    let (ct, body) = get("/api/v1/nodes/nope", pb);
+    assert_eq!(ct, "application/vnd.kubernetes.protobuf");
+    let env = rke2::registry::protobuf::Unknown::decode(&body[4..]).unwrap();
+    assert_eq!(env.type_meta.unwrap().kind, "Status");
+    let status =
+        rke2::registry::protobuf::decode("k8s.io.apimachinery.pkg.apis.meta.v1.Status", &env.raw)
+            .unwrap();
+    assert_eq!(status["code"], 404, "{status:?}");
+    assert_eq!(status["reason"], "NotFound");
+    assert_eq!(status["message"], "nodes \"nope\" not found");
+
     // JSON stays the answer for JSON clients.
     let (ct, _) = get("/api/v1/nodes/pb2", "application/json");
     assert_eq!(ct, "application/json");
