@@ -282,8 +282,21 @@ pub fn parse_applied(
 ) -> Result<Value, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::BadRequest("the apply patch is not UTF-8".into()))?;
-    let applied: Value = serde_yaml::from_str(text)
-        .map_err(|e| ApiError::BadRequest(format!("error decoding YAML: {e}")))?;
+    // JSON (what kubectl and the client libraries send) is YAML too, but read without the
+    // YAML decoder; YAML is read only without aliases, whose expansion is not bounded by the
+    // body size (docs/limits.md).
+    let applied: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => {
+            if has_yaml_alias(text) {
+                return Err(ApiError::BadRequest(
+                    "error decoding YAML: aliases (*name) are not accepted in apply patches".into(),
+                ));
+            }
+            serde_yaml::from_str(text)
+                .map_err(|e| ApiError::BadRequest(format!("error decoding YAML: {e}")))?
+        }
+    };
     if !applied.is_object() {
         return Err(ApiError::BadRequest(
             "the apply patch must be an object".into(),
@@ -330,6 +343,45 @@ pub fn parse_applied(
         ));
     }
     Ok(applied)
+}
+
+/// Whether YAML text may use an alias: a `*` that starts a token outside quotes and comments.
+/// Conservative: a `*` starting a word inside a block scalar counts too (such a patch is refused
+/// with a clear message rather than risking an expansion bomb).
+fn has_yaml_alias(text: &str) -> bool {
+    let mut quote: Option<char> = None;
+    let mut prev = '\n';
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match quote {
+            Some('\'') if c == '\'' => quote = None,
+            Some('"') if c == '\\' => {
+                chars.next();
+            }
+            Some('"') if c == '"' => quote = None,
+            Some(_) => {}
+            None => match c {
+                '\'' | '"' if prev.is_whitespace() || "[{,:-".contains(prev) => quote = Some(c),
+                '#' if prev.is_whitespace() => {
+                    for n in chars.by_ref() {
+                        if n == '\n' {
+                            break;
+                        }
+                    }
+                    prev = '\n';
+                    continue;
+                }
+                '*' if (prev.is_whitespace() || "[{,:-".contains(prev))
+                    && chars.peek().is_some_and(|n| !n.is_whitespace()) =>
+                {
+                    return true;
+                }
+                _ => {}
+            },
+        }
+        prev = c;
+    }
+    false
 }
 
 /// The object an apply creates when none exists: the applied configuration itself, with one
@@ -693,6 +745,24 @@ mod tests {
         assert_eq!(
             next["spec"]["ports"],
             json!([{"name":"http","port":8080,"protocol":"TCP","targetPort":"http"}])
+        );
+    }
+
+    #[test]
+    fn yaml_aliases_are_refused_json_is_read_as_json() {
+        assert!(has_yaml_alias("a: &x [1]\nb: *x\n"));
+        assert!(has_yaml_alias("a: [*x, *x]"));
+        assert!(!has_yaml_alias(
+            "a: \"*.example.com\"\nb: '*x' # *c\nc: 2*3\n"
+        ));
+        let bomb = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\nx: &a [1]\ny: [*a, *a]\n";
+        let e = parse_applied(&CONFIGMAPS, bomb.as_bytes(), "c", None).unwrap_err();
+        assert!(e.to_string().contains("aliases"), "{e}");
+        let json =
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"},"data":{"k":"*x"}}"#;
+        assert_eq!(
+            parse_applied(&CONFIGMAPS, json.as_bytes(), "c", None).unwrap()["data"]["k"],
+            "*x"
         );
     }
 
