@@ -279,6 +279,18 @@ fn item_matches(el: &str, item: &Value) -> bool {
     }
 }
 
+/// Whether the last element of a path is one of the key fields of the list item above it
+/// (`f:name` under `k:{"name":"c"}`).
+pub fn is_item_key(path: &[String]) -> bool {
+    let [.., parent, last] = path else {
+        return false;
+    };
+    let (Some(k), Some(field)) = (parent.strip_prefix("k:"), last.strip_prefix("f:")) else {
+        return false;
+    };
+    matches!(serde_json::from_str::<Value>(k), Ok(Value::Object(keys)) if keys.contains_key(field))
+}
+
 /// The value at a path in an object.
 pub fn get<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
     let mut cur = obj;

@@ -451,6 +451,13 @@ async fn server_side_apply(
     let updated = store
         .modify(info, ns, name, None, |current| {
             let mut next = apply::apply_to(info, current, &applied, writer, force, Utc::now())?;
+            // As for every patch kind, the result may not outgrow what a PUT could send.
+            if patch::serialized_size(&next, patch::MAX_PATCHED_BYTES) > patch::MAX_PATCHED_BYTES {
+                return Err(ApiError::RequestEntityTooLarge(format!(
+                    "the patched object would be larger than {} bytes",
+                    patch::MAX_PATCHED_BYTES
+                )));
+            }
             objects::validate_body(info, &next, ns, Some(name))?;
             if status_only {
                 objects::prepare_status_update(info, current, &mut next)?;

@@ -283,9 +283,22 @@ async fn entry(
     Extension(conn): Extension<ConnInfo>,
     req: Request,
 ) -> Response {
+    // Errors on resources are encoded like the response the client asked for.
+    let protobuf_errors = matches!(parse_path(req.uri().path()), ApiPath::Resource(_))
+        && protobuf::negotiate(&accept(req.headers())) == protobuf::Encoding::Protobuf;
     match dispatch(st.clone(), conn, req).await {
         Ok(r) => r,
-        Err(e) => name_full_disk(&st, e).await.into_response(),
+        Err(e) => {
+            let e = name_full_disk(&st, e).await;
+            if protobuf_errors {
+                if e.code() >= 500 {
+                    tracing::warn!(component = "apiserver", "request failed: {e}");
+                }
+                protobuf::error_response(&e)
+            } else {
+                e.into_response()
+            }
+        }
     }
 }
 

@@ -579,6 +579,21 @@ pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
     kubectl_run(Path::new("kubectl"), kubeconfig, args, None)
 }
 
+/// Every kubectl installed, with a label: `/usr/bin/kubectl` (the dispatcher picks 1.32 for
+/// this server) and the versioned ones under the Cloud SDK (`1.27` ... `1.33`), when present.
+pub fn installed_kubectls() -> Vec<(String, PathBuf)> {
+    let mut out = vec![("dispatcher".to_string(), PathBuf::from("kubectl"))];
+    for minor in 27..=33 {
+        let p = PathBuf::from(format!("/usr/lib/google-cloud-sdk/bin/kubectl.1.{minor}"));
+        if p.exists() {
+            out.push((format!("1.{minor}"), p));
+        } else {
+            eprintln!("{} not installed: not tested", p.display());
+        }
+    }
+    out
+}
+
 /// Runs one kubectl binary (e.g. a version under /usr/lib/google-cloud-sdk/bin) with a fresh
 /// cache dir, feeding `stdin` when given.
 pub fn kubectl_run(bin: &Path, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
