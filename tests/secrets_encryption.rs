@@ -98,22 +98,33 @@ fn read_secret(kubeconfig: &Path, name: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Decrypts an aescbc value with Python's `cryptography` and the key from `config`, without
-/// any of our code: proves the stored format is upstream's.
-fn python_aescbc_decrypt(config: &Path, value: &[u8]) -> String {
+/// Decrypts an aescbc or aesgcm value stored under `etcd_key` with Python's `cryptography`
+/// and the key from `config`, without any of our code: proves the stored format is
+/// upstream's (for aesgcm: the etcd key authenticated as additional data).
+fn python_decrypt(config: &Path, etcd_key: &str, value: &[u8]) -> String {
     let script = r#"
 import base64, json, sys
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 cfg = json.load(open(sys.argv[1]))
-value = bytes.fromhex(sys.argv[2])
+etcd_key = sys.argv[2].encode()
+value = bytes.fromhex(sys.argv[3])
 for p in cfg["resources"][0]["providers"]:
-    for k in p.get("aescbc", {}).get("keys", []):
-        prefix = b"k8s:enc:aescbc:v1:" + k["name"].encode() + b":"
-        if value.startswith(prefix):
-            data = value[len(prefix):]
-            d = Cipher(algorithms.AES(base64.b64decode(k["secret"])), modes.CBC(data[:16])).decryptor()
-            plain = d.update(data[16:]) + d.finalize()
-            sys.stdout.write(plain[:-plain[-1]].decode())
+    for provider, keys in p.items():
+        for k in keys.get("keys", []):
+            prefix = b"k8s:enc:" + provider.encode() + b":v1:" + k["name"].encode() + b":"
+            if not value.startswith(prefix):
+                continue
+            data, secret = value[len(prefix):], base64.b64decode(k["secret"])
+            if provider == "aescbc":
+                d = Cipher(algorithms.AES(secret), modes.CBC(data[:16])).decryptor()
+                plain = d.update(data[16:]) + d.finalize()
+                plain = plain[:-plain[-1]]
+            elif provider == "aesgcm":
+                plain = AESGCM(secret).decrypt(data[:12], data[12:], etcd_key)
+            else:
+                sys.exit("unexpected provider " + provider)
+            sys.stdout.write(plain.decode())
             sys.exit(0)
 sys.exit("no key matches the value's prefix")
 "#;
@@ -121,6 +132,7 @@ sys.exit("no key matches the value's prefix")
         .arg("-c")
         .arg(script)
         .arg(config)
+        .arg(etcd_key)
         .arg(hex::encode(value))
         .output()
         .expect("run python3");
@@ -170,7 +182,8 @@ fn secrets_are_encrypted_at_rest_and_keys_rotate_through_the_stages() {
         );
     }
     assert_eq!(read_secret(k, "db").unwrap(), marker);
-    let plain: Value = serde_json::from_str(&python_aescbc_decrypt(&config, &raw)).unwrap();
+    let plain: Value =
+        serde_json::from_str(&python_decrypt(&config, &secret_key("db"), &raw)).unwrap();
     assert_eq!(plain["data"]["password"], B64.encode(marker));
     // Secrets' watch events and lists decrypt too.
     let listed = kubectl_ok(
@@ -268,8 +281,9 @@ fn secrets_are_encrypted_at_rest_and_keys_rotate_through_the_stages() {
         "old key still configured"
     );
     assert_eq!(read_secret(k, "db").unwrap(), marker);
-    let plain: Value = serde_json::from_str(&python_aescbc_decrypt(
+    let plain: Value = serde_json::from_str(&python_decrypt(
         &config,
+        &secret_key("db"),
         &etcd_value(s, &secret_key("db")),
     ))
     .unwrap();
@@ -363,6 +377,27 @@ fn a_cluster_created_with_encryption_off_stores_plain_until_enabled() {
         "{}",
         s.daemon.log_tail()
     );
+}
+
+#[test]
+fn aesgcm_values_are_upstreams_format() {
+    require_tools();
+    let block = AddrBlock::new();
+    let bs = server_on_bus(
+        &block,
+        "s1",
+        &[("secrets-encryption-provider", "aesgcm".into())],
+    );
+    let s = &bs.server;
+    wait_node_ready(&s.kubeconfig, "s1", READY);
+    create_secret(&s.kubeconfig, "gcm", "g-marker-77");
+    let raw = etcd_value(s, &secret_key("gcm"));
+    assert!(raw.starts_with(b"k8s:enc:aesgcm:v1:aesgcmkey:"), "{raw:?}");
+    let config = s.data_dir().join("server/cred/encryption-config.json");
+    let plain: Value =
+        serde_json::from_str(&python_decrypt(&config, &secret_key("gcm"), &raw)).unwrap();
+    assert_eq!(plain["data"]["password"], B64.encode("g-marker-77"));
+    assert_eq!(read_secret(&s.kubeconfig, "gcm").unwrap(), "g-marker-77");
 }
 
 /// Reads every Secret (each by name, then the list) from one server's API in a loop until
