@@ -455,7 +455,7 @@ fn three_servers_rotate_and_reencrypt_keeping_every_secret_readable() {
         ]
     };
     let s2 = start_server_on("s2", block.ip(2), bs.root.path(), &join(), None);
-    let s3 = start_server_on("s3", block.ip(3), bs.root.path(), &join(), None);
+    let mut s3 = start_server_on("s3", block.ip(3), bs.root.path(), &join(), None);
     wait_for(READY, "3 servers Ready", || {
         all_ready(&s1.kubeconfig, &["s1", "s2", "s3"]).then_some(())
     });
@@ -556,6 +556,37 @@ fn three_servers_rotate_and_reencrypt_keeping_every_secret_readable() {
         || (cfg(&s2) == cfg(s1) && cfg(&s3) == cfg(s1)).then_some(()),
     );
     assert!(!String::from_utf8_lossy(&cfg(&s2)).contains("\"aescbckey\""));
+
+    // A server that misses a stage blocks the next one until it has caught up: with s3
+    // stopped, a forced prepare leaves it behind and rotate is refused, naming it; once s3
+    // is back it takes the new key at start and rotate goes ahead.
+    s3.daemon.stop();
+    se_ok(bus, &["prepare", "--force"]);
+    let out = se(bus, &["rotate"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("server s3") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(status(bus)["stage"], "prepare");
+    let no_bus = format!("unix:path={}", s3.dir.join("no-bus").display());
+    s3.restart(&[("DBUS_SYSTEM_BUS_ADDRESS", no_bus.as_str())]);
+    wait_hashes_match(bus, "prepare");
+    assert_eq!(cfg(&s3), cfg(s1));
+    se_ok(bus, &["rotate"]);
+    wait_hashes_match(bus, "rotate");
+    create_secret(&s3.kubeconfig, "via-s3", "value-of-via-s3");
+    for s in [s1, &s2, &s3] {
+        assert_eq!(
+            read_secret(&s.kubeconfig, "via-s3").unwrap(),
+            "value-of-via-s3"
+        );
+        assert_eq!(
+            read_secret(&s.kubeconfig, "before-0").unwrap(),
+            "value-of-before-0"
+        );
+    }
 }
 
 #[test]
