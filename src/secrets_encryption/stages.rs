@@ -282,7 +282,8 @@ async fn commit(
     if !save(store, &ctx.server_password(), data, rev, &next).await? {
         return Err(StageError::Concurrent);
     }
-    super::follow::apply(ctx, store, next).await
+    super::follow::apply(ctx, store, next).await?;
+    Ok(())
 }
 
 /// `secrets-encrypt enable` / `disable`: new writes encrypted or plain from now on; existing
