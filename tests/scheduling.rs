@@ -52,6 +52,19 @@ fn pods_where(k: &Path, selector: &str) -> String {
     .to_string()
 }
 
+/// `kubectl wait --for=condition=PodScheduled pod/<name>`.
+fn wait_scheduled(k: &Path, name: &str) {
+    kubectl_ok(
+        k,
+        &[
+            "wait",
+            "--for=condition=PodScheduled",
+            &format!("pod/{name}"),
+            "--timeout=60s",
+        ],
+    );
+}
+
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -540,6 +553,15 @@ fn a_stopped_agent_is_tainted_and_its_pods_evicted() {
     assert!(events.contains("TaintManagerEviction"), "{events}");
 }
 
+/// The node name holding the `controllers` leadership key, as `server`'s etcd reports it.
+fn controllers_leader(server: &ServerNode) -> String {
+    let out = etcdctl(
+        server,
+        &["get", "/rke2/leader/controllers", "--print-value-only"],
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Scheduling is leader-elected: with three servers only the `controllers` leader binds, and
 /// when it stops another server takes over and binds the pods created afterwards; the new
 /// leader's taint controller marks the stopped server's node `unreachable`.
@@ -565,12 +587,7 @@ fn another_server_schedules_when_the_leader_stops() {
         servers.last_mut().unwrap().daemon.wait_log("ready:", READY);
     }
     let leader = wait_for(WAIT, "a controllers leader", || {
-        let out = etcdctl(
-            &servers[0],
-            &["get", "/rke2/leader/controllers", "--print-value-only"],
-        );
-        let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        (!name.is_empty()).then_some(name)
+        Some(controllers_leader(&servers[0])).filter(|n| !n.is_empty())
     });
     let li = servers
         .iter()
@@ -598,15 +615,7 @@ fn another_server_schedules_when_the_leader_stops() {
         .status
         .success()
     );
-    kubectl_ok(
-        &k,
-        &[
-            "wait",
-            "--for=condition=PodScheduled",
-            "pod/before",
-            "--timeout=60s",
-        ],
-    );
+    wait_scheduled(&k, "before");
 
     assert_eq!(
         servers[li].daemon.stop(),
@@ -615,12 +624,7 @@ fn another_server_schedules_when_the_leader_stops() {
         servers[li].daemon.log_tail()
     );
     let new_leader = wait_for(WAIT, "a new controllers leader", || {
-        let out = etcdctl(
-            &servers[survivor],
-            &["get", "/rke2/leader/controllers", "--print-value-only"],
-        );
-        let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        (!name.is_empty() && name != leader).then_some(name)
+        Some(controllers_leader(&servers[survivor])).filter(|n| !n.is_empty() && *n != leader)
     });
     assert_ne!(new_leader, leader);
     assert!(
@@ -633,15 +637,7 @@ fn another_server_schedules_when_the_leader_stops() {
         .status
         .success()
     );
-    kubectl_ok(
-        &k,
-        &[
-            "wait",
-            "--for=condition=PodScheduled",
-            "pod/after",
-            "--timeout=60s",
-        ],
-    );
+    wait_scheduled(&k, "after");
     assert_ne!(
         node_of(&k, "after"),
         leader,
