@@ -476,6 +476,46 @@ fn the_pod_api_defaults_validates_and_binds() {
         ],
     );
     assert!(pod_json(k, "r1").is_none() && pod_json(k, "manual").is_none());
+
+    // On a Ready node reporting a container runtime (a hand-made Node standing in for one
+    // running the node runtime), deletion is graceful: the pod shows Terminating until the
+    // runtime's final zero-grace deletion (done here with --force --grace-period=0).
+    let node = "apiVersion: v1\nkind: Node\nmetadata:\n  name: runtime-node\n";
+    assert!(apply(k, root.path(), "node.yaml", node).status.success());
+    let status = r#"{"status":{"conditions":[{"type":"Ready","status":"True"}],"nodeInfo":{"architecture":"amd64","bootID":"","containerRuntimeVersion":"containerd://1.7.0","kernelVersion":"","kubeProxyVersion":"","kubeletVersion":"v1.32.4","machineID":"","operatingSystem":"linux","osImage":"","systemUUID":""}}}"#;
+    kubectl_ok(
+        k,
+        &[
+            "patch",
+            "node",
+            "runtime-node",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            status,
+        ],
+    );
+    let graceful = pod_yaml(
+        "graceful",
+        "app: g",
+        "  nodeName: runtime-node\n  terminationGracePeriodSeconds: 45\n",
+    );
+    assert!(
+        apply(k, root.path(), "graceful.yaml", &graceful)
+            .status
+            .success()
+    );
+    kubectl_ok(k, &["delete", "pod", "graceful", "--wait=false"]);
+    let p = pod_json(k, "graceful").expect("still there while terminating");
+    assert_eq!(p["metadata"]["deletionGracePeriodSeconds"], 45);
+    assert!(p["metadata"]["deletionTimestamp"].is_string());
+    let row = kubectl_ok(k, &["get", "pod", "graceful", "--no-headers"]);
+    assert_eq!(row.split_whitespace().nth(2), Some("Terminating"), "{row}");
+    kubectl_ok(
+        k,
+        &["delete", "pod", "graceful", "--force", "--grace-period=0"],
+    );
+    assert!(pod_json(k, "graceful").is_none());
 }
 
 /// A stopped agent: the lifecycle controller marks its node Unknown, the node gets the
