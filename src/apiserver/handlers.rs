@@ -202,7 +202,7 @@ pub async fn handle(
         }
         Op::CreateSubresource(name, sub, obj) => {
             let ns = ns.ok_or(ApiError::NoSuchResource)?;
-            pods::create_subresource(&store, ns, name, sub, &obj, dry_run).await
+            pods::create_subresource(&store, user.node_name(), ns, name, sub, &obj, dry_run).await
         }
         Op::Update(name) => {
             let obj = decode_body(&headers, &body)?;

@@ -1,7 +1,8 @@
 //! Control loops of a server. Some run on every server (publishing this server's API endpoint,
 //! the status reporter); the rest run only on the elected leader (node lifecycle, etcd member
 //! removal for deleted server nodes, the `default/kubernetes` endpoints, expired bootstrap token
-//! cleanup). Leadership is an etcd key bound to a lease; every loop selects on cancellation.
+//! cleanup, node IPAM, taint-based eviction and the scheduler, docs/scheduling.md). Leadership
+//! is an etcd key bound to a lease; every loop selects on cancellation.
 
 pub mod events;
 pub mod leader;
