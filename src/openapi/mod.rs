@@ -16,10 +16,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-/// What kubectl's discovery client asks `/openapi/v2` for.
-pub const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
-/// The older spelling of the same type, still accepted upstream.
-const V2_PROTOBUF_OLD: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+/// What kubectl's discovery client asks `/openapi/v2` for. Go's media type parser refuses the
+/// `@`, so upstream answers with [`V2_PROTOBUF`] instead, and so do we.
+const V2_PROTOBUF_REQUESTED: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+/// The protobuf type `/openapi/v2` answers with (and also accepts).
+pub const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
 /// One encoded document and its entity tag (upstream: SHA-512 of the bytes, upper-case hex).
 #[derive(Debug, Clone)]
@@ -122,7 +123,7 @@ impl OpenApi {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("*/*");
         Some(match rest {
-            "v2" => match negotiate(accept, &[V2_PROTOBUF, V2_PROTOBUF_OLD]) {
+            "v2" => match negotiate(accept, &[V2_PROTOBUF_REQUESTED, V2_PROTOBUF]) {
                 Some(Format::Json) => serve(&docs.v2_json, "application/json", headers),
                 Some(Format::Other(_)) => serve(&docs.v2_protobuf, V2_PROTOBUF, headers),
                 None => not_acceptable("application/json, ".to_string() + V2_PROTOBUF),
