@@ -97,8 +97,8 @@ pub struct AdditionalPropertiesItem {
 pub mod additional_properties_item {
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Oneof {
-        #[prost(message, tag = "1")]
-        Schema(super::Schema),
+        #[prost(message, boxed, tag = "1")]
+        Schema(Box<super::Schema>),
         #[prost(bool, tag = "2")]
         Boolean(bool),
     }
@@ -323,7 +323,9 @@ pub fn schema(v: &Value) -> Schema {
     };
     let additional_properties = match v.get("additionalProperties") {
         Some(Value::Bool(b)) => Some(additional_properties_item::Oneof::Boolean(*b)),
-        Some(s @ Value::Object(_)) => Some(additional_properties_item::Oneof::Schema(schema(s))),
+        Some(s @ Value::Object(_)) => Some(additional_properties_item::Oneof::Schema(Box::new(
+            schema(s),
+        ))),
         _ => None,
     };
     Schema {
