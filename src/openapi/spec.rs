@@ -181,15 +181,7 @@ fn group_names(info: &ResourceInfo) -> (String, String) {
     } else {
         info.group.trim_end_matches(".k8s.io")
     };
-    let camel: String = short
-        .split(['.', '-'])
-        .map(|part| {
-            let mut c = part.chars();
-            c.next()
-                .map(|f| f.to_uppercase().chain(c).collect::<String>())
-                .unwrap_or_default()
-        })
-        .collect();
+    let camel: String = short.split(['.', '-']).map(capitalise).collect();
     let version = capitalise(info.version);
     (
         format!("{camel}{version}"),
@@ -383,19 +375,21 @@ fn resource_paths(k: &KindNames, out: &mut BTreeMap<String, Value>) {
         consumes: ANY,
         produces: JSON_ONLY,
     };
+    let list_op = |id: String, list: &str| {
+        let mut o = op("list", id, format!("list or watch objects of kind {kind}"));
+        o.params = list_params();
+        o.responses = json!({"200": response(list), "401": {"description": "Unauthorized"}});
+        o.produces = WATCHABLE;
+        o.into_value()
+    };
 
     // The collection: list/watch, create, deletecollection.
     let mut item = Map::new();
     if let (true, Some(list)) = (info.serves(Verb::List), &k.list) {
-        let mut o = op(
-            "list",
-            format!("list{gv}{scope}{kind}"),
-            format!("list or watch objects of kind {kind}"),
+        item.insert(
+            "get".into(),
+            list_op(format!("list{gv}{scope}{kind}"), list),
         );
-        o.params = list_params();
-        o.responses = json!({"200": response(list), "401": {"description": "Unauthorized"}});
-        o.produces = WATCHABLE;
-        item.insert("get".into(), o.into_value());
     }
     if info.serves(Verb::Create) {
         let mut o = op(
@@ -507,17 +501,10 @@ fn resource_paths(k: &KindNames, out: &mut BTreeMap<String, Value>) {
     if info.namespaced
         && let (true, Some(list)) = (info.serves(Verb::List), &k.list)
     {
-        let mut o = op(
-            "list",
-            format!("list{gv}{kind}ForAllNamespaces"),
-            format!("list or watch objects of kind {kind}"),
-        );
-        o.params = list_params();
-        o.responses = json!({"200": response(list), "401": {"description": "Unauthorized"}});
-        o.produces = WATCHABLE;
+        let o = list_op(format!("list{gv}{kind}ForAllNamespaces"), list);
         out.insert(
             format!("{prefix}/{}", info.plural),
-            json!({"get": o.into_value(), "parameters": [pretty]}),
+            json!({"get": o, "parameters": [pretty]}),
         );
     }
 }
