@@ -151,6 +151,35 @@ fn every_kubectl_applies_creates_replaces_edits_explains_and_validates() {
             "{tag}: {out}"
         );
 
+        // apply -f of a changed Pod: kubectl computes a strategic merge patch (containers and
+        // env merged by name) and the server applies it.
+        let pod = |image: &str, value: &str| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: pod-{tag}\n  namespace: default\nspec:\n  containers:\n  - name: a\n    image: {image}\n    env:\n    - name: X\n      value: \"{value}\"\n    ports:\n    - containerPort: 80\n"
+            )
+        };
+        let f = file("pod", pod("img:1", "1"));
+        ok(&bin, k, &["apply", "-f", &f], &[]);
+        let f = file("pod", pod("img:2", "2"));
+        let out = ok(&bin, k, &["apply", "-f", &f], &[]);
+        assert!(
+            out.contains(&format!("pod/pod-{tag} configured")),
+            "{tag}: {out}"
+        );
+        let got = ok(
+            &bin,
+            k,
+            &[
+                "get",
+                "pod",
+                &format!("pod-{tag}"),
+                "-o",
+                "jsonpath={.spec.containers[0].image} {.spec.containers[0].env[0].value}",
+            ],
+            &[],
+        );
+        assert_eq!(got, "img:2 2", "{tag}");
+
         // A typo'd field is refused by client-side validation, with upstream's message, and
         // nothing is created.
         let bad = format!("bad-{tag}");
