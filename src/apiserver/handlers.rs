@@ -18,6 +18,7 @@ use super::{
     ApiState, ResourceRef, decode_body, json as json_response, objects, patch, read_body, table,
     watch,
 };
+use crate::openapi::with_warnings;
 use crate::registry::{
     self as resources, NAMESPACES, ResourceInfo, Review, SYSTEM_NAMESPACES, Verb,
 };
@@ -167,6 +168,10 @@ pub async fn handle(
         Op::List => list(&store, info, ns, &query, wants_table).await,
         Op::Watch => watch::serve(st, store, info, ns, &query, wants_table).await,
         Op::Create(mut obj) => {
+            let warnings = field_check(st, info, &query)
+                .await?
+                .apply(&mut obj)
+                .map_err(ApiError::BadRequest)?;
             objects::validate_body(info, &obj, ns, None)?;
             authz::admit_write(user, info, None, &obj).map_err(deny)?;
             if info.namespaced {
@@ -177,17 +182,19 @@ pub async fn handle(
             }
             if dry_run {
                 objects::prepare_create(info, &mut obj, ns, Utc::now());
-                return Ok(json_response(StatusCode::CREATED, &obj, "application/json"));
+                let resp = json_response(StatusCode::CREATED, &obj, "application/json");
+                return Ok(with_warnings(resp, &warnings));
             }
             let created = store.create(info, ns, obj).await?;
-            Ok(json_response(
-                StatusCode::CREATED,
-                &created,
-                "application/json",
-            ))
+            let resp = json_response(StatusCode::CREATED, &created, "application/json");
+            Ok(with_warnings(resp, &warnings))
         }
         Op::Update(name) => {
-            let obj = decode_body(&headers, &body)?;
+            let mut obj = decode_body(&headers, &body)?;
+            let warnings = field_check(st, info, &query)
+                .await?
+                .apply(&mut obj)
+                .map_err(ApiError::BadRequest)?;
             objects::validate_body(info, &obj, ns, Some(name))?;
             let precondition = storage::resource_version_of(&obj)?;
             let status_only = r.subresource.as_deref() == Some("status");
@@ -206,7 +213,8 @@ pub async fn handle(
                     Ok(())
                 })
                 .await?;
-            Ok(json_response(StatusCode::OK, &updated, "application/json"))
+            let resp = json_response(StatusCode::OK, &updated, "application/json");
+            Ok(with_warnings(resp, &warnings))
         }
         Op::Patch(name) => {
             let ct = headers
@@ -215,9 +223,12 @@ pub async fn handle(
                 .unwrap_or("");
             let kind = patch::PatchKind::from_content_type(ct)?;
             let status_only = r.subresource.as_deref() == Some("status");
+            let fields = field_check(st, info, &query).await?;
+            let mut warnings = Vec::new();
             let updated = store
                 .modify(info, ns, name, None, |current| {
-                    let patched = patch::apply_patch(kind, current, &body)?;
+                    let mut patched = patch::apply_patch(kind, current, &body)?;
+                    warnings = fields.apply(&mut patched).map_err(ApiError::BadRequest)?;
                     // A patch may not move the object's resourceVersion (upstream 409).
                     if patch::patch_resource_version(current, &patched).is_some() {
                         return Err(ApiError::Conflict {
@@ -239,7 +250,8 @@ pub async fn handle(
                     Ok(())
                 })
                 .await?;
-            Ok(json_response(StatusCode::OK, &updated, "application/json"))
+            let resp = json_response(StatusCode::OK, &updated, "application/json");
+            Ok(with_warnings(resp, &warnings))
         }
         Op::Delete(name) => {
             let opts: Value = if body.is_empty() {
@@ -319,6 +331,18 @@ pub async fn handle(
 
 /// Whether `node` has an etcd member (by the member names servers give themselves; see
 /// docs/security.md). Fails closed: without an answer from etcd the deletion is refused.
+/// The `fieldValidation` of a write (src/openapi/fields.rs).
+async fn field_check<'a>(
+    st: &'a ApiState,
+    info: &'static ResourceInfo,
+    query: &HashMap<String, String>,
+) -> Result<crate::openapi::FieldCheck<'a>, ApiError> {
+    st.openapi
+        .field_check(info, query.get("fieldValidation").map(String::as_str))
+        .await
+        .map_err(ApiError::BadRequest)
+}
+
 async fn node_is_etcd_member(st: &ApiState, node: &str) -> Result<bool, ApiError> {
     let client = st
         .etcd

@@ -4,6 +4,7 @@
 //! registry's typed models ([`spec`]), once, on the first request (off the async threads), and
 //! then served from memory: generation costs nothing at startup.
 
+pub mod fields;
 pub mod proto;
 pub mod spec;
 pub mod v3;
@@ -15,6 +16,9 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
+
+use crate::registry::ResourceInfo;
+use fields::FieldValidation;
 
 /// What kubectl's discovery client asks `/openapi/v2` for. Go's media type parser refuses the
 /// `@`, so upstream answers with [`V2_PROTOBUF`] instead, and so do we.
@@ -47,6 +51,9 @@ struct Documents {
     v3_index: Encoded,
     /// By group-version key (`api/v1`).
     v3: BTreeMap<String, Encoded>,
+    /// The v2 definitions and each kind's names, for field validation.
+    defs: BTreeMap<String, Value>,
+    kinds: Vec<spec::KindNames>,
 }
 
 impl Documents {
@@ -58,7 +65,7 @@ impl Documents {
         let (defs, kinds) = spec::definitions();
         let paths = spec::paths(&kinds);
         let v3_docs = v3::documents(&version, &defs, &paths, &kinds);
-        let v2 = spec::v2_document_from(&version, defs, paths);
+        let v2 = spec::v2_document_from(&version, defs.clone(), paths);
         let v3: BTreeMap<String, Encoded> = v3_docs
             .into_iter()
             .map(|(k, doc)| (k, Encoded::new(serde_json::to_vec(&doc).expect("JSON"))))
@@ -77,6 +84,8 @@ impl Documents {
             v2_json: Encoded::new(serde_json::to_vec(&v2).expect("JSON")),
             v3_index: Encoded::new(serde_json::to_vec(&json!({"paths": index})).expect("JSON")),
             v3,
+            defs,
+            kinds,
         }
     }
 }
@@ -96,6 +105,28 @@ impl OpenApi {
                     .expect("OpenAPI generation does not panic")
             })
             .await
+    }
+
+    /// The field validation of a write to `info`, by its `fieldValidation` query parameter;
+    /// an invalid value is the error.
+    pub async fn field_check(
+        &self,
+        info: &'static ResourceInfo,
+        mode: Option<&str>,
+    ) -> Result<FieldCheck<'_>, String> {
+        let mode = FieldValidation::from_query(mode)?;
+        let docs = self.docs().await;
+        let root = docs
+            .kinds
+            .iter()
+            .find(|k| k.info == info)
+            .map(|k| k.object.as_str());
+        Ok(FieldCheck {
+            defs: &docs.defs,
+            root,
+            mode,
+            info,
+        })
     }
 
     /// Answers a request under `/openapi/`; `None` for any other path. The caller has
@@ -176,6 +207,54 @@ impl OpenApi {
             }
         })
     }
+}
+
+/// Field validation of one write (see [`fields`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FieldCheck<'a> {
+    defs: &'a BTreeMap<String, Value>,
+    /// The kind's definition; `None` for a kind without a schema (nothing is checked).
+    root: Option<&'a str>,
+    mode: FieldValidation,
+    info: &'static ResourceInfo,
+}
+
+impl FieldCheck<'_> {
+    /// Drops the fields of `obj` its kind does not declare. Under `Strict` any such field is
+    /// the error (upstream's message); otherwise returns the warnings to send (none under
+    /// `Ignore`).
+    pub fn apply(&self, obj: &mut Value) -> Result<Vec<String>, String> {
+        let Some(root) = self.root else {
+            return Ok(Vec::new());
+        };
+        let unknown = fields::prune_unknown(self.defs, root, obj);
+        let described: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
+        match self.mode {
+            _ if unknown.is_empty() => Ok(Vec::new()),
+            FieldValidation::Strict => Err(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+                described.join(", "),
+                kind = self.info.kind,
+                version = self.info.version,
+            )),
+            FieldValidation::Warn => Ok(described),
+            FieldValidation::Ignore => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Adds one `Warning: 299 - "<text>"` header per warning, as upstream sends them.
+pub fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let quoted = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{quoted}\"")) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
 }
 
 #[derive(Debug, PartialEq, Eq)]

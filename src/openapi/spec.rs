@@ -255,8 +255,6 @@ fn list_params() -> Vec<Value> {
 }
 
 fn write_params() -> Vec<Value> {
-    // `fieldValidation` is left out on purpose: the server does not validate fields, and
-    // kubectl validates on the client when the PATCH operation does not list it.
     vec![
         query(
             "dryRun",
@@ -267,6 +265,13 @@ fn write_params() -> Vec<Value> {
             "fieldManager",
             "string",
             "fieldManager is a name associated with the actor or entity that is making these changes.",
+        ),
+        // kubectl sends `fieldValidation=Strict` and skips its own validation only when the
+        // PATCH operation of the kind lists this parameter (src/openapi/fields.rs serves it).
+        query(
+            "fieldValidation",
+            "string",
+            "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields. Valid values are: - Ignore - Warn (the default) - Strict",
         ),
     ]
 }
