@@ -442,6 +442,45 @@ mod tests {
     }
 
     #[test]
+    fn field_check_modes_and_warning_headers() {
+        let api = OpenApi::default();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let services = &crate::registry::SERVICES;
+        let body = || serde_json::json!({"spec": {"foo": 1, "ports": [{"port": 80}]}});
+        let strict = rt
+            .block_on(api.field_check(services, Some("Strict")))
+            .unwrap();
+        let mut obj = body();
+        assert_eq!(
+            strict.apply(&mut obj).unwrap_err(),
+            "Service in version \"v1\" cannot be handled as a Service: strict decoding error: unknown field \"spec.foo\""
+        );
+        let warn = rt.block_on(api.field_check(services, None)).unwrap();
+        let mut obj = body();
+        let warnings = warn.apply(&mut obj).unwrap();
+        assert_eq!(warnings, ["unknown field \"spec.foo\""]);
+        assert_eq!(obj, serde_json::json!({"spec": {"ports": [{"port": 80}]}}));
+        let r = with_warnings(StatusCode::OK.into_response(), &warnings);
+        assert_eq!(
+            r.headers()[header::WARNING],
+            "299 - \"unknown field \\\"spec.foo\\\"\""
+        );
+        let ignore = rt
+            .block_on(api.field_check(services, Some("Ignore")))
+            .unwrap();
+        let mut obj = body();
+        assert!(ignore.apply(&mut obj).unwrap().is_empty());
+        assert!(obj["spec"].get("foo").is_none());
+        assert!(
+            rt.block_on(api.field_check(services, Some("Loud")))
+                .is_err()
+        );
+    }
+
+    #[test]
     fn accept_negotiation() {
         assert_eq!(
             negotiate("application/json", &[V2_PROTOBUF]),
