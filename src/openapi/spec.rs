@@ -276,6 +276,13 @@ fn write_params() -> Vec<Value> {
     ]
 }
 
+/// The body (of definition `definition`) and the query parameters of a write.
+fn write_params_with(definition: &str) -> Vec<Value> {
+    std::iter::once(body(definition))
+        .chain(write_params())
+        .collect()
+}
+
 fn delete_params() -> Vec<Value> {
     vec![
         body(DELETE_OPTIONS),
@@ -402,9 +409,7 @@ fn resource_paths(k: &KindNames, out: &mut BTreeMap<String, Value>) {
             format!("create{gv}{scope}{kind}"),
             format!("create a {kind}"),
         );
-        o.params = std::iter::once(body(object))
-            .chain(write_params())
-            .collect();
+        o.params = write_params_with(object);
         o.responses = json!({
             "200": response(object), "201": response(object), "202": response(object),
             "401": {"description": "Unauthorized"}
@@ -454,9 +459,7 @@ fn resource_paths(k: &KindNames, out: &mut BTreeMap<String, Value>) {
                 format!("replace{gv}{scope}{kind}{suffix}"),
                 format!("replace {what}"),
             );
-            o.params = std::iter::once(body(object))
-                .chain(write_params())
-                .collect();
+            o.params = write_params_with(object);
             o.responses = json!({
                 "200": response(object), "201": response(object),
                 "401": {"description": "Unauthorized"}
@@ -469,7 +472,7 @@ fn resource_paths(k: &KindNames, out: &mut BTreeMap<String, Value>) {
                 format!("patch{gv}{scope}{kind}{suffix}"),
                 format!("partially update {what}"),
             );
-            o.params = std::iter::once(body(PATCH)).chain(write_params()).collect();
+            o.params = write_params_with(PATCH);
             o.consumes = PATCH_TYPES;
             item.insert("patch".into(), o.into_value());
         }
