@@ -37,6 +37,8 @@ pub mod https;
 pub mod kubeconfig;
 /// Logging to journald or stderr.
 pub mod logging;
+/// OpenAPI v2 and v3 documents of the Kubernetes API, generated from the registry.
+pub mod openapi;
 /// Data-directory layout.
 pub mod paths;
 /// Certificate authorities and leaf certificates.

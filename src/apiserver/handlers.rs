@@ -16,6 +16,7 @@ use super::{
     ApiState, ResourceRef, apply, decode_body, json as json_response, objects, patch, pods,
     protobuf, read_body, table, watch,
 };
+use crate::openapi::with_warnings;
 use crate::registry::{
     self as resources, NAMESPACES, PODS, ResourceInfo, Review, SYSTEM_NAMESPACES, Verb,
 };
@@ -184,6 +185,10 @@ pub async fn handle(
         Op::List => list(&store, info, ns, &query, wants_table, encoding).await,
         Op::Watch => watch::serve(st, store, info, ns, &query, wants_table, encoding).await,
         Op::Create(mut obj) => {
+            let warnings = field_check(st, info, &query)
+                .await?
+                .apply(&mut obj)
+                .map_err(ApiError::BadRequest)?;
             objects::validate_body(info, &obj, ns, None)?;
             authz::admit_write(user, info, None, &obj).map_err(deny)?;
             if info.namespaced {
@@ -195,17 +200,21 @@ pub async fn handle(
             apply::track_update(info, None, &mut obj, &writer, Utc::now());
             if dry_run {
                 crate::storage::metadata::prepare_create(info, &mut obj, ns, Utc::now());
-                return respond(StatusCode::CREATED, &obj);
+                return respond(StatusCode::CREATED, &obj).map(|r| with_warnings(r, &warnings));
             }
             let created = store.create(info, ns, obj).await?;
-            respond(StatusCode::CREATED, &created)
+            respond(StatusCode::CREATED, &created).map(|r| with_warnings(r, &warnings))
         }
         Op::CreateSubresource(name, sub, obj) => {
             let ns = ns.ok_or(ApiError::NoSuchResource)?;
             pods::create_subresource(&store, user.node_name(), ns, name, sub, &obj, dry_run).await
         }
         Op::Update(name) => {
-            let obj = decode_body(&headers, &body)?;
+            let mut obj = decode_body(&headers, &body)?;
+            let warnings = field_check(st, info, &query)
+                .await?
+                .apply(&mut obj)
+                .map_err(ApiError::BadRequest)?;
             objects::validate_body(info, &obj, ns, Some(name))?;
             let precondition = storage::resource_version_of(&obj)?;
             let status_only = r.subresource.as_deref() == Some("status");
@@ -225,7 +234,7 @@ pub async fn handle(
                     Ok::<(), ApiError>(())
                 })
                 .await?;
-            respond(StatusCode::OK, &updated)
+            respond(StatusCode::OK, &updated).map(|r| with_warnings(r, &warnings))
         }
         Op::Patch(name) => {
             let ct = headers
@@ -253,9 +262,12 @@ pub async fn handle(
                 let (code, obj) = server_side_apply(&store, &query, &body, ctx).await?;
                 return respond(code, &obj);
             }
+            let fields = field_check(st, info, &query).await?;
+            let mut warnings = Vec::new();
             let updated = store
                 .modify(info, ns, name, None, |current| {
-                    let patched = patch::apply_patch(kind, current, &body)?;
+                    let mut patched = patch::apply_patch(kind, current, &body)?;
+                    warnings = fields.apply(&mut patched).map_err(ApiError::BadRequest)?;
                     // A patch may not move the object's resourceVersion (upstream 409).
                     if patch::patch_resource_version(current, &patched).is_some() {
                         return Err(ApiError::Conflict {
@@ -278,7 +290,7 @@ pub async fn handle(
                     Ok(())
                 })
                 .await?;
-            respond(StatusCode::OK, &updated)
+            respond(StatusCode::OK, &updated).map(|r| with_warnings(r, &warnings))
         }
         Op::Delete(name) => {
             let ct = headers
@@ -476,6 +488,18 @@ async fn server_side_apply(
 
 /// Whether `node` has an etcd member (by the member names servers give themselves; see
 /// docs/security.md). Fails closed: without an answer from etcd the deletion is refused.
+/// The `fieldValidation` of a write (src/openapi/fields.rs).
+async fn field_check<'a>(
+    st: &'a ApiState,
+    info: &'static ResourceInfo,
+    query: &HashMap<String, String>,
+) -> Result<crate::openapi::FieldCheck<'a>, ApiError> {
+    st.openapi
+        .field_check(info, query.get("fieldValidation").map(String::as_str))
+        .await
+        .map_err(ApiError::BadRequest)
+}
+
 async fn node_is_etcd_member(st: &ApiState, node: &str) -> Result<bool, ApiError> {
     let client = st
         .etcd

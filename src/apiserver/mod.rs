@@ -52,6 +52,8 @@ pub struct ApiState {
     pub cancel: CancellationToken,
     /// When etcd last answered a readiness check.
     last_etcd_ok: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The OpenAPI documents, generated on first use.
+    openapi: crate::openapi::OpenApi,
 }
 
 type St = Arc<ApiState>;
@@ -69,6 +71,7 @@ pub fn router(
         etcd_data_dir,
         cancel,
         last_etcd_ok: std::sync::Mutex::new(None),
+        openapi: Default::default(),
     }))
 }
 
@@ -431,6 +434,9 @@ async fn dispatch(st: St, conn: ConnInfo, req: Request) -> Result<Response, ApiE
         .as_ref()
         .map(User::from_cert)
         .ok_or(ApiError::Unauthorized)?;
+    if let Some(r) = st.openapi.respond(&method, req.uri(), req.headers()).await {
+        return Ok(r);
+    }
     let aggregated = discovery::wants_aggregated(&accept);
     let disc = |v: Value| {
         Ok(if aggregated {

@@ -357,6 +357,7 @@ pub fn list_strategy(path: &str) -> ListStrategy {
         "spec.hostAliases" => MergeByKey("ip"),
         "spec.schedulingGates" => MergeByKey("name"),
         "spec.resourceClaims" => MergeByKey("name"),
+        "spec.topologySpreadConstraints" => MergeByKey("topologyKey"),
         // Service.
         "spec.ports" => MergeByKey("port"),
         _ => Atomic,

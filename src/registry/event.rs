@@ -13,6 +13,7 @@ pub static EVENTS: ResourceInfo = ResourceInfo {
     short_names: &["ev"],
     node_access: NodeAccess::Write,
     type_check: typed::<core::Event>,
+    schema: Some(super::schema::schema_of::<core::Event>),
     printer: Printer {
         columns: COLUMNS,
         cells: event_cells,

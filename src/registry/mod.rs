@@ -10,6 +10,7 @@
 pub mod fields;
 pub mod print;
 pub mod protobuf;
+pub mod schema;
 
 mod configmap;
 mod endpoints;
@@ -175,6 +176,10 @@ pub struct ResourceInfo {
     pub protobuf: Option<&'static str>,
     /// What nodes may do with objects of this kind.
     pub node_access: NodeAccess,
+    /// The kind's OpenAPI schema, from its typed model (`schema::schema_of::<T>`).
+    pub schema: Option<schema::SchemaFn>,
+    /// Merge semantics of the kind's own list fields (beyond [`schema::COMMON_LISTS`]).
+    pub lists: &'static [schema::ListSemantics],
 }
 
 /// Resources are identified by group, version and plural: the hooks do not take part.
@@ -221,6 +226,8 @@ impl ResourceInfo {
             field_selectors: &[],
             protobuf: None,
             node_access: NodeAccess::Read,
+            schema: None,
+            lists: &[],
         }
     }
 

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::ResourceInfo;
 use super::fields::{FieldCause, meta_str, metadata_mut, typed};
 use super::print::*;
+use super::schema::{ListSemantics, atomic, conditions};
 use crate::validation::validate_dns_label;
 
 /// Label set on every Namespace by upstream defaulting.
@@ -19,11 +20,19 @@ pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 pub const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
 
+/// Upstream's list tags on NamespaceSpec and NamespaceStatus.
+const NAMESPACE_LISTS: &[ListSemantics] = &[
+    atomic("io.k8s.api.core.v1.NamespaceSpec", "finalizers"),
+    conditions("io.k8s.api.core.v1.NamespaceStatus"),
+];
+
 /// `namespaces`.
 pub static NAMESPACES: ResourceInfo = ResourceInfo {
     short_names: &["ns"],
     subresources: &["status"],
     type_check: typed::<core::Namespace>,
+    schema: Some(super::schema::schema_of::<core::Namespace>),
+    lists: NAMESPACE_LISTS,
     name_rule: dns_label,
     tracks_generation: true,
     on_create,

@@ -8,6 +8,93 @@ use serde_json::{Value, json};
 use super::fields::typed;
 use super::print::*;
 use super::{ResourceInfo, pod_spec};
+use super::schema::{ListSemantics, atomic, keyed};
+
+const POD_SPEC: &str = "io.k8s.api.core.v1.PodSpec";
+const CONTAINER: &str = "io.k8s.api.core.v1.Container";
+const EPHEMERAL: &str = "io.k8s.api.core.v1.EphemeralContainer";
+const POD_STATUS: &str = "io.k8s.api.core.v1.PodStatus";
+
+/// Upstream's list tags on PodSpec, Container, EphemeralContainer and PodStatus.
+const POD_LISTS: &[ListSemantics] = &[
+    keyed(POD_SPEC, "volumes", &["name"], "name", "merge,retainKeys"),
+    keyed(POD_SPEC, "initContainers", &["name"], "name", "merge"),
+    keyed(POD_SPEC, "containers", &["name"], "name", "merge"),
+    keyed(POD_SPEC, "ephemeralContainers", &["name"], "name", "merge"),
+    keyed(POD_SPEC, "imagePullSecrets", &["name"], "name", "merge"),
+    keyed(POD_SPEC, "hostAliases", &["ip"], "ip", "merge"),
+    keyed(
+        POD_SPEC,
+        "topologySpreadConstraints",
+        &["topologyKey", "whenUnsatisfiable"],
+        "topologyKey",
+        "merge",
+    ),
+    keyed(
+        POD_SPEC,
+        "resourceClaims",
+        &["name"],
+        "name",
+        "merge,retainKeys",
+    ),
+    keyed(POD_SPEC, "schedulingGates", &["name"], "name", "merge"),
+    atomic(POD_SPEC, "tolerations"),
+    atomic(POD_SPEC, "readinessGates"),
+    keyed(
+        CONTAINER,
+        "ports",
+        &["containerPort", "protocol"],
+        "containerPort",
+        "merge",
+    ),
+    keyed(CONTAINER, "env", &["name"], "name", "merge"),
+    keyed(
+        CONTAINER,
+        "volumeMounts",
+        &["mountPath"],
+        "mountPath",
+        "merge",
+    ),
+    keyed(
+        CONTAINER,
+        "volumeDevices",
+        &["devicePath"],
+        "devicePath",
+        "merge",
+    ),
+    atomic(CONTAINER, "envFrom"),
+    atomic(CONTAINER, "command"),
+    atomic(CONTAINER, "args"),
+    atomic(CONTAINER, "resizePolicy"),
+    keyed(
+        EPHEMERAL,
+        "ports",
+        &["containerPort", "protocol"],
+        "containerPort",
+        "merge",
+    ),
+    keyed(EPHEMERAL, "env", &["name"], "name", "merge"),
+    keyed(
+        EPHEMERAL,
+        "volumeMounts",
+        &["mountPath"],
+        "mountPath",
+        "merge",
+    ),
+    keyed(
+        EPHEMERAL,
+        "volumeDevices",
+        &["devicePath"],
+        "devicePath",
+        "merge",
+    ),
+    super::schema::conditions(POD_STATUS),
+    keyed(POD_STATUS, "podIPs", &["ip"], "ip", "merge"),
+    keyed(POD_STATUS, "hostIPs", &["ip"], "ip", "merge"),
+    atomic(POD_STATUS, "containerStatuses"),
+    atomic(POD_STATUS, "initContainerStatuses"),
+    atomic(POD_STATUS, "ephemeralContainerStatuses"),
+];
 
 /// `pods`.
 pub static PODS: ResourceInfo = ResourceInfo {
@@ -15,6 +102,8 @@ pub static PODS: ResourceInfo = ResourceInfo {
     categories: &["all"],
     subresources: &["status", "binding", "eviction"],
     type_check: typed::<core::Pod>,
+    schema: Some(super::schema::schema_of::<core::Pod>),
+    lists: POD_LISTS,
     tracks_generation: true,
     on_create,
     validate: pod_spec::validate,

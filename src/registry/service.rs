@@ -10,7 +10,26 @@ use serde_json::{Value, json};
 use super::ResourceInfo;
 use super::fields::typed;
 use super::print::*;
+use super::schema::{ListSemantics, atomic, conditions, keyed};
 use crate::validation::validate_dns_label;
+
+const SERVICE_SPEC: &str = "io.k8s.api.core.v1.ServiceSpec";
+
+/// Upstream's list tags on ServiceSpec and ServiceStatus.
+const SERVICE_LISTS: &[ListSemantics] = &[
+    keyed(
+        SERVICE_SPEC,
+        "ports",
+        &["port", "protocol"],
+        "port",
+        "merge",
+    ),
+    atomic(SERVICE_SPEC, "clusterIPs"),
+    atomic(SERVICE_SPEC, "externalIPs"),
+    atomic(SERVICE_SPEC, "ipFamilies"),
+    atomic(SERVICE_SPEC, "loadBalancerSourceRanges"),
+    conditions("io.k8s.api.core.v1.ServiceStatus"),
+];
 
 /// `services`.
 pub static SERVICES: ResourceInfo = ResourceInfo {
@@ -18,6 +37,8 @@ pub static SERVICES: ResourceInfo = ResourceInfo {
     categories: &["all"],
     subresources: &["status"],
     type_check: typed::<core::Service>,
+    schema: Some(super::schema::schema_of::<core::Service>),
+    lists: SERVICE_LISTS,
     name_rule: dns1035_label,
     tracks_generation: true,
     on_create,
