@@ -2,8 +2,6 @@
 //! resources, plus the self-subject reviews kubectl POSTs. Each request is authorized before it
 //! touches storage; bodies are validated before anything is written.
 
-use std::collections::HashMap;
-
 use axum::extract::Request;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -11,6 +9,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::authz::{self, Attributes, User};
+use super::query::Query;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{ApiError, success_status};
 use super::storage::{self, ListOptions, Storage};
@@ -42,15 +41,8 @@ enum Op<'a> {
     DeleteCollection,
 }
 
-fn verb_of(
-    method: &Method,
-    r: &ResourceRef,
-    query: &HashMap<String, String>,
-) -> Result<Verb, ApiError> {
-    let is_watch = query
-        .get("watch")
-        .map(|w| w.is_empty() || w == "true" || w == "1")
-        .unwrap_or(false);
+fn verb_of(method: &Method, r: &ResourceRef, query: &Query) -> Result<Verb, ApiError> {
+    let is_watch = query.flag("watch");
     Ok(match (method, r.name.is_some()) {
         (&Method::GET, true) => Verb::Get,
         (&Method::GET, false) if is_watch => Verb::Watch,
@@ -74,7 +66,7 @@ pub async fn handle(
     user: &User,
     r: ResourceRef,
     method: Method,
-    query: HashMap<String, String>,
+    query: Query,
     accept: &str,
     req: Request,
 ) -> Result<Response, ApiError> {
@@ -142,7 +134,12 @@ pub async fn handle(
     .map_err(deny)?;
     let store = storage(st)?;
     let wants_table = table::wants_table(accept);
-    let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
+    let dry_run = query.dry_run(match verb {
+        Verb::Create => "CreateOptions",
+        Verb::Update => "UpdateOptions",
+        Verb::Patch => "PatchOptions",
+        _ => "DeleteOptions",
+    })?;
 
     match op {
         Op::Get(name) => {
@@ -359,10 +356,7 @@ async fn delete_namespace_contents(store: &Storage, ns: &str) -> Result<(), ApiE
 }
 
 /// Parses list options from the query.
-pub fn list_options(
-    info: &ResourceInfo,
-    query: &HashMap<String, String>,
-) -> Result<ListOptions, ApiError> {
+pub fn list_options(info: &ResourceInfo, query: &Query) -> Result<ListOptions, ApiError> {
     let label_selector = match query.get("labelSelector").filter(|s| !s.is_empty()) {
         Some(s) => Some(LabelSelector::parse(s)?),
         None => None,
@@ -375,14 +369,7 @@ pub fn list_options(
         }
         None => None,
     };
-    let limit = match query.get("limit").filter(|s| !s.is_empty()) {
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|l| *l >= 0)
-            .ok_or_else(|| ApiError::BadRequest(format!("invalid limit \"{l}\"")))?,
-        None => 0,
-    };
+    let limit = query.non_negative("limit")?.unwrap_or(0);
     Ok(ListOptions {
         label_selector,
         field_selector,
@@ -395,7 +382,7 @@ async fn list(
     store: &Storage,
     info: &ResourceInfo,
     ns: Option<&str>,
-    query: &HashMap<String, String>,
+    query: &Query,
     wants_table: bool,
 ) -> Result<Response, ApiError> {
     let opts = list_options(info, query)?;

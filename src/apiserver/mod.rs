@@ -9,6 +9,7 @@ pub mod handlers;
 pub mod objects;
 pub mod patch;
 pub mod protobuf;
+pub mod query;
 #[cfg(test)]
 mod router_tests;
 pub mod selectors;
@@ -17,7 +18,6 @@ pub mod storage;
 pub mod table;
 pub mod watch;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -163,11 +163,13 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The query string as a map (last value wins). A parameter whose name or value does not
-/// decode to UTF-8 is a 400 naming it: clients never send such bytes, so guessing (lossy
-/// replacement) could only change what a selector means.
-pub fn query_map(query: Option<&str>) -> Result<HashMap<String, String>, ApiError> {
-    query
+/// The query string, every value of every key kept ([`query::Query`] reads them as upstream
+/// does). A parameter whose name or value does not decode to UTF-8 is a 400 naming it: clients
+/// never send such bytes, so guessing (lossy replacement) could only change what a selector
+/// means.
+pub fn query_map(query: Option<&str>) -> Result<query::Query, ApiError> {
+    let mut out = query::Query::default();
+    for pair in query
         .unwrap_or_default()
         .split('&')
         .filter(|p| !p.is_empty())
@@ -184,9 +186,13 @@ pub fn query_map(query: Option<&str>) -> Result<HashMap<String, String>, ApiErro
                     "invalid value for query parameter {key:?}: not UTF-8 after percent-decoding"
                 ))
             })?;
-            Ok((key, value))
+            Ok::<_, ApiError>((key, value))
         })
-        .collect()
+    {
+        let (key, value) = pair?;
+        out.push(key, value);
+    }
+    Ok(out)
 }
 
 /// Decodes `%XX` escapes and `+` (form encoding). Works on bytes only, so any input is safe: a
