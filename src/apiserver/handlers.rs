@@ -134,7 +134,7 @@ pub async fn handle(
     .map_err(deny)?;
     let store = storage(st)?;
     let wants_table = table::wants_table(accept);
-    let dry_run = query.dry_run(match verb {
+    let mut dry_run = query.dry_run(match verb {
         Verb::Create => "CreateOptions",
         Verb::Update => "UpdateOptions",
         Verb::Patch => "PatchOptions",
@@ -163,7 +163,7 @@ pub async fn handle(
         }
         Op::List => list(&store, info, ns, &query, wants_table).await,
         Op::Watch => watch::serve(st, store, info, ns, &query, wants_table).await,
-        Op::Create(mut obj) => {
+        Op::Create(obj) => {
             objects::validate_body(info, &obj, ns, None)?;
             authz::admit_write(user, info, None, &obj).map_err(deny)?;
             if info.namespaced {
@@ -172,11 +172,11 @@ pub async fn handle(
                 })?;
                 require_namespace(&store, ns).await?;
             }
-            if dry_run {
-                objects::prepare_create(info, &mut obj, ns, Utc::now());
-                return Ok(json_response(StatusCode::CREATED, &obj, "application/json"));
-            }
-            let created = store.create(info, ns, obj).await?;
+            let created = if dry_run {
+                store.create_dry_run(info, ns, obj).await?
+            } else {
+                store.create(info, ns, obj).await?
+            };
             Ok(json_response(
                 StatusCode::CREATED,
                 &created,
@@ -189,7 +189,7 @@ pub async fn handle(
             let precondition = storage::resource_version_of(&obj)?;
             let status_only = r.subresource.as_deref() == Some("status");
             let updated = store
-                .modify(info, ns, name, precondition, |current| {
+                .modify_with(info, ns, name, precondition, dry_run, |current| {
                     let mut next = obj.clone();
                     if status_only {
                         objects::prepare_status_update(info, current, &mut next)?;
@@ -197,9 +197,7 @@ pub async fn handle(
                         objects::prepare_update(info, current, &mut next)?;
                     }
                     authz::admit_write(user, info, Some(current), &next).map_err(deny)?;
-                    if !dry_run {
-                        *current = next;
-                    }
+                    *current = next;
                     Ok(())
                 })
                 .await?;
@@ -213,7 +211,7 @@ pub async fn handle(
             let kind = patch::PatchKind::from_content_type(ct)?;
             let status_only = r.subresource.as_deref() == Some("status");
             let updated = store
-                .modify(info, ns, name, None, |current| {
+                .modify_with(info, ns, name, None, dry_run, |current| {
                     let patched = patch::apply_patch(kind, current, &body)?;
                     // A patch may not move the object's resourceVersion (upstream 409).
                     if patch::patch_resource_version(current, &patched).is_some() {
@@ -230,9 +228,7 @@ pub async fn handle(
                         objects::prepare_update(info, current, &mut next)?;
                     }
                     authz::admit_write(user, info, Some(current), &next).map_err(deny)?;
-                    if !dry_run {
-                        *current = next;
-                    }
+                    *current = next;
                     Ok(())
                 })
                 .await?;
@@ -245,6 +241,7 @@ pub async fn handle(
                 serde_json::from_slice(&body)
                     .map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
             };
+            let dry_run = dry_run || body_dry_run(&opts)?;
             let uid = opts.pointer("/preconditions/uid").and_then(Value::as_str);
             let rv = match opts
                 .pointer("/preconditions/resourceVersion")
@@ -264,17 +261,21 @@ pub async fn handle(
                 let member = node_is_etcd_member(st, name).await?;
                 authz::admit_node_delete(user, name, member).map_err(deny)?;
             }
+            let deleted = store.delete_with(info, ns, name, uid, rv, dry_run).await?;
             if dry_run {
-                let obj = store.get(info, ns, name).await?;
-                return Ok(json_response(StatusCode::OK, &obj, "application/json"));
+                return Ok(json_response(StatusCode::OK, &deleted, "application/json"));
             }
-            let deleted = store.delete(info, ns, name, uid, rv).await?;
             if *info == NAMESPACES {
                 delete_namespace_contents(&store, name).await?;
             }
             Ok(json_response(StatusCode::OK, &deleted, "application/json"))
         }
         Op::DeleteCollection => {
+            if !body.is_empty() {
+                let opts: Value = serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?;
+                dry_run |= body_dry_run(&opts)?;
+            }
             let opts = list_options(info, &query)?;
             let page = store
                 .list(
@@ -296,9 +297,15 @@ pub async fn handle(
                 if *info == NAMESPACES && SYSTEM_NAMESPACES.contains(&name) {
                     continue;
                 }
-                match store.delete(info, item_ns.or(ns), name, None, None).await {
+                match store
+                    .delete_with(info, item_ns.or(ns), name, None, None, dry_run)
+                    .await
+                {
                     Ok(_) | Err(ApiError::NotFound { .. }) => {}
                     Err(e) => return Err(e),
+                }
+                if dry_run {
+                    continue;
                 }
                 // As for a single delete, a namespace takes its objects with it.
                 if *info == NAMESPACES {
@@ -312,6 +319,22 @@ pub async fn handle(
             ))
         }
     }
+}
+
+/// Whether a `DeleteOptions` body asks for a dry run (`dryRun: ["All"]`, as `kubectl delete
+/// --dry-run=server` sends it); any other value is upstream's 422.
+fn body_dry_run(opts: &Value) -> Result<bool, ApiError> {
+    let Some(values) = opts.get("dryRun").filter(|v| !v.is_null()) else {
+        return Ok(false);
+    };
+    let values = values.as_array().ok_or_else(|| {
+        ApiError::BadRequest("invalid DeleteOptions: dryRun must be a list of strings".into())
+    })?;
+    let values: Vec<String> = values
+        .iter()
+        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+        .collect();
+    super::query::dry_run_values(&values, "DeleteOptions")
 }
 
 /// Whether `node` has an etcd member (by the member names servers give themselves; see

@@ -67,27 +67,31 @@ impl Query {
         }
     }
 
-    /// Whether the request asks for a dry run. `dryRun` may repeat; each value must be `All`
-    /// (422 on `options_kind`, e.g. `CreateOptions`, as upstream validates it).
+    /// Whether the request asks for a dry run (see [`dry_run_values`]).
     pub fn dry_run(&self, options_kind: &str) -> Result<bool, ApiError> {
-        let values = self.all("dryRun");
-        let causes: Vec<FieldCause> = values
-            .iter()
-            .filter(|v| v.as_str() != "All")
-            .map(|v| FieldCause {
-                field: "dryRun".into(),
-                message: format!("Unsupported value: {v:?}: supported values: \"All\""),
-            })
-            .collect();
-        if !causes.is_empty() {
-            return Err(ApiError::Invalid {
-                kind: format!("{options_kind}.meta.k8s.io"),
-                name: String::new(),
-                causes,
-            });
-        }
-        Ok(!values.is_empty())
+        dry_run_values(self.all("dryRun"), options_kind)
     }
+}
+
+/// Whether `dryRun` values (from the query, or a `DeleteOptions` body) ask for a dry run. Each
+/// must be `All`: anything else is upstream's 422 on `options_kind` (e.g. `CreateOptions`).
+pub fn dry_run_values(values: &[String], options_kind: &str) -> Result<bool, ApiError> {
+    let causes: Vec<FieldCause> = values
+        .iter()
+        .filter(|v| v.as_str() != "All")
+        .map(|v| FieldCause {
+            field: "dryRun".into(),
+            message: format!("Unsupported value: {v:?}: supported values: \"All\""),
+        })
+        .collect();
+    if !causes.is_empty() {
+        return Err(ApiError::Invalid {
+            kind: format!("{options_kind}.meta.k8s.io"),
+            name: String::new(),
+            causes,
+        });
+    }
+    Ok(!values.is_empty())
 }
 
 impl std::ops::Index<&str> for Query {

@@ -208,6 +208,26 @@ impl Storage {
             .ok_or_else(|| Self::not_found(info, name))
     }
 
+    /// What [`Storage::create`] would store, without writing (`dryRun=All`): the object with
+    /// its metadata completed, no resourceVersion; 409 when the name is taken, as a real create
+    /// would answer (upstream's dry-run storage checks the key too).
+    pub async fn create_dry_run(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        mut obj: Value,
+    ) -> Result<Value, ApiError> {
+        objects::prepare_create(info, &mut obj, ns, Utc::now());
+        let name = name_of(&obj);
+        if self.get_opt(info, ns, &name).await?.is_some() {
+            return Err(ApiError::AlreadyExists {
+                resource: info.qualified_name(),
+                name,
+            });
+        }
+        Ok(obj)
+    }
+
     /// Creates an object (metadata is completed here: uid, timestamps, namespace, generation).
     pub async fn create(
         &self,
@@ -241,6 +261,25 @@ impl Storage {
         ns: Option<&str>,
         name: &str,
         precondition: Option<i64>,
+        f: F,
+    ) -> Result<Value, ApiError>
+    where
+        F: FnMut(&mut Value) -> Result<(), ApiError>,
+    {
+        self.modify_with(info, ns, name, precondition, false, f)
+            .await
+    }
+
+    /// [`Storage::modify`], or with `dry_run` everything it does except the write: the answer
+    /// is the object that would have been stored (with the current resourceVersion, as
+    /// upstream's dry-run update answers).
+    pub async fn modify_with<F>(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        precondition: Option<i64>,
+        dry_run: bool,
         mut f: F,
     ) -> Result<Value, ApiError>
     where
@@ -268,7 +307,7 @@ impl Storage {
                     name_of(&obj)
                 )));
             }
-            if obj == before {
+            if dry_run || obj == before {
                 return Ok(obj);
             }
             match self
@@ -306,6 +345,21 @@ impl Storage {
         uid: Option<&str>,
         resource_version: Option<i64>,
     ) -> Result<Value, ApiError> {
+        self.delete_with(info, ns, name, uid, resource_version, false)
+            .await
+    }
+
+    /// [`Storage::delete`], or with `dry_run` its checks (existence, preconditions) without the
+    /// delete; the answer is the object that would have been deleted.
+    pub async fn delete_with(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        uid: Option<&str>,
+        resource_version: Option<i64>,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
         let key = info.key(ns, name);
         let (kv, _) = self.store.get(&key).await?;
         let kv = kv.ok_or_else(|| Self::not_found(info, name))?;
@@ -335,6 +389,9 @@ impl Storage {
                     kv.mod_revision
                 ),
             });
+        }
+        if dry_run {
+            return Ok(obj);
         }
         match self.store.delete(&key, Some(kv.mod_revision)).await? {
             Cas::Written(_) => Ok(obj),
