@@ -434,3 +434,149 @@ fn kubectl_diff_shows_the_change() {
     }
     assert_eq!(configmap_data(&s, "d1")["k1"], "live");
 }
+
+/// Every kubectl installed (1.27-1.33 and the default one), each with its own cache.
+fn kubectl_versions() -> Vec<String> {
+    let mut bins: Vec<String> = (27..=33)
+        .map(|m| format!("/usr/lib/google-cloud-sdk/bin/kubectl.1.{m}"))
+        .filter(|p| Path::new(p).exists())
+        .collect();
+    bins.push("kubectl".into());
+    bins
+}
+
+fn run_kubectl(bin: &str, kubeconfig: &Path, args: &[&str]) -> (bool, String) {
+    let cache = tempfile::tempdir().unwrap();
+    let out = Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .arg("--request-timeout=20s")
+        .args(args)
+        .output()
+        .expect("run kubectl");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `kubectl auth can-i --list` (SelfSubjectRulesReview, protobuf from 1.32 on) and `kubectl
+/// auth whoami` (v1beta1 on 1.27, v1 later) work on every kubectl installed; a node's rules
+/// are its node-authorizer policy.
+#[test]
+fn auth_can_i_list_and_whoami() {
+    let (_root, _block, s) = start_ready_server("authl", &[], READY);
+    let k = &s.kubeconfig;
+    for bin in kubectl_versions() {
+        let (ok, out) = run_kubectl(&bin, k, &["auth", "can-i", "--list"]);
+        assert!(ok, "{bin} auth can-i --list: {out}");
+        let first: Vec<&str> = out
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            first,
+            [
+                "Resources",
+                "Non-Resource",
+                "URLs",
+                "Resource",
+                "Names",
+                "Verbs"
+            ],
+            "{bin}: {out}"
+        );
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("*.*") && l.contains("[*]")),
+            "{bin}: {out}"
+        );
+        let (ok, out) = run_kubectl(&bin, k, &["auth", "whoami", "-o", "json"]);
+        assert!(ok, "{bin} auth whoami: {out}");
+        let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{bin}: {e}: {out}"));
+        assert_eq!(v["kind"], "SelfSubjectReview", "{bin}: {out}");
+        assert!(
+            v["status"]["userInfo"]["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|g| g == "system:masters"),
+            "{bin}: {out}"
+        );
+    }
+
+    // The node's own rules, with its kubelet client certificate.
+    let agent = s.data_dir().join("agent");
+    let (cert, key) = (
+        agent.join("client-kubelet.crt"),
+        agent.join("client-kubelet.key"),
+    );
+    let review = |ns: &str| -> Value {
+        let body = format!(
+            r#"{{"apiVersion":"authorization.k8s.io/v1","kind":"SelfSubjectRulesReview","spec":{{"namespace":"{ns}"}}}}"#
+        );
+        let (code, text) = curl(
+            &format!(
+                "https://{}:6443/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+                s.ip
+            ),
+            &s.ca(),
+            &[
+                "--cert",
+                &cert.display().to_string(),
+                "--key",
+                &key.display().to_string(),
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                &body,
+            ],
+        );
+        assert_eq!(code, 201, "{text}");
+        serde_json::from_str(&text).unwrap()
+    };
+    let rules_for = |v: &Value, resource: &str| -> Vec<Value> {
+        v["status"]["resourceRules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r["resources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|x| x == resource)
+            })
+            .cloned()
+            .collect()
+    };
+    let lease_ns = review("kube-node-lease");
+    let leases = rules_for(&lease_ns, "leases");
+    assert!(
+        leases
+            .iter()
+            .any(|r| r["resourceNames"] == serde_json::json!(["authl"])
+                && r["verbs"].as_array().unwrap().iter().any(|v| v == "update")),
+        "{lease_ns}"
+    );
+    assert!(rules_for(&lease_ns, "secrets").is_empty(), "{lease_ns}");
+    let default_ns = review("default");
+    assert!(
+        rules_for(&default_ns, "leases").iter().all(|r| !r["verbs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == "update")),
+        "a node may write its lease only in kube-node-lease: {default_ns}"
+    );
+}

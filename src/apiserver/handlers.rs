@@ -506,10 +506,7 @@ fn review(
                     .pointer("/spec/nonResourceAttributes/path")
                     .and_then(Value::as_str)
                     .unwrap_or("");
-                let public = ["/healthz", "/livez", "/readyz", "/version", "/api", "/apis"]
-                    .iter()
-                    .any(|p| path == *p || path.starts_with(&format!("{p}/")));
-                if user.in_group("system:masters") || public {
+                if user.in_group("system:masters") || authz::is_public_path(path) {
                     (true, String::new())
                 } else {
                     (false, "no RBAC policy matched".into())
@@ -520,6 +517,21 @@ fn review(
             } else {
                 json!({"allowed": false, "reason": reason})
             };
+            obj["apiVersion"] = json!(info.api_version());
+            obj["kind"] = json!(info.kind);
+            Ok(json_response(StatusCode::CREATED, &obj, "application/json"))
+        }
+        Review::Rules => {
+            let namespace = obj
+                .pointer("/spec/namespace")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty());
+            let (resource_rules, non_resource_rules) = authz::rules(user, namespace);
+            obj["status"] = json!({
+                "resourceRules": resource_rules,
+                "nonResourceRules": non_resource_rules,
+                "incomplete": false,
+            });
             obj["apiVersion"] = json!(info.api_version());
             obj["kind"] = json!(info.kind);
             Ok(json_response(StatusCode::CREATED, &obj, "application/json"))

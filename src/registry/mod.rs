@@ -19,8 +19,10 @@ mod namespace;
 mod node;
 mod pod;
 mod reviews;
+mod rules_review;
 mod secret;
 mod service;
+mod whoami_v1beta1;
 
 pub use configmap::CONFIGMAPS;
 pub use endpoints::ENDPOINTS;
@@ -31,8 +33,10 @@ pub use namespace::{NAMESPACE_NAME_LABEL, NAMESPACES, SYSTEM_NAMESPACES};
 pub use node::NODES;
 pub use pod::PODS;
 pub use reviews::{SELF_SUBJECT_ACCESS_REVIEWS, SELF_SUBJECT_REVIEWS};
+pub use rules_review::SELF_SUBJECT_RULES_REVIEWS;
 pub use secret::SECRETS;
 pub use service::SERVICES;
+pub use whoami_v1beta1::SELF_SUBJECT_REVIEWS_V1BETA1;
 
 use serde_json::{Map, Value};
 
@@ -51,7 +55,9 @@ pub static RESOURCES: &[&ResourceInfo] = &[
     &PODS,
     &LEASES,
     &SELF_SUBJECT_ACCESS_REVIEWS,
+    &SELF_SUBJECT_RULES_REVIEWS,
     &SELF_SUBJECT_REVIEWS,
+    &SELF_SUBJECT_REVIEWS_V1BETA1,
 ];
 
 /// A Kubernetes API verb.
@@ -111,6 +117,8 @@ pub enum Review {
     Access,
     /// SelfSubjectReview: who is the caller?
     Subject,
+    /// SelfSubjectRulesReview: what may the caller do in a namespace?
+    Rules,
 }
 
 /// What a node's own credentials may do with a resource (the node authorizer's policy).
