@@ -580,3 +580,225 @@ fn auth_can_i_list_and_whoami() {
         "a node may write its lease only in kube-node-lease: {default_ns}"
     );
 }
+
+/// Streams a raw watch through curl (admin certificate) into a channel of JSON events.
+fn watch_events(s: &ServerNode, path: &str) -> (std::process::Child, mpsc::Receiver<Value>) {
+    let tls = s.data_dir().join("server/tls");
+    let mut child = Command::new("curl")
+        .args(["-sS", "-N", "--max-time", "120", "--cacert"])
+        .arg(s.ca())
+        .arg("--cert")
+        .arg(tls.join("client-admin.crt"))
+        .arg("--key")
+        .arg(tls.join("client-admin.key"))
+        .arg(format!("https://{}:6443{path}", s.ip))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run curl");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && tx.send(v).is_err()
+            {
+                return;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Kills a curl child when dropped, also on a failed assertion.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `kubectl delete ns` with contents: the namespace goes Terminating (a watcher sees it), its
+/// contents are removed, the `kubernetes` finalizer is removed, then it is DELETED. A namespace
+/// held by another finalizer stays Terminating with upstream's conditions and refuses new
+/// content with upstream's 403.
+#[test]
+fn namespace_deletion_goes_through_terminating() {
+    let (_root, _block, s) = start_ready_server("nsdel", &[], READY);
+    let k = &s.kubeconfig;
+    kubectl_ok(k, &["create", "namespace", "x"]);
+    let ns: Value =
+        serde_json::from_str(&kubectl_ok(k, &["get", "ns", "x", "-o", "json"])).unwrap();
+    assert_eq!(
+        ns["spec"]["finalizers"],
+        serde_json::json!(["kubernetes"]),
+        "{ns}"
+    );
+    assert_eq!(ns["status"]["phase"], "Active");
+    kubectl_ok(
+        k,
+        &["-n", "x", "create", "configmap", "c1", "--from-literal=a=1"],
+    );
+    kubectl_ok(
+        k,
+        &[
+            "-n",
+            "x",
+            "create",
+            "secret",
+            "generic",
+            "s1",
+            "--from-literal=a=1",
+        ],
+    );
+
+    // A dry-run delete answers the Terminating namespace and changes nothing.
+    let (code, v) = api_json(
+        &s,
+        "DELETE",
+        "/api/v1/namespaces/x?dryRun=All",
+        None,
+        "application/json",
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["status"]["phase"], "Terminating", "{v}");
+    let live: Value =
+        serde_json::from_str(&kubectl_ok(k, &["get", "ns", "x", "-o", "json"])).unwrap();
+    assert_eq!(live["status"]["phase"], "Active", "{live}");
+    assert!(live["metadata"]["deletionTimestamp"].is_null(), "{live}");
+
+    let rv = live["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (child, events) = watch_events(
+        &s,
+        &format!("/api/v1/namespaces?watch=1&fieldSelector=metadata.name%3Dx&resourceVersion={rv}"),
+    );
+    let _curl = KillOnDrop(child);
+    // kubectl waits until the namespace is gone.
+    let out = kubectl_ok(k, &["delete", "namespace", "x", "--timeout=60s"]);
+    assert!(out.contains("namespace \"x\" deleted"), "{out}");
+    let mut seen = Vec::new();
+    let deleted = loop {
+        let ev = events
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("no DELETED event; saw {seen:?}"));
+        let kind = ev["type"].as_str().unwrap_or_default().to_string();
+        let phase = ev["object"]["status"]["phase"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        seen.push(format!("{kind}({phase})"));
+        if kind == "DELETED" {
+            break ev;
+        }
+    };
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("MODIFIED(Terminating)"),
+        "{seen:?}"
+    );
+    assert!(
+        seen[..seen.len() - 1]
+            .iter()
+            .all(|e| e == "MODIFIED(Terminating)"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        deleted["object"]["spec"]["finalizers"],
+        serde_json::json!([]),
+        "{deleted}"
+    );
+    for prefix in ["/registry/configmaps/x/", "/registry/secrets/x/"] {
+        let out = etcdctl(&s, &["get", prefix, "--prefix", "--keys-only"]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+            "{prefix} still holds {:?}",
+            out
+        );
+    }
+
+    // A namespace held by another finalizer (set through /finalize) stays Terminating.
+    kubectl_ok(k, &["create", "namespace", "y"]);
+    kubectl_ok(k, &["-n", "y", "create", "configmap", "c1"]);
+    let mut y: Value =
+        serde_json::from_str(&kubectl_ok(k, &["get", "ns", "y", "-o", "json"])).unwrap();
+    y["spec"]["finalizers"] = serde_json::json!(["kubernetes", "example.com/hold"]);
+    let (code, v) = api_json(
+        &s,
+        "PUT",
+        "/api/v1/namespaces/y/finalize",
+        Some(&y.to_string()),
+        "application/json",
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        v["spec"]["finalizers"],
+        serde_json::json!(["kubernetes", "example.com/hold"])
+    );
+    // Later writes need no resourceVersion precondition.
+    y["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
+    y["spec"]["finalizers"] = serde_json::json!(["nodomain"]);
+    let (code, v) = api_json(
+        &s,
+        "PUT",
+        "/api/v1/namespaces/y/finalize",
+        Some(&y.to_string()),
+        "application/json",
+    );
+    assert_eq!(code, 422, "{v}");
+    kubectl_ok(k, &["delete", "namespace", "y", "--wait=false"]);
+    let held = wait_for(WAIT, "y finalized by the controller", || {
+        let v: Value =
+            serde_json::from_str(&kubectl_ok(k, &["get", "ns", "y", "-o", "json"])).ok()?;
+        (v["spec"]["finalizers"] == serde_json::json!(["example.com/hold"])).then_some(v)
+    });
+    assert_eq!(held["status"]["phase"], "Terminating", "{held}");
+    let conditions: Vec<&str> = held["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert!(conditions.contains(&"NamespaceContentRemaining"), "{held}");
+    assert!(
+        conditions.contains(&"NamespaceDeletionContentFailure"),
+        "{held}"
+    );
+    let out = kubectl(k, &["-n", "y", "create", "configmap", "late"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(
+            "configmaps \"late\" is forbidden: unable to create new content in namespace y because it is being terminated"
+        ),
+        "{err}"
+    );
+    let names = kubectl_ok(k, &["-n", "y", "get", "configmaps", "-o", "name"]);
+    assert!(names.trim().is_empty(), "content left in y: {names}");
+    // Releasing the last finalizer lets the controller delete it.
+    let mut y = held.clone();
+    y["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
+    y["spec"]["finalizers"] = serde_json::json!([]);
+    let (code, v) = api_json(
+        &s,
+        "PUT",
+        "/api/v1/namespaces/y/finalize",
+        Some(&y.to_string()),
+        "application/json",
+    );
+    assert_eq!(code, 200, "{v}");
+    wait_for(WAIT, "namespace y gone", || {
+        let out = kubectl(k, &["get", "ns", "y"]);
+        (!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NotFound"))
+            .then_some(())
+    });
+}

@@ -14,8 +14,8 @@ use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{ApiError, success_status};
 use super::storage::{self, ListOptions, Storage};
 use super::{
-    ApiState, ResourceRef, decode_body, json as json_response, objects, patch, read_body, table,
-    watch,
+    ApiState, ResourceRef, decode_body, json as json_response, namespaces, objects, patch,
+    read_body, table, watch,
 };
 use crate::registry::{
     self as resources, NAMESPACES, ResourceInfo, Review, SYSTEM_NAMESPACES, Verb,
@@ -170,7 +170,8 @@ pub async fn handle(
                 let ns = ns.ok_or_else(|| {
                     ApiError::BadRequest("a namespace is required to create this object".into())
                 })?;
-                require_namespace(&store, ns).await?;
+                let name = obj.pointer("/metadata/name").and_then(Value::as_str);
+                namespaces::admit_create(&store, info, ns, name).await?;
             }
             let created = if dry_run {
                 store.create_dry_run(info, ns, obj).await?
@@ -187,15 +188,11 @@ pub async fn handle(
             let obj = decode_body(&headers, &body)?;
             objects::validate_body(info, &obj, ns, Some(name))?;
             let precondition = storage::resource_version_of(&obj)?;
-            let status_only = r.subresource.as_deref() == Some("status");
+            let sub = r.subresource.as_deref();
             let updated = store
                 .modify_with(info, ns, name, precondition, dry_run, |current| {
                     let mut next = obj.clone();
-                    if status_only {
-                        objects::prepare_status_update(info, current, &mut next)?;
-                    } else {
-                        objects::prepare_update(info, current, &mut next)?;
-                    }
+                    prepare_write(info, sub, current, &mut next)?;
                     authz::admit_write(user, info, Some(current), &next).map_err(deny)?;
                     *current = next;
                     Ok(())
@@ -209,7 +206,7 @@ pub async fn handle(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             let kind = patch::PatchKind::from_content_type(ct)?;
-            let status_only = r.subresource.as_deref() == Some("status");
+            let sub = r.subresource.as_deref();
             let updated = store
                 .modify_with(info, ns, name, None, dry_run, |current| {
                     let patched = patch::apply_patch(kind, current, &body)?;
@@ -222,11 +219,7 @@ pub async fn handle(
                     }
                     objects::validate_body(info, &patched, ns, Some(name))?;
                     let mut next = patched;
-                    if status_only {
-                        objects::prepare_status_update(info, current, &mut next)?;
-                    } else {
-                        objects::prepare_update(info, current, &mut next)?;
-                    }
+                    prepare_write(info, sub, current, &mut next)?;
                     authz::admit_write(user, info, Some(current), &next).map_err(deny)?;
                     *current = next;
                     Ok(())
@@ -261,13 +254,7 @@ pub async fn handle(
                 let member = node_is_etcd_member(st, name).await?;
                 authz::admit_node_delete(user, name, member).map_err(deny)?;
             }
-            let deleted = store.delete_with(info, ns, name, uid, rv, dry_run).await?;
-            if dry_run {
-                return Ok(json_response(StatusCode::OK, &deleted, "application/json"));
-            }
-            if *info == NAMESPACES {
-                delete_namespace_contents(&store, name).await?;
-            }
+            let deleted = delete_object(&store, info, ns, name, uid, rv, dry_run).await?;
             Ok(json_response(StatusCode::OK, &deleted, "application/json"))
         }
         Op::DeleteCollection => {
@@ -297,19 +284,9 @@ pub async fn handle(
                 if *info == NAMESPACES && SYSTEM_NAMESPACES.contains(&name) {
                     continue;
                 }
-                match store
-                    .delete_with(info, item_ns.or(ns), name, None, None, dry_run)
-                    .await
-                {
+                match delete_object(&store, info, item_ns.or(ns), name, None, None, dry_run).await {
                     Ok(_) | Err(ApiError::NotFound { .. }) => {}
                     Err(e) => return Err(e),
-                }
-                if dry_run {
-                    continue;
-                }
-                // As for a single delete, a namespace takes its objects with it.
-                if *info == NAMESPACES {
-                    delete_namespace_contents(&store, name).await?;
                 }
             }
             Ok(json_response(
@@ -354,28 +331,36 @@ fn table_response(v: &Value) -> Response {
     json_response(StatusCode::OK, v, table::TABLE_CONTENT_TYPE)
 }
 
-async fn require_namespace(store: &Storage, ns: &str) -> Result<(), ApiError> {
-    match store.get_opt(&NAMESPACES, None, ns).await? {
-        Some(_) => Ok(()),
-        None => Err(ApiError::NotFound {
-            resource: "namespaces".into(),
-            name: ns.to_string(),
-        }),
+/// The rules of a write through `sub` (none, `status` or a namespace's `finalize`).
+fn prepare_write(
+    info: &ResourceInfo,
+    sub: Option<&str>,
+    current: &Value,
+    next: &mut Value,
+) -> Result<(), ApiError> {
+    match sub {
+        Some("status") => objects::prepare_status_update(info, current, next),
+        Some("finalize") => objects::prepare_finalize(info, current, next),
+        _ => objects::prepare_update(info, current, next),
     }
 }
 
-/// Removes everything stored in a deleted namespace.
-async fn delete_namespace_contents(store: &Storage, ns: &str) -> Result<(), ApiError> {
-    for info in resources::RESOURCES
-        .iter()
-        .filter(|r| r.namespaced && r.is_stored())
-    {
-        store
-            .datastore()
-            .delete_prefix(&info.list_prefix(Some(ns)))
-            .await?;
+/// One object's DELETE; a namespace is marked Terminating first and goes once finalized
+/// ([`namespaces::delete`]).
+async fn delete_object(
+    store: &Storage,
+    info: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    uid: Option<&str>,
+    rv: Option<i64>,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    if *info == NAMESPACES {
+        namespaces::delete(store, name, uid, rv, dry_run, Utc::now()).await
+    } else {
+        store.delete_with(info, ns, name, uid, rv, dry_run).await
     }
-    Ok(())
 }
 
 /// Parses list options from the query.

@@ -6,6 +6,7 @@
 pub mod authz;
 pub mod discovery;
 pub mod handlers;
+pub mod namespaces;
 pub mod objects;
 pub mod patch;
 pub mod protobuf;

@@ -163,6 +163,29 @@ fn name_of(v: &Value) -> String {
         .to_string()
 }
 
+/// A DeleteOptions `preconditions.uid` against the object: upstream's 409 when they differ.
+pub fn check_uid(
+    info: &ResourceInfo,
+    name: &str,
+    obj: &Value,
+    uid: Option<&str>,
+) -> Result<(), ApiError> {
+    let actual = obj
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match uid {
+        Some(uid) if uid != actual => Err(ApiError::ConflictWith {
+            resource: info.qualified_name(),
+            name: name.to_string(),
+            message: format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Object storage.
 #[derive(Clone, Debug)]
 pub struct Storage {
@@ -364,20 +387,7 @@ impl Storage {
         let (kv, _) = self.store.get(&key).await?;
         let kv = kv.ok_or_else(|| Self::not_found(info, name))?;
         let obj = decode(info, &kv)?;
-        if let Some(uid) = uid
-            && obj.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
-        {
-            return Err(ApiError::ConflictWith {
-                resource: info.qualified_name(),
-                name: name.to_string(),
-                message: format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    obj.pointer("/metadata/uid")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                ),
-            });
-        }
+        check_uid(info, name, &obj, uid)?;
         if let Some(rv) = resource_version
             && rv != kv.mod_revision
         {

@@ -4,6 +4,7 @@
 //! cleanup). Leadership is an etcd key bound to a lease; every loop selects on cancellation.
 
 pub mod leader;
+pub mod namespace;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -77,6 +78,11 @@ pub fn spawn_server_controllers(ctx: Ctx, tracker: &TaskTracker, cancel: Cancell
         cancel.clone(),
     ));
     tracker.spawn(kubernetes_endpoints(
+        ctx.clone(),
+        is_leader.clone(),
+        cancel.clone(),
+    ));
+    tracker.spawn(namespace::run(
         ctx.clone(),
         is_leader.clone(),
         cancel.clone(),

@@ -22,7 +22,7 @@ pub const SYSTEM_NAMESPACES: &[&str] =
 /// `namespaces`.
 pub static NAMESPACES: ResourceInfo = ResourceInfo {
     short_names: &["ns"],
-    subresources: &["status"],
+    subresources: &["status", "finalize"],
     type_check: typed::<core::Namespace>,
     name_rule: dns_label,
     tracks_generation: true,
