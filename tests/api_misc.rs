@@ -802,3 +802,139 @@ fn namespace_deletion_goes_through_terminating() {
             .then_some(())
     });
 }
+
+/// The stored Events of namespace `default` as core/v1 JSON.
+fn default_events(k: &Path) -> Vec<Value> {
+    let v: Value = serde_json::from_str(&kubectl_ok(
+        k,
+        &["get", "events", "-n", "default", "-o", "json"],
+    ))
+    .unwrap();
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn find_event<'a>(events: &'a [Value], node: &str, reason: &str) -> Option<&'a Value> {
+    events
+        .iter()
+        .find(|e| e["reason"] == reason && e["involvedObject"]["name"] == node)
+}
+
+/// The granted TTL (seconds) of the etcd lease `key` is attached to (0 without a lease).
+fn lease_ttl(s: &ServerNode, key: &str) -> i64 {
+    let out = etcdctl(s, &["get", key, "-w", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("etcdctl get {key}: {e}: {out:?}"));
+    let lease = v["kvs"][0]["lease"].as_i64().unwrap_or(0);
+    if lease == 0 {
+        return 0;
+    }
+    let out = etcdctl(
+        s,
+        &["lease", "timetolive", &format!("{lease:x}"), "-w", "json"],
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // etcdctl 3.4 spells it `granted-ttl`, later versions `grantedTTL`.
+    v.get("granted-ttl")
+        .or_else(|| v.get("grantedTTL"))
+        .and_then(Value::as_i64)
+        .unwrap_or_else(|| panic!("no granted TTL in {v}"))
+}
+
+/// After a cluster start `kubectl get events -A` and `kubectl describe node` show the node's
+/// registration and readiness (and its etcd member); cordoning twice counts one Event twice;
+/// Events are served as events.k8s.io/v1 too and live `event-ttl` (an etcd lease).
+#[test]
+fn events_record_what_the_server_does() {
+    let (_root, _block, s) = start_ready_server("evs", &[("event-ttl", "30m".into())], READY);
+    let k = &s.kubeconfig;
+    wait_node_ready(k, "evs", WAIT);
+    let events = wait_for(WAIT, "registration, readiness and etcd events", || {
+        let evs = default_events(k);
+        (find_event(&evs, "evs", "RegisteredNode").is_some()
+            && find_event(&evs, "evs", "NodeReady").is_some()
+            && find_event(&evs, "evs", "ETCDMemberAdded").is_some())
+        .then_some(evs)
+    });
+    let registered = find_event(&events, "evs", "RegisteredNode").unwrap();
+    assert_eq!(registered["involvedObject"]["kind"], "Node");
+    assert_eq!(
+        registered["message"],
+        "Node evs event: Registered Node evs in Controller"
+    );
+    assert_eq!(registered["count"], 1);
+    let all = kubectl_ok(k, &["get", "events", "-A"]);
+    assert!(
+        all.contains("RegisteredNode") && all.contains("NodeReady") && all.contains("node/evs"),
+        "{all}"
+    );
+    let describe = kubectl_ok(k, &["describe", "node", "evs"]);
+    let section = describe.split("Events:").nth(1).unwrap_or_default();
+    assert!(
+        section.contains("RegisteredNode") && section.contains("NodeReady"),
+        "{describe}"
+    );
+
+    // Dedup: cordon, uncordon, cordon → one NodeNotSchedulable Event with count 2.
+    kubectl_ok(k, &["cordon", "evs"]);
+    wait_for(WAIT, "NodeNotSchedulable", || {
+        find_event(&default_events(k), "evs", "NodeNotSchedulable").map(|_| ())
+    });
+    kubectl_ok(k, &["uncordon", "evs"]);
+    wait_for(WAIT, "NodeSchedulable", || {
+        find_event(&default_events(k), "evs", "NodeSchedulable").map(|_| ())
+    });
+    kubectl_ok(k, &["cordon", "evs"]);
+    let cordoned = wait_for(WAIT, "NodeNotSchedulable counted twice", || {
+        let evs = default_events(k);
+        find_event(&evs, "evs", "NodeNotSchedulable")
+            .filter(|e| e["count"] == 2)
+            .cloned()
+    });
+    let same = default_events(k)
+        .iter()
+        .filter(|e| e["reason"] == "NodeNotSchedulable")
+        .count();
+    assert_eq!(same, 1, "a repeated Event is one object");
+    assert_ne!(cordoned["firstTimestamp"], Value::Null);
+
+    // The same Event through events.k8s.io/v1.
+    let name = cordoned["metadata"]["name"].as_str().unwrap();
+    let (code, v1) = api_json(
+        &s,
+        "GET",
+        &format!("/apis/events.k8s.io/v1/namespaces/default/events/{name}"),
+        None,
+        "application/json",
+    );
+    assert_eq!(code, 200, "{v1}");
+    assert_eq!(v1["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(v1["regarding"]["name"], "evs", "{v1}");
+    assert_eq!(
+        v1["note"], "Node evs status is now: NodeNotSchedulable",
+        "{v1}"
+    );
+    assert_eq!(v1["deprecatedCount"], 2, "{v1}");
+
+    // Every Event write carries a lease of event-ttl (30m).
+    let key = format!("/registry/events/default/{name}");
+    assert_eq!(lease_ttl(&s, &key), 1800, "{key}");
+    // ... also Events created through the API.
+    let (code, created) = api_json(
+        &s,
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+        Some(
+            r#"{"apiVersion":"events.k8s.io/v1","kind":"Event","metadata":{"name":"api-ev"},"eventTime":"2026-01-01T00:00:00.000000Z","reportingController":"test","reportingInstance":"t1","action":"Testing","reason":"Tested","type":"Normal","note":"hello","regarding":{"kind":"Node","name":"evs"}}"#,
+        ),
+        "application/json",
+    );
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(lease_ttl(&s, "/registry/events/default/api-ev"), 1800);
+    let core: Value = serde_json::from_str(&kubectl_ok(
+        k,
+        &["get", "event", "api-ev", "-n", "default", "-o", "json"],
+    ))
+    .unwrap();
+    assert_eq!(core["message"], "hello", "{core}");
+    assert_eq!(core["involvedObject"]["name"], "evs", "{core}");
+}

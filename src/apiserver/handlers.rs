@@ -25,7 +25,7 @@ fn storage(st: &ApiState) -> Result<Storage, ApiError> {
     st.store
         .get()
         .cloned()
-        .map(Storage::new)
+        .map(|ds| Storage::new(ds).with_ttl(st.event_ttl))
         .ok_or_else(|| ApiError::ServiceUnavailable("apiserver not ready".into()))
 }
 

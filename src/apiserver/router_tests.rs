@@ -57,6 +57,7 @@ fn api() -> Api {
             Default::default(),
             std::env::temp_dir(),
             cancel.clone(),
+            Duration::from_secs(3600),
         ),
         memory,
         cancel,

@@ -71,11 +71,13 @@ pub struct RawListResult {
 
 /// The stored JSON of an object with its `resourceVersion` spliced in, without parsing it. The
 /// daemon stores objects with serde_json's sorted keys, so the top-level `"metadata":{` comes
-/// right after `apiVersion` and `kind`; anything unexpected falls back to decode + encode.
+/// right after `apiVersion` and `kind`; anything unexpected (including an object stored in
+/// another version than the one served) falls back to decode + encode.
 pub fn encode_item(info: &ResourceInfo, kv: &Stored) -> Result<Vec<u8>, ApiError> {
     const META: &[u8] = b"\"metadata\":{";
     let v = &kv.value;
-    if v.first() == Some(&b'{')
+    let served_version = format!("{{\"apiVersion\":\"{}\",", info.api_version());
+    if v.starts_with(served_version.as_bytes())
         && let Some(pos) = v.windows(META.len()).position(|w| w == META)
         && !v[1..pos].contains(&b'{')
     {
@@ -123,6 +125,7 @@ pub fn decode(info: &ResourceInfo, kv: &Stored) -> Result<Value, ApiError> {
     let mut v: Value = serde_json::from_slice(&kv.value).map_err(|e| {
         ApiError::Internal(format!("stored {} {} is corrupt: {e}", info.plural, kv.key))
     })?;
+    (info.from_storage)(&mut v);
     set_resource_version(&mut v, kv.mod_revision);
     Ok(v)
 }
@@ -148,8 +151,9 @@ pub fn resource_version_of(v: &Value) -> Result<Option<i64>, ApiError> {
     }
 }
 
-fn encode(v: &Value) -> Vec<u8> {
+fn encode(info: &ResourceInfo, v: &Value) -> Vec<u8> {
     let mut v = v.clone();
+    (info.to_storage)(&mut v);
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
     }
@@ -190,11 +194,28 @@ pub fn check_uid(
 #[derive(Clone, Debug)]
 pub struct Storage {
     store: Datastore,
+    /// Lifetime (seconds) of objects of expiring kinds (Events), from `event-ttl`; without it
+    /// they are stored without a lease.
+    ttl: Option<i64>,
 }
 
 impl Storage {
     pub fn new(store: Datastore) -> Storage {
-        Storage { store }
+        Storage { store, ttl: None }
+    }
+
+    /// Objects of expiring kinds written through this handle live `ttl` after their last write.
+    pub fn with_ttl(mut self, ttl: std::time::Duration) -> Storage {
+        self.ttl = Some((ttl.as_secs() as i64).max(1));
+        self
+    }
+
+    /// A fresh lease for a write of `info`, when its objects expire.
+    async fn lease_for(&self, info: &ResourceInfo) -> Result<Option<i64>, ApiError> {
+        match self.ttl {
+            Some(ttl) if info.expires => Ok(Some(self.store.lease_grant(ttl).await?)),
+            _ => Ok(None),
+        }
     }
 
     pub fn datastore(&self) -> &Datastore {
@@ -260,11 +281,12 @@ impl Storage {
     ) -> Result<Value, ApiError> {
         objects::prepare_create(info, &mut obj, ns, Utc::now());
         let name = name_of(&obj);
-        match self
-            .store
-            .create(&info.key(ns, &name), encode(&obj))
-            .await?
-        {
+        let (key, value) = (info.key(ns, &name), encode(info, &obj));
+        let written = match self.lease_for(info).await? {
+            Some(lease) => self.store.create_with_lease(&key, value, lease).await?,
+            None => self.store.create(&key, value).await?,
+        };
+        match written {
             Cas::Written(rev) => {
                 set_resource_version(&mut obj, rev);
                 Ok(obj)
@@ -333,11 +355,16 @@ impl Storage {
             if dry_run || obj == before {
                 return Ok(obj);
             }
-            match self
-                .store
-                .update(&key, encode(&obj), kv.mod_revision)
-                .await?
-            {
+            let value = encode(info, &obj);
+            let written = match self.lease_for(info).await? {
+                Some(lease) => {
+                    self.store
+                        .update_with_lease(&key, value, kv.mod_revision, lease)
+                        .await?
+                }
+                None => self.store.update(&key, value, kv.mod_revision).await?,
+            };
+            match written {
                 Cas::Written(rev) => {
                     set_resource_version(&mut obj, rev);
                     return Ok(obj);
@@ -553,7 +580,7 @@ mod tests {
         let obj = serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {"a": "b"}}, "spec": {}});
         let kv = Stored {
             key: "/registry/minions/n1".into(),
-            value: encode(&obj),
+            value: encode(info, &obj),
             mod_revision: 42,
             create_revision: 40,
         };
@@ -561,7 +588,7 @@ mod tests {
         assert_eq!(fast, decode(info, &kv).unwrap());
         let empty = serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {}});
         let kv = Stored {
-            value: encode(&empty),
+            value: encode(info, &empty),
             ..kv
         };
         let fast: Value = serde_json::from_slice(&encode_item(info, &kv).unwrap()).unwrap();
@@ -571,7 +598,7 @@ mod tests {
     #[test]
     fn resource_version_is_not_stored() {
         let v = serde_json::json!({"metadata": {"name": "a", "resourceVersion": "7"}});
-        let bytes = encode(&v);
+        let bytes = encode(crate::registry::lookup("", "v1", "nodes").unwrap(), &v);
         assert!(
             !String::from_utf8(bytes)
                 .unwrap()

@@ -185,6 +185,8 @@ pub struct ServerConfig {
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
     pub node_monitor_grace_period: Duration,
+    /// How long Events live after their last write (`event-ttl`, an etcd lease as upstream).
+    pub event_ttl: Duration,
     /// Scheduled and on-demand etcd snapshots.
     pub snapshots: ops::SnapshotConfig,
     /// `cluster-reset` and its restore path.
@@ -657,6 +659,7 @@ pub fn validate_server(raw: &RawSettings) -> Result<ServerConfig, ConfigError> {
         cluster_dns,
         cluster_domain,
         node_monitor_grace_period: r.parse("node-monitor-grace-period", parse_duration)?,
+        event_ttl: r.parse("event-ttl", parse_duration)?,
         snapshots: ops::snapshot_config(&r)?,
         cluster_reset: ops::cluster_reset(&r, node.server.is_some())?,
         node,

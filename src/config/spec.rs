@@ -343,6 +343,14 @@ pub const SETTINGS: &[Setting] = &[
         "How long a node's Lease may go unrenewed before its Ready condition becomes Unknown",
     ),
     s(
+        "event-ttl",
+        Scalar,
+        S,
+        Some("1h"),
+        "DURATION",
+        "How long an Event is kept after its last update",
+    ),
+    s(
         "cluster-reset",
         Bool,
         S,

@@ -3,8 +3,10 @@
 //! removal for deleted server nodes, the `default/kubernetes` endpoints, expired bootstrap token
 //! cleanup). Leadership is an etcd key bound to a lease; every loop selects on cancellation.
 
+pub mod etcd_events;
 pub mod leader;
 pub mod namespace;
+pub mod node_events;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -83,6 +85,16 @@ pub fn spawn_server_controllers(ctx: Ctx, tracker: &TaskTracker, cancel: Cancell
         cancel.clone(),
     ));
     tracker.spawn(namespace::run(
+        ctx.clone(),
+        is_leader.clone(),
+        cancel.clone(),
+    ));
+    tracker.spawn(node_events::run(
+        ctx.clone(),
+        is_leader.clone(),
+        cancel.clone(),
+    ));
+    tracker.spawn(etcd_events::run(
         ctx.clone(),
         is_leader.clone(),
         cancel.clone(),

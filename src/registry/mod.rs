@@ -14,6 +14,7 @@ pub mod protobuf;
 mod configmap;
 mod endpoints;
 mod event;
+mod event_v1;
 mod lease;
 mod namespace;
 mod node;
@@ -27,6 +28,7 @@ mod whoami_v1beta1;
 pub use configmap::CONFIGMAPS;
 pub use endpoints::ENDPOINTS;
 pub use event::EVENTS;
+pub use event_v1::EVENTS_V1;
 pub use fields::FieldCause;
 pub use lease::LEASES;
 pub use namespace::{NAMESPACE_NAME_LABEL, NAMESPACES, SYSTEM_NAMESPACES};
@@ -54,6 +56,7 @@ pub static RESOURCES: &[&ResourceInfo] = &[
     &SERVICES,
     &PODS,
     &LEASES,
+    &EVENTS_V1,
     &SELF_SUBJECT_ACCESS_REVIEWS,
     &SELF_SUBJECT_RULES_REVIEWS,
     &SELF_SUBJECT_REVIEWS,
@@ -180,6 +183,14 @@ pub struct ResourceInfo {
     pub protobuf: Option<ProtobufDecoder>,
     /// What nodes may do with objects of this kind.
     pub node_access: NodeAccess,
+    /// Whether objects expire after the server's `event-ttl` (an etcd lease on every write, as
+    /// upstream stores Events).
+    pub expires: bool,
+    /// Converts an object of this version into the form stored in etcd, where several versions
+    /// share one prefix (events.k8s.io/v1 Events are stored as core/v1 Events).
+    pub to_storage: fn(&mut Value),
+    /// Converts a stored object into this version (the inverse of `to_storage`).
+    pub from_storage: fn(&mut Value),
 }
 
 /// Resources are identified by group, version and plural: the hooks do not take part.
@@ -226,6 +237,9 @@ impl ResourceInfo {
             field_selectors: &[],
             protobuf: None,
             node_access: NodeAccess::Read,
+            expires: false,
+            to_storage: no_defaults,
+            from_storage: no_defaults,
         }
     }
 

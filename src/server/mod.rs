@@ -370,6 +370,7 @@ async fn run_inner(
                 ctx.etcd.clone(),
                 ctx.paths.etcd_data(),
                 cancel.clone(),
+                config.event_ttl,
             ),
             cancel.clone(),
             "apiserver",
