@@ -16,33 +16,6 @@ use serde_json::Value;
 const READY: Duration = Duration::from_secs(60);
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A raw API request with the admin client certificate; returns (status, body).
-fn api(
-    s: &ServerNode,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-    content_type: &str,
-) -> (u16, String) {
-    let tls = s.data_dir().join("server/tls");
-    let mut args = vec![
-        "-X".to_string(),
-        method.to_string(),
-        "--cert".into(),
-        tls.join("client-admin.crt").display().to_string(),
-        "--key".into(),
-        tls.join("client-admin.key").display().to_string(),
-        "-H".into(),
-        format!("Content-Type: {content_type}"),
-    ];
-    if let Some(b) = body {
-        args.push("--data-binary".into());
-        args.push(b.to_string());
-    }
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    curl(&format!("https://{}:6443{path}", s.ip), &s.ca(), &refs)
-}
-
 fn api_json(
     s: &ServerNode,
     method: &str,
@@ -50,7 +23,7 @@ fn api_json(
     body: Option<&str>,
     ct: &str,
 ) -> (u16, Value) {
-    let (code, text) = api(s, method, path, body, ct);
+    let (code, text) = s.api(method, path, body, ct);
     let v = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("{method} {path}: {code} not JSON ({e}): {text}"));
     (code, v)
@@ -162,8 +135,7 @@ fn query_parameters_parse_like_upstream() {
         ("watch=1&watch=0", true),
     ] {
         // A watch with a short timeout streams events (ADDED lines); a list is one object.
-        let (code, body) = api(
-            &s,
+        let (code, body) = s.api(
             "GET",
             &format!("/api/v1/namespaces?{q}&timeoutSeconds=1"),
             None,
@@ -296,8 +268,7 @@ fn dry_run_answers_the_result_and_writes_nothing() {
     assert!(generated.starts_with("gen-") && generated.len() > 4, "{v}");
     assert!(v["metadata"]["uid"].is_string(), "{v}");
     assert!(v["metadata"]["creationTimestamp"].is_string(), "{v}");
-    let (code, _) = api(
-        &s,
+    let (code, _) = s.api(
         "GET",
         &format!("{base}/{generated}"),
         None,
@@ -384,7 +355,7 @@ fn dry_run_answers_the_result_and_writes_nothing() {
 #[test]
 fn kubectl_diff_shows_the_change() {
     let (_root, _block, s) = start_ready_server("kdiff", &[], READY);
-    let (code, _) = api(&s, "GET", "/openapi/v3", None, "application/json");
+    let (code, _) = s.api("GET", "/openapi/v3", None, "application/json");
     if code == 404 {
         skip(
             "kubectl_diff_shows_the_change",
@@ -409,17 +380,7 @@ fn kubectl_diff_shows_the_change() {
         versions.push("kubectl".into());
     }
     for bin in &versions {
-        let cache = tempfile::tempdir().unwrap();
-        let out = Command::new(bin)
-            .arg("--kubeconfig")
-            .arg(k)
-            .arg("--cache-dir")
-            .arg(cache.path())
-            .arg("diff")
-            .arg("-f")
-            .arg(&manifest)
-            .output()
-            .unwrap();
+        let out = kubectl_bin(bin, k, &["diff", "-f", &manifest.display().to_string()]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(
             out.status.code(),
@@ -446,16 +407,7 @@ fn kubectl_versions() -> Vec<String> {
 }
 
 fn run_kubectl(bin: &str, kubeconfig: &Path, args: &[&str]) -> (bool, String) {
-    let cache = tempfile::tempdir().unwrap();
-    let out = Command::new(bin)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--cache-dir")
-        .arg(cache.path())
-        .arg("--request-timeout=20s")
-        .args(args)
-        .output()
-        .expect("run kubectl");
+    let out = kubectl_bin(bin, kubeconfig, args);
     (
         out.status.success(),
         format!(

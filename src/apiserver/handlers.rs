@@ -173,11 +173,7 @@ pub async fn handle(
                 let name = obj.pointer("/metadata/name").and_then(Value::as_str);
                 namespaces::admit_create(&store, info, ns, name).await?;
             }
-            let created = if dry_run {
-                store.create_dry_run(info, ns, obj).await?
-            } else {
-                store.create(info, ns, obj).await?
-            };
+            let created = store.create_with(info, ns, obj, dry_run).await?;
             Ok(json_response(
                 StatusCode::CREATED,
                 &created,

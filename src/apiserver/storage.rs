@@ -252,35 +252,38 @@ impl Storage {
             .ok_or_else(|| Self::not_found(info, name))
     }
 
-    /// What [`Storage::create`] would store, without writing (`dryRun=All`): the object with
-    /// its metadata completed, no resourceVersion; 409 when the name is taken, as a real create
-    /// would answer (upstream's dry-run storage checks the key too).
-    pub async fn create_dry_run(
-        &self,
-        info: &ResourceInfo,
-        ns: Option<&str>,
-        mut obj: Value,
-    ) -> Result<Value, ApiError> {
-        objects::prepare_create(info, &mut obj, ns, Utc::now());
-        let name = name_of(&obj);
-        if self.get_opt(info, ns, &name).await?.is_some() {
-            return Err(ApiError::AlreadyExists {
-                resource: info.qualified_name(),
-                name,
-            });
-        }
-        Ok(obj)
-    }
-
     /// Creates an object (metadata is completed here: uid, timestamps, namespace, generation).
     pub async fn create(
         &self,
         info: &ResourceInfo,
         ns: Option<&str>,
+        obj: Value,
+    ) -> Result<Value, ApiError> {
+        self.create_with(info, ns, obj, false).await
+    }
+
+    /// [`Storage::create`], or with `dry_run` (`dryRun=All`) what it would store without
+    /// writing: the object with its metadata completed and no resourceVersion; 409 when the
+    /// name is taken, as the real create would answer (upstream's dry-run storage checks too).
+    pub async fn create_with(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
         mut obj: Value,
+        dry_run: bool,
     ) -> Result<Value, ApiError> {
         objects::prepare_create(info, &mut obj, ns, Utc::now());
         let name = name_of(&obj);
+        let already_exists = || ApiError::AlreadyExists {
+            resource: info.qualified_name(),
+            name: name.clone(),
+        };
+        if dry_run {
+            return match self.get_opt(info, ns, &name).await? {
+                Some(_) => Err(already_exists()),
+                None => Ok(obj),
+            };
+        }
         let (key, value) = (info.key(ns, &name), encode(info, &obj));
         let written = match self.lease_for(info).await? {
             Some(lease) => self.store.create_with_lease(&key, value, lease).await?,
@@ -291,10 +294,7 @@ impl Storage {
                 set_resource_version(&mut obj, rev);
                 Ok(obj)
             }
-            Cas::Conflict(_) => Err(ApiError::AlreadyExists {
-                resource: info.qualified_name(),
-                name,
-            }),
+            Cas::Conflict(_) => Err(already_exists()),
         }
     }
 

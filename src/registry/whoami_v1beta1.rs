@@ -3,23 +3,12 @@
 
 use k8s_openapi::api::authentication::v1beta1 as authn;
 
+use super::ResourceInfo;
 use super::fields::typed;
-use super::{CREATE_ONLY, ResourceInfo, Review};
 
 /// `selfsubjectreviews.authentication.k8s.io` at `v1beta1`.
 pub static SELF_SUBJECT_REVIEWS_V1BETA1: ResourceInfo = ResourceInfo {
     version: "v1beta1",
-    verbs: CREATE_ONLY,
-    review: Some(Review::Subject),
-    go_package: "authentication",
     type_check: typed::<authn::SelfSubjectReview>,
-    protobuf: Some(super::protobuf::decode_ssr),
-    ..ResourceInfo::stored(
-        "authentication.k8s.io",
-        "selfsubjectreviews",
-        "selfsubjectreview",
-        "SelfSubjectReview",
-        false,
-        "",
-    )
+    ..super::SELF_SUBJECT_REVIEWS
 };
