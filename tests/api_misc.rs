@@ -890,3 +890,25 @@ fn events_record_what_the_server_does() {
     assert_eq!(core["message"], "hello", "{core}");
     assert_eq!(core["involvedObject"]["name"], "evs", "{core}");
 }
+
+/// A server that renews its leaf certificates at start (here: a new `tls-san`) records
+/// `CertificateRenewed` on its Node; the first start (certificates generated) does not.
+#[test]
+fn certificate_renewal_is_an_event() {
+    let (_root, _block, mut s) = start_ready_server("certev", &[], READY);
+    let k = s.kubeconfig.clone();
+    wait_for(WAIT, "RegisteredNode", || {
+        find_event(&default_events(&k), "certev", "RegisteredNode").map(|_| ())
+    });
+    assert!(find_event(&default_events(&k), "certev", "CertificateRenewed").is_none());
+    let mut config = std::fs::read_to_string(&s.config).unwrap();
+    config.push_str("tls-san: renewed.example.internal\n");
+    std::fs::write(&s.config, config).unwrap();
+    s.restart(&[]);
+    s.daemon.wait_log("ready:", READY);
+    let ev = wait_for(WAIT, "CertificateRenewed", || {
+        find_event(&default_events(&k), "certev", "CertificateRenewed").cloned()
+    });
+    assert_eq!(ev["source"]["component"], "pki", "{ev}");
+    assert_eq!(ev["involvedObject"]["kind"], "Node", "{ev}");
+}

@@ -121,6 +121,31 @@ async fn on_resync(rec: &EventRecorder, n: &NodeState) {
     }
 }
 
+/// Records on this server's Node that it renewed its certificates at start (`CertificateRenewed`,
+/// from component `pki`); a failure is logged only.
+pub async fn certificates_renewed(ctx: &Ctx) {
+    let Some(store) = storage(ctx) else { return };
+    let Ok(Some(node)) = store.get_opt(&NODES, None, &ctx.node.name).await else {
+        return;
+    };
+    let rec = EventRecorder::new(
+        ctx.store.clone(),
+        "pki",
+        &ctx.node.name,
+        ctx.config.event_ttl,
+    );
+    rec.emit(
+        &ObjectRef::of(&NODES, &node),
+        EventType::Normal,
+        "CertificateRenewed",
+        &format!(
+            "Node {} renewed its leaf certificates (expiring, or their names changed)",
+            ctx.node.name
+        ),
+    )
+    .await;
+}
+
 /// Runs until `cancel`.
 pub async fn run(ctx: Ctx, mut is_leader: watch::Receiver<bool>, cancel: CancellationToken) {
     let rec = EventRecorder::new(

@@ -138,7 +138,9 @@ pub fn leaf_certificates(
     paths: &ServerPaths,
     agent_paths: &AgentPaths,
     cas: &Authorities,
-) -> Result<(), ServerError> {
+) -> Result<bool, ServerError> {
+    // A server that had certificates before and regenerates any now renewed them.
+    let had_certificates = paths.serving().cert.exists();
     let sans = serving_sans(config, node);
     let mut etcd_sans: Vec<String> = vec![
         "localhost".into(),
@@ -183,7 +185,8 @@ pub fn leaf_certificates(
             &LeafSpec::client(&format!("system:node:{}", node.name), &["system:nodes"]),
         )?,
     ];
-    if regenerated.iter().any(|r| *r) {
+    let regenerated = regenerated.iter().any(|r| *r);
+    if regenerated {
         tracing::info!(component = "pki", node = %node.name, "generated or renewed leaf certificates");
     }
     for (src, dst) in [
@@ -193,7 +196,7 @@ pub fn leaf_certificates(
         let bytes = std::fs::read(&src).at(&src)?;
         fsutil::write_atomic_mkdir(&dst, &bytes, fsutil::PUBLIC_FILE_MODE).at(&dst)?;
     }
-    Ok(())
+    Ok(had_certificates && regenerated)
 }
 
 /// The password part of `agent-token` (which may be a full token).
