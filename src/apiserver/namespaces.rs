@@ -107,9 +107,20 @@ pub async fn delete(
     Ok(deleted)
 }
 
+/// The namespaced stored kinds, one per etcd prefix (versions of a kind share one).
+fn namespaced_kinds() -> Vec<&'static ResourceInfo> {
+    let mut out: Vec<&'static ResourceInfo> = Vec::new();
+    for info in RESOURCES.iter().filter(|r| r.namespaced && r.is_stored()) {
+        if !out.iter().any(|o| o.etcd_prefix == info.etcd_prefix) {
+            out.push(info);
+        }
+    }
+    out
+}
+
 /// Removes everything stored in namespace `ns`, kind by kind (watchers see each DELETED).
 pub async fn delete_contents(store: &Storage, ns: &str) -> Result<(), ApiError> {
-    for info in RESOURCES.iter().filter(|r| r.namespaced && r.is_stored()) {
+    for info in namespaced_kinds() {
         store
             .datastore()
             .delete_prefix(&info.list_prefix(Some(ns)))
@@ -124,7 +135,7 @@ pub async fn remaining_contents(
     ns: &str,
 ) -> Result<Vec<(&'static str, i64)>, ApiError> {
     let mut out = Vec::new();
-    for info in RESOURCES.iter().filter(|r| r.namespaced && r.is_stored()) {
+    for info in namespaced_kinds() {
         let n = store.datastore().count(&info.list_prefix(Some(ns))).await?;
         if n > 0 {
             out.push((info.plural, n));
@@ -259,6 +270,17 @@ mod tests {
             c["message"],
             "Some resources are remaining: configmaps has 2 resource instances"
         );
+    }
+
+    #[test]
+    fn each_stored_prefix_is_cleaned_once() {
+        let kinds = namespaced_kinds();
+        let events = kinds
+            .iter()
+            .filter(|k| k.etcd_prefix == "/registry/events")
+            .count();
+        assert_eq!(events, 1);
+        assert!(kinds.iter().any(|k| k.plural == "configmaps"));
     }
 
     #[test]
