@@ -40,6 +40,7 @@ let
     { key = "cluster-dns"; roles = "server"; shape = "scalar"; }
     { key = "cluster-domain"; roles = "server"; shape = "scalar"; }
     { key = "node-monitor-grace-period"; roles = "server"; shape = "scalar"; }
+    { key = "event-ttl"; roles = "server"; shape = "scalar"; }
     { key = "cluster-reset"; roles = "server"; shape = "bool"; }
     { key = "cluster-reset-restore-path"; roles = "server"; shape = "scalar"; }
     { key = "etcd-disable-snapshots"; roles = "server"; shape = "bool"; }

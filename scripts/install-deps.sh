@@ -3,11 +3,11 @@
 # protoc (the etcd client's build script needs it), HAProxy (the local cluster's fixed
 # registration address), and a Rust toolchain if none is installed.
 # With --test it also installs what the test suite drives: dbus-daemon/busctl, systemd-nspawn,
-# nix-instantiate, setpriv, iproute2, unzip, openssl and python3-venv (the Python client test).
+# nix-instantiate, setpriv, iproute2, unzip, openssl, python3-venv (the Python client test) and python3-kubernetes (Debian's client).
 set -euo pipefail
 packages=(etcd-server etcd-client protobuf-compiler haproxy curl ca-certificates gcc libc6-dev pkg-config)
 if [ "${1:-}" = "--test" ]; then
-  packages+=(dbus systemd systemd-container nix-bin util-linux iproute2 jq unzip openssl python3-venv)
+  packages+=(dbus systemd systemd-container nix-bin util-linux iproute2 jq unzip openssl python3-venv python3-kubernetes)
 fi
 missing=()
 for p in "${packages[@]}"; do

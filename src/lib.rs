@@ -27,6 +27,8 @@ pub mod datastore;
 pub mod dbus;
 /// The embedded etcd member: process, identity, membership.
 pub mod etcd;
+/// The event recorder: Events for what the server's components do.
+pub mod events;
 /// Atomic file writes with the right modes.
 pub mod fsutil;
 /// Facts about this machine: host name, default-route address, Go architecture name.

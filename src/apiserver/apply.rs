@@ -9,7 +9,6 @@
 //! 409 conflict with upstream's message unless `force=true`, which moves the field to the
 //! applier. The sets use upstream's `FieldsV1` encoding ([`super::fieldset`]).
 
-use std::collections::HashMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
@@ -49,7 +48,7 @@ impl Writer {
     /// The manager of a request: `fieldManager`, else the User-Agent up to its first `/`
     /// (`kubectl/v1.32.4 (linux/amd64) ...` → `kubectl`), as upstream names managers.
     pub fn from_request(
-        query: &HashMap<String, String>,
+        query: &super::query::Query,
         user_agent: Option<&str>,
         subresource: Option<&str>,
     ) -> Result<Writer, ApiError> {
@@ -768,21 +767,26 @@ mod tests {
 
     #[test]
     fn managers_from_query_or_user_agent() {
-        let q = HashMap::from([("fieldManager".to_string(), "kubectl-edit".to_string())]);
+        let query = |k: &str, v: String| {
+            let mut q = crate::apiserver::query::Query::default();
+            q.push(k.to_string(), v);
+            q
+        };
+        let q = query("fieldManager", "kubectl-edit".to_string());
         assert_eq!(
             Writer::from_request(&q, Some("kubectl/v1.32"), None)
                 .unwrap()
                 .manager,
             "kubectl-edit"
         );
-        let none = HashMap::new();
+        let none = crate::apiserver::query::Query::default();
         assert_eq!(
             Writer::from_request(&none, Some("kubectl/v1.32.4 (linux/amd64)"), None)
                 .unwrap()
                 .manager,
             "kubectl"
         );
-        let long = HashMap::from([("fieldManager".to_string(), "x".repeat(129))]);
+        let long = query("fieldManager", "x".repeat(129));
         assert_eq!(
             Writer::from_request(&long, None, None).unwrap_err().code(),
             400

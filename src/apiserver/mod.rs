@@ -8,17 +8,18 @@ pub mod authz;
 pub mod discovery;
 pub mod fieldset;
 pub mod handlers;
+pub mod namespaces;
 pub mod objects;
 pub mod patch;
 pub mod pods;
 pub mod protobuf;
+pub mod query;
 #[cfg(test)]
 mod router_tests;
 pub mod status;
 pub mod table;
 pub mod watch;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -50,6 +51,8 @@ pub struct ApiState {
     /// etcd's data directory: errors name it when its disk is full.
     pub etcd_data_dir: std::path::PathBuf,
     pub cancel: CancellationToken,
+    /// Lifetime of Events after their last write (`event-ttl`).
+    pub event_ttl: std::time::Duration,
     /// When etcd last answered a readiness check.
     last_etcd_ok: std::sync::Mutex<Option<std::time::Instant>>,
     /// The OpenAPI documents, generated on first use.
@@ -64,12 +67,14 @@ pub fn router(
     etcd: crate::etcd::EtcdCell,
     etcd_data_dir: std::path::PathBuf,
     cancel: CancellationToken,
+    event_ttl: std::time::Duration,
 ) -> Router {
     Router::new().fallback(entry).with_state(Arc::new(ApiState {
         store,
         etcd,
         etcd_data_dir,
         cancel,
+        event_ttl,
         last_etcd_ok: std::sync::Mutex::new(None),
         openapi: Default::default(),
     }))
@@ -167,11 +172,13 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The query string as a map (last value wins). A parameter whose name or value does not
-/// decode to UTF-8 is a 400 naming it: clients never send such bytes, so guessing (lossy
-/// replacement) could only change what a selector means.
-pub fn query_map(query: Option<&str>) -> Result<HashMap<String, String>, ApiError> {
-    query
+/// The query string, every value of every key kept ([`query::Query`] reads them as upstream
+/// does). A parameter whose name or value does not decode to UTF-8 is a 400 naming it: clients
+/// never send such bytes, so guessing (lossy replacement) could only change what a selector
+/// means.
+pub fn query_map(query: Option<&str>) -> Result<query::Query, ApiError> {
+    let mut out = query::Query::default();
+    for pair in query
         .unwrap_or_default()
         .split('&')
         .filter(|p| !p.is_empty())
@@ -188,9 +195,13 @@ pub fn query_map(query: Option<&str>) -> Result<HashMap<String, String>, ApiErro
                     "invalid value for query parameter {key:?}: not UTF-8 after percent-decoding"
                 ))
             })?;
-            Ok((key, value))
+            Ok::<_, ApiError>((key, value))
         })
-        .collect()
+    {
+        let (key, value) = pair?;
+        out.push(key, value);
+    }
+    Ok(out)
 }
 
 /// Decodes `%XX` escapes and `+` (form encoding). Works on bytes only, so any input is safe: a

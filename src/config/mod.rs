@@ -188,6 +188,8 @@ pub struct ServerConfig {
     /// Prefix length of each node's `spec.podCIDR` (`node-cidr-mask-size`; 24 for IPv4 and 64
     /// for IPv6 clusters unless set), at least `cluster-cidr`'s and at most 16 bits longer.
     pub node_cidr_mask_size: u8,
+    /// How long Events live after their last write (`event-ttl`, an etcd lease as upstream).
+    pub event_ttl: Duration,
     /// Scheduled and on-demand etcd snapshots.
     pub snapshots: ops::SnapshotConfig,
     /// `cluster-reset` and its restore path.
@@ -698,6 +700,7 @@ pub fn validate_server(raw: &RawSettings) -> Result<ServerConfig, ConfigError> {
                 })
                 .max(cluster.prefix_len())
         },
+        event_ttl: r.parse("event-ttl", parse_duration)?,
         snapshots: ops::snapshot_config(&r)?,
         cluster_reset: ops::cluster_reset(&r, node.server.is_some())?,
         secrets_encryption: r.bool("secrets-encryption")?,

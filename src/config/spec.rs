@@ -351,6 +351,14 @@ pub const SETTINGS: &[Setting] = &[
         "Prefix length of each node's pod CIDR taken from cluster-cidr (default: 24 for IPv4, 64 for IPv6)",
     ),
     s(
+        "event-ttl",
+        Scalar,
+        S,
+        Some("1h"),
+        "DURATION",
+        "How long an Event is kept after its last update",
+    ),
+    s(
         "cluster-reset",
         Bool,
         S,

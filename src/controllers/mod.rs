@@ -4,8 +4,11 @@
 //! cleanup, node IPAM, taint-based eviction and the scheduler, docs/scheduling.md). Leadership
 //! is an etcd key bound to a lease; every loop selects on cancellation.
 
+pub mod etcd_events;
 pub mod events;
 pub mod leader;
+pub mod namespace;
+pub mod node_events;
 pub mod node_ipam;
 pub mod taint_eviction;
 pub mod watch;
@@ -109,6 +112,21 @@ pub fn spawn_server_controllers(ctx: Ctx, tracker: &TaskTracker, cancel: Cancell
             crate::scheduler::run(ds, scheduler_leader, scheduler_cancel).await;
         }
     });
+    tracker.spawn(namespace::run(
+        ctx.clone(),
+        is_leader.clone(),
+        cancel.clone(),
+    ));
+    tracker.spawn(node_events::run(
+        ctx.clone(),
+        is_leader.clone(),
+        cancel.clone(),
+    ));
+    tracker.spawn(etcd_events::run(
+        ctx.clone(),
+        is_leader.clone(),
+        cancel.clone(),
+    ));
     tracker.spawn(bootstrap_token_cleanup(ctx, is_leader, cancel));
 }
 

@@ -16,27 +16,33 @@ mod configmap;
 mod endpoints;
 mod etcdsnapshotfile;
 mod event;
+mod event_v1;
 mod lease;
 mod namespace;
 mod node;
 mod pod;
 mod pod_spec;
 mod reviews;
+mod rules_review;
 mod secret;
 mod service;
+mod whoami_v1beta1;
 
 pub use configmap::CONFIGMAPS;
 pub use endpoints::ENDPOINTS;
 pub use etcdsnapshotfile::ETCD_SNAPSHOT_FILES;
 pub use event::EVENTS;
+pub use event_v1::EVENTS_V1;
 pub use fields::FieldCause;
 pub use lease::LEASES;
 pub use namespace::{NAMESPACE_NAME_LABEL, NAMESPACES, SYSTEM_NAMESPACES};
 pub use node::NODES;
 pub use pod::PODS;
 pub use reviews::{SELF_SUBJECT_ACCESS_REVIEWS, SELF_SUBJECT_REVIEWS};
+pub use rules_review::SELF_SUBJECT_RULES_REVIEWS;
 pub use secret::SECRETS;
 pub use service::SERVICES;
+pub use whoami_v1beta1::SELF_SUBJECT_REVIEWS_V1BETA1;
 
 use serde_json::Value;
 
@@ -54,9 +60,12 @@ pub static RESOURCES: &[&ResourceInfo] = &[
     &SERVICES,
     &PODS,
     &LEASES,
+    &EVENTS_V1,
     &SELF_SUBJECT_ACCESS_REVIEWS,
+    &SELF_SUBJECT_RULES_REVIEWS,
     &SELF_SUBJECT_REVIEWS,
     &ETCD_SNAPSHOT_FILES,
+    &SELF_SUBJECT_REVIEWS_V1BETA1,
 ];
 
 /// A Kubernetes API verb.
@@ -116,6 +125,8 @@ pub enum Review {
     Access,
     /// SelfSubjectReview: who is the caller?
     Subject,
+    /// SelfSubjectRulesReview: what may the caller do in a namespace?
+    Rules,
 }
 
 /// What a node's own credentials may do with a resource (the node authorizer's policy).
@@ -180,6 +191,14 @@ pub struct ResourceInfo {
     pub schema: Option<schema::SchemaFn>,
     /// Merge semantics of the kind's own list fields (beyond [`schema::COMMON_LISTS`]).
     pub lists: &'static [schema::ListSemantics],
+    /// Whether objects expire after the server's `event-ttl` (an etcd lease on every write, as
+    /// upstream stores Events).
+    pub expires: bool,
+    /// Converts an object of this version into the form stored in etcd, where several versions
+    /// share one prefix (events.k8s.io/v1 Events are stored as core/v1 Events).
+    pub to_storage: fn(&mut Value),
+    /// Converts a stored object into this version (the inverse of `to_storage`).
+    pub from_storage: fn(&mut Value),
 }
 
 /// Resources are identified by group, version and plural: the hooks do not take part.
@@ -228,6 +247,9 @@ impl ResourceInfo {
             node_access: NodeAccess::Read,
             schema: None,
             lists: &[],
+            expires: false,
+            to_storage: no_defaults,
+            from_storage: no_defaults,
         }
     }
 

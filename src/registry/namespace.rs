@@ -29,7 +29,7 @@ const NAMESPACE_LISTS: &[ListSemantics] = &[
 /// `namespaces`.
 pub static NAMESPACES: ResourceInfo = ResourceInfo {
     short_names: &["ns"],
-    subresources: &["status"],
+    subresources: &["status", "finalize"],
     type_check: typed::<core::Namespace>,
     schema: Some(super::schema::schema_of::<core::Namespace>),
     lists: NAMESPACE_LISTS,

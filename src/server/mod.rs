@@ -369,7 +369,8 @@ async fn run_inner(
         }
     };
     let cas = prepare::authorities(&paths, false)?;
-    prepare::leaf_certificates(&config, &node, &paths, &agent_paths, &cas)?;
+    let certificates_renewed =
+        prepare::leaf_certificates(&config, &node, &paths, &agent_paths, &cas)?;
     let server_ca_bundle = std::fs::read(&paths.server_ca().cert).at(&paths.server_ca().cert)?;
     if mode != StartMode::Restart {
         token_ops::write_token_files(
@@ -440,6 +441,7 @@ async fn run_inner(
                 ctx.etcd.clone(),
                 ctx.paths.etcd_data(),
                 cancel.clone(),
+                config.event_ttl,
             ),
             cancel.clone(),
             "apiserver",
@@ -604,6 +606,9 @@ async fn run_inner(
         cancel.clone(),
     )?;
     wait_registered(registered, &cancel).await?;
+    if certificates_renewed {
+        crate::controllers::node_events::certificates_renewed(&ctx).await;
+    }
     crate::controllers::spawn_server_node_metadata(ctx.clone(), &member, tracker, cancel.clone())
         .await;
     crate::controllers::publish_apiserver_endpoint(ctx.clone(), tracker, cancel.clone());

@@ -87,6 +87,8 @@ pub fn leaf_certificates(
     agent_paths: &AgentPaths,
     cas: &Authorities,
 ) -> Result<bool, ServerError> {
+    // A server that had certificates before and regenerates any now renewed them.
+    let had_certificates = paths.serving().cert.exists();
     let validity = config.leaf_cert_validity;
     let sans = serving_sans(config, node);
     let mut etcd_sans: Vec<String> = vec![
@@ -145,7 +147,7 @@ pub fn leaf_certificates(
             fsutil::write_atomic_mkdir(&dst, &bytes, fsutil::PUBLIC_FILE_MODE).at(&dst)?;
         }
     }
-    Ok(renewed)
+    Ok(had_certificates && renewed)
 }
 
 /// The password part of `agent-token` (which may be a full token).
