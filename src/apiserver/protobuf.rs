@@ -509,7 +509,7 @@ mod tests {
         assert_eq!(resp.status(), 404);
         assert_eq!(resp.headers()[header::CONTENT_TYPE], PROTOBUF_CONTENT_TYPE);
         // Every registry kind and its list have messages.
-        for r in RESOURCES {
+        for r in RESOURCES.iter().filter(|r| r.protobuf.is_some()) {
             codec::message(&r.proto_message().unwrap()).unwrap();
             if r.is_stored() {
                 codec::message(&r.proto_list_message().unwrap()).unwrap();
