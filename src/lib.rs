@@ -39,6 +39,8 @@ pub mod paths;
 pub mod pki;
 /// The resource registry: every served kind, declared once.
 pub mod registry;
+/// The node's container runtime (containerd over the CRI) and its pods.
+pub mod runtime;
 /// `rke2 server`: the orchestration of a server node.
 pub mod server;
 /// The registration (supervisor) API on 9345.

@@ -22,6 +22,8 @@ pub static PODS: ResourceInfo = ResourceInfo {
         cells: pod_cells,
         conditions,
     },
+    // Kubelets write their pods' status (crate::runtime::kubelet).
+    node_access: super::NodeAccess::Write,
     field_selectors: &[
         "spec.nodeName",
         "spec.restartPolicy",

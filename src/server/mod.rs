@@ -539,6 +539,7 @@ async fn run_inner(
         cancel.clone(),
     )?;
     wait_registered(registered, &cancel).await?;
+    crate::runtime::spawn_for_server(&ctx, api_local, tracker, cancel.clone())?;
     crate::controllers::spawn_server_node_metadata(ctx.clone(), &member, tracker, cancel.clone())
         .await;
     crate::controllers::publish_apiserver_endpoint(ctx.clone(), tracker, cancel.clone());
