@@ -76,6 +76,7 @@ pub fn command() -> Command {
         .subcommand(node_command())
         .subcommand(ops::etcd_snapshot_command())
         .subcommand(ops::certificate_command())
+        .subcommand(crate::runtime::killall::command())
 }
 
 fn output_arg() -> Arg {
@@ -192,6 +193,9 @@ fn values(m: &ArgMatches, id: &str) -> Vec<String> {
 /// code: 0, [`EXIT_FAILURE`] when the daemon refused or could not be reached, [`EXIT_USAGE`]
 /// for bad arguments.
 pub fn run_admin(command: &str, matches: &ArgMatches) -> Option<i32> {
+    if command == "killall" {
+        return Some(crate::runtime::killall::run(matches));
+    }
     if !matches!(command, "token" | "node" | "etcd-snapshot" | "certificate") {
         return None;
     }

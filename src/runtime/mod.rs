@@ -9,6 +9,7 @@ pub mod cni;
 pub mod containerd;
 pub mod cri;
 pub mod images;
+pub mod killall;
 pub mod kubelet;
 pub mod podspec;
 pub mod quantity;
