@@ -1,0 +1,378 @@
+//! Pods on the real containerd, runc and CNI plugins (docs/workloads.md): a server node imports
+//! test images the test builds itself from Debian's busybox-static (no network), runs a pod
+//! bound to it with `spec.nodeName`, shows its pod IP, restarts a crashing container with
+//! growing CrashLoopBackOff delays, reports a missing image as ErrImagePull/ImagePullBackOff,
+//! survives `kill -9` of the daemon with its containers running and adopts them afterwards
+//! (same container ID, no restart), and stops a deleted pod well within its grace period.
+//! Pod networks stay in 198.18.0.0/15 with masquerading off; pulls only go to loopback.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Builds the busybox test image and a pause image as docker-archives in `images`:
+/// `docker.io/library/bb:1` and `docker.io/rke2test/pause:1` (busybox `sleep` as the pause).
+fn build_images(work: &Path, images: &Path) {
+    for (tool, pkg) in [
+        ("umoci", "umoci"),
+        ("skopeo", "skopeo"),
+        ("busybox", "busybox-static"),
+    ] {
+        require_tool(tool, pkg);
+    }
+    std::fs::create_dir_all(images).unwrap();
+    let layout = work.join("oci");
+    let bundle = work.join("bundle");
+    let run = |args: &[&str]| {
+        let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let l = layout.display().to_string();
+    let b = bundle.display().to_string();
+    run(&["umoci", "init", "--layout", &l]);
+    run(&["umoci", "new", "--image", &format!("{l}:1")]);
+    run(&[
+        "umoci",
+        "unpack",
+        "--rootless",
+        "--image",
+        &format!("{l}:1"),
+        &b,
+    ]);
+    let bin = bundle.join("rootfs/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .expect("busybox-static installed");
+    std::fs::copy(busybox, bin.join("busybox")).unwrap();
+    for applet in ["sh", "echo", "sleep", "cat", "ls", "wget", "true", "false"] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+    run(&["umoci", "repack", "--image", &format!("{l}:1"), &b]);
+    run(&[
+        "umoci",
+        "config",
+        "--image",
+        &format!("{l}:1"),
+        "--config.cmd",
+        "/bin/sh",
+    ]);
+    run(&[
+        "umoci",
+        "config",
+        "--image",
+        &format!("{l}:1"),
+        "--tag",
+        "pause",
+        "--config.entrypoint",
+        "/bin/sleep",
+        "--config.cmd",
+        "2147483647",
+    ]);
+    for (tag, name, file) in [
+        ("1", "docker.io/library/bb:1", "bb.tar"),
+        ("pause", "docker.io/rke2test/pause:1", "pause.tar"),
+    ] {
+        let dest = format!("docker-archive:{}:{name}", images.join(file).display());
+        run(&[
+            "skopeo",
+            "copy",
+            "--quiet",
+            &format!("oci:{l}:{tag}"),
+            &dest,
+        ]);
+    }
+}
+
+/// Runs `rke2 killall` for a node's data dir when dropped (after its daemon), so no container,
+/// netns, mount or bridge outlives the test, even when it fails.
+struct NodeCleanup(PathBuf);
+
+impl Drop for NodeCleanup {
+    fn drop(&mut self) {
+        let _ = Command::new(rke2_bin())
+            .arg("killall")
+            .arg("--data-dir")
+            .arg(&self.0)
+            .output();
+    }
+}
+
+fn pod_field(k: &Path, pod: &str, path: &str) -> String {
+    let out = kubectl(
+        k,
+        &["get", "pod", pod, "-o", &format!("jsonpath={{{path}}}")],
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn apply(k: &Path, dir: &Path, name: &str, yaml: &str) {
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, yaml).unwrap();
+    kubectl_ok(
+        k,
+        &[
+            "apply",
+            "--validate=false",
+            "-f",
+            &file.display().to_string(),
+        ],
+    );
+}
+
+fn ctr_containers(data: &Path) -> Vec<String> {
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(data.join("agent/run/containerd.sock"))
+        .args(["-n", "k8s.io", "containers", "ls", "-q"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn pods_run_on_containerd_and_survive_a_daemon_kill() {
+    for (tool, pkg) in [
+        ("containerd", "containerd"),
+        ("runc", "runc"),
+        ("ctr", "containerd"),
+    ] {
+        require_tool(tool, pkg);
+    }
+    assert!(
+        Path::new("/usr/lib/cni/bridge").is_file() || Path::new("/opt/cni/bin/bridge").is_file(),
+        "the CNI plugins are required: apt-get install -y containernetworking-plugins"
+    );
+    let block = AddrBlock::new();
+    let ip = block.ip(1);
+    let root = tempfile::tempdir().unwrap();
+    let node_dir = root.path().join("s1");
+    let data = node_dir.join("data");
+    build_images(&root.path().join("build"), &data.join("agent/images"));
+    let _cleanup = NodeCleanup(data.clone());
+    let mut server = start_server(
+        "s1",
+        ip,
+        root.path(),
+        &[
+            ("cluster-cidr", "198.18.0.0/16".into()),
+            ("service-cidr", "198.19.0.0/16".into()),
+            ("pause-image", "rke2test/pause:1".into()),
+        ],
+    );
+    let k = server.kubeconfig.clone();
+    wait_node_ready(&k, "s1", Duration::from_secs(90));
+    // podCIDR allocation is the scheduler's (another branch): the test assigns one, a /28 in
+    // 198.18.0.0/16 chosen from its own address block so parallel tests do not overlap.
+    let octets = ip.octets();
+    let cidr = format!("198.18.{}.{}/28", octets[1], (octets[2] % 16) * 16);
+    kubectl_ok(
+        &k,
+        &[
+            "patch",
+            "node",
+            "s1",
+            "-p",
+            &format!(r#"{{"spec":{{"podCIDR":"{cidr}","podCIDRs":["{cidr}"]}}}}"#),
+        ],
+    );
+    // The Node reports the real runtime.
+    wait_for(Duration::from_secs(30), "containerRuntimeVersion", || {
+        let out = kubectl(
+            &k,
+            &[
+                "get",
+                "node",
+                "s1",
+                "-o",
+                "jsonpath={.status.nodeInfo.containerRuntimeVersion}",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .starts_with("containerd://")
+            .then_some(())
+    });
+
+    let marker = format!("rke2-test-{}", unique_suffix());
+    apply(
+        &k,
+        root.path(),
+        "web",
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: web, namespace: default}}
+spec:
+  nodeName: s1
+  terminationGracePeriodSeconds: 30
+  containers:
+  - name: c
+    image: docker.io/library/bb:1
+    command: ["sh", "-c", "trap 'exit 0' TERM; echo hello from $MY_POD on $MY_NODE; while true; do sleep 1; done", "{marker}"]
+    env:
+    - {{name: MY_NODE, valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}}}
+    - {{name: MY_POD, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+"#
+        ),
+    );
+    wait_for(Duration::from_secs(90), "pod web Running", || {
+        (pod_field(&k, "web", ".status.phase") == "Running").then_some(())
+    });
+    let pod_ip = pod_field(&k, "web", ".status.podIP");
+    let net: ipnet::Ipv4Net = cidr.parse().unwrap();
+    assert!(
+        net.contains(&pod_ip.parse::<std::net::Ipv4Addr>().unwrap()),
+        "podIP {pod_ip} is not in the node's podCIDR {cidr}"
+    );
+    assert_eq!(pod_field(&k, "web", ".status.hostIP"), ip.to_string());
+    assert_eq!(pod_field(&k, "web", ".status.qosClass"), "BestEffort");
+    let wide = kubectl_ok(&k, &["get", "pod", "web", "-o", "wide", "--no-headers"]);
+    assert!(wide.contains(&pod_ip) && wide.contains("1/1"), "{wide}");
+    // The container's output is in its CRI log under the data dir.
+    let logs = data.join("agent/pod-logs");
+    wait_for(Duration::from_secs(20), "the container's log line", || {
+        let dir = std::fs::read_dir(&logs).ok()?.flatten().next()?.path();
+        let text = std::fs::read_to_string(dir.join("c/0.log")).ok()?;
+        text.contains("stdout F hello from web on s1").then_some(())
+    });
+    let container_id = pod_field(&k, "web", ".status.containerStatuses[0].containerID");
+    assert!(container_id.starts_with("containerd://"), "{container_id}");
+
+    // A crashing container restarts with growing back-off delays.
+    apply(
+        &k,
+        root.path(),
+        "crash",
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: crash}
+spec:
+  nodeName: s1
+  containers:
+  - name: c
+    image: docker.io/library/bb:1
+    command: ["sh", "-c", "echo dying; exit 3"]
+"#,
+    );
+    // A missing image (pulled from a loopback address nobody serves).
+    let missing = format!("{}:1/nothing/here:1", block.ip(250));
+    apply(
+        &k,
+        root.path(),
+        "missing",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: missing}}\nspec:\n  nodeName: s1\n  containers:\n  - name: c\n    image: {missing}\n"
+        ),
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "ErrImagePull/ImagePullBackOff",
+        || {
+            let reason = pod_field(
+                &k,
+                "missing",
+                ".status.containerStatuses[0].state.waiting.reason",
+            );
+            (reason == "ErrImagePull" || reason == "ImagePullBackOff").then_some(())
+        },
+    );
+    let status = kubectl_ok(&k, &["get", "pod", "missing", "--no-headers"]);
+    assert!(
+        status.contains("ErrImagePull") || status.contains("ImagePullBackOff"),
+        "{status}"
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "CrashLoopBackOff with back-off 10s",
+        || {
+            let msg = pod_field(
+                &k,
+                "crash",
+                ".status.containerStatuses[0].state.waiting.message",
+            );
+            let reason = pod_field(
+                &k,
+                "crash",
+                ".status.containerStatuses[0].state.waiting.reason",
+            );
+            (reason == "CrashLoopBackOff" && msg.starts_with("back-off 10s")).then_some(())
+        },
+    );
+    wait_for(
+        Duration::from_secs(90),
+        "the back-off doubling to 20s",
+        || {
+            let msg = pod_field(
+                &k,
+                "crash",
+                ".status.containerStatuses[0].state.waiting.message",
+            );
+            msg.starts_with("back-off 20s").then_some(())
+        },
+    );
+    let crash = kubectl_ok(&k, &["get", "pod", "crash", "--no-headers"]);
+    assert!(crash.contains("CrashLoopBackOff"), "{crash}");
+    assert_eq!(
+        pod_field(
+            &k,
+            "crash",
+            ".status.containerStatuses[0].lastState.terminated.exitCode"
+        ),
+        "3"
+    );
+
+    // kill -9 of the daemon: the container keeps running; the restarted daemon adopts it.
+    server.daemon.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !pids_matching(&marker).is_empty(),
+        "the container died with the daemon"
+    );
+    server.restart(&[]);
+    wait_node_ready(&k, "s1", Duration::from_secs(90));
+    wait_for(Duration::from_secs(60), "the adopted pod's status", || {
+        let ready = pod_field(&k, "web", ".status.containerStatuses[0].ready");
+        (ready == "true").then_some(())
+    });
+    // Give the node runtime a few syncs to (wrongly) recreate anything.
+    let settle = Instant::now();
+    wait_for(Duration::from_secs(30), "runtime settled", || {
+        (settle.elapsed() > Duration::from_secs(4)).then_some(())
+    });
+    assert_eq!(
+        pod_field(&k, "web", ".status.containerStatuses[0].containerID"),
+        container_id,
+        "the restarted daemon recreated the container"
+    );
+    assert_eq!(
+        pod_field(&k, "web", ".status.containerStatuses[0].restartCount"),
+        "0"
+    );
+    assert_eq!(pod_field(&k, "web", ".status.podIP"), pod_ip);
+
+    // Deletion: the container gets SIGTERM and stops well within its 30 s grace period.
+    let id = container_id.trim_start_matches("containerd://").to_string();
+    assert!(ctr_containers(&data).contains(&id));
+    kubectl_ok(&k, &["delete", "pod", "web", "--wait=false"]);
+    wait_for(
+        Duration::from_secs(25),
+        "the container removed after delete",
+        || {
+            (!ctr_containers(&data).contains(&id) && pids_matching(&marker).is_empty())
+                .then_some(())
+        },
+    );
+    drop(server);
+}
