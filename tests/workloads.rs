@@ -3,7 +3,8 @@
 //! bound to it with `spec.nodeName`, shows its pod IP, restarts a crashing container with
 //! growing CrashLoopBackOff delays, reports a missing image as ErrImagePull/ImagePullBackOff,
 //! survives `kill -9` of the daemon with its containers running and adopts them afterwards
-//! (same container ID, no restart), and stops a deleted pod well within its grace period.
+//! (same container ID, no restart), serves `kubectl logs` through the API server, and stops a
+//! deleted pod well within its grace period.
 //! Pod networks stay in 198.18.0.0/15 with masquerading off; pulls only go to loopback.
 
 mod common;
@@ -247,6 +248,21 @@ spec:
         let text = std::fs::read_to_string(dir.join("c/0.log")).ok()?;
         text.contains("stdout F hello from web on s1").then_some(())
     });
+    // kubectl logs through the server, proxied to the node's kubelet API.
+    let out = kubectl_ok(&k, &["logs", "web"]);
+    assert_eq!(out, "hello from web on s1\n");
+    let out = kubectl_ok(&k, &["logs", "web", "--timestamps", "--tail=1"]);
+    assert!(
+        out.ends_with(" hello from web on s1\n") && out.starts_with("20"),
+        "{out}"
+    );
+    let bad = kubectl(&k, &["logs", "web", "-c", "nope"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("container nope is not valid for pod web"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     let container_id = pod_field(&k, "web", ".status.containerStatuses[0].containerID");
     assert!(container_id.starts_with("containerd://"), "{container_id}");
 
@@ -323,6 +339,7 @@ spec:
         },
     );
     let crash = kubectl_ok(&k, &["get", "pod", "crash", "--no-headers"]);
+    assert_eq!(kubectl_ok(&k, &["logs", "crash"]), "dying\n");
     assert!(crash.contains("CrashLoopBackOff"), "{crash}");
     assert_eq!(
         pod_field(

@@ -347,6 +347,11 @@ async fn run_inner(
         identity_cert_pem: cert_pem.clone(),
         identity_key_pem: key_pem.clone(),
         server_name: Some(SERVER_NAME.into()),
+        kubelet_tls: Some(crate::runtime::logs::KubeletTls {
+            cert_pem: issued[0].1.clone(),
+            key_pem: issued[0].2.clone(),
+            client_ca_pem: client_ca.clone(),
+        }),
     };
     let agent = node_agent::NodeAgent::new(node_agent::NodeAgentConfig {
         node_name: name.to_string(),

@@ -49,6 +49,8 @@ pub struct ApiState {
     /// etcd's data directory: errors name it when its disk is full.
     pub etcd_data_dir: std::path::PathBuf,
     pub cancel: CancellationToken,
+    /// How to reach kubelets for `pods/log` (crate::runtime::logs); `None` answers 503.
+    pub kubelet: Option<crate::runtime::logs::KubeletClient>,
     /// When etcd last answered a readiness check.
     last_etcd_ok: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -61,12 +63,14 @@ pub fn router(
     etcd: crate::etcd::EtcdCell,
     etcd_data_dir: std::path::PathBuf,
     cancel: CancellationToken,
+    kubelet: Option<crate::runtime::logs::KubeletClient>,
 ) -> Router {
     Router::new().fallback(entry).with_state(Arc::new(ApiState {
         store,
         etcd,
         etcd_data_dir,
         cancel,
+        kubelet,
         last_etcd_ok: std::sync::Mutex::new(None),
     }))
 }

@@ -13,7 +13,7 @@ use super::print::*;
 pub static PODS: ResourceInfo = ResourceInfo {
     short_names: &["po"],
     categories: &["all"],
-    subresources: &["status"],
+    subresources: &["status", "log"],
     type_check: typed::<core::Pod>,
     tracks_generation: true,
     on_create,

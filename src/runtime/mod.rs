@@ -11,6 +11,7 @@ pub mod cri;
 pub mod images;
 pub mod killall;
 pub mod kubelet;
+pub mod logs;
 pub mod podspec;
 pub mod quantity;
 pub mod registries;
@@ -153,6 +154,8 @@ pub struct NodeRuntimeConfig {
     pub identity_cert_pem: String,
     pub identity_key_pem: String,
     pub server_name: Option<String>,
+    /// The kubelet API's certificate and client CA; `None` serves no kubelet API.
+    pub kubelet_tls: Option<logs::KubeletTls>,
 }
 
 /// Starts containerd (unless an endpoint is given), imports images and runs the pod loop until
@@ -186,11 +189,28 @@ pub fn spawn_for_server(
             identity_cert_pem: crate::server::prepare::read_pem(&kubelet.cert)?,
             identity_key_pem: crate::server::prepare::read_pem(&kubelet.key)?,
             server_name: Some(crate::agent::API_SERVER_NAME.into()),
+            kubelet_tls: server_kubelet_tls(ctx),
         },
         tracker,
         cancel,
     );
     Ok(())
+}
+
+/// A server's kubelet serving certificate, issued in memory from the kubelet serving CA (agents
+/// get theirs from the supervisor); `None` while that CA is not loaded.
+fn server_kubelet_tls(ctx: &crate::server::context::Ctx) -> Option<logs::KubeletTls> {
+    let ca = ctx.kubelet_ca.get()?;
+    let spec = crate::pki::LeafSpec::server(&ctx.node.name, vec![ctx.node.name.clone()]);
+    let (cert_pem, key_pem) = ca
+        .issue_with_new_key(&spec)
+        .map_err(|e| tracing::warn!(component = "kubelet", "kubelet serving certificate: {e}"))
+        .ok()?;
+    Some(logs::KubeletTls {
+        cert_pem,
+        key_pem,
+        client_ca_pem: ctx.client_ca.cert_pem.clone(),
+    })
 }
 
 async fn run(cfg: NodeRuntimeConfig, cancel: CancellationToken) -> Result<(), RuntimeError> {
@@ -210,18 +230,27 @@ async fn run(cfg: NodeRuntimeConfig, cancel: CancellationToken) -> Result<(), Ru
             (layout.socket(), Some(handle))
         }
     };
+    let api_tasks = TaskTracker::new();
     let result = async {
         let cri = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             c = cri::Cri::wait_connect(&socket, Duration::from_secs(60)) => c?,
         };
         images::import_dir(&layout.images_dir(), &socket, &cancel).await;
+        if let (Some(tls), Some(ip)) = (cfg.kubelet_tls.clone(), cfg.node_ips.first()) {
+            let addr = std::net::SocketAddr::new(*ip, logs::KUBELET_PORT);
+            if let Err(e) = logs::serve(addr, tls, cri.clone(), &api_tasks, cancel.clone()).await {
+                tracing::error!(component = "kubelet", "{e}; container logs are not served");
+            }
+        }
         kubelet::Kubelet::new(cfg.clone(), layout.clone(), cri)?
             .run(cancel.clone())
             .await;
         Ok(())
     }
     .await;
+    api_tasks.close();
+    api_tasks.wait().await;
     ctr_cancel.cancel();
     if let Some(h) = supervisor {
         let _ = h.await;

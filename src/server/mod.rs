@@ -370,6 +370,7 @@ async fn run_inner(
                 ctx.etcd.clone(),
                 ctx.paths.etcd_data(),
                 cancel.clone(),
+                crate::runtime::logs::apiserver_kubelet_client(&ctx),
             ),
             cancel.clone(),
             "apiserver",
