@@ -57,6 +57,7 @@ fn api() -> Api {
             Default::default(),
             std::env::temp_dir(),
             cancel.clone(),
+            None,
         ),
         memory,
         cancel,

@@ -749,17 +749,23 @@ async fn pod_context(s: &Shared, pod: &core::Pod, pod_ip: &str) -> PodContext {
     }
 }
 
+/// Where a pod's containers go: its sandbox, the sandbox's config and the pod's context.
+struct Target<'a> {
+    sandbox: &'a str,
+    config: &'a v1::PodSandboxConfig,
+    ctx: &'a PodContext,
+}
+
 /// Starts (or restarts) one container; records why it is waiting when it cannot.
 async fn start_container(
     s: &Shared,
     pod: &core::Pod,
     c: &core::Container,
     attempt: u32,
-    sandbox_id: &str,
-    sandbox_cfg: &v1::PodSandboxConfig,
-    ctx: &PodContext,
+    target: &Target<'_>,
     state: &mut WorkerState,
 ) {
+    let (sandbox_id, sandbox_cfg, ctx) = (target.sandbox, target.config, target.ctx);
     let image = match ensure_image(s, c, state).await {
         Ok(i) => i,
         Err(w) => {
@@ -886,11 +892,16 @@ async fn sync_pod(
     let mut initialized = true;
     let mut init_failed = false;
     if let (Some(sb), Some(cfg), Some(ctx)) = (&sandbox, &sandbox_cfg, &ctx) {
+        let target = Target {
+            sandbox: sb,
+            config: cfg,
+            ctx,
+        };
         for c in spec.init_containers.iter().flatten() {
             let o = observed.get(&c.name).cloned().unwrap_or_default();
             match o.latest.as_ref().map(|l| (state_of(l), l)) {
                 None => {
-                    start_container(s, pod, c, 0, sb, cfg, ctx, state).await;
+                    start_container(s, pod, c, 0, &target, state).await;
                     initialized = false;
                     break;
                 }
@@ -900,7 +911,7 @@ async fn sync_pod(
                     if policy == "Never" {
                         init_failed = true;
                     } else {
-                        restart_with_backoff(s, pod, c, l, &o, sb, cfg, ctx, state).await;
+                        restart_with_backoff(s, pod, c, l, &o, &target, state).await;
                     }
                     break;
                 }
@@ -914,11 +925,11 @@ async fn sync_pod(
             for c in &spec.containers {
                 let o = observed.get(&c.name).cloned().unwrap_or_default();
                 match o.latest.as_ref().map(|l| (state_of(l), l)) {
-                    None => start_container(s, pod, c, 0, sb, cfg, ctx, state).await,
+                    None => start_container(s, pod, c, 0, &target, state).await,
                     Some((v1::ContainerState::ContainerExited, l))
                         if restarts(&policy, l.exit_code) =>
                     {
-                        restart_with_backoff(s, pod, c, l, &o, sb, cfg, ctx, state).await;
+                        restart_with_backoff(s, pod, c, l, &o, &target, state).await;
                     }
                     Some((v1::ContainerState::ContainerCreated, l)) => {
                         // Created but never started (the daemon died in between): start it.
@@ -977,16 +988,13 @@ async fn sync_pod(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn restart_with_backoff(
     s: &Shared,
     pod: &core::Pod,
     c: &core::Container,
     last: &v1::ContainerStatus,
     o: &Observed,
-    sandbox: &str,
-    cfg: &v1::PodSandboxConfig,
-    ctx: &PodContext,
+    target: &Target<'_>,
     state: &mut WorkerState,
 ) {
     let ran = Duration::from_nanos((last.finished_at - last.started_at).max(0) as u64);
@@ -1029,7 +1037,7 @@ async fn restart_with_backoff(
         let _ = s.cri.remove_container(id).await;
     }
     let attempt = last.metadata.as_ref().map(|m| m.attempt).unwrap_or(0) + 1;
-    start_container(s, pod, c, attempt, sandbox, cfg, ctx, state).await;
+    start_container(s, pod, c, attempt, target, state).await;
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -250,13 +250,13 @@ pub fn env(
                 None => return Err(SpecError(format!("configmap \"{}\" not found", cm.name))),
             }
         }
-        if let Some(s) = &from.secret_ref {
-            if !s.optional.unwrap_or(false) {
-                return Err(SpecError(format!(
-                    "secret \"{}\" not found: this cluster serves no Secrets yet",
-                    s.name
-                )));
-            }
+        if let Some(s) = &from.secret_ref
+            && !s.optional.unwrap_or(false)
+        {
+            return Err(SpecError(format!(
+                "secret \"{}\" not found: this cluster serves no Secrets yet",
+                s.name
+            )));
         }
     }
     for e in c.env.iter().flatten() {
