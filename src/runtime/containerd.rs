@@ -201,44 +201,12 @@ fn spawn(layout: &Layout) -> Result<Child, RuntimeError> {
     for var in crate::etcd::process::SERVICE_MANAGER_ENV {
         cmd.env_remove(var);
     }
-    let parent = rustix::process::getpid();
-    // SAFETY: the closure runs in the forked child before exec and only makes the
-    // async-signal-safe prctl and getppid calls; it allocates nothing and takes no locks. The
-    // death signal stops containerd when the daemon dies (even on SIGKILL), so the restarted
-    // daemon can start its own on the same root; the shims and containers keep running.
-    #[allow(unsafe_code)]
-    unsafe {
-        cmd.pre_exec(move || {
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
-            if rustix::process::getppid() != Some(parent) {
-                return Err(std::io::Error::other(
-                    "parent exited before containerd started",
-                ));
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn().map_err(|e| RuntimeError::Spawn {
+    // containerd dies with the daemon (the restarted daemon starts its own on the same root);
+    // the shims and containers keep running.
+    crate::etcd::process::spawn_tied(cmd, "containerd").map_err(|e| RuntimeError::Spawn {
         bin: bin.display().to_string(),
         source: e,
     })
-}
-
-async fn stop(child: &mut Child) {
-    if let Some(pid) = child
-        .id()
-        .and_then(|p| rustix::process::Pid::from_raw(p as i32))
-    {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_ok() {
-            return;
-        }
-        tracing::warn!(
-            component = "containerd",
-            "containerd did not stop within {STOP_GRACE:?}; killing it"
-        );
-    }
-    let _ = child.kill().await;
 }
 
 /// Runs containerd until `cancel`, restarting it with backoff when it exits.
@@ -257,7 +225,7 @@ pub async fn supervise(layout: Layout, cancel: CancellationToken) {
                 let started = tokio::time::Instant::now();
                 tokio::select! {
                     _ = cancel.cancelled() => {
-                        stop(&mut child).await;
+                        crate::etcd::process::stop_child(&mut child, STOP_GRACE, "containerd").await;
                         tracing::info!(component = "containerd", "containerd stopped");
                         return;
                     }

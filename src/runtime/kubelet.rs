@@ -37,38 +37,19 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Label scoping sandboxes to this node, so a shared containerd's other sandboxes are left alone.
 pub const NODE_LABEL: &str = "io.rke2.node";
 
-/// API access with the node's identity.
-#[derive(Clone)]
-struct Api {
-    client: HttpsClient,
-    base: String,
+use crate::agent::node_agent::Api;
+
+/// The node runtime's reads: JSON objects or a message naming the failure.
+trait GetJson {
+    async fn get_json(&self, path: &str) -> Result<Value, String>;
 }
 
-impl Api {
-    async fn call(
-        &self,
-        method: http::Method,
-        path: &str,
-        content_type: Option<&str>,
-        body: Option<Value>,
-    ) -> Result<crate::https::Response, String> {
-        let mut headers = vec![("accept", "application/json".to_string())];
-        if let Some(ct) = content_type {
-            headers.push(("content-type", ct.to_string()));
-        }
-        self.client
-            .request(
-                method,
-                &format!("{}{path}", self.base),
-                &headers,
-                body.map(|b| serde_json::to_vec(&b).expect("serialises")),
-            )
-            .await
-            .map_err(|e| e.to_string())
-    }
-
+impl GetJson for Api {
     async fn get_json(&self, path: &str) -> Result<Value, String> {
-        let r = self.call(http::Method::GET, path, None, None).await?;
+        let r = self
+            .call(http::Method::GET, path, None, None)
+            .await
+            .map_err(|e| e.to_string())?;
         if !r.is_success() {
             return Err(format!("GET {path}: {} {}", r.status, r.error_message()));
         }
@@ -224,7 +205,8 @@ async fn node_once(
             Some("application/merge-patch+json"),
             Some(patch.clone()),
         )
-        .await?;
+        .await
+        .map_err(|e| e.to_string())?;
     if !r.is_success() {
         return Err(format!(
             "patching node status: {} {}",
@@ -978,7 +960,7 @@ async fn sync_pod(
                 Some(json!({"status": status})),
             )
             .await
-            .map_err(RuntimeError::Cri)?;
+            .map_err(|e| RuntimeError::Cri(e.to_string()))?;
         if r.is_success() {
             state.posted = Some(status);
         } else {
