@@ -128,6 +128,19 @@ fn main() {
         "  agent daemon RSS with {PODS} pods: {:.1} MiB (containerd excluded)",
         rss as f64 / 1024.0
     );
+    // Stop the pods through the node before it goes (killall cleans up whatever is left).
     kubectl(&k, &["delete", "pods", "--all", "--wait=false"]);
+    wait_for(
+        Duration::from_secs(120),
+        "the pods' sandboxes removed",
+        || {
+            (std::fs::read_dir("/run/netns")
+                .map(|d| d.count())
+                .unwrap_or(0)
+                == 0
+                || pids_matching("sleep 3600").is_empty())
+            .then_some(())
+        },
+    );
     agent.daemon.stop();
 }

@@ -138,6 +138,10 @@ pub fn killall(layout: &Layout) -> Report {
             report.killed += 1;
         }
     }
+    // Network namespaces of sandboxes whose processes are gone already (a stop cut short): the
+    // veths on the node's bridge name them.
+    let bridge = node_bridge(layout);
+    let linked: BTreeSet<String> = bridge.as_deref().map(bridge_netns).unwrap_or_default();
     // Network namespaces the sandboxes had pinned under /run/netns.
     for dir in ["/run/netns", "/var/run/netns"] {
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -146,7 +150,11 @@ pub fn killall(layout: &Layout) -> Report {
                 continue;
             };
             use std::os::unix::fs::MetadataExt;
-            if namespaces.contains(&format!("net:[{}]", meta.ino())) {
+            let named = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| linked.contains(n));
+            if named || namespaces.contains(&format!("net:[{}]", meta.ino())) {
                 let _ = rustix::mount::unmount(&path, rustix::mount::UnmountFlags::DETACH);
                 if std::fs::remove_file(&path).is_ok() {
                     report.netns += 1;
@@ -168,11 +176,8 @@ pub fn killall(layout: &Layout) -> Report {
             report.unmounted += 1;
         }
     }
-    // The pod bridge (named in the node's CNI config) and the IPs host-local handed out.
-    if let Ok(text) = std::fs::read_to_string(layout.cni_conf_dir().join(super::cni::CONF_FILE))
-        && let Ok(conf) = serde_json::from_str::<serde_json::Value>(&text)
-        && let Some(bridge) = conf.pointer("/plugins/0/bridge").and_then(|b| b.as_str())
-    {
+    // The pod bridge and the IPs host-local handed out.
+    if let Some(bridge) = &bridge {
         let _ = std::process::Command::new("ip")
             .args(["link", "delete", bridge])
             .stderr(std::process::Stdio::null())
@@ -182,8 +187,49 @@ pub fn killall(layout: &Layout) -> Report {
     report
 }
 
+/// The pod bridge named in the node's CNI config.
+fn node_bridge(layout: &Layout) -> Option<String> {
+    let text = std::fs::read_to_string(layout.cni_conf_dir().join(super::cni::CONF_FILE)).ok()?;
+    let conf = serde_json::from_str::<serde_json::Value>(&text).ok()?;
+    conf.pointer("/plugins/0/bridge")
+        .and_then(|b| b.as_str())
+        .map(str::to_string)
+}
+
+/// Names of the network namespaces the veths on `bridge` lead to (`link-netns <name>` in
+/// `ip -o link`).
+fn bridge_netns(bridge: &str) -> BTreeSet<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "master", bridge])
+        .stderr(std::process::Stdio::null())
+        .output();
+    out.map(|o| parse_link_netns(&String::from_utf8_lossy(&o.stdout)))
+        .unwrap_or_default()
+}
+
+fn parse_link_netns(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == "link-netns")?;
+            words.next().map(str::to_string)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn veths_name_their_network_namespaces() {
+        let text = "9: vethab@if2: <UP> mtu 1500 master rke2br1 state UP \\    link/ether 1a:2b brd ff link-netns cni-1234\n10: vethcd@if2: <UP> link-netnsid 3\n";
+        assert_eq!(
+            super::parse_link_netns(text)
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["cni-1234"]
+        );
+    }
+
     use super::*;
 
     #[test]
