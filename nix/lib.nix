@@ -54,6 +54,12 @@ let
     { key = "leaf-cert-validity"; roles = "server"; shape = "scalar"; }
     { key = "lb-server-port"; roles = "agent"; shape = "scalar"; }
     { key = "lb-bind-address"; roles = "agent"; shape = "scalar"; }
+    { key = "container-runtime-endpoint"; roles = "both"; shape = "scalar"; }
+    { key = "containerd-run-dir"; roles = "both"; shape = "scalar"; }
+    { key = "private-registry"; roles = "both"; shape = "scalar"; }
+    { key = "system-default-registry"; roles = "both"; shape = "scalar"; }
+    { key = "pause-image"; roles = "both"; shape = "scalar"; }
+    { key = "cni"; roles = "both"; shape = "scalar"; }
     { key = "log-format"; roles = "both"; shape = "scalar"; }
     { key = "debug"; roles = "both"; shape = "bool"; }
   ];

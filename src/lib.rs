@@ -53,6 +53,8 @@ pub mod registry;
 pub mod scheduler;
 /// Secrets encrypted at rest: providers, keys, rotation stages.
 pub mod secrets_encryption;
+/// The node's container runtime (containerd over the CRI) and its pods.
+pub mod runtime;
 /// `rke2 server`: the orchestration of a server node.
 pub mod server;
 /// Kubernetes objects over the datastore: CAS writes, paginated filtered lists, selectors.

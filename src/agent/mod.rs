@@ -347,6 +347,22 @@ async fn run_inner(
     }
 
     runtime.set_phase("registering node");
+    let runtime_cfg = crate::runtime::NodeRuntimeConfig {
+        node_name: name.to_string(),
+        data_dir: config.node.data_dir.clone(),
+        runtime: config.node.runtime.clone(),
+        node_ips: ips.clone(),
+        api_url: api_url.clone(),
+        ca_pem: ca_pem.clone(),
+        identity_cert_pem: cert_pem.clone(),
+        identity_key_pem: key_pem.clone(),
+        server_name: Some(SERVER_NAME.into()),
+        kubelet_tls: Some(crate::runtime::logs::KubeletTls {
+            cert_pem: issued[0].1.clone(),
+            key_pem: issued[0].2.clone(),
+            client_ca_pem: client_ca.clone(),
+        }),
+    };
     let agent = node_agent::NodeAgent::new(node_agent::NodeAgentConfig {
         node_name: name.to_string(),
         api_url: api_url.clone(),
@@ -380,6 +396,7 @@ async fn run_inner(
         _ = cancel.cancelled() => return Err(AgentError::Cancelled),
         r = registered.wait_for(|v| *v) => { r.map_err(|_| AgentError::NodeAgentStopped)?; }
     }
+    crate::runtime::spawn(runtime_cfg, tracker, cancel.clone());
     runtime.set_ready(format!("ready: joined through {}", server.url()));
     crate::dbus::spawn_agent(runtime.clone(), tracker, cancel.clone());
     cancel.cancelled().await;

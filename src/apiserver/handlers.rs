@@ -65,6 +65,55 @@ fn deny(e: authz::Denied) -> ApiError {
     ApiError::Forbidden(e.0)
 }
 
+/// `pods/<name>/log`: proxied to the kubelet of the pod's node (crate::runtime::logs).
+async fn pod_log(
+    st: &ApiState,
+    store: &Storage,
+    info: &'static crate::registry::ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    query: &Query,
+) -> Result<Response, ApiError> {
+    // The kubelet's own parameters, each with its first value (as upstream reads them).
+    let query: std::collections::HashMap<String, String> = [
+        "container",
+        "follow",
+        "previous",
+        "sinceSeconds",
+        "sinceTime",
+        "tailLines",
+        "timestamps",
+        "limitBytes",
+    ]
+    .iter()
+    .filter_map(|k| query.get(k).map(|v| (k.to_string(), v.clone())))
+    .collect();
+    let query = &query;
+    let client = st.kubelet.as_ref().ok_or_else(|| {
+        ApiError::ServiceUnavailable("this server has no kubelet client certificate".into())
+    })?;
+    let pod = store.get(info, ns, name).await?;
+    let node_name = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!("pod {name} is not scheduled to a node yet"))
+        })?;
+    let node = store.get(&crate::registry::NODES, None, node_name).await?;
+    crate::runtime::logs::proxy(client, &pod, &node, query)
+        .await
+        .map_err(|(code, msg)| match code {
+            400 => ApiError::BadRequest(msg),
+            403 => ApiError::Forbidden(msg),
+            404 => ApiError::NotFound {
+                resource: "pods".into(),
+                name: name.into(),
+            },
+            _ => ApiError::Internal(msg),
+        })
+}
+
 /// Handles a request on a resource path.
 pub async fn handle(
     st: &ApiState,
@@ -142,6 +191,12 @@ pub async fn handle(
     )
     .map_err(deny)?;
     let store = storage(st)?;
+    if r.subresource.as_deref() == Some("log") {
+        let Op::Get(name) = op else {
+            return Err(ApiError::MethodNotAllowed);
+        };
+        return pod_log(st, &store, info, ns, name, &query).await;
+    }
     let wants_table = table::wants_table(accept);
     let encoding = protobuf::negotiate(accept);
     let writer = apply::Writer::from_request(

@@ -53,6 +53,8 @@ pub struct ApiState {
     pub cancel: CancellationToken,
     /// Lifetime of Events after their last write (`event-ttl`).
     pub event_ttl: std::time::Duration,
+    /// How to reach kubelets for `pods/log` (crate::runtime::logs); `None` answers 503.
+    pub kubelet: Option<crate::runtime::logs::KubeletClient>,
     /// When etcd last answered a readiness check.
     last_etcd_ok: std::sync::Mutex<Option<std::time::Instant>>,
     /// The OpenAPI documents, generated on first use.
@@ -68,6 +70,7 @@ pub fn router(
     etcd_data_dir: std::path::PathBuf,
     cancel: CancellationToken,
     event_ttl: std::time::Duration,
+    kubelet: Option<crate::runtime::logs::KubeletClient>,
 ) -> Router {
     Router::new().fallback(entry).with_state(Arc::new(ApiState {
         store,
@@ -75,6 +78,7 @@ pub fn router(
         etcd_data_dir,
         cancel,
         event_ttl,
+        kubelet,
         last_etcd_ok: std::sync::Mutex::new(None),
         openapi: Default::default(),
     }))

@@ -58,6 +58,7 @@ fn api() -> Api {
             std::env::temp_dir(),
             cancel.clone(),
             Duration::from_secs(3600),
+            None,
         ),
         memory,
         cancel,

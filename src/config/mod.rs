@@ -158,6 +158,8 @@ pub struct NodeConfig {
     pub heartbeat_interval: Duration,
     pub log_format: LogFormat,
     pub debug: bool,
+    /// Container runtime and pod settings (crate::runtime).
+    pub runtime: crate::runtime::RuntimeConfig,
 }
 
 /// Validated `rke2 server` configuration.
@@ -466,6 +468,14 @@ fn check_join_token(t: &Secret) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+fn parse_path(v: &str) -> Result<PathBuf, String> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(PathBuf::from(v.strip_prefix("unix://").unwrap_or(v)))
+}
+
 fn parse_port(v: &str) -> Result<u16, String> {
     v.trim()
         .parse::<u16>()
@@ -613,6 +623,16 @@ fn node_config(r: &Reader<'_>) -> Result<NodeConfig, ConfigError> {
         heartbeat_interval: r.parse("node-heartbeat-interval", parse_duration)?,
         log_format,
         debug: r.bool("debug")?,
+        runtime: crate::runtime::RuntimeConfig {
+            endpoint: r.parse_opt("container-runtime-endpoint", parse_path)?,
+            run_dir: r.parse_opt("containerd-run-dir", parse_path)?,
+            private_registry: PathBuf::from(r.string_or_default("private-registry")),
+            system_default_registry: r.parse_opt("system-default-registry", |v| {
+                Ok(v.trim().trim_end_matches('/').to_string())
+            })?,
+            pause_image: r.string_or_default("pause-image"),
+            cni: r.parse("cni", |v| v.parse::<crate::runtime::Cni>())?,
+        },
     })
 }
 

@@ -100,7 +100,7 @@ const POD_LISTS: &[ListSemantics] = &[
 pub static PODS: ResourceInfo = ResourceInfo {
     short_names: &["po"],
     categories: &["all"],
-    subresources: &["status", "binding", "eviction"],
+    subresources: &["status", "binding", "eviction", "log"],
     type_check: typed::<core::Pod>,
     schema: Some(super::schema::schema_of::<core::Pod>),
     lists: POD_LISTS,
@@ -113,6 +113,8 @@ pub static PODS: ResourceInfo = ResourceInfo {
         cells: pod_cells,
         conditions,
     },
+    // Kubelets write their pods' status (crate::runtime::kubelet).
+    node_access: super::NodeAccess::Write,
     field_selectors: &[
         "spec.nodeName",
         "spec.restartPolicy",

@@ -442,6 +442,7 @@ async fn run_inner(
                 ctx.paths.etcd_data(),
                 cancel.clone(),
                 config.event_ttl,
+                crate::runtime::logs::apiserver_kubelet_client(&ctx),
             ),
             cancel.clone(),
             "apiserver",
@@ -609,6 +610,7 @@ async fn run_inner(
     if certificates_renewed {
         crate::controllers::node_events::certificates_renewed(&ctx).await;
     }
+    node_agent::spawn_runtime_for_server(&ctx, api_local, tracker, cancel.clone())?;
     crate::controllers::spawn_server_node_metadata(ctx.clone(), &member, tracker, cancel.clone())
         .await;
     crate::controllers::publish_apiserver_endpoint(ctx.clone(), tracker, cancel.clone());

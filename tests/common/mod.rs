@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod bus;
+pub mod workloads;
 
 use std::collections::BTreeMap;
 use std::fs;
