@@ -5,6 +5,8 @@
 
 pub mod auth;
 pub mod certs;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
