@@ -291,10 +291,13 @@ pub async fn stopping_on_cancel(runtime: Runtime, cancel: CancellationToken) {
     runtime.stopping();
 }
 
-/// Waits for SIGTERM or SIGINT, then cancels `cancel`. SIGHUP (whose default action would
+/// Waits for SIGTERM or SIGINT, then cancels `cancel` (a graceful shutdown). A SIGTERM or
+/// SIGINT while shutting down (a second signal, or one after a fatal error started the
+/// shutdown) returns its name: the caller exits at once. SIGHUP (whose default action would
 /// kill the daemon without stopping etcd) is logged and otherwise ignored: configuration
-/// reload is not supported, so the units define no `ExecReload=`.
-pub async fn wait_for_shutdown_signal(cancel: CancellationToken) {
+/// reload is not supported, so the units define no `ExecReload=`. Returns `None` only when the
+/// handlers cannot be installed.
+pub async fn wait_for_shutdown_signal(cancel: CancellationToken) -> Option<&'static str> {
     use tokio::signal::unix::{SignalKind, signal};
     let (mut term, mut int, mut hup) = match (
         signal(SignalKind::terminate()),
@@ -309,27 +312,33 @@ pub async fn wait_for_shutdown_signal(cancel: CancellationToken) {
                 "cannot install signal handlers: {}",
                 e.map(|e| e.to_string()).unwrap_or_default()
             );
-            return;
+            return None;
         }
     };
     loop {
-        tokio::select! {
-            _ = term.recv() => {
-                tracing::info!(component = "daemon", "SIGTERM received, shutting down");
-                break;
+        let shutting_down = cancel.is_cancelled();
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            _ = hup.recv() => {
+                tracing::warn!(
+                    component = "daemon",
+                    "SIGHUP received: reloading the configuration is not supported; restart the service to apply changes"
+                );
+                continue;
             }
-            _ = int.recv() => {
-                tracing::info!(component = "daemon", "SIGINT received, shutting down");
-                break;
-            }
-            _ = hup.recv() => tracing::warn!(
-                component = "daemon",
-                "SIGHUP received: reloading the configuration is not supported; restart the service to apply changes"
-            ),
-            _ = cancel.cancelled() => return,
+            // Shutdown started elsewhere: keep listening, a signal now forces the exit.
+            _ = cancel.cancelled(), if !shutting_down => continue,
+        };
+        if shutting_down {
+            return Some(name);
         }
+        tracing::info!(
+            component = "daemon",
+            "{name} received, shutting down (send it again to exit at once)"
+        );
+        cancel.cancel();
     }
-    cancel.cancel();
 }
 
 #[cfg(test)]
