@@ -469,18 +469,23 @@ fn fuzz_patch() {
     let originals = patch_originals();
     fuzz(&PATCH, |bytes| {
         for original in &originals {
+            let info = rke2::registry::lookup_kind(
+                original["apiVersion"].as_str().unwrap(),
+                original["kind"].as_str().unwrap(),
+            )
+            .expect("originals are served kinds");
             for kind in [
                 PatchKind::Json,
                 PatchKind::Merge,
                 PatchKind::StrategicMerge,
                 PatchKind::Apply,
             ] {
-                match apply_patch(kind, original, bytes) {
+                match apply_patch(info, kind, original, bytes) {
                     Ok(patched) => {
                         let _ = rke2::apiserver::patch::patch_resource_version(original, &patched);
                         // RFC 7386: a merge patch is idempotent.
                         if kind == PatchKind::Merge {
-                            let again = apply_patch(kind, &patched, bytes)
+                            let again = apply_patch(info, kind, &patched, bytes)
                                 .map_err(|e| TestCaseError::fail(format!("reapply: {e}")))?;
                             prop_assert_eq!(&again, &patched);
                         }

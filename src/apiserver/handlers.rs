@@ -217,7 +217,7 @@ pub async fn handle(
             let status_only = r.subresource.as_deref() == Some("status");
             let updated = store
                 .modify(info, ns, name, None, |current| {
-                    let patched = patch::apply_patch(kind, current, &body)?;
+                    let patched = patch::apply_patch(info, kind, current, &body)?;
                     // A patch may not move the object's resourceVersion (upstream 409).
                     if patch::patch_resource_version(current, &patched).is_some() {
                         return Err(ApiError::Conflict {

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1 as core;
 use serde_json::{Value, json};
 
+use super::ListStrategy;
 use super::ResourceInfo;
 use super::fields::typed;
 use super::print::*;
@@ -26,6 +27,10 @@ pub static SERVICES: ResourceInfo = ResourceInfo {
         cells: service_cells,
         conditions: no_conditions,
     },
+    list_strategies: &[
+        ("spec.ports", ListStrategy::MergeByKey("port")),
+        ("status.conditions", ListStrategy::MergeByKey("type")),
+    ],
     ..ResourceInfo::stored(
         "",
         "services",
