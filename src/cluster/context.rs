@@ -85,6 +85,10 @@ pub struct ServerContext {
     pub credentials: crate::cluster::credentials::CredentialsCache,
     /// etcd snapshots of this server, once etcd is ready.
     pub snapshots: tokio::sync::OnceCell<Arc<crate::etcd::snapshot::Snapshotter>>,
+    /// Held for a whole server-token rotation or catch-up on this server (read, transaction,
+    /// file writes), so two never interleave here; other servers are excluded by the etcd
+    /// transaction's guard.
+    pub token_rotation: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for ServerContext {
@@ -180,5 +184,6 @@ pub fn test_context(dir: &std::path::Path, store: Option<crate::datastore::Datas
         apiserver_endpoint: SocketAddr::from(([127, 0, 0, 2], 6443)),
         credentials: Default::default(),
         snapshots: tokio::sync::OnceCell::new(),
+        token_rotation: Default::default(),
     })
 }

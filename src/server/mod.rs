@@ -411,6 +411,7 @@ async fn run_inner(
         apiserver_endpoint,
         credentials: Default::default(),
         snapshots: tokio::sync::OnceCell::new(),
+        token_rotation: Default::default(),
     });
     // A reset serves nothing: it only rebuilds etcd and exits (as RKE2 disables its apiserver).
     let resetting = config.cluster_reset.enabled;
