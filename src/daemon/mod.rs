@@ -345,19 +345,24 @@ pub async fn wait_for_shutdown_signal(cancel: CancellationToken) -> Option<&'sta
 mod tests {
     use super::*;
 
-    #[test]
-    fn liveness_detects_stalled_loops() {
+    #[tokio::test(start_paused = true)]
+    async fn liveness_detects_stalled_loops() {
         let l = Liveness::default();
-        let t = l.register("fast", Duration::from_millis(0));
+        let t = l.register("fast", Duration::from_secs(2));
         assert!(l.stalled().is_empty());
-        // Pretend the last tick was long ago.
-        t.last.store(0, Ordering::Relaxed);
-        std::thread::sleep(Duration::from_millis(5));
-        // 0 ms period allows 15 s of slack, so still alive.
+        // Three periods plus the 15 s slack may pass without a tick...
+        tokio::time::sleep(Duration::from_secs(21)).await;
+        assert!(l.stalled().is_empty());
+        // ...one second more may not.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(l.stalled(), ["fast"]);
+        t.tick();
         assert!(l.stalled().is_empty());
     }
 
-    #[tokio::test]
+    /// On tokio's paused clock: sleeps advance virtual time only, so a loaded machine cannot
+    /// make the loop look stalled.
+    #[tokio::test(start_paused = true)]
     async fn watchdog_pets_only_while_every_loop_ticks() {
         use tokio::time::sleep;
         let l = Arc::new(Liveness::with_slack(Duration::from_millis(50)));
