@@ -229,6 +229,27 @@ mod tests {
             .unwrap();
     }
 
+    /// An in-memory datastore as the controller sees it (a cell) and as the test writes to it.
+    fn memory_store() -> (StoreCell, Storage) {
+        let datastore = Datastore::from_impl(MemoryStore::new());
+        let cell: StoreCell = Arc::new(tokio::sync::OnceCell::new());
+        cell.set(datastore.clone()).unwrap();
+        (cell, Storage::new(datastore))
+    }
+
+    /// A Node reporting `Ready=True`.
+    async fn ready_node(store: &Storage, name: &str) {
+        store
+            .create(
+                &NODES,
+                None,
+                json!({"metadata": {"name": name},
+                       "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+            )
+            .await
+            .unwrap();
+    }
+
     /// A wall clock that follows tokio's paused clock from a fixed time.
     fn paused_clock() -> impl Fn() -> DateTime<Utc> + Copy {
         let (t0, wall0) = (
@@ -240,22 +261,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn unrenewed_nodes_turn_unknown_after_the_grace_period_and_renewed_ones_stay_ready() {
-        let memory = MemoryStore::new();
-        let datastore = Datastore::from_impl(memory);
-        let cell: StoreCell = Arc::new(tokio::sync::OnceCell::new());
-        cell.set(datastore.clone()).unwrap();
-        let store = Storage::new(datastore);
+        let (cell, store) = memory_store();
         let clock = paused_clock();
         for node in ["n1", "n2"] {
-            store
-                .create(
-                    &NODES,
-                    None,
-                    json!({"metadata": {"name": node},
-                           "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
-                )
-                .await
-                .unwrap();
+            ready_node(&store, node).await;
             store
                 .create(
                     &LEASES,
@@ -306,19 +315,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_follower_changes_nothing() {
-        let datastore = Datastore::from_impl(MemoryStore::new());
-        let cell: StoreCell = Arc::new(tokio::sync::OnceCell::new());
-        cell.set(datastore.clone()).unwrap();
-        let store = Storage::new(datastore);
-        store
-            .create(
-                &NODES,
-                None,
-                json!({"metadata": {"name": "n1"},
-                       "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
-            )
-            .await
-            .unwrap();
+        let (cell, store) = memory_store();
+        ready_node(&store, "n1").await;
         let (_leader, is_leader) = tokio::sync::watch::channel(false);
         let cancel = CancellationToken::new();
         let task = tokio::spawn(run(
