@@ -460,7 +460,8 @@ fn patch_originals() -> Vec<Value> {
                "status": {"conditions": [{"type": "Ready", "status": "True"},
                                          {"type": "MemoryPressure", "status": "False"}],
                           "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}}),
-        json!({"spec": {"containers": [{"name": "c", "image": "i"}], "list": [1, 2, 3]}}),
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "spec": {"containers": [{"name": "c", "image": "i"}], "list": [1, 2, 3]}}),
     ]
 }
 
