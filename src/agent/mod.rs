@@ -41,14 +41,8 @@ const SERVER_NAME: &str = API_SERVER_NAME;
 /// Agent errors.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("invalid node name \"{name}\": {source}; set node-name")]
-    InvalidNodeName {
-        name: String,
-        #[source]
-        source: crate::validation::InvalidValue,
-    },
-    #[error("cannot determine this node's IP address (no default route); set node-ip")]
-    NoNodeIp,
+    #[error(transparent)]
+    NodeIdentity(#[from] crate::host::NodeIdentityError),
     #[error("node agent: {0}")]
     NodeAgent(#[from] node_agent::NodeAgentError),
     #[error("node agent stopped")]
@@ -165,16 +159,8 @@ async fn run_inner(
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> Result<(), AgentError> {
-    crate::validation::validate_dns_subdomain(name).map_err(|source| {
-        AgentError::InvalidNodeName {
-            name: name.to_string(),
-            source,
-        }
-    })?;
-    let mut ips = config.node.node_ips.clone();
-    if ips.is_empty() {
-        ips.push(crate::host::default_route_ip().ok_or(AgentError::NoNodeIp)?);
-    }
+    crate::host::check_node_name(name)?;
+    let ips = crate::host::node_ips(&config.node.node_ips, None)?;
     let paths = AgentPaths::new(&config.node.data_dir);
     for dir in [config.node.data_dir.as_path(), paths.root.as_path()] {
         fsutil::ensure_private_dir(dir).at(dir)?;

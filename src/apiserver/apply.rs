@@ -14,7 +14,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
 use super::fieldset::{self, FieldSet, Path};
-use super::patch::{ListStrategy, list_strategy};
+use crate::registry::ListStrategy;
 use super::status::ApiError;
 use crate::registry::ResourceInfo;
 
@@ -100,7 +100,7 @@ fn skipper(info: &ResourceInfo, subresource: Option<&str>) -> impl Fn(&str) -> b
 
 fn fields_of(info: &ResourceInfo, obj: &Value, subresource: Option<&str>) -> FieldSet {
     let skip = skipper(info, subresource);
-    fieldset::from_object(obj, &skip)
+    fieldset::from_object(info, obj, &skip)
 }
 
 /// One `managedFields` entry, parsed.
@@ -459,7 +459,7 @@ pub fn apply_to(
         removed.push(p);
     }
 
-    merge(&mut obj, applied, "");
+    merge(info, &mut obj, applied, "");
 
     // Ownership: the applier owns exactly what it applied; a forced field leaves its owners;
     // a field whose value this apply changed leaves every other owner too (as with updates).
@@ -532,7 +532,7 @@ fn conflict_error(list: &[Entry], conflicts: &[(usize, Path)]) -> ApiError {
 
 /// Merges the applied configuration into an object: maps key by key, lists by their strategy
 /// (by key, as a set, or replaced), scalars replaced.
-fn merge(target: &mut Value, applied: &Value, path: &str) {
+fn merge(info: &ResourceInfo, target: &mut Value, applied: &Value, path: &str) {
     match (target, applied) {
         (Value::Object(t), Value::Object(a)) => {
             for (k, v) in a {
@@ -545,14 +545,14 @@ fn merge(target: &mut Value, applied: &Value, path: &str) {
                     continue;
                 }
                 match t.get_mut(k) {
-                    Some(existing) => merge(existing, v, &p),
+                    Some(existing) => merge(info, existing, v, &p),
                     None => {
                         t.insert(k.clone(), v.clone());
                     }
                 }
             }
         }
-        (Value::Array(t), Value::Array(a)) => match list_strategy(path) {
+        (Value::Array(t), Value::Array(a)) => match info.list_strategy(path) {
             ListStrategy::Atomic => *t = a.clone(),
             ListStrategy::MergePrimitive => {
                 for item in a {
@@ -567,7 +567,7 @@ fn merge(target: &mut Value, applied: &Value, path: &str) {
                         .get(key)
                         .and_then(|kv| t.iter_mut().find(|x| x.get(key) == Some(kv)));
                     match found {
-                        Some(existing) => merge(existing, item, path),
+                        Some(existing) => merge(info, existing, item, path),
                         None => t.push(item.clone()),
                     }
                 }

@@ -310,7 +310,7 @@ pub async fn handle(
             let mut warnings = Vec::new();
             let updated = store
                 .modify_with(info, ns, name, None, dry_run, |current| {
-                    let mut patched = patch::apply_patch(kind, current, &body)?;
+                    let mut patched = patch::apply_patch(info, kind, current, &body)?;
                     warnings = fields.apply(&mut patched).map_err(ApiError::BadRequest)?;
                     // A patch may not move the object's resourceVersion (upstream 409).
                     if patch::patch_resource_version(current, &patched).is_some() {

@@ -728,11 +728,12 @@ mod tests {
         }
     }
 
-    /// The registry's list table and strategic merge's path table (src/apiserver/patch.rs)
-    /// agree on every list of every kind: a list merged by key in one must be in the other.
+    /// The OpenAPI list table and each kind's strategic-merge strategies
+    /// (`ResourceInfo::list_strategies`, what patch and apply use) agree on every list of every
+    /// kind: a list merged by key in one must be in the other.
     #[test]
     fn list_semantics_agree_with_strategic_merge() {
-        use crate::apiserver::patch::{ListStrategy, list_strategy};
+        use crate::registry::ListStrategy;
         let (defs, kinds) = definitions();
         let mut mismatches = Vec::new();
         for k in &kinds {
@@ -755,7 +756,7 @@ mod tests {
                 if path.contains(".metadata.") {
                     continue;
                 }
-                let from_patch = format!("{:?}", list_strategy(&path));
+                let from_patch = format!("{:?}", k.info.list_strategy(&path));
                 if from_table != from_patch {
                     mismatches.push(format!(
                         "{} {path}: registry {from_table}, patch.rs {from_patch}",

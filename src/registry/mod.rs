@@ -199,7 +199,29 @@ pub struct ResourceInfo {
     pub to_storage: fn(&mut Value),
     /// Converts a stored object into this version (the inverse of `to_storage`).
     pub from_storage: fn(&mut Value),
+    /// Strategic-merge strategies of this kind's list fields, by dotted path from the object
+    /// root (list levels do not appear: `spec.containers.env`), from the `+patchStrategy` /
+    /// `+patchMergeKey` tags of its Go type. Lists not named here (and not in
+    /// [`METADATA_LIST_STRATEGIES`]) are atomic.
+    pub list_strategies: &'static [(&'static str, ListStrategy)],
 }
+
+/// How a list field merges under strategic merge patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListStrategy {
+    /// Replaced as a whole (no `patchStrategy` tag; e.g. `spec.taints`).
+    Atomic,
+    /// `patchStrategy=merge` with `patchMergeKey`: elements matched by this key.
+    MergeByKey(&'static str),
+    /// `patchStrategy=merge` on a list of scalars: set union.
+    MergePrimitive,
+}
+
+/// The list strategies of `ObjectMeta`, shared by every kind.
+pub const METADATA_LIST_STRATEGIES: &[(&str, ListStrategy)] = &[
+    ("metadata.ownerReferences", ListStrategy::MergeByKey("uid")),
+    ("metadata.finalizers", ListStrategy::MergePrimitive),
+];
 
 /// Resources are identified by group, version and plural: the hooks do not take part.
 impl PartialEq for ResourceInfo {
@@ -250,7 +272,17 @@ impl ResourceInfo {
             expires: false,
             to_storage: no_defaults,
             from_storage: no_defaults,
+            list_strategies: &[],
         }
+    }
+
+    /// The strategic-merge strategy of the list at `path` (see [`ResourceInfo::list_strategies`]).
+    pub fn list_strategy(&self, path: &str) -> ListStrategy {
+        METADATA_LIST_STRATEGIES
+            .iter()
+            .chain(self.list_strategies)
+            .find(|(p, _)| *p == path)
+            .map_or(ListStrategy::Atomic, |(_, s)| *s)
     }
 
     /// Whether `verb` is served on this resource.

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1 as core;
 use serde_json::{Value, json};
 
+use super::ListStrategy;
 use super::ResourceInfo;
 use super::fields::{FieldCause, meta_str, metadata_mut, typed};
 use super::print::*;
@@ -44,6 +45,7 @@ pub static NAMESPACES: ResourceInfo = ResourceInfo {
     },
     field_selectors: &["status.phase"],
     protobuf: Some(super::protobuf::CORE_V1),
+    list_strategies: &[("status.conditions", ListStrategy::MergeByKey("type"))],
     ..ResourceInfo::stored(
         "",
         "namespaces",

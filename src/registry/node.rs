@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1 as core;
 use serde_json::Value;
 
+use super::ListStrategy::{MergeByKey, MergePrimitive};
 use super::fields::{FieldCause, cause, invalid_value, typed};
 use super::print::*;
 use super::schema::{ListSemantics, atomic, conditions, keyed, set};
@@ -46,6 +47,11 @@ pub static NODES: ResourceInfo = ResourceInfo {
     field_selectors: &["spec.unschedulable"],
     node_access: NodeAccess::Own { namespace: None },
     protobuf: Some(super::protobuf::CORE_V1),
+    list_strategies: &[
+        ("status.conditions", MergeByKey("type")),
+        ("status.addresses", MergeByKey("type")),
+        ("spec.podCIDRs", MergePrimitive),
+    ],
     ..ResourceInfo::stored("", "nodes", "node", "Node", false, "/registry/minions")
 };
 

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1 as core;
 use serde_json::{Value, json};
 
+use super::ListStrategy::MergeByKey;
 use super::fields::typed;
 use super::print::*;
 use super::{ResourceInfo, pod_spec};
@@ -127,6 +128,44 @@ pub static PODS: ResourceInfo = ResourceInfo {
         "status.nominatedNodeName",
     ],
     protobuf: Some(super::protobuf::CORE_V1),
+    list_strategies: &[
+        ("spec.containers", MergeByKey("name")),
+        ("spec.containers.env", MergeByKey("name")),
+        ("spec.containers.volumeMounts", MergeByKey("mountPath")),
+        ("spec.containers.volumeDevices", MergeByKey("devicePath")),
+        ("spec.containers.ports", MergeByKey("containerPort")),
+        ("spec.initContainers", MergeByKey("name")),
+        ("spec.initContainers.env", MergeByKey("name")),
+        ("spec.initContainers.volumeMounts", MergeByKey("mountPath")),
+        (
+            "spec.initContainers.volumeDevices",
+            MergeByKey("devicePath"),
+        ),
+        ("spec.initContainers.ports", MergeByKey("containerPort")),
+        ("spec.ephemeralContainers", MergeByKey("name")),
+        ("spec.ephemeralContainers.env", MergeByKey("name")),
+        (
+            "spec.ephemeralContainers.volumeMounts",
+            MergeByKey("mountPath"),
+        ),
+        (
+            "spec.ephemeralContainers.volumeDevices",
+            MergeByKey("devicePath"),
+        ),
+        (
+            "spec.ephemeralContainers.ports",
+            MergeByKey("containerPort"),
+        ),
+        ("status.conditions", MergeByKey("type")),
+        ("status.podIPs", MergeByKey("ip")),
+        ("status.hostIPs", MergeByKey("ip")),
+        ("spec.volumes", MergeByKey("name")),
+        ("spec.imagePullSecrets", MergeByKey("name")),
+        ("spec.hostAliases", MergeByKey("ip")),
+        ("spec.schedulingGates", MergeByKey("name")),
+        ("spec.resourceClaims", MergeByKey("name")),
+        ("spec.topologySpreadConstraints", MergeByKey("topologyKey")),
+    ],
     ..ResourceInfo::stored("", "pods", "pod", "Pod", true, "/registry/pods")
 };
 

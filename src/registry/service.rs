@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1 as core;
 use serde_json::{Value, json};
 
+use super::ListStrategy;
 use super::ResourceInfo;
 use super::fields::typed;
 use super::print::*;
@@ -48,6 +49,10 @@ pub static SERVICES: ResourceInfo = ResourceInfo {
         conditions: no_conditions,
     },
     protobuf: Some(super::protobuf::CORE_V1),
+    list_strategies: &[
+        ("spec.ports", ListStrategy::MergeByKey("port")),
+        ("status.conditions", ListStrategy::MergeByKey("type")),
+    ],
     ..ResourceInfo::stored(
         "",
         "services",

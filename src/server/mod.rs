@@ -92,14 +92,8 @@ pub enum ServerError {
         secret: String,
         password_file: std::path::PathBuf,
     },
-    #[error("the host name \"{name}\" is not a valid node name ({source}); set node-name")]
-    InvalidNodeName {
-        name: String,
-        #[source]
-        source: crate::validation::InvalidValue,
-    },
-    #[error("cannot determine this node's IP address (no default route); set node-ip")]
-    NoNodeIp,
+    #[error(transparent)]
+    NodeIdentity(#[from] crate::host::NodeIdentityError),
     #[error("agent-token must be a password or K10<hash>::node:<password>, not a bootstrap token")]
     AgentTokenIsBootstrapToken,
     #[error(
@@ -422,6 +416,7 @@ async fn run_inner(
         credentials: Default::default(),
         snapshots: tokio::sync::OnceCell::new(),
         encryption: Default::default(),
+        token_rotation: Default::default(),
     });
     // A reset serves nothing: it only rebuilds etcd and exits (as RKE2 disables its apiserver).
     let resetting = config.cluster_reset.enabled;

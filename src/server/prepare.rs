@@ -11,7 +11,7 @@ use crate::clientaccess::ClusterAccess;
 use crate::cluster::context::{NodeIdentity, serving_sans};
 use crate::config::{NodeConfig, ServerConfig};
 use crate::fsutil::{self, IoContext};
-use crate::host::{default_route_ip, hostname};
+use crate::host::hostname;
 use crate::paths::{AgentPaths, ServerPaths};
 use crate::pki::{CertAuthority, LeafSpec, LeafUsage};
 use crate::protocol::{self, ControlConfig};
@@ -22,24 +22,8 @@ use tokio_util::sync::CancellationToken;
 /// default-route address.
 pub fn node_identity(node: &NodeConfig, bind: Option<IpAddr>) -> Result<NodeIdentity, ServerError> {
     let name = node.node_name.clone().unwrap_or_else(hostname);
-    crate::validation::validate_dns_subdomain(&name).map_err(|source| {
-        ServerError::InvalidNodeName {
-            name: name.clone(),
-            source,
-        }
-    })?;
-    let mut ips = node.node_ips.clone();
-    if ips.is_empty() {
-        match bind
-            .filter(|b| !b.is_unspecified())
-            .or_else(default_route_ip)
-        {
-            Some(ip) => ips.push(ip),
-            None => {
-                return Err(ServerError::NoNodeIp);
-            }
-        }
-    }
+    crate::host::check_node_name(&name)?;
+    let ips = crate::host::node_ips(&node.node_ips, bind.filter(|b| !b.is_unspecified()))?;
     Ok(NodeIdentity { name, ips })
 }
 
