@@ -13,9 +13,9 @@ use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use crate::apiserver::status::ApiError;
-use crate::storage::{ListOptions, Storage};
 use crate::datastore::StoreCell;
 use crate::registry::{EVENTS, ResourceInfo};
+use crate::storage::{ListOptions, Storage};
 
 /// Where Events about cluster-scoped objects (nodes) are kept, as upstream keeps them.
 pub const CLUSTER_SCOPED_EVENT_NAMESPACE: &str = "default";

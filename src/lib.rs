@@ -49,12 +49,12 @@ pub mod pki;
 pub mod protocol;
 /// The resource registry: every served kind, declared once.
 pub mod registry;
+/// The node's container runtime (containerd over the CRI) and its pods.
+pub mod runtime;
 /// Places pending pods on nodes (leader-elected, watch-driven).
 pub mod scheduler;
 /// Secrets encrypted at rest: providers, keys, rotation stages.
 pub mod secrets_encryption;
-/// The node's container runtime (containerd over the CRI) and its pods.
-pub mod runtime;
 /// `rke2 server`: the orchestration of a server node.
 pub mod server;
 /// Kubernetes objects over the datastore: CAS writes, paginated filtered lists, selectors.

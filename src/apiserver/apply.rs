@@ -9,13 +9,12 @@
 //! 409 conflict with upstream's message unless `force=true`, which moves the field to the
 //! applier. The sets use upstream's `FieldsV1` encoding ([`super::fieldset`]).
 
-
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
 use super::fieldset::{self, FieldSet, Path};
-use crate::registry::ListStrategy;
 use super::status::ApiError;
+use crate::registry::ListStrategy;
 use crate::registry::ResourceInfo;
 
 /// Upstream's limit on a field manager's name.

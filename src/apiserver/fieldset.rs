@@ -395,8 +395,16 @@ mod tests {
 
     #[test]
     fn set_operations_paths_and_removal() {
-        let a = from_object(&crate::registry::CONFIGMAPS, &json!({"data": {"a": "1", "b": "2"}}), &none);
-        let b = from_object(&crate::registry::CONFIGMAPS, &json!({"data": {"b": "2", "c": "3"}}), &none);
+        let a = from_object(
+            &crate::registry::CONFIGMAPS,
+            &json!({"data": {"a": "1", "b": "2"}}),
+            &none,
+        );
+        let b = from_object(
+            &crate::registry::CONFIGMAPS,
+            &json!({"data": {"b": "2", "c": "3"}}),
+            &none,
+        );
         let p = |s: &str| vec!["f:data".to_string(), format!("f:{s}")];
         assert!(a.difference(&b).contains(&p("a")));
         assert!(!a.difference(&b).contains(&p("b")));

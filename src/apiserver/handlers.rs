@@ -598,10 +598,7 @@ async fn delete_object(
 }
 
 /// Parses list options from the query.
-pub fn list_options(
-    info: &ResourceInfo,
-    query: &Query,
-) -> Result<ListOptions, ApiError> {
+pub fn list_options(info: &ResourceInfo, query: &Query) -> Result<ListOptions, ApiError> {
     let label_selector = match query.get("labelSelector").filter(|s| !s.is_empty()) {
         Some(s) => Some(LabelSelector::parse(s)?),
         None => None,

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use super::objects;
 use super::status::ApiError;
-use crate::storage::{Storage, check_uid};
 use crate::registry::{NAMESPACES, RESOURCES, ResourceInfo};
+use crate::storage::{Storage, check_uid};
 
 /// The finalizer the namespace controller owns.
 pub const KUBERNETES_FINALIZER: &str = "kubernetes";

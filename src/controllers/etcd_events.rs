@@ -10,9 +10,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::storage;
+use crate::cluster::context::Ctx;
 use crate::events::{EventRecorder, EventType, ObjectRef};
 use crate::registry::NODES;
-use crate::cluster::context::Ctx;
 
 /// How often the member list is compared.
 const INTERVAL: Duration = Duration::from_secs(5);

@@ -10,9 +10,9 @@ pub mod leader;
 pub mod namespace;
 pub mod node_events;
 pub mod node_ipam;
+pub mod node_lifecycle;
 pub mod taint_eviction;
 pub mod watch;
-pub mod node_lifecycle;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 use super::storage;
 use crate::apiserver::namespaces::{self, KUBERNETES_FINALIZER};
 use crate::apiserver::status::ApiError;
-use crate::storage::{ListOptions, Storage};
+use crate::cluster::context::Ctx;
 use crate::datastore::Change;
 use crate::registry::NAMESPACES;
-use crate::cluster::context::Ctx;
+use crate::storage::{ListOptions, Storage};
 
 /// How soon a namespace whose finalization failed (or whose content reappeared) is retried.
 const RETRY: Duration = Duration::from_secs(2);

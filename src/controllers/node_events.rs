@@ -12,11 +12,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::storage;
-use crate::storage::{ListOptions, decode};
+use crate::cluster::context::Ctx;
 use crate::datastore::{Change, Stored};
 use crate::events::{EventRecorder, EventType, ObjectRef};
 use crate::registry::NODES;
-use crate::cluster::context::Ctx;
+use crate::storage::{ListOptions, decode};
 
 /// Retry interval while the datastore or the watch is unavailable.
 const RETRY: Duration = Duration::from_secs(2);

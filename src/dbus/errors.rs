@@ -13,8 +13,8 @@ use crate::cluster::token_ops::TokenOpError;
 use crate::datastore::DatastoreError;
 use crate::etcd::EtcdError;
 use crate::etcd::snapshot::SnapshotError;
-use crate::storage::ObjectError;
 use crate::secrets_encryption::stages::StageError;
+use crate::storage::ObjectError;
 
 /// Prefix of every error name.
 pub const ERROR_PREFIX: &str = "io.rke2.Error";

@@ -6,8 +6,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use super::print::*;
 use super::{ResourceInfo, print::Printer};

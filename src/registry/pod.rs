@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use super::ListStrategy::MergeByKey;
 use super::fields::typed;
 use super::print::*;
-use super::{ResourceInfo, pod_spec};
 use super::schema::{ListSemantics, atomic, keyed};
+use super::{ResourceInfo, pod_spec};
 
 const POD_SPEC: &str = "io.k8s.api.core.v1.PodSpec";
 const CONTAINER: &str = "io.k8s.api.core.v1.Container";

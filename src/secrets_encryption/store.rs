@@ -146,7 +146,10 @@ impl KvStore for EncryptingStore {
     ) -> BoxFuture<'a, Result<Cas, DatastoreError>> {
         Box::pin(async move {
             let value = self.encode(key, value)?;
-            let cas = self.inner.update_with_lease(key, value, expected, lease).await?;
+            let cas = self
+                .inner
+                .update_with_lease(key, value, expected, lease)
+                .await?;
             self.decode_cas(cas)
         })
     }
