@@ -17,10 +17,10 @@ use super::{
     protobuf, read_body, table, watch,
 };
 use crate::registry::{
-    self as resources, NAMESPACES, PODS, ResourceInfo, Review, SYSTEM_NAMESPACES, Verb,
+    self as resources, NAMESPACES, PODS, ResourceInfo, Review, SERVICES, SYSTEM_NAMESPACES, Verb,
 };
 use crate::storage::selectors::{FieldSelector, LabelSelector};
-use crate::storage::{self, ListOptions, Storage};
+use crate::storage::{self, ListOptions, Storage, services};
 
 fn storage(st: &ApiState) -> Result<Storage, ApiError> {
     st.store
@@ -193,11 +193,7 @@ pub async fn handle(
                 require_namespace(&store, ns).await?;
             }
             apply::track_update(info, None, &mut obj, &writer, Utc::now());
-            if dry_run {
-                crate::storage::metadata::prepare_create(info, &mut obj, ns, Utc::now());
-                return respond(StatusCode::CREATED, &obj);
-            }
-            let created = store.create(info, ns, obj).await?;
+            let created = create_object(&store, st, info, ns, obj, dry_run).await?;
             respond(StatusCode::CREATED, &created)
         }
         Op::CreateSubresource(name, sub, obj) => {
@@ -250,7 +246,7 @@ pub async fn handle(
                     dry_run,
                     status_only,
                 };
-                let (code, obj) = server_side_apply(&store, &query, &body, ctx).await?;
+                let (code, obj) = server_side_apply(&store, st, &query, &body, ctx).await?;
                 return respond(code, &obj);
             }
             let updated = store
@@ -319,6 +315,9 @@ pub async fn handle(
             if *info == NAMESPACES {
                 delete_namespace_contents(&store, name).await?;
             }
+            if *info == SERVICES {
+                services::release(&store, &deleted).await;
+            }
             respond(StatusCode::OK, &deleted)
         }
         Op::DeleteCollection => {
@@ -352,11 +351,14 @@ pub async fn handle(
                         .map(|_| ())
                         .map_err(ApiError::from)
                 } else {
-                    store
-                        .delete(info, item_ns.or(ns), name, None, None)
-                        .await
-                        .map(|_| ())
-                        .map_err(ApiError::from)
+                    match store.delete(info, item_ns.or(ns), name, None, None).await {
+                        Ok(deleted) if *info == SERVICES => {
+                            services::release(&store, &deleted).await;
+                            Ok(())
+                        }
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(ApiError::from(e)),
+                    }
                 };
                 match result {
                     Ok(()) | Err(ApiError::NotFound { .. }) => {}
@@ -398,6 +400,7 @@ fn parse_go_bool(v: &str) -> Option<bool> {
 /// into the live object ([`apply::apply_to`]); validated and admitted like any write.
 async fn server_side_apply(
     store: &Storage,
+    st: &ApiState,
     query: &HashMap<String, String>,
     body: &[u8],
     req: ApplyRequest<'_>,
@@ -436,17 +439,14 @@ async fn server_side_apply(
             },
         )
         .map_err(deny)?;
-        let mut obj = apply::apply_create(info, &applied, writer, Utc::now());
+        let obj = apply::apply_create(info, &applied, writer, Utc::now());
         objects::validate_body(info, &obj, ns, None)?;
         authz::admit_write(user, info, None, &obj).map_err(deny)?;
         if let Some(ns) = ns.filter(|_| info.namespaced) {
             require_namespace(store, ns).await?;
         }
-        if dry_run {
-            crate::storage::metadata::prepare_create(info, &mut obj, ns, Utc::now());
-            return Ok((StatusCode::CREATED, obj));
-        }
-        return Ok((StatusCode::CREATED, store.create(info, ns, obj).await?));
+        let created = create_object(store, st, info, ns, obj, dry_run).await?;
+        return Ok((StatusCode::CREATED, created));
     }
     let updated = store
         .modify(info, ns, name, None, |current| {
@@ -465,6 +465,31 @@ async fn server_side_apply(
         })
         .await?;
     Ok((StatusCode::OK, updated))
+}
+
+/// Writes a new object (or, with `dry_run`, only completes it); Services go through their
+/// admission, which allocates their ClusterIP and node ports.
+async fn create_object(
+    store: &Storage,
+    st: &ApiState,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    mut obj: Value,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    if *info == SERVICES {
+        if dry_run {
+            services::apply_defaults(&mut obj, &st.service_ranges);
+        } else {
+            let ns = ns.ok_or(ApiError::NoSuchResource)?;
+            return Ok(services::create(store, &st.service_ranges, ns, obj).await?);
+        }
+    }
+    if dry_run {
+        crate::storage::metadata::prepare_create(info, &mut obj, ns, Utc::now());
+        return Ok(obj);
+    }
+    Ok(store.create(info, ns, obj).await?)
 }
 
 /// Whether `node` has an etcd member (by the member names servers give themselves; see

@@ -50,6 +50,8 @@ pub struct ApiState {
     /// etcd's data directory: errors name it when its disk is full.
     pub etcd_data_dir: std::path::PathBuf,
     pub cancel: CancellationToken,
+    /// Where Services get their ClusterIPs and node ports.
+    pub service_ranges: crate::storage::services::ServiceRanges,
     /// When etcd last answered a readiness check.
     last_etcd_ok: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -62,12 +64,14 @@ pub fn router(
     etcd: crate::etcd::EtcdCell,
     etcd_data_dir: std::path::PathBuf,
     cancel: CancellationToken,
+    service_ranges: crate::storage::services::ServiceRanges,
 ) -> Router {
     Router::new().fallback(entry).with_state(Arc::new(ApiState {
         store,
         etcd,
         etcd_data_dir,
         cancel,
+        service_ranges,
         last_etcd_ok: std::sync::Mutex::new(None),
     }))
 }

@@ -17,10 +17,10 @@ fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
         .unwrap_or_default()
 }
 
+use crate::registry::{NODES, PODS};
 pub use crate::storage::pods::{
     DEFAULT_GRACE_SECONDS, DeleteOptions, Deleted, bind, delete, set_condition,
 };
-use crate::registry::{NODES, PODS};
 
 /// policy/v1 Eviction of pod `ns/name`: a deletion with the eviction's `deleteOptions`.
 /// PodDisruptionBudgets are not served, so no budget ever refuses an eviction.

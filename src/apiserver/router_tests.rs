@@ -57,6 +57,7 @@ fn api() -> Api {
             Default::default(),
             std::env::temp_dir(),
             cancel.clone(),
+            crate::storage::services::ServiceRanges::defaults(),
         ),
         memory,
         cancel,

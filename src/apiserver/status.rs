@@ -221,6 +221,7 @@ impl From<ObjectError> for ApiError {
                 message,
             },
             ObjectError::BadRequest(m) => ApiError::BadRequest(m),
+            ObjectError::Invalid { kind, name, causes } => ApiError::Invalid { kind, name, causes },
             ObjectError::Corrupt {
                 resource,
                 key,

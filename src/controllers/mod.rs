@@ -21,7 +21,7 @@ use crate::cluster::apiservers::{self, APISERVER_ADDRESSES_PREFIX};
 use crate::cluster::context::Ctx;
 use crate::datastore::DatastoreError;
 use crate::datastore::{Cas, Change};
-use crate::registry::{ENDPOINTS, LEASES, NAMESPACES, NODES, SECRETS, SERVICES, SYSTEM_NAMESPACES};
+use crate::registry::{ENDPOINTS, LEASES, NAMESPACES, NODES, SECRETS, SYSTEM_NAMESPACES};
 use crate::storage::{ListOptions, ObjectError, Storage};
 
 /// Interval of the leader's periodic loops.
@@ -65,7 +65,11 @@ pub async fn ensure_defaults(ctx: &Ctx) -> Result<(), ObjectError> {
             "sessionAffinity": "None",
         },
     });
-    match store.create(&SERVICES, Some("default"), svc).await {
+    let ranges = crate::storage::services::ServiceRanges {
+        cidr: ctx.config.service_cidr,
+        node_ports: ctx.config.service_node_port_range,
+    };
+    match crate::storage::services::create(&store, &ranges, "default", svc).await {
         Ok(_) | Err(ObjectError::AlreadyExists { .. }) => Ok(()),
         Err(e) => Err(e),
     }

@@ -13,10 +13,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::watch::{forward, store_when_ready};
-use crate::storage::ObjectError;
-use crate::storage::{ListOptions, Storage};
 use crate::datastore::{Change, StoreCell};
 use crate::registry::NODES;
+use crate::storage::ObjectError;
+use crate::storage::{ListOptions, Storage};
 
 const COMPONENT: &str = "node-ipam-controller";
 

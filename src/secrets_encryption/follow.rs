@@ -10,11 +10,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::stages::{self, StageError};
 use super::{Active, HASH_ANNOTATION, providers::Cipher};
-use crate::storage::Storage;
 use crate::bootstrap::BOOTSTRAP_PREFIX;
+use crate::cluster::context::Ctx;
 use crate::datastore::Datastore;
 use crate::registry::{NODES, SECRETS};
-use crate::cluster::context::Ctx;
+use crate::storage::Storage;
 
 /// How often the configuration is re-read besides the watch (the Node annotation appears once
 /// the node has registered; a broken watch is re-opened).

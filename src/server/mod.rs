@@ -440,6 +440,10 @@ async fn run_inner(
                 ctx.etcd.clone(),
                 ctx.paths.etcd_data(),
                 cancel.clone(),
+                crate::storage::services::ServiceRanges {
+                    cidr: config.service_cidr,
+                    node_ports: config.service_node_port_range,
+                },
             ),
             cancel.clone(),
             "apiserver",
