@@ -27,12 +27,8 @@ fn services_get_unique_addresses_and_ports_from_their_ranges() {
         READY,
     );
     let k = &s.kubeconfig;
-    let ip_of = |name: &str| {
-        kubectl_ok(
-            k,
-            &["get", "svc", name, "-o", "jsonpath={.spec.clusterIP}"],
-        )
-    };
+    let ip_of =
+        |name: &str| kubectl_ok(k, &["get", "svc", name, "-o", "jsonpath={.spec.clusterIP}"]);
     assert_eq!(ip_of("kubernetes"), "198.19.0.1");
 
     // A dynamic address: inside the range, not the kubernetes service's.
@@ -57,7 +53,14 @@ fn services_get_unique_addresses_and_ports_from_their_ranges() {
     // Another Service asking for x's address is refused like upstream.
     let y = kubectl(
         k,
-        &["create", "service", "clusterip", "y", "--tcp=80", &format!("--clusterip={x_ip}")],
+        &[
+            "create",
+            "service",
+            "clusterip",
+            "y",
+            "--tcp=80",
+            &format!("--clusterip={x_ip}"),
+        ],
     );
     assert!(!y.status.success());
     assert!(
@@ -67,18 +70,38 @@ fn services_get_unique_addresses_and_ports_from_their_ranges() {
     );
     let out = kubectl(
         k,
-        &["create", "service", "clusterip", "z", "--tcp=80", "--clusterip=10.0.0.5"],
+        &[
+            "create",
+            "service",
+            "clusterip",
+            "z",
+            "--tcp=80",
+            "--clusterip=10.0.0.5",
+        ],
     );
-    assert!(stderr(&out).contains("is not in the valid range"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not in the valid range"),
+        "{}",
+        stderr(&out)
+    );
     // Headless.
-    kubectl_ok(k, &["create", "service", "clusterip", "h", "--clusterip=None"]);
+    kubectl_ok(
+        k,
+        &["create", "service", "clusterip", "h", "--clusterip=None"],
+    );
     assert_eq!(ip_of("h"), "None");
 
     // NodePort: a port from the configured range, shown by `kubectl get svc -o wide`.
     kubectl_ok(k, &["create", "service", "nodeport", "np", "--tcp=80:8080"]);
     let port: u16 = kubectl_ok(
         k,
-        &["get", "svc", "np", "-o", "jsonpath={.spec.ports[0].nodePort}"],
+        &[
+            "get",
+            "svc",
+            "np",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ],
     )
     .parse()
     .unwrap();
@@ -89,26 +112,57 @@ fn services_get_unique_addresses_and_ports_from_their_ranges() {
     assert!(wide.contains("app=np"), "{wide}");
     let taken = kubectl(
         k,
-        &["create", "service", "nodeport", "np2", "--tcp=80", &format!("--node-port={port}")],
+        &[
+            "create",
+            "service",
+            "nodeport",
+            "np2",
+            "--tcp=80",
+            &format!("--node-port={port}"),
+        ],
     );
-    assert!(stderr(&taken).contains("provided port is already allocated"), "{}", stderr(&taken));
+    assert!(
+        stderr(&taken).contains("provided port is already allocated"),
+        "{}",
+        stderr(&taken)
+    );
 
     // `kubectl expose` of a pod gets an address too.
-    kubectl_ok(k, &["run", "web", "--image=busybox:1.36", "--labels=app=web"]);
-    kubectl_ok(k, &["expose", "pod", "web", "--port=80", "--target-port=8080"]);
+    kubectl_ok(
+        k,
+        &["run", "web", "--image=busybox:1.36", "--labels=app=web"],
+    );
+    kubectl_ok(
+        k,
+        &["expose", "pod", "web", "--port=80", "--target-port=8080"],
+    );
     assert!(ip_of("web").starts_with("198.19."));
 
     // Deleting x releases its address: y may now have it.
     kubectl_ok(k, &["delete", "svc", "x"]);
     kubectl_ok(
         k,
-        &["create", "service", "clusterip", "y", "--tcp=80", &format!("--clusterip={x_ip}")],
+        &[
+            "create",
+            "service",
+            "clusterip",
+            "y",
+            "--tcp=80",
+            &format!("--clusterip={x_ip}"),
+        ],
     );
     assert_eq!(ip_of("y"), x_ip);
     // And the node port of a deleted NodePort service is free again.
     kubectl_ok(k, &["delete", "svc", "np"]);
     kubectl_ok(
         k,
-        &["create", "service", "nodeport", "np2", "--tcp=80", &format!("--node-port={port}")],
+        &[
+            "create",
+            "service",
+            "nodeport",
+            "np2",
+            "--tcp=80",
+            &format!("--node-port={port}"),
+        ],
     );
 }

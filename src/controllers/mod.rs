@@ -3,6 +3,7 @@
 //! removal for deleted server nodes, the `default/kubernetes` endpoints, expired bootstrap token
 //! cleanup). Leadership is an etcd key bound to a lease; every loop selects on cancellation.
 
+pub mod endpoints;
 pub mod events;
 pub mod leader;
 pub mod node_ipam;
@@ -97,6 +98,11 @@ pub fn spawn_server_controllers(ctx: Ctx, tracker: &TaskTracker, cancel: Cancell
         ctx.store.clone(),
         ctx.config.cluster_cidr,
         ctx.config.node_cidr_mask_size,
+        is_leader.clone(),
+        cancel.clone(),
+    ));
+    tracker.spawn(endpoints::run(
+        ctx.store.clone(),
         is_leader.clone(),
         cancel.clone(),
     ));

@@ -13,6 +13,7 @@ pub mod protobuf;
 
 mod configmap;
 mod endpoints;
+mod endpointslice;
 mod etcdsnapshotfile;
 mod event;
 mod lease;
@@ -26,6 +27,7 @@ mod service;
 
 pub use configmap::CONFIGMAPS;
 pub use endpoints::ENDPOINTS;
+pub use endpointslice::ENDPOINT_SLICES;
 pub use etcdsnapshotfile::ETCD_SNAPSHOT_FILES;
 pub use event::EVENTS;
 pub use fields::FieldCause;
@@ -56,6 +58,7 @@ pub static RESOURCES: &[&ResourceInfo] = &[
     &SELF_SUBJECT_ACCESS_REVIEWS,
     &SELF_SUBJECT_REVIEWS,
     &ETCD_SNAPSHOT_FILES,
+    &ENDPOINT_SLICES,
 ];
 
 /// A Kubernetes API verb.
