@@ -16,7 +16,7 @@ fn stderr(o: &std::process::Output) -> String {
 
 #[test]
 fn services_get_unique_addresses_and_ports_from_their_ranges() {
-    let (_root, _block, s) = start_ready_server(
+    let (root, _block, s) = start_ready_server(
         "svc1",
         &[
             ("token", "svc-token".into()),
@@ -127,16 +127,127 @@ fn services_get_unique_addresses_and_ports_from_their_ranges() {
         stderr(&taken)
     );
 
-    // `kubectl expose` of a pod gets an address too.
+    // `kubectl expose` of a pod: an address, and once the pod has an IP (set through the
+    // status subresource as its node would), Endpoints and an EndpointSlice listing it with the
+    // named target port resolved; not ready first, then ready.
+    let pod = root.path().join("web.yaml");
+    std::fs::write(
+        &pod,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  labels: {app: web}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.36\n    ports:\n    - {name: http, containerPort: 8080}\n",
+    )
+    .unwrap();
     kubectl_ok(
         k,
-        &["run", "web", "--image=busybox:1.36", "--labels=app=web"],
+        &["apply", "--validate=false", "-f", pod.to_str().unwrap()],
     );
     kubectl_ok(
         k,
-        &["expose", "pod", "web", "--port=80", "--target-port=8080"],
+        &["expose", "pod", "web", "--port=80", "--target-port=http"],
     );
     assert!(ip_of("web").starts_with("198.19."));
+    let set_status = |ready: &str| {
+        let patch = format!(
+            r#"{{"status":{{"phase":"Running","podIP":"198.18.7.9","podIPs":[{{"ip":"198.18.7.9"}}],"conditions":[{{"type":"Ready","status":"{ready}"}}]}}}}"#
+        );
+        kubectl_ok(
+            k,
+            &[
+                "patch",
+                "pod",
+                "web",
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &patch,
+            ],
+        );
+    };
+    set_status("False");
+    wait_for(READY, "web's not-ready address in its Endpoints", || {
+        let ep = kubectl_ok(
+            k,
+            &[
+                "get",
+                "endpoints",
+                "web",
+                "-o",
+                "jsonpath={.subsets[0].notReadyAddresses[0].ip}:{.subsets[0].ports[0].port}",
+            ],
+        );
+        (ep == "198.18.7.9:8080").then_some(())
+    });
+    set_status("True");
+    wait_for(
+        READY,
+        "web's ready address in its Endpoints and EndpointSlice",
+        || {
+            let ep = kubectl_ok(
+                k,
+                &[
+                    "get",
+                    "endpoints",
+                    "web",
+                    "-o",
+                    "jsonpath={.subsets[0].addresses[0].ip}",
+                ],
+            );
+            let slice = kubectl_ok(
+                k,
+                &[
+                    "get",
+                    "endpointslices",
+                    "-l",
+                    "kubernetes.io/service-name=web",
+                    "-o",
+                    r"jsonpath={.items[0].endpoints[0].addresses[0]} {.items[0].endpoints[0].conditions.ready} {.items[0].ports[0].port} {.items[0].metadata.labels.endpointslice\.kubernetes\.io/managed-by}",
+                ],
+            );
+            (ep == "198.18.7.9" && slice == "198.18.7.9 true 8080 endpointslice-controller.k8s.io")
+                .then_some(())
+        },
+    );
+    let table = kubectl_ok(
+        k,
+        &[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+        ],
+    );
+    assert!(
+        table.contains("IPv4") && table.contains("198.18.7.9"),
+        "{table}"
+    );
+    // The kubernetes service keeps its own endpoints: every server's API port.
+    let api = kubectl_ok(
+        k,
+        &[
+            "get",
+            "endpoints",
+            "kubernetes",
+            "-o",
+            "jsonpath={.subsets[0].ports[0].port}",
+        ],
+    );
+    assert_eq!(api, "6443");
+    // Deleting the service removes its Endpoints and EndpointSlice.
+    kubectl_ok(k, &["delete", "svc", "web"]);
+    wait_for(READY, "web's Endpoints and EndpointSlice to go", || {
+        let left = kubectl_ok(
+            k,
+            &[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=web",
+                "-o",
+                "name",
+            ],
+        );
+        let ep = kubectl(k, &["get", "endpoints", "web"]);
+        (left.is_empty() && !ep.status.success()).then_some(())
+    });
 
     // Deleting x releases its address: y may now have it.
     kubectl_ok(k, &["delete", "svc", "x"]);
