@@ -133,9 +133,12 @@ fn address(b: &Backend) -> Value {
     a
 }
 
+/// One Endpoints subset being built: ports, ready addresses, not-ready addresses.
+type Subset = (Vec<Value>, Vec<Value>, Vec<Value>);
+
 /// Endpoints `subsets`: pods grouped by their resolved ports (upstream's repacking).
 pub fn subsets(svc: &Value, pods: &[Value]) -> Value {
-    let mut groups: BTreeMap<String, (Vec<Value>, Vec<Value>, Vec<Value>)> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Subset> = BTreeMap::new();
     for b in backends(svc, pods) {
         let key = serde_json::to_string(&b.ports).expect("JSON serialises");
         let entry = groups

@@ -43,7 +43,7 @@ fn storage(ctx: &Ctx) -> Option<Storage> {
 
 /// Creates the system namespaces and the `default/kubernetes` Service if missing.
 pub async fn ensure_defaults(ctx: &Ctx) -> Result<(), ObjectError> {
-    let store = storage(ctx).ok_or_else(|| not_ready())?;
+    let store = storage(ctx).ok_or_else(not_ready)?;
     for ns in SYSTEM_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         match store.create(&NAMESPACES, None, obj).await {
@@ -469,7 +469,7 @@ fn has_all(node: &Value, field: &str, want: &BTreeMap<String, String>) -> bool {
 
 /// Writes [`server_node_metadata`] onto this server's Node when any of it is missing.
 async fn apply_server_node_metadata(ctx: &Ctx, member: &str) -> Result<(), ObjectError> {
-    let store = storage(ctx).ok_or_else(|| not_ready())?;
+    let store = storage(ctx).ok_or_else(not_ready)?;
     let nodes = &NODES;
     let (labels, annotations) = server_node_metadata(ctx, member);
     let Some(node) = store.get_opt(nodes, None, &ctx.node.name).await? else {

@@ -25,7 +25,6 @@ use auth::{Caller, Role};
 
 /// Largest request body accepted (CSRs and token rotation bodies are tiny).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
-/// etcd key prefix where each ready server publishes its API endpoint (lease-bound).
 
 /// Errors answered by the supervisor, mapped to status codes in one place.
 #[derive(Debug, thiserror::Error)]
