@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::watch::{forward, store_when_ready};
+use super::watch::{forward, store_when_ready, until_leader};
 use crate::datastore::{Change, StoreCell};
 use crate::registry::{ENDPOINT_SLICES, ENDPOINTS, PODS, SERVICES};
 use crate::storage::selectors::LabelSelector;
@@ -426,11 +426,8 @@ pub async fn run(cell: StoreCell, mut is_leader: watch::Receiver<bool>, cancel: 
     };
     let store = Storage::new(ds.clone());
     loop {
-        while !*is_leader.borrow_and_update() {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                r = is_leader.changed() => if r.is_err() { return },
-            }
+        if !until_leader(&mut is_leader, &cancel).await {
+            return;
         }
         let from = match ds.revision().await {
             Ok(r) => r,

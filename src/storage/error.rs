@@ -6,7 +6,8 @@
 use crate::datastore::DatastoreError;
 use crate::registry::FieldCause;
 
-fn render_causes(causes: &[FieldCause]) -> String {
+/// `field: message` of every cause, comma-joined, as upstream's `Invalid` message lists them.
+pub fn render_causes(causes: &[FieldCause]) -> String {
     causes
         .iter()
         .map(|c| format!("{}: {}", c.field, c.message))
