@@ -276,4 +276,25 @@ fn services_get_unique_addresses_and_ports_from_their_ranges() {
             &format!("--node-port={port}"),
         ],
     );
+
+    // Deleting a namespace frees its Services' addresses.
+    kubectl_ok(k, &["create", "namespace", "gone"]);
+    let args = [
+        "create",
+        "service",
+        "clusterip",
+        "q",
+        "--tcp=80",
+        "--clusterip=198.19.0.77",
+    ];
+    kubectl_ok(k, &[&args[..], &["-n", "gone"]].concat());
+    let again = kubectl(k, &args);
+    assert!(
+        stderr(&again).contains("provided IP is already allocated"),
+        "{}",
+        stderr(&again)
+    );
+    kubectl_ok(k, &["delete", "namespace", "gone"]);
+    kubectl_ok(k, &args);
+    assert_eq!(ip_of("q"), "198.19.0.77");
 }

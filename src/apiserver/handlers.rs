@@ -521,6 +521,14 @@ async fn require_namespace(store: &Storage, ns: &str) -> Result<(), ApiError> {
 
 /// Removes everything stored in a deleted namespace.
 async fn delete_namespace_contents(store: &Storage, ns: &str) -> Result<(), ApiError> {
+    // Its Services' addresses and node ports are free again.
+    for svc in store
+        .list(&SERVICES, Some(ns), &ListOptions::default())
+        .await?
+        .items
+    {
+        services::release(store, &svc).await;
+    }
     for info in resources::RESOURCES
         .iter()
         .filter(|r| r.namespaced && r.is_stored())
