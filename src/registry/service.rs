@@ -99,27 +99,6 @@ fn protocol(port: &Value) -> &str {
     }
 }
 
-#[cfg(test)]
-mod update_tests {
-    use super::*;
-
-    #[test]
-    fn allocated_values_are_kept_and_the_address_may_not_move() {
-        let old = json!({"spec": {"type": "NodePort", "clusterIP": "10.43.0.20", "clusterIPs": ["10.43.0.20"],
-                                  "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30080}]}});
-        let mut new = json!({"spec": {"type": "NodePort", "ports": [{"port": 80}]}});
-        let mut causes = Vec::new();
-        on_update(&old, &mut new, &mut causes);
-        assert!(causes.is_empty());
-        assert_eq!(new["spec"]["clusterIPs"], json!(["10.43.0.20"]));
-        assert_eq!(new["spec"]["ports"][0]["nodePort"], 30080);
-        let mut moved = json!({"spec": {"clusterIP": "10.43.0.21"}});
-        on_update(&old, &mut moved, &mut causes);
-        assert_eq!(causes.len(), 1);
-        assert!(causes[0].message.contains("may not change once set"));
-    }
-}
-
 const COLUMNS: &[Column] = &[
     NAME,
     col("Type", "type determines how the Service is exposed."),
@@ -228,4 +207,25 @@ fn service_cells(svc: &Value, now: DateTime<Utc>) -> Vec<Value> {
         age(svc, now).into(),
         format_labels(svc.pointer("/spec/selector")).into(),
     ]
+}
+
+#[cfg(test)]
+mod update_tests {
+    use super::*;
+
+    #[test]
+    fn allocated_values_are_kept_and_the_address_may_not_move() {
+        let old = json!({"spec": {"type": "NodePort", "clusterIP": "10.43.0.20", "clusterIPs": ["10.43.0.20"],
+                                  "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30080}]}});
+        let mut new = json!({"spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+        let mut causes = Vec::new();
+        on_update(&old, &mut new, &mut causes);
+        assert!(causes.is_empty());
+        assert_eq!(new["spec"]["clusterIPs"], json!(["10.43.0.20"]));
+        assert_eq!(new["spec"]["ports"][0]["nodePort"], 30080);
+        let mut moved = json!({"spec": {"clusterIP": "10.43.0.21"}});
+        on_update(&old, &mut moved, &mut causes);
+        assert_eq!(causes.len(), 1);
+        assert!(causes[0].message.contains("may not change once set"));
+    }
 }
