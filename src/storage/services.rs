@@ -555,6 +555,37 @@ mod tests {
         .unwrap();
     }
 
+    /// Concurrent admissions (as on several servers sharing one store) never share an address
+    /// or a port: each key is created only once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_creates_get_distinct_addresses_and_ports() {
+        let s = store();
+        let r = ServiceRanges {
+            node_ports: (30000, 30099),
+            ..ranges()
+        };
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let (s, r) = (s.clone(), r);
+                tokio::spawn(async move {
+                    let body = svc(
+                        &format!("s{i}"),
+                        json!({"type": "NodePort", "ports": [{"port": 80}]}),
+                    );
+                    create(&s, &r, "default", body).await.unwrap()
+                })
+            })
+            .collect();
+        let mut ips = HashSet::new();
+        let mut ports = HashSet::new();
+        for t in tasks {
+            let v = t.await.unwrap();
+            assert!(ips.insert(v["spec"]["clusterIP"].as_str().unwrap().to_string()));
+            assert!(ports.insert(v["spec"]["ports"][0]["nodePort"].as_i64().unwrap()));
+        }
+        assert_eq!(taken(&s, IP_PREFIX).await.unwrap().len(), 40);
+    }
+
     #[tokio::test]
     async fn a_repeated_create_is_already_exists_and_keeps_the_allocation() {
         let (s, r) = (store(), ranges());
