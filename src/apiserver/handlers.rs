@@ -17,10 +17,10 @@ use super::{
 };
 use crate::openapi::with_warnings;
 use crate::registry::{
-    self as resources, NAMESPACES, PODS, ResourceInfo, Review, SYSTEM_NAMESPACES, Verb,
+    self as resources, NAMESPACES, PODS, ResourceInfo, Review, SERVICES, SYSTEM_NAMESPACES, Verb,
 };
 use crate::storage::selectors::{FieldSelector, LabelSelector};
-use crate::storage::{self, ListOptions, Storage};
+use crate::storage::{self, ListOptions, Storage, services};
 
 fn storage(st: &ApiState) -> Result<Storage, ApiError> {
     st.store
@@ -251,7 +251,7 @@ pub async fn handle(
                 namespaces::admit_create(&store, info, ns, name).await?;
             }
             apply::track_update(info, None, &mut obj, &writer, Utc::now());
-            let created = store.create_with(info, ns, obj, dry_run).await?;
+            let created = create_object(&store, st, info, ns, obj, dry_run).await?;
             respond(StatusCode::CREATED, &created).map(|r| with_warnings(r, &warnings))
         }
         Op::CreateSubresource(name, sub, obj) => {
@@ -303,7 +303,7 @@ pub async fn handle(
                     dry_run,
                     status_only,
                 };
-                let (code, obj) = server_side_apply(&store, &query, &body, ctx).await?;
+                let (code, obj) = server_side_apply(&store, st, &query, &body, ctx).await?;
                 return respond(code, &obj);
             }
             let fields = field_check(st, info, &query).await?;
@@ -444,6 +444,7 @@ fn parse_go_bool(v: &str) -> Option<bool> {
 /// into the live object ([`apply::apply_to`]); validated and admitted like any write.
 async fn server_side_apply(
     store: &Storage,
+    st: &ApiState,
     query: &Query,
     body: &[u8],
     req: ApplyRequest<'_>,
@@ -482,17 +483,14 @@ async fn server_side_apply(
             },
         )
         .map_err(deny)?;
-        let mut obj = apply::apply_create(info, &applied, writer, Utc::now());
+        let obj = apply::apply_create(info, &applied, writer, Utc::now());
         objects::validate_body(info, &obj, ns, None)?;
         authz::admit_write(user, info, None, &obj).map_err(deny)?;
         if let Some(ns) = ns.filter(|_| info.namespaced) {
             namespaces::admit_create(store, info, ns, Some(name)).await?;
         }
-        if dry_run {
-            crate::storage::metadata::prepare_create(info, &mut obj, ns, Utc::now());
-            return Ok((StatusCode::CREATED, obj));
-        }
-        return Ok((StatusCode::CREATED, store.create(info, ns, obj).await?));
+        let created = create_object(store, st, info, ns, obj, dry_run).await?;
+        return Ok((StatusCode::CREATED, created));
     }
     let updated = store
         .modify(info, ns, name, None, |current| {
@@ -534,6 +532,27 @@ fn body_dry_run(opts: &Value) -> Result<bool, ApiError> {
         .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
         .collect();
     super::query::dry_run_values(&values, "DeleteOptions")
+}
+
+/// Writes a new object (or, with `dry_run`, only completes it); Services go through their
+/// admission, which allocates their ClusterIP and node ports.
+async fn create_object(
+    store: &Storage,
+    st: &ApiState,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    mut obj: Value,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    if *info == SERVICES {
+        if dry_run {
+            services::apply_defaults(&mut obj, &st.service_ranges);
+        } else {
+            let ns = ns.ok_or(ApiError::NoSuchResource)?;
+            return Ok(services::create(store, &st.service_ranges, ns, obj).await?);
+        }
+    }
+    Ok(store.create_with(info, ns, obj, dry_run).await?)
 }
 
 /// Whether `node` has an etcd member (by the member names servers give themselves; see
@@ -591,10 +610,14 @@ async fn delete_object(
     dry_run: bool,
 ) -> Result<Value, ApiError> {
     if *info == NAMESPACES {
-        namespaces::delete(store, name, uid, rv, dry_run, Utc::now()).await
-    } else {
-        Ok(store.delete_with(info, ns, name, uid, rv, dry_run).await?)
+        return namespaces::delete(store, name, uid, rv, dry_run, Utc::now()).await;
     }
+    let deleted = store.delete_with(info, ns, name, uid, rv, dry_run).await?;
+    // A deleted Service's ClusterIP and node ports are free again.
+    if *info == SERVICES && !dry_run {
+        services::release(store, &deleted).await;
+    }
+    Ok(deleted)
 }
 
 /// Parses list options from the query.

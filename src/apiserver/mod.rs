@@ -55,6 +55,8 @@ pub struct ApiState {
     pub event_ttl: std::time::Duration,
     /// How to reach kubelets for `pods/log` (crate::runtime::logs); `None` answers 503.
     pub kubelet: Option<crate::runtime::logs::KubeletClient>,
+    /// Where Services get their ClusterIPs and node ports.
+    pub service_ranges: crate::storage::services::ServiceRanges,
     /// When etcd last answered a readiness check.
     last_etcd_ok: std::sync::Mutex<Option<std::time::Instant>>,
     /// The OpenAPI documents, generated on first use.
@@ -71,6 +73,7 @@ pub fn router(
     cancel: CancellationToken,
     event_ttl: std::time::Duration,
     kubelet: Option<crate::runtime::logs::KubeletClient>,
+    service_ranges: crate::storage::services::ServiceRanges,
 ) -> Router {
     Router::new().fallback(entry).with_state(Arc::new(ApiState {
         store,
@@ -79,6 +82,7 @@ pub fn router(
         cancel,
         event_ttl,
         kubelet,
+        service_ranges,
         last_etcd_ok: std::sync::Mutex::new(None),
         openapi: Default::default(),
     }))

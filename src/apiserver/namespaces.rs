@@ -120,6 +120,14 @@ fn namespaced_kinds() -> Vec<&'static ResourceInfo> {
 
 /// Removes everything stored in namespace `ns`, kind by kind (watchers see each DELETED).
 pub async fn delete_contents(store: &Storage, ns: &str) -> Result<(), ApiError> {
+    // Its Services' addresses and node ports are free again.
+    for svc in store
+        .list(&crate::registry::SERVICES, Some(ns), &Default::default())
+        .await?
+        .items
+    {
+        crate::storage::services::release(store, &svc).await;
+    }
     for info in namespaced_kinds() {
         store
             .datastore()

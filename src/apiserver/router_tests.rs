@@ -59,6 +59,7 @@ fn api() -> Api {
             cancel.clone(),
             Duration::from_secs(3600),
             None,
+            crate::storage::services::ServiceRanges::defaults(),
         ),
         memory,
         cancel,

@@ -185,6 +185,8 @@ pub struct ServerConfig {
     /// network address + 1 and cluster DNS + 10.
     pub service_cidr: IpNet,
     pub cluster_dns: IpAddr,
+    /// `service-node-port-range`: the ports NodePort services are given, inclusive.
+    pub service_node_port_range: (u16, u16),
     pub cluster_domain: String,
     pub node_monitor_grace_period: Duration,
     /// Prefix length of each node's `spec.podCIDR` (`node-cidr-mask-size`; 24 for IPv4 and 64
@@ -542,6 +544,19 @@ pub fn cidr_offset(net: &IpNet, offset: u32) -> Option<IpAddr> {
     net.contains(&ip).then_some(ip)
 }
 
+/// `from-to` (inclusive, `from <= to`), as upstream's `--service-node-port-range`.
+fn parse_port_range(v: &str) -> Result<(u16, u16), String> {
+    let bad =
+        || format!("invalid port range \"{v}\": expected FROM-TO with 1 <= FROM <= TO <= 65535");
+    let (a, b) = v.trim().split_once('-').ok_or_else(bad)?;
+    let a: u16 = a.trim().parse().map_err(|_| bad())?;
+    let b: u16 = b.trim().parse().map_err(|_| bad())?;
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
 fn parse_mode(v: &str) -> Result<u32, String> {
     let m = u32::from_str_radix(v.trim().trim_start_matches("0o"), 8)
         .map_err(|_| format!("invalid file mode \"{v}\": expected an octal mode such as 0600"))?;
@@ -709,6 +724,7 @@ pub fn validate_server(raw: &RawSettings) -> Result<ServerConfig, ConfigError> {
         cluster_cidr: r.parse("cluster-cidr", parse_cidr)?,
         service_cidr,
         cluster_dns,
+        service_node_port_range: r.parse("service-node-port-range", parse_port_range)?,
         cluster_domain,
         node_monitor_grace_period: r.parse("node-monitor-grace-period", parse_duration)?,
         node_cidr_mask_size: {
@@ -905,6 +921,7 @@ mod tests {
         assert_eq!(c.service_cidr.to_string(), "10.43.0.0/16");
         assert_eq!(c.cluster_cidr.to_string(), "10.42.0.0/16");
         assert_eq!(c.cluster_dns.to_string(), "10.43.0.10");
+        assert_eq!(c.service_node_port_range, (30000, 32767));
         assert_eq!(
             cidr_offset(&c.service_cidr, 1).unwrap().to_string(),
             "10.43.0.1"

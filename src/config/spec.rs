@@ -319,6 +319,14 @@ pub const SETTINGS: &[Setting] = &[
         "Service network range (must match on all servers)",
     ),
     s(
+        "service-node-port-range",
+        Scalar,
+        S,
+        Some("30000-32767"),
+        "RANGE",
+        "Port range reserved for NodePort services (must match on all servers)",
+    ),
+    s(
         "cluster-dns",
         Scalar,
         S,

@@ -4,6 +4,7 @@
 //! cleanup, node IPAM, taint-based eviction and the scheduler, docs/scheduling.md). Leadership
 //! is an etcd key bound to a lease; every loop selects on cancellation.
 
+pub mod endpoints;
 pub mod etcd_events;
 pub mod events;
 pub mod leader;
@@ -26,7 +27,7 @@ use crate::cluster::apiservers::{self, APISERVER_ADDRESSES_PREFIX};
 use crate::cluster::context::Ctx;
 use crate::datastore::DatastoreError;
 use crate::datastore::{Cas, Change};
-use crate::registry::{ENDPOINTS, NAMESPACES, NODES, SECRETS, SERVICES, SYSTEM_NAMESPACES};
+use crate::registry::{ENDPOINTS, NAMESPACES, NODES, SECRETS, SYSTEM_NAMESPACES};
 use crate::storage::{ListOptions, ObjectError, Storage};
 use node_lifecycle::NodeFacts;
 
@@ -71,7 +72,11 @@ pub async fn ensure_defaults(ctx: &Ctx) -> Result<(), ObjectError> {
             "sessionAffinity": "None",
         },
     });
-    match store.create(&SERVICES, Some("default"), svc).await {
+    let ranges = crate::storage::services::ServiceRanges {
+        cidr: ctx.config.service_cidr,
+        node_ports: ctx.config.service_node_port_range,
+    };
+    match crate::storage::services::create(&store, &ranges, "default", svc).await {
         Ok(_) | Err(ObjectError::AlreadyExists { .. }) => Ok(()),
         Err(e) => Err(e),
     }
@@ -102,6 +107,11 @@ pub fn spawn_server_controllers(ctx: Ctx, tracker: &TaskTracker, cancel: Cancell
         ctx.store.clone(),
         ctx.config.cluster_cidr,
         ctx.config.node_cidr_mask_size,
+        is_leader.clone(),
+        cancel.clone(),
+    ));
+    tracker.spawn(endpoints::run(
+        ctx.store.clone(),
         is_leader.clone(),
         cancel.clone(),
     ));

@@ -111,7 +111,7 @@ pub fn kind_of(e: &AdminError) -> ErrorKind {
             ObjectError::AlreadyExists { .. }
             | ObjectError::Conflict { .. }
             | ObjectError::ConflictWith { .. } => K::Conflict,
-            ObjectError::BadRequest(_) => K::InvalidArgument,
+            ObjectError::BadRequest(_) | ObjectError::Invalid { .. } => K::InvalidArgument,
             ObjectError::Corrupt { .. } => K::Failed,
             ObjectError::Datastore(d) => datastore_kind(d),
         },

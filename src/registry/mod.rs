@@ -14,6 +14,7 @@ pub mod schema;
 
 mod configmap;
 mod endpoints;
+mod endpointslice;
 mod etcdsnapshotfile;
 mod event;
 mod event_v1;
@@ -30,6 +31,7 @@ mod whoami_v1beta1;
 
 pub use configmap::CONFIGMAPS;
 pub use endpoints::ENDPOINTS;
+pub use endpointslice::ENDPOINT_SLICES;
 pub use etcdsnapshotfile::ETCD_SNAPSHOT_FILES;
 pub use event::EVENTS;
 pub use event_v1::EVENTS_V1;
@@ -66,6 +68,7 @@ pub static RESOURCES: &[&ResourceInfo] = &[
     &SELF_SUBJECT_REVIEWS,
     &ETCD_SNAPSHOT_FILES,
     &SELF_SUBJECT_REVIEWS_V1BETA1,
+    &ENDPOINT_SLICES,
 ];
 
 /// A Kubernetes API verb.

@@ -438,6 +438,10 @@ async fn run_inner(
                 cancel.clone(),
                 config.event_ttl,
                 crate::runtime::logs::apiserver_kubelet_client(&ctx),
+                crate::storage::services::ServiceRanges {
+                    cidr: config.service_cidr,
+                    node_ports: config.service_node_port_range,
+                },
             ),
             cancel.clone(),
             "apiserver",

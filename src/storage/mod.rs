@@ -11,6 +11,7 @@ pub mod error;
 pub mod metadata;
 pub mod pods;
 pub mod selectors;
+pub mod services;
 
 pub use error::ObjectError;
 use selectors::{FieldSelector, LabelSelector};
