@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use rke2::storage::{ListOptions, Storage};
 use rke2::datastore::{Datastore, memory::MemoryStore};
 use rke2::registry::{NODES, PODS};
 use rke2::scheduler::Scheduler;
+use rke2::storage::{ListOptions, Storage};
 use serde_json::json;
 
 const NODES_N: usize = 100;

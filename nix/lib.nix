@@ -40,6 +40,7 @@ let
     { key = "cluster-dns"; roles = "server"; shape = "scalar"; }
     { key = "cluster-domain"; roles = "server"; shape = "scalar"; }
     { key = "node-monitor-grace-period"; roles = "server"; shape = "scalar"; }
+    { key = "event-ttl"; roles = "server"; shape = "scalar"; }
     { key = "cluster-reset"; roles = "server"; shape = "bool"; }
     { key = "cluster-reset-restore-path"; roles = "server"; shape = "scalar"; }
     { key = "etcd-disable-snapshots"; roles = "server"; shape = "bool"; }
@@ -53,6 +54,12 @@ let
     { key = "leaf-cert-validity"; roles = "server"; shape = "scalar"; }
     { key = "lb-server-port"; roles = "agent"; shape = "scalar"; }
     { key = "lb-bind-address"; roles = "agent"; shape = "scalar"; }
+    { key = "container-runtime-endpoint"; roles = "both"; shape = "scalar"; }
+    { key = "containerd-run-dir"; roles = "both"; shape = "scalar"; }
+    { key = "private-registry"; roles = "both"; shape = "scalar"; }
+    { key = "system-default-registry"; roles = "both"; shape = "scalar"; }
+    { key = "pause-image"; roles = "both"; shape = "scalar"; }
+    { key = "cni"; roles = "both"; shape = "scalar"; }
     { key = "log-format"; roles = "both"; shape = "scalar"; }
     { key = "debug"; roles = "both"; shape = "bool"; }
   ];

@@ -13,6 +13,9 @@ let
   settingsType = import ./settings-type.nix { inherit lib; };
 
   isServer = cfg.role == "server";
+  dataDir = cfg.settings."data-dir" or "/var/lib/rancher/rke2";
+  # containerd (and ctr, for the image import), runc, iproute2 (rke2 killall), modprobe.
+  runtimePath = [ cfg.containerdPackage cfg.runcPackage pkgs.iproute2 pkgs.kmod ];
   otherRole = if isServer then "agent" else "server";
 
   configText = rke2Lib.renderConfig cfg.role cfg.settings;
@@ -123,6 +126,36 @@ in
         Servers: the kubectl a server links as <dataDir>/bin/kubectl at start, so RKE2's
         documented `/var/lib/rancher/rke2/bin/kubectl --kubeconfig /etc/rancher/rke2/rke2.yaml
         get nodes` works as written.
+      '';
+    };
+
+    containerdPackage = lib.mkOption {
+      type = lib.types.package;
+      default = pkgs.containerd;
+      defaultText = lib.literalExpression "pkgs.containerd";
+      description = "containerd (and its `ctr`), which every node runs as a supervised child for its pods.";
+    };
+
+    runcPackage = lib.mkOption {
+      type = lib.types.package;
+      default = pkgs.runc;
+      defaultText = lib.literalExpression "pkgs.runc";
+      description = "runc, the OCI runtime containerd starts the containers with.";
+    };
+
+    cniPackage = lib.mkOption {
+      type = lib.types.package;
+      default = pkgs.cni-plugins;
+      defaultText = lib.literalExpression "pkgs.cni-plugins";
+      description = "The CNI plugins (bridge, host-local, loopback, portmap), linked as /opt/cni/bin.";
+    };
+
+    images = lib.mkOption {
+      type = lib.types.listOf lib.types.package;
+      default = [ ];
+      description = ''
+        Container image archives (docker-archive or OCI, `.tar`, `.tar.gz`, `.tar.zst`) to import
+        at start, like RKE2's air-gap images: each is linked into <dataDir>/agent/images/.
       '';
     };
 
@@ -303,12 +336,16 @@ in
 
     services.dbus.packages = [ cfg.package ];
 
+    # Pods: the CNI plugins where the node looks for them, and the air-gap images.
+    systemd.tmpfiles.rules = [ "L+ /opt/cni/bin - - - - ${cfg.cniPackage}/bin" ]
+      ++ map (img: "L+ ${dataDir}/agent/images/${img.name} - - - - ${img}") cfg.images;
+
     # The units come from the package (systemd/ in this repository); what follows becomes
     # NixOS drop-ins on top of them.
     systemd.packages = [ cfg.package ];
 
     systemd.services.rke2-server = lib.mkIf isServer (unitDropIn // {
-      path = [ cfg.etcdPackage cfg.kubectlPackage ];
+      path = [ cfg.etcdPackage cfg.kubectlPackage ] ++ runtimePath;
       environment = cfg.environmentVars // { RKE2_ETCD_BIN = "${cfg.etcdPackage}/bin/etcd"; } // tokenEnvironment;
     });
 
@@ -321,6 +358,7 @@ in
       (if cfg.socketActivation then { wantedBy = [ "sockets.target" ]; } else { enable = false; });
 
     systemd.services.rke2-agent = lib.mkIf (!isServer) (unitDropIn // {
+      path = runtimePath;
       environment = cfg.environmentVars // tokenEnvironment;
     });
 

@@ -20,7 +20,7 @@ rustPlatform.buildRustPackage {
 
   cargoLock.lockFile = ../Cargo.lock;
 
-  # etcd-client's build script compiles etcd's protobuf definitions.
+  # etcd-client's build script compiles etcd's protobuf definitions, ours the CRI's (proto/).
   nativeBuildInputs = [ protobuf ];
 
   # Unit tests only: the integration tests in tests/ need etcd, kubectl, network namespaces

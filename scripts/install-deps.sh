@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Installs what rke2-rs needs on Debian 12, as root: etcd (the daemon runs the real etcd),
 # protoc (the etcd client's build script needs it), HAProxy (the local cluster's fixed
-# registration address), and a Rust toolchain if none is installed.
+# registration address), containerd + runc + the CNI plugins (every node runs its pods on them)
+# and a Rust toolchain if none is installed.
 # With --test it also installs what the test suite drives: dbus-daemon/busctl, systemd-nspawn,
-# nix-instantiate, setpriv, iproute2, unzip and openssl.
+# nix-instantiate, setpriv, iproute2, unzip, openssl, python3-venv (the Python client test) and
+# python3-kubernetes (Debian's client), and for the pod tests umoci, skopeo and busybox-static
+# (test images built offline), docker-registry (a loopback mirror) and nftables.
 set -euo pipefail
-packages=(etcd-server etcd-client protobuf-compiler haproxy curl ca-certificates gcc libc6-dev pkg-config)
+packages=(etcd-server etcd-client protobuf-compiler haproxy curl ca-certificates gcc libc6-dev pkg-config
+  containerd runc containernetworking-plugins iproute2 kmod zstd)
 if [ "${1:-}" = "--test" ]; then
-  packages+=(dbus systemd systemd-container nix-bin util-linux iproute2 jq unzip openssl)
+  packages+=(dbus systemd systemd-container nix-bin util-linux iproute2 jq unzip openssl python3-venv
+    python3-kubernetes umoci skopeo busybox-static docker-registry nftables)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -22,6 +27,8 @@ fi
 # its own etcd, so keep the packaged service out of the way.
 if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
   systemctl disable --now etcd.service >/dev/null 2>&1 || true
+  # Likewise Debian's containerd service: each rke2 node starts its own containerd.
+  systemctl disable --now containerd.service >/dev/null 2>&1 || true
 fi
 if ! command -v kubectl >/dev/null; then
   echo "kubectl not found: installing Debian's kubernetes-client (the tests expect kubectl 1.27 or newer)"

@@ -81,7 +81,8 @@ pub fn bundle_layout(paths: &ServerPaths) -> Vec<(&'static str, PathBuf)> {
 pub const KUBELET_SERVING_CA: &str = "KubeletServingCA";
 pub const KUBELET_SERVING_CA_KEY: &str = "KubeletServingCAKey";
 
-/// Bundle entries that may be absent (see [`KUBELET_SERVING_CA`]).
+/// Bundle entries that may be absent: bundles of clusters created before the kubelet serving
+/// CA (see [`KUBELET_SERVING_CA`]) or Secrets encryption at rest existed lack them.
 pub fn optional_layout(paths: &ServerPaths) -> Vec<(&'static str, PathBuf)> {
     use crate::secrets_encryption as enc;
     vec![
@@ -284,6 +285,28 @@ mod tests {
             encrypt(&Secret::new(""), b"x"),
             Err(BootstrapError::EmptyToken)
         ));
+    }
+
+    #[test]
+    fn encryption_entries_are_written_private() {
+        use crate::secrets_encryption as enc;
+        use std::os::unix::fs::PermissionsExt;
+        let a = tempfile::tempdir().unwrap();
+        let pa = ServerPaths::new(a.path());
+        for (_, p) in bundle_layout(&pa) {
+            fsutil::write_atomic_mkdir(&p, b"x", 0o644).unwrap();
+        }
+        let mut data = BootstrapData::read(&pa).unwrap();
+        data.insert(enc::BOOTSTRAP_CONFIG, b"{}");
+        data.insert(enc::BOOTSTRAP_STATE, b"start-00");
+        let b = tempfile::tempdir().unwrap();
+        let pb = ServerPaths::new(b.path());
+        data.write(&pb).unwrap();
+        for p in [enc::config_path(&pb), enc::state_path(&pb)] {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
+        assert!(BootstrapData::read(&pb).unwrap().same_content(&data));
     }
 
     #[test]

@@ -78,6 +78,7 @@ pub fn command() -> Command {
         .subcommand(ops::etcd_snapshot_command())
         .subcommand(ops::certificate_command())
         .subcommand(secrets_encrypt::command())
+        .subcommand(crate::runtime::killall::command())
 }
 
 fn output_arg() -> Arg {
@@ -194,6 +195,9 @@ fn values(m: &ArgMatches, id: &str) -> Vec<String> {
 /// code: 0, [`EXIT_FAILURE`] when the daemon refused or could not be reached, [`EXIT_USAGE`]
 /// for bad arguments.
 pub fn run_admin(command: &str, matches: &ArgMatches) -> Option<i32> {
+    if command == "killall" {
+        return Some(crate::runtime::killall::run(matches));
+    }
     if !matches!(
         command,
         "token" | "node" | "etcd-snapshot" | "certificate" | "secrets-encrypt"

@@ -22,6 +22,43 @@ pub fn default_route_ip() -> Option<IpAddr> {
         .filter(|ip| !ip.is_unspecified())
 }
 
+/// Why this node's name or address could not be settled.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeIdentityError {
+    #[error("invalid node name \"{name}\": {source}; set node-name")]
+    InvalidName {
+        name: String,
+        #[source]
+        source: crate::validation::InvalidValue,
+    },
+    #[error("cannot determine this node's IP address (no default route); set node-ip")]
+    NoAddress,
+}
+
+/// Checks that `name` may name a Node.
+pub fn check_node_name(name: &str) -> Result<(), NodeIdentityError> {
+    crate::validation::validate_dns_subdomain(name).map_err(|source| {
+        NodeIdentityError::InvalidName {
+            name: name.to_string(),
+            source,
+        }
+    })
+}
+
+/// The node's addresses: the configured ones, else `fallback`, else the default-route address.
+pub fn node_ips(
+    configured: &[IpAddr],
+    fallback: Option<IpAddr>,
+) -> Result<Vec<IpAddr>, NodeIdentityError> {
+    if !configured.is_empty() {
+        return Ok(configured.to_vec());
+    }
+    fallback
+        .or_else(default_route_ip)
+        .map(|ip| vec![ip])
+        .ok_or(NodeIdentityError::NoAddress)
+}
+
 /// Maps Rust's architecture names to Go's (`GOARCH`), which is what Kubernetes clients expect
 /// in `platform` and in the `kubernetes.io/arch` label.
 pub fn go_arch(rust_arch: &str) -> &str {

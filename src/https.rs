@@ -278,9 +278,15 @@ fn roots(ca_pem: &str) -> Result<RootCertStore, TlsError> {
 /// A certificate and key that can be swapped while listeners and clients use it: every new
 /// handshake takes whatever the slot holds then, so a renewed certificate is served (or
 /// presented) without a restart; connections already open keep the one they started with.
-#[derive(Debug)]
 pub struct CertSlot {
     current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl std::fmt::Debug for CertSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("CertSlot").finish_non_exhaustive()
+    }
 }
 
 fn certified_key(
@@ -985,6 +991,21 @@ mod tests {
         let mut out = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
         String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn cert_slot_swaps_and_refuses_a_foreign_key() {
+        let ca = crate::pki::CertAuthority::generate("t").unwrap();
+        let spec = crate::pki::LeafSpec::server("a", vec!["localhost".into()]);
+        let (c1, k1) = ca.issue_with_new_key(&spec).unwrap();
+        let (c2, k2) = ca.issue_with_new_key(&spec).unwrap();
+        let slot = CertSlot::from_pem(&c1, &k1).unwrap();
+        let first = slot.get().cert[0].clone();
+        // A certificate with another one's key (files caught mid-renewal) leaves the old one.
+        assert!(slot.replace_pem(&c2, &k1).is_err());
+        assert_eq!(slot.get().cert[0], first);
+        slot.replace_pem(&c2, &k2).unwrap();
+        assert_ne!(slot.get().cert[0], first);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub mod datastore;
 pub mod dbus;
 /// The embedded etcd member: process, identity, membership.
 pub mod etcd;
+/// The event recorder: Events for what the server's components do.
+pub mod events;
 /// Atomic file writes with the right modes.
 pub mod fsutil;
 /// Facts about this machine: host name, default-route address, Go architecture name.
@@ -37,6 +39,8 @@ pub mod https;
 pub mod kubeconfig;
 /// Logging to journald or stderr.
 pub mod logging;
+/// OpenAPI v2 and v3 documents of the Kubernetes API, generated from the registry.
+pub mod openapi;
 /// Data-directory layout.
 pub mod paths;
 /// Certificate authorities and leaf certificates.
@@ -45,6 +49,8 @@ pub mod pki;
 pub mod protocol;
 /// The resource registry: every served kind, declared once.
 pub mod registry;
+/// The node's container runtime (containerd over the CRI) and its pods.
+pub mod runtime;
 /// Places pending pods on nodes (leader-elected, watch-driven).
 pub mod scheduler;
 /// Secrets encrypted at rest: providers, keys, rotation stages.

@@ -8,6 +8,12 @@ use rke2::cli::{self, EXIT_FAILURE, EXIT_USAGE};
 use rke2::config::{self, spec::Role};
 use tokio_util::sync::CancellationToken;
 
+/// The validated configuration of the role to run.
+enum Loaded {
+    Server(Box<config::ServerConfig>),
+    Agent(Box<config::AgentConfig>),
+}
+
 fn exit(code: i32) -> ExitCode {
     ExitCode::from(code as u8)
 }
@@ -29,19 +35,34 @@ fn main() -> ExitCode {
     if let Some(code) = cli::run_admin(name, sub) {
         return exit(code);
     }
+    // Admin commands were handled above; clap accepts no other subcommand, and should one be
+    // added without a role it is a usage error, not a crash.
     let role = match name {
         "server" => Role::Server,
         "agent" => Role::Agent,
-        _ => unreachable!("clap only accepts known subcommands"),
+        other => {
+            eprintln!("rke2: unknown command \"{other}\"");
+            return exit(EXIT_USAGE);
+        }
     };
     let sources = cli::sources_from(sub, role, &env);
     let loaded = match role {
-        Role::Server => config::load_server(&sources)
-            .map(|l| (l.warnings, l.config.node.clone(), Some(l.config), None)),
-        Role::Agent => config::load_agent(&sources)
-            .map(|l| (l.warnings, l.config.node.clone(), None, Some(l.config))),
+        Role::Server => config::load_server(&sources).map(|l| {
+            (
+                l.warnings,
+                l.config.node.clone(),
+                Loaded::Server(Box::new(l.config)),
+            )
+        }),
+        Role::Agent => config::load_agent(&sources).map(|l| {
+            (
+                l.warnings,
+                l.config.node.clone(),
+                Loaded::Agent(Box::new(l.config)),
+            )
+        }),
     };
-    let (warnings, node, server, agent) = match loaded {
+    let (warnings, node, loaded) = match loaded {
         Ok(x) => x,
         Err(e) => {
             eprintln!("rke2 {name}: configuration error: {e}");
@@ -70,10 +91,19 @@ fn main() -> ExitCode {
     };
     let cancel = CancellationToken::new();
     let result: Result<(), String> = runtime.block_on(async {
-        tokio::spawn(rke2::daemon::wait_for_shutdown_signal(cancel.clone()));
-        match (server, agent) {
-            (Some(c), _) => rke2::server::run(
-                c,
+        tokio::spawn({
+            let (cancel, name) = (cancel.clone(), name.to_string());
+            async move {
+                if let Some(signal) = rke2::daemon::wait_for_shutdown_signal(cancel).await {
+                    tracing::error!(component = "daemon", "{signal} received while shutting down: exiting at once");
+                    eprintln!("rke2 {name}: {signal} received while shutting down: exiting at once, without waiting for a clean shutdown");
+                    std::process::exit(EXIT_FAILURE);
+                }
+            }
+        });
+        match loaded {
+            Loaded::Server(c) => rke2::server::run(
+                *c,
                 rke2::server::ProcessEnv {
                     path: env.get("PATH").cloned(),
                 },
@@ -81,8 +111,7 @@ fn main() -> ExitCode {
             )
             .await
             .map_err(|e| e.to_string()),
-            (_, Some(c)) => rke2::agent::run(c, cancel).await.map_err(|e| e.to_string()),
-            _ => unreachable!("one role is loaded"),
+            Loaded::Agent(c) => rke2::agent::run(*c, cancel).await.map_err(|e| e.to_string()),
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));

@@ -460,7 +460,8 @@ fn patch_originals() -> Vec<Value> {
                "status": {"conditions": [{"type": "Ready", "status": "True"},
                                          {"type": "MemoryPressure", "status": "False"}],
                           "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}}),
-        json!({"spec": {"containers": [{"name": "c", "image": "i"}], "list": [1, 2, 3]}}),
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "spec": {"containers": [{"name": "c", "image": "i"}], "list": [1, 2, 3]}}),
     ]
 }
 
@@ -469,18 +470,23 @@ fn fuzz_patch() {
     let originals = patch_originals();
     fuzz(&PATCH, |bytes| {
         for original in &originals {
+            let info = rke2::registry::lookup_kind(
+                original["apiVersion"].as_str().unwrap(),
+                original["kind"].as_str().unwrap(),
+            )
+            .expect("originals are served kinds");
             for kind in [
                 PatchKind::Json,
                 PatchKind::Merge,
                 PatchKind::StrategicMerge,
                 PatchKind::Apply,
             ] {
-                match apply_patch(kind, original, bytes) {
+                match apply_patch(info, kind, original, bytes) {
                     Ok(patched) => {
                         let _ = rke2::apiserver::patch::patch_resource_version(original, &patched);
                         // RFC 7386: a merge patch is idempotent.
                         if kind == PatchKind::Merge {
-                            let again = apply_patch(kind, &patched, bytes)
+                            let again = apply_patch(info, kind, &patched, bytes)
                                 .map_err(|e| TestCaseError::fail(format!("reapply: {e}")))?;
                             prop_assert_eq!(&again, &patched);
                         }

@@ -26,23 +26,7 @@ fn api(
     body: Option<&str>,
     content_type: &str,
 ) -> (u16, String) {
-    let tls = s.data_dir().join("server/tls");
-    let mut args = vec![
-        "-X".to_string(),
-        method.to_string(),
-        "--cert".into(),
-        tls.join("client-admin.crt").display().to_string(),
-        "--key".into(),
-        tls.join("client-admin.key").display().to_string(),
-        "-H".into(),
-        format!("Content-Type: {content_type}"),
-    ];
-    if let Some(b) = body {
-        args.push("--data-binary".into());
-        args.push(b.to_string());
-    }
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    curl(&format!("https://{}:6443{path}", s.ip), &s.ca(), &refs)
+    s.api(method, path, body, content_type)
 }
 
 fn node_json(s: &ServerNode, name: &str) -> serde_json::Value {

@@ -1,11 +1,11 @@
 //! Protobuf on the wire with the real kubectl 1.32/1.33 (the versions whose typed clientset
-//! sends and asks for `application/vnd.kubernetes.protobuf`): `create service`, `drain` of a
-//! node with a pod (the pod DELETE body is a protobuf `DeleteOptions`), and a protobuf watch
+//! sends and asks for `application/vnd.kubernetes.protobuf`; older versions are run too):
+//! `create service`, `drain` of a node with a pod (the pod DELETE body is a protobuf `DeleteOptions`), and a protobuf watch
 //! stream read with curl and decoded frame by frame.
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -13,21 +13,6 @@ use common::*;
 use prost::Message;
 
 const READY: Duration = Duration::from_secs(60);
-
-/// kubectl binaries of the protobuf-speaking versions that are installed, with their version.
-fn protobuf_kubectls() -> Vec<(String, PathBuf)> {
-    let mut out = vec![("1.32".to_string(), PathBuf::from("kubectl"))];
-    let v133 = Path::new("/usr/lib/google-cloud-sdk/bin/kubectl.1.33");
-    if v133.exists() {
-        out.push(("1.33".into(), v133.to_path_buf()));
-    } else {
-        eprintln!(
-            "kubectl 1.33 not installed at {}: testing 1.32 only",
-            v133.display()
-        );
-    }
-    out
-}
 
 fn ok(bin: &Path, kubeconfig: &Path, args: &[&str]) -> String {
     let out = kubectl_run(bin, kubeconfig, args, None);
@@ -46,7 +31,7 @@ fn kubectl_create_service_and_drain_speak_protobuf() {
     let (_root, _block, s) = start_ready_server("pb1", &[], READY);
     let k = &s.kubeconfig;
     wait_node_ready(k, "pb1", READY);
-    for (version, bin) in protobuf_kubectls() {
+    for (version, bin) in installed_kubectls() {
         let svc = format!("svc-{}", version.replace('.', "-"));
         let out = ok(
             &bin,
@@ -152,6 +137,18 @@ fn protobuf_responses_and_watch_frames() {
         .filter_map(|i| i["metadata"]["name"].as_str())
         .collect();
     assert!(names.contains(&"kube-system"), "{names:?}");
+
+    // Errors too are protobuf Status objects for protobuf clients.
+    let (ct, body) = get("/api/v1/nodes/nope", pb);
+    assert_eq!(ct, "application/vnd.kubernetes.protobuf");
+    let env = rke2::registry::protobuf::Unknown::decode(&body[4..]).unwrap();
+    assert_eq!(env.type_meta.unwrap().kind, "Status");
+    let status =
+        rke2::registry::protobuf::decode("k8s.io.apimachinery.pkg.apis.meta.v1.Status", &env.raw)
+            .unwrap();
+    assert_eq!(status["code"], 404, "{status:?}");
+    assert_eq!(status["reason"], "NotFound");
+    assert_eq!(status["message"], "nodes \"nope\" not found");
 
     // JSON stays the answer for JSON clients.
     let (ct, _) = get("/api/v1/nodes/pb2", "application/json");

@@ -52,6 +52,19 @@ fn pods_where(k: &Path, selector: &str) -> String {
     .to_string()
 }
 
+/// `kubectl wait --for=condition=PodScheduled pod/<name>`.
+fn wait_scheduled(k: &Path, name: &str) {
+    kubectl_ok(
+        k,
+        &[
+            "wait",
+            "--for=condition=PodScheduled",
+            &format!("pod/{name}"),
+            "--timeout=60s",
+        ],
+    );
+}
+
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -463,6 +476,46 @@ fn the_pod_api_defaults_validates_and_binds() {
         ],
     );
     assert!(pod_json(k, "r1").is_none() && pod_json(k, "manual").is_none());
+
+    // On a Ready node reporting a container runtime (a hand-made Node standing in for one
+    // running the node runtime), deletion is graceful: the pod shows Terminating until the
+    // runtime's final zero-grace deletion (done here with --force --grace-period=0).
+    let node = "apiVersion: v1\nkind: Node\nmetadata:\n  name: runtime-node\n";
+    assert!(apply(k, root.path(), "node.yaml", node).status.success());
+    let status = r#"{"status":{"conditions":[{"type":"Ready","status":"True"}],"nodeInfo":{"architecture":"amd64","bootID":"","containerRuntimeVersion":"containerd://1.7.0","kernelVersion":"","kubeProxyVersion":"","kubeletVersion":"v1.32.4","machineID":"","operatingSystem":"linux","osImage":"","systemUUID":""}}}"#;
+    kubectl_ok(
+        k,
+        &[
+            "patch",
+            "node",
+            "runtime-node",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            status,
+        ],
+    );
+    let graceful = pod_yaml(
+        "graceful",
+        "app: g",
+        "  nodeName: runtime-node\n  terminationGracePeriodSeconds: 45\n",
+    );
+    assert!(
+        apply(k, root.path(), "graceful.yaml", &graceful)
+            .status
+            .success()
+    );
+    kubectl_ok(k, &["delete", "pod", "graceful", "--wait=false"]);
+    let p = pod_json(k, "graceful").expect("still there while terminating");
+    assert_eq!(p["metadata"]["deletionGracePeriodSeconds"], 45);
+    assert!(p["metadata"]["deletionTimestamp"].is_string());
+    let row = kubectl_ok(k, &["get", "pod", "graceful", "--no-headers"]);
+    assert_eq!(row.split_whitespace().nth(2), Some("Terminating"), "{row}");
+    kubectl_ok(
+        k,
+        &["delete", "pod", "graceful", "--force", "--grace-period=0"],
+    );
+    assert!(pod_json(k, "graceful").is_none());
 }
 
 /// A stopped agent: the lifecycle controller marks its node Unknown, the node gets the
@@ -540,6 +593,15 @@ fn a_stopped_agent_is_tainted_and_its_pods_evicted() {
     assert!(events.contains("TaintManagerEviction"), "{events}");
 }
 
+/// The node name holding the `controllers` leadership key, as `server`'s etcd reports it.
+fn controllers_leader(server: &ServerNode) -> String {
+    let out = etcdctl(
+        server,
+        &["get", "/rke2/leader/controllers", "--print-value-only"],
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Scheduling is leader-elected: with three servers only the `controllers` leader binds, and
 /// when it stops another server takes over and binds the pods created afterwards; the new
 /// leader's taint controller marks the stopped server's node `unreachable`.
@@ -565,12 +627,7 @@ fn another_server_schedules_when_the_leader_stops() {
         servers.last_mut().unwrap().daemon.wait_log("ready:", READY);
     }
     let leader = wait_for(WAIT, "a controllers leader", || {
-        let out = etcdctl(
-            &servers[0],
-            &["get", "/rke2/leader/controllers", "--print-value-only"],
-        );
-        let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        (!name.is_empty()).then_some(name)
+        Some(controllers_leader(&servers[0])).filter(|n| !n.is_empty())
     });
     let li = servers
         .iter()
@@ -598,15 +655,7 @@ fn another_server_schedules_when_the_leader_stops() {
         .status
         .success()
     );
-    kubectl_ok(
-        &k,
-        &[
-            "wait",
-            "--for=condition=PodScheduled",
-            "pod/before",
-            "--timeout=60s",
-        ],
-    );
+    wait_scheduled(&k, "before");
 
     assert_eq!(
         servers[li].daemon.stop(),
@@ -615,12 +664,7 @@ fn another_server_schedules_when_the_leader_stops() {
         servers[li].daemon.log_tail()
     );
     let new_leader = wait_for(WAIT, "a new controllers leader", || {
-        let out = etcdctl(
-            &servers[survivor],
-            &["get", "/rke2/leader/controllers", "--print-value-only"],
-        );
-        let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        (!name.is_empty() && name != leader).then_some(name)
+        Some(controllers_leader(&servers[survivor])).filter(|n| !n.is_empty() && *n != leader)
     });
     assert_ne!(new_leader, leader);
     assert!(
@@ -633,15 +677,7 @@ fn another_server_schedules_when_the_leader_stops() {
         .status
         .success()
     );
-    kubectl_ok(
-        &k,
-        &[
-            "wait",
-            "--for=condition=PodScheduled",
-            "pod/after",
-            "--timeout=60s",
-        ],
-    );
+    wait_scheduled(&k, "after");
     assert_ne!(
         node_of(&k, "after"),
         leader,

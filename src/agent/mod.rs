@@ -41,14 +41,8 @@ const SERVER_NAME: &str = API_SERVER_NAME;
 /// Agent errors.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("invalid node name \"{name}\": {source}; set node-name")]
-    InvalidNodeName {
-        name: String,
-        #[source]
-        source: crate::validation::InvalidValue,
-    },
-    #[error("cannot determine this node's IP address (no default route); set node-ip")]
-    NoNodeIp,
+    #[error(transparent)]
+    NodeIdentity(#[from] crate::host::NodeIdentityError),
     #[error("node agent: {0}")]
     NodeAgent(#[from] node_agent::NodeAgentError),
     #[error("node agent stopped")]
@@ -165,16 +159,8 @@ async fn run_inner(
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> Result<(), AgentError> {
-    crate::validation::validate_dns_subdomain(name).map_err(|source| {
-        AgentError::InvalidNodeName {
-            name: name.to_string(),
-            source,
-        }
-    })?;
-    let mut ips = config.node.node_ips.clone();
-    if ips.is_empty() {
-        ips.push(crate::host::default_route_ip().ok_or(AgentError::NoNodeIp)?);
-    }
+    crate::host::check_node_name(name)?;
+    let ips = crate::host::node_ips(&config.node.node_ips, None)?;
     let paths = AgentPaths::new(&config.node.data_dir);
     for dir in [config.node.data_dir.as_path(), paths.root.as_path()] {
         fsutil::ensure_private_dir(dir).at(dir)?;
@@ -347,6 +333,22 @@ async fn run_inner(
     }
 
     runtime.set_phase("registering node");
+    let runtime_cfg = crate::runtime::NodeRuntimeConfig {
+        node_name: name.to_string(),
+        data_dir: config.node.data_dir.clone(),
+        runtime: config.node.runtime.clone(),
+        node_ips: ips.clone(),
+        api_url: api_url.clone(),
+        ca_pem: ca_pem.clone(),
+        identity_cert_pem: cert_pem.clone(),
+        identity_key_pem: key_pem.clone(),
+        server_name: Some(SERVER_NAME.into()),
+        kubelet_tls: Some(crate::runtime::logs::KubeletTls {
+            cert_pem: issued[0].1.clone(),
+            key_pem: issued[0].2.clone(),
+            client_ca_pem: client_ca.clone(),
+        }),
+    };
     let agent = node_agent::NodeAgent::new(node_agent::NodeAgentConfig {
         node_name: name.to_string(),
         api_url: api_url.clone(),
@@ -380,6 +382,7 @@ async fn run_inner(
         _ = cancel.cancelled() => return Err(AgentError::Cancelled),
         r = registered.wait_for(|v| *v) => { r.map_err(|_| AgentError::NodeAgentStopped)?; }
     }
+    crate::runtime::spawn(runtime_cfg, tracker, cancel.clone());
     runtime.set_ready(format!("ready: joined through {}", server.url()));
     crate::dbus::spawn_agent(runtime.clone(), tracker, cancel.clone());
     cancel.cancelled().await;

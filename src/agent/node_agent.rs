@@ -62,13 +62,15 @@ pub enum NodeAgentError {
     Request(#[from] crate::https::ClientError),
 }
 
-struct Api {
-    client: HttpsClient,
-    base: String,
+/// API access with the node's identity (also the node runtime's, crate::runtime::kubelet).
+#[derive(Clone)]
+pub(crate) struct Api {
+    pub(crate) client: HttpsClient,
+    pub(crate) base: String,
 }
 
 impl Api {
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: http::Method,
         path: &str,

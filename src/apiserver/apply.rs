@@ -9,14 +9,12 @@
 //! 409 conflict with upstream's message unless `force=true`, which moves the field to the
 //! applier. The sets use upstream's `FieldsV1` encoding ([`super::fieldset`]).
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
 use super::fieldset::{self, FieldSet, Path};
-use super::patch::{ListStrategy, list_strategy};
 use super::status::ApiError;
+use crate::registry::ListStrategy;
 use crate::registry::ResourceInfo;
 
 /// Upstream's limit on a field manager's name.
@@ -49,7 +47,7 @@ impl Writer {
     /// The manager of a request: `fieldManager`, else the User-Agent up to its first `/`
     /// (`kubectl/v1.32.4 (linux/amd64) ...` → `kubectl`), as upstream names managers.
     pub fn from_request(
-        query: &HashMap<String, String>,
+        query: &super::query::Query,
         user_agent: Option<&str>,
         subresource: Option<&str>,
     ) -> Result<Writer, ApiError> {
@@ -101,7 +99,7 @@ fn skipper(info: &ResourceInfo, subresource: Option<&str>) -> impl Fn(&str) -> b
 
 fn fields_of(info: &ResourceInfo, obj: &Value, subresource: Option<&str>) -> FieldSet {
     let skip = skipper(info, subresource);
-    fieldset::from_object(obj, &skip)
+    fieldset::from_object(info, obj, &skip)
 }
 
 /// One `managedFields` entry, parsed.
@@ -282,8 +280,21 @@ pub fn parse_applied(
 ) -> Result<Value, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::BadRequest("the apply patch is not UTF-8".into()))?;
-    let applied: Value = serde_yaml::from_str(text)
-        .map_err(|e| ApiError::BadRequest(format!("error decoding YAML: {e}")))?;
+    // JSON (what kubectl and the client libraries send) is YAML too, but read without the
+    // YAML decoder; YAML is read only without aliases, whose expansion is not bounded by the
+    // body size (docs/limits.md).
+    let applied: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => {
+            if has_yaml_alias(text) {
+                return Err(ApiError::BadRequest(
+                    "error decoding YAML: aliases (*name) are not accepted in apply patches".into(),
+                ));
+            }
+            serde_yaml::from_str(text)
+                .map_err(|e| ApiError::BadRequest(format!("error decoding YAML: {e}")))?
+        }
+    };
     if !applied.is_object() {
         return Err(ApiError::BadRequest(
             "the apply patch must be an object".into(),
@@ -330,6 +341,45 @@ pub fn parse_applied(
         ));
     }
     Ok(applied)
+}
+
+/// Whether YAML text may use an alias: a `*` that starts a token outside quotes and comments.
+/// Conservative: a `*` starting a word inside a block scalar counts too (such a patch is refused
+/// with a clear message rather than risking an expansion bomb).
+fn has_yaml_alias(text: &str) -> bool {
+    let mut quote: Option<char> = None;
+    let mut prev = '\n';
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match quote {
+            Some('\'') if c == '\'' => quote = None,
+            Some('"') if c == '\\' => {
+                chars.next();
+            }
+            Some('"') if c == '"' => quote = None,
+            Some(_) => {}
+            None => match c {
+                '\'' | '"' if prev.is_whitespace() || "[{,:-".contains(prev) => quote = Some(c),
+                '#' if prev.is_whitespace() => {
+                    for n in chars.by_ref() {
+                        if n == '\n' {
+                            break;
+                        }
+                    }
+                    prev = '\n';
+                    continue;
+                }
+                '*' if (prev.is_whitespace() || "[{,:-".contains(prev))
+                    && chars.peek().is_some_and(|n| !n.is_whitespace()) =>
+                {
+                    return true;
+                }
+                _ => {}
+            },
+        }
+        prev = c;
+    }
+    false
 }
 
 /// The object an apply creates when none exists: the applied configuration itself, with one
@@ -393,16 +443,22 @@ pub fn apply_to(
         .iter()
         .filter(|e| !e.is(writer, "Apply"))
         .fold(FieldSet::default(), |acc, e| acc.union(&e.set));
-    let mut stale = previous.difference(&applied_set).members();
-    // Deepest first, so an item's fields go before the item.
-    stale.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in &stale {
-        if !others.touches(p) && !applied_set.touches(p) {
-            fieldset::remove(&mut obj, p);
+    // Parents first: a list item that goes takes its fields with it. The key fields of an
+    // item that stays are never removed (the item would no longer be addressable).
+    let mut removed: Vec<Path> = Vec::new();
+    for p in previous.difference(&applied_set).members() {
+        if removed.iter().any(|r| p.starts_with(r))
+            || others.touches(&p)
+            || applied_set.touches(&p)
+            || fieldset::is_item_key(&p)
+        {
+            continue;
         }
+        fieldset::remove(&mut obj, &p);
+        removed.push(p);
     }
 
-    merge(&mut obj, applied, "");
+    merge(info, &mut obj, applied, "");
 
     // Ownership: the applier owns exactly what it applied; a forced field leaves its owners;
     // a field whose value this apply changed leaves every other owner too (as with updates).
@@ -475,7 +531,7 @@ fn conflict_error(list: &[Entry], conflicts: &[(usize, Path)]) -> ApiError {
 
 /// Merges the applied configuration into an object: maps key by key, lists by their strategy
 /// (by key, as a set, or replaced), scalars replaced.
-fn merge(target: &mut Value, applied: &Value, path: &str) {
+fn merge(info: &ResourceInfo, target: &mut Value, applied: &Value, path: &str) {
     match (target, applied) {
         (Value::Object(t), Value::Object(a)) => {
             for (k, v) in a {
@@ -488,14 +544,14 @@ fn merge(target: &mut Value, applied: &Value, path: &str) {
                     continue;
                 }
                 match t.get_mut(k) {
-                    Some(existing) => merge(existing, v, &p),
+                    Some(existing) => merge(info, existing, v, &p),
                     None => {
                         t.insert(k.clone(), v.clone());
                     }
                 }
             }
         }
-        (Value::Array(t), Value::Array(a)) => match list_strategy(path) {
+        (Value::Array(t), Value::Array(a)) => match info.list_strategy(path) {
             ListStrategy::Atomic => *t = a.clone(),
             ListStrategy::MergePrimitive => {
                 for item in a {
@@ -510,7 +566,7 @@ fn merge(target: &mut Value, applied: &Value, path: &str) {
                         .get(key)
                         .and_then(|kv| t.iter_mut().find(|x| x.get(key) == Some(kv)));
                     match found {
-                        Some(existing) => merge(existing, item, path),
+                        Some(existing) => merge(info, existing, item, path),
                         None => t.push(item.clone()),
                     }
                 }
@@ -523,7 +579,7 @@ fn merge(target: &mut Value, applied: &Value, path: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{CONFIGMAPS, PODS};
+    use crate::registry::{CONFIGMAPS, PODS, SERVICES};
 
     fn w(m: &str) -> Writer {
         Writer {
@@ -675,23 +731,61 @@ mod tests {
         );
     }
 
+    /// An item whose key changed goes as a whole (found by kubectl on a Service port change).
+    #[test]
+    fn a_keyed_item_no_longer_applied_goes_whole() {
+        let svc = |port: u16| {
+            json!({"apiVersion":"v1","kind":"Service","metadata":{"name":"s"},
+                   "spec":{"ports":[{"name":"http","port":port,"protocol":"TCP","targetPort":"http"}]}})
+        };
+        let live = apply_create(&SERVICES, &svc(80), &w("m"), now());
+        let next = apply_to(&SERVICES, &live, &svc(8080), &w("m"), false, now()).unwrap();
+        assert_eq!(
+            next["spec"]["ports"],
+            json!([{"name":"http","port":8080,"protocol":"TCP","targetPort":"http"}])
+        );
+    }
+
+    #[test]
+    fn yaml_aliases_are_refused_json_is_read_as_json() {
+        assert!(has_yaml_alias("a: &x [1]\nb: *x\n"));
+        assert!(has_yaml_alias("a: [*x, *x]"));
+        assert!(!has_yaml_alias(
+            "a: \"*.example.com\"\nb: '*x' # *c\nc: 2*3\n"
+        ));
+        let bomb = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\nx: &a [1]\ny: [*a, *a]\n";
+        let e = parse_applied(&CONFIGMAPS, bomb.as_bytes(), "c", None).unwrap_err();
+        assert!(e.to_string().contains("aliases"), "{e}");
+        let json =
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"},"data":{"k":"*x"}}"#;
+        assert_eq!(
+            parse_applied(&CONFIGMAPS, json.as_bytes(), "c", None).unwrap()["data"]["k"],
+            "*x"
+        );
+    }
+
     #[test]
     fn managers_from_query_or_user_agent() {
-        let q = HashMap::from([("fieldManager".to_string(), "kubectl-edit".to_string())]);
+        let query = |k: &str, v: String| {
+            let mut q = crate::apiserver::query::Query::default();
+            q.push(k.to_string(), v);
+            q
+        };
+        let q = query("fieldManager", "kubectl-edit".to_string());
         assert_eq!(
             Writer::from_request(&q, Some("kubectl/v1.32"), None)
                 .unwrap()
                 .manager,
             "kubectl-edit"
         );
-        let none = HashMap::new();
+        let none = crate::apiserver::query::Query::default();
         assert_eq!(
             Writer::from_request(&none, Some("kubectl/v1.32.4 (linux/amd64)"), None)
                 .unwrap()
                 .manager,
             "kubectl"
         );
-        let long = HashMap::from([("fieldManager".to_string(), "x".repeat(129))]);
+        let long = query("fieldManager", "x".repeat(129));
         assert_eq!(
             Writer::from_request(&long, None, None).unwrap_err().code(),
             400

@@ -12,10 +12,10 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::https::CertIdentity;
-use crate::registry::{NodeAccess, ResourceInfo};
+use crate::registry::{NodeAccess, RESOURCES, ResourceInfo};
 use crate::validation::{node_may_set_annotation, node_may_set_label};
 
 /// The authenticated user.
@@ -84,6 +84,34 @@ fn denial(user: &User, a: &Attributes<'_>) -> Denied {
 }
 
 const READ_VERBS: &[&str] = &["get", "list", "watch"];
+/// What a node may do with a kind of [`NodeAccess::Write`] (events) besides reading.
+const NODE_WRITE_VERBS: &[&str] = &["create", "update", "patch"];
+/// What a node may do with its own object of a kind of [`NodeAccess::Own`] besides reading.
+const NODE_OWN_VERBS: &[&str] = &["create", "update", "patch", "delete"];
+
+/// Paths every authenticated user may GET (upstream's `system:discovery` and
+/// `system:public-info-viewer`); a trailing `*` matches everything below.
+pub const PUBLIC_PATHS: &[&str] = &[
+    "/healthz",
+    "/livez",
+    "/readyz",
+    "/version",
+    "/version/",
+    "/api",
+    "/api/*",
+    "/apis",
+    "/apis/*",
+    "/openapi",
+    "/openapi/*",
+];
+
+/// Whether a non-resource `path` is one of [`PUBLIC_PATHS`].
+pub fn is_public_path(path: &str) -> bool {
+    PUBLIC_PATHS.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => path.starts_with(prefix) || path == prefix.trim_end_matches('/'),
+        None => path == *p || path.starts_with(&format!("{p}/")),
+    })
+}
 
 /// Decides whether `user` may do `a`.
 pub fn authorize(user: &User, a: &Attributes<'_>) -> Result<(), Denied> {
@@ -104,10 +132,10 @@ pub fn authorize(user: &User, a: &Attributes<'_>) -> Result<(), Denied> {
             NodeAccess::Read => false,
             NodeAccess::Own { namespace } => {
                 (namespace.is_none() || a.namespace == namespace)
-                    && matches!(a.verb, "create" | "update" | "patch" | "delete")
+                    && NODE_OWN_VERBS.contains(&a.verb)
                     && own
             }
-            NodeAccess::Write => matches!(a.verb, "create" | "update" | "patch"),
+            NodeAccess::Write => NODE_WRITE_VERBS.contains(&a.verb),
         };
         return if allowed {
             Ok(())
@@ -116,6 +144,57 @@ pub fn authorize(user: &User, a: &Attributes<'_>) -> Result<(), Denied> {
         };
     }
     Err(denial(user, a))
+}
+
+/// The rules of a SelfSubjectRulesReview: what `user` may do in `namespace`, as RBAC
+/// `resourceRules` and `nonResourceRules`, derived from the same policy [`authorize`] applies
+/// (a unit test checks the two agree).
+pub fn rules(user: &User, namespace: Option<&str>) -> (Vec<Value>, Vec<Value>) {
+    let mut resource_rules = Vec::new();
+    if user.in_group("system:masters") {
+        resource_rules.push(json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}));
+        let non_resource = vec![json!({"verbs": ["*"], "nonResourceURLs": ["*"]})];
+        return (resource_rules, non_resource);
+    }
+    // The reviews: everyone may ask (upstream's `system:basic-user`).
+    for r in RESOURCES.iter().filter(|r| r.review.is_some()) {
+        resource_rules.push(json!({
+            "verbs": ["create"], "apiGroups": [r.group], "resources": [r.plural],
+        }));
+    }
+    if let Some(node) = user.node_name() {
+        for r in RESOURCES.iter().filter(|r| r.is_stored()) {
+            let (write, names): (&[&str], Vec<&str>) = match r.node_access {
+                NodeAccess::Hidden => continue,
+                NodeAccess::Read => (&[], vec![]),
+                NodeAccess::Write => (NODE_WRITE_VERBS, vec![]),
+                NodeAccess::Own { namespace: only }
+                    if only.is_none() || (r.namespaced && only == namespace) =>
+                {
+                    (NODE_OWN_VERBS, vec![node])
+                }
+                NodeAccess::Own { .. } => (&[], vec![]),
+            };
+            // Subresources are authorized as their resource.
+            let resources: Vec<String> = std::iter::once(r.plural.to_string())
+                .chain(r.subresources.iter().map(|s| format!("{}/{s}", r.plural)))
+                .collect();
+            resource_rules.push(json!({
+                "verbs": READ_VERBS, "apiGroups": [r.group], "resources": resources,
+            }));
+            if !write.is_empty() {
+                let mut rule = json!({
+                    "verbs": write, "apiGroups": [r.group], "resources": resources,
+                });
+                if !names.is_empty() {
+                    rule["resourceNames"] = json!(names);
+                }
+                resource_rules.push(rule);
+            }
+        }
+    }
+    let non_resource = vec![json!({"verbs": ["get"], "nonResourceURLs": PUBLIC_PATHS})];
+    (resource_rules, non_resource)
 }
 
 /// Keys of the string map at `pointer` whose value differs between `old` and `new` (added,
@@ -408,5 +487,66 @@ mod tests {
         assert!(admit_node_delete(&s1, "s1", false).is_ok());
         let admin = user("system:admin", &["system:masters"]);
         assert!(admit_node_delete(&admin, "s1", true).is_ok());
+    }
+
+    /// Whether `rules` grant `verb` on `resource` (group, plural or plural/sub) named `name`.
+    fn granted(rules: &[Value], verb: &str, group: &str, resource: &str, name: &str) -> bool {
+        let has = |v: &Value, key: &str, want: &str| {
+            v[key]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == want || x == "*"))
+        };
+        rules.iter().any(|r| {
+            has(r, "verbs", verb)
+                && has(r, "apiGroups", group)
+                && has(r, "resources", resource)
+                && (r.get("resourceNames").is_none() || has(r, "resourceNames", name))
+        })
+    }
+
+    /// The rules a SelfSubjectRulesReview reports are exactly what `authorize` allows, for
+    /// every kind, verb, subresource and namespace, for an admin, a node and a plain user.
+    #[test]
+    fn rules_agree_with_the_authorizer() {
+        let users = [
+            user("system:admin", &["system:masters"]),
+            node_user("n1"),
+            user("jane", &["devs"]),
+        ];
+        for u in &users {
+            for ns in ["default", "kube-node-lease"] {
+                let (rules, non_resource) = rules(u, Some(ns));
+                assert!(!non_resource.is_empty());
+                for r in crate::registry::RESOURCES {
+                    let subs = std::iter::once(None).chain(r.subresources.iter().map(|s| Some(*s)));
+                    for sub in subs {
+                        for verb in r.verbs {
+                            for name in ["n1", "other"] {
+                                let a = Attributes {
+                                    verb: verb.as_str(),
+                                    resource: r,
+                                    subresource: sub,
+                                    namespace: r.namespaced.then_some(ns),
+                                    name: Some(name),
+                                };
+                                let resource = match sub {
+                                    Some(s) => format!("{}/{s}", r.plural),
+                                    None => r.plural.to_string(),
+                                };
+                                let allowed = authorize(u, &a).is_ok();
+                                assert_eq!(
+                                    granted(&rules, verb.as_str(), r.group, &resource, name),
+                                    allowed,
+                                    "{} {verb} {resource} {name} in {ns}",
+                                    u.name
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(is_public_path("/apis/apps/v1") && is_public_path("/healthz/etcd"));
+        assert!(!is_public_path("/metrics") && !is_public_path("/apiserver"));
     }
 }

@@ -608,4 +608,30 @@ mod tests {
         assert!(api_resource_list("", "v2").is_none());
         assert!(api_resource_list("batch", "v1").is_none());
     }
+
+    /// kubectl drain posts evictions only when discovery names the Eviction's group/version.
+    #[test]
+    fn pods_eviction_names_policy_v1() {
+        let list = api_resource_list("", "v1").unwrap();
+        let eviction = list["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "pods/eviction")
+            .expect("pods/eviction is listed");
+        assert_eq!(eviction["kind"], "Eviction");
+        assert_eq!(
+            (eviction["group"].as_str(), eviction["version"].as_str()),
+            (Some("policy"), Some("v1"))
+        );
+        assert_eq!(eviction["verbs"], json!(["create"]));
+        let binding = list["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "pods/binding")
+            .unwrap();
+        assert_eq!(binding["kind"], "Binding");
+        assert!(binding.get("group").is_none());
+    }
 }

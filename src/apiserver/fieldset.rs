@@ -6,14 +6,14 @@
 //! scalars merged as a set) and `i:<n>` (an index, never produced here). A node is a *member*
 //! when the field itself is owned: a leaf (`{}`), or a node with children that is owned as a
 //! whole, marked `".": {}` (list items, set-lists). Lists follow the patch strategies of the
-//! served types (`patch::list_strategy`): merged by key, merged as a set, or atomic (owned as
+//! served types (`ResourceInfo::list_strategy`): merged by key, merged as a set, or atomic (owned as
 //! one leaf).
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::patch::{ListStrategy, list_strategy};
+use crate::registry::{ListStrategy, ResourceInfo};
 
 /// A set of field paths.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -171,10 +171,10 @@ impl FieldSet {
 
 /// The set of fields an object sets, with `skip(dotted_path)` naming the fields not tracked
 /// (server-owned metadata, `status` of the main resource).
-pub fn from_object(obj: &Value, skip: &dyn Fn(&str) -> bool) -> FieldSet {
+pub fn from_object(info: &ResourceInfo, obj: &Value, skip: &dyn Fn(&str) -> bool) -> FieldSet {
     let mut set = FieldSet::default();
     if let Some(map) = obj.as_object() {
-        walk_map(map, "", skip, &mut set);
+        walk_map(info, map, "", skip, &mut set);
     }
     set
 }
@@ -188,6 +188,7 @@ fn dotted(prefix: &str, key: &str) -> String {
 }
 
 fn walk_map(
+    info: &ResourceInfo,
     map: &Map<String, Value>,
     prefix: &str,
     skip: &dyn Fn(&str) -> bool,
@@ -202,13 +203,13 @@ fn walk_map(
         match v {
             Value::Object(m) if !m.is_empty() => {
                 let mut child = FieldSet::default();
-                walk_map(m, &path, skip, &mut child);
+                walk_map(info, m, &path, skip, &mut child);
                 if !child.is_empty() {
                     set.children.insert(el, child);
                 }
             }
             Value::Array(items) => {
-                let child = walk_list(items, &path, skip);
+                let child = walk_list(info, items, &path, skip);
                 set.children.insert(el, child);
             }
             _ => {
@@ -218,9 +219,14 @@ fn walk_map(
     }
 }
 
-fn walk_list(items: &[Value], path: &str, skip: &dyn Fn(&str) -> bool) -> FieldSet {
+fn walk_list(
+    info: &ResourceInfo,
+    items: &[Value],
+    path: &str,
+    skip: &dyn Fn(&str) -> bool,
+) -> FieldSet {
     let mut node = FieldSet::default();
-    match list_strategy(path) {
+    match info.list_strategy(path) {
         ListStrategy::Atomic => node.member = true,
         ListStrategy::MergePrimitive => {
             node.member = true;
@@ -240,7 +246,7 @@ fn walk_list(items: &[Value], path: &str, skip: &dyn Fn(&str) -> bool) -> FieldS
                     ..Default::default()
                 };
                 if let Some(m) = item.as_object() {
-                    walk_map(m, path, skip, &mut child);
+                    walk_map(info, m, path, skip, &mut child);
                 }
                 node.children.insert(el, child);
             }
@@ -277,6 +283,18 @@ fn item_matches(el: &str, item: &Value) -> bool {
     } else {
         false
     }
+}
+
+/// Whether the last element of a path is one of the key fields of the list item above it
+/// (`f:name` under `k:{"name":"c"}`).
+pub fn is_item_key(path: &[String]) -> bool {
+    let [.., parent, last] = path else {
+        return false;
+    };
+    let (Some(k), Some(field)) = (parent.strip_prefix("k:"), last.strip_prefix("f:")) else {
+        return false;
+    };
+    matches!(serde_json::from_str::<Value>(k), Ok(Value::Object(keys)) if keys.contains_key(field))
 }
 
 /// The value at a path in an object.
@@ -358,7 +376,7 @@ mod tests {
             "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80}]}],
                      "taints": [{"key": "t"}]},
         });
-        let set = from_object(&obj, &none);
+        let set = from_object(&crate::registry::PODS, &obj, &none);
         assert_eq!(
             set.to_fields_v1(),
             json!({
@@ -377,8 +395,16 @@ mod tests {
 
     #[test]
     fn set_operations_paths_and_removal() {
-        let a = from_object(&json!({"data": {"a": "1", "b": "2"}}), &none);
-        let b = from_object(&json!({"data": {"b": "2", "c": "3"}}), &none);
+        let a = from_object(
+            &crate::registry::CONFIGMAPS,
+            &json!({"data": {"a": "1", "b": "2"}}),
+            &none,
+        );
+        let b = from_object(
+            &crate::registry::CONFIGMAPS,
+            &json!({"data": {"b": "2", "c": "3"}}),
+            &none,
+        );
         let p = |s: &str| vec!["f:data".to_string(), format!("f:{s}")];
         assert!(a.difference(&b).contains(&p("a")));
         assert!(!a.difference(&b).contains(&p("b")));

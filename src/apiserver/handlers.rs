@@ -2,8 +2,6 @@
 //! resources, plus the self-subject reviews kubectl POSTs. Each request is authorized before it
 //! touches storage; bodies are validated before anything is written.
 
-use std::collections::HashMap;
-
 use axum::extract::Request;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -11,22 +9,24 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::authz::{self, Attributes, User};
+use super::query::Query;
 use super::status::{ApiError, success_status};
 use super::{
-    ApiState, ResourceRef, apply, decode_body, json as json_response, objects, patch, pods,
-    protobuf, read_body, scale, table, watch,
+    ApiState, ResourceRef, apply, decode_body, json as json_response, namespaces, objects, patch,
+    pods, protobuf, read_body, scale, table, watch,
 };
+use crate::openapi::with_warnings;
 use crate::registry::{
-    self as resources, NAMESPACES, PODS, ResourceInfo, Review, SYSTEM_NAMESPACES, Verb,
+    self as resources, NAMESPACES, PODS, ResourceInfo, Review, SERVICES, SYSTEM_NAMESPACES, Verb,
 };
 use crate::storage::selectors::{FieldSelector, LabelSelector};
-use crate::storage::{self, ListOptions, Storage};
+use crate::storage::{self, ListOptions, Storage, services};
 
 fn storage(st: &ApiState) -> Result<Storage, ApiError> {
     st.store
         .get()
         .cloned()
-        .map(Storage::new)
+        .map(|ds| Storage::new(ds).with_ttl(st.event_ttl))
         .ok_or_else(|| ApiError::ServiceUnavailable("apiserver not ready".into()))
 }
 
@@ -44,15 +44,8 @@ enum Op<'a> {
     DeleteCollection,
 }
 
-fn verb_of(
-    method: &Method,
-    r: &ResourceRef,
-    query: &HashMap<String, String>,
-) -> Result<Verb, ApiError> {
-    let is_watch = query
-        .get("watch")
-        .map(|w| w.is_empty() || w == "true" || w == "1")
-        .unwrap_or(false);
+fn verb_of(method: &Method, r: &ResourceRef, query: &Query) -> Result<Verb, ApiError> {
+    let is_watch = query.flag("watch");
     Ok(match (method, r.name.is_some()) {
         (&Method::GET, true) => Verb::Get,
         (&Method::GET, false) if is_watch => Verb::Watch,
@@ -72,13 +65,62 @@ fn deny(e: authz::Denied) -> ApiError {
     ApiError::Forbidden(e.0)
 }
 
+/// `pods/<name>/log`: proxied to the kubelet of the pod's node (crate::runtime::logs).
+async fn pod_log(
+    st: &ApiState,
+    store: &Storage,
+    info: &'static crate::registry::ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    query: &Query,
+) -> Result<Response, ApiError> {
+    // The kubelet's own parameters, each with its first value (as upstream reads them).
+    let query: std::collections::HashMap<String, String> = [
+        "container",
+        "follow",
+        "previous",
+        "sinceSeconds",
+        "sinceTime",
+        "tailLines",
+        "timestamps",
+        "limitBytes",
+    ]
+    .iter()
+    .filter_map(|k| query.get(k).map(|v| (k.to_string(), v.clone())))
+    .collect();
+    let query = &query;
+    let client = st.kubelet.as_ref().ok_or_else(|| {
+        ApiError::ServiceUnavailable("this server has no kubelet client certificate".into())
+    })?;
+    let pod = store.get(info, ns, name).await?;
+    let node_name = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!("pod {name} is not scheduled to a node yet"))
+        })?;
+    let node = store.get(&crate::registry::NODES, None, node_name).await?;
+    crate::runtime::logs::proxy(client, &pod, &node, query)
+        .await
+        .map_err(|(code, msg)| match code {
+            400 => ApiError::BadRequest(msg),
+            403 => ApiError::Forbidden(msg),
+            404 => ApiError::NotFound {
+                resource: "pods".into(),
+                name: name.into(),
+            },
+            _ => ApiError::Internal(msg),
+        })
+}
+
 /// Handles a request on a resource path.
 pub async fn handle(
     st: &ApiState,
     user: &User,
     r: ResourceRef,
     method: Method,
-    query: HashMap<String, String>,
+    query: Query,
     accept: &str,
     req: Request,
 ) -> Result<Response, ApiError> {
@@ -149,6 +191,12 @@ pub async fn handle(
     )
     .map_err(deny)?;
     let store = storage(st)?;
+    if r.subresource.as_deref() == Some("log") {
+        let Op::Get(name) = op else {
+            return Err(ApiError::MethodNotAllowed);
+        };
+        return pod_log(st, &store, info, ns, name, &query).await;
+    }
     let wants_table = table::wants_table(accept);
     let encoding = protobuf::negotiate(accept);
     let writer = apply::Writer::from_request(
@@ -159,7 +207,12 @@ pub async fn handle(
         r.subresource.as_deref(),
     )?;
     let respond = |status: StatusCode, obj: &Value| protobuf::respond(status, obj, info, encoding);
-    let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
+    let mut dry_run = query.dry_run(match verb {
+        Verb::Create => "CreateOptions",
+        Verb::Update => "UpdateOptions",
+        Verb::Patch => "PatchOptions",
+        _ => "DeleteOptions",
+    })?;
 
     // The scale subresource is a view of the object; see `scale`.
     if r.subresource.as_deref() == Some("scale") {
@@ -206,48 +259,47 @@ pub async fn handle(
         Op::List => list(&store, info, ns, &query, wants_table, encoding).await,
         Op::Watch => watch::serve(st, store, info, ns, &query, wants_table, encoding).await,
         Op::Create(mut obj) => {
+            let warnings = field_check(st, info, &query)
+                .await?
+                .apply(&mut obj)
+                .map_err(ApiError::BadRequest)?;
             objects::validate_body(info, &obj, ns, None)?;
             authz::admit_write(user, info, None, &obj).map_err(deny)?;
             if info.namespaced {
                 let ns = ns.ok_or_else(|| {
                     ApiError::BadRequest("a namespace is required to create this object".into())
                 })?;
-                require_namespace(&store, ns).await?;
+                let name = obj.pointer("/metadata/name").and_then(Value::as_str);
+                namespaces::admit_create(&store, info, ns, name).await?;
             }
             apply::track_update(info, None, &mut obj, &writer, Utc::now());
-            if dry_run {
-                crate::storage::metadata::prepare_create(info, &mut obj, ns, Utc::now());
-                return respond(StatusCode::CREATED, &obj);
-            }
-            let created = store.create(info, ns, obj).await?;
-            respond(StatusCode::CREATED, &created)
+            let created = create_object(&store, st, info, ns, obj, dry_run).await?;
+            respond(StatusCode::CREATED, &created).map(|r| with_warnings(r, &warnings))
         }
         Op::CreateSubresource(name, sub, obj) => {
             let ns = ns.ok_or(ApiError::NoSuchResource)?;
-            pods::create_subresource(&store, ns, name, sub, &obj, dry_run).await
+            pods::create_subresource(&store, user.node_name(), ns, name, sub, &obj, dry_run).await
         }
         Op::Update(name) => {
-            let obj = decode_body(&headers, &body)?;
+            let mut obj = decode_body(&headers, &body)?;
+            let warnings = field_check(st, info, &query)
+                .await?
+                .apply(&mut obj)
+                .map_err(ApiError::BadRequest)?;
             objects::validate_body(info, &obj, ns, Some(name))?;
             let precondition = storage::resource_version_of(&obj)?;
-            let status_only = r.subresource.as_deref() == Some("status");
+            let sub = r.subresource.as_deref();
             let updated = store
-                .modify(info, ns, name, precondition, |current| {
+                .modify_with(info, ns, name, precondition, dry_run, |current| {
                     let mut next = obj.clone();
-                    if status_only {
-                        objects::prepare_status_update(info, current, &mut next)?;
-                    } else {
-                        objects::prepare_update(info, current, &mut next)?;
-                    }
+                    prepare_write(info, sub, current, &mut next)?;
                     apply::track_update(info, Some(current), &mut next, &writer, Utc::now());
                     authz::admit_write(user, info, Some(current), &next).map_err(deny)?;
-                    if !dry_run {
-                        *current = next;
-                    }
+                    *current = next;
                     Ok::<(), ApiError>(())
                 })
                 .await?;
-            respond(StatusCode::OK, &updated)
+            respond(StatusCode::OK, &updated).map(|r| with_warnings(r, &warnings))
         }
         Op::Patch(name) => {
             let ct = headers
@@ -256,6 +308,7 @@ pub async fn handle(
                 .unwrap_or("");
             let kind = patch::PatchKind::from_content_type(ct)?;
             let status_only = r.subresource.as_deref() == Some("status");
+            let sub = r.subresource.as_deref();
             if kind == patch::PatchKind::Apply {
                 let force = match query.get("force").map(String::as_str) {
                     None | Some("") => false,
@@ -272,12 +325,15 @@ pub async fn handle(
                     dry_run,
                     status_only,
                 };
-                let (code, obj) = server_side_apply(&store, &query, &body, ctx).await?;
+                let (code, obj) = server_side_apply(&store, st, &query, &body, ctx).await?;
                 return respond(code, &obj);
             }
+            let fields = field_check(st, info, &query).await?;
+            let mut warnings = Vec::new();
             let updated = store
-                .modify(info, ns, name, None, |current| {
-                    let patched = patch::apply_patch(kind, current, &body)?;
+                .modify_with(info, ns, name, None, dry_run, |current| {
+                    let mut patched = patch::apply_patch(info, kind, current, &body)?;
+                    warnings = fields.apply(&mut patched).map_err(ApiError::BadRequest)?;
                     // A patch may not move the object's resourceVersion (upstream 409).
                     if patch::patch_resource_version(current, &patched).is_some() {
                         return Err(ApiError::Conflict {
@@ -287,20 +343,14 @@ pub async fn handle(
                     }
                     objects::validate_body(info, &patched, ns, Some(name))?;
                     let mut next = patched;
-                    if status_only {
-                        objects::prepare_status_update(info, current, &mut next)?;
-                    } else {
-                        objects::prepare_update(info, current, &mut next)?;
-                    }
+                    prepare_write(info, sub, current, &mut next)?;
                     apply::track_update(info, Some(current), &mut next, &writer, Utc::now());
                     authz::admit_write(user, info, Some(current), &next).map_err(deny)?;
-                    if !dry_run {
-                        *current = next;
-                    }
+                    *current = next;
                     Ok(())
                 })
                 .await?;
-            respond(StatusCode::OK, &updated)
+            respond(StatusCode::OK, &updated).map(|r| with_warnings(r, &warnings))
         }
         Op::Delete(name) => {
             let ct = headers
@@ -308,6 +358,7 @@ pub async fn handle(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             let opts = protobuf::decode_delete_options(ct, &body)?;
+            let dry_run = dry_run || body_dry_run(&opts)?;
             let delete_opts =
                 pods::delete_options(&opts, query.get("gracePeriodSeconds").map(String::as_str))?;
             if *info == NAMESPACES && SYSTEM_NAMESPACES.contains(&name) {
@@ -319,42 +370,44 @@ pub async fn handle(
                 let member = node_is_etcd_member(st, name).await?;
                 authz::admit_node_delete(user, name, member).map_err(deny)?;
             }
-            if dry_run {
-                let obj = store.get(info, ns, name).await?;
-                return respond(StatusCode::OK, &obj);
-            }
             // Orphan deletion: the owner's references leave its dependents first.
             let policy = opts
                 .get("propagationPolicy")
                 .and_then(Value::as_str)
                 .or(query.get("propagationPolicy").map(String::as_str));
-            if policy == Some("Orphan")
-                || (policy.is_none() && opts.get("orphanDependents") == Some(&json!(true)))
+            if !dry_run
+                && (policy == Some("Orphan")
+                    || (policy.is_none() && opts.get("orphanDependents") == Some(&json!(true))))
             {
                 let owner = storage::ownership::mark_orphaning(&store, info, ns, name).await?;
                 storage::ownership::orphan_dependents(&store, &owner).await?;
             }
-            if *info == PODS {
+            if *info == PODS && !dry_run {
                 let ns = ns.ok_or(ApiError::NoSuchResource)?;
                 let (pods::Deleted::Gone(obj) | pods::Deleted::Terminating(obj)) =
                     pods::delete(&store, ns, name, &delete_opts).await?;
                 return Ok(json_response(StatusCode::OK, &obj, "application/json"));
             }
-            let deleted = store
-                .delete(
-                    info,
-                    ns,
-                    name,
-                    delete_opts.uid.as_deref(),
-                    delete_opts.resource_version,
-                )
-                .await?;
-            if *info == NAMESPACES {
-                delete_namespace_contents(&store, name).await?;
-            }
+            let deleted = delete_object(
+                &store,
+                info,
+                ns,
+                name,
+                delete_opts.uid.as_deref(),
+                delete_opts.resource_version,
+                dry_run,
+            )
+            .await?;
             respond(StatusCode::OK, &deleted)
         }
         Op::DeleteCollection => {
+            if !body.is_empty() {
+                let ct = headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                dry_run |= body_dry_run(&protobuf::decode_delete_options(ct, &body)?)?;
+            }
             let opts = list_options(info, &query)?;
             let page = store
                 .list(
@@ -376,7 +429,7 @@ pub async fn handle(
                 if *info == NAMESPACES && SYSTEM_NAMESPACES.contains(&name) {
                     continue;
                 }
-                let result = if *info == PODS {
+                let result = if *info == PODS && !dry_run {
                     let grace = query.get("gracePeriodSeconds").map(String::as_str);
                     let opts = pods::delete_options(&Value::Null, grace)?;
                     let pod_ns = item_ns.or(ns).unwrap_or_default();
@@ -385,19 +438,13 @@ pub async fn handle(
                         .map(|_| ())
                         .map_err(ApiError::from)
                 } else {
-                    store
-                        .delete(info, item_ns.or(ns), name, None, None)
+                    delete_object(&store, info, item_ns.or(ns), name, None, None, dry_run)
                         .await
                         .map(|_| ())
-                        .map_err(ApiError::from)
                 };
                 match result {
                     Ok(()) | Err(ApiError::NotFound { .. }) => {}
                     Err(e) => return Err(e),
-                }
-                // As for a single delete, a namespace takes its objects with it.
-                if *info == NAMESPACES {
-                    delete_namespace_contents(&store, name).await?;
                 }
             }
             respond(StatusCode::OK, &success_status(info.plural, "", None))
@@ -431,7 +478,8 @@ fn parse_go_bool(v: &str) -> Option<bool> {
 /// into the live object ([`apply::apply_to`]); validated and admitted like any write.
 async fn server_side_apply(
     store: &Storage,
-    query: &HashMap<String, String>,
+    st: &ApiState,
+    query: &Query,
     body: &[u8],
     req: ApplyRequest<'_>,
 ) -> Result<(StatusCode, Value), ApiError> {
@@ -469,21 +517,25 @@ async fn server_side_apply(
             },
         )
         .map_err(deny)?;
-        let mut obj = apply::apply_create(info, &applied, writer, Utc::now());
+        let obj = apply::apply_create(info, &applied, writer, Utc::now());
         objects::validate_body(info, &obj, ns, None)?;
         authz::admit_write(user, info, None, &obj).map_err(deny)?;
         if let Some(ns) = ns.filter(|_| info.namespaced) {
-            require_namespace(store, ns).await?;
+            namespaces::admit_create(store, info, ns, Some(name)).await?;
         }
-        if dry_run {
-            crate::storage::metadata::prepare_create(info, &mut obj, ns, Utc::now());
-            return Ok((StatusCode::CREATED, obj));
-        }
-        return Ok((StatusCode::CREATED, store.create(info, ns, obj).await?));
+        let created = create_object(store, st, info, ns, obj, dry_run).await?;
+        return Ok((StatusCode::CREATED, created));
     }
     let updated = store
         .modify(info, ns, name, None, |current| {
             let mut next = apply::apply_to(info, current, &applied, writer, force, Utc::now())?;
+            // As for every patch kind, the result may not outgrow what a PUT could send.
+            if patch::serialized_size(&next, patch::MAX_PATCHED_BYTES) > patch::MAX_PATCHED_BYTES {
+                return Err(ApiError::RequestEntityTooLarge(format!(
+                    "the patched object would be larger than {} bytes",
+                    patch::MAX_PATCHED_BYTES
+                )));
+            }
             objects::validate_body(info, &next, ns, Some(name))?;
             if status_only {
                 objects::prepare_status_update(info, current, &mut next)?;
@@ -500,8 +552,57 @@ async fn server_side_apply(
     Ok((StatusCode::OK, updated))
 }
 
+/// Whether a `DeleteOptions` body asks for a dry run (`dryRun: ["All"]`, as `kubectl delete
+/// --dry-run=server` sends it); any other value is upstream's 422.
+fn body_dry_run(opts: &Value) -> Result<bool, ApiError> {
+    let Some(values) = opts.get("dryRun").filter(|v| !v.is_null()) else {
+        return Ok(false);
+    };
+    let values = values.as_array().ok_or_else(|| {
+        ApiError::BadRequest("invalid DeleteOptions: dryRun must be a list of strings".into())
+    })?;
+    let values: Vec<String> = values
+        .iter()
+        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+        .collect();
+    super::query::dry_run_values(&values, "DeleteOptions")
+}
+
+/// Writes a new object (or, with `dry_run`, only completes it); Services go through their
+/// admission, which allocates their ClusterIP and node ports.
+async fn create_object(
+    store: &Storage,
+    st: &ApiState,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    mut obj: Value,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    if *info == SERVICES {
+        if dry_run {
+            services::apply_defaults(&mut obj, &st.service_ranges);
+        } else {
+            let ns = ns.ok_or(ApiError::NoSuchResource)?;
+            return Ok(services::create(store, &st.service_ranges, ns, obj).await?);
+        }
+    }
+    Ok(store.create_with(info, ns, obj, dry_run).await?)
+}
+
 /// Whether `node` has an etcd member (by the member names servers give themselves; see
 /// docs/security.md). Fails closed: without an answer from etcd the deletion is refused.
+/// The `fieldValidation` of a write (src/openapi/fields.rs).
+async fn field_check<'a>(
+    st: &'a ApiState,
+    info: &'static ResourceInfo,
+    query: &Query,
+) -> Result<crate::openapi::FieldCheck<'a>, ApiError> {
+    st.openapi
+        .field_check(info, query.get("fieldValidation").map(String::as_str))
+        .await
+        .map_err(ApiError::BadRequest)
+}
+
 async fn node_is_etcd_member(st: &ApiState, node: &str) -> Result<bool, ApiError> {
     let client = st
         .etcd
@@ -517,35 +618,44 @@ fn table_response(v: &Value) -> Response {
     json_response(StatusCode::OK, v, table::TABLE_CONTENT_TYPE)
 }
 
-async fn require_namespace(store: &Storage, ns: &str) -> Result<(), ApiError> {
-    match store.get_opt(&NAMESPACES, None, ns).await? {
-        Some(_) => Ok(()),
-        None => Err(ApiError::NotFound {
-            resource: "namespaces".into(),
-            name: ns.to_string(),
-        }),
+/// The rules of a write through `sub` (none, `status` or a namespace's `finalize`).
+fn prepare_write(
+    info: &ResourceInfo,
+    sub: Option<&str>,
+    current: &Value,
+    next: &mut Value,
+) -> Result<(), ApiError> {
+    match sub {
+        Some("status") => objects::prepare_status_update(info, current, next),
+        Some("finalize") => objects::prepare_finalize(info, current, next),
+        _ => objects::prepare_update(info, current, next),
     }
 }
 
-/// Removes everything stored in a deleted namespace.
-async fn delete_namespace_contents(store: &Storage, ns: &str) -> Result<(), ApiError> {
-    for info in resources::RESOURCES
-        .iter()
-        .filter(|r| r.namespaced && r.is_stored())
-    {
-        store
-            .datastore()
-            .delete_prefix(&info.list_prefix(Some(ns)))
-            .await?;
+/// One object's DELETE; a namespace is marked Terminating first and goes once finalized
+/// ([`namespaces::delete`]).
+async fn delete_object(
+    store: &Storage,
+    info: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    uid: Option<&str>,
+    rv: Option<i64>,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    if *info == NAMESPACES {
+        return namespaces::delete(store, name, uid, rv, dry_run, Utc::now()).await;
     }
-    Ok(())
+    let deleted = store.delete_with(info, ns, name, uid, rv, dry_run).await?;
+    // A deleted Service's ClusterIP and node ports are free again.
+    if *info == SERVICES && !dry_run {
+        services::release(store, &deleted).await;
+    }
+    Ok(deleted)
 }
 
 /// Parses list options from the query.
-pub fn list_options(
-    info: &ResourceInfo,
-    query: &HashMap<String, String>,
-) -> Result<ListOptions, ApiError> {
+pub fn list_options(info: &ResourceInfo, query: &Query) -> Result<ListOptions, ApiError> {
     let label_selector = match query.get("labelSelector").filter(|s| !s.is_empty()) {
         Some(s) => Some(LabelSelector::parse(s)?),
         None => None,
@@ -558,14 +668,7 @@ pub fn list_options(
         }
         None => None,
     };
-    let limit = match query.get("limit").filter(|s| !s.is_empty()) {
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|l| *l >= 0)
-            .ok_or_else(|| ApiError::BadRequest(format!("invalid limit \"{l}\"")))?,
-        None => 0,
-    };
+    let limit = query.non_negative("limit")?.unwrap_or(0);
     Ok(ListOptions {
         label_selector,
         field_selector,
@@ -578,7 +681,7 @@ async fn list(
     store: &Storage,
     info: &ResourceInfo,
     ns: Option<&str>,
-    query: &HashMap<String, String>,
+    query: &Query,
     wants_table: bool,
     encoding: protobuf::Encoding,
 ) -> Result<Response, ApiError> {
@@ -686,10 +789,7 @@ fn review(
                     .pointer("/spec/nonResourceAttributes/path")
                     .and_then(Value::as_str)
                     .unwrap_or("");
-                let public = ["/healthz", "/livez", "/readyz", "/version", "/api", "/apis"]
-                    .iter()
-                    .any(|p| path == *p || path.starts_with(&format!("{p}/")));
-                if user.in_group("system:masters") || public {
+                if user.in_group("system:masters") || authz::is_public_path(path) {
                     (true, String::new())
                 } else {
                     (false, "no RBAC policy matched".into())
@@ -703,6 +803,21 @@ fn review(
             obj["apiVersion"] = json!(info.api_version());
             obj["kind"] = json!(info.kind);
             protobuf::respond(StatusCode::CREATED, &obj, info, encoding)
+        }
+        Review::Rules => {
+            let namespace = obj
+                .pointer("/spec/namespace")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty());
+            let (resource_rules, non_resource_rules) = authz::rules(user, namespace);
+            obj["status"] = json!({
+                "resourceRules": resource_rules,
+                "nonResourceRules": non_resource_rules,
+                "incomplete": false,
+            });
+            obj["apiVersion"] = json!(info.api_version());
+            obj["kind"] = json!(info.kind);
+            Ok(json_response(StatusCode::CREATED, &obj, "application/json"))
         }
         Review::Subject => {
             let body = json!({

@@ -8,10 +8,12 @@ pub mod authz;
 pub mod discovery;
 pub mod fieldset;
 pub mod handlers;
+pub mod namespaces;
 pub mod objects;
 pub mod patch;
 pub mod pods;
 pub mod protobuf;
+pub mod query;
 #[cfg(test)]
 mod router_tests;
 pub mod scale;
@@ -19,7 +21,6 @@ pub mod status;
 pub mod table;
 pub mod watch;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -51,8 +52,16 @@ pub struct ApiState {
     /// etcd's data directory: errors name it when its disk is full.
     pub etcd_data_dir: std::path::PathBuf,
     pub cancel: CancellationToken,
+    /// Lifetime of Events after their last write (`event-ttl`).
+    pub event_ttl: std::time::Duration,
+    /// How to reach kubelets for `pods/log` (crate::runtime::logs); `None` answers 503.
+    pub kubelet: Option<crate::runtime::logs::KubeletClient>,
+    /// Where Services get their ClusterIPs and node ports.
+    pub service_ranges: crate::storage::services::ServiceRanges,
     /// When etcd last answered a readiness check.
     last_etcd_ok: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The OpenAPI documents, generated on first use.
+    openapi: crate::openapi::OpenApi,
 }
 
 type St = Arc<ApiState>;
@@ -63,13 +72,20 @@ pub fn router(
     etcd: crate::etcd::EtcdCell,
     etcd_data_dir: std::path::PathBuf,
     cancel: CancellationToken,
+    event_ttl: std::time::Duration,
+    kubelet: Option<crate::runtime::logs::KubeletClient>,
+    service_ranges: crate::storage::services::ServiceRanges,
 ) -> Router {
     Router::new().fallback(entry).with_state(Arc::new(ApiState {
         store,
         etcd,
         etcd_data_dir,
         cancel,
+        event_ttl,
+        kubelet,
+        service_ranges,
         last_etcd_ok: std::sync::Mutex::new(None),
+        openapi: Default::default(),
     }))
 }
 
@@ -165,11 +181,13 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The query string as a map (last value wins). A parameter whose name or value does not
-/// decode to UTF-8 is a 400 naming it: clients never send such bytes, so guessing (lossy
-/// replacement) could only change what a selector means.
-pub fn query_map(query: Option<&str>) -> Result<HashMap<String, String>, ApiError> {
-    query
+/// The query string, every value of every key kept ([`query::Query`] reads them as upstream
+/// does). A parameter whose name or value does not decode to UTF-8 is a 400 naming it: clients
+/// never send such bytes, so guessing (lossy replacement) could only change what a selector
+/// means.
+pub fn query_map(query: Option<&str>) -> Result<query::Query, ApiError> {
+    let mut out = query::Query::default();
+    for pair in query
         .unwrap_or_default()
         .split('&')
         .filter(|p| !p.is_empty())
@@ -186,9 +204,13 @@ pub fn query_map(query: Option<&str>) -> Result<HashMap<String, String>, ApiErro
                     "invalid value for query parameter {key:?}: not UTF-8 after percent-decoding"
                 ))
             })?;
-            Ok((key, value))
+            Ok::<_, ApiError>((key, value))
         })
-        .collect()
+    {
+        let (key, value) = pair?;
+        out.push(key, value);
+    }
+    Ok(out)
 }
 
 /// Decodes `%XX` escapes and `+` (form encoding). Works on bytes only, so any input is safe: a
@@ -284,9 +306,22 @@ async fn entry(
     Extension(conn): Extension<ConnInfo>,
     req: Request,
 ) -> Response {
+    // Errors on resources are encoded like the response the client asked for.
+    let protobuf_errors = matches!(parse_path(req.uri().path()), ApiPath::Resource(_))
+        && protobuf::negotiate(&accept(req.headers())) == protobuf::Encoding::Protobuf;
     match dispatch(st.clone(), conn, req).await {
         Ok(r) => r,
-        Err(e) => name_full_disk(&st, e).await.into_response(),
+        Err(e) => {
+            let e = name_full_disk(&st, e).await;
+            if protobuf_errors {
+                if e.code() >= 500 {
+                    tracing::warn!(component = "apiserver", "request failed: {e}");
+                }
+                protobuf::error_response(&e)
+            } else {
+                e.into_response()
+            }
+        }
     }
 }
 
@@ -419,6 +454,9 @@ async fn dispatch(st: St, conn: ConnInfo, req: Request) -> Result<Response, ApiE
         .as_ref()
         .map(User::from_cert)
         .ok_or(ApiError::Unauthorized)?;
+    if let Some(r) = st.openapi.respond(&method, req.uri(), req.headers()).await {
+        return Ok(r);
+    }
     let aggregated = discovery::wants_aggregated(&accept);
     let disc = |v: Value| {
         Ok(if aggregated {

@@ -402,6 +402,33 @@ pub fn prepare_status_update(
     invalid(info, new, causes)
 }
 
+/// Finalizer names that need no domain prefix (upstream `standardFinalizers`).
+const STANDARD_FINALIZERS: &[&str] = &["kubernetes", "orphan", "foregroundDeletion"];
+
+/// Prepares an update through a namespace's `/finalize` subresource: `spec.finalizers` (and
+/// ordinary metadata) come from `new`, `status` stays (upstream `namespaceFinalizeStrategy`);
+/// every finalizer must be a standard name or domain-qualified (`ValidateFinalizerName`).
+pub fn prepare_finalize(info: &ResourceInfo, old: &Value, new: &mut Value) -> Result<(), ApiError> {
+    let mut causes = carry_metadata(info, old, new);
+    copy_field(old, new, "status");
+    let finalizers = new
+        .pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for (i, f) in finalizers.iter().enumerate() {
+        let f = f.as_str().unwrap_or_default();
+        if !STANDARD_FINALIZERS.contains(&f) && !f.contains('/') {
+            causes.push(invalid_value(
+                format!("spec.finalizers[{i}]"),
+                f,
+                "name is neither a standard finalizer name nor is it fully qualified",
+            ));
+        }
+    }
+    invalid(info, new, causes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,8 +2,9 @@
 //! JSON merge patch (RFC 7386) and strategic merge patch to a stored object.
 //!
 //! Strategic merge patch is implemented without Go struct tags: maps merge and `null` deletes
-//! as in RFC 7386, and lists are replaced (atomic) unless [`list_strategy`] knows the field
-//! merges by key (`status.conditions` by `type`, containers by `name`, ...) or as a set
+//! as in RFC 7386, and lists are replaced (atomic) unless the kind's registry entry
+//! ([`ResourceInfo::list_strategy`]) says the field merges by key (`status.conditions` by `type`,
+//! containers by `name`, ...) or as a set
 //! (`metadata.finalizers`). That covers kubectl's label/annotate/taint/cordon bodies (where
 //! `spec.taints` is atomic) and kubelet-style status patches with partial `conditions` lists.
 //!
@@ -18,6 +19,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{Map, Value};
 
 use super::status::{ApiError, FieldCause};
+use crate::registry::{ListStrategy, ResourceInfo};
 
 /// The patch types this server accepts, as listed in 415 answers.
 pub const ACCEPTED_PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml";
@@ -88,11 +90,21 @@ impl PatchKind {
 /// [`MAX_JSON_PATCH_OPERATIONS`] → 413; `copy` operations adding more than
 /// [`MAX_JSON_PATCH_COPY_BYTES`] → 422; a result larger than [`MAX_PATCHED_BYTES`] → 413
 /// (checked after every JSON-patch operation, and on the result of every kind).
-pub fn apply_patch(kind: PatchKind, original: &Value, body: &[u8]) -> Result<Value, ApiError> {
-    apply_unchecked(kind, original, body).and_then(check_result_size)
+pub fn apply_patch(
+    info: &ResourceInfo,
+    kind: PatchKind,
+    original: &Value,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    apply_unchecked(info, kind, original, body).and_then(check_result_size)
 }
 
-fn apply_unchecked(kind: PatchKind, original: &Value, body: &[u8]) -> Result<Value, ApiError> {
+fn apply_unchecked(
+    info: &ResourceInfo,
+    kind: PatchKind,
+    original: &Value,
+    body: &[u8],
+) -> Result<Value, ApiError> {
     match kind {
         PatchKind::Json => apply_json_patch(original, body),
         PatchKind::Merge => {
@@ -109,7 +121,8 @@ fn apply_unchecked(kind: PatchKind, original: &Value, body: &[u8]) -> Result<Val
                 ));
             };
             let mut doc = orig.clone();
-            let outcome = merge_map(&mut doc, patch, "").map_err(|e| name_object(e, original))?;
+            let outcome =
+                merge_map(info, &mut doc, patch, "").map_err(|e| name_object(e, original))?;
             match outcome {
                 MapOutcome::Merged => Ok(Value::Object(doc)),
                 MapOutcome::Replaced(m) => Ok(Value::Object(m)),
@@ -310,59 +323,6 @@ fn check_result_size(doc: Value) -> Result<Value, ApiError> {
 // Strategic merge patch
 // ------------------------------------------------------------------------------------------------
 
-/// How a list field merges under strategic merge patch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListStrategy {
-    /// Replaced as a whole (no `patchStrategy` tag; e.g. `spec.taints`).
-    Atomic,
-    /// `patchStrategy=merge` with `patchMergeKey`: elements matched by this key.
-    MergeByKey(&'static str),
-    /// `patchStrategy=merge` on a list of scalars: set union.
-    MergePrimitive,
-}
-
-/// The patch strategy of a list, by its dotted path from the object root (list levels do not
-/// appear in the path: `spec.containers.env`). Taken from the `+patchStrategy`/`+patchMergeKey`
-/// tags of the core/v1, coordination/v1 and meta/v1 types this server stores.
-pub fn list_strategy(path: &str) -> ListStrategy {
-    use ListStrategy::*;
-    let containers = [
-        "spec.containers",
-        "spec.initContainers",
-        "spec.ephemeralContainers",
-    ];
-    for c in containers {
-        if let Some(rest) = path.strip_prefix(c) {
-            return match rest {
-                "" => MergeByKey("name"),
-                ".env" => MergeByKey("name"),
-                ".volumeMounts" => MergeByKey("mountPath"),
-                ".volumeDevices" => MergeByKey("devicePath"),
-                ".ports" => MergeByKey("containerPort"),
-                _ => Atomic,
-            };
-        }
-    }
-    match path {
-        "metadata.ownerReferences" => MergeByKey("uid"),
-        "metadata.finalizers" => MergePrimitive,
-        // Node, Pod, Namespace, Service conditions.
-        "status.conditions" => MergeByKey("type"),
-        "status.addresses" => MergeByKey("type"),
-        "status.podIPs" => MergeByKey("ip"),
-        "status.hostIPs" => MergeByKey("ip"),
-        "spec.podCIDRs" => MergePrimitive,
-        "spec.volumes" => MergeByKey("name"),
-        "spec.imagePullSecrets" => MergeByKey("name"),
-        "spec.hostAliases" => MergeByKey("ip"),
-        "spec.schedulingGates" => MergeByKey("name"),
-        "spec.resourceClaims" => MergeByKey("name"),
-        // Service.
-        "spec.ports" => MergeByKey("port"),
-        _ => Atomic,
-    }
-}
-
 const DIRECTIVE: &str = "$patch";
 const RETAIN_KEYS: &str = "$retainKeys";
 const SET_ORDER_PREFIX: &str = "$setElementOrder/";
@@ -384,15 +344,20 @@ fn join(path: &str, key: &str) -> String {
 }
 
 /// A patch subtree applied where the original has nothing: directives resolved, nulls dropped.
-fn fresh_map(patch: &Map<String, Value>, path: &str) -> Result<Map<String, Value>, ApiError> {
+fn fresh_map(
+    info: &ResourceInfo,
+    patch: &Map<String, Value>,
+    path: &str,
+) -> Result<Map<String, Value>, ApiError> {
     let mut m = Map::new();
-    Ok(match merge_map(&mut m, patch, path)? {
+    Ok(match merge_map(info, &mut m, patch, path)? {
         MapOutcome::Merged => m,
         MapOutcome::Replaced(r) => r,
     })
 }
 
 fn merge_map(
+    info: &ResourceInfo,
     orig: &mut Map<String, Value>,
     patch: &Map<String, Value>,
     path: &str,
@@ -402,7 +367,7 @@ fn merge_map(
             Some("replace") => {
                 let mut rest = patch.clone();
                 rest.remove(DIRECTIVE);
-                Ok(MapOutcome::Replaced(fresh_map(&rest, path)?))
+                Ok(MapOutcome::Replaced(fresh_map(info, &rest, path)?))
             }
             // Upstream: a deleted map becomes an empty map.
             Some("delete") => Ok(MapOutcome::Replaced(Map::new())),
@@ -475,11 +440,11 @@ fn merge_map(
             }
             Value::Object(pm) => {
                 let merged = match orig.get_mut(k) {
-                    Some(Value::Object(om)) => match merge_map(om, pm, &sub)? {
+                    Some(Value::Object(om)) => match merge_map(info, om, pm, &sub)? {
                         MapOutcome::Merged => None,
                         MapOutcome::Replaced(r) => Some(r),
                     },
-                    _ => Some(fresh_map(pm, &sub)?),
+                    _ => Some(fresh_map(info, pm, &sub)?),
                 };
                 if let Some(m) = merged {
                     orig.insert(k.clone(), Value::Object(m));
@@ -490,7 +455,7 @@ fn merge_map(
                     Some(Value::Array(l)) => l,
                     _ => Vec::new(),
                 };
-                let merged = merge_list(old, pl, &sub)?;
+                let merged = merge_list(info, old, pl, &sub)?;
                 orig.insert(k.clone(), Value::Array(merged));
             }
             scalar => {
@@ -501,7 +466,7 @@ fn merge_map(
 
     for (field, order) in orders {
         if let Some(Value::Array(list)) = orig.get_mut(field) {
-            let strategy = list_strategy(&join(path, field));
+            let strategy = info.list_strategy(&join(path, field));
             reorder(list, order, strategy);
         }
     }
@@ -528,8 +493,13 @@ fn merge_map(
     Ok(MapOutcome::Merged)
 }
 
-fn merge_list(old: Vec<Value>, patch: &[Value], path: &str) -> Result<Vec<Value>, ApiError> {
-    match list_strategy(path) {
+fn merge_list(
+    info: &ResourceInfo,
+    old: Vec<Value>,
+    patch: &[Value],
+    path: &str,
+) -> Result<Vec<Value>, ApiError> {
+    match info.list_strategy(path) {
         ListStrategy::Atomic => Ok(patch.to_vec()),
         ListStrategy::MergePrimitive => {
             // Hashed by serialized form: a long list must not cost a quadratic scan.
@@ -542,7 +512,7 @@ fn merge_list(old: Vec<Value>, patch: &[Value], path: &str) -> Result<Vec<Value>
             }
             Ok(out)
         }
-        ListStrategy::MergeByKey(key) => merge_keyed_list(old, patch, key, path),
+        ListStrategy::MergeByKey(key) => merge_keyed_list(info, old, patch, key, path),
     }
 }
 
@@ -551,6 +521,7 @@ fn directive_of(v: &Value) -> Option<&str> {
 }
 
 fn merge_keyed_list(
+    info: &ResourceInfo,
     out: Vec<Value>,
     patch: &[Value],
     key: &str,
@@ -561,7 +532,7 @@ fn merge_keyed_list(
         let mut fresh = Vec::new();
         for e in patch.iter().filter(|e| directive_of(e) != Some("replace")) {
             match e {
-                Value::Object(m) => fresh.push(Value::Object(fresh_map(m, path)?)),
+                Value::Object(m) => fresh.push(Value::Object(fresh_map(info, m, path)?)),
                 other => fresh.push(other.clone()),
             }
         }
@@ -607,11 +578,11 @@ fn merge_keyed_list(
         match index.get(&kv).and_then(|p| p.first()).copied() {
             Some(i) => {
                 let replaced = match &mut out[i] {
-                    Some(Value::Object(om)) => match merge_map(om, &pm, path)? {
+                    Some(Value::Object(om)) => match merge_map(info, om, &pm, path)? {
                         MapOutcome::Merged => None,
                         MapOutcome::Replaced(r) => Some(r),
                     },
-                    _ => Some(fresh_map(&pm, path)?),
+                    _ => Some(fresh_map(info, &pm, path)?),
                 };
                 if let Some(r) = replaced {
                     out[i] = Some(Value::Object(r));
@@ -619,7 +590,7 @@ fn merge_keyed_list(
             }
             None => {
                 index.entry(kv).or_default().push(out.len());
-                out.push(Some(Value::Object(fresh_map(&pm, path)?)));
+                out.push(Some(Value::Object(fresh_map(info, &pm, path)?)));
             }
         }
     }
@@ -657,6 +628,7 @@ fn reorder(list: &mut Vec<Value>, order: &[Value], strategy: ListStrategy) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::{NODES, PODS, SERVICES};
     use serde_json::json;
 
     fn node() -> Value {
@@ -766,15 +738,17 @@ mod tests {
             ),
         ];
         for (kind, body, ptr, want) in cases {
-            let out = apply_patch(*kind, &node(), body.as_bytes())
+            let out = apply_patch(&NODES, *kind, &node(), body.as_bytes())
                 .unwrap_or_else(|e| panic!("{body}: {e}"));
             assert_eq!(out.pointer(ptr), Some(want), "{body}");
             // Nothing else moved.
             assert_eq!(out["metadata"]["name"], "n1", "{body}");
         }
         let uncordoned = apply_patch(
+            &NODES,
             PatchKind::StrategicMerge,
             &apply_patch(
+                &NODES,
                 PatchKind::StrategicMerge,
                 &node(),
                 br#"{"spec":{"unschedulable":true}}"#,
@@ -827,10 +801,11 @@ mod tests {
             ),
         ];
         for (kind, body, code) in cases {
-            let e = apply_patch(*kind, &node(), body.as_bytes()).expect_err(body);
+            let e = apply_patch(&NODES, *kind, &node(), body.as_bytes()).expect_err(body);
             assert_eq!(e.code(), *code, "{body}: {e}");
         }
         let e = apply_patch(
+            &NODES,
             PatchKind::Json,
             &node(),
             br#"[{"op":"test","path":"/metadata/labels/a","value":"2"}]"#,
@@ -840,7 +815,7 @@ mod tests {
             e.to_string().starts_with("Node \"n1\" is invalid: patch: "),
             "{e}"
         );
-        let e = apply_patch(PatchKind::Merge, &node(), b"{\"a\":").unwrap_err();
+        let e = apply_patch(&NODES, PatchKind::Merge, &node(), b"{\"a\":").unwrap_err();
         assert!(e.to_string().contains("EOF"), "serde's message: {e}");
     }
 
@@ -849,7 +824,7 @@ mod tests {
         // kubelet-style partial condition update with $setElementOrder.
         let body = r#"{"status":{"$setElementOrder/conditions":[{"type":"MemoryPressure"},{"type":"Ready"}],
             "conditions":[{"type":"Ready","status":"False","reason":"KubeletNotReady"}]}}"#;
-        let out = apply_patch(PatchKind::StrategicMerge, &node(), body.as_bytes()).unwrap();
+        let out = apply_patch(&NODES, PatchKind::StrategicMerge, &node(), body.as_bytes()).unwrap();
         assert_eq!(
             out["status"]["conditions"],
             json!([
@@ -925,7 +900,7 @@ mod tests {
             ),
         ];
         for (body, ptr, want) in cases {
-            let out = apply_patch(PatchKind::StrategicMerge, &node(), body.as_bytes())
+            let out = apply_patch(&NODES, PatchKind::StrategicMerge, &node(), body.as_bytes())
                 .unwrap_or_else(|e| panic!("{body}: {e}"));
             assert_eq!(out.pointer(ptr), Some(want), "{body}\n{out:#}");
         }
@@ -934,6 +909,7 @@ mod tests {
             {"name":"a","image":"i1","env":[{"name":"X","value":"1"},{"name":"Y","value":"2"}]},
             {"name":"b","image":"i2"}]}});
         let out = apply_patch(
+            &PODS,
             PatchKind::StrategicMerge,
             &pod,
             br#"{"spec":{"containers":[{"name":"a","env":[{"name":"Y","value":"3"}]}]}}"#,
@@ -980,7 +956,7 @@ mod tests {
             ),
         ];
         for (kind, body, want) in cases {
-            let patched = apply_patch(*kind, &n, body.as_bytes()).unwrap();
+            let patched = apply_patch(&NODES, *kind, &n, body.as_bytes()).unwrap();
             assert_eq!(
                 patch_resource_version(&n, &patched).as_deref(),
                 *want,
@@ -990,21 +966,38 @@ mod tests {
     }
 
     #[test]
-    fn list_strategies() {
-        assert_eq!(list_strategy("spec.taints"), ListStrategy::Atomic);
+    fn list_strategies_come_from_the_kind() {
+        assert_eq!(NODES.list_strategy("spec.taints"), ListStrategy::Atomic);
         assert_eq!(
-            list_strategy("status.conditions"),
+            NODES.list_strategy("status.conditions"),
             ListStrategy::MergeByKey("type")
         );
         assert_eq!(
-            list_strategy("spec.initContainers.volumeMounts"),
+            PODS.list_strategy("spec.initContainers.volumeMounts"),
             ListStrategy::MergeByKey("mountPath")
         );
-        assert_eq!(list_strategy("spec.containers.args"), ListStrategy::Atomic);
         assert_eq!(
-            list_strategy("metadata.finalizers"),
+            PODS.list_strategy("spec.containers.args"),
+            ListStrategy::Atomic
+        );
+        // Shared metadata lists, for every kind.
+        assert_eq!(
+            SERVICES.list_strategy("metadata.finalizers"),
             ListStrategy::MergePrimitive
         );
+        // The same path merges differently per kind: Service ports by port, others atomic.
+        assert_eq!(
+            SERVICES.list_strategy("spec.ports"),
+            ListStrategy::MergeByKey("port")
+        );
+        assert_eq!(NODES.list_strategy("spec.ports"), ListStrategy::Atomic);
+        let svc = json!({"spec": {"ports": [{"port": 80, "name": "http"}, {"port": 443}]}});
+        let body = br#"{"spec":{"ports":[{"port":443,"name":"https"}]}}"#;
+        let merged = apply_patch(&SERVICES, PatchKind::StrategicMerge, &svc, body).unwrap();
+        assert_eq!(merged["spec"]["ports"].as_array().unwrap().len(), 2);
+        assert_eq!(merged["spec"]["ports"][1]["name"], "https");
+        let replaced = apply_patch(&NODES, PatchKind::StrategicMerge, &svc, body).unwrap();
+        assert_eq!(replaced["spec"]["ports"].as_array().unwrap().len(), 1);
     }
 
     /// The issue's patch bomb: `copy` of an object into itself doubles it per operation.
@@ -1022,7 +1015,8 @@ mod tests {
     fn copy_bomb_stops_after_a_few_operations() {
         // 14 doublings build 16 MB; the copy budget (3 MiB) stops the chain at operation 12.
         for copies in [14, 25, 40] {
-            let e = apply_patch(PatchKind::Json, &node(), bomb(copies).as_bytes()).unwrap_err();
+            let e =
+                apply_patch(&NODES, PatchKind::Json, &node(), bomb(copies).as_bytes()).unwrap_err();
             assert_eq!(e.code(), 422, "{e}");
             assert!(
                 e.to_string()
@@ -1031,7 +1025,7 @@ mod tests {
             );
         }
         // A short chain is fine.
-        let out = apply_patch(PatchKind::Json, &node(), bomb(3).as_bytes()).unwrap();
+        let out = apply_patch(&NODES, PatchKind::Json, &node(), bomb(3).as_bytes()).unwrap();
         assert!(out["metadata"]["annotations"]["a2"]["a1"]["a0"]["a"].is_string());
     }
 
@@ -1044,19 +1038,19 @@ mod tests {
             {"op": "add", "path": "/metadata/labels/z", "value": big},
         ])
         .to_string();
-        let e = apply_patch(PatchKind::Json, &node(), body.as_bytes()).unwrap_err();
+        let e = apply_patch(&NODES, PatchKind::Json, &node(), body.as_bytes()).unwrap_err();
         assert_eq!(e.code(), 413, "{e}");
         assert!(e.to_string().contains("at operation 1"), "{e}");
         let mut orig = node();
         orig["metadata"]["annotations"] = json!({"a": big});
         for kind in [PatchKind::Merge, PatchKind::StrategicMerge] {
             let body = json!({"metadata": {"labels": {"z": big}}}).to_string();
-            let e = apply_patch(kind, &orig, body.as_bytes()).unwrap_err();
+            let e = apply_patch(&NODES, kind, &orig, body.as_bytes()).unwrap_err();
             assert_eq!(e.code(), 413, "{kind:?}: {e}");
         }
         // Replacing a big value by another is not growth.
         let body = json!([{"op": "replace", "path": "/metadata/annotations/a", "value": big}]);
-        apply_patch(PatchKind::Json, &orig, body.to_string().as_bytes()).unwrap();
+        apply_patch(&NODES, PatchKind::Json, &orig, body.to_string().as_bytes()).unwrap();
     }
 
     #[test]
@@ -1065,6 +1059,7 @@ mod tests {
             .map(|_| json!({"op": "test", "path": "/kind", "value": "Node"}))
             .collect();
         let e = apply_patch(
+            &NODES,
             PatchKind::Json,
             &node(),
             Value::Array(ops).to_string().as_bytes(),
@@ -1111,6 +1106,7 @@ mod tests {
             },
         });
         let out = apply_patch(
+            &NODES,
             PatchKind::StrategicMerge,
             &orig,
             body.to_string().as_bytes(),

@@ -17,10 +17,10 @@ fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
         .unwrap_or_default()
 }
 
+use crate::registry::{NODES, PODS};
 pub use crate::storage::pods::{
     DEFAULT_GRACE_SECONDS, DeleteOptions, Deleted, bind, delete, set_condition,
 };
-use crate::registry::{NODES, PODS};
 
 /// policy/v1 Eviction of pod `ns/name`: a deletion with the eviction's `deleteOptions`.
 /// PodDisruptionBudgets are not served, so no budget ever refuses an eviction.
@@ -32,14 +32,32 @@ pub async fn evict(store: &Storage, ns: &str, name: &str, body: &Value) -> Resul
 
 /// POST of a pod subresource: `binding` (a v1 Binding naming the node in `target`) or
 /// `eviction` (a policy/v1 Eviction). Both answer 201 with a success Status, as upstream.
+///
+/// `node` is the caller's node name when a node identity calls: whatever RBAC grants nodes on
+/// pods, a node never binds, and evicts only pods bound to itself (upstream's node authorizer
+/// and NodeRestriction).
 pub async fn create_subresource(
     store: &Storage,
+    node: Option<&str>,
     ns: &str,
     name: &str,
     subresource: &str,
     body: &Value,
     dry_run: bool,
 ) -> Result<Response, ApiError> {
+    if let Some(node) = node {
+        if subresource == "binding" {
+            return Err(ApiError::Forbidden(format!(
+                "pods \"{name}\" is forbidden: User \"system:node:{node}\" cannot create resource \"pods/binding\" in API group \"\" in the namespace \"{ns}\""
+            )));
+        }
+        let pod = store.get(&PODS, Some(ns), name).await?;
+        if text(&pod, "/spec/nodeName") != node {
+            return Err(ApiError::Forbidden(format!(
+                "node \"{node}\" can only evict pods with spec.nodeName set to itself"
+            )));
+        }
+    }
     let body_name = text(body, "/metadata/name");
     if !body_name.is_empty() && body_name != name {
         return Err(ApiError::BadRequest(format!(
@@ -248,6 +266,77 @@ mod tests {
             delete(&s, "default", "on-live", &now).await.unwrap(),
             Deleted::Gone(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn nodes_never_bind_and_evict_only_their_own_pods() {
+        let s = store().await;
+        add_pod(&s, "mine", "n1").await;
+        add_pod(&s, "theirs", "n2").await;
+        add_pod(&s, "pending", "").await;
+        let binding = json!({"target": {"name": "n1"}});
+        let e = create_subresource(
+            &s,
+            Some("n1"),
+            "default",
+            "pending",
+            "binding",
+            &binding,
+            false,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), 403, "{e}");
+        assert_eq!(node_of_pod(&s, "pending").await, "");
+        let e = create_subresource(
+            &s,
+            Some("n1"),
+            "default",
+            "theirs",
+            "eviction",
+            &json!({}),
+            false,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "node \"n1\" can only evict pods with spec.nodeName set to itself"
+        );
+        assert!(
+            s.get_opt(&PODS, Some("default"), "theirs")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let ok = create_subresource(
+            &s,
+            Some("n1"),
+            "default",
+            "mine",
+            "eviction",
+            &json!({}),
+            false,
+        )
+        .await
+        .unwrap();
+        assert_eq!(ok.status(), StatusCode::CREATED);
+        assert!(
+            s.get_opt(&PODS, Some("default"), "mine")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // An administrator (no node identity) binds.
+        create_subresource(&s, None, "default", "pending", "binding", &binding, false)
+            .await
+            .unwrap();
+        assert_eq!(node_of_pod(&s, "pending").await, "n1");
+    }
+
+    async fn node_of_pod(s: &Storage, name: &str) -> String {
+        let p = s.get(&PODS, Some("default"), name).await.unwrap();
+        text(&p, "/spec/nodeName").to_string()
     }
 
     #[test]

@@ -247,6 +247,34 @@ pub fn respond(
     Ok(super::json(status, obj, "application/json"))
 }
 
+/// An error as a protobuf `Status`, for clients that negotiated protobuf (upstream encodes
+/// errors like any response). Falls back to JSON if the Status cannot be encoded.
+pub fn error_response(e: &ApiError) -> Response {
+    let status = e.to_status();
+    let code = StatusCode::from_u16(e.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let Ok(raw) = codec::encode(&format!("{META_V1}.Status"), &status) else {
+        return super::json(code, &status, "application/json");
+    };
+    let mut out = MAGIC.to_vec();
+    Unknown {
+        type_meta: Some(RuntimeTypeMeta {
+            api_version: "v1".into(),
+            kind: "Status".into(),
+        }),
+        raw,
+        content_encoding: String::new(),
+        content_type: String::new(),
+    }
+    .encode(&mut out)
+    .expect("Vec grows as needed");
+    let mut resp = (code, out).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(PROTOBUF_CONTENT_TYPE),
+    );
+    resp
+}
+
 /// One frame of a protobuf watch stream: a 4-byte big-endian length and a `WatchEvent` whose
 /// object is an envelope, as upstream's length-delimited framer writes it.
 pub fn watch_frame(info: &ResourceInfo, event_type: &str, obj: &Value) -> Result<Bytes, ApiError> {
@@ -472,6 +500,14 @@ mod tests {
         back.insert("kind".into(), json!("Status"));
         back.insert("apiVersion".into(), json!("v1"));
         assert_eq!(Value::Object(back), status);
+        // Errors: a Status envelope with the code, reason and details.
+        let e = ApiError::NotFound {
+            resource: "pods".into(),
+            name: "p".into(),
+        };
+        let resp = error_response(&e);
+        assert_eq!(resp.status(), 404);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], PROTOBUF_CONTENT_TYPE);
         // Every registry kind declaring a protobuf package (custom kinds are JSON only), and
         // its list, have messages.
         for r in RESOURCES.iter().filter(|r| r.protobuf.is_some()) {

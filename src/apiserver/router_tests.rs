@@ -57,6 +57,9 @@ fn api() -> Api {
             Default::default(),
             std::env::temp_dir(),
             cancel.clone(),
+            Duration::from_secs(3600),
+            None,
+            crate::storage::services::ServiceRanges::defaults(),
         ),
         memory,
         cancel,
@@ -285,9 +288,20 @@ async fn system_namespaces_are_protected_and_others_delete_their_contents() {
         Some(cm("a", "1")),
     )
     .await;
-    // deletecollection spares the system namespaces and takes the contents of the others.
+    // deletecollection spares the system namespaces and marks the others Terminating; the
+    // namespace controller's round then takes their contents and them.
     let (status, _) = api.call(Method::DELETE, "/api/v1/namespaces", None).await;
     assert_eq!(status, StatusCode::OK);
+    let (_, scratch) = api
+        .call(Method::GET, "/api/v1/namespaces/scratch", None)
+        .await;
+    assert_eq!(scratch["status"]["phase"], "Terminating", "{scratch}");
+    let store = crate::storage::Storage::new(Datastore::from_impl(api.memory.clone()));
+    assert!(
+        crate::controllers::namespace::finalize(&store, "scratch")
+            .await
+            .unwrap()
+    );
     let (_, list) = api.call(Method::GET, "/api/v1/namespaces", None).await;
     let names: Vec<&str> = list["items"]
         .as_array()

@@ -91,7 +91,9 @@ pub async fn write(
         .modify(info, ns, name, precondition, |current| {
             let scale = match &how {
                 Write::Replace(body) => (*body).clone(),
-                Write::Patch(kind, body) => patch::apply_patch(*kind, &scale_of(current), body)?,
+                Write::Patch(kind, body) => {
+                    patch::apply_patch(info, *kind, &scale_of(current), body)?
+                }
             };
             let replicas = replicas_of(info, name, &scale)?;
             let mut next = current.clone();

@@ -61,13 +61,7 @@ pub enum ApiError {
     Internal(String),
 }
 
-fn render_causes(causes: &[FieldCause]) -> String {
-    causes
-        .iter()
-        .map(|c| format!("{}: {}", c.field, c.message))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
+use crate::storage::error::render_causes;
 
 impl ApiError {
     /// Shorthand for a single-field `Invalid` error.
@@ -221,6 +215,7 @@ impl From<ObjectError> for ApiError {
                 message,
             },
             ObjectError::BadRequest(m) => ApiError::BadRequest(m),
+            ObjectError::Invalid { kind, name, causes } => ApiError::Invalid { kind, name, causes },
             ObjectError::Corrupt {
                 resource,
                 key,

@@ -4,7 +4,6 @@
 //! `Expired` ERROR event once N has been compacted. Selector transitions become ADDED/DELETED
 //! like upstream; BOOKMARK events are sent only when the client asks for them.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::handlers::list_options;
+use super::query::Query;
 use super::status::ApiError;
 use super::{ApiState, protobuf, table};
 use crate::datastore::{Change, DatastoreError};
@@ -88,19 +88,17 @@ pub async fn serve(
     store: Storage,
     info: &'static ResourceInfo,
     ns: Option<&str>,
-    query: &HashMap<String, String>,
+    query: &Query,
     wants_table: bool,
     encoding: protobuf::Encoding,
 ) -> Result<Response, ApiError> {
     let opts = list_options(info, query)?;
-    let bookmarks = query
-        .get("allowWatchBookmarks")
-        .is_some_and(|v| v == "true" || v == "1");
-    let timeout = query
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse::<u64>().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_TIMEOUT);
+    let bookmarks = query.flag("allowWatchBookmarks");
+    let timeout = match query.non_negative("timeoutSeconds")? {
+        // Upstream treats 0 as "no timeout given".
+        Some(t) if t > 0 => Duration::from_secs(t as u64),
+        _ => DEFAULT_TIMEOUT,
+    };
     let requested: Option<i64> = match query.get("resourceVersion").map(String::as_str) {
         None | Some("") | Some("0") => None,
         Some(s) => Some(

@@ -87,6 +87,10 @@ pub struct ServerContext {
     pub snapshots: tokio::sync::OnceCell<Arc<crate::etcd::snapshot::Snapshotter>>,
     /// The encryption configuration applied to Secrets at rest (loaded before the store is).
     pub encryption: crate::secrets_encryption::Keyring,
+    /// Held for a whole server-token rotation or catch-up on this server (read, transaction,
+    /// file writes), so two never interleave here; other servers are excluded by the etcd
+    /// transaction's guard.
+    pub token_rotation: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for ServerContext {
@@ -121,4 +125,64 @@ impl ServerContext {
     pub fn ca_hash(&self) -> String {
         crate::token::ca_hash(&self.server_ca_bundle)
     }
+}
+
+/// A complete server context for unit tests of the subsystems that take one (supervisor,
+/// controllers, D-Bus): fresh CAs in `dir`, the server password `server-pw`, the agent password
+/// `agent-pw`, node `s1` at 127.0.0.2, and `store` as the datastore (none: etcd not ready).
+#[cfg(test)]
+pub fn test_context(dir: &std::path::Path, store: Option<crate::datastore::Datastore>) -> Ctx {
+    use crate::token::{AGENT_GROUP, SERVER_GROUP};
+    let file = dir.join("config.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "token: server-pw\nnode-ip: 127.0.0.2\nnode-name: s1\ndata-dir: {}\n",
+            dir.display()
+        ),
+    )
+    .expect("config file");
+    let config = crate::config::load_server(&crate::config::ConfigSources {
+        config_file: Some(file),
+        ..Default::default()
+    })
+    .expect("test config")
+    .config;
+    let paths = ServerPaths::new(dir);
+    crate::fsutil::ensure_private_dir(&paths.tls()).expect("tls dir");
+    let (server_ca, _) =
+        CertAuthority::load_or_create(&paths.server_ca(), "rke2-server").expect("server CA");
+    let (client_ca, _) =
+        CertAuthority::load_or_create(&paths.client_ca(), "rke2-client").expect("client CA");
+    let mut passwd = Passwd::default();
+    passwd.set("server", Secret::new("server-pw"), SERVER_GROUP);
+    passwd.set("node", Secret::new("agent-pw"), AGENT_GROUP);
+    let cell: StoreCell = Default::default();
+    if let Some(store) = store {
+        cell.set(store).expect("fresh cell");
+    }
+    Arc::new(ServerContext {
+        config,
+        node: NodeIdentity {
+            name: "s1".into(),
+            ips: vec![IpAddr::from([127, 0, 0, 2])],
+        },
+        paths,
+        agent_paths: AgentPaths::new(dir),
+        server_ca_bundle: server_ca.cert_pem.clone().into_bytes(),
+        server_ca,
+        client_ca,
+        kubelet_ca: std::sync::OnceLock::new(),
+        passwd: RwLock::new(passwd),
+        server_password: RwLock::new(Secret::new("server-pw")),
+        runtime: Runtime::new("s1", "server"),
+        etcd_tls: EtcdTls::from_pem(String::new(), String::new(), String::new()),
+        etcd: Default::default(),
+        store: cell,
+        apiserver_endpoint: SocketAddr::from(([127, 0, 0, 2], 6443)),
+        credentials: Default::default(),
+        snapshots: tokio::sync::OnceCell::new(),
+        token_rotation: Default::default(),
+        encryption: Default::default(),
+    })
 }

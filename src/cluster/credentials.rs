@@ -111,7 +111,9 @@ pub async fn publish(store: &Datastore, passwd: &Passwd) -> Result<(), Datastore
 /// Cache of the record for request authentication.
 #[derive(Debug, Default)]
 pub struct CredentialsCache {
-    inner: tokio::sync::Mutex<Option<(Instant, CredentialsRecord)>>,
+    // A plain lock held only to copy or replace the cached record: a login never waits for
+    // another login's etcd read.
+    inner: std::sync::RwLock<Option<(Instant, std::sync::Arc<CredentialsRecord>)>>,
 }
 
 /// Verifies `user:password`; returns the user's group. Uses the cluster record when etcd is
@@ -124,8 +126,13 @@ pub async fn authenticate(ctx: &Ctx, user: &str, password: &str) -> Option<Strin
             .authenticate(user, password)
             .map(str::to_string);
     };
-    let mut cache = ctx.credentials.inner.lock().await;
-    if let Some((at, rec)) = cache.as_ref()
+    let cached = ctx
+        .credentials
+        .inner
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if let Some((at, rec)) = cached
         && at.elapsed() < CACHE_TTL
         && let Some(g) = rec.authenticate(user, password)
     {
@@ -134,7 +141,11 @@ pub async fn authenticate(ctx: &Ctx, user: &str, password: &str) -> Option<Strin
     match load(store).await {
         Ok(Some((rec, _))) => {
             let result = rec.authenticate(user, password);
-            *cache = Some((Instant::now(), rec));
+            *ctx.credentials
+                .inner
+                .write()
+                .unwrap_or_else(|p| p.into_inner()) =
+                Some((Instant::now(), std::sync::Arc::new(rec)));
             result
         }
         // No record yet (first server still starting) or etcd trouble: the local file.

@@ -144,9 +144,14 @@ pub async fn load_record(store: &Datastore) -> Result<Option<(RotationRecord, i6
 /// credentials digests, and deletes the old bootstrap key. A concurrent rotation on another
 /// server makes the guard fail, so rotations are serialised cluster-wide. Every server (this one
 /// included) then rewrites its own token files from the record ([`follow_rotations`]).
+/// Rotations on this server wait for each other ([`ServerContext::token_rotation`]), so a second
+/// one starts from the token the first installed instead of failing as concurrent.
 /// Returns the new password.
+///
+/// [`ServerContext::token_rotation`]: crate::cluster::context::ServerContext::token_rotation
 pub async fn rotate_server_token(ctx: &Ctx, new: Option<String>) -> Result<Secret, TokenOpError> {
     let store = ctx.store.get().ok_or(TokenOpError::NotReady)?;
+    let _serial = ctx.token_rotation.lock().await;
     let new_pw = match new {
         Some(t) => token::normalize_server_token(&Secret::new(t))?,
         None => token::generate_password(),
@@ -306,6 +311,7 @@ pub async fn fetch_bundle(
 
 /// Applies the record's token on this server if it differs from the one in use.
 async fn catch_up(ctx: &Ctx, store: &Datastore, secret: &Secret) -> Result<(), TokenOpError> {
+    let _serial = ctx.token_rotation.lock().await;
     let Some((record, _)) = load_record(store).await? else {
         return Ok(());
     };

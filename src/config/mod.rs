@@ -158,6 +158,8 @@ pub struct NodeConfig {
     pub heartbeat_interval: Duration,
     pub log_format: LogFormat,
     pub debug: bool,
+    /// Container runtime and pod settings (crate::runtime).
+    pub runtime: crate::runtime::RuntimeConfig,
 }
 
 /// Validated `rke2 server` configuration.
@@ -183,11 +185,15 @@ pub struct ServerConfig {
     /// network address + 1 and cluster DNS + 10.
     pub service_cidr: IpNet,
     pub cluster_dns: IpAddr,
+    /// `service-node-port-range`: the ports NodePort services are given, inclusive.
+    pub service_node_port_range: (u16, u16),
     pub cluster_domain: String,
     pub node_monitor_grace_period: Duration,
     /// Prefix length of each node's `spec.podCIDR` (`node-cidr-mask-size`; 24 for IPv4 and 64
     /// for IPv6 clusters unless set), at least `cluster-cidr`'s and at most 16 bits longer.
     pub node_cidr_mask_size: u8,
+    /// How long Events live after their last write (`event-ttl`, an etcd lease as upstream).
+    pub event_ttl: Duration,
     /// Scheduled and on-demand etcd snapshots.
     pub snapshots: ops::SnapshotConfig,
     /// `cluster-reset` and its restore path.
@@ -464,6 +470,14 @@ fn check_join_token(t: &Secret) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+fn parse_path(v: &str) -> Result<PathBuf, String> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(PathBuf::from(v.strip_prefix("unix://").unwrap_or(v)))
+}
+
 fn parse_port(v: &str) -> Result<u16, String> {
     v.trim()
         .parse::<u16>()
@@ -528,6 +542,19 @@ pub fn cidr_offset(net: &IpNet, offset: u32) -> Option<IpAddr> {
         IpAddr::V6(v6) => IpAddr::V6(u128::from(v6).checked_add(u128::from(offset))?.into()),
     };
     net.contains(&ip).then_some(ip)
+}
+
+/// `from-to` (inclusive, `from <= to`), as upstream's `--service-node-port-range`.
+fn parse_port_range(v: &str) -> Result<(u16, u16), String> {
+    let bad =
+        || format!("invalid port range \"{v}\": expected FROM-TO with 1 <= FROM <= TO <= 65535");
+    let (a, b) = v.trim().split_once('-').ok_or_else(bad)?;
+    let a: u16 = a.trim().parse().map_err(|_| bad())?;
+    let b: u16 = b.trim().parse().map_err(|_| bad())?;
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 fn parse_mode(v: &str) -> Result<u32, String> {
@@ -611,6 +638,16 @@ fn node_config(r: &Reader<'_>) -> Result<NodeConfig, ConfigError> {
         heartbeat_interval: r.parse("node-heartbeat-interval", parse_duration)?,
         log_format,
         debug: r.bool("debug")?,
+        runtime: crate::runtime::RuntimeConfig {
+            endpoint: r.parse_opt("container-runtime-endpoint", parse_path)?,
+            run_dir: r.parse_opt("containerd-run-dir", parse_path)?,
+            private_registry: PathBuf::from(r.string_or_default("private-registry")),
+            system_default_registry: r.parse_opt("system-default-registry", |v| {
+                Ok(v.trim().trim_end_matches('/').to_string())
+            })?,
+            pause_image: r.string_or_default("pause-image"),
+            cni: r.parse("cni", |v| v.parse::<crate::runtime::Cni>())?,
+        },
     })
 }
 
@@ -687,6 +724,7 @@ pub fn validate_server(raw: &RawSettings) -> Result<ServerConfig, ConfigError> {
         cluster_cidr: r.parse("cluster-cidr", parse_cidr)?,
         service_cidr,
         cluster_dns,
+        service_node_port_range: r.parse("service-node-port-range", parse_port_range)?,
         cluster_domain,
         node_monitor_grace_period: r.parse("node-monitor-grace-period", parse_duration)?,
         node_cidr_mask_size: {
@@ -698,6 +736,7 @@ pub fn validate_server(raw: &RawSettings) -> Result<ServerConfig, ConfigError> {
                 })
                 .max(cluster.prefix_len())
         },
+        event_ttl: r.parse("event-ttl", parse_duration)?,
         snapshots: ops::snapshot_config(&r)?,
         cluster_reset: ops::cluster_reset(&r, node.server.is_some())?,
         secrets_encryption: r.bool("secrets-encryption")?,
@@ -882,6 +921,7 @@ mod tests {
         assert_eq!(c.service_cidr.to_string(), "10.43.0.0/16");
         assert_eq!(c.cluster_cidr.to_string(), "10.42.0.0/16");
         assert_eq!(c.cluster_dns.to_string(), "10.43.0.10");
+        assert_eq!(c.service_node_port_range, (30000, 32767));
         assert_eq!(
             cidr_offset(&c.service_cidr, 1).unwrap().to_string(),
             "10.43.0.1"

@@ -5,9 +5,9 @@
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 
+use crate::registry::EVENTS;
 use crate::storage::ObjectError;
 use crate::storage::Storage;
-use crate::registry::EVENTS;
 
 /// `Normal` or `Warning`, as upstream's event types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,14 +1,20 @@
 //! Control loops of a server. Some run on every server (publishing this server's API endpoint,
 //! the status reporter); the rest run only on the elected leader (node lifecycle, etcd member
 //! removal for deleted server nodes, the `default/kubernetes` endpoints, expired bootstrap token
-//! cleanup). Leadership is an etcd key bound to a lease; every loop selects on cancellation.
+//! cleanup, node IPAM, taint-based eviction and the scheduler, docs/scheduling.md). Leadership
+//! is an etcd key bound to a lease; every loop selects on cancellation.
 
 pub mod deployment;
 pub mod driven;
+pub mod endpoints;
+pub mod etcd_events;
 pub mod events;
 pub mod gc;
 pub mod leader;
+pub mod namespace;
+pub mod node_events;
 pub mod node_ipam;
+pub mod node_lifecycle;
 pub mod replicaset;
 pub mod taint_eviction;
 pub mod watch;
@@ -16,7 +22,7 @@ pub mod watch;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,8 +31,9 @@ use crate::cluster::apiservers::{self, APISERVER_ADDRESSES_PREFIX};
 use crate::cluster::context::Ctx;
 use crate::datastore::DatastoreError;
 use crate::datastore::{Cas, Change};
-use crate::registry::{ENDPOINTS, LEASES, NAMESPACES, NODES, SECRETS, SERVICES, SYSTEM_NAMESPACES};
+use crate::registry::{ENDPOINTS, NAMESPACES, NODES, SECRETS, SYSTEM_NAMESPACES};
 use crate::storage::{ListOptions, ObjectError, Storage};
+use node_lifecycle::NodeFacts;
 
 /// Interval of the leader's periodic loops.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
@@ -46,7 +53,7 @@ fn storage(ctx: &Ctx) -> Option<Storage> {
 
 /// Creates the system namespaces and the `default/kubernetes` Service if missing.
 pub async fn ensure_defaults(ctx: &Ctx) -> Result<(), ObjectError> {
-    let store = storage(ctx).ok_or_else(|| not_ready())?;
+    let store = storage(ctx).ok_or_else(not_ready)?;
     for ns in SYSTEM_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         match store.create(&NAMESPACES, None, obj).await {
@@ -69,7 +76,11 @@ pub async fn ensure_defaults(ctx: &Ctx) -> Result<(), ObjectError> {
             "sessionAffinity": "None",
         },
     });
-    match store.create(&SERVICES, Some("default"), svc).await {
+    let ranges = crate::storage::services::ServiceRanges {
+        cidr: ctx.config.service_cidr,
+        node_ports: ctx.config.service_node_port_range,
+    };
+    match crate::storage::services::create(&store, &ranges, "default", svc).await {
         Ok(_) | Err(ObjectError::AlreadyExists { .. }) => Ok(()),
         Err(e) => Err(e),
     }
@@ -78,9 +89,12 @@ pub async fn ensure_defaults(ctx: &Ctx) -> Result<(), ObjectError> {
 /// Starts the controllers every server runs plus the leader-elected ones.
 pub fn spawn_server_controllers(ctx: Ctx, tracker: &TaskTracker, cancel: CancellationToken) {
     let is_leader = leader::campaign(ctx.clone(), "controllers", tracker, cancel.clone());
-    tracker.spawn(node_lifecycle(
-        ctx.clone(),
+    tracker.spawn(node_lifecycle::run(
+        ctx.store.clone(),
+        ctx.runtime.clone(),
+        ctx.config.node_monitor_grace_period,
         is_leader.clone(),
+        Utc::now,
         cancel.clone(),
     ));
     tracker.spawn(member_removal(
@@ -97,6 +111,11 @@ pub fn spawn_server_controllers(ctx: Ctx, tracker: &TaskTracker, cancel: Cancell
         ctx.store.clone(),
         ctx.config.cluster_cidr,
         ctx.config.node_cidr_mask_size,
+        is_leader.clone(),
+        cancel.clone(),
+    ));
+    tracker.spawn(endpoints::run(
+        ctx.store.clone(),
         is_leader.clone(),
         cancel.clone(),
     ));
@@ -127,6 +146,21 @@ pub fn spawn_server_controllers(ctx: Ctx, tracker: &TaskTracker, cancel: Cancell
             crate::scheduler::run(ds, scheduler_leader, scheduler_cancel).await;
         }
     });
+    tracker.spawn(namespace::run(
+        ctx.clone(),
+        is_leader.clone(),
+        cancel.clone(),
+    ));
+    tracker.spawn(node_events::run(
+        ctx.clone(),
+        is_leader.clone(),
+        cancel.clone(),
+    ));
+    tracker.spawn(etcd_events::run(
+        ctx.clone(),
+        is_leader.clone(),
+        cancel.clone(),
+    ));
     tracker.spawn(bootstrap_token_cleanup(ctx, is_leader, cancel));
 }
 
@@ -166,155 +200,6 @@ pub fn publish_apiserver_endpoint(ctx: Ctx, tracker: &TaskTracker, cancel: Cance
             }
         }
     });
-}
-
-fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-#[derive(serde::Deserialize)]
-struct NameOnly {
-    name: String,
-}
-
-#[derive(serde::Deserialize, Default)]
-struct ConditionFacts {
-    #[serde(rename = "type", default)]
-    kind: String,
-    #[serde(default)]
-    status: String,
-}
-
-#[derive(serde::Deserialize, Default)]
-struct NodeStatusFacts {
-    #[serde(default)]
-    conditions: Vec<ConditionFacts>,
-}
-
-/// The fields of a Node the lifecycle controller reads.
-#[derive(serde::Deserialize)]
-struct NodeFacts {
-    metadata: NameOnly,
-    #[serde(default)]
-    status: NodeStatusFacts,
-}
-
-impl NodeFacts {
-    fn ready_status(&self) -> Option<&str> {
-        self.status
-            .conditions
-            .iter()
-            .find(|c| c.kind == "Ready")
-            .map(|c| c.status.as_str())
-    }
-}
-
-#[derive(serde::Deserialize, Default)]
-struct LeaseSpecFacts {
-    #[serde(rename = "renewTime")]
-    renew_time: Option<String>,
-}
-
-/// The fields of a Lease the lifecycle controller reads.
-#[derive(serde::Deserialize)]
-struct LeaseFacts {
-    metadata: NameOnly,
-    #[serde(default)]
-    spec: LeaseSpecFacts,
-}
-
-/// Marks nodes whose Lease went unrenewed for the grace period `Ready=Unknown`.
-async fn node_lifecycle(
-    ctx: Ctx,
-    is_leader: tokio::sync::watch::Receiver<bool>,
-    cancel: CancellationToken,
-) {
-    let grace = chrono::Duration::from_std(ctx.config.node_monitor_grace_period)
-        .unwrap_or(chrono::Duration::seconds(40));
-    let ticker = ctx.runtime.liveness("node-lifecycle", RECONCILE_INTERVAL);
-    // A node seen for the first time gets a full grace period from now, so a new leader does
-    // not mark everything Unknown based on stale timestamps.
-    let mut first_seen: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
-    loop {
-        ticker.tick();
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(RECONCILE_INTERVAL) => {}
-        }
-        if !*is_leader.borrow() {
-            first_seen.clear();
-            continue;
-        }
-        let Some(store) = storage(&ctx) else { continue };
-        // Only names, Ready status and renew times are needed: decode just those, so this
-        // loop stays cheap with thousands of nodes.
-        let (Ok(nodes), Ok(leases)) = (
-            store
-                .list_stored(&NODES, None, &ListOptions::default())
-                .await,
-            store
-                .list_stored(&LEASES, Some("kube-node-lease"), &ListOptions::default())
-                .await,
-        ) else {
-            continue;
-        };
-        let nodes: Vec<NodeFacts> = nodes
-            .items
-            .iter()
-            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
-            .collect();
-        let now = Utc::now();
-        let renewals: BTreeMap<String, DateTime<Utc>> = leases
-            .items
-            .iter()
-            .filter_map(|kv| serde_json::from_slice::<LeaseFacts>(&kv.value).ok())
-            .filter_map(|l| Some((l.metadata.name, parse_time(l.spec.renew_time.as_deref()?)?)))
-            .collect();
-        for node in &nodes {
-            let name = node.metadata.name.as_str();
-            let seen = *first_seen.entry(name.to_string()).or_insert(now);
-            let last = renewals.get(name).copied().unwrap_or(seen).max(seen);
-            if now - last <= grace || node.ready_status() == Some("Unknown") {
-                continue;
-            }
-            tracing::warn!(
-                component = "node-lifecycle",
-                node = name,
-                "node stopped renewing its lease; marking it Ready=Unknown"
-            );
-            let result: Result<Value, ObjectError> = store
-                .modify(&NODES, None, name, None, |n| {
-                    let stamp = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                    let conds = n["status"]["conditions"]
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_default();
-                    let mut out: Vec<Value> =
-                        conds.into_iter().filter(|c| c["type"] != "Ready").collect();
-                    out.push(json!({
-                        "type": "Ready",
-                        "status": "Unknown",
-                        "reason": "NodeStatusUnknown",
-                        "message": "Kubelet stopped posting node status.",
-                        "lastHeartbeatTime": stamp,
-                        "lastTransitionTime": stamp,
-                    }));
-                    n["status"]["conditions"] = Value::Array(out);
-                    Ok(())
-                })
-                .await;
-            if let Err(e) = result {
-                tracing::debug!(
-                    component = "node-lifecycle",
-                    node = name,
-                    "could not update node: {e}"
-                );
-            }
-        }
-        first_seen.retain(|n, _| nodes.iter().any(|x| &x.metadata.name == n));
-    }
 }
 
 /// Removes the etcd member of a deleted server node.
@@ -478,7 +363,7 @@ fn has_all(node: &Value, field: &str, want: &BTreeMap<String, String>) -> bool {
 
 /// Writes [`server_node_metadata`] onto this server's Node when any of it is missing.
 async fn apply_server_node_metadata(ctx: &Ctx, member: &str) -> Result<(), ObjectError> {
-    let store = storage(ctx).ok_or_else(|| not_ready())?;
+    let store = storage(ctx).ok_or_else(not_ready)?;
     let nodes = &NODES;
     let (labels, annotations) = server_node_metadata(ctx, member);
     let Some(node) = store.get_opt(nodes, None, &ctx.node.name).await? else {

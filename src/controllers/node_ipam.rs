@@ -12,11 +12,11 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::watch::{forward, store_when_ready};
-use crate::storage::ObjectError;
-use crate::storage::{ListOptions, Storage};
+use super::watch::{forward, store_when_ready, until_leader};
 use crate::datastore::{Change, StoreCell};
 use crate::registry::NODES;
+use crate::storage::ObjectError;
+use crate::storage::{ListOptions, Storage};
 
 const COMPONENT: &str = "node-ipam-controller";
 
@@ -128,11 +128,8 @@ pub async fn run(
     };
     let store = Storage::new(ds.clone());
     loop {
-        while !*is_leader.borrow_and_update() {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                r = is_leader.changed() => if r.is_err() { return },
-            }
+        if !until_leader(&mut is_leader, &cancel).await {
+            return;
         }
         let mut alloc = CidrAllocator::new(cluster, mask);
         let list = match store.list(&NODES, None, &ListOptions::default()).await {

@@ -20,14 +20,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::{self, EventType};
 use super::watch::store_when_ready;
-use crate::storage::pods;
-use crate::storage::ObjectError;
-use crate::storage::{ListOptions, Storage};
 use crate::datastore::StoreCell;
 use crate::registry::{NODES, PODS};
 use crate::scheduler::predicates::{
     NodeInfo, PodInfo, Readiness, TAINT_NOT_READY, TAINT_UNREACHABLE, Taint, Toleration,
 };
+use crate::storage::ObjectError;
+use crate::storage::pods;
+use crate::storage::{ListOptions, Storage};
 
 /// How often taints and evictions are reconciled (also the precision of `tolerationSeconds`).
 pub const PASS_INTERVAL: Duration = Duration::from_secs(1);

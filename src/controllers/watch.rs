@@ -46,6 +46,20 @@ pub fn forward<T: Copy + Send + 'static>(
     });
 }
 
+/// Waits until this server leads; `false` on cancellation or when the election is gone.
+pub async fn until_leader(
+    is_leader: &mut tokio::sync::watch::Receiver<bool>,
+    cancel: &CancellationToken,
+) -> bool {
+    while !*is_leader.borrow_and_update() {
+        tokio::select! {
+            _ = cancel.cancelled() => return false,
+            r = is_leader.changed() => if r.is_err() { return false },
+        }
+    }
+    true
+}
+
 /// Waits until the server's store is set (etcd ready); `None` on cancellation.
 pub async fn store_when_ready(
     cell: &crate::datastore::StoreCell,

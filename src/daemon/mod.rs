@@ -291,10 +291,13 @@ pub async fn stopping_on_cancel(runtime: Runtime, cancel: CancellationToken) {
     runtime.stopping();
 }
 
-/// Waits for SIGTERM or SIGINT, then cancels `cancel`. SIGHUP (whose default action would
+/// Waits for SIGTERM or SIGINT, then cancels `cancel` (a graceful shutdown). A SIGTERM or
+/// SIGINT while shutting down (a second signal, or one after a fatal error started the
+/// shutdown) returns its name: the caller exits at once. SIGHUP (whose default action would
 /// kill the daemon without stopping etcd) is logged and otherwise ignored: configuration
-/// reload is not supported, so the units define no `ExecReload=`.
-pub async fn wait_for_shutdown_signal(cancel: CancellationToken) {
+/// reload is not supported, so the units define no `ExecReload=`. Returns `None` only when the
+/// handlers cannot be installed.
+pub async fn wait_for_shutdown_signal(cancel: CancellationToken) -> Option<&'static str> {
     use tokio::signal::unix::{SignalKind, signal};
     let (mut term, mut int, mut hup) = match (
         signal(SignalKind::terminate()),
@@ -309,46 +312,57 @@ pub async fn wait_for_shutdown_signal(cancel: CancellationToken) {
                 "cannot install signal handlers: {}",
                 e.map(|e| e.to_string()).unwrap_or_default()
             );
-            return;
+            return None;
         }
     };
     loop {
-        tokio::select! {
-            _ = term.recv() => {
-                tracing::info!(component = "daemon", "SIGTERM received, shutting down");
-                break;
+        let shutting_down = cancel.is_cancelled();
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            _ = hup.recv() => {
+                tracing::warn!(
+                    component = "daemon",
+                    "SIGHUP received: reloading the configuration is not supported; restart the service to apply changes"
+                );
+                continue;
             }
-            _ = int.recv() => {
-                tracing::info!(component = "daemon", "SIGINT received, shutting down");
-                break;
-            }
-            _ = hup.recv() => tracing::warn!(
-                component = "daemon",
-                "SIGHUP received: reloading the configuration is not supported; restart the service to apply changes"
-            ),
-            _ = cancel.cancelled() => return,
+            // Shutdown started elsewhere: keep listening, a signal now forces the exit.
+            _ = cancel.cancelled(), if !shutting_down => continue,
+        };
+        if shutting_down {
+            return Some(name);
         }
+        tracing::info!(
+            component = "daemon",
+            "{name} received, shutting down (send it again to exit at once)"
+        );
+        cancel.cancel();
     }
-    cancel.cancel();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn liveness_detects_stalled_loops() {
+    #[tokio::test(start_paused = true)]
+    async fn liveness_detects_stalled_loops() {
         let l = Liveness::default();
-        let t = l.register("fast", Duration::from_millis(0));
+        let t = l.register("fast", Duration::from_secs(2));
         assert!(l.stalled().is_empty());
-        // Pretend the last tick was long ago.
-        t.last.store(0, Ordering::Relaxed);
-        std::thread::sleep(Duration::from_millis(5));
-        // 0 ms period allows 15 s of slack, so still alive.
+        // Three periods plus the 15 s slack may pass without a tick...
+        tokio::time::sleep(Duration::from_secs(21)).await;
+        assert!(l.stalled().is_empty());
+        // ...one second more may not.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(l.stalled(), ["fast"]);
+        t.tick();
         assert!(l.stalled().is_empty());
     }
 
-    #[tokio::test]
+    /// On tokio's paused clock: sleeps advance virtual time only, so a loaded machine cannot
+    /// make the loop look stalled.
+    #[tokio::test(start_paused = true)]
     async fn watchdog_pets_only_while_every_loop_ticks() {
         use tokio::time::sleep;
         let l = Arc::new(Liveness::with_slack(Duration::from_millis(50)));

@@ -448,6 +448,20 @@ impl KvStore for EtcdStore {
     ) -> BoxFuture<'a, Result<Cas, DatastoreError>> {
         Box::pin(EtcdStore::update(self, key, value, expected))
     }
+    fn update_leased<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        expected: i64,
+        lease: i64,
+    ) -> BoxFuture<'a, Result<Cas, DatastoreError>> {
+        Box::pin(self.txn_put(
+            key,
+            value,
+            Compare::mod_revision(key, CompareOp::Equal, expected),
+            Some(lease),
+        ))
+    }
     fn put<'a>(
         &'a self,
         key: &'a str,

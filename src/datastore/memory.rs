@@ -358,6 +358,27 @@ impl KvStore for MemoryStore {
         }
     }
 
+    fn update_leased<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        expected: i64,
+        lease: i64,
+    ) -> BoxFuture<'a, Result<Cas, DatastoreError>> {
+        let mut s = self.lock();
+        if !s.leases.contains_key(&lease) {
+            return ready(Err(DatastoreError::Etcd(
+                "etcdserver: requested lease not found".into(),
+            )));
+        }
+        match s.current(key) {
+            Some(cur) if cur.mod_revision == expected => {
+                ready(Ok(Cas::Written(s.write(key, value, Some(lease)))))
+            }
+            cur => ready(Ok(Cas::Conflict(cur))),
+        }
+    }
+
     fn put<'a>(
         &'a self,
         key: &'a str,

@@ -133,6 +133,14 @@ pub trait KvStore: Send + Sync + std::fmt::Debug {
         value: Vec<u8>,
         expected: i64,
     ) -> BoxFuture<'a, Result<Cas, DatastoreError>>;
+    /// [`KvStore::update`] attaching the key to `lease` (a plain update detaches it in etcd).
+    fn update_leased<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        expected: i64,
+        lease: i64,
+    ) -> BoxFuture<'a, Result<Cas, DatastoreError>>;
     /// Unconditional write.
     fn put<'a>(
         &'a self,
@@ -249,6 +257,18 @@ impl Datastore {
         expected: i64,
     ) -> Result<Cas, DatastoreError> {
         self.0.update(key, value, expected).await
+    }
+
+    /// Replaces `key` only if its mod_revision is still `expected`, attached to `lease`
+    /// (objects that expire, like Events, get a fresh lease on every write).
+    pub async fn update_with_lease(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: i64,
+        lease: i64,
+    ) -> Result<Cas, DatastoreError> {
+        self.0.update_leased(key, value, expected, lease).await
     }
 
     /// Unconditional write (bootstrap data, leases of our own keys).

@@ -13,8 +13,8 @@ use crate::cluster::token_ops::TokenOpError;
 use crate::datastore::DatastoreError;
 use crate::etcd::EtcdError;
 use crate::etcd::snapshot::SnapshotError;
-use crate::storage::ObjectError;
 use crate::secrets_encryption::stages::StageError;
+use crate::storage::ObjectError;
 
 /// Prefix of every error name.
 pub const ERROR_PREFIX: &str = "io.rke2.Error";
@@ -111,7 +111,7 @@ pub fn kind_of(e: &AdminError) -> ErrorKind {
             ObjectError::AlreadyExists { .. }
             | ObjectError::Conflict { .. }
             | ObjectError::ConflictWith { .. } => K::Conflict,
-            ObjectError::BadRequest(_) => K::InvalidArgument,
+            ObjectError::BadRequest(_) | ObjectError::Invalid { .. } => K::InvalidArgument,
             ObjectError::Corrupt { .. } => K::Failed,
             ObjectError::Datastore(d) => datastore_kind(d),
         },

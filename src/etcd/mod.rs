@@ -116,6 +116,17 @@ impl EtcdTls {
         })
     }
 
+    /// Credentials from PEM text (contexts built in memory, e.g. by unit tests).
+    pub fn from_pem(ca_pem: String, cert_pem: String, key_pem: String) -> EtcdTls {
+        EtcdTls {
+            pem: std::sync::Arc::new(std::sync::RwLock::new(EtcdTlsPem {
+                ca_pem,
+                cert_pem,
+                key_pem,
+            })),
+        }
+    }
+
     /// Reads the files again (after a renewal); on error the previous credentials stay.
     pub fn reload(&self, paths: &ServerPaths) -> Result<(), EtcdError> {
         let new = Self::read(paths)?;

@@ -234,19 +234,25 @@ fn command(settings: &EtcdSettings) -> Command {
 }
 
 fn spawn(settings: &EtcdSettings) -> std::io::Result<Child> {
-    let mut cmd = command(settings);
+    spawn_tied(command(settings), "etcd")
+}
+
+/// Spawns `cmd` so that it dies with the daemon: the kernel sends it SIGTERM when the daemon
+/// exits, even on SIGKILL, so no orphaned child keeps ports, data directories or sockets.
+pub fn spawn_tied(mut cmd: Command, what: &'static str) -> std::io::Result<Child> {
     let parent = rustix::process::getpid();
     // SAFETY: the closure runs in the forked child before exec and only makes two
     // async-signal-safe system calls (prctl and getppid); it allocates nothing and takes no
-    // locks. The death signal makes the kernel stop etcd when the daemon dies, even on
-    // SIGKILL, so no orphaned etcd keeps the ports and data directory.
+    // locks.
     #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(move || {
             rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
             // The daemon may have died between fork and prctl; then nobody would signal us.
             if rustix::process::getppid() != Some(parent) {
-                return Err(std::io::Error::other("parent exited before etcd started"));
+                return Err(std::io::Error::other(format!(
+                    "parent exited before {what} started"
+                )));
             }
             Ok(())
         });
@@ -359,17 +365,22 @@ pub fn relevel(level: &str, msg: &str) -> tracing::Level {
 }
 
 async fn stop(child: &mut Child) {
+    stop_child(child, STOP_GRACE, "etcd").await
+}
+
+/// Stops a child: SIGTERM, then SIGKILL if it has not exited after `grace`.
+pub async fn stop_child(child: &mut Child, grace: Duration, what: &str) {
     if let Some(pid) = child
         .id()
         .and_then(|p| rustix::process::Pid::from_raw(p as i32))
     {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_ok() {
+        if tokio::time::timeout(grace, child.wait()).await.is_ok() {
             return;
         }
         tracing::warn!(
-            component = "etcd",
-            "etcd did not stop within {STOP_GRACE:?}; killing it"
+            component = what,
+            "{what} did not stop within {grace:?}; killing it"
         );
     }
     let _ = child.kill().await;

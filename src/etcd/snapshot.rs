@@ -507,9 +507,7 @@ impl Snapshotter {
     ) -> Arc<Snapshotter> {
         let (saved, _) = broadcast::channel(16);
         Arc::new(Snapshotter {
-            records: crate::storage::Storage::new(crate::datastore::Datastore::new(
-                client.clone(),
-            )),
+            records: crate::storage::Storage::new(crate::datastore::Datastore::new(client.clone())),
             client,
             dir: snapshot_dir(&config, data_dir),
             config,

@@ -11,10 +11,10 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use super::snapshot::{SnapshotInfo, ZIP_SUFFIX};
-use crate::storage::selectors::LabelSelector;
-use crate::storage::ObjectError;
-use crate::storage::{ListOptions, Storage};
 use crate::registry::ETCD_SNAPSHOT_FILES;
+use crate::storage::ObjectError;
+use crate::storage::selectors::LabelSelector;
+use crate::storage::{ListOptions, Storage};
 
 /// The label naming the node whose disk holds the snapshot (RKE2's).
 pub const STORAGE_NODE_LABEL: &str = "etcd.rke2.cattle.io/snapshot-storage-node";

@@ -12,6 +12,7 @@ use super::print::*;
 pub static CONFIGMAPS: ResourceInfo = ResourceInfo {
     short_names: &["cm"],
     type_check: typed::<core::ConfigMap>,
+    schema: Some(super::schema::schema_of::<core::ConfigMap>),
     validate: validate_configmap,
     on_update,
     printer: Printer {

@@ -17,6 +17,11 @@ pub static DEPLOYMENTS: ResourceInfo = ResourceInfo {
     categories: &["all"],
     subresources: &["status", "scale"],
     type_check: typed::<apps::Deployment>,
+    schema: Some(super::schema::schema_of::<apps::Deployment>),
+    list_strategies: super::workload::LIST_STRATEGIES,
+    lists: &[super::schema::conditions(
+        "io.k8s.api.apps.v1.DeploymentStatus",
+    )],
     validate,
     tracks_generation: true,
     on_create,

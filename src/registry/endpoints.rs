@@ -7,11 +7,24 @@ use serde_json::Value;
 use super::ResourceInfo;
 use super::fields::typed;
 use super::print::*;
+use super::schema::{ListSemantics, atomic};
+
+const SUBSET: &str = "io.k8s.api.core.v1.EndpointSubset";
+
+/// Upstream's list tags on Endpoints: every list is atomic.
+const ENDPOINTS_LISTS: &[ListSemantics] = &[
+    atomic("io.k8s.api.core.v1.Endpoints", "subsets"),
+    atomic(SUBSET, "addresses"),
+    atomic(SUBSET, "notReadyAddresses"),
+    atomic(SUBSET, "ports"),
+];
 
 /// `endpoints`, stored under the services prefix as upstream does.
 pub static ENDPOINTS: ResourceInfo = ResourceInfo {
     short_names: &["ep"],
     type_check: typed::<core::Endpoints>,
+    schema: Some(super::schema::schema_of::<core::Endpoints>),
+    lists: ENDPOINTS_LISTS,
     printer: Printer {
         columns: COLUMNS,
         cells,

@@ -6,12 +6,63 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
 use super::print::*;
 use super::{ResourceInfo, print::Printer};
+
+/// The typed model of the kind (RKE2's CRD schema), for OpenAPI.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "io.cattle.k3s.v1.ETCDSnapshotFile")]
+pub struct EtcdSnapshotFile {
+    /// APIVersion defines the versioned schema of this representation of an object.
+    pub api_version: Option<String>,
+    /// Kind is a string value representing the REST resource this object represents.
+    pub kind: Option<String>,
+    /// Standard object's metadata.
+    pub metadata: ObjectMeta,
+    /// Which snapshot file this is and where it lives.
+    pub spec: EtcdSnapshotSpec,
+    /// The file's state.
+    pub status: Option<EtcdSnapshotStatus>,
+}
+
+/// `spec` of an ETCDSnapshotFile.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "io.cattle.k3s.v1.ETCDSnapshotSpec")]
+pub struct EtcdSnapshotSpec {
+    /// The base name of the snapshot file.
+    pub snapshot_name: String,
+    /// The node that took the snapshot.
+    pub node_name: String,
+    /// The file:// URI of the snapshot.
+    pub location: String,
+    /// Whether the file is zip-compressed (this project's extension of RKE2's spec).
+    pub compressed: Option<bool>,
+}
+
+/// `status` of an ETCDSnapshotFile.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "io.cattle.k3s.v1.ETCDSnapshotStatus")]
+pub struct EtcdSnapshotStatus {
+    /// Size of the snapshot file.
+    pub size: Option<Quantity>,
+    /// When the snapshot was taken.
+    pub creation_time: Option<Time>,
+    /// Whether the snapshot is complete and may be restored.
+    pub ready_to_use: Option<bool>,
+    /// Why the snapshot failed, if it did.
+    pub error: Option<String>,
+}
 
 /// `etcdsnapshotfiles.k3s.cattle.io`.
 pub static ETCD_SNAPSHOT_FILES: ResourceInfo = ResourceInfo {
     go_package: "k3s",
+    schema: Some(super::schema::schema_of::<EtcdSnapshotFile>),
     printer: Printer {
         columns: COLUMNS,
         cells,

@@ -12,7 +12,9 @@ use super::{NodeAccess, ResourceInfo};
 pub static EVENTS: ResourceInfo = ResourceInfo {
     short_names: &["ev"],
     node_access: NodeAccess::Write,
+    expires: true,
     type_check: typed::<core::Event>,
+    schema: Some(super::schema::schema_of::<core::Event>),
     printer: Printer {
         columns: COLUMNS,
         cells: event_cells,

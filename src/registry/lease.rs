@@ -12,6 +12,7 @@ use super::{NodeAccess, ResourceInfo};
 pub static LEASES: ResourceInfo = ResourceInfo {
     go_package: "coordination",
     type_check: typed::<coordination::Lease>,
+    schema: Some(super::schema::schema_of::<coordination::Lease>),
     tracks_generation: true,
     node_access: NodeAccess::Own {
         namespace: Some("kube-node-lease"),

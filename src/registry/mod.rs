@@ -10,12 +10,15 @@
 pub mod fields;
 pub mod print;
 pub mod protobuf;
+pub mod schema;
 
 mod configmap;
 mod deployment;
 mod endpoints;
+mod endpointslice;
 mod etcdsnapshotfile;
 mod event;
+mod event_v1;
 mod lease;
 mod namespace;
 mod node;
@@ -23,15 +26,19 @@ mod pod;
 mod pod_spec;
 mod replicaset;
 mod reviews;
+mod rules_review;
 mod secret;
 mod service;
+mod whoami_v1beta1;
 pub mod workload;
 
 pub use configmap::CONFIGMAPS;
 pub use deployment::DEPLOYMENTS;
 pub use endpoints::ENDPOINTS;
+pub use endpointslice::ENDPOINT_SLICES;
 pub use etcdsnapshotfile::ETCD_SNAPSHOT_FILES;
 pub use event::EVENTS;
+pub use event_v1::EVENTS_V1;
 pub use fields::FieldCause;
 pub use lease::LEASES;
 pub use namespace::{NAMESPACE_NAME_LABEL, NAMESPACES, SYSTEM_NAMESPACES};
@@ -39,8 +46,10 @@ pub use node::NODES;
 pub use pod::PODS;
 pub use replicaset::REPLICA_SETS;
 pub use reviews::{SELF_SUBJECT_ACCESS_REVIEWS, SELF_SUBJECT_REVIEWS};
+pub use rules_review::SELF_SUBJECT_RULES_REVIEWS;
 pub use secret::SECRETS;
 pub use service::SERVICES;
+pub use whoami_v1beta1::SELF_SUBJECT_REVIEWS_V1BETA1;
 
 use serde_json::Value;
 
@@ -58,11 +67,15 @@ pub static RESOURCES: &[&ResourceInfo] = &[
     &SERVICES,
     &PODS,
     &LEASES,
+    &EVENTS_V1,
     &SELF_SUBJECT_ACCESS_REVIEWS,
+    &SELF_SUBJECT_RULES_REVIEWS,
     &SELF_SUBJECT_REVIEWS,
     &ETCD_SNAPSHOT_FILES,
     &DEPLOYMENTS,
     &REPLICA_SETS,
+    &SELF_SUBJECT_REVIEWS_V1BETA1,
+    &ENDPOINT_SLICES,
 ];
 
 /// A Kubernetes API verb.
@@ -122,6 +135,8 @@ pub enum Review {
     Access,
     /// SelfSubjectReview: who is the caller?
     Subject,
+    /// SelfSubjectRulesReview: what may the caller do in a namespace?
+    Rules,
 }
 
 /// What a node's own credentials may do with a resource (the node authorizer's policy).
@@ -182,7 +197,41 @@ pub struct ResourceInfo {
     pub protobuf: Option<&'static str>,
     /// What nodes may do with objects of this kind.
     pub node_access: NodeAccess,
+    /// The kind's OpenAPI schema, from its typed model (`schema::schema_of::<T>`).
+    pub schema: Option<schema::SchemaFn>,
+    /// Merge semantics of the kind's own list fields (beyond [`schema::COMMON_LISTS`]).
+    pub lists: &'static [schema::ListSemantics],
+    /// Whether objects expire after the server's `event-ttl` (an etcd lease on every write, as
+    /// upstream stores Events).
+    pub expires: bool,
+    /// Converts an object of this version into the form stored in etcd, where several versions
+    /// share one prefix (events.k8s.io/v1 Events are stored as core/v1 Events).
+    pub to_storage: fn(&mut Value),
+    /// Converts a stored object into this version (the inverse of `to_storage`).
+    pub from_storage: fn(&mut Value),
+    /// Strategic-merge strategies of this kind's list fields, by dotted path from the object
+    /// root (list levels do not appear: `spec.containers.env`), from the `+patchStrategy` /
+    /// `+patchMergeKey` tags of its Go type. Lists not named here (and not in
+    /// [`METADATA_LIST_STRATEGIES`]) are atomic.
+    pub list_strategies: &'static [(&'static str, ListStrategy)],
 }
+
+/// How a list field merges under strategic merge patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListStrategy {
+    /// Replaced as a whole (no `patchStrategy` tag; e.g. `spec.taints`).
+    Atomic,
+    /// `patchStrategy=merge` with `patchMergeKey`: elements matched by this key.
+    MergeByKey(&'static str),
+    /// `patchStrategy=merge` on a list of scalars: set union.
+    MergePrimitive,
+}
+
+/// The list strategies of `ObjectMeta`, shared by every kind.
+pub const METADATA_LIST_STRATEGIES: &[(&str, ListStrategy)] = &[
+    ("metadata.ownerReferences", ListStrategy::MergeByKey("uid")),
+    ("metadata.finalizers", ListStrategy::MergePrimitive),
+];
 
 /// Resources are identified by group, version and plural: the hooks do not take part.
 impl PartialEq for ResourceInfo {
@@ -228,7 +277,22 @@ impl ResourceInfo {
             field_selectors: &[],
             protobuf: None,
             node_access: NodeAccess::Read,
+            schema: None,
+            lists: &[],
+            expires: false,
+            to_storage: no_defaults,
+            from_storage: no_defaults,
+            list_strategies: &[],
         }
+    }
+
+    /// The strategic-merge strategy of the list at `path` (see [`ResourceInfo::list_strategies`]).
+    pub fn list_strategy(&self, path: &str) -> ListStrategy {
+        METADATA_LIST_STRATEGIES
+            .iter()
+            .chain(self.list_strategies)
+            .find(|(p, _)| *p == path)
+            .map_or(ListStrategy::Atomic, |(_, s)| *s)
     }
 
     /// Whether `verb` is served on this resource.

@@ -5,9 +5,11 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1 as core;
 use serde_json::{Value, json};
 
+use super::ListStrategy;
 use super::ResourceInfo;
 use super::fields::{FieldCause, meta_str, metadata_mut, typed};
 use super::print::*;
+use super::schema::{ListSemantics, atomic, conditions};
 use crate::validation::validate_dns_label;
 
 /// Label set on every Namespace by upstream defaulting.
@@ -19,11 +21,19 @@ pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 pub const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
 
+/// Upstream's list tags on NamespaceSpec and NamespaceStatus.
+const NAMESPACE_LISTS: &[ListSemantics] = &[
+    atomic("io.k8s.api.core.v1.NamespaceSpec", "finalizers"),
+    conditions("io.k8s.api.core.v1.NamespaceStatus"),
+];
+
 /// `namespaces`.
 pub static NAMESPACES: ResourceInfo = ResourceInfo {
     short_names: &["ns"],
-    subresources: &["status"],
+    subresources: &["status", "finalize"],
     type_check: typed::<core::Namespace>,
+    schema: Some(super::schema::schema_of::<core::Namespace>),
+    lists: NAMESPACE_LISTS,
     name_rule: dns_label,
     tracks_generation: true,
     on_create,
@@ -35,6 +45,7 @@ pub static NAMESPACES: ResourceInfo = ResourceInfo {
     },
     field_selectors: &["status.phase"],
     protobuf: Some(super::protobuf::CORE_V1),
+    list_strategies: &[("status.conditions", ListStrategy::MergeByKey("type"))],
     ..ResourceInfo::stored(
         "",
         "namespaces",

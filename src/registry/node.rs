@@ -6,16 +6,37 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1 as core;
 use serde_json::Value;
 
+use super::ListStrategy::{MergeByKey, MergePrimitive};
 use super::fields::{FieldCause, cause, invalid_value, typed};
 use super::print::*;
+use super::schema::{ListSemantics, atomic, conditions, keyed, set};
 use super::{NodeAccess, ResourceInfo};
 use crate::validation::{TaintEffect, validate_label_key, validate_label_value};
+
+/// Upstream's list tags on NodeSpec/NodeStatus.
+const NODE_LISTS: &[ListSemantics] = &[
+    set("io.k8s.api.core.v1.NodeSpec", "podCIDRs", true),
+    atomic("io.k8s.api.core.v1.NodeSpec", "taints"),
+    conditions("io.k8s.api.core.v1.NodeStatus"),
+    keyed(
+        "io.k8s.api.core.v1.NodeStatus",
+        "addresses",
+        &["type"],
+        "type",
+        "merge",
+    ),
+    atomic("io.k8s.api.core.v1.NodeStatus", "images"),
+    atomic("io.k8s.api.core.v1.NodeStatus", "volumesInUse"),
+    atomic("io.k8s.api.core.v1.NodeStatus", "volumesAttached"),
+];
 
 /// `nodes`, stored at `/registry/minions` as upstream does.
 pub static NODES: ResourceInfo = ResourceInfo {
     short_names: &["no"],
     subresources: &["status"],
     type_check: typed::<core::Node>,
+    schema: Some(super::schema::schema_of::<core::Node>),
+    lists: NODE_LISTS,
     validate: validate_taints,
     tracks_generation: true,
     printer: Printer {
@@ -26,6 +47,11 @@ pub static NODES: ResourceInfo = ResourceInfo {
     field_selectors: &["spec.unschedulable"],
     node_access: NodeAccess::Own { namespace: None },
     protobuf: Some(super::protobuf::CORE_V1),
+    list_strategies: &[
+        ("status.conditions", MergeByKey("type")),
+        ("status.addresses", MergeByKey("type")),
+        ("spec.podCIDRs", MergePrimitive),
+    ],
     ..ResourceInfo::stored("", "nodes", "node", "Node", false, "/registry/minions")
 };
 

@@ -5,16 +5,106 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1 as core;
 use serde_json::{Value, json};
 
+use super::ListStrategy::MergeByKey;
 use super::fields::typed;
 use super::print::*;
+use super::schema::{ListSemantics, atomic, keyed};
 use super::{ResourceInfo, pod_spec};
+
+const POD_SPEC: &str = "io.k8s.api.core.v1.PodSpec";
+const CONTAINER: &str = "io.k8s.api.core.v1.Container";
+const EPHEMERAL: &str = "io.k8s.api.core.v1.EphemeralContainer";
+const POD_STATUS: &str = "io.k8s.api.core.v1.PodStatus";
+
+/// Upstream's list tags on PodSpec, Container, EphemeralContainer and PodStatus.
+const POD_LISTS: &[ListSemantics] = &[
+    keyed(POD_SPEC, "volumes", &["name"], "name", "merge,retainKeys"),
+    keyed(POD_SPEC, "initContainers", &["name"], "name", "merge"),
+    keyed(POD_SPEC, "containers", &["name"], "name", "merge"),
+    keyed(POD_SPEC, "ephemeralContainers", &["name"], "name", "merge"),
+    keyed(POD_SPEC, "imagePullSecrets", &["name"], "name", "merge"),
+    keyed(POD_SPEC, "hostAliases", &["ip"], "ip", "merge"),
+    keyed(
+        POD_SPEC,
+        "topologySpreadConstraints",
+        &["topologyKey", "whenUnsatisfiable"],
+        "topologyKey",
+        "merge",
+    ),
+    keyed(
+        POD_SPEC,
+        "resourceClaims",
+        &["name"],
+        "name",
+        "merge,retainKeys",
+    ),
+    keyed(POD_SPEC, "schedulingGates", &["name"], "name", "merge"),
+    atomic(POD_SPEC, "tolerations"),
+    atomic(POD_SPEC, "readinessGates"),
+    keyed(
+        CONTAINER,
+        "ports",
+        &["containerPort", "protocol"],
+        "containerPort",
+        "merge",
+    ),
+    keyed(CONTAINER, "env", &["name"], "name", "merge"),
+    keyed(
+        CONTAINER,
+        "volumeMounts",
+        &["mountPath"],
+        "mountPath",
+        "merge",
+    ),
+    keyed(
+        CONTAINER,
+        "volumeDevices",
+        &["devicePath"],
+        "devicePath",
+        "merge",
+    ),
+    atomic(CONTAINER, "envFrom"),
+    atomic(CONTAINER, "command"),
+    atomic(CONTAINER, "args"),
+    atomic(CONTAINER, "resizePolicy"),
+    keyed(
+        EPHEMERAL,
+        "ports",
+        &["containerPort", "protocol"],
+        "containerPort",
+        "merge",
+    ),
+    keyed(EPHEMERAL, "env", &["name"], "name", "merge"),
+    keyed(
+        EPHEMERAL,
+        "volumeMounts",
+        &["mountPath"],
+        "mountPath",
+        "merge",
+    ),
+    keyed(
+        EPHEMERAL,
+        "volumeDevices",
+        &["devicePath"],
+        "devicePath",
+        "merge",
+    ),
+    super::schema::conditions(POD_STATUS),
+    keyed(POD_STATUS, "podIPs", &["ip"], "ip", "merge"),
+    keyed(POD_STATUS, "hostIPs", &["ip"], "ip", "merge"),
+    atomic(POD_STATUS, "containerStatuses"),
+    atomic(POD_STATUS, "initContainerStatuses"),
+    atomic(POD_STATUS, "ephemeralContainerStatuses"),
+];
 
 /// `pods`.
 pub static PODS: ResourceInfo = ResourceInfo {
     short_names: &["po"],
     categories: &["all"],
-    subresources: &["status", "binding", "eviction"],
+    subresources: &["status", "binding", "eviction", "log"],
     type_check: typed::<core::Pod>,
+    schema: Some(super::schema::schema_of::<core::Pod>),
+    lists: POD_LISTS,
     tracks_generation: true,
     on_create,
     validate: pod_spec::validate,
@@ -24,6 +114,8 @@ pub static PODS: ResourceInfo = ResourceInfo {
         cells: pod_cells,
         conditions,
     },
+    // Kubelets write their pods' status (crate::runtime::kubelet).
+    node_access: super::NodeAccess::Write,
     field_selectors: &[
         "spec.nodeName",
         "spec.restartPolicy",
@@ -36,6 +128,44 @@ pub static PODS: ResourceInfo = ResourceInfo {
         "status.nominatedNodeName",
     ],
     protobuf: Some(super::protobuf::CORE_V1),
+    list_strategies: &[
+        ("spec.containers", MergeByKey("name")),
+        ("spec.containers.env", MergeByKey("name")),
+        ("spec.containers.volumeMounts", MergeByKey("mountPath")),
+        ("spec.containers.volumeDevices", MergeByKey("devicePath")),
+        ("spec.containers.ports", MergeByKey("containerPort")),
+        ("spec.initContainers", MergeByKey("name")),
+        ("spec.initContainers.env", MergeByKey("name")),
+        ("spec.initContainers.volumeMounts", MergeByKey("mountPath")),
+        (
+            "spec.initContainers.volumeDevices",
+            MergeByKey("devicePath"),
+        ),
+        ("spec.initContainers.ports", MergeByKey("containerPort")),
+        ("spec.ephemeralContainers", MergeByKey("name")),
+        ("spec.ephemeralContainers.env", MergeByKey("name")),
+        (
+            "spec.ephemeralContainers.volumeMounts",
+            MergeByKey("mountPath"),
+        ),
+        (
+            "spec.ephemeralContainers.volumeDevices",
+            MergeByKey("devicePath"),
+        ),
+        (
+            "spec.ephemeralContainers.ports",
+            MergeByKey("containerPort"),
+        ),
+        ("status.conditions", MergeByKey("type")),
+        ("status.podIPs", MergeByKey("ip")),
+        ("status.hostIPs", MergeByKey("ip")),
+        ("spec.volumes", MergeByKey("name")),
+        ("spec.imagePullSecrets", MergeByKey("name")),
+        ("spec.hostAliases", MergeByKey("ip")),
+        ("spec.schedulingGates", MergeByKey("name")),
+        ("spec.resourceClaims", MergeByKey("name")),
+        ("spec.topologySpreadConstraints", MergeByKey("topologyKey")),
+    ],
     ..ResourceInfo::stored("", "pods", "pod", "Pod", true, "/registry/pods")
 };
 

@@ -16,6 +16,11 @@ pub static REPLICA_SETS: ResourceInfo = ResourceInfo {
     categories: &["all"],
     subresources: &["status", "scale"],
     type_check: typed::<apps::ReplicaSet>,
+    schema: Some(super::schema::schema_of::<apps::ReplicaSet>),
+    list_strategies: super::workload::LIST_STRATEGIES,
+    lists: &[super::schema::conditions(
+        "io.k8s.api.apps.v1.ReplicaSetStatus",
+    )],
     validate: workload::validate_spec,
     tracks_generation: true,
     on_create,

@@ -14,6 +14,7 @@ pub static SELF_SUBJECT_ACCESS_REVIEWS: ResourceInfo = ResourceInfo {
     review: Some(Review::Access),
     go_package: "authorization",
     type_check: typed::<authz::SelfSubjectAccessReview>,
+    schema: Some(super::schema::schema_of::<authz::SelfSubjectAccessReview>),
     validate: validate_ssar,
     protobuf: Some("k8s.io.api.authorization.v1"),
     ..ResourceInfo::stored(
@@ -32,6 +33,7 @@ pub static SELF_SUBJECT_REVIEWS: ResourceInfo = ResourceInfo {
     review: Some(Review::Subject),
     go_package: "authentication",
     type_check: typed::<authn::SelfSubjectReview>,
+    schema: Some(super::schema::schema_of::<authn::SelfSubjectReview>),
     protobuf: Some("k8s.io.api.authentication.v1"),
     ..ResourceInfo::stored(
         "authentication.k8s.io",

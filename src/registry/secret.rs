@@ -14,6 +14,7 @@ use super::{NodeAccess, ResourceInfo};
 /// `secrets`.
 pub static SECRETS: ResourceInfo = ResourceInfo {
     type_check: typed::<core::Secret>,
+    schema: Some(super::schema::schema_of::<core::Secret>),
     validate: validate_secret,
     on_create: default_secret,
     on_update,

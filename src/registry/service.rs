@@ -7,10 +7,30 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1 as core;
 use serde_json::{Value, json};
 
-use super::ResourceInfo;
-use super::fields::typed;
+use super::ListStrategy;
+use super::fields::{cause, typed};
 use super::print::*;
+use super::schema::{ListSemantics, atomic, conditions, keyed};
+use super::{FieldCause, ResourceInfo};
 use crate::validation::validate_dns_label;
+
+const SERVICE_SPEC: &str = "io.k8s.api.core.v1.ServiceSpec";
+
+/// Upstream's list tags on ServiceSpec and ServiceStatus.
+const SERVICE_LISTS: &[ListSemantics] = &[
+    keyed(
+        SERVICE_SPEC,
+        "ports",
+        &["port", "protocol"],
+        "port",
+        "merge",
+    ),
+    atomic(SERVICE_SPEC, "clusterIPs"),
+    atomic(SERVICE_SPEC, "externalIPs"),
+    atomic(SERVICE_SPEC, "ipFamilies"),
+    atomic(SERVICE_SPEC, "loadBalancerSourceRanges"),
+    conditions("io.k8s.api.core.v1.ServiceStatus"),
+];
 
 /// `services`.
 pub static SERVICES: ResourceInfo = ResourceInfo {
@@ -18,15 +38,22 @@ pub static SERVICES: ResourceInfo = ResourceInfo {
     categories: &["all"],
     subresources: &["status"],
     type_check: typed::<core::Service>,
+    schema: Some(super::schema::schema_of::<core::Service>),
+    lists: SERVICE_LISTS,
     name_rule: dns1035_label,
     tracks_generation: true,
     on_create,
+    on_update,
     printer: Printer {
         columns: COLUMNS,
         cells: service_cells,
         conditions: no_conditions,
     },
     protobuf: Some(super::protobuf::CORE_V1),
+    list_strategies: &[
+        ("spec.ports", ListStrategy::MergeByKey("port")),
+        ("status.conditions", ListStrategy::MergeByKey("type")),
+    ],
     ..ResourceInfo::stored(
         "",
         "services",
@@ -51,6 +78,51 @@ fn dns1035_label(name: &str) -> Result<(), String> {
 
 fn on_create(obj: &mut Value) {
     obj["status"] = json!({"loadBalancer": {}});
+}
+
+/// Upstream's rules for allocated values on update: a ClusterIP or node port the new object
+/// leaves out is kept (a `kubectl replace` of the original manifest keeps its address), and a
+/// ClusterIP may not move once allocated (the allocation is keyed by it).
+fn on_update(old: &Value, new: &mut Value, causes: &mut Vec<FieldCause>) {
+    let old_ip = text(old, "/spec/clusterIP");
+    if old_ip.is_empty() || !new["spec"].is_object() || text(new, "/spec/type") == "ExternalName" {
+        return;
+    }
+    match text(new, "/spec/clusterIP") {
+        "" => {
+            new["spec"]["clusterIP"] = json!(old_ip);
+            new["spec"]["clusterIPs"] = old
+                .pointer("/spec/clusterIPs")
+                .cloned()
+                .unwrap_or_else(|| json!([old_ip]));
+        }
+        ip if ip != old_ip => causes.push(cause(
+            "spec.clusterIPs[0]",
+            format!("Invalid value: []string{{\"{ip}\"}}: may not change once set"),
+        )),
+        _ => {}
+    }
+    let old_ports = list(old, "/spec/ports");
+    if let Some(ports) = new["spec"]["ports"].as_array_mut() {
+        for p in ports.iter_mut().filter(|p| int(p, "/nodePort") == 0) {
+            let same = |o: &&Value| o["port"] == p["port"] && protocol(o) == protocol(p);
+            if let Some(n) = old_ports
+                .iter()
+                .find(same)
+                .map(|o| int(o, "/nodePort"))
+                .filter(|n| *n > 0)
+            {
+                p["nodePort"] = json!(n);
+            }
+        }
+    }
+}
+
+fn protocol(port: &Value) -> &str {
+    match text(port, "/protocol") {
+        "" => "TCP",
+        p => p,
+    }
 }
 
 const COLUMNS: &[Column] = &[
@@ -161,4 +233,25 @@ fn service_cells(svc: &Value, now: DateTime<Utc>) -> Vec<Value> {
         age(svc, now).into(),
         format_labels(svc.pointer("/spec/selector")).into(),
     ]
+}
+
+#[cfg(test)]
+mod update_tests {
+    use super::*;
+
+    #[test]
+    fn allocated_values_are_kept_and_the_address_may_not_move() {
+        let old = json!({"spec": {"type": "NodePort", "clusterIP": "10.43.0.20", "clusterIPs": ["10.43.0.20"],
+                                  "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30080}]}});
+        let mut new = json!({"spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+        let mut causes = Vec::new();
+        on_update(&old, &mut new, &mut causes);
+        assert!(causes.is_empty());
+        assert_eq!(new["spec"]["clusterIPs"], json!(["10.43.0.20"]));
+        assert_eq!(new["spec"]["ports"][0]["nodePort"], 30080);
+        let mut moved = json!({"spec": {"clusterIP": "10.43.0.21"}});
+        on_update(&old, &mut moved, &mut causes);
+        assert_eq!(causes.len(), 1);
+        assert!(causes[0].message.contains("may not change once set"));
+    }
 }

@@ -2,6 +2,7 @@
 //! `metav1.LabelSelector` form (matching, the string form of `Scale.status.selector`), the pod
 //! template's defaults and validation, and the CONTAINERS/IMAGES/SELECTOR table cells.
 
+use super::ListStrategy;
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
@@ -191,6 +192,96 @@ pub fn wide_cells(obj: &Value) -> [Value; 3] {
         selector_string(&obj["spec"]["selector"]).into(),
     ]
 }
+
+/// Strategic-merge strategies of a workload's lists: its pod template's (as a Pod's, below
+/// `spec.template`) and its status conditions.
+pub const LIST_STRATEGIES: &[(&str, ListStrategy)] = &[
+    (
+        "spec.template.spec.containers",
+        ListStrategy::MergeByKey("name"),
+    ),
+    (
+        "spec.template.spec.containers.env",
+        ListStrategy::MergeByKey("name"),
+    ),
+    (
+        "spec.template.spec.containers.volumeMounts",
+        ListStrategy::MergeByKey("mountPath"),
+    ),
+    (
+        "spec.template.spec.containers.volumeDevices",
+        ListStrategy::MergeByKey("devicePath"),
+    ),
+    (
+        "spec.template.spec.containers.ports",
+        ListStrategy::MergeByKey("containerPort"),
+    ),
+    (
+        "spec.template.spec.initContainers",
+        ListStrategy::MergeByKey("name"),
+    ),
+    (
+        "spec.template.spec.initContainers.env",
+        ListStrategy::MergeByKey("name"),
+    ),
+    (
+        "spec.template.spec.initContainers.volumeMounts",
+        ListStrategy::MergeByKey("mountPath"),
+    ),
+    (
+        "spec.template.spec.initContainers.volumeDevices",
+        ListStrategy::MergeByKey("devicePath"),
+    ),
+    (
+        "spec.template.spec.initContainers.ports",
+        ListStrategy::MergeByKey("containerPort"),
+    ),
+    (
+        "spec.template.spec.ephemeralContainers",
+        ListStrategy::MergeByKey("name"),
+    ),
+    (
+        "spec.template.spec.ephemeralContainers.env",
+        ListStrategy::MergeByKey("name"),
+    ),
+    (
+        "spec.template.spec.ephemeralContainers.volumeMounts",
+        ListStrategy::MergeByKey("mountPath"),
+    ),
+    (
+        "spec.template.spec.ephemeralContainers.volumeDevices",
+        ListStrategy::MergeByKey("devicePath"),
+    ),
+    (
+        "spec.template.spec.ephemeralContainers.ports",
+        ListStrategy::MergeByKey("containerPort"),
+    ),
+    (
+        "spec.template.spec.volumes",
+        ListStrategy::MergeByKey("name"),
+    ),
+    (
+        "spec.template.spec.imagePullSecrets",
+        ListStrategy::MergeByKey("name"),
+    ),
+    (
+        "spec.template.spec.hostAliases",
+        ListStrategy::MergeByKey("ip"),
+    ),
+    (
+        "spec.template.spec.schedulingGates",
+        ListStrategy::MergeByKey("name"),
+    ),
+    (
+        "spec.template.spec.resourceClaims",
+        ListStrategy::MergeByKey("name"),
+    ),
+    (
+        "spec.template.spec.topologySpreadConstraints",
+        ListStrategy::MergeByKey("topologyKey"),
+    ),
+    ("status.conditions", ListStrategy::MergeByKey("type")),
+];
 
 #[cfg(test)]
 mod tests {

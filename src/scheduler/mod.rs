@@ -16,13 +16,13 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::storage::pods;
-use crate::storage::ObjectError;
-use crate::storage::{ListOptions, Storage};
 use crate::controllers::events::{self, EventType};
 use crate::controllers::watch::forward;
 use crate::datastore::{Change, Datastore};
 use crate::registry::{NODES, PODS};
+use crate::storage::ObjectError;
+use crate::storage::pods;
+use crate::storage::{ListOptions, Storage};
 use predicates::{Candidate, NodeInfo, NodeUsage, PodInfo, Reason};
 
 /// How often unschedulable pods are tried again without any change (upstream flushes them

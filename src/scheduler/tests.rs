@@ -227,7 +227,9 @@ async fn a_full_node_takes_pods_again_when_one_is_deleted() {
     .await;
 }
 
-#[tokio::test]
+/// On a paused clock, a sleep returns only once every task is idle: after it, the scheduler
+/// has processed everything it was sent, so "nothing was bound" is a settled fact, not a race.
+#[tokio::test(start_paused = true)]
 async fn nothing_is_scheduled_without_leadership() {
     let (ds, s) = storage();
     s.create(&NODES, None, node("n", json!([]))).await.unwrap();
@@ -240,8 +242,7 @@ async fn nothing_is_scheduled_without_leadership() {
     })
     .await;
     run.leader.send(false).unwrap();
-    // Leadership is dropped as soon as the flag is seen; give the loop a moment to see it
-    // by creating a pod only after a round trip through the store.
+    // Let the loop see the lost leadership before the pod arrives.
     tokio::time::sleep(Duration::from_millis(100)).await;
     s.create(&PODS, Some("default"), pod("q", json!({})))
         .await

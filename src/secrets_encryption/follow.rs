@@ -10,15 +10,18 @@ use tokio_util::sync::CancellationToken;
 
 use super::stages::{self, StageError};
 use super::{Active, HASH_ANNOTATION, providers::Cipher};
-use crate::storage::Storage;
 use crate::bootstrap::BOOTSTRAP_PREFIX;
+use crate::cluster::context::Ctx;
 use crate::datastore::Datastore;
 use crate::registry::{NODES, SECRETS};
-use crate::cluster::context::Ctx;
+use crate::storage::Storage;
 
-/// How often the configuration is re-read besides the watch (the Node annotation appears once
-/// the node has registered; a broken watch is re-opened).
+/// How often the configuration is re-read besides the watch until this server's Node carries
+/// the current state (the Node appears only once the node has registered); a broken watch is
+/// re-opened at the same pace.
 const RESYNC: Duration = Duration::from_secs(3);
+/// Once settled, re-read only every this many [`RESYNC`] periods (the watch brings changes).
+const SETTLED_RESYNC_TICKS: u32 = 10;
 
 /// Loads (or on a new cluster creates) the cluster's configuration, applies it to this
 /// server's files and keys, and returns `raw` wrapped so Secrets are encrypted at rest.
@@ -58,9 +61,10 @@ async fn write_files(ctx: &Ctx, active: &Active) -> Result<(), StageError> {
     Ok(())
 }
 
-/// Applies `active` here: files and keys when they differ, then the Node annotation. The
-/// caller holds [`super::Keyring::lock_updates`].
-pub async fn apply(ctx: &Ctx, store: &Datastore, active: Active) -> Result<(), StageError> {
+/// Applies `active` here: files and keys when they differ, then the Node annotation; returns
+/// whether the Node carries it (false before the node has registered). The caller holds
+/// [`super::Keyring::lock_updates`].
+pub async fn apply(ctx: &Ctx, store: &Datastore, active: Active) -> Result<bool, StageError> {
     let unchanged = ctx
         .encryption
         .current()
@@ -79,18 +83,18 @@ pub async fn apply(ctx: &Ctx, store: &Datastore, active: Active) -> Result<(), S
     annotate(ctx, store, &state).await
 }
 
-/// Records `state` on this server's Node (once it is registered).
-async fn annotate(ctx: &Ctx, store: &Datastore, state: &str) -> Result<(), StageError> {
+/// Records `state` on this server's Node; false when the Node does not exist yet.
+async fn annotate(ctx: &Ctx, store: &Datastore, state: &str) -> Result<bool, StageError> {
     let storage = Storage::new(store.clone());
     let Some(node) = storage.get_opt(&NODES, None, &ctx.node.name).await? else {
-        return Ok(());
+        return Ok(false);
     };
     let current = node
         .pointer("/metadata/annotations")
         .and_then(|a| a.get(HASH_ANNOTATION))
         .and_then(Value::as_str);
     if current == Some(state) {
-        return Ok(());
+        return Ok(true);
     }
     storage
         .modify(&NODES, None, &ctx.node.name, None, |n| {
@@ -102,15 +106,16 @@ async fn annotate(ctx: &Ctx, store: &Datastore, state: &str) -> Result<(), Stage
             Ok::<(), StageError>(())
         })
         .await?;
-    Ok(())
+    Ok(true)
 }
 
-async fn sync(ctx: &Ctx, store: &Datastore) -> Result<(), StageError> {
+/// Reads the cluster's configuration and applies it; true once this server is settled on it.
+async fn sync(ctx: &Ctx, store: &Datastore) -> Result<bool, StageError> {
     let _updating = ctx.encryption.lock_updates().await;
     let (data, _) = stages::load_bundle(store, &ctx.server_password()).await?;
     match stages::active_of(&data)? {
         Some(active) => apply(ctx, store, active).await,
-        None => Ok(()),
+        None => Ok(false),
     }
 }
 
@@ -121,10 +126,14 @@ pub async fn follow(ctx: Ctx, cancel: CancellationToken) {
     };
     let mut tick = tokio::time::interval(RESYNC);
     let mut watch = None;
+    let (mut settled, mut ticks) = (false, 0u32);
     loop {
         let changed = tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tick.tick() => true,
+            _ = tick.tick() => {
+                ticks = ticks.wrapping_add(1);
+                !settled || watch.is_none() || ticks.is_multiple_of(SETTLED_RESYNC_TICKS)
+            }
             ev = async {
                 match watch.as_mut() {
                     Some(w) => crate::datastore::WatchStream::next(w).await,
@@ -150,12 +159,16 @@ pub async fn follow(ctx: Ctx, cancel: CancellationToken) {
                 _ = cancel.cancelled() => return,
                 r = sync(&ctx, &store) => r,
             };
-            if let Err(e) = synced {
-                tracing::debug!(
-                    component = "secrets-encryption",
-                    "following the encryption configuration: {e}; retrying"
-                );
-            }
+            settled = match synced {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(
+                        component = "secrets-encryption",
+                        "following the encryption configuration: {e}; retrying"
+                    );
+                    false
+                }
+            };
         }
     }
 }

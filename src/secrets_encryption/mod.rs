@@ -265,24 +265,32 @@ mod tests {
 
     #[test]
     fn settings_are_validated_with_the_key_named() {
-        let load = |text: &str| {
-            let d = tempfile::tempdir().unwrap();
-            let p = d.path().join("config.yaml");
-            std::fs::write(&p, text).unwrap();
+        // Flags over an empty config file.
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("config.yaml");
+        std::fs::write(&empty, "").unwrap();
+        let load = |flags: &[(&str, &str)]| {
             crate::config::load_server(&crate::config::ConfigSources {
-                config_file: Some(p),
+                config_file: Some(empty.clone()),
+                flags: flags
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 ..Default::default()
             })
         };
-        let c = load("").unwrap().config;
+        let c = load(&[]).unwrap().config;
         assert!(c.secrets_encryption, "encrypted by default, as RKE2");
         assert_eq!(c.secrets_encryption_provider, "aescbc");
-        let c = load("secrets-encryption: false\nsecrets-encryption-provider: aesgcm\n")
-            .unwrap()
-            .config;
+        let c = load(&[
+            ("secrets-encryption", "false"),
+            ("secrets-encryption-provider", "aesgcm"),
+        ])
+        .unwrap()
+        .config;
         assert!(!c.secrets_encryption);
         assert_eq!(c.secrets_encryption_provider, "aesgcm");
-        let e = load("secrets-encryption-provider: rot13\n")
+        let e = load(&[("secrets-encryption-provider", "rot13")])
             .unwrap_err()
             .to_string();
         assert!(

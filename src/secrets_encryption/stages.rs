@@ -11,12 +11,12 @@ use serde_json::Value;
 use super::config::Stage;
 use super::providers::Cipher;
 use super::{Active, BOOTSTRAP_CONFIG, BOOTSTRAP_STATE, EncryptionError, HASH_ANNOTATION};
-use crate::storage::ObjectError;
-use crate::storage::{ListOptions, Storage};
 use crate::bootstrap::{self, BootstrapData, BootstrapError};
+use crate::cluster::context::Ctx;
 use crate::datastore::{Cas, Datastore, DatastoreError};
 use crate::registry::{NODES, SECRETS};
-use crate::cluster::context::Ctx;
+use crate::storage::ObjectError;
+use crate::storage::{ListOptions, Storage};
 use crate::token::Secret;
 
 /// Label of server nodes.
@@ -282,7 +282,8 @@ async fn commit(
     if !save(store, &ctx.server_password(), data, rev, &next).await? {
         return Err(StageError::Concurrent);
     }
-    super::follow::apply(ctx, store, next).await
+    super::follow::apply(ctx, store, next).await?;
+    Ok(())
 }
 
 /// `secrets-encrypt enable` / `disable`: new writes encrypted or plain from now on; existing

@@ -137,6 +137,23 @@ impl KvStore for EncryptingStore {
         })
     }
 
+    fn update_leased<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        expected: i64,
+        lease: i64,
+    ) -> BoxFuture<'a, Result<Cas, DatastoreError>> {
+        Box::pin(async move {
+            let value = self.encode(key, value)?;
+            let cas = self
+                .inner
+                .update_with_lease(key, value, expected, lease)
+                .await?;
+            self.decode_cas(cas)
+        })
+    }
+
     fn put<'a>(
         &'a self,
         key: &'a str,

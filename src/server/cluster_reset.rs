@@ -159,9 +159,9 @@ pub(super) async fn forget_other_servers(
     store: &crate::datastore::Datastore,
     own_node: &str,
 ) -> Vec<String> {
+    use crate::registry::{NODES, SECRETS};
     use crate::storage::selectors::LabelSelector;
     use crate::storage::{ListOptions, Storage};
-    use crate::registry::{NODES, SECRETS};
     let storage = Storage::new(store.clone());
     let servers = match LabelSelector::parse("node-role.kubernetes.io/etcd=true") {
         Ok(selector) => {
@@ -319,8 +319,8 @@ pub(super) async fn rejoin_if_left_behind(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Storage;
     use crate::registry::{NODES, SECRETS};
+    use crate::storage::Storage;
     use serde_json::json;
 
     #[tokio::test]

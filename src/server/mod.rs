@@ -92,14 +92,8 @@ pub enum ServerError {
         secret: String,
         password_file: std::path::PathBuf,
     },
-    #[error("the host name \"{name}\" is not a valid node name ({source}); set node-name")]
-    InvalidNodeName {
-        name: String,
-        #[source]
-        source: crate::validation::InvalidValue,
-    },
-    #[error("cannot determine this node's IP address (no default route); set node-ip")]
-    NoNodeIp,
+    #[error(transparent)]
+    NodeIdentity(#[from] crate::host::NodeIdentityError),
     #[error("agent-token must be a password or K10<hash>::node:<password>, not a bootstrap token")]
     AgentTokenIsBootstrapToken,
     #[error(
@@ -369,7 +363,8 @@ async fn run_inner(
         }
     };
     let cas = prepare::authorities(&paths, false)?;
-    prepare::leaf_certificates(&config, &node, &paths, &agent_paths, &cas)?;
+    let certificates_renewed =
+        prepare::leaf_certificates(&config, &node, &paths, &agent_paths, &cas)?;
     let server_ca_bundle = std::fs::read(&paths.server_ca().cert).at(&paths.server_ca().cert)?;
     if mode != StartMode::Restart {
         token_ops::write_token_files(
@@ -421,6 +416,7 @@ async fn run_inner(
         credentials: Default::default(),
         snapshots: tokio::sync::OnceCell::new(),
         encryption: Default::default(),
+        token_rotation: Default::default(),
     });
     // A reset serves nothing: it only rebuilds etcd and exits (as RKE2 disables its apiserver).
     let resetting = config.cluster_reset.enabled;
@@ -440,6 +436,12 @@ async fn run_inner(
                 ctx.etcd.clone(),
                 ctx.paths.etcd_data(),
                 cancel.clone(),
+                config.event_ttl,
+                crate::runtime::logs::apiserver_kubelet_client(&ctx),
+                crate::storage::services::ServiceRanges {
+                    cidr: config.service_cidr,
+                    node_ports: config.service_node_port_range,
+                },
             ),
             cancel.clone(),
             "apiserver",
@@ -604,6 +606,10 @@ async fn run_inner(
         cancel.clone(),
     )?;
     wait_registered(registered, &cancel).await?;
+    if certificates_renewed {
+        crate::controllers::node_events::certificates_renewed(&ctx).await;
+    }
+    node_agent::spawn_runtime_for_server(&ctx, api_local, tracker, cancel.clone())?;
     crate::controllers::spawn_server_node_metadata(ctx.clone(), &member, tracker, cancel.clone())
         .await;
     crate::controllers::publish_apiserver_endpoint(ctx.clone(), tracker, cancel.clone());

@@ -66,3 +66,47 @@ pub fn spawn_for_server(
     tracker.spawn(agent.run(tx, ticker, cancel));
     Ok(rx)
 }
+
+/// Starts the node runtime of a server node, talking to this server's own API with the node's
+/// kubelet identity.
+pub fn spawn_runtime_for_server(
+    ctx: &Ctx,
+    api: std::net::SocketAddr,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> Result<(), ServerError> {
+    let kubelet = ctx.agent_paths.client_kubelet();
+    crate::runtime::spawn(
+        crate::runtime::NodeRuntimeConfig {
+            node_name: ctx.node.name.clone(),
+            data_dir: ctx.config.node.data_dir.clone(),
+            runtime: ctx.config.node.runtime.clone(),
+            node_ips: ctx.node.ips.clone(),
+            api_url: format!("https://{api}"),
+            ca_pem: String::from_utf8_lossy(&ctx.server_ca_bundle).into_owned(),
+            identity_cert_pem: read_pem(&kubelet.cert)?,
+            identity_key_pem: read_pem(&kubelet.key)?,
+            server_name: Some(crate::agent::API_SERVER_NAME.into()),
+            kubelet_tls: server_kubelet_tls(ctx),
+        },
+        tracker,
+        cancel,
+    );
+    Ok(())
+}
+
+/// A server's kubelet serving certificate, issued in memory from the kubelet serving CA (agents
+/// get theirs from the supervisor); `None` while that CA is not loaded.
+fn server_kubelet_tls(ctx: &Ctx) -> Option<crate::runtime::logs::KubeletTls> {
+    let ca = ctx.kubelet_ca.get()?;
+    let spec = crate::pki::LeafSpec::server(&ctx.node.name, vec![ctx.node.name.clone()]);
+    let (cert_pem, key_pem) = ca
+        .issue_with_new_key(&spec)
+        .map_err(|e| tracing::warn!(component = "kubelet", "kubelet serving certificate: {e}"))
+        .ok()?;
+    Some(crate::runtime::logs::KubeletTls {
+        cert_pem,
+        key_pem,
+        client_ca_pem: ctx.client_ca.cert_pem.clone(),
+    })
+}

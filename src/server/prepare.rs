@@ -11,7 +11,7 @@ use crate::clientaccess::ClusterAccess;
 use crate::cluster::context::{NodeIdentity, serving_sans};
 use crate::config::{NodeConfig, ServerConfig};
 use crate::fsutil::{self, IoContext};
-use crate::host::{default_route_ip, hostname};
+use crate::host::hostname;
 use crate::paths::{AgentPaths, ServerPaths};
 use crate::pki::{CertAuthority, LeafSpec, LeafUsage};
 use crate::protocol::{self, ControlConfig};
@@ -22,24 +22,8 @@ use tokio_util::sync::CancellationToken;
 /// default-route address.
 pub fn node_identity(node: &NodeConfig, bind: Option<IpAddr>) -> Result<NodeIdentity, ServerError> {
     let name = node.node_name.clone().unwrap_or_else(hostname);
-    crate::validation::validate_dns_subdomain(&name).map_err(|source| {
-        ServerError::InvalidNodeName {
-            name: name.clone(),
-            source,
-        }
-    })?;
-    let mut ips = node.node_ips.clone();
-    if ips.is_empty() {
-        match bind
-            .filter(|b| !b.is_unspecified())
-            .or_else(default_route_ip)
-        {
-            Some(ip) => ips.push(ip),
-            None => {
-                return Err(ServerError::NoNodeIp);
-            }
-        }
-    }
+    crate::host::check_node_name(&name)?;
+    let ips = crate::host::node_ips(&node.node_ips, bind.filter(|b| !b.is_unspecified()))?;
     Ok(NodeIdentity { name, ips })
 }
 
@@ -87,6 +71,8 @@ pub fn leaf_certificates(
     agent_paths: &AgentPaths,
     cas: &Authorities,
 ) -> Result<bool, ServerError> {
+    // A server that had certificates before and regenerates any now renewed them.
+    let had_certificates = paths.serving().cert.exists();
     let validity = config.leaf_cert_validity;
     let sans = serving_sans(config, node);
     let mut etcd_sans: Vec<String> = vec![
@@ -145,7 +131,7 @@ pub fn leaf_certificates(
             fsutil::write_atomic_mkdir(&dst, &bytes, fsutil::PUBLIC_FILE_MODE).at(&dst)?;
         }
     }
-    Ok(renewed)
+    Ok(had_certificates && renewed)
 }
 
 /// The password part of `agent-token` (which may be a full token).

@@ -4,6 +4,16 @@
 //! exit code; each mapping is one exhaustive match in its own module.
 
 use crate::datastore::DatastoreError;
+use crate::registry::FieldCause;
+
+/// `field: message` of every cause, comma-joined, as upstream's `Invalid` message lists them.
+pub fn render_causes(causes: &[FieldCause]) -> String {
+    causes
+        .iter()
+        .map(|c| format!("{}: {}", c.field, c.message))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// Why an object operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +33,14 @@ pub enum ObjectError {
         resource: String,
         name: String,
         message: String,
+    },
+    /// The object breaks a rule only the store can check (an address already allocated):
+    /// upstream's 422 `Invalid` with one cause per field.
+    #[error("{kind} \"{name}\" is invalid: {}", render_causes(.causes))]
+    Invalid {
+        kind: String,
+        name: String,
+        causes: Vec<FieldCause>,
     },
     /// The request itself is malformed (selector, continue token, resourceVersion, renaming).
     #[error("{0}")]

@@ -12,6 +12,7 @@ pub mod metadata;
 pub mod ownership;
 pub mod pods;
 pub mod selectors;
+pub mod services;
 
 pub use error::ObjectError;
 use selectors::{FieldSelector, LabelSelector};
@@ -53,11 +54,13 @@ pub struct RawListResult {
 
 /// The stored JSON of an object with its `resourceVersion` spliced in, without parsing it. The
 /// daemon stores objects with serde_json's sorted keys, so the top-level `"metadata":{` comes
-/// right after `apiVersion` and `kind`; anything unexpected falls back to decode + encode.
+/// right after `apiVersion` and `kind`; anything unexpected (including an object stored in
+/// another version than the one served) falls back to decode + encode.
 pub fn encode_item(info: &ResourceInfo, kv: &Stored) -> Result<Vec<u8>, ObjectError> {
     const META: &[u8] = b"\"metadata\":{";
     let v = &kv.value;
-    if v.first() == Some(&b'{')
+    let served_version = format!("{{\"apiVersion\":\"{}\",", info.api_version());
+    if v.starts_with(served_version.as_bytes())
         && let Some(pos) = v.windows(META.len()).position(|w| w == META)
         && !v[1..pos].contains(&b'{')
     {
@@ -108,6 +111,7 @@ pub fn decode(info: &ResourceInfo, kv: &Stored) -> Result<Value, ObjectError> {
             key: kv.key.clone(),
             source,
         })?;
+    (info.from_storage)(&mut v);
     set_resource_version(&mut v, kv.mod_revision);
     Ok(v)
 }
@@ -133,8 +137,9 @@ pub fn resource_version_of(v: &Value) -> Result<Option<i64>, ObjectError> {
     }
 }
 
-fn encode(v: &Value) -> Vec<u8> {
+fn encode(info: &ResourceInfo, v: &Value) -> Vec<u8> {
     let mut v = v.clone();
+    (info.to_storage)(&mut v);
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
     }
@@ -148,15 +153,55 @@ fn name_of(v: &Value) -> String {
         .to_string()
 }
 
+/// A DeleteOptions `preconditions.uid` against the object: upstream's 409 when they differ.
+pub fn check_uid(
+    info: &ResourceInfo,
+    name: &str,
+    obj: &Value,
+    uid: Option<&str>,
+) -> Result<(), ObjectError> {
+    let actual = obj
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match uid {
+        Some(uid) if uid != actual => Err(ObjectError::ConflictWith {
+            resource: info.qualified_name(),
+            name: name.to_string(),
+            message: format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Object storage.
 #[derive(Clone, Debug)]
 pub struct Storage {
     store: Datastore,
+    /// Lifetime (seconds) of objects of expiring kinds (Events), from `event-ttl`; without it
+    /// they are stored without a lease.
+    ttl: Option<i64>,
 }
 
 impl Storage {
     pub fn new(store: Datastore) -> Storage {
-        Storage { store }
+        Storage { store, ttl: None }
+    }
+
+    /// Objects of expiring kinds written through this handle live `ttl` after their last write.
+    pub fn with_ttl(mut self, ttl: std::time::Duration) -> Storage {
+        self.ttl = Some((ttl.as_secs() as i64).max(1));
+        self
+    }
+
+    /// A fresh lease for a write of `info`, when its objects expire.
+    async fn lease_for(&self, info: &ResourceInfo) -> Result<Option<i64>, ObjectError> {
+        match self.ttl {
+            Some(ttl) if info.expires => Ok(Some(self.store.lease_grant(ttl).await?)),
+            _ => Ok(None),
+        }
     }
 
     pub fn datastore(&self) -> &Datastore {
@@ -198,23 +243,44 @@ impl Storage {
         &self,
         info: &ResourceInfo,
         ns: Option<&str>,
+        obj: Value,
+    ) -> Result<Value, ObjectError> {
+        self.create_with(info, ns, obj, false).await
+    }
+
+    /// [`Storage::create`], or with `dry_run` (`dryRun=All`) what it would store without
+    /// writing: the object with its metadata completed and no resourceVersion; 409 when the
+    /// name is taken, as the real create would answer (upstream's dry-run storage checks too).
+    pub async fn create_with(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
         mut obj: Value,
+        dry_run: bool,
     ) -> Result<Value, ObjectError> {
         metadata::prepare_create(info, &mut obj, ns, Utc::now());
         let name = name_of(&obj);
-        match self
-            .store
-            .create(&info.key(ns, &name), encode(&obj))
-            .await?
-        {
+        let already_exists = || ObjectError::AlreadyExists {
+            resource: info.qualified_name(),
+            name: name.clone(),
+        };
+        if dry_run {
+            return match self.get_opt(info, ns, &name).await? {
+                Some(_) => Err(already_exists()),
+                None => Ok(obj),
+            };
+        }
+        let (key, value) = (info.key(ns, &name), encode(info, &obj));
+        let written = match self.lease_for(info).await? {
+            Some(lease) => self.store.create_with_lease(&key, value, lease).await?,
+            None => self.store.create(&key, value).await?,
+        };
+        match written {
             Cas::Written(rev) => {
                 set_resource_version(&mut obj, rev);
                 Ok(obj)
             }
-            Cas::Conflict(_) => Err(ObjectError::AlreadyExists {
-                resource: info.qualified_name(),
-                name,
-            }),
+            Cas::Conflict(_) => Err(already_exists()),
         }
     }
 
@@ -226,6 +292,26 @@ impl Storage {
         ns: Option<&str>,
         name: &str,
         precondition: Option<i64>,
+        f: F,
+    ) -> Result<Value, E>
+    where
+        F: FnMut(&mut Value) -> Result<(), E>,
+        E: From<ObjectError>,
+    {
+        self.modify_with(info, ns, name, precondition, false, f)
+            .await
+    }
+
+    /// [`Storage::modify`], or with `dry_run` everything it does except the write: the answer
+    /// is the object that would have been stored (with the current resourceVersion, as
+    /// upstream's dry-run update answers).
+    pub async fn modify_with<F, E>(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        precondition: Option<i64>,
+        dry_run: bool,
         mut f: F,
     ) -> Result<Value, E>
     where
@@ -256,15 +342,23 @@ impl Storage {
                 ))
                 .into());
             }
-            if obj == before {
+            if dry_run || obj == before {
                 return Ok(obj);
             }
-            match self
-                .store
-                .update(&key, encode(&obj), kv.mod_revision)
-                .await
-                .map_err(ObjectError::from)?
-            {
+            let value = encode(info, &obj);
+            let written = match self.lease_for(info).await? {
+                Some(lease) => self
+                    .store
+                    .update_with_lease(&key, value, kv.mod_revision, lease)
+                    .await
+                    .map_err(ObjectError::from)?,
+                None => self
+                    .store
+                    .update(&key, value, kv.mod_revision)
+                    .await
+                    .map_err(ObjectError::from)?,
+            };
+            match written {
                 Cas::Written(rev) => {
                     set_resource_version(&mut obj, rev);
                     return Ok(obj);
@@ -289,24 +383,26 @@ impl Storage {
         uid: Option<&str>,
         resource_version: Option<i64>,
     ) -> Result<Value, ObjectError> {
+        self.delete_with(info, ns, name, uid, resource_version, false)
+            .await
+    }
+
+    /// [`Storage::delete`], or with `dry_run` its checks (existence, preconditions) without the
+    /// delete; the answer is the object that would have been deleted.
+    pub async fn delete_with(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        uid: Option<&str>,
+        resource_version: Option<i64>,
+        dry_run: bool,
+    ) -> Result<Value, ObjectError> {
         let key = info.key(ns, name);
         let (kv, _) = self.store.get(&key).await?;
         let kv = kv.ok_or_else(|| Self::not_found(info, name))?;
         let obj = decode(info, &kv)?;
-        if let Some(uid) = uid
-            && obj.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
-        {
-            return Err(ObjectError::ConflictWith {
-                resource: info.qualified_name(),
-                name: name.to_string(),
-                message: format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    obj.pointer("/metadata/uid")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                ),
-            });
-        }
+        check_uid(info, name, &obj, uid)?;
         if let Some(rv) = resource_version
             && rv != kv.mod_revision
         {
@@ -318,6 +414,9 @@ impl Storage {
                     kv.mod_revision
                 ),
             });
+        }
+        if dry_run {
+            return Ok(obj);
         }
         match self.store.delete(&key, Some(kv.mod_revision)).await? {
             Cas::Written(_) => Ok(obj),
@@ -469,7 +568,7 @@ mod tests {
         let obj = serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {"a": "b"}}, "spec": {}});
         let kv = Stored {
             key: "/registry/minions/n1".into(),
-            value: encode(&obj),
+            value: encode(info, &obj),
             mod_revision: 42,
             create_revision: 40,
         };
@@ -477,7 +576,7 @@ mod tests {
         assert_eq!(fast, decode(info, &kv).unwrap());
         let empty = serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {}});
         let kv = Stored {
-            value: encode(&empty),
+            value: encode(info, &empty),
             ..kv
         };
         let fast: Value = serde_json::from_slice(&encode_item(info, &kv).unwrap()).unwrap();
@@ -487,7 +586,7 @@ mod tests {
     #[test]
     fn resource_version_is_not_stored() {
         let v = serde_json::json!({"metadata": {"name": "a", "resourceVersion": "7"}});
-        let bytes = encode(&v);
+        let bytes = encode(crate::registry::lookup("", "v1", "nodes").unwrap(), &v);
         assert!(
             !String::from_utf8(bytes)
                 .unwrap()

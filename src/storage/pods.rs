@@ -204,4 +204,3 @@ pub async fn delete(
         .await?;
     Ok(Deleted::Terminating(updated))
 }
-

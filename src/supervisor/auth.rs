@@ -120,7 +120,7 @@ async fn bearer(ctx: &Ctx, token: &str) -> Result<Caller, SupervisorError> {
             token_id: id.to_string(),
         }),
         Ok(false) => Err(SupervisorError::Unauthorized),
-        Err(e) => Err(SupervisorError::NotReady(e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }
 

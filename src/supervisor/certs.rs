@@ -26,8 +26,6 @@ use crate::pki::LeafSpec;
 use crate::protocol::{NODE_IP_HEADER, NODE_NAME_HEADER, NODE_PASSWORD_HEADER};
 use crate::storage::Storage;
 
-/// Header names (RKE2: `<prog>-Node-*`).
-
 struct NodeRequest {
     name: String,
     ips: Vec<IpAddr>,

@@ -6,6 +6,8 @@
 pub mod auth;
 pub mod certs;
 mod rotate_ca;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,8 +27,6 @@ use auth::{Caller, Role};
 
 /// Largest request body accepted (CSRs and token rotation bodies are tiny).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
-/// etcd key prefix where each ready server publishes its API endpoint (lease-bound).
-
 /// Errors answered by the supervisor, mapped to status codes in one place.
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {

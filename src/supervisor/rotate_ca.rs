@@ -13,10 +13,10 @@ use axum::response::{IntoResponse, Response};
 use super::auth::{self, Caller, Role};
 use super::{Result, SupervisorError};
 use crate::bootstrap::{self, BootstrapData};
+use crate::cluster::context::Ctx;
 use crate::datastore::Cas;
 use crate::https::ConnInfo;
 use crate::pki::rotate_ca;
-use crate::cluster::context::Ctx;
 
 /// Compare-and-swap attempts before giving up on a busy bootstrap record.
 const ATTEMPTS: usize = 5;

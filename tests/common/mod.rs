@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod bus;
+pub mod workloads;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -325,6 +326,38 @@ impl ServerNode {
         kubectl(&self.kubeconfig, args)
     }
 
+    /// A raw API request with the admin client certificate through curl (`body` sent as
+    /// `content_type`); returns (HTTP status, body).
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        content_type: &str,
+    ) -> (u16, String) {
+        let tls = self.data_dir().join("server/tls");
+        let mut args = vec![
+            "-X".to_string(),
+            method.to_string(),
+            "--cert".into(),
+            tls.join("client-admin.crt").display().to_string(),
+            "--key".into(),
+            tls.join("client-admin.key").display().to_string(),
+            "-H".into(),
+            format!("Content-Type: {content_type}"),
+        ];
+        if let Some(b) = body {
+            args.push("--data-binary".into());
+            args.push(b.to_string());
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(
+            &format!("https://{}:6443{path}", self.ip),
+            &self.ca(),
+            &refs,
+        )
+    }
+
     /// Restarts the daemon with the same config.
     pub fn restart(&mut self, extra_env: &[(&str, &str)]) {
         self.daemon.stop();
@@ -577,6 +610,26 @@ impl Drop for NotifyReceiver {
 /// Runs kubectl with a fresh cache dir (the dispatcher caches discovery otherwise).
 pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
     kubectl_run(Path::new("kubectl"), kubeconfig, args, None)
+}
+
+/// [`kubectl`] with a given kubectl binary (`/usr/lib/google-cloud-sdk/bin/kubectl.1.27`, ...).
+pub fn kubectl_bin(bin: &str, kubeconfig: &Path, args: &[&str]) -> Output {
+    kubectl_run(Path::new(bin), kubeconfig, args, None)
+}
+
+/// Every kubectl installed, with a label: `/usr/bin/kubectl` (the dispatcher picks 1.32 for
+/// this server) and the versioned ones under the Cloud SDK (`1.27` ... `1.33`), when present.
+pub fn installed_kubectls() -> Vec<(String, PathBuf)> {
+    let mut out = vec![("dispatcher".to_string(), PathBuf::from("kubectl"))];
+    for minor in 27..=33 {
+        let p = PathBuf::from(format!("/usr/lib/google-cloud-sdk/bin/kubectl.1.{minor}"));
+        if p.exists() {
+            out.push((format!("1.{minor}"), p));
+        } else {
+            eprintln!("{} not installed: not tested", p.display());
+        }
+    }
+    out
 }
 
 /// Runs one kubectl binary (e.g. a version under /usr/lib/google-cloud-sdk/bin) with a fresh

@@ -1,0 +1,1248 @@
+//! The kubelet-like pod loop. It lists and watches the Pods bound to this node
+//! (`fieldSelector=spec.nodeName=<node>`) and gives each one a worker task that makes the CRI
+//! state match the spec: one sandbox (found again after a restart by its pod-UID label, so
+//! running pods are adopted, never recreated), init containers in order, then the containers,
+//! restarted per `restartPolicy` with CrashLoopBackOff (10 s doubling to 5 min, reset after
+//! 10 min of running). Each worker writes the pod's status like a kubelet. A pod that leaves
+//! the API (or gets a deletionTimestamp) is stopped: SIGTERM, SIGKILL after its grace period,
+//! sandbox removed. A node loop keeps the Node's runtime facts current (containerRuntimeVersion,
+//! images, ephemeral-storage) and writes the CNI config once the Node has a podCIDR.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use k8s_openapi::api::core::v1 as core;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::containerd::Layout;
+use super::cri::{Cri, v1};
+use super::podspec::{self, PodContext};
+use super::{Cni, NodeRuntimeConfig, RuntimeError, cni};
+use crate::https::{ClientIdentity, HttpsClient, ServerTrust};
+
+/// Upstream's CrashLoopBackOff: 10 s doubling to 5 min, reset after 10 min of running.
+pub const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+pub const BACKOFF_RESET: Duration = Duration::from_secs(600);
+/// How often a worker re-checks its pod when nothing changed.
+const RESYNC: Duration = Duration::from_secs(1);
+/// How often the pod list is re-read without a watch event.
+const LIST_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the Node's runtime facts are refreshed.
+const NODE_INTERVAL: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Label scoping sandboxes to this node, so a shared containerd's other sandboxes are left alone.
+pub const NODE_LABEL: &str = "io.rke2.node";
+
+use crate::agent::node_agent::Api;
+
+/// The node runtime's reads: JSON objects or a message naming the failure.
+trait GetJson {
+    async fn get_json(&self, path: &str) -> Result<Value, String>;
+}
+
+impl GetJson for Api {
+    async fn get_json(&self, path: &str) -> Result<Value, String> {
+        let r = self
+            .call(http::Method::GET, path, None, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !r.is_success() {
+            return Err(format!("GET {path}: {} {}", r.status, r.error_message()));
+        }
+        serde_json::from_slice(&r.body).map_err(|e| e.to_string())
+    }
+}
+
+/// Shared by the node loop and the pod workers.
+struct Shared {
+    cfg: NodeRuntimeConfig,
+    layout: Layout,
+    cri: Cri,
+    api: Api,
+    /// The Node's podCIDR once known (and the CNI config written), or `cni: none`.
+    network_ready: watch::Receiver<bool>,
+}
+
+/// The kubelet.
+pub struct Kubelet {
+    shared: std::sync::Arc<Shared>,
+    network_tx: watch::Sender<bool>,
+}
+
+impl Kubelet {
+    pub fn new(cfg: NodeRuntimeConfig, layout: Layout, cri: Cri) -> Result<Kubelet, RuntimeError> {
+        let mut client = HttpsClient::new(
+            &ServerTrust::Ca(cfg.ca_pem.clone()),
+            Some(&ClientIdentity {
+                cert_pem: cfg.identity_cert_pem.clone(),
+                key_pem: cfg.identity_key_pem.clone(),
+            }),
+            REQUEST_TIMEOUT,
+        )
+        .map_err(|e| RuntimeError::Cri(format!("API client: {e}")))?;
+        if let Some(n) = &cfg.server_name {
+            client = client.with_server_name(n);
+        }
+        let api = Api {
+            client,
+            base: cfg.api_url.trim_end_matches('/').to_string(),
+        };
+        let (network_tx, network_ready) = watch::channel(cfg.runtime.cni == Cni::None);
+        Ok(Kubelet {
+            shared: std::sync::Arc::new(Shared {
+                cfg,
+                layout,
+                cri,
+                api,
+                network_ready,
+            }),
+            network_tx,
+        })
+    }
+
+    /// Runs until `cancel`.
+    pub async fn run(self, cancel: CancellationToken) {
+        let wake = std::sync::Arc::new(Notify::new());
+        let node_loop = node_loop(self.shared.clone(), self.network_tx, cancel.clone());
+        let watch_loop = watch_pods(self.shared.clone(), wake.clone(), cancel.clone());
+        let pod_loop = pod_loop(self.shared.clone(), wake, cancel.clone());
+        tokio::join!(node_loop, watch_loop, pod_loop);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Node facts and the CNI config.
+
+fn ephemeral_storage(path: &std::path::Path) -> Option<u64> {
+    let dir = path.ancestors().find(|p| p.exists())?;
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_blocks.saturating_mul(st.f_frsize))
+}
+
+async fn node_loop(
+    s: std::sync::Arc<Shared>,
+    network: watch::Sender<bool>,
+    cancel: CancellationToken,
+) {
+    let node_path = format!("/api/v1/nodes/{}", s.cfg.node_name);
+    let mut posted: Option<Value> = None;
+    loop {
+        let wait = match node_once(&s, &node_path, &network, &mut posted).await {
+            Ok(()) if *network.borrow() => NODE_INTERVAL,
+            Ok(()) => Duration::from_secs(1),
+            Err(e) => {
+                tracing::debug!(component = "kubelet", "node status: {e}");
+                Duration::from_secs(2)
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+async fn node_once(
+    s: &Shared,
+    node_path: &str,
+    network: &watch::Sender<bool>,
+    posted: &mut Option<Value>,
+) -> Result<(), String> {
+    let node = s.api.get_json(node_path).await?;
+    if s.cfg.runtime.cni == Cni::Bridge {
+        match node.pointer("/spec/podCIDR").and_then(Value::as_str) {
+            Some(cidr) if !cidr.is_empty() => {
+                if cni::write(&s.cfg.node_name, cidr, &s.layout).map_err(|e| e.to_string())? {
+                    tracing::info!(component = "kubelet", node = %s.cfg.node_name, "pod network: bridge {} on {cidr}", cni::bridge_name(&s.cfg.node_name));
+                }
+                network.send_if_modified(|v| !std::mem::replace(v, true));
+            }
+            _ => {
+                if !*network.borrow() {
+                    tracing::debug!(component = "kubelet", "waiting for the Node's spec.podCIDR");
+                }
+            }
+        }
+    }
+    let version = s.cri.version().await.map_err(|e| e.to_string())?;
+    let mut images: Vec<Value> = s
+        .cri
+        .list_images()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|i| {
+            let mut names = i.repo_digests.clone();
+            names.extend(i.repo_tags.clone());
+            json!({"names": names, "sizeBytes": i.size})
+        })
+        .collect();
+    images.sort_by_key(|i| std::cmp::Reverse(i["sizeBytes"].as_u64().unwrap_or(0)));
+    images.truncate(50);
+    let storage = ephemeral_storage(&s.layout.root()).unwrap_or(0);
+    let patch = json!({"status": {
+        "nodeInfo": {"containerRuntimeVersion": version},
+        "capacity": {"ephemeral-storage": format!("{}Ki", storage / 1024)},
+        "allocatable": {"ephemeral-storage": format!("{}Ki", storage / 1024)},
+        "images": images,
+    }});
+    let current_version = node
+        .pointer("/status/nodeInfo/containerRuntimeVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if posted.as_ref() == Some(&patch) && current_version == version {
+        return Ok(());
+    }
+    let r = s
+        .api
+        .call(
+            http::Method::PATCH,
+            &format!("{node_path}/status"),
+            Some("application/merge-patch+json"),
+            Some(patch.clone()),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if !r.is_success() {
+        return Err(format!(
+            "patching node status: {} {}",
+            r.status,
+            r.error_message()
+        ));
+    }
+    *posted = Some(patch);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pod list, watch and workers.
+
+fn pods_path(node: &str) -> String {
+    format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{node}")
+}
+
+/// Streams the watch on the node's pods and wakes the pod loop at every event.
+async fn watch_pods(
+    s: std::sync::Arc<Shared>,
+    wake: std::sync::Arc<Notify>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let url = format!("{}{}&watch=true", s.api.base, pods_path(&s.cfg.node_name));
+        let headers = [("accept", "application/json".to_string())];
+        if let Ok((200, mut body)) = s.api.client.stream(http::Method::GET, &url, &headers).await {
+            loop {
+                let frame = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    f = body.frame() => f,
+                };
+                match frame {
+                    Some(Ok(_)) => wake.notify_one(),
+                    _ => break,
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+struct Worker {
+    tx: watch::Sender<Option<core::Pod>>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+async fn list_pods(s: &Shared) -> Result<Vec<core::Pod>, String> {
+    let list = s.api.get_json(&pods_path(&s.cfg.node_name)).await?;
+    Ok(list["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| serde_json::from_value::<core::Pod>(p).ok())
+        .collect())
+}
+
+async fn pod_loop(
+    s: std::sync::Arc<Shared>,
+    wake: std::sync::Arc<Notify>,
+    cancel: CancellationToken,
+) {
+    let mut workers: HashMap<String, Worker> = HashMap::new();
+    loop {
+        match list_pods(&s).await {
+            Ok(pods) => {
+                let mut seen = std::collections::HashSet::new();
+                for pod in pods {
+                    let uid = podspec::meta(&pod).2.to_string();
+                    if uid.is_empty() {
+                        continue;
+                    }
+                    seen.insert(uid.clone());
+                    match workers.get(&uid) {
+                        Some(w) => {
+                            w.tx.send_if_modified(|old| {
+                                if old.as_ref() == Some(&pod) {
+                                    false
+                                } else {
+                                    *old = Some(pod.clone());
+                                    true
+                                }
+                            });
+                        }
+                        None => {
+                            let (tx, rx) = watch::channel(Some(pod));
+                            let done = tokio::spawn(pod_worker(
+                                s.clone(),
+                                uid.clone(),
+                                rx,
+                                cancel.clone(),
+                            ));
+                            workers.insert(uid, Worker { tx, done });
+                        }
+                    }
+                }
+                for (uid, w) in workers.iter() {
+                    if !seen.contains(uid) {
+                        w.tx.send_if_modified(|old| old.take().is_some());
+                    }
+                }
+                workers.retain(|_, w| !w.done.is_finished());
+                // Sandboxes of pods this node no longer has (deleted while the daemon was down).
+                if let Err(e) = remove_orphans(&s, &seen, &workers).await {
+                    tracing::debug!(component = "kubelet", "orphan cleanup: {e}");
+                }
+            }
+            Err(e) => tracing::debug!(component = "kubelet", "listing pods: {e}"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = wake.notified() => {
+                // Coalesce bursts of events into one list.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ = tokio::time::sleep(LIST_INTERVAL) => {}
+        }
+    }
+    for (_, w) in workers {
+        let _ = w.done.await;
+    }
+}
+
+async fn remove_orphans(
+    s: &Shared,
+    pods: &std::collections::HashSet<String>,
+    workers: &HashMap<String, Worker>,
+) -> Result<(), RuntimeError> {
+    for sb in s.cri.list_sandboxes().await? {
+        if sb.labels.get(NODE_LABEL) != Some(&s.cfg.node_name) {
+            continue;
+        }
+        let Some(uid) = sb.labels.get(podspec::POD_UID) else {
+            continue;
+        };
+        if pods.contains(uid) || workers.contains_key(uid) {
+            continue;
+        }
+        let grace = sb
+            .annotations
+            .get(podspec::GRACE_ANNOTATION)
+            .and_then(|g| g.parse().ok())
+            .unwrap_or(30);
+        tracing::info!(component = "kubelet", pod_uid = %uid, "removing the sandbox of a pod that no longer exists");
+        kill_sandbox(s, &sb.id, grace).await?;
+    }
+    Ok(())
+}
+
+/// Stops every container of a sandbox (SIGTERM, SIGKILL after `grace` s) and removes it.
+async fn kill_sandbox(s: &Shared, sandbox: &str, grace: i64) -> Result<(), RuntimeError> {
+    let containers = s.cri.list_containers(Some(sandbox)).await?;
+    let stops = containers
+        .iter()
+        .filter(|c| c.state == v1::ContainerState::ContainerRunning as i32)
+        .map(|c| s.cri.stop_container(&c.id, grace));
+    for r in futures_util::future::join_all(stops).await {
+        r?;
+    }
+    s.cri.remove_sandbox(sandbox).await
+}
+
+/// Per-container restart bookkeeping.
+#[derive(Debug, Clone)]
+struct Backoff {
+    exit_id: String,
+    delay: Duration,
+}
+
+/// A pod worker's memory between syncs.
+#[derive(Default)]
+struct WorkerState {
+    backoff: HashMap<String, Backoff>,
+    /// image → (retry after, delay, message) for failed pulls.
+    pull_backoff: HashMap<String, (Instant, Duration, String)>,
+    posted: Option<Value>,
+    start_time: Option<String>,
+    /// Per-container waiting reasons found in this sync.
+    waiting: HashMap<String, (String, String)>,
+}
+
+async fn pod_worker(
+    s: std::sync::Arc<Shared>,
+    uid: String,
+    mut rx: watch::Receiver<Option<core::Pod>>,
+    cancel: CancellationToken,
+) {
+    let mut state = WorkerState::default();
+    let mut last: Option<core::Pod> = None;
+    loop {
+        let current = rx.borrow_and_update().clone();
+        match current {
+            None => {
+                // Gone from the API: stop it with its grace period.
+                let grace = last.as_ref().map(grace_seconds).unwrap_or(30);
+                if let Err(e) = terminate(&s, &uid, grace).await {
+                    tracing::warn!(component = "kubelet", pod_uid = %uid, "stopping deleted pod: {e}");
+                }
+                return;
+            }
+            Some(pod) if pod.metadata.deletion_timestamp.is_some() => {
+                let grace = pod
+                    .metadata
+                    .deletion_grace_period_seconds
+                    .unwrap_or_else(|| grace_seconds(&pod));
+                run_pre_stop(&s, &pod, &uid).await;
+                if let Err(e) = terminate(&s, &uid, grace).await {
+                    tracing::warn!(component = "kubelet", pod_uid = %uid, "stopping pod: {e}");
+                }
+                final_delete(&s, &pod).await;
+                last = Some(pod);
+                // Wait for the object to go (or cancel).
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = rx.changed() => if r.is_err() { return },
+                }
+                continue;
+            }
+            Some(pod) => {
+                if let Err(e) = sync_pod(&s, &pod, &mut state).await {
+                    tracing::debug!(component = "kubelet", pod_uid = %uid, "sync: {e}");
+                }
+                last = Some(pod);
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = rx.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(RESYNC) => {}
+        }
+    }
+}
+
+fn grace_seconds(pod: &core::Pod) -> i64 {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30)
+}
+
+async fn our_sandboxes(s: &Shared, uid: &str) -> Result<Vec<v1::PodSandbox>, RuntimeError> {
+    let mut list: Vec<v1::PodSandbox> = s
+        .cri
+        .list_sandboxes()
+        .await?
+        .into_iter()
+        .filter(|sb| sb.labels.get(podspec::POD_UID).map(String::as_str) == Some(uid))
+        .collect();
+    list.sort_by_key(|sb| std::cmp::Reverse(sb.created_at));
+    Ok(list)
+}
+
+async fn terminate(s: &Shared, uid: &str, grace: i64) -> Result<(), RuntimeError> {
+    for sb in our_sandboxes(s, uid).await? {
+        kill_sandbox(s, &sb.id, grace).await?;
+    }
+    Ok(())
+}
+
+/// Runs the containers' preStop exec hooks before they are stopped.
+async fn run_pre_stop(s: &Shared, pod: &core::Pod, uid: &str) {
+    let Ok(sandboxes) = our_sandboxes(s, uid).await else {
+        return;
+    };
+    let Some(sb) = sandboxes.first() else { return };
+    let Ok(containers) = s.cri.list_containers(Some(&sb.id)).await else {
+        return;
+    };
+    for c in pod.spec.iter().flat_map(|sp| sp.containers.iter()) {
+        let Some(cmd) = c
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref())
+            .and_then(|h| h.exec.as_ref())
+            .and_then(|e| e.command.clone())
+        else {
+            continue;
+        };
+        if let Some(ctr) = containers.iter().find(|x| {
+            x.state == v1::ContainerState::ContainerRunning as i32
+                && x.metadata.as_ref().map(|m| m.name.as_str()) == Some(c.name.as_str())
+        }) {
+            let _ = s.cri.exec_sync(&ctr.id, cmd, grace_seconds(pod)).await;
+        }
+    }
+}
+
+/// The final delete of a gracefully deleted Pod, once its containers are gone.
+async fn final_delete(s: &Shared, pod: &core::Pod) {
+    let (ns, name, uid) = podspec::meta(pod);
+    let body = json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
+                      "preconditions": {"uid": uid}});
+    let r = s
+        .api
+        .call(
+            http::Method::DELETE,
+            &format!("/api/v1/namespaces/{ns}/pods/{name}"),
+            Some("application/json"),
+            Some(body),
+        )
+        .await;
+    if let Ok(r) = r
+        && !r.is_success()
+        && r.status != 404
+    {
+        tracing::warn!(component = "kubelet", pod = %name, namespace = %ns, "final delete: {} {}", r.status, r.error_message());
+    }
+}
+
+/// What one container looks like on the runtime.
+#[derive(Debug, Clone, Default)]
+struct Observed {
+    /// Latest attempt's status.
+    latest: Option<v1::ContainerStatus>,
+    /// The attempt before it (for lastState).
+    previous: Option<v1::ContainerStatus>,
+    /// IDs of attempts older than `previous` (removed on restart).
+    older: Vec<String>,
+}
+
+async fn observe(s: &Shared, sandbox: &str) -> Result<HashMap<String, Observed>, RuntimeError> {
+    let mut by_name: HashMap<String, Vec<v1::Container>> = HashMap::new();
+    for c in s.cri.list_containers(Some(sandbox)).await? {
+        let name = c
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        by_name.entry(name).or_default().push(c);
+    }
+    let mut out = HashMap::new();
+    for (name, mut list) in by_name {
+        list.sort_by_key(|c| {
+            std::cmp::Reverse(c.metadata.as_ref().map(|m| m.attempt).unwrap_or(0))
+        });
+        let mut o = Observed::default();
+        for (i, c) in list.iter().enumerate() {
+            match i {
+                0 => o.latest = Some(s.cri.container_status(&c.id).await?),
+                1 => o.previous = Some(s.cri.container_status(&c.id).await?),
+                _ => o.older.push(c.id.clone()),
+            }
+        }
+        out.insert(name, o);
+    }
+    Ok(out)
+}
+
+fn state_of(c: &v1::ContainerStatus) -> v1::ContainerState {
+    v1::ContainerState::try_from(c.state).unwrap_or(v1::ContainerState::ContainerUnknown)
+}
+
+fn rfc3339(nanos: i64) -> String {
+    chrono::DateTime::from_timestamp(nanos / 1_000_000_000, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn terminated_json(c: &v1::ContainerStatus) -> Value {
+    let reason = if !c.reason.is_empty() && c.reason != "Completed" && c.reason != "Error" {
+        c.reason.clone()
+    } else if c.exit_code == 0 {
+        "Completed".into()
+    } else {
+        "Error".into()
+    };
+    let mut t = json!({
+        "exitCode": c.exit_code,
+        "reason": reason,
+        "startedAt": rfc3339(c.started_at),
+        "finishedAt": rfc3339(c.finished_at),
+        "containerID": format!("containerd://{}", c.id),
+    });
+    if !c.message.is_empty() {
+        t["message"] = json!(c.message);
+    }
+    json!({"terminated": t})
+}
+
+/// Whether `policy` restarts a container that exited with `code`.
+pub fn restarts(policy: &str, code: i32) -> bool {
+    match policy {
+        "Never" => false,
+        "OnFailure" => code != 0,
+        _ => true,
+    }
+}
+
+/// The next CrashLoopBackOff delay after a container that ran for `ran` exited.
+pub fn next_backoff(current: Option<Duration>, ran: Duration) -> Duration {
+    match current {
+        _ if ran >= BACKOFF_RESET => BACKOFF_INITIAL,
+        None => BACKOFF_INITIAL,
+        Some(d) => (d * 2).min(BACKOFF_MAX),
+    }
+}
+
+async fn ensure_image(
+    s: &Shared,
+    c: &core::Container,
+    state: &mut WorkerState,
+) -> Result<String, (String, String)> {
+    let image = super::normalize_image(c.image.as_deref().unwrap_or(""));
+    if c.image.as_deref().unwrap_or("").trim().is_empty() {
+        return Err(("InvalidImageName".into(), "container image is empty".into()));
+    }
+    let policy = c
+        .image_pull_policy
+        .as_deref()
+        .unwrap_or(if image.ends_with(":latest") {
+            "Always"
+        } else {
+            "IfNotPresent"
+        });
+    let present = s.cri.image_id(&image).await.ok().flatten();
+    if present.is_some() && policy != "Always" {
+        return Ok(image);
+    }
+    if present.is_none() && policy == "Never" {
+        return Err((
+            "ErrImageNeverPull".into(),
+            format!("Container image \"{image}\" is not present with pull policy of Never"),
+        ));
+    }
+    if let Some((until, _, msg)) = state.pull_backoff.get(&image)
+        && Instant::now() < *until
+    {
+        return Err((
+            "ImagePullBackOff".into(),
+            format!("Back-off pulling image \"{image}\": {msg}"),
+        ));
+    }
+    match s.cri.pull(&image).await {
+        Ok(_) => {
+            state.pull_backoff.remove(&image);
+            Ok(image)
+        }
+        Err(e) if present.is_some() => {
+            tracing::debug!(
+                component = "kubelet",
+                "pull of present image {image} failed: {e}"
+            );
+            Ok(image)
+        }
+        Err(e) => {
+            let delay = state
+                .pull_backoff
+                .get(&image)
+                .map(|(_, d, _)| (*d * 2).min(BACKOFF_MAX))
+                .unwrap_or(BACKOFF_INITIAL);
+            let msg = format!("failed to pull image \"{image}\": {e}");
+            state
+                .pull_backoff
+                .insert(image.clone(), (Instant::now() + delay, delay, msg.clone()));
+            Err(("ErrImagePull".into(), msg))
+        }
+    }
+}
+
+/// The pod's context (env and volume sources) for the current sandbox.
+async fn pod_context(s: &Shared, pod: &core::Pod, pod_ip: &str) -> PodContext {
+    let (ns, _, uid) = podspec::meta(pod);
+    let mut names: Vec<String> = Vec::new();
+    if let Some(spec) = &pod.spec {
+        for c in spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+        {
+            for e in c.env.iter().flatten() {
+                if let Some(k) = e
+                    .value_from
+                    .as_ref()
+                    .and_then(|v| v.config_map_key_ref.as_ref())
+                {
+                    names.push(k.name.clone());
+                }
+            }
+            for f in c.env_from.iter().flatten() {
+                if let Some(r) = &f.config_map_ref {
+                    names.push(r.name.clone());
+                }
+            }
+        }
+        for v in spec.volumes.iter().flatten() {
+            if let Some(cm) = &v.config_map {
+                names.push(cm.name.clone());
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    let mut config_maps = BTreeMap::new();
+    for n in names {
+        if let Ok(cm) = s
+            .api
+            .get_json(&format!("/api/v1/namespaces/{ns}/configmaps/{n}"))
+            .await
+        {
+            let data: BTreeMap<String, String> =
+                serde_json::from_value(cm["data"].clone()).unwrap_or_default();
+            config_maps.insert(n, data);
+        }
+    }
+    PodContext {
+        node_name: s.cfg.node_name.clone(),
+        host_ip: s
+            .cfg
+            .node_ips
+            .first()
+            .map(|i| i.to_string())
+            .unwrap_or_default(),
+        pod_ip: pod_ip.to_string(),
+        config_maps,
+        pod_dir: s.layout.pods_dir().join(uid),
+        log_dir: podspec::log_dir(&s.layout.pod_logs(), pod),
+    }
+}
+
+/// Where a pod's containers go: its sandbox, the sandbox's config and the pod's context.
+struct Target<'a> {
+    sandbox: &'a str,
+    config: &'a v1::PodSandboxConfig,
+    ctx: &'a PodContext,
+}
+
+/// Starts (or restarts) one container; records why it is waiting when it cannot.
+async fn start_container(
+    s: &Shared,
+    pod: &core::Pod,
+    c: &core::Container,
+    attempt: u32,
+    target: &Target<'_>,
+    state: &mut WorkerState,
+) {
+    let (sandbox_id, sandbox_cfg, ctx) = (target.sandbox, target.config, target.ctx);
+    let image = match ensure_image(s, c, state).await {
+        Ok(i) => i,
+        Err(w) => {
+            state.waiting.insert(c.name.clone(), w);
+            return;
+        }
+    };
+    let result = async {
+        let volumes = podspec::prepare_volumes(pod, ctx)
+            .map_err(|e| ("CreateContainerConfigError".to_string(), e.0))?;
+        let config = podspec::container_config(pod, c, &image, attempt, ctx, &volumes)
+            .map_err(|e| ("CreateContainerConfigError".to_string(), e.0))?;
+        s.cri
+            .create_and_start(sandbox_id, config, sandbox_cfg.clone())
+            .await
+            .map_err(|e| ("RunContainerError".to_string(), e.to_string()))
+    }
+    .await;
+    if let Err(w) = result {
+        tracing::info!(component = "kubelet", pod = ?pod.metadata.name, container = %c.name, "{}: {}", w.0, w.1);
+        state.waiting.insert(c.name.clone(), w);
+    }
+}
+
+/// Makes the runtime match one pod and writes its status.
+async fn sync_pod(
+    s: &Shared,
+    pod: &core::Pod,
+    state: &mut WorkerState,
+) -> Result<(), RuntimeError> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let (_, _, uid) = podspec::meta(pod);
+    let uid = uid.to_string();
+    state.waiting.clear();
+    if state.start_time.is_none() {
+        state.start_time = Some(
+            pod.status
+                .as_ref()
+                .and_then(|st| st.start_time.as_ref())
+                .map(|t| t.0.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_else(|| {
+                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                }),
+        );
+    }
+    let phase_now = pod
+        .status
+        .as_ref()
+        .and_then(|st| st.phase.clone())
+        .unwrap_or_default();
+    let finished = phase_now == "Succeeded" || phase_now == "Failed";
+    let host_network = spec.host_network.unwrap_or(false);
+
+    // 1. The sandbox.
+    let sandboxes = our_sandboxes(s, &uid).await?;
+    let ready = sandboxes
+        .iter()
+        .find(|sb| sb.state == v1::PodSandboxState::SandboxReady as i32)
+        .cloned();
+    let mut sandbox_msg: Option<(String, String)> = None;
+    let sandbox = match ready {
+        Some(sb) => Some(sb.id),
+        None if finished => None,
+        None if !host_network && !*s.network_ready.borrow() => {
+            sandbox_msg = Some((
+                "ContainerCreating".into(),
+                "waiting for the node's pod network (spec.podCIDR)".into(),
+            ));
+            None
+        }
+        None => {
+            // A dead sandbox (pause gone) is replaced; its containers go with it.
+            for sb in &sandboxes {
+                let _ = kill_sandbox(s, &sb.id, 0).await;
+            }
+            let pause = s.cfg.runtime.pause_image();
+            if s.cri.image_id(&pause).await?.is_none() {
+                // Never let containerd pull the sandbox image from the internet by itself.
+                sandbox_msg = Some((
+                    "ContainerCreating".into(),
+                    format!(
+                        "the pause image {pause} is not present: import it into {} (docs/workloads.md)",
+                        s.layout.images_dir().display()
+                    ),
+                ));
+                None
+            } else {
+                let ctx = pod_context(s, pod, "").await;
+                let _ = std::fs::create_dir_all(&ctx.log_dir);
+                let mut cfg = podspec::sandbox_config(pod, &ctx);
+                cfg.labels
+                    .insert(NODE_LABEL.into(), s.cfg.node_name.clone());
+                if let Some(m) = cfg.metadata.as_mut() {
+                    m.attempt = sandboxes.len() as u32;
+                }
+                match s.cri.run_sandbox(cfg).await {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        sandbox_msg = Some(("ContainerCreating".into(), e.to_string()));
+                        None
+                    }
+                }
+            }
+        }
+    };
+    let (pod_ip, observed, sandbox_cfg, ctx) = match &sandbox {
+        Some(id) => {
+            let st = s.cri.sandbox_status(id).await?;
+            let ip = st.network.map(|n| n.ip).unwrap_or_default();
+            let ctx = pod_context(s, pod, &ip).await;
+            let mut cfg = podspec::sandbox_config(pod, &ctx);
+            cfg.labels
+                .insert(NODE_LABEL.into(), s.cfg.node_name.clone());
+            (ip, observe(s, id).await?, Some(cfg), Some(ctx))
+        }
+        None => (String::new(), HashMap::new(), None, None),
+    };
+    let policy = spec
+        .restart_policy
+        .clone()
+        .unwrap_or_else(|| "Always".into());
+
+    // 2. Init containers in order, then the containers.
+    let mut initialized = true;
+    let mut init_failed = false;
+    if let (Some(sb), Some(cfg), Some(ctx)) = (&sandbox, &sandbox_cfg, &ctx) {
+        let target = Target {
+            sandbox: sb,
+            config: cfg,
+            ctx,
+        };
+        for c in spec.init_containers.iter().flatten() {
+            let o = observed.get(&c.name).cloned().unwrap_or_default();
+            match o.latest.as_ref().map(|l| (state_of(l), l)) {
+                None => {
+                    start_container(s, pod, c, 0, &target, state).await;
+                    initialized = false;
+                    break;
+                }
+                Some((v1::ContainerState::ContainerExited, l)) if l.exit_code == 0 => continue,
+                Some((v1::ContainerState::ContainerExited, l)) => {
+                    initialized = false;
+                    if policy == "Never" {
+                        init_failed = true;
+                    } else {
+                        restart_with_backoff(s, pod, c, l, &o, &target, state).await;
+                    }
+                    break;
+                }
+                Some(_) => {
+                    initialized = false;
+                    break;
+                }
+            }
+        }
+        if initialized && !finished {
+            for c in &spec.containers {
+                let o = observed.get(&c.name).cloned().unwrap_or_default();
+                match o.latest.as_ref().map(|l| (state_of(l), l)) {
+                    None => start_container(s, pod, c, 0, &target, state).await,
+                    Some((v1::ContainerState::ContainerExited, l))
+                        if restarts(&policy, l.exit_code) =>
+                    {
+                        restart_with_backoff(s, pod, c, l, &o, &target, state).await;
+                    }
+                    Some((v1::ContainerState::ContainerCreated, l)) => {
+                        // Created but never started (the daemon died in between): start it.
+                        let _ = s
+                            .cri
+                            .runtime
+                            .clone()
+                            .start_container(v1::StartContainerRequest {
+                                container_id: l.id.clone(),
+                            })
+                            .await;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    } else {
+        initialized = spec.init_containers.as_ref().is_none_or(|v| v.is_empty());
+    }
+    // Re-read what changed.
+    let observed = match &sandbox {
+        Some(id) => observe(s, id).await?,
+        None => observed,
+    };
+
+    // 3. Status.
+    let status = pod_status(
+        s,
+        pod,
+        &spec,
+        &observed,
+        state,
+        &pod_ip,
+        initialized,
+        init_failed,
+        sandbox_msg,
+    );
+    if state.posted.as_ref() != Some(&status) {
+        let (ns, name, _) = podspec::meta(pod);
+        let r = s
+            .api
+            .call(
+                http::Method::PATCH,
+                &format!("/api/v1/namespaces/{ns}/pods/{name}/status"),
+                Some("application/merge-patch+json"),
+                Some(json!({"status": status})),
+            )
+            .await
+            .map_err(|e| RuntimeError::Cri(e.to_string()))?;
+        if r.is_success() {
+            state.posted = Some(status);
+        } else {
+            tracing::debug!(component = "kubelet", pod = %name, "status: {} {}", r.status, r.error_message());
+        }
+    }
+    Ok(())
+}
+
+async fn restart_with_backoff(
+    s: &Shared,
+    pod: &core::Pod,
+    c: &core::Container,
+    last: &v1::ContainerStatus,
+    o: &Observed,
+    target: &Target<'_>,
+    state: &mut WorkerState,
+) {
+    let ran = Duration::from_nanos((last.finished_at - last.started_at).max(0) as u64);
+    let finished_ago = Duration::from_nanos(
+        (chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) - last.finished_at).max(0) as u64,
+    );
+    // One entry per container: the exit it was computed for and the delay; a new exit grows
+    // the delay from the previous one.
+    let delay = match state.backoff.get(&c.name) {
+        Some(b) if b.exit_id == last.id => b.delay,
+        prev => {
+            let d = next_backoff(prev.map(|b| b.delay), ran);
+            state.backoff.insert(
+                c.name.clone(),
+                Backoff {
+                    exit_id: last.id.clone(),
+                    delay: d,
+                },
+            );
+            d
+        }
+    };
+    if finished_ago < delay {
+        let (ns, name, uid) = podspec::meta(pod);
+        state.waiting.insert(
+            c.name.clone(),
+            (
+                "CrashLoopBackOff".into(),
+                format!(
+                    "back-off {}s restarting failed container={} pod={name}_{ns}({uid})",
+                    delay.as_secs(),
+                    c.name
+                ),
+            ),
+        );
+        return;
+    }
+    // Keep the latest exited attempt for `logs --previous`; older ones go.
+    for id in o.older.iter().chain(o.previous.iter().map(|p| &p.id)) {
+        let _ = s.cri.remove_container(id).await;
+    }
+    let attempt = last.metadata.as_ref().map(|m| m.attempt).unwrap_or(0) + 1;
+    start_container(s, pod, c, attempt, target, state).await;
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pod_status(
+    s: &Shared,
+    pod: &core::Pod,
+    spec: &core::PodSpec,
+    observed: &HashMap<String, Observed>,
+    state: &WorkerState,
+    pod_ip: &str,
+    initialized: bool,
+    init_failed: bool,
+    sandbox_msg: Option<(String, String)>,
+) -> Value {
+    let policy = spec
+        .restart_policy
+        .clone()
+        .unwrap_or_else(|| "Always".into());
+    let container_status = |c: &core::Container, init: bool| -> Value {
+        let o = observed.get(&c.name).cloned().unwrap_or_default();
+        let image = c.image.clone().unwrap_or_default();
+        let mut st = json!({
+            "name": c.name,
+            "image": image,
+            "imageID": "",
+            "ready": false,
+            "restartCount": o.latest.as_ref().and_then(|l| l.metadata.as_ref()).map(|m| m.attempt).unwrap_or(0),
+            "started": false,
+        });
+        if let Some(l) = &o.latest {
+            st["containerID"] = json!(format!("containerd://{}", l.id));
+            st["imageID"] = json!(l.image_ref);
+        }
+        if let Some(p) = &o.previous {
+            st["lastState"] = terminated_json(p);
+        }
+        let waiting = state.waiting.get(&c.name).cloned().or_else(|| {
+            if o.latest.is_none() {
+                Some(sandbox_msg.clone().unwrap_or_else(|| {
+                    if init || initialized {
+                        ("ContainerCreating".into(), String::new())
+                    } else {
+                        ("PodInitializing".into(), String::new())
+                    }
+                }))
+            } else {
+                None
+            }
+        });
+        match (&o.latest, waiting) {
+            (Some(l), Some((reason, msg)))
+                if state_of(l) == v1::ContainerState::ContainerExited =>
+            {
+                // Waiting to restart: the exit is the last state.
+                st["lastState"] = terminated_json(l);
+                st["state"] = json!({"waiting": {"reason": reason, "message": msg}});
+            }
+            (_, Some((reason, msg))) => {
+                let mut w = json!({"reason": reason});
+                if !msg.is_empty() {
+                    w["message"] = json!(msg);
+                }
+                st["state"] = json!({"waiting": w});
+            }
+            (Some(l), None) => match state_of(l) {
+                v1::ContainerState::ContainerRunning => {
+                    st["state"] = json!({"running": {"startedAt": rfc3339(l.started_at)}});
+                    st["ready"] = json!(!init);
+                    st["started"] = json!(true);
+                }
+                v1::ContainerState::ContainerExited => {
+                    st["state"] = terminated_json(l);
+                    st["ready"] = json!(init && l.exit_code == 0);
+                }
+                _ => st["state"] = json!({"waiting": {"reason": "ContainerCreating"}}),
+            },
+            (None, None) => st["state"] = json!({"waiting": {"reason": "ContainerCreating"}}),
+        }
+        st
+    };
+    let statuses: Vec<Value> = spec
+        .containers
+        .iter()
+        .map(|c| container_status(c, false))
+        .collect();
+    let init_statuses: Vec<Value> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| container_status(c, true))
+        .collect();
+    let all_ready = !statuses.is_empty() && statuses.iter().all(|c| c["ready"] == true);
+    let exited: Vec<i64> = statuses
+        .iter()
+        .filter_map(|c| {
+            c.pointer("/state/terminated/exitCode")
+                .and_then(Value::as_i64)
+        })
+        .collect();
+    let all_exited = !statuses.is_empty() && exited.len() == statuses.len();
+    let phase = if init_failed {
+        "Failed"
+    } else if all_exited
+        && policy != "Always"
+        && (policy == "Never" || exited.iter().all(|c| *c == 0))
+    {
+        if exited.iter().all(|c| *c == 0) {
+            "Succeeded"
+        } else {
+            "Failed"
+        }
+    } else if initialized
+        && statuses.iter().all(|c| c.get("containerID").is_some())
+        && statuses.iter().any(|c| {
+            c.pointer("/state/running").is_some()
+                || c.pointer("/lastState/terminated").is_some()
+                || c.pointer("/state/terminated").is_some()
+        })
+    {
+        "Running"
+    } else {
+        "Pending"
+    };
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let old_conditions: Vec<Value> = pod
+        .status
+        .as_ref()
+        .and_then(|st| st.conditions.clone())
+        .map(|c| {
+            c.into_iter()
+                .filter_map(|c| serde_json::to_value(c).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let condition = |ty: &str, ok: bool, reason: Option<&str>| {
+        let status = if ok { "True" } else { "False" };
+        let transition = old_conditions
+            .iter()
+            .find(|c| c["type"] == ty && c["status"] == status)
+            .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_string))
+            .unwrap_or_else(|| now.clone());
+        let mut c = json!({"type": ty, "status": status, "lastProbeTime": null, "lastTransitionTime": transition});
+        if let Some(r) = reason.filter(|_| !ok) {
+            c["reason"] = json!(r);
+        }
+        c
+    };
+    let ready_reason = if phase == "Succeeded" || phase == "Failed" {
+        "PodCompleted"
+    } else {
+        "ContainersNotReady"
+    };
+    let conditions = vec![
+        condition(
+            "PodReadyToStartContainers",
+            !pod_ip.is_empty() || spec.host_network.unwrap_or(false),
+            None,
+        ),
+        condition(
+            "Initialized",
+            initialized || phase == "Succeeded",
+            Some("ContainersNotInitialized"),
+        ),
+        condition("Ready", all_ready, Some(ready_reason)),
+        condition("ContainersReady", all_ready, Some(ready_reason)),
+        condition("PodScheduled", true, None),
+    ];
+    let host_ip = s
+        .cfg
+        .node_ips
+        .first()
+        .map(|i| i.to_string())
+        .unwrap_or_default();
+    let mut status = json!({
+        "phase": phase,
+        "conditions": conditions,
+        "hostIP": host_ip,
+        "hostIPs": s.cfg.node_ips.iter().map(|i| json!({"ip": i.to_string()})).collect::<Vec<_>>(),
+        "startTime": state.start_time,
+        "qosClass": podspec::qos_class(pod),
+        "containerStatuses": statuses,
+    });
+    if !init_statuses.is_empty() {
+        status["initContainerStatuses"] = json!(init_statuses);
+    }
+    let ip = if spec.host_network.unwrap_or(false) {
+        host_ip.clone()
+    } else {
+        pod_ip.to_string()
+    };
+    if !ip.is_empty() {
+        status["podIP"] = json!(ip);
+        status["podIPs"] = json!([{"ip": ip}]);
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policy_decides_restarts() {
+        assert!(restarts("Always", 0));
+        assert!(restarts("OnFailure", 1));
+        assert!(!restarts("OnFailure", 0));
+        assert!(!restarts("Never", 1));
+    }
+
+    #[test]
+    fn crash_loop_backoff_doubles_to_five_minutes_and_resets() {
+        let short = Duration::from_secs(1);
+        let mut d = next_backoff(None, short);
+        assert_eq!(d, Duration::from_secs(10));
+        let mut seen = vec![d.as_secs()];
+        for _ in 0..6 {
+            d = next_backoff(Some(d), short);
+            seen.push(d.as_secs());
+        }
+        assert_eq!(seen, [10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(
+            next_backoff(Some(d), Duration::from_secs(601)),
+            BACKOFF_INITIAL
+        );
+    }
+}

@@ -1,0 +1,260 @@
+//! The node's container runtime and pods (docs/workloads.md): every node, server or agent,
+//! supervises its own containerd (or uses an existing one, `container-runtime-endpoint`),
+//! imports the air-gap images in `<data-dir>/agent/images/`, writes its CNI config once the Node
+//! has a `spec.podCIDR`, and runs the pods bound to it over the CRI like a kubelet
+//! ([`kubelet`]). containerd is stopped last on shutdown, and its shims keep the containers
+//! running, so a restarted daemon adopts its sandboxes instead of recreating them.
+
+pub mod cni;
+pub mod containerd;
+pub mod cri;
+pub mod images;
+pub mod killall;
+pub mod kubelet;
+pub mod logs;
+pub mod podspec;
+pub mod quantity;
+pub mod registries;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The node's pod network choice (`cni`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cni {
+    /// bridge + host-local on the node's podCIDR, loopback, portmap.
+    Bridge,
+    /// The user installs a CNI config themselves.
+    None,
+}
+
+impl FromStr for Cni {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "bridge" => Ok(Cni::Bridge),
+            "none" => Ok(Cni::None),
+            other => Err(format!("invalid cni \"{other}\": expected bridge or none")),
+        }
+    }
+}
+
+/// Container runtime settings shared by servers and agents.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeConfig {
+    /// Existing containerd socket; `None` starts our own containerd.
+    pub endpoint: Option<PathBuf>,
+    /// State + socket directory of our containerd; `None` means the default (see
+    /// [`containerd::Layout::new`]).
+    pub run_dir: Option<PathBuf>,
+    pub private_registry: PathBuf,
+    pub system_default_registry: Option<String>,
+    pub pause_image: String,
+    pub cni: Cni,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            endpoint: None,
+            run_dir: None,
+            private_registry: PathBuf::from("/etc/rancher/rke2/registries.yaml"),
+            system_default_registry: None,
+            pause_image: "rancher/mirrored-pause:3.6".into(),
+            cni: Cni::Bridge,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// The sandbox image with `system-default-registry` applied and normalised to a full
+    /// reference (`docker.io/library/...` style), as containerd names imported images.
+    pub fn pause_image(&self) -> String {
+        let image = match &self.system_default_registry {
+            Some(reg) if !reg.is_empty() && !has_registry(&self.pause_image) => {
+                format!("{reg}/{}", self.pause_image)
+            }
+            _ => self.pause_image.clone(),
+        };
+        normalize_image(&image)
+    }
+}
+
+/// Whether the first path component of an image reference names a registry host.
+fn has_registry(image: &str) -> bool {
+    image.split_once('/').is_some_and(|(first, _)| {
+        first.contains('.') || first.contains(':') || first == "localhost"
+    })
+}
+
+/// Docker's normalisation of an image reference: `busybox` → `docker.io/library/busybox:latest`.
+pub fn normalize_image(image: &str) -> String {
+    let image = image.trim();
+    let mut full = if has_registry(image) {
+        image.to_string()
+    } else if image.contains('/') {
+        format!("docker.io/{image}")
+    } else {
+        format!("docker.io/library/{image}")
+    };
+    let last = full.rsplit('/').next().unwrap_or("");
+    if !last.contains(':') && !last.contains('@') {
+        full.push_str(":latest");
+    }
+    full
+}
+
+/// Runtime errors.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot start containerd ({bin}): {source}")]
+    Spawn {
+        bin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid private registry configuration {path}: {message}")]
+    Registries { path: String, message: String },
+    #[error("CRI: {0}")]
+    Cri(String),
+    #[error("containerd did not answer on {socket} within {waited:?}")]
+    NotReady { socket: String, waited: Duration },
+}
+
+impl RuntimeError {
+    pub fn io(path: &Path, source: std::io::Error) -> RuntimeError {
+        RuntimeError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// Everything the node runtime needs from the node process.
+#[derive(Debug, Clone)]
+pub struct NodeRuntimeConfig {
+    pub node_name: String,
+    pub data_dir: PathBuf,
+    pub runtime: RuntimeConfig,
+    /// The node's own addresses (status.hostIP).
+    pub node_ips: Vec<std::net::IpAddr>,
+    /// API access with the node's identity.
+    pub api_url: String,
+    pub ca_pem: String,
+    pub identity_cert_pem: String,
+    pub identity_key_pem: String,
+    pub server_name: Option<String>,
+    /// The kubelet API's certificate and client CA; `None` serves no kubelet API.
+    pub kubelet_tls: Option<logs::KubeletTls>,
+}
+
+/// Starts containerd (unless an endpoint is given), imports images and runs the pod loop until
+/// `cancel`; containerd is stopped after the pod loop has ended.
+pub fn spawn(cfg: NodeRuntimeConfig, tracker: &TaskTracker, cancel: CancellationToken) {
+    tracker.spawn(async move {
+        let node = cfg.node_name.clone();
+        if let Err(e) = run(cfg, cancel).await {
+            tracing::error!(component = "runtime", node = %node, "node runtime stopped: {e}");
+        }
+    });
+}
+
+async fn run(cfg: NodeRuntimeConfig, cancel: CancellationToken) -> Result<(), RuntimeError> {
+    let layout = containerd::Layout::new(&cfg.data_dir, cfg.runtime.run_dir.as_deref());
+    // containerd gets its own token: it must outlive the pod loop, so the last pod status
+    // updates and stops still reach it during shutdown.
+    let ctr_cancel = CancellationToken::new();
+    let (socket, supervisor) = match &cfg.runtime.endpoint {
+        Some(sock) => (sock.clone(), None),
+        None => {
+            let registries = registries::Registries::load(&cfg.runtime.private_registry)?;
+            containerd::write_config(&layout, &cfg.runtime, &registries)?;
+            let ctr_cancel = ctr_cancel.clone();
+            let layout2 = layout.clone();
+            let handle =
+                tokio::spawn(async move { containerd::supervise(layout2, ctr_cancel).await });
+            (layout.socket(), Some(handle))
+        }
+    };
+    let api_tasks = TaskTracker::new();
+    let result = async {
+        let cri = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            c = cri::Cri::wait_connect(&socket, Duration::from_secs(60)) => c?,
+        };
+        images::import_dir(&layout.images_dir(), &socket, &cancel).await;
+        if let (Some(tls), Some(ip)) = (cfg.kubelet_tls.clone(), cfg.node_ips.first()) {
+            let addr = std::net::SocketAddr::new(*ip, logs::KUBELET_PORT);
+            if let Err(e) = logs::serve(addr, tls, cri.clone(), &api_tasks, cancel.clone()).await {
+                tracing::error!(component = "kubelet", "{e}; container logs are not served");
+            }
+        }
+        kubelet::Kubelet::new(cfg.clone(), layout.clone(), cri)?
+            .run(cancel.clone())
+            .await;
+        Ok(())
+    }
+    .await;
+    api_tasks.close();
+    api_tasks.wait().await;
+    ctr_cancel.cancel();
+    if let Some(h) = supervisor {
+        let _ = h.await;
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_are_normalised_like_docker() {
+        assert_eq!(
+            normalize_image("busybox"),
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(normalize_image("bb:1"), "docker.io/library/bb:1");
+        assert_eq!(
+            normalize_image("rancher/mirrored-pause:3.6"),
+            "docker.io/rancher/mirrored-pause:3.6"
+        );
+        assert_eq!(
+            normalize_image("reg.local:5000/x/y"),
+            "reg.local:5000/x/y:latest"
+        );
+        assert_eq!(
+            normalize_image("localhost/p@sha256:ab"),
+            "localhost/p@sha256:ab"
+        );
+    }
+
+    #[test]
+    fn system_default_registry_prefixes_the_pause_image() {
+        let mut c = RuntimeConfig::default();
+        assert_eq!(c.pause_image(), "docker.io/rancher/mirrored-pause:3.6");
+        c.system_default_registry = Some("reg.example:5000".into());
+        assert_eq!(
+            c.pause_image(),
+            "reg.example:5000/rancher/mirrored-pause:3.6"
+        );
+        c.pause_image = "other.io/pause:1".into();
+        assert_eq!(c.pause_image(), "other.io/pause:1");
+        assert!(
+            "weave"
+                .parse::<Cni>()
+                .unwrap_err()
+                .contains("bridge or none")
+        );
+    }
+}

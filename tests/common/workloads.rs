@@ -1,0 +1,105 @@
+//! Pod test helpers: offline test images (busybox-static as an image and as a pause image) and
+//! the `rke2 killall` cleanup guard, shared by tests/workloads.rs and benches/pods.rs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::{require_tool, rke2_bin};
+
+/// The pause image the helpers build, as the `pause-image` setting names it.
+pub const PAUSE_IMAGE: &str = "rke2test/pause:1";
+/// The busybox image the helpers build.
+pub const BUSYBOX_IMAGE: &str = "docker.io/library/bb:1";
+
+/// Builds the busybox test image and a pause image as docker-archives in `images`:
+/// `docker.io/library/bb:1` and `docker.io/rke2test/pause:1` (busybox `sleep` as the pause).
+pub fn build_images(work: &Path, images: &Path) {
+    for (tool, pkg) in [
+        ("umoci", "umoci"),
+        ("skopeo", "skopeo"),
+        ("busybox", "busybox-static"),
+    ] {
+        require_tool(tool, pkg);
+    }
+    std::fs::create_dir_all(images).unwrap();
+    let layout = work.join("oci");
+    let bundle = work.join("bundle");
+    let run = |args: &[&str]| {
+        let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let l = layout.display().to_string();
+    let b = bundle.display().to_string();
+    run(&["umoci", "init", "--layout", &l]);
+    run(&["umoci", "new", "--image", &format!("{l}:1")]);
+    run(&[
+        "umoci",
+        "unpack",
+        "--rootless",
+        "--image",
+        &format!("{l}:1"),
+        &b,
+    ]);
+    let bin = bundle.join("rootfs/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .expect("busybox-static installed");
+    std::fs::copy(busybox, bin.join("busybox")).unwrap();
+    for applet in ["sh", "echo", "sleep", "cat", "ls", "wget", "true", "false"] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+    run(&["umoci", "repack", "--image", &format!("{l}:1"), &b]);
+    run(&[
+        "umoci",
+        "config",
+        "--image",
+        &format!("{l}:1"),
+        "--config.cmd",
+        "/bin/sh",
+    ]);
+    run(&[
+        "umoci",
+        "config",
+        "--image",
+        &format!("{l}:1"),
+        "--tag",
+        "pause",
+        "--config.entrypoint",
+        "/bin/sleep",
+        "--config.cmd",
+        "2147483647",
+    ]);
+    for (tag, name, file) in [
+        ("1", "docker.io/library/bb:1", "bb.tar"),
+        ("pause", "docker.io/rke2test/pause:1", "pause.tar"),
+    ] {
+        let dest = format!("docker-archive:{}:{name}", images.join(file).display());
+        run(&[
+            "skopeo",
+            "copy",
+            "--quiet",
+            &format!("oci:{l}:{tag}"),
+            &dest,
+        ]);
+    }
+}
+
+/// Runs `rke2 killall` for a node's data dir when dropped (after its daemon), so no container,
+/// netns, mount or bridge outlives the test, even when it fails.
+pub struct NodeCleanup(pub PathBuf);
+
+impl Drop for NodeCleanup {
+    fn drop(&mut self) {
+        let _ = Command::new(rke2_bin())
+            .arg("killall")
+            .arg("--data-dir")
+            .arg(&self.0)
+            .output();
+    }
+}
