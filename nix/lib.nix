@@ -37,6 +37,8 @@ let
     { key = "write-kubeconfig-mode"; roles = "server"; shape = "scalar"; }
     { key = "cluster-cidr"; roles = "server"; shape = "scalar"; }
     { key = "service-cidr"; roles = "server"; shape = "scalar"; }
+    { key = "service-node-port-range"; roles = "server"; shape = "scalar"; }
+    { key = "node-cidr-mask-size"; roles = "server"; shape = "scalar"; }
     { key = "cluster-dns"; roles = "server"; shape = "scalar"; }
     { key = "cluster-domain"; roles = "server"; shape = "scalar"; }
     { key = "node-monitor-grace-period"; roles = "server"; shape = "scalar"; }

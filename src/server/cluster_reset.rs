@@ -195,11 +195,13 @@ pub(super) async fn forget_other_servers(
             continue;
         }
         let secret = crate::cluster::node_password::secret_name(&name);
+        // By key: the value may be encrypted at rest, and nothing in it is needed here.
         match storage
-            .delete(&SECRETS, Some("kube-system"), &secret, None, None)
+            .datastore()
+            .delete(&SECRETS.key(Some("kube-system"), &secret), None)
             .await
         {
-            Ok(_) => {
+            Ok(crate::datastore::Cas::Written(_)) => {
                 tracing::info!(
                     component = "cluster-reset",
                     node = %name,
@@ -207,7 +209,8 @@ pub(super) async fn forget_other_servers(
                 );
                 forgotten.push(name);
             }
-            Err(crate::storage::ObjectError::NotFound { .. }) => {}
+            // Not there: nothing to forget.
+            Ok(crate::datastore::Cas::Conflict(_)) => {}
             Err(e) => tracing::warn!(
                 component = "cluster-reset",
                 node = %name,
