@@ -15,7 +15,7 @@ use super::{
     ApiState, ResourceRef, apply, decode_body, json as json_response, namespaces, objects, patch,
     pods, protobuf, read_body, table, watch,
 };
-use crate::openapi::with_warnings;
+use crate::apiserver::openapi::with_warnings;
 use crate::registry::{
     self as resources, NAMESPACES, PODS, ResourceInfo, Review, SYSTEM_NAMESPACES, Verb,
 };
@@ -543,7 +543,7 @@ async fn field_check<'a>(
     st: &'a ApiState,
     info: &'static ResourceInfo,
     query: &Query,
-) -> Result<crate::openapi::FieldCheck<'a>, ApiError> {
+) -> Result<crate::apiserver::openapi::FieldCheck<'a>, ApiError> {
     st.openapi
         .field_check(info, query.get("fieldValidation").map(String::as_str))
         .await

@@ -3,6 +3,7 @@
 //! Every error names where the bad value came from (file and line, env var or flag) and the key.
 
 pub mod ops;
+pub mod runtime;
 pub mod sources;
 pub mod spec;
 
@@ -159,7 +160,7 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     pub debug: bool,
     /// Container runtime and pod settings (crate::runtime).
-    pub runtime: crate::runtime::RuntimeConfig,
+    pub runtime: runtime::RuntimeConfig,
 }
 
 /// Validated `rke2 server` configuration.
@@ -623,7 +624,7 @@ fn node_config(r: &Reader<'_>) -> Result<NodeConfig, ConfigError> {
         heartbeat_interval: r.parse("node-heartbeat-interval", parse_duration)?,
         log_format,
         debug: r.bool("debug")?,
-        runtime: crate::runtime::RuntimeConfig {
+        runtime: runtime::RuntimeConfig {
             endpoint: r.parse_opt("container-runtime-endpoint", parse_path)?,
             run_dir: r.parse_opt("containerd-run-dir", parse_path)?,
             private_registry: PathBuf::from(r.string_or_default("private-registry")),
@@ -631,7 +632,7 @@ fn node_config(r: &Reader<'_>) -> Result<NodeConfig, ConfigError> {
                 Ok(v.trim().trim_end_matches('/').to_string())
             })?,
             pause_image: r.string_or_default("pause-image"),
-            cni: r.parse("cni", |v| v.parse::<crate::runtime::Cni>())?,
+            cni: r.parse("cni", |v| v.parse::<runtime::Cni>())?,
         },
     })
 }
