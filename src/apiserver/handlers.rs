@@ -591,7 +591,9 @@ async fn delete_object(
     dry_run: bool,
 ) -> Result<Value, ApiError> {
     if *info == NAMESPACES {
-        namespaces::delete(store, name, uid, rv, dry_run, Utc::now()).await
+        namespaces::delete(store, name, uid, rv, dry_run, Utc::now())
+            .await
+            .map_err(ApiError::from)
     } else {
         Ok(store.delete_with(info, ns, name, uid, rv, dry_run).await?)
     }
