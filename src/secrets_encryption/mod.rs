@@ -11,7 +11,6 @@ pub mod providers;
 pub mod stages;
 pub mod store;
 
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use config::{EncryptionSettings, EncryptionState};
@@ -20,24 +19,11 @@ use providers::Cipher;
 use crate::fsutil::{self, IoContext, PathError};
 use crate::paths::ServerPaths;
 
-/// Bootstrap entry of the provider configuration (RKE2's name).
-pub const BOOTSTRAP_CONFIG: &str = "EncryptionConfig";
-/// Bootstrap entry of the rotation state (RKE2's name).
-pub const BOOTSTRAP_STATE: &str = "EncryptionHash";
+pub use crate::bootstrap::{BOOTSTRAP_CONFIG, BOOTSTRAP_STATE, config_path, state_path};
 /// Node annotation where each server reports the state it has applied (RKE2's name).
 pub const HASH_ANNOTATION: &str = "encryption.k3s.cattle.io/encryption-hash";
 /// Start of every encrypted value.
 pub const ENCRYPTED_PREFIX: &[u8] = b"k8s:enc:";
-
-/// `server/cred/encryption-config.json`.
-pub fn config_path(paths: &ServerPaths) -> PathBuf {
-    paths.cred().join("encryption-config.json")
-}
-
-/// `server/cred/encryption-state.json`.
-pub fn state_path(paths: &ServerPaths) -> PathBuf {
-    paths.cred().join("encryption-state.json")
-}
 
 /// Errors of encryption at rest.
 #[derive(Debug, thiserror::Error)]
