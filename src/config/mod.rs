@@ -863,6 +863,42 @@ mod tests {
 
     /// Each node's pod range: /24 (IPv4) or /64 (IPv6) unless set; bounded by cluster-cidr.
     #[test]
+    fn secrets_encryption_settings_are_validated_with_the_key_named() {
+        // Flags over an empty config file.
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("config.yaml");
+        std::fs::write(&empty, "").unwrap();
+        let load = |flags: &[(&str, &str)]| {
+            load_server(&ConfigSources {
+                config_file: Some(empty.clone()),
+                flags: flags
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Default::default()
+            })
+        };
+        let c = load(&[]).unwrap().config;
+        assert!(c.secrets_encryption, "encrypted by default, as RKE2");
+        assert_eq!(c.secrets_encryption_provider, "aescbc");
+        let c = load(&[
+            ("secrets-encryption", "false"),
+            ("secrets-encryption-provider", "aesgcm"),
+        ])
+        .unwrap()
+        .config;
+        assert!(!c.secrets_encryption);
+        assert_eq!(c.secrets_encryption_provider, "aesgcm");
+        let e = load(&[("secrets-encryption-provider", "rot13")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("secrets-encryption-provider") && e.contains("unknown provider \"rot13\""),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn node_cidr_mask_size_defaults_and_bounds() {
         assert_eq!(load("", &[]).unwrap().node_cidr_mask_size, 24);
         assert_eq!(

@@ -6,9 +6,7 @@
 //! cluster's current keys without a restart ([`follow`]).
 
 pub mod config;
-pub mod follow;
 pub mod providers;
-pub mod stages;
 pub mod store;
 
 use std::sync::{Arc, RwLock};
@@ -247,42 +245,6 @@ mod tests {
         assert!(shown.contains("aescbckey"), "{shown}");
         assert!(!shown.contains(&secret), "{shown}");
         assert!(!shown.contains(&format!("{:?}", a.settings.keys[0].secret())));
-    }
-
-    #[test]
-    fn settings_are_validated_with_the_key_named() {
-        // Flags over an empty config file.
-        let dir = tempfile::tempdir().unwrap();
-        let empty = dir.path().join("config.yaml");
-        std::fs::write(&empty, "").unwrap();
-        let load = |flags: &[(&str, &str)]| {
-            crate::config::load_server(&crate::config::ConfigSources {
-                config_file: Some(empty.clone()),
-                flags: flags
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                ..Default::default()
-            })
-        };
-        let c = load(&[]).unwrap().config;
-        assert!(c.secrets_encryption, "encrypted by default, as RKE2");
-        assert_eq!(c.secrets_encryption_provider, "aescbc");
-        let c = load(&[
-            ("secrets-encryption", "false"),
-            ("secrets-encryption-provider", "aesgcm"),
-        ])
-        .unwrap()
-        .config;
-        assert!(!c.secrets_encryption);
-        assert_eq!(c.secrets_encryption_provider, "aesgcm");
-        let e = load(&[("secrets-encryption-provider", "rot13")])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("secrets-encryption-provider") && e.contains("unknown provider \"rot13\""),
-            "{e}"
-        );
     }
 
     #[test]
