@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use rke2::controllers::scheduler::Scheduler;
 use rke2::datastore::{Datastore, memory::MemoryStore};
 use rke2::registry::{NODES, PODS};
-use rke2::scheduler::Scheduler;
 use rke2::storage::{ListOptions, Storage};
 use serde_json::json;
 

@@ -81,15 +81,30 @@ pub fn bundle_layout(paths: &ServerPaths) -> Vec<(&'static str, PathBuf)> {
 pub const KUBELET_SERVING_CA: &str = "KubeletServingCA";
 pub const KUBELET_SERVING_CA_KEY: &str = "KubeletServingCAKey";
 
+// The Secrets encryption entries are named here, below crate::secrets_encryption, which
+// re-exports them.
+/// Bootstrap entry of the provider configuration (RKE2's name).
+pub const BOOTSTRAP_CONFIG: &str = "EncryptionConfig";
+/// Bootstrap entry of the rotation state (RKE2's name).
+pub const BOOTSTRAP_STATE: &str = "EncryptionHash";
+/// `server/cred/encryption-config.json`.
+pub fn config_path(paths: &ServerPaths) -> PathBuf {
+    paths.cred().join("encryption-config.json")
+}
+
+/// `server/cred/encryption-state.json`.
+pub fn state_path(paths: &ServerPaths) -> PathBuf {
+    paths.cred().join("encryption-state.json")
+}
+
 /// Bundle entries that may be absent: bundles of clusters created before the kubelet serving
 /// CA (see [`KUBELET_SERVING_CA`]) or Secrets encryption at rest existed lack them.
 pub fn optional_layout(paths: &ServerPaths) -> Vec<(&'static str, PathBuf)> {
-    use crate::secrets_encryption as enc;
     vec![
         (KUBELET_SERVING_CA, paths.kubelet_serving_ca().cert),
         (KUBELET_SERVING_CA_KEY, paths.kubelet_serving_ca().key),
-        (enc::BOOTSTRAP_CONFIG, enc::config_path(paths)),
-        (enc::BOOTSTRAP_STATE, enc::state_path(paths)),
+        (BOOTSTRAP_CONFIG, config_path(paths)),
+        (BOOTSTRAP_STATE, state_path(paths)),
     ]
 }
 
@@ -97,8 +112,8 @@ pub fn optional_layout(paths: &ServerPaths) -> Vec<(&'static str, PathBuf)> {
 fn is_secret_entry(name: &str) -> bool {
     name.ends_with("Key")
         || name == "PasswdFile"
-        || name == crate::secrets_encryption::BOOTSTRAP_CONFIG
-        || name == crate::secrets_encryption::BOOTSTRAP_STATE
+        || name == BOOTSTRAP_CONFIG
+        || name == BOOTSTRAP_STATE
 }
 
 impl BootstrapData {
@@ -289,7 +304,6 @@ mod tests {
 
     #[test]
     fn encryption_entries_are_written_private() {
-        use crate::secrets_encryption as enc;
         use std::os::unix::fs::PermissionsExt;
         let a = tempfile::tempdir().unwrap();
         let pa = ServerPaths::new(a.path());
@@ -297,12 +311,12 @@ mod tests {
             fsutil::write_atomic_mkdir(&p, b"x", 0o644).unwrap();
         }
         let mut data = BootstrapData::read(&pa).unwrap();
-        data.insert(enc::BOOTSTRAP_CONFIG, b"{}");
-        data.insert(enc::BOOTSTRAP_STATE, b"start-00");
+        data.insert(BOOTSTRAP_CONFIG, b"{}");
+        data.insert(BOOTSTRAP_STATE, b"start-00");
         let b = tempfile::tempdir().unwrap();
         let pb = ServerPaths::new(b.path());
         data.write(&pb).unwrap();
-        for p in [enc::config_path(&pb), enc::state_path(&pb)] {
+        for p in [config_path(&pb), state_path(&pb)] {
             let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{}", p.display());
         }

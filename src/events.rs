@@ -12,10 +12,10 @@ use std::time::Duration;
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use crate::apiserver::status::ApiError;
+use crate::datastore::DatastoreError;
 use crate::datastore::StoreCell;
 use crate::registry::{EVENTS, ResourceInfo};
-use crate::storage::{ListOptions, Storage};
+use crate::storage::{ListOptions, ObjectError, Storage};
 
 /// Where Events about cluster-scoped objects (nodes) are kept, as upstream keeps them.
 pub const CLUSTER_SCOPED_EVENT_NAMESPACE: &str = "default";
@@ -125,12 +125,14 @@ impl EventRecorder {
         }
     }
 
-    fn storage(&self) -> Result<Storage, ApiError> {
+    fn storage(&self) -> Result<Storage, ObjectError> {
         self.store
             .get()
             .cloned()
             .map(|ds| Storage::new(ds).with_ttl(self.ttl))
-            .ok_or_else(|| ApiError::ServiceUnavailable("datastore not ready".into()))
+            .ok_or_else(|| {
+                ObjectError::Datastore(DatastoreError::Unavailable("datastore not ready".into()))
+            })
     }
 
     /// The stored Event matching this one, if any.
@@ -142,7 +144,7 @@ impl EventRecorder {
         kind: EventType,
         reason: &str,
         message: &str,
-    ) -> Result<Option<Value>, ApiError> {
+    ) -> Result<Option<Value>, ObjectError> {
         let events = store
             .list(&EVENTS, Some(ns), &ListOptions::default())
             .await?;
@@ -166,7 +168,7 @@ impl EventRecorder {
         kind: EventType,
         reason: &str,
         message: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ObjectError> {
         self.write(about, kind, reason, message, true).await
     }
 
@@ -178,7 +180,7 @@ impl EventRecorder {
         kind: EventType,
         reason: &str,
         message: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ObjectError> {
         self.write(about, kind, reason, message, false).await
     }
 
@@ -189,7 +191,7 @@ impl EventRecorder {
         reason: &str,
         message: &str,
         count_repeats: bool,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ObjectError> {
         let store = self.storage()?;
         let ns = about.event_namespace();
         let regarding = about.to_json();
@@ -217,7 +219,7 @@ impl EventRecorder {
             // An Event that expired between the lookup and the update is recorded anew.
             match result {
                 Ok(_) => return Ok(()),
-                Err(ApiError::NotFound { .. }) => {}
+                Err(ObjectError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }

@@ -35,12 +35,12 @@ pub mod fsutil;
 pub mod host;
 /// TLS servers and clients.
 pub mod https;
+/// The node's JSON client of the Kubernetes API (node agent and node runtime).
+pub(crate) mod kubeclient;
 /// Kubeconfig files.
 pub mod kubeconfig;
 /// Logging to journald or stderr.
 pub mod logging;
-/// OpenAPI v2 and v3 documents of the Kubernetes API, generated from the registry.
-pub mod openapi;
 /// Data-directory layout.
 pub mod paths;
 /// Certificate authorities and leaf certificates.
@@ -51,8 +51,6 @@ pub mod protocol;
 pub mod registry;
 /// The node's container runtime (containerd over the CRI) and its pods.
 pub mod runtime;
-/// Places pending pods on nodes (leader-elected, watch-driven).
-pub mod scheduler;
 /// Secrets encrypted at rest: providers, keys, rotation stages.
 pub mod secrets_encryption;
 /// `rke2 server`: the orchestration of a server node.

@@ -15,7 +15,8 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::daemon::LoopTicker;
-use crate::https::{ClientIdentity, HttpsClient, Response, ServerTrust, TlsError};
+use crate::https::{ClientIdentity, HttpsClient, ServerTrust, TlsError};
+use crate::kubeclient::Api;
 use crate::validation::{NodeLabel, Taint};
 
 /// Lease duration written into the node's Lease (kubelet default).
@@ -60,33 +61,6 @@ pub enum NodeAgentError {
     Api(String),
     #[error(transparent)]
     Request(#[from] crate::https::ClientError),
-}
-
-/// API access with the node's identity (also the node runtime's, crate::runtime::kubelet).
-#[derive(Clone)]
-pub(crate) struct Api {
-    pub(crate) client: HttpsClient,
-    pub(crate) base: String,
-}
-
-impl Api {
-    pub(crate) async fn call(
-        &self,
-        method: http::Method,
-        path: &str,
-        content_type: Option<&str>,
-        body: Option<Value>,
-    ) -> Result<Response, NodeAgentError> {
-        let mut headers = vec![("accept", "application/json".to_string())];
-        if let Some(ct) = content_type {
-            headers.push(("content-type", ct.to_string()));
-        }
-        let body = body.map(|b| serde_json::to_vec(&b).expect("serialises"));
-        self.client
-            .request(method, &format!("{}{path}", self.base), &headers, body)
-            .await
-            .map_err(NodeAgentError::Request)
-    }
 }
 
 fn now_micro() -> String {

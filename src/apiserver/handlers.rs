@@ -15,7 +15,7 @@ use super::{
     ApiState, ResourceRef, apply, decode_body, json as json_response, namespaces, objects, patch,
     pods, protobuf, read_body, scale, table, watch,
 };
-use crate::openapi::with_warnings;
+use crate::apiserver::openapi::with_warnings;
 use crate::registry::{
     self as resources, NAMESPACES, PODS, ResourceInfo, Review, SERVICES, SYSTEM_NAMESPACES, Verb,
 };
@@ -596,7 +596,7 @@ async fn field_check<'a>(
     st: &'a ApiState,
     info: &'static ResourceInfo,
     query: &Query,
-) -> Result<crate::openapi::FieldCheck<'a>, ApiError> {
+) -> Result<crate::apiserver::openapi::FieldCheck<'a>, ApiError> {
     st.openapi
         .field_check(info, query.get("fieldValidation").map(String::as_str))
         .await
@@ -644,7 +644,9 @@ async fn delete_object(
     dry_run: bool,
 ) -> Result<Value, ApiError> {
     if *info == NAMESPACES {
-        return namespaces::delete(store, name, uid, rv, dry_run, Utc::now()).await;
+        return namespaces::delete(store, name, uid, rv, dry_run, Utc::now())
+            .await
+            .map_err(ApiError::from);
     }
     let deleted = store.delete_with(info, ns, name, uid, rv, dry_run).await?;
     // A deleted Service's ClusterIP and node ports are free again.

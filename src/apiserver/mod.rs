@@ -10,6 +10,7 @@ pub mod fieldset;
 pub mod handlers;
 pub mod namespaces;
 pub mod objects;
+pub mod openapi;
 pub mod patch;
 pub mod pods;
 pub mod protobuf;
@@ -61,7 +62,7 @@ pub struct ApiState {
     /// When etcd last answered a readiness check.
     last_etcd_ok: std::sync::Mutex<Option<std::time::Instant>>,
     /// The OpenAPI documents, generated on first use.
-    openapi: crate::openapi::OpenApi,
+    openapi: crate::apiserver::openapi::OpenApi,
 }
 
 type St = Arc<ApiState>;

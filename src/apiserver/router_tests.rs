@@ -298,7 +298,7 @@ async fn system_namespaces_are_protected_and_others_delete_their_contents() {
     assert_eq!(scratch["status"]["phase"], "Terminating", "{scratch}");
     let store = crate::storage::Storage::new(Datastore::from_impl(api.memory.clone()));
     assert!(
-        crate::controllers::namespace::finalize(&store, "scratch")
+        crate::storage::namespaces::finalize(&store, "scratch")
             .await
             .unwrap()
     );

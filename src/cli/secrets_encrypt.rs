@@ -4,8 +4,8 @@
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use super::{AdminCliError, json};
+use crate::cluster::encryption_stages::EncryptionStatus;
 use crate::dbus::client;
-use crate::secrets_encryption::stages::EncryptionStatus;
 
 fn force_arg() -> Arg {
     Arg::new("force")
@@ -102,7 +102,7 @@ pub(super) async fn run(sub: &str, args: &ArgMatches) -> Result<String, AdminCli
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secrets_encryption::stages::KeyInfo;
+    use crate::cluster::encryption_stages::KeyInfo;
 
     #[test]
     fn status_reads_like_rke2() {

@@ -55,7 +55,7 @@ pub enum AdminError {
     #[error(transparent)]
     Snapshot(#[from] crate::etcd::snapshot::SnapshotError),
     #[error(transparent)]
-    Encryption(#[from] crate::secrets_encryption::stages::StageError),
+    Encryption(#[from] crate::cluster::encryption_stages::StageError),
     #[error("node {node} was deleted but its etcd member {member} could not be removed: {source}")]
     MemberRemoval {
         node: String,

@@ -9,5 +9,7 @@ pub mod apiservers;
 pub mod bootstrap_tokens;
 pub mod context;
 pub mod credentials;
+pub mod encryption_follow;
+pub mod encryption_stages;
 pub mod node_password;
 pub mod token_ops;

@@ -3,6 +3,7 @@
 //! Every error names where the bad value came from (file and line, env var or flag) and the key.
 
 pub mod ops;
+pub mod runtime;
 pub mod sources;
 pub mod spec;
 
@@ -159,7 +160,7 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     pub debug: bool,
     /// Container runtime and pod settings (crate::runtime).
-    pub runtime: crate::runtime::RuntimeConfig,
+    pub runtime: runtime::RuntimeConfig,
 }
 
 /// Validated `rke2 server` configuration.
@@ -638,7 +639,7 @@ fn node_config(r: &Reader<'_>) -> Result<NodeConfig, ConfigError> {
         heartbeat_interval: r.parse("node-heartbeat-interval", parse_duration)?,
         log_format,
         debug: r.bool("debug")?,
-        runtime: crate::runtime::RuntimeConfig {
+        runtime: runtime::RuntimeConfig {
             endpoint: r.parse_opt("container-runtime-endpoint", parse_path)?,
             run_dir: r.parse_opt("containerd-run-dir", parse_path)?,
             private_registry: PathBuf::from(r.string_or_default("private-registry")),
@@ -646,7 +647,7 @@ fn node_config(r: &Reader<'_>) -> Result<NodeConfig, ConfigError> {
                 Ok(v.trim().trim_end_matches('/').to_string())
             })?,
             pause_image: r.string_or_default("pause-image"),
-            cni: r.parse("cni", |v| v.parse::<crate::runtime::Cni>())?,
+            cni: r.parse("cni", |v| v.parse::<runtime::Cni>())?,
         },
     })
 }
@@ -877,6 +878,42 @@ mod tests {
     }
 
     /// Each node's pod range: /24 (IPv4) or /64 (IPv6) unless set; bounded by cluster-cidr.
+    #[test]
+    fn secrets_encryption_settings_are_validated_with_the_key_named() {
+        // Flags over an empty config file.
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("config.yaml");
+        std::fs::write(&empty, "").unwrap();
+        let load = |flags: &[(&str, &str)]| {
+            load_server(&ConfigSources {
+                config_file: Some(empty.clone()),
+                flags: flags
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Default::default()
+            })
+        };
+        let c = load(&[]).unwrap().config;
+        assert!(c.secrets_encryption, "encrypted by default, as RKE2");
+        assert_eq!(c.secrets_encryption_provider, "aescbc");
+        let c = load(&[
+            ("secrets-encryption", "false"),
+            ("secrets-encryption-provider", "aesgcm"),
+        ])
+        .unwrap()
+        .config;
+        assert!(!c.secrets_encryption);
+        assert_eq!(c.secrets_encryption_provider, "aesgcm");
+        let e = load(&[("secrets-encryption-provider", "rot13")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("secrets-encryption-provider") && e.contains("unknown provider \"rot13\""),
+            "{e}"
+        );
+    }
+
     #[test]
     fn node_cidr_mask_size_defaults_and_bounds() {
         assert_eq!(load("", &[]).unwrap().node_cidr_mask_size, 24);

@@ -16,6 +16,7 @@ pub mod node_events;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod replicaset;
+pub mod scheduler;
 pub mod taint_eviction;
 pub mod watch;
 
@@ -143,7 +144,7 @@ pub fn spawn_server_controllers(ctx: Ctx, tracker: &TaskTracker, cancel: Cancell
         (ctx.store.clone(), is_leader.clone(), cancel.clone());
     tracker.spawn(async move {
         if let Some(ds) = watch::store_when_ready(&store, &scheduler_cancel).await {
-            crate::scheduler::run(ds, scheduler_leader, scheduler_cancel).await;
+            crate::controllers::scheduler::run(ds, scheduler_leader, scheduler_cancel).await;
         }
     });
     tracker.spawn(namespace::run(

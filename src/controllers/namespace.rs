@@ -7,18 +7,15 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use chrono::Utc;
-use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::storage;
-use crate::apiserver::namespaces::{self, KUBERNETES_FINALIZER};
-use crate::apiserver::status::ApiError;
 use crate::cluster::context::Ctx;
 use crate::datastore::Change;
 use crate::registry::NAMESPACES;
-use crate::storage::{ListOptions, Storage};
+use crate::storage::ListOptions;
+use crate::storage::namespaces;
 
 /// How soon a namespace whose finalization failed (or whose content reappeared) is retried.
 const RETRY: Duration = Duration::from_secs(2);
@@ -78,7 +75,7 @@ pub async fn run(ctx: Ctx, mut is_leader: watch::Receiver<bool>, cancel: Cancell
             if *is_leader.borrow() {
                 let mut done = Vec::new();
                 for name in &pending {
-                    match finalize(&store, name).await {
+                    match namespaces::finalize(&store, name).await {
                         Ok(true) => done.push(name.clone()),
                         Ok(false) => {}
                         Err(e) => tracing::warn!(
@@ -124,38 +121,5 @@ pub async fn run(ctx: Ctx, mut is_leader: watch::Receiver<bool>, cancel: Cancell
                 }
             }
         }
-    }
-}
-
-/// One round for namespace `name`: `Ok(true)` when nothing is left to do for this controller
-/// (the namespace is gone, not terminating, or waits only on others' finalizers), `Ok(false)`
-/// when content remains and the round must be retried.
-pub async fn finalize(store: &Storage, name: &str) -> Result<bool, ApiError> {
-    let Some(ns) = store.get_opt(&NAMESPACES, None, name).await? else {
-        return Ok(true);
-    };
-    if !namespaces::is_terminating(&ns) {
-        return Ok(true);
-    }
-    let mut fins = namespaces::finalizers(&ns);
-    if fins.iter().any(|f| f == KUBERNETES_FINALIZER) {
-        namespaces::delete_contents(store, name).await?;
-        // Objects whose create raced the Terminating mark may have landed after the delete.
-        let remaining = namespaces::remaining_contents(store, name).await?;
-        namespaces::record_conditions(store, name, &remaining, Utc::now()).await?;
-        if !remaining.is_empty() {
-            return Ok(false);
-        }
-        let finalized = namespaces::remove_kubernetes_finalizer(store, name).await?;
-        fins = namespaces::finalizers(&finalized);
-        tracing::info!(component = "namespace-controller", namespace = %name, "namespace content deleted; finalized");
-    }
-    if !fins.is_empty() {
-        return Ok(true);
-    }
-    let uid = ns.pointer("/metadata/uid").and_then(Value::as_str);
-    match namespaces::delete(store, name, uid, None, false, Utc::now()).await {
-        Ok(_) | Err(ApiError::NotFound { .. }) => Ok(true),
-        Err(e) => Err(e),
     }
 }

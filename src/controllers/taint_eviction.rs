@@ -20,11 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::{self, EventType};
 use super::watch::store_when_ready;
-use crate::datastore::StoreCell;
-use crate::registry::{NODES, PODS};
-use crate::scheduler::predicates::{
+use crate::controllers::scheduler::predicates::{
     NodeInfo, PodInfo, Readiness, TAINT_NOT_READY, TAINT_UNREACHABLE, Taint, Toleration,
 };
+use crate::datastore::StoreCell;
+use crate::registry::{NODES, PODS};
 use crate::storage::ObjectError;
 use crate::storage::pods;
 use crate::storage::{ListOptions, Storage};

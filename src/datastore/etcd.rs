@@ -14,7 +14,9 @@ use super::{
     CALL_DEADLINE, Cas, Change, ChangeStream, DatastoreError, KvStore, ListPage, Stored,
     WatchBatch, WatchStream, prefix_end,
 };
-use crate::etcd::RPC_TIMEOUT;
+
+/// Timeout of one etcd RPC made by the daemon.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl DatastoreError {
     fn classify(e: etcd_client::Error) -> DatastoreError {

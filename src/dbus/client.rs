@@ -56,7 +56,7 @@ pub trait Cluster1 {
     fn prune_snapshots(&self, prefix: &str, retention: u32) -> zbus::Result<Vec<String>>;
     fn get_encryption_status(
         &self,
-    ) -> zbus::Result<crate::secrets_encryption::stages::EncryptionStatus>;
+    ) -> zbus::Result<crate::cluster::encryption_stages::EncryptionStatus>;
     fn enable_secrets_encryption(&self) -> zbus::Result<String>;
     fn disable_secrets_encryption(&self) -> zbus::Result<String>;
     fn prepare_secrets_encryption(&self, force: bool) -> zbus::Result<String>;

@@ -13,9 +13,9 @@ use super::errors::BusError;
 use super::{AGENT_PATH, SERVER_PATH, require_root};
 use crate::cluster::admin::AdminError;
 use crate::cluster::context::Ctx;
+use crate::cluster::encryption_stages::{self as stages, EncryptionStatus};
 use crate::daemon::{NodeState, Runtime};
 use crate::etcd::snapshot::{SnapshotError, SnapshotInfo, Snapshotter};
-use crate::secrets_encryption::stages::{self, EncryptionStatus};
 
 /// Version reported by the `Version` property.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

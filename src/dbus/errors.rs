@@ -9,11 +9,11 @@ use zbus::names::ErrorName;
 
 use crate::bootstrap::BootstrapError;
 use crate::cluster::admin::AdminError;
+use crate::cluster::encryption_stages::StageError;
 use crate::cluster::token_ops::TokenOpError;
 use crate::datastore::DatastoreError;
 use crate::etcd::EtcdError;
 use crate::etcd::snapshot::SnapshotError;
-use crate::secrets_encryption::stages::StageError;
 use crate::storage::ObjectError;
 
 /// Prefix of every error name.

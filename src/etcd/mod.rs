@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::fsutil::{self, IoContext, PathError};
 use crate::paths::{CertPair, ServerPaths};
 
-/// Timeout of one etcd RPC made by the daemon.
-pub const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// Timeout of one etcd RPC made by the daemon (declared with the datastore, which uses it too).
+pub use crate::datastore::etcd::RPC_TIMEOUT;
 /// Dial timeout of etcd clients (k3s uses 2 s).
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 

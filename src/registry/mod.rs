@@ -10,6 +10,7 @@
 pub mod fields;
 pub mod print;
 pub mod protobuf;
+pub mod quantity;
 pub mod schema;
 
 mod configmap;

@@ -7,7 +7,7 @@
 use serde_json::{Map, Value, json};
 
 use super::fields::{FieldCause, cause};
-use crate::scheduler::quantity::parse_milli;
+use super::quantity::parse_milli;
 
 /// Upstream `DefaultNotReadyTolerationSeconds` / `DefaultUnreachableTolerationSeconds`.
 pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;

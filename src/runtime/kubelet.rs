@@ -37,7 +37,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Label scoping sandboxes to this node, so a shared containerd's other sandboxes are left alone.
 pub const NODE_LABEL: &str = "io.rke2.node";
 
-use crate::agent::node_agent::Api;
+use crate::kubeclient::Api;
 
 /// The node runtime's reads: JSON objects or a message naming the failure.
 trait GetJson {

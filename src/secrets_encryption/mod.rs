@@ -6,12 +6,9 @@
 //! cluster's current keys without a restart ([`follow`]).
 
 pub mod config;
-pub mod follow;
 pub mod providers;
-pub mod stages;
 pub mod store;
 
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use config::{EncryptionSettings, EncryptionState};
@@ -20,24 +17,11 @@ use providers::Cipher;
 use crate::fsutil::{self, IoContext, PathError};
 use crate::paths::ServerPaths;
 
-/// Bootstrap entry of the provider configuration (RKE2's name).
-pub const BOOTSTRAP_CONFIG: &str = "EncryptionConfig";
-/// Bootstrap entry of the rotation state (RKE2's name).
-pub const BOOTSTRAP_STATE: &str = "EncryptionHash";
+pub use crate::bootstrap::{BOOTSTRAP_CONFIG, BOOTSTRAP_STATE, config_path, state_path};
 /// Node annotation where each server reports the state it has applied (RKE2's name).
 pub const HASH_ANNOTATION: &str = "encryption.k3s.cattle.io/encryption-hash";
 /// Start of every encrypted value.
 pub const ENCRYPTED_PREFIX: &[u8] = b"k8s:enc:";
-
-/// `server/cred/encryption-config.json`.
-pub fn config_path(paths: &ServerPaths) -> PathBuf {
-    paths.cred().join("encryption-config.json")
-}
-
-/// `server/cred/encryption-state.json`.
-pub fn state_path(paths: &ServerPaths) -> PathBuf {
-    paths.cred().join("encryption-state.json")
-}
 
 /// Errors of encryption at rest.
 #[derive(Debug, thiserror::Error)]
@@ -261,42 +245,6 @@ mod tests {
         assert!(shown.contains("aescbckey"), "{shown}");
         assert!(!shown.contains(&secret), "{shown}");
         assert!(!shown.contains(&format!("{:?}", a.settings.keys[0].secret())));
-    }
-
-    #[test]
-    fn settings_are_validated_with_the_key_named() {
-        // Flags over an empty config file.
-        let dir = tempfile::tempdir().unwrap();
-        let empty = dir.path().join("config.yaml");
-        std::fs::write(&empty, "").unwrap();
-        let load = |flags: &[(&str, &str)]| {
-            crate::config::load_server(&crate::config::ConfigSources {
-                config_file: Some(empty.clone()),
-                flags: flags
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                ..Default::default()
-            })
-        };
-        let c = load(&[]).unwrap().config;
-        assert!(c.secrets_encryption, "encrypted by default, as RKE2");
-        assert_eq!(c.secrets_encryption_provider, "aescbc");
-        let c = load(&[
-            ("secrets-encryption", "false"),
-            ("secrets-encryption-provider", "aesgcm"),
-        ])
-        .unwrap()
-        .config;
-        assert!(!c.secrets_encryption);
-        assert_eq!(c.secrets_encryption_provider, "aesgcm");
-        let e = load(&[("secrets-encryption-provider", "rot13")])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("secrets-encryption-provider") && e.contains("unknown provider \"rot13\""),
-            "{e}"
-        );
     }
 
     #[test]

@@ -157,7 +157,7 @@ pub enum ServerError {
     #[error("node password: {0}")]
     NodePassword(#[source] node_password::NodePasswordError),
     #[error("secrets encryption: {0}")]
-    Encryption(#[from] crate::secrets_encryption::stages::StageError),
+    Encryption(#[from] crate::cluster::encryption_stages::StageError),
     #[error(
         "the cluster's certificate authorities were replaced (rke2 certificate rotate-ca) since this \
          server last ran; their new files are now in place: start the server again to use them"
@@ -543,12 +543,12 @@ async fn run_inner(
         token_ops::write_token_files(&paths, &ctx.ca_hash(), &current, agent_pw.as_ref())?;
     }
     // Secrets are encrypted from here on: every later user of the store gets the wrapper.
-    let store = crate::secrets_encryption::follow::start(&ctx, store).await?;
+    let store = crate::cluster::encryption_follow::start(&ctx, store).await?;
     credentials::publish_if_absent(&store, &ctx.passwd()).await?;
     claim_node_name(&ctx, &store).await?;
     let _ = ctx.store.set(store);
     tracker.spawn(token_ops::follow_rotations(ctx.clone(), cancel.clone()));
-    tracker.spawn(crate::secrets_encryption::follow::follow(
+    tracker.spawn(crate::cluster::encryption_follow::follow(
         ctx.clone(),
         cancel.clone(),
     ));

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 pub mod error;
 pub mod metadata;
+pub mod namespaces;
 pub mod ownership;
 pub mod pods;
 pub mod selectors;

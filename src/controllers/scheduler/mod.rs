@@ -7,7 +7,6 @@
 //! stops using a node, and every [`RETRY_INTERVAL`]. See docs/scheduling.md.
 
 pub mod predicates;
-pub mod quantity;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;

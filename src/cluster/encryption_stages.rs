@@ -8,13 +8,15 @@
 
 use serde_json::Value;
 
-use super::config::Stage;
-use super::providers::Cipher;
-use super::{Active, BOOTSTRAP_CONFIG, BOOTSTRAP_STATE, EncryptionError, HASH_ANNOTATION};
 use crate::bootstrap::{self, BootstrapData, BootstrapError};
 use crate::cluster::context::Ctx;
 use crate::datastore::{Cas, Datastore, DatastoreError};
 use crate::registry::{NODES, SECRETS};
+use crate::secrets_encryption::config::Stage;
+use crate::secrets_encryption::providers::Cipher;
+use crate::secrets_encryption::{
+    Active, BOOTSTRAP_CONFIG, BOOTSTRAP_STATE, EncryptionError, HASH_ANNOTATION,
+};
 use crate::storage::ObjectError;
 use crate::storage::{ListOptions, Storage};
 use crate::token::Secret;
@@ -270,7 +272,7 @@ async fn current_checked(
 }
 
 /// Stores `next` in the bundle (or fails as [`StageError::Concurrent`]) and applies it here;
-/// the other servers follow within moments ([`super::follow`]).
+/// the other servers follow within moments ([`super::encryption_follow`]).
 async fn commit(
     ctx: &Ctx,
     store: &Datastore,
@@ -282,7 +284,7 @@ async fn commit(
     if !save(store, &ctx.server_password(), data, rev, &next).await? {
         return Err(StageError::Concurrent);
     }
-    super::follow::apply(ctx, store, next).await?;
+    super::encryption_follow::apply(ctx, store, next).await?;
     Ok(())
 }
 
@@ -378,7 +380,7 @@ pub async fn reencrypt(ctx: &Ctx, force: bool) -> Result<String, StageError> {
 fn is_current(active: &Active, value: &[u8]) -> bool {
     match active.settings.write_key() {
         Some(k) => value.starts_with(k.value_prefix().as_bytes()),
-        None => !value.starts_with(super::ENCRYPTED_PREFIX),
+        None => !value.starts_with(crate::secrets_encryption::ENCRYPTED_PREFIX),
     }
 }
 

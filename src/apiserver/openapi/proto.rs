@@ -515,7 +515,7 @@ pub fn encode(doc: &Value) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::openapi::spec;
+    use crate::apiserver::openapi::spec;
 
     /// The encoding decodes back to the same definitions, references, types and extensions.
     #[test]

@@ -8,12 +8,12 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::stages::{self, StageError};
-use super::{Active, HASH_ANNOTATION, providers::Cipher};
+use super::encryption_stages::{self as stages, StageError};
 use crate::bootstrap::BOOTSTRAP_PREFIX;
 use crate::cluster::context::Ctx;
 use crate::datastore::Datastore;
 use crate::registry::{NODES, SECRETS};
+use crate::secrets_encryption::{Active, HASH_ANNOTATION, providers::Cipher};
 use crate::storage::Storage;
 
 /// How often the configuration is re-read besides the watch until this server's Node carries
@@ -46,7 +46,7 @@ pub async fn start(ctx: &Ctx, raw: Datastore) -> Result<Datastore, StageError> {
     }
     write_files(ctx, &active).await?;
     ctx.encryption.set(active);
-    Ok(super::store::wrap(
+    Ok(crate::secrets_encryption::store::wrap(
         raw,
         ctx.encryption.clone(),
         SECRETS.etcd_prefix,
@@ -63,7 +63,7 @@ async fn write_files(ctx: &Ctx, active: &Active) -> Result<(), StageError> {
 
 /// Applies `active` here: files and keys when they differ, then the Node annotation; returns
 /// whether the Node carries it (false before the node has registered). The caller holds
-/// [`super::Keyring::lock_updates`].
+/// [`crate::secrets_encryption::Keyring::lock_updates`].
 pub async fn apply(ctx: &Ctx, store: &Datastore, active: Active) -> Result<bool, StageError> {
     let unchanged = ctx
         .encryption

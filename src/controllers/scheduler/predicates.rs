@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use k8s_openapi::api::core::v1 as core;
 use serde_json::Value;
 
-use super::quantity::parse_milli;
+use crate::registry::quantity::parse_milli;
 
 /// Upstream's default of `allocatable.pods` when a node reports none (kubelet `maxPods`).
 pub const DEFAULT_MAX_PODS: i64 = 110;

@@ -214,7 +214,7 @@ fn path_item(item: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::openapi::spec;
+    use crate::apiserver::openapi::spec;
     use crate::registry::RESOURCES;
 
     #[test]
