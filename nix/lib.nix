@@ -38,10 +38,10 @@ let
     { key = "cluster-cidr"; roles = "server"; shape = "scalar"; }
     { key = "service-cidr"; roles = "server"; shape = "scalar"; }
     { key = "service-node-port-range"; roles = "server"; shape = "scalar"; }
-    { key = "node-cidr-mask-size"; roles = "server"; shape = "scalar"; }
     { key = "cluster-dns"; roles = "server"; shape = "scalar"; }
     { key = "cluster-domain"; roles = "server"; shape = "scalar"; }
     { key = "node-monitor-grace-period"; roles = "server"; shape = "scalar"; }
+    { key = "node-cidr-mask-size"; roles = "server"; shape = "scalar"; }
     { key = "event-ttl"; roles = "server"; shape = "scalar"; }
     { key = "cluster-reset"; roles = "server"; shape = "bool"; }
     { key = "cluster-reset-restore-path"; roles = "server"; shape = "scalar"; }

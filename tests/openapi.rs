@@ -151,11 +151,12 @@ fn every_kubectl_applies_creates_replaces_edits_explains_and_validates() {
             "{tag}: {out}"
         );
 
-        // apply -f of a changed Pod: kubectl computes a strategic merge patch (containers and
-        // env merged by name) and the server applies it.
+        // apply -f of a changed Pod: kubectl computes a strategic merge patch (containers
+        // merged by name) and the server applies it. Only what upstream lets a pod update
+        // change is changed: the image and a label.
         let pod = |image: &str, value: &str| {
             format!(
-                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: pod-{tag}\n  namespace: default\nspec:\n  containers:\n  - name: a\n    image: {image}\n    env:\n    - name: X\n      value: \"{value}\"\n    ports:\n    - containerPort: 80\n"
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: pod-{tag}\n  namespace: default\n  labels:\n    v: \"{value}\"\nspec:\n  containers:\n  - name: a\n    image: {image}\n    env:\n    - name: X\n      value: \"x\"\n    ports:\n    - containerPort: 80\n"
             )
         };
         let f = file("pod", pod("img:1", "1"));
@@ -174,7 +175,7 @@ fn every_kubectl_applies_creates_replaces_edits_explains_and_validates() {
                 "pod",
                 &format!("pod-{tag}"),
                 "-o",
-                "jsonpath={.spec.containers[0].image} {.spec.containers[0].env[0].value}",
+                "jsonpath={.spec.containers[0].image} {.metadata.labels.v}",
             ],
             &[],
         );

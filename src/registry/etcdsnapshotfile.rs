@@ -18,14 +18,20 @@ use super::{ResourceInfo, print::Printer};
 #[schemars(rename = "io.cattle.k3s.v1.ETCDSnapshotFile")]
 pub struct EtcdSnapshotFile {
     /// APIVersion defines the versioned schema of this representation of an object.
+    #[serde(default)]
+    #[schemars(with = "String")]
     pub api_version: Option<String>,
     /// Kind is a string value representing the REST resource this object represents.
+    #[serde(default)]
+    #[schemars(with = "String")]
     pub kind: Option<String>,
     /// Standard object's metadata.
     pub metadata: ObjectMeta,
     /// Which snapshot file this is and where it lives.
     pub spec: EtcdSnapshotSpec,
     /// The file's state.
+    #[serde(default)]
+    #[schemars(with = "EtcdSnapshotStatus")]
     pub status: Option<EtcdSnapshotStatus>,
 }
 
@@ -41,6 +47,8 @@ pub struct EtcdSnapshotSpec {
     /// The file:// URI of the snapshot.
     pub location: String,
     /// Whether the file is zip-compressed (this project's extension of RKE2's spec).
+    #[serde(default)]
+    #[schemars(with = "bool")]
     pub compressed: Option<bool>,
 }
 
@@ -50,12 +58,20 @@ pub struct EtcdSnapshotSpec {
 #[schemars(rename = "io.cattle.k3s.v1.ETCDSnapshotStatus")]
 pub struct EtcdSnapshotStatus {
     /// Size of the snapshot file.
+    #[serde(default)]
+    #[schemars(with = "Quantity")]
     pub size: Option<Quantity>,
     /// When the snapshot was taken.
+    #[serde(default)]
+    #[schemars(with = "Time")]
     pub creation_time: Option<Time>,
     /// Whether the snapshot is complete and may be restored.
+    #[serde(default)]
+    #[schemars(with = "bool")]
     pub ready_to_use: Option<bool>,
     /// Why the snapshot failed, if it did.
+    #[serde(default)]
+    #[schemars(with = "String")]
     pub error: Option<String>,
 }
 
