@@ -128,12 +128,13 @@ fn services_get_unique_addresses_and_ports_from_their_ranges() {
     );
 
     // `kubectl expose` of a pod: an address, and once the pod has an IP (set through the
-    // status subresource as its node would), Endpoints and an EndpointSlice listing it with the
+    // status subresource as its node would; a scheduling gate keeps it off every node, so no
+    // node runtime reports its status but this test), Endpoints and an EndpointSlice listing it with the
     // named target port resolved; not ready first, then ready.
     let pod = root.path().join("web.yaml");
     std::fs::write(
         &pod,
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  labels: {app: web}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.36\n    ports:\n    - {name: http, containerPort: 8080}\n",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  labels: {app: web}\nspec:\n  schedulingGates:\n  - name: test.rke2.io/kubelet-is-this-test\n  containers:\n  - name: c\n    image: busybox:1.36\n    ports:\n    - {name: http, containerPort: 8080}\n",
     )
     .unwrap();
     kubectl_ok(
