@@ -136,6 +136,8 @@ pub fn authorize(user: &User, a: &Attributes<'_>) -> Result<(), Denied> {
                     && own
             }
             NodeAccess::Write => NODE_WRITE_VERBS.contains(&a.verb),
+            // Deletes are checked against the object's node by `admit_node_bound_delete`.
+            NodeAccess::Bound => NODE_OWN_VERBS.contains(&a.verb),
         };
         return if allowed {
             Ok(())
@@ -168,6 +170,7 @@ pub fn rules(user: &User, namespace: Option<&str>) -> (Vec<Value>, Vec<Value>) {
                 NodeAccess::Hidden => continue,
                 NodeAccess::Read => (&[], vec![]),
                 NodeAccess::Write => (NODE_WRITE_VERBS, vec![]),
+                NodeAccess::Bound => (NODE_OWN_VERBS, vec![]),
                 NodeAccess::Own { namespace: only }
                     if only.is_none() || (r.namespaced && only == namespace) =>
                 {
@@ -327,6 +330,33 @@ pub fn delete_needs_member_check(user: &User, info: &ResourceInfo) -> bool {
     is_nodes(info) && user.node_name().is_some()
 }
 
+/// A node identity may delete an object of a [`NodeAccess::Bound`] kind (a pod) only when it
+/// is bound to that node (upstream's NodeRestriction for pods).
+pub fn admit_node_bound_delete(
+    user: &User,
+    info: &ResourceInfo,
+    obj: &Value,
+) -> Result<(), Denied> {
+    let Some(node) = user.node_name() else {
+        return Ok(());
+    };
+    if info.node_access != NodeAccess::Bound {
+        return Ok(());
+    }
+    let bound = obj.pointer("/spec/nodeName").and_then(Value::as_str);
+    if bound == Some(node) {
+        return Ok(());
+    }
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Err(Denied(format!(
+        "{} \"{name}\" is forbidden: node \"{node}\" can only delete {} bound to it",
+        info.plural, info.plural
+    )))
+}
+
 /// A node identity may delete its own Node (authorized already) unless that node is an etcd
 /// member: removing a server's Node removes its member, which only an admin may decide.
 pub fn admit_node_delete(user: &User, name: &str, is_etcd_member: bool) -> Result<(), Denied> {
@@ -353,6 +383,23 @@ mod tests {
             name: name.into(),
             groups: groups.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn nodes_delete_only_the_pods_bound_to_them() {
+        let pods = &crate::registry::PODS;
+        let n1 = user("system:node:n1", &["system:nodes", "system:authenticated"]);
+        let admin = user("admin", &["system:masters"]);
+        let on = |node: &str| json!({"metadata": {"name": "p"}, "spec": {"nodeName": node}});
+        assert!(admit_node_bound_delete(&n1, pods, &on("n1")).is_ok());
+        let denied = admit_node_bound_delete(&n1, pods, &on("n2")).unwrap_err();
+        assert!(
+            denied.0.contains("can only delete pods bound to it"),
+            "{}",
+            denied.0
+        );
+        assert!(admit_node_bound_delete(&n1, pods, &json!({"metadata": {"name": "p"}})).is_err());
+        assert!(admit_node_bound_delete(&admin, pods, &on("n2")).is_ok());
     }
 
     #[test]

@@ -366,6 +366,10 @@ pub async fn handle(
                     "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
                 )));
             }
+            if user.node_name().is_some() && info.node_access == resources::NodeAccess::Bound {
+                let obj = store.get(info, ns, name).await?;
+                authz::admit_node_bound_delete(user, info, &obj).map_err(deny)?;
+            }
             if authz::delete_needs_member_check(user, info) {
                 let member = node_is_etcd_member(st, name).await?;
                 authz::admit_node_delete(user, name, member).map_err(deny)?;

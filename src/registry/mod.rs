@@ -151,6 +151,9 @@ pub enum NodeAccess {
     Own { namespace: Option<&'static str> },
     /// Read, create, update and patch (events).
     Write,
+    /// [`NodeAccess::Write`], and delete objects bound to the node (`spec.nodeName`, checked
+    /// against the stored object): pods, which a node deletes once their containers stopped.
+    Bound,
 }
 
 /// One API resource and everything kind-specific about it.

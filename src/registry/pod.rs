@@ -115,7 +115,7 @@ pub static PODS: ResourceInfo = ResourceInfo {
         conditions,
     },
     // Kubelets write their pods' status (crate::runtime::kubelet).
-    node_access: super::NodeAccess::Write,
+    node_access: super::NodeAccess::Bound,
     field_selectors: &[
         "spec.nodeName",
         "spec.restartPolicy",
