@@ -132,13 +132,16 @@ struct BusTest {
     monitor: Monitor,
     env: BusServer,
     block: AddrBlock,
+    name: &'static str,
+    started: Instant,
 }
 
 const SERVER_TOKEN: &str = "dbus-test-token";
 
 /// The shared setup of the bus API tests: checks the tools, starts the bus and the server and
-/// waits until the server serves io.rke2.Server there.
-fn bus_test() -> BusTest {
+/// waits until the server serves io.rke2.Server there. `name` labels the timing line.
+fn bus_test(name: &'static str) -> BusTest {
+    let started = Instant::now();
     require_tool("etcd", "etcd-server");
     require_tool("kubectl", "kubectl");
     require_tool("busctl", "systemd");
@@ -152,16 +155,26 @@ fn bus_test() -> BusTest {
         monitor,
         env,
         block,
+        name,
+        started,
     }
 }
 
+/// [`bus_test`], then waits until node s1 is Ready (the node methods need its object).
+fn bus_test_ready(name: &'static str) -> BusTest {
+    let t = bus_test(name);
+    wait_node_ready(&t.env.server.kubeconfig, "s1", READY);
+    t
+}
+
 impl BusTest {
-    /// Whatever the test did, the server token never reached the server's log.
-    fn assert_token_not_logged(&self) {
+    /// The end of a test: whatever it did, the server token never reached the server's log.
+    fn finish(&self) {
         assert!(
             !self.env.server.daemon.log_text().contains(SERVER_TOKEN),
             "the server token leaked into the log"
         );
+        eprintln!("{} test took {:?}", self.name, self.started.elapsed());
     }
 }
 
@@ -190,43 +203,30 @@ fn call_ok(bus: &Bus, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A call of io.rke2.Tokens1 `method` (signature and arguments following) as root; its reply.
+fn tokens_call(bus: &Bus, method: &[&str]) -> Value {
+    let mut all = vec![
+        "call",
+        "io.rke2.Server",
+        "/io/rke2/Server",
+        "io.rke2.Tokens1",
+    ];
+    all.extend_from_slice(method);
+    busctl_json(bus, false, &all)
+}
+
 fn list_tokens(bus: &Bus) -> Value {
-    busctl_json(
-        bus,
-        false,
-        &[
-            "call",
-            "io.rke2.Server",
-            "/io/rke2/Server",
-            "io.rke2.Tokens1",
-            "ListTokens",
-        ],
-    )
+    tokens_call(bus, &["ListTokens"])
 }
 
 /// CreateToken as root with `ttl` seconds and `desc`, no extra groups; the full token.
 fn create_token(bus: &Bus, ttl: &str, desc: &str) -> String {
-    string_reply(&busctl_json(
-        bus,
-        false,
-        &[
-            "call",
-            "io.rke2.Server",
-            "/io/rke2/Server",
-            "io.rke2.Tokens1",
-            "CreateToken",
-            "xsas",
-            ttl,
-            desc,
-            "0",
-        ],
-    ))
+    string_reply(&tokens_call(bus, &["CreateToken", "xsas", ttl, desc, "0"]))
 }
 
 #[test]
 fn bus_introspection_xml_and_properties() {
-    let started = Instant::now();
-    let t = bus_test();
+    let t = bus_test("bus_introspection");
     let (bus, s1) = (&t.env.bus, &t.env.server);
 
     // Introspection lists the three interfaces and their members; the shipped XML matches.
@@ -298,16 +298,13 @@ fn bus_introspection_xml_and_properties() {
     );
     assert_eq!(nodes["data"][0][0][0], "s1", "{nodes}");
     assert_eq!(nodes["data"][0][0][1], "True", "{nodes}");
-    t.assert_token_not_logged();
-    eprintln!("bus_introspection test took {:?}", started.elapsed());
+    t.finish();
 }
 
 #[test]
 fn bus_node_methods_change_the_node() {
-    let started = Instant::now();
-    let t = bus_test();
+    let t = bus_test_ready("bus_node_methods");
     let (bus, s1) = (&t.env.bus, &t.env.server);
-    wait_node_ready(&s1.kubeconfig, "s1", READY);
 
     // Cordon shows in kubectl; label and taint too.
     call_ok(bus, &["io.rke2.Nodes1", "CordonNode", "s", "s1"]);
@@ -356,16 +353,13 @@ fn bus_node_methods_change_the_node() {
         "io.rke2.Error.Conflict",
     );
     kubectl_ok(&s1.kubeconfig, &["get", "node", "s1"]);
-    t.assert_token_not_logged();
-    eprintln!("bus_node_methods test took {:?}", started.elapsed());
+    t.finish();
 }
 
 #[test]
 fn bus_refuses_bad_input_and_non_root_callers() {
-    let started = Instant::now();
-    let t = bus_test();
+    let t = bus_test_ready("bus_refusals");
     let (bus, s1) = (&t.env.bus, &t.env.server);
-    wait_node_ready(&s1.kubeconfig, "s1", READY);
 
     // Bad arguments: InvalidArgument and nothing changes.
     let before = node_json(s1, "s1");
@@ -487,14 +481,12 @@ fn bus_refuses_bad_input_and_non_root_callers() {
     }
     let line = kubectl_ok(&s1.kubeconfig, &["get", "node", "s1", "--no-headers"]);
     assert!(!line.contains("SchedulingDisabled"), "{line}");
-    t.assert_token_not_logged();
-    eprintln!("bus_refusals test took {:?}", started.elapsed());
+    t.finish();
 }
 
 #[test]
 fn bus_bootstrap_tokens_join_expire_and_node_signals() {
-    let started = Instant::now();
-    let t = bus_test();
+    let t = bus_test("bus_tokens");
     let (bus, s1, root, block) = (&t.env.bus, &t.env.server, t.env.root.path(), &t.block);
     let monitor = &t.monitor;
 
@@ -643,16 +635,13 @@ fn bus_bootstrap_tokens_join_expire_and_node_signals() {
             .status
             .success()
     );
-    t.assert_token_not_logged();
-    eprintln!("bus_tokens test took {:?}", started.elapsed());
+    t.finish();
 }
 
 #[test]
 fn bus_cli_and_reconnect_after_bus_loss() {
-    let started = Instant::now();
-    let mut t = bus_test();
+    let mut t = bus_test_ready("bus_cli");
     let address = t.env.bus.address();
-    wait_node_ready(&t.env.server.kubeconfig, "s1", READY);
 
     // The CLI: node list (text and JSON), cordon/uncordon.
     let out = rke2_cli(&address, true, &["node", "list", "-o", "json"]);
@@ -718,8 +707,7 @@ fn bus_cli_and_reconnect_after_bus_loss() {
             .contains("lost the system bus connection")
     );
     wait_node_ready(&t.env.server.kubeconfig, "s1", Duration::from_secs(10));
-    t.assert_token_not_logged();
-    eprintln!("bus_cli test took {:?}", started.elapsed());
+    t.finish();
 }
 
 #[test]
@@ -823,20 +811,7 @@ fn rotate_server_token_over_dbus() {
     // Existing nodes stay Ready.
     wait_node_ready(&s1.kubeconfig, "r1", Duration::from_secs(10));
     wait_node_ready(&s1.kubeconfig, "ra1", Duration::from_secs(10));
-    let get = |prop: &str| {
-        busctl_json(
-            &bus,
-            false,
-            &[
-                "get-property",
-                "io.rke2.Server",
-                "/io/rke2/Server",
-                "io.rke2.Cluster1",
-                prop,
-            ],
-        )["data"]
-            .clone()
-    };
+    let get = |prop: &str| cluster_prop(&bus, prop);
     wait_for(
         Duration::from_secs(30),
         "two voting servers over D-Bus",
