@@ -40,7 +40,6 @@ let
     { name = "cisHardening"; set = cfg.cisHardening; why = "rke2-rs has no CIS profile (no sysctls, users or --profile are set)"; }
     { name = "selinux"; set = cfg.selinux; why = "rke2-rs runs no containerd to configure for SELinux"; }
     { name = "nodeExternalIP"; set = cfg.nodeExternalIP != null; why = "rke2-rs has no node-external-ip setting yet"; }
-    { name = "images"; set = cfg.images != [ ]; why = "rke2-rs runs no container runtime to import images into"; }
     { name = "manifests"; set = cfg.manifests != { }; why = "rke2-rs has no manifest auto-deployer"; }
     { name = "autoDeployCharts"; set = cfg.autoDeployCharts != { }; why = "rke2-rs has no Helm controller"; }
     { name = "charts"; set = cfg.charts != { }; why = "rke2-rs has no Helm controller to serve charts to"; }
@@ -162,8 +161,6 @@ in
     selinux = unsupportedOption types.bool false;
 
     nodeExternalIP = unsupportedOption (types.nullOr types.str) null;
-
-    images = unsupportedOption (types.listOf types.package) [ ];
 
     # nixpkgs types manifests and autoDeployCharts as submodules (content, fetch options); any
     # value those accept is accepted here and never evaluated further.

@@ -70,7 +70,6 @@ let
     cisHardening = true;
     selinux = true;
     nodeExternalIP = "203.0.113.9";
-    images = [ pkgs.hello ];
     manifests.app.content = { apiVersion = "v1"; kind = "Namespace"; metadata.name = "app"; };
     autoDeployCharts.nginx = { repo = "oci://registry.example/nginx"; version = "1.0.0"; };
     charts.local = pkgs.hello;
@@ -300,7 +299,7 @@ in
     ]))
   (case "every option without an rke2-rs feature warns by name, and only when set"
     {
-      set = map (n: "services.rke2.${n} is set") [ "disable" "cni" "cisHardening" "selinux" "nodeExternalIP" "images" "manifests" "autoDeployCharts" "charts" "containerdConfigTemplate" "gracefulNodeShutdown.enable" "extraKubeletConfig" "extraKubeProxyConfig" ];
+      set = map (n: "services.rke2.${n} is set") [ "disable" "cni" "cisHardening" "selinux" "nodeExternalIP" "manifests" "autoDeployCharts" "charts" "containerdConfigTemplate" "gracefulNodeShutdown.enable" "extraKubeletConfig" "extraKubeProxyConfig" ];
       unset = [ ];
     }
     {

@@ -12,7 +12,14 @@ let
   pkgs = import "${shared}/stub-pkgs.nix" { lib = nixpkgsLib; };
   # Real nixpkgs has kubectl (the module's default for kubectlPackage); the stub set fakes only
   # what NixOS's own modules force, so hosts get a stand-in of their own.
-  kubectl = pkgs.kubectl or (derivation { name = "kubectl"; system = "x86_64-linux"; builder = "/bin/sh"; });
+  stub = name: derivation { inherit name; system = "x86_64-linux"; builder = "/bin/sh"; };
+  kubectl = pkgs.kubectl or (stub "kubectl");
+  # The same for the container runtime packages the module puts on the units' PATH.
+  runtimePackages = {
+    containerdPackage = pkgs.containerd or (stub "containerd");
+    runcPackage = pkgs.runc or (stub "runc");
+    cniPackage = pkgs.cni-plugins or (stub "cni-plugins");
+  };
 
   # What every host needs to evaluate at all.
   base = {
@@ -35,7 +42,7 @@ in
   inherit pkgs;
   nixos = nixosTree;
   # A host importing this repository's module, as a user's configuration does.
-  evalHost = evalWith [ ../module.nix { services.rke2.kubectlPackage = kubectl; } ];
+  evalHost = evalWith [ ../module.nix { services.rke2 = { kubectlPackage = kubectl; } // runtimePackages; } ];
   inherit kubectl;
   # A host with nixpkgs' own modules only (what a configuration did before switching).
   evalUpstream = evalWith [ ];
