@@ -221,17 +221,20 @@ fn services_get_unique_addresses_and_ports_from_their_ranges() {
         "{table}"
     );
     // The kubernetes service keeps its own endpoints: every server's API port.
-    let api = kubectl_ok(
-        k,
-        &[
-            "get",
-            "endpoints",
-            "kubernetes",
-            "-o",
-            "jsonpath={.subsets[0].ports[0].port}",
-        ],
-    );
-    assert_eq!(api, "6443");
+    // Its reconciler runs on its own period, so it may not have written them yet.
+    wait_for(READY, "the kubernetes service's Endpoints", || {
+        let api = kubectl(
+            k,
+            &[
+                "get",
+                "endpoints",
+                "kubernetes",
+                "-o",
+                "jsonpath={.subsets[0].ports[0].port}",
+            ],
+        );
+        (api.status.success() && String::from_utf8_lossy(&api.stdout) == "6443").then_some(())
+    });
     // Deleting the service removes its Endpoints and EndpointSlice.
     kubectl_ok(k, &["delete", "svc", "web"]);
     wait_for(READY, "web's Endpoints and EndpointSlice to go", || {

@@ -15,21 +15,28 @@ fn a_second_sigterm_exits_at_once_with_a_message() {
         &[("token", "second-signal-token".into())],
         Duration::from_secs(120),
     );
+    let data = s1.data_dir().display().to_string();
+    // A graceful shutdown waits for etcd to exit (up to its stop grace). Holding etcd stopped
+    // keeps that shutdown under way, so the second SIGTERM surely lands during it.
+    let etcd = etcd_pids(&data);
+    assert!(!etcd.is_empty(), "no etcd process for {data}");
+    signal_pids(&etcd, "STOP");
     s1.daemon.signal("TERM");
     s1.daemon.wait_log(
         "SIGTERM received, shutting down (send it again to exit at once)",
         Duration::from_secs(10),
     );
-    // The graceful path keeps etcd for its shutdown delay, so this lands while it runs.
     s1.daemon.signal("TERM");
-    assert_eq!(s1.daemon.wait_exit(Duration::from_secs(30)), Some(1));
+    let code = s1.daemon.wait_exit(Duration::from_secs(30));
+    // Let etcd run again: the SIGTERM the daemon's exit sent it is delivered now.
+    signal_pids(&etcd, "CONT");
+    assert_eq!(code, Some(1), "{}", s1.daemon.log_tail());
     let log = s1.daemon.log_text();
     assert!(
         log.contains("SIGTERM received while shutting down: exiting at once"),
         "{}",
         s1.daemon.log_tail()
     );
-    let data = s1.data_dir().display().to_string();
     wait_for(
         Duration::from_secs(10),
         "etcd to exit after the daemon",
@@ -53,4 +60,26 @@ fn one_sigint_shuts_down_cleanly() {
         "etcd to exit after the daemon",
         || pids_matching(&data).is_empty().then_some(()),
     );
+}
+
+/// The etcd processes serving the data directory `data`.
+fn etcd_pids(data: &str) -> Vec<u32> {
+    pids_matching(data)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "etcd")
+        })
+        .collect()
+}
+
+/// Sends `signal` (a name such as `STOP`) to every pid in `pids`.
+fn signal_pids(pids: &[u32], signal: &str) {
+    for pid in pids {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {pid} failed");
+    }
 }

@@ -436,56 +436,63 @@ async fn forget_node_password(store: &crate::datastore::Datastore, node: &str) {
 /// Keeps `default/kubernetes` Endpoints equal to the published API endpoints of live servers.
 async fn kubernetes_endpoints(
     ctx: Ctx,
-    is_leader: tokio::sync::watch::Receiver<bool>,
+    mut is_leader: tokio::sync::watch::Receiver<bool>,
     cancel: CancellationToken,
 ) {
+    // Reconciles at once (and on winning the lease), not only after the first period: clients
+    // look the service's Endpoints up as soon as the API answers.
     loop {
+        let leading = *is_leader.borrow_and_update();
+        if leading && let Some(store) = storage(&ctx) {
+            reconcile_kubernetes_endpoints(&ctx, &store).await;
+        }
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(RECONCILE_INTERVAL) => {}
+            Ok(()) = is_leader.changed() => {}
         }
-        if !*is_leader.borrow() {
-            continue;
+    }
+}
+
+/// One pass of [`kubernetes_endpoints`].
+async fn reconcile_kubernetes_endpoints(ctx: &Ctx, store: &Storage) {
+    let Ok(addrs) = apiservers::list(store.datastore()).await else {
+        return;
+    };
+    let mut ips = Vec::new();
+    let mut port = ctx.config.https_listen_port;
+    for a in &addrs {
+        if let Ok(sa) = a.parse::<std::net::SocketAddr>() {
+            ips.push(json!({"ip": sa.ip().to_string()}));
+            port = sa.port();
         }
-        let Some(store) = storage(&ctx) else { continue };
-        let Ok(addrs) = apiservers::list(store.datastore()).await else {
-            continue;
-        };
-        let mut ips = Vec::new();
-        let mut port = ctx.config.https_listen_port;
-        for a in &addrs {
-            if let Ok(sa) = a.parse::<std::net::SocketAddr>() {
-                ips.push(json!({"ip": sa.ip().to_string()}));
-                port = sa.port();
+    }
+    let subsets = if ips.is_empty() {
+        json!([])
+    } else {
+        json!([{"addresses": ips, "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}])
+    };
+    let ep = &ENDPOINTS;
+    match store.get_opt(ep, Some("default"), "kubernetes").await {
+        Ok(Some(existing)) => {
+            if existing.get("subsets") != Some(&subsets) {
+                let _ = store
+                    .modify(ep, Some("default"), "kubernetes", None, |o| {
+                        o["subsets"] = subsets.clone();
+                        Ok::<(), ObjectError>(())
+                    })
+                    .await;
             }
         }
-        let subsets = if ips.is_empty() {
-            json!([])
-        } else {
-            json!([{"addresses": ips, "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}])
-        };
-        let ep = &ENDPOINTS;
-        match store.get_opt(ep, Some("default"), "kubernetes").await {
-            Ok(Some(existing)) => {
-                if existing.get("subsets") != Some(&subsets) {
-                    let _ = store
-                        .modify(ep, Some("default"), "kubernetes", None, |o| {
-                            o["subsets"] = subsets.clone();
-                            Ok::<(), ObjectError>(())
-                        })
-                        .await;
-                }
-            }
-            Ok(None) => {
-                let obj = json!({
-                    "apiVersion": "v1", "kind": "Endpoints",
-                    "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-                    "subsets": subsets,
-                });
-                let _ = store.create(ep, Some("default"), obj).await;
-            }
-            Err(_) => {}
+        Ok(None) => {
+            let obj = json!({
+                "apiVersion": "v1", "kind": "Endpoints",
+                "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+                "subsets": subsets,
+            });
+            let _ = store.create(ep, Some("default"), obj).await;
         }
+        Err(_) => {}
     }
 }
 
