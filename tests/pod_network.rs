@@ -44,6 +44,7 @@ fn ip_ok(args: &[&str]) -> String {
 impl Lab {
     fn new() -> Lab {
         require_tool("ip", "iproute2");
+        require_tool("nsenter", "util-linux");
         let lab = Lab {
             prefix: format!("rkp{}", unique_suffix()),
             nodes: Vec::new(),
@@ -66,10 +67,13 @@ impl Lab {
         format!("{}-{host}", self.prefix)
     }
 
-    /// `ip netns exec <ns> <program>`.
+    /// `<program>` in namespace `host`'s network only: `nsenter --net`, not `ip netns exec`,
+    /// whose fresh /sys mount hides the cgroup mounts runc needs.
     fn exec(&self, host: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns(host)]).arg(program);
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.ns(host)))
+            .arg("--")
+            .arg(program);
         c
     }
 
@@ -289,11 +293,7 @@ spec:
 "#
         ),
     );
-    let web_ip = wait_for(Duration::from_secs(120), "pod web Running", || {
-        let phase = jsonpath(&lab, &k, &["pod", "web"], ".status.phase");
-        let ip = jsonpath(&lab, &k, &["pod", "web"], ".status.podIP");
-        (phase == "Running" && !ip.is_empty()).then_some(ip)
-    });
+    let web_ip = wait_pod(&lab, &k, "web", &agent, |phase| phase == "Running");
     assert!(
         ipnet_contains(&cidr_b, &web_ip),
         "{web_ip} not in {cidr_b}"
@@ -313,15 +313,14 @@ spec:
   containers:
   - name: wget
     image: {BUSYBOX_IMAGE}
-    command: ["sh", "-c", "i=0; while [ $i -lt 30 ]; do wget -T 2 -q -O - http://{web_ip}:8080/ && exit 0; i=$((i+1)); sleep 1; done; exit 1"]
+    command: ["sh", "-c", "i=0; while [ $i -lt 30 ]; do /bin/busybox timeout 3 wget -q -O - http://{web_ip}:8080/ && exit 0; i=$((i+1)); sleep 1; done; exit 1"]
 "#
         ),
     );
-    let phase = wait_for(Duration::from_secs(120), "pod client finished", || {
-        let p = jsonpath(&lab, &k, &["pod", "client"], ".status.phase");
-        (p == "Succeeded" || p == "Failed").then_some(p)
+    let client_ip = wait_pod(&lab, &k, "client", &server.daemon, |p| {
+        p == "Succeeded" || p == "Failed"
     });
-    let client_ip = jsonpath(&lab, &k, &["pod", "client"], ".status.podIP");
+    let phase = jsonpath(&lab, &k, &["pod", "client"], ".status.phase");
     let logs = kc(&lab, &k, &["logs", "client"]);
     let logs = String::from_utf8_lossy(&logs.stdout).into_owned();
     assert_eq!(
@@ -342,6 +341,28 @@ spec:
     drop(agent);
     drop(server);
     drop(lab);
+}
+
+/// Waits until pod `name` has a pod IP and a phase `done` accepts; returns the pod IP. On
+/// timeout the failure shows the pod and the log of the node `daemon` that runs it.
+fn wait_pod(lab: &Lab, k: &Path, name: &str, daemon: &Daemon, done: impl Fn(&str) -> bool) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let phase = jsonpath(lab, k, &["pod", name], ".status.phase");
+        let ip = jsonpath(lab, k, &["pod", name], ".status.podIP");
+        if done(&phase) && !ip.is_empty() {
+            return ip;
+        }
+        if start.elapsed() > Duration::from_secs(150) {
+            let pod = kc(lab, k, &["get", "pod", name, "-o", "yaml"]);
+            panic!(
+                "pod {name}: phase {phase:?}, ip {ip:?}\n{}\n{}",
+                String::from_utf8_lossy(&pod.stdout),
+                daemon.log_tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Whether IPv4 `addr` lies in `cidr`.
