@@ -80,12 +80,8 @@ impl Lab {
     /// This namespace's routes of `proto` as "dst via gateway" lines.
     fn routes(&self, host: &str, proto: &str) -> Vec<String> {
         let out = ip_ok(&["-n", &self.ns(host), "-j", "route", "show", "proto", proto]);
-        let v: serde_json::Value = serde_json::from_str(if out.trim().is_empty() {
-            "[]"
-        } else {
-            &out
-        })
-        .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out }).unwrap();
         v.as_array()
             .unwrap()
             .iter()
@@ -156,7 +152,12 @@ fn apply(lab: &Lab, k: &Path, dir: &Path, name: &str, yaml: &str) {
     kc_ok(
         lab,
         k,
-        &["apply", "--validate=false", "-f", &file.display().to_string()],
+        &[
+            "apply",
+            "--validate=false",
+            "-f",
+            &file.display().to_string(),
+        ],
     );
 }
 
@@ -266,10 +267,14 @@ fn pods_on_two_nodes_reach_each_other_over_host_gw_routes() {
         ("a", format!("{cidr_b} via {ip_b}")),
         ("b", format!("{cidr_a} via {ip_a}")),
     ] {
-        wait_for(Duration::from_secs(60), &format!("route {want} in {host}"), || {
-            let routes = lab.routes(host, PROTO);
-            (routes == [want.clone()]).then_some(())
-        });
+        wait_for(
+            Duration::from_secs(60),
+            &format!("route {want} in {host}"),
+            || {
+                let routes = lab.routes(host, PROTO);
+                (routes == [want.clone()]).then_some(())
+            },
+        );
     }
     // The stale route of the nodes' protocol went; the foreign one stayed.
     assert_eq!(lab.routes("a", "static"), ["198.18.99.0/24 via 198.18.0.2"]);
@@ -294,10 +299,7 @@ spec:
         ),
     );
     let web_ip = wait_pod(&lab, &k, "web", &agent, |phase| phase == "Running");
-    assert!(
-        ipnet_contains(&cidr_b, &web_ip),
-        "{web_ip} not in {cidr_b}"
-    );
+    assert!(ipnet_contains(&cidr_b, &web_ip), "{web_ip} not in {cidr_b}");
     apply(
         &lab,
         &k,
@@ -324,19 +326,25 @@ spec:
     let logs = kc(&lab, &k, &["logs", "client"]);
     let logs = String::from_utf8_lossy(&logs.stdout).into_owned();
     assert_eq!(
-        phase, "Succeeded",
+        phase,
+        "Succeeded",
         "the client pod {client_ip} could not fetch from {web_ip}: {logs}\n{}",
         lab.routes("a", PROTO).join("\n")
     );
     assert!(logs.contains(&marker), "client logs: {logs:?}");
-    assert!(ipnet_contains(&cidr_a, &client_ip), "{client_ip} not in {cidr_a}");
+    assert!(
+        ipnet_contains(&cidr_a, &client_ip),
+        "{client_ip} not in {cidr_a}"
+    );
 
     // A deleted Node's route goes (the agent stops first, or it would register again).
     agent.stop();
     kc_ok(&lab, &k, &["delete", "node", "b1"]);
-    wait_for(Duration::from_secs(60), "route to b1's pods removed", || {
-        lab.routes("a", PROTO).is_empty().then_some(())
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "route to b1's pods removed",
+        || lab.routes("a", PROTO).is_empty().then_some(()),
+    );
     assert_eq!(lab.routes("a", "static"), ["198.18.99.0/24 via 198.18.0.2"]);
     drop(agent);
     drop(server);
@@ -345,7 +353,13 @@ spec:
 
 /// Waits until pod `name` has a pod IP and a phase `done` accepts; returns the pod IP. On
 /// timeout the failure shows the pod and the log of the node `daemon` that runs it.
-fn wait_pod(lab: &Lab, k: &Path, name: &str, daemon: &Daemon, done: impl Fn(&str) -> bool) -> String {
+fn wait_pod(
+    lab: &Lab,
+    k: &Path,
+    name: &str,
+    daemon: &Daemon,
+    done: impl Fn(&str) -> bool,
+) -> String {
     let start = std::time::Instant::now();
     loop {
         let phase = jsonpath(lab, k, &["pod", name], ".status.phase");

@@ -48,7 +48,12 @@ impl NodeNet {
         let mut pod_cidrs: Vec<String> = node
             .pointer("/spec/podCIDRs")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         if pod_cidrs.is_empty()
             && let Some(c) = node.pointer("/spec/podCIDR").and_then(Value::as_str)
@@ -164,8 +169,15 @@ async fn ip(args: &[String]) -> Result<String, String> {
 async fn current_routes() -> Result<BTreeSet<Route>, String> {
     let mut all = BTreeSet::new();
     for family in ["-4", "-6"] {
-        let args = [family, "-j", "route", "show", "proto", &ROUTE_PROTO.to_string()]
-            .map(str::to_string);
+        let args = [
+            family,
+            "-j",
+            "route",
+            "show",
+            "proto",
+            &ROUTE_PROTO.to_string(),
+        ]
+        .map(str::to_string);
         all.extend(parse_routes(&ip(&args).await?)?);
     }
     Ok(all)
@@ -198,7 +210,13 @@ async fn apply(wanted: &BTreeSet<Route>, node: &str) -> bool {
     let mut ok = true;
     for r in &remove {
         match ip(&route_args("del", r)).await {
-            Ok(_) => tracing::info!(component = "routes", node, "removed route {} via {}", r.dst, r.gateway),
+            Ok(_) => tracing::info!(
+                component = "routes",
+                node,
+                "removed route {} via {}",
+                r.dst,
+                r.gateway
+            ),
             Err(e) => {
                 ok = false;
                 tracing::warn!(component = "routes", node, "{e}");
@@ -208,10 +226,22 @@ async fn apply(wanted: &BTreeSet<Route>, node: &str) -> bool {
     for r in &add {
         // `add`, never `replace`: a route to the same destination that is not ours stays.
         match ip(&route_args("add", r)).await {
-            Ok(_) => tracing::info!(component = "routes", node, "route {} via {}", r.dst, r.gateway),
+            Ok(_) => tracing::info!(
+                component = "routes",
+                node,
+                "route {} via {}",
+                r.dst,
+                r.gateway
+            ),
             Err(e) => {
                 ok = false;
-                tracing::warn!(component = "routes", node, "cannot route pod network {} via {}: {e}", r.dst, r.gateway);
+                tracing::warn!(
+                    component = "routes",
+                    node,
+                    "cannot route pod network {} via {}: {e}",
+                    r.dst,
+                    r.gateway
+                );
             }
         }
     }
@@ -323,7 +353,9 @@ pub(crate) async fn run(api: Api, node: String, cancel: CancellationToken) {
                     f = body.frame() => f,
                 };
                 let Some(Ok(frame)) = frame else { break };
-                let Ok(data) = frame.into_data() else { continue };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
                 buf.extend_from_slice(&data);
                 while let Some(end) = buf.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=end).collect();
@@ -346,12 +378,7 @@ pub(crate) async fn run(api: Api, node: String, cancel: CancellationToken) {
 
 /// Applies the wanted routes when they changed since the last successful apply, or always
 /// with `force` (the resync).
-async fn sync(
-    state: &Nodes,
-    node: &str,
-    applied: &mut Option<BTreeSet<Route>>,
-    force: bool,
-) {
+async fn sync(state: &Nodes, node: &str, applied: &mut Option<BTreeSet<Route>>, force: bool) {
     let wanted = desired(&state.nodes, node, is_local_address);
     if !force && applied.as_ref() == Some(&wanted) {
         return;
