@@ -159,7 +159,7 @@ fn a_pod_pulls_its_image_through_a_registries_yaml_mirror_with_auth() {
     reg_cmd.arg("serve").arg(reg_dir.join("config.yml"));
     let _registry = Daemon::spawn("registry", reg_cmd, &reg_dir.join("log"));
     wait_for(Duration::from_secs(20), "registry listening", || {
-        port_open(format!("{reg_addr}").parse().unwrap()).then_some(())
+        port_open(reg_addr.parse().unwrap()).then_some(())
     });
     // Without credentials the registry refuses: the pull below must use the configs auth.
     let anon = Command::new("skopeo")
