@@ -163,19 +163,9 @@ fn apply(lab: &Lab, k: &Path, dir: &Path, name: &str, yaml: &str) {
 
 #[test]
 fn pods_on_two_nodes_reach_each_other_over_host_gw_routes() {
-    for (tool, pkg) in [
-        ("containerd", "containerd"),
-        ("runc", "runc"),
-        ("ctr", "containerd"),
-        ("etcd", "etcd-server"),
-        ("kubectl", "kubernetes-client"),
-    ] {
-        require_tool(tool, pkg);
-    }
-    assert!(
-        Path::new("/usr/lib/cni/bridge").is_file() || Path::new("/opt/cni/bin/bridge").is_file(),
-        "the CNI plugins are required: apt-get install -y containernetworking-plugins"
-    );
+    require_pod_runtime();
+    require_tool("etcd", "etcd-server");
+    require_tool("kubectl", "kubernetes-client");
     let root = tempfile::tempdir().unwrap();
     let mut lab = Lab::new();
     let (ip_a, ip_b) = (Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 2));

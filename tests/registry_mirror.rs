@@ -18,20 +18,9 @@ use std::time::Duration;
 use common::workloads::*;
 use common::*;
 
-fn run(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn require_runtime() {
+    require_pod_runtime();
     for (tool, pkg) in [
-        ("containerd", "containerd"),
-        ("runc", "runc"),
-        ("ctr", "containerd"),
         ("etcd", "etcd-server"),
         ("kubectl", "kubernetes-client"),
         ("skopeo", "skopeo"),
@@ -39,35 +28,47 @@ fn require_runtime() {
     ] {
         require_tool(tool, pkg);
     }
-    assert!(
-        Path::new("/usr/lib/cni/bridge").is_file() || Path::new("/opt/cni/bin/bridge").is_file(),
-        "the CNI plugins are required: apt-get install -y containernetworking-plugins"
-    );
 }
 
-/// Gives node `name` a /28 podCIDR in 198.18.0.0/16 from the test's own address block, so
+/// Starts server node `s1` at `ip` with the test pod settings and `extra`, and waits until it
+/// is Ready with a podCIDR: a /28 in 198.18.0.0/16 from the test's own address block, so
 /// parallel tests do not overlap.
-fn pod_cidr(k: &Path, name: &str, ip: std::net::Ipv4Addr) {
+fn start_node(ip: std::net::Ipv4Addr, root: &Path, extra: (&'static str, String)) -> ServerNode {
+    let mut server = start_server(
+        "s1",
+        ip,
+        root,
+        &[
+            ("cluster-cidr", "198.18.0.0/16".into()),
+            ("service-cidr", "198.19.0.0/16".into()),
+            ("pause-image", PAUSE_IMAGE.into()),
+            extra,
+        ],
+    );
+    server.daemon.wait_log("ready:", Duration::from_secs(90));
+    wait_node_ready(&server.kubeconfig, "s1", Duration::from_secs(60));
     let o = ip.octets();
     let cidr = format!("198.18.{}.{}/28", o[1], (o[2] % 16) * 16);
     kubectl_ok(
-        k,
+        &server.kubeconfig,
         &[
             "patch",
             "node",
-            name,
+            "s1",
             "-p",
             &format!(r#"{{"spec":{{"podCIDR":"{cidr}","podCIDRs":["{cidr}"]}}}}"#),
         ],
     );
+    server
 }
 
 /// Runs a pod with `image` on `node` and waits until it is Running; the failure shows the pod.
 fn run_pod(k: &Path, dir: &Path, node: &str, name: &str, image: &str) {
-    let file = dir.join(format!("{name}.yaml"));
-    std::fs::write(
-        &file,
-        format!(
+    apply_yaml(
+        k,
+        dir,
+        name,
+        &format!(
             r#"apiVersion: v1
 kind: Pod
 metadata: {{name: {name}, namespace: default}}
@@ -79,16 +80,6 @@ spec:
     command: ["sh", "-c", "echo started; while true; do sleep 1; done"]
 "#
         ),
-    )
-    .unwrap();
-    kubectl_ok(
-        k,
-        &[
-            "apply",
-            "--validate=false",
-            "-f",
-            &file.display().to_string(),
-        ],
     );
     let start = std::time::Instant::now();
     loop {
@@ -177,7 +168,7 @@ fn a_pod_pulls_its_image_through_a_registries_yaml_mirror_with_auth() {
         !anon.status.success(),
         "the registry took an anonymous push"
     );
-    run(&[
+    run_ok(&[
         "skopeo",
         "copy",
         "--quiet",
@@ -216,21 +207,12 @@ configs:
     )
     .unwrap();
     let _cleanup = NodeCleanup(data.clone());
-    let mut server = start_server(
-        "s1",
+    let server = start_node(
         node_ip,
         root.path(),
-        &[
-            ("cluster-cidr", "198.18.0.0/16".into()),
-            ("service-cidr", "198.19.0.0/16".into()),
-            ("pause-image", PAUSE_IMAGE.into()),
-            ("private-registry", registries.display().to_string()),
-        ],
+        ("private-registry", registries.display().to_string()),
     );
-    server.daemon.wait_log("ready:", Duration::from_secs(90));
     let k = server.kubeconfig.clone();
-    wait_node_ready(&k, "s1", Duration::from_secs(60));
-    pod_cidr(&k, "s1", node_ip);
 
     // containerd's config has the mirror and the credentials where RKE2 puts them.
     let toml = std::fs::read_to_string(data.join("agent/etc/containerd/config.toml")).unwrap();
@@ -282,7 +264,7 @@ fn gzip_and_zstd_airgap_archives_are_imported_at_start() {
     let oci = build.join("oci");
     // A docker-archive named bbgz:1, gzipped.
     let gz_tar = build.join("bbgz.tar");
-    run(&[
+    run_ok(&[
         "skopeo",
         "copy",
         "--quiet",
@@ -303,7 +285,7 @@ fn gzip_and_zstd_airgap_archives_are_imported_at_start() {
     // An OCI layout named bbzst:1 (containerd's image-name annotation on its index entry),
     // tarred and zstd-compressed.
     let layout = build.join("zst-layout");
-    run(&[
+    run_ok(&[
         "skopeo",
         "copy",
         "--quiet",
@@ -330,20 +312,8 @@ fn gzip_and_zstd_airgap_archives_are_imported_at_start() {
     assert!(st.success());
 
     let _cleanup = NodeCleanup(data.clone());
-    let mut server = start_server(
-        "s1",
-        ip,
-        root.path(),
-        &[
-            ("cluster-cidr", "198.18.0.0/16".into()),
-            ("service-cidr", "198.19.0.0/16".into()),
-            ("pause-image", PAUSE_IMAGE.into()),
-        ],
-    );
-    server.daemon.wait_log("ready:", Duration::from_secs(90));
+    let mut server = start_node(ip, root.path(), ("pause-image", PAUSE_IMAGE.into()));
     let k = server.kubeconfig.clone();
-    wait_node_ready(&k, "s1", Duration::from_secs(60));
-    pod_cidr(&k, "s1", ip);
     for file in ["bbgz.tar.gz", "bbzst.tar.zst"] {
         server.daemon.wait_log(
             &format!("imported images from {}", dest.join(file).display()),

@@ -14,20 +14,6 @@ use common::*;
 
 const WAIT: Duration = Duration::from_secs(180);
 
-fn apply(k: &Path, dir: &Path, name: &str, yaml: &str) {
-    let file = dir.join(format!("{name}.yaml"));
-    std::fs::write(&file, yaml).unwrap();
-    kubectl_ok(
-        k,
-        &[
-            "apply",
-            "--validate=false",
-            "-f",
-            &file.display().to_string(),
-        ],
-    );
-}
-
 /// (name, phase, node) of the pods matching `selector`.
 fn pods(k: &Path, selector: &str) -> Vec<(String, String, String)> {
     let out = kubectl_ok(
@@ -61,12 +47,8 @@ fn pod(name: &str, app: &str, spec_extra: &str) -> String {
 
 #[test]
 fn user_pods_run_on_agents_and_leave_a_server_tainted_critical_addons_only() {
-    for (tool, pkg) in [
-        ("containerd", "containerd"),
-        ("runc", "runc"),
-        ("etcd", "etcd-server"),
-        ("kubectl", "kubernetes-client"),
-    ] {
+    require_pod_runtime();
+    for (tool, pkg) in [("etcd", "etcd-server"), ("kubectl", "kubernetes-client")] {
         require_tool(tool, pkg);
     }
     let block = AddrBlock::new();
@@ -127,7 +109,7 @@ fn user_pods_run_on_agents_and_leave_a_server_tainted_critical_addons_only() {
     }
 
     // Six replicas, all Running, all on agents.
-    apply(
+    apply_yaml(
         &k,
         root.path(),
         "web",
@@ -158,7 +140,7 @@ spec:
     }
 
     // A pod tolerating the taint runs on a server.
-    apply(
+    apply_yaml(
         &k,
         root.path(),
         "addon",
@@ -174,7 +156,7 @@ spec:
 
     // Without the taint a server runs user pods too ...
     kubectl_ok(&k, &["taint", "node", "s3", "CriticalAddonsOnly-"]);
-    apply(
+    apply_yaml(
         &k,
         root.path(),
         "user",
