@@ -1,7 +1,8 @@
 //! Images from a private registry mirror and from air-gap archives (docs/workloads.md):
-//! - Debian's `docker-registry` on a loopback address with htpasswd auth holds the busybox test
-//!   image (pushed with skopeo); a `registries.yaml` (`private-registry`) mirrors a registry name
-//!   that answers nothing (another loopback address) to it, with the credentials in `configs`.
+//! - Debian's `docker-registry` on a loopback address, serving TLS with a certificate from a test
+//!   CA and requiring htpasswd auth, holds the busybox test image (pushed with skopeo); a
+//!   `registries.yaml` (`private-registry`) mirrors a registry name that answers nothing (another
+//!   loopback address) to it, with the credentials and the CA in `configs`.
 //!   A pod naming the mirrored registry starts, so its image came through the mirror, and the
 //!   rendered containerd config has RKE2's layout.
 //! - `*.tar.gz` (docker-archive) and `*.tar.zst` (OCI layout) archives in
@@ -120,6 +121,70 @@ fn htpasswd(user: &str, password: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A test CA (`<dir>/ca/ca.crt`, the layout skopeo's `--dest-cert-dir` reads) and a server
+/// certificate for `ip` signed by it (`<dir>/registry.crt`, `.key`), made with openssl.
+fn test_ca_and_server_cert(dir: &Path, ip: std::net::Ipv4Addr) {
+    require_tool("openssl", "openssl");
+    std::fs::create_dir_all(dir.join("ca")).unwrap();
+    let p = |f: &str| dir.join(f).display().to_string();
+    std::fs::write(dir.join("san.ext"), format!("subjectAltName=IP:{ip}\n")).unwrap();
+    for args in [
+        vec![
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=rke2-test-registry-ca",
+            "-keyout",
+            &p("ca.key"),
+            "-out",
+            &p("ca/ca.crt"),
+        ],
+        vec![
+            "openssl",
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=registry",
+            "-keyout",
+            &p("registry.key"),
+            "-out",
+            &p("registry.csr"),
+        ],
+        vec![
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            &p("registry.csr"),
+            "-CA",
+            &p("ca/ca.crt"),
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &p("san.ext"),
+            "-out",
+            &p("registry.crt"),
+        ],
+    ] {
+        run_ok(&args);
+    }
+}
+
 #[test]
 fn a_pod_pulls_its_image_through_a_registries_yaml_mirror_with_auth() {
     require_runtime();
@@ -137,11 +202,15 @@ fn a_pod_pulls_its_image_through_a_registries_yaml_mirror_with_auth() {
     let password = format!("pw-{}", unique_suffix());
     std::fs::write(reg_dir.join("htpasswd"), htpasswd("puller", &password)).unwrap();
     let reg_addr = format!("{reg_ip}:5000");
+    let certs = reg_dir.join("certs");
+    test_ca_and_server_cert(&certs, reg_ip);
     std::fs::write(
         reg_dir.join("config.yml"),
         format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {reg_addr}\nauth:\n  htpasswd:\n    realm: rke2-test\n    path: {}\n",
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {reg_addr}\n  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: rke2-test\n    path: {}\n",
             reg_dir.join("data").display(),
+            certs.join("registry.crt").display(),
+            certs.join("registry.key").display(),
             reg_dir.join("htpasswd").display()
         ),
     )
@@ -157,7 +226,8 @@ fn a_pod_pulls_its_image_through_a_registries_yaml_mirror_with_auth() {
         .args([
             "copy",
             "--quiet",
-            "--dest-tls-verify=false",
+            "--dest-cert-dir",
+            &certs.join("ca").display().to_string(),
             &format!("docker-archive:{}", images.join("bb.tar").display()),
             &format!("docker://{reg_addr}/library/bb:1"),
         ])
@@ -172,7 +242,8 @@ fn a_pod_pulls_its_image_through_a_registries_yaml_mirror_with_auth() {
         "skopeo",
         "copy",
         "--quiet",
-        "--dest-tls-verify=false",
+        "--dest-cert-dir",
+        &certs.join("ca").display().to_string(),
         "--dest-creds",
         &format!("puller:{password}"),
         &format!("docker-archive:{}", images.join("bb.tar").display()),
@@ -190,18 +261,21 @@ fn a_pod_pulls_its_image_through_a_registries_yaml_mirror_with_auth() {
     .unwrap();
     let upstream = format!("{upstream_ip}:5000");
     let registries = root.path().join("registries.yaml");
+    let ca = certs.join("ca/ca.crt").display().to_string();
     std::fs::write(
         &registries,
         format!(
             r#"mirrors:
   "{upstream}":
     endpoint:
-      - "http://{reg_addr}"
+      - "https://{reg_addr}"
 configs:
   "{reg_addr}":
     auth:
       username: puller
       password: "{password}"
+    tls:
+      ca_file: "{ca}"
 "#
         ),
     )
@@ -218,7 +292,8 @@ configs:
     let toml = std::fs::read_to_string(data.join("agent/etc/containerd/config.toml")).unwrap();
     let cri = r#"plugins."io.containerd.grpc.v1.cri".registry"#;
     for want in [
-        format!("[{cri}.mirrors.\"{upstream}\"]\n  endpoint = [\"http://{reg_addr}\"]"),
+        format!("[{cri}.mirrors.\"{upstream}\"]\n  endpoint = [\"https://{reg_addr}\"]"),
+        format!("[{cri}.configs.\"{reg_addr}\".tls]\n  ca_file = \"{ca}\""),
         format!("[{cri}.configs.\"{reg_addr}\".auth]\n  username = \"puller\""),
     ] {
         assert!(toml.contains(&want), "no {want:?} in:\n{toml}");
