@@ -3,7 +3,8 @@
 //! networks from 198.18.128.0/17), route each other's `spec.podCIDR` through the other's node IP
 //! with their own routing protocol number (host-gw). A pod on the server fetches a page from an
 //! httpd pod on the agent by pod IP. Routes the nodes did not make are left alone, stale routes
-//! of their own protocol are removed, and deleting a Node removes the route to its pods.
+//! of their own protocol are removed, deleting a Node removes the route to its pods, a node
+//! joining later is routed to, and a node with `cni: none` makes no routes.
 //! Nothing is added to the host's network namespace; the namespaces have no default route.
 
 mod common;
@@ -231,19 +232,13 @@ fn pods_on_two_nodes_reach_each_other_over_host_gw_routes() {
     let token = server.token();
 
     let b_dir = root.path().join("b1");
-    std::fs::create_dir_all(&b_dir).unwrap();
     node_extra(&b_dir.join("data"));
     lab.nodes.push(("b".into(), b_dir.join("data")));
-    let mut entries = agent_config("b1", ip_b, &b_dir, &format!("https://{ip_a}:9345"), &token);
-    entries.push(("pause-image", PAUSE_IMAGE.into()));
-    let b_config = b_dir.join("config.yaml");
-    write_config(&b_config, &entries);
-    let mut b_cmd = lab.exec("b", rke2_bin());
-    b_cmd
-        .args(["agent", "--config"])
-        .arg(&b_config)
-        .env("RUST_LOG", "info");
-    let mut agent = Daemon::spawn("b1", b_cmd, &b_dir.join("log"));
+    // A second agent joins later from the same namespace (`cni: none`).
+    let b2_dir = root.path().join("b2");
+    lab.nodes.push(("b".into(), b2_dir.join("data")));
+    let server_url = format!("https://{ip_a}:9345");
+    let mut agent = start_agent_in(&lab, "b", "b1", &b_dir, &server_url, &token, None);
 
     let cidr = |node: &str| {
         wait_for(Duration::from_secs(120), &format!("{node} podCIDR"), || {
@@ -336,9 +331,58 @@ spec:
         || lab.routes("a", PROTO).is_empty().then_some(()),
     );
     assert_eq!(lab.routes("a", "static"), ["198.18.99.0/24 via 198.18.0.2"]);
+
+    // A node joining later is routed to; one with `cni: none` makes no routes itself.
+    ip_ok(&["-n", &lab.ns("b"), "route", "flush", "proto", PROTO]);
+    let _agent2 = start_agent_in(&lab, "b", "b2", &b2_dir, &server_url, &token, Some("none"));
+    let cidr_b2 = cidr("b2");
+    wait_for(Duration::from_secs(60), "route to b2's pods", || {
+        (lab.routes("a", PROTO) == [format!("{cidr_b2} via {ip_b}")]).then_some(())
+    });
+    wait_node_ready_in(&lab, &k, "b2");
+    assert_eq!(lab.routes("b", PROTO), Vec::<String>::new());
     drop(agent);
     drop(server);
     drop(lab);
+}
+
+/// Starts agent `name` (node IP 198.18.0.2) in namespace `host` with its config and data under
+/// `dir`, joining `server_url`; `cni` sets the `cni` option when given.
+fn start_agent_in(
+    lab: &Lab,
+    host: &str,
+    name: &str,
+    dir: &Path,
+    server_url: &str,
+    token: &str,
+    cni: Option<&str>,
+) -> Daemon {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut entries = agent_config(name, Ipv4Addr::new(198, 18, 0, 2), dir, server_url, token);
+    entries.push(("pause-image", PAUSE_IMAGE.into()));
+    if let Some(cni) = cni {
+        entries.push(("cni", cni.into()));
+    }
+    let config = dir.join("config.yaml");
+    write_config(&config, &entries);
+    let mut cmd = lab.exec(host, rke2_bin());
+    cmd.args(["agent", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info");
+    Daemon::spawn(name, cmd, &dir.join("log"))
+}
+
+/// Waits until Node `name` is Ready (kubectl run in the server's namespace).
+fn wait_node_ready_in(lab: &Lab, k: &Path, name: &str) {
+    wait_for(Duration::from_secs(90), &format!("{name} Ready"), || {
+        let ready = jsonpath(
+            lab,
+            k,
+            &["node", name],
+            r#".status.conditions[?(@.type=="Ready")].status"#,
+        );
+        (ready == "True").then_some(())
+    });
 }
 
 /// Waits until pod `name` has a pod IP and a phase `done` accepts; returns the pod IP. On
