@@ -376,15 +376,18 @@ pub(crate) async fn run(api: Api, node: String, cancel: CancellationToken) {
     }
 }
 
-/// Applies the wanted routes when they changed since the last successful apply, or always
-/// with `force` (the resync).
+/// Applies the wanted routes when they changed since the last apply, or always with `force`
+/// (the resync). A change the kernel refused (a gateway not on this node's link) is retried by
+/// the resync, not at every Node heartbeat.
 async fn sync(state: &Nodes, node: &str, applied: &mut Option<BTreeSet<Route>>, force: bool) {
     let wanted = desired(&state.nodes, node, is_local_address);
     if !force && applied.as_ref() == Some(&wanted) {
         return;
     }
-    let ok = apply(&wanted, node).await;
-    *applied = ok.then_some(wanted);
+    if !apply(&wanted, node).await {
+        tracing::debug!(component = "routes", node, "retrying in {RESYNC:?}");
+    }
+    *applied = Some(wanted);
 }
 
 #[cfg(test)]
