@@ -306,6 +306,32 @@ fn status_for(d: &Value, new_rs: &Value, all: &[&Value], created: bool) -> Value
     let complete = updated == want
         && status_count(new_rs, "availableReplicas") == want
         && sum("replicas") == want;
+    let counts = [
+        ("replicas", sum("replicas")),
+        ("updatedReplicas", updated),
+        ("readyReplicas", sum("readyReplicas")),
+        ("availableReplicas", available),
+    ];
+    let prev = d["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Progressing"));
+    let prev_reason = prev.map(|c| text(c, "/reason")).unwrap_or_default();
+    // Progress is any change in the counts (or a resume); it restarts the deadline's clock.
+    let progressed = counts
+        .iter()
+        .any(|(k, n)| d["status"][*k].as_i64().unwrap_or(0) != *n)
+        || prev_reason == "DeploymentPaused";
+    let deadline_passed = || {
+        if prev_reason == "ProgressDeadlineExceeded" {
+            return true;
+        }
+        let Some(secs) = d["spec"]["progressDeadlineSeconds"].as_i64() else {
+            return false;
+        };
+        prev.and_then(|c| c["lastUpdateTime"].as_str())
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|t| t + chrono::Duration::seconds(secs) < Utc::now())
+    };
     let progressing = if complete {
         condition(
             "Progressing",
@@ -314,6 +340,32 @@ fn status_for(d: &Value, new_rs: &Value, all: &[&Value], created: bool) -> Value
             format!("ReplicaSet \"{new_name}\" has successfully progressed."),
             d,
         )
+    } else if d["spec"]["paused"] == true {
+        condition(
+            "Progressing",
+            "Unknown",
+            "DeploymentPaused",
+            "Deployment is paused".into(),
+            d,
+        )
+    } else if !created && !progressed && deadline_passed() {
+        condition(
+            "Progressing",
+            "False",
+            "ProgressDeadlineExceeded",
+            format!("ReplicaSet \"{new_name}\" has timed out progressing."),
+            d,
+        )
+    } else if progressed && !created {
+        let mut c = condition(
+            "Progressing",
+            "True",
+            "ReplicaSetUpdated",
+            format!("ReplicaSet \"{new_name}\" is progressing."),
+            d,
+        );
+        c["lastUpdateTime"] = json!(Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true));
+        c
     } else if created {
         condition(
             "Progressing",
@@ -736,5 +788,111 @@ mod tests {
             s.iter().map(revision).collect::<Vec<_>>()
         );
         assert_eq!(revision(&s[1]), 3);
+    }
+
+    #[test]
+    fn progress_deadline_and_pause_show_in_the_progressing_condition() {
+        let long_ago =
+            (Utc::now() - chrono::Duration::seconds(60)).to_rfc3339_opts(SecondsFormat::Secs, true);
+        let rs = json!({"metadata": {"name": "web-1"}, "spec": {"replicas": 2},
+                        "status": {"replicas": 2}});
+        let mut d = json!({"metadata": {"name": "web", "generation": 1},
+            "spec": {"replicas": 2, "progressDeadlineSeconds": 30},
+            "status": {"replicas": 2, "updatedReplicas": 2,
+                "conditions": [{"type": "Progressing", "status": "True",
+                    "reason": "ReplicaSetUpdated", "message": "",
+                    "lastUpdateTime": long_ago, "lastTransitionTime": long_ago}]}});
+        let progressing = |d: &Value| {
+            let s = status_for(d, &rs, &[&rs], false);
+            s["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "Progressing")
+                .cloned()
+                .unwrap()
+        };
+        // No progress for longer than the deadline: timed out.
+        let c = progressing(&d);
+        assert_eq!(
+            (c["status"].as_str(), c["reason"].as_str()),
+            (Some("False"), Some("ProgressDeadlineExceeded"))
+        );
+        assert_eq!(
+            c["message"],
+            "ReplicaSet \"web-1\" has timed out progressing."
+        );
+        // Once timed out it stays so while nothing changes.
+        d["status"]["conditions"][0] = c;
+        let c = progressing(&d);
+        assert_eq!(c["reason"], "ProgressDeadlineExceeded");
+        // Progress (a count changes) restarts the clock.
+        d["status"]["updatedReplicas"] = json!(1);
+        let c = progressing(&d);
+        assert_eq!(
+            (c["status"].as_str(), c["reason"].as_str()),
+            (Some("True"), Some("ReplicaSetUpdated"))
+        );
+        // A paused Deployment is neither progressing nor late.
+        d["spec"]["paused"] = json!(true);
+        let c = progressing(&d);
+        assert_eq!(
+            (c["status"].as_str(), c["reason"].as_str()),
+            (Some("Unknown"), Some("DeploymentPaused"))
+        );
+        // Within the deadline nothing is reported late.
+        d["spec"]["paused"] = json!(false);
+        d["status"]["updatedReplicas"] = json!(2);
+        d["spec"]["progressDeadlineSeconds"] = json!(600);
+        d["status"]["conditions"][0]["reason"] = json!("ReplicaSetUpdated");
+        let c = progressing(&d);
+        assert_eq!(c["reason"], "ReplicaSetUpdated");
+    }
+
+    #[tokio::test]
+    async fn a_stuck_rollout_times_out_on_a_later_sync() {
+        let store = store();
+        let mut d = deployment("x", json!({"type": "RollingUpdate"}));
+        d["spec"]["progressDeadlineSeconds"] = json!(3);
+        d["spec"]["replicas"] = json!(2);
+        store
+            .create(&DEPLOYMENTS, Some("default"), d)
+            .await
+            .unwrap();
+        sync_all(&store).await.unwrap();
+        sync_all(&store).await.unwrap();
+        let reason = |d: &Value| {
+            d["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "Progressing")
+                .unwrap()["reason"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let d = store
+            .get(&DEPLOYMENTS, Some("default"), "web")
+            .await
+            .unwrap();
+        assert_ne!(reason(&d), "ProgressDeadlineExceeded", "{d}");
+        let long_ago =
+            (Utc::now() - chrono::Duration::seconds(60)).to_rfc3339_opts(SecondsFormat::Secs, true);
+        store
+            .modify(&DEPLOYMENTS, Some("default"), "web", None, |d| {
+                for c in d["status"]["conditions"].as_array_mut().unwrap() {
+                    c["lastUpdateTime"] = json!(long_ago);
+                }
+                Ok::<(), ObjectError>(())
+            })
+            .await
+            .unwrap();
+        sync_all(&store).await.unwrap();
+        let d = store
+            .get(&DEPLOYMENTS, Some("default"), "web")
+            .await
+            .unwrap();
+        assert_eq!(reason(&d), "ProgressDeadlineExceeded", "{d}");
     }
 }

@@ -1,7 +1,8 @@
 //! The loop of a watch-driven controller: while this server leads, list and sync everything,
 //! then watch the kinds the controller reads and sync again after every batch of changes
-//! (batches that queued up meanwhile are coalesced into one sync). A failed watch or sync
-//! starts over with a fresh list; losing leadership stops the watches.
+//! (batches that queued up meanwhile are coalesced into one sync), and at least every
+//! [`RESYNC`] for what depends on time alone (a Deployment's progress deadline). A failed watch
+//! or sync starts over with a fresh list; losing leadership stops the watches.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -20,6 +21,9 @@ use crate::storage::{ObjectError, Storage};
 
 /// How long to wait before listing again after a failed sync.
 const RETRY: Duration = Duration::from_secs(1);
+
+/// The longest time between two syncs when nothing changes.
+pub const RESYNC: Duration = Duration::from_secs(15);
 
 /// Runs `sync` (which returns the revision its reads saw) as described above, until `cancel`.
 pub async fn run<F, Fut>(
@@ -67,11 +71,21 @@ pub async fn run<F, Fut>(
                 watches.clone(),
             );
         }
+        // A deadline, not a sleep inside the select: other branches (leadership renewals)
+        // wake the loop often, and must not postpone the resync.
+        let mut resync_at = tokio::time::Instant::now() + RESYNC;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 r = is_leader.changed() => {
                     if r.is_err() || !*is_leader.borrow() { break }
+                }
+                _ = tokio::time::sleep_until(resync_at) => {
+                    if let Err(e) = sync(store.clone()).await {
+                        tracing::debug!(component, "sync failed: {e}");
+                        break;
+                    }
+                    resync_at = tokio::time::Instant::now() + RESYNC;
                 }
                 batch = rx.recv() => {
                     let Some((_, Ok(_))) = batch else { break };
@@ -86,6 +100,7 @@ pub async fn run<F, Fut>(
                         tracing::debug!(component, "sync failed: {e}");
                         break;
                     }
+                    resync_at = tokio::time::Instant::now() + RESYNC;
                 }
             }
         }
