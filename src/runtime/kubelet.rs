@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::containerd::Layout;
 use super::cri::{Cri, v1};
 use super::podspec::{self, PodContext};
+use super::probes::{self, ProbeKind};
 use super::{Cni, NodeRuntimeConfig, RuntimeError, cni};
 use crate::https::{ClientIdentity, HttpsClient, ServerTrust};
 
@@ -391,6 +392,8 @@ struct WorkerState {
     start_time: Option<String>,
     /// Per-container waiting reasons found in this sync.
     waiting: HashMap<String, (String, String)>,
+    /// Probe bookkeeping of each running container, by container name.
+    probes: HashMap<String, probes::ContainerProbes>,
 }
 
 async fn pod_worker(
@@ -936,6 +939,16 @@ async fn sync_pod(
         Some(id) => observe(s, id).await?,
         None => observed,
     };
+    let probe_host = if host_network {
+        s.cfg
+            .node_ips
+            .first()
+            .map(|i| i.to_string())
+            .unwrap_or_default()
+    } else {
+        pod_ip.clone()
+    };
+    check_probes(s, pod, &spec, &observed, &probe_host, state).await;
 
     // 3. Status.
     let status = pod_status(
@@ -968,6 +981,143 @@ async fn sync_pod(
         }
     }
     Ok(())
+}
+
+/// Runs the probes that are due for the pod's running containers (concurrently), records
+/// the results, posts `Unhealthy` for each failure, and kills a container whose liveness or
+/// startup probe failed (`Killing`), so its restart policy restarts it.
+async fn check_probes(
+    s: &Shared,
+    pod: &core::Pod,
+    spec: &core::PodSpec,
+    observed: &HashMap<String, Observed>,
+    host: &str,
+    state: &mut WorkerState,
+) {
+    let now = Instant::now();
+    let now_nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    let mut running = std::collections::HashSet::new();
+    let mut due = Vec::new();
+    for c in &spec.containers {
+        let Some(l) = observed.get(&c.name).and_then(|o| o.latest.as_ref()) else {
+            continue;
+        };
+        if state_of(l) != v1::ContainerState::ContainerRunning {
+            continue;
+        }
+        running.insert(c.name.clone());
+        let p = state
+            .probes
+            .entry(c.name.clone())
+            .or_insert_with(|| probes::ContainerProbes::new(&l.id));
+        if p.container_id != l.id {
+            *p = probes::ContainerProbes::new(&l.id);
+        }
+        let running_for = Duration::from_nanos((now_nanos - l.started_at).max(0) as u64);
+        for kind in p.due(c, running_for, now) {
+            due.push((c, l.id.clone(), kind));
+        }
+    }
+    // A container that is not running has no probe state: its next run starts afresh.
+    state.probes.retain(|name, _| running.contains(name));
+    let runs = due.iter().map(|(c, id, kind)| async move {
+        let probe = kind.of(c).expect("due probes exist");
+        let target = probes::Target {
+            cri: &s.cri,
+            container_id: id,
+            host,
+            container: c,
+        };
+        probes::run(probe, &target).await
+    });
+    let results = futures_util::future::join_all(runs).await;
+    for ((c, _, kind), result) in due.into_iter().zip(results) {
+        let set = probes::Settings::of(kind.of(c).expect("due probes exist"));
+        let Some(p) = state.probes.get_mut(&c.name) else {
+            continue;
+        };
+        p.counter(kind).record(result.is_ok(), &set, now);
+        if let Err(msg) = result {
+            let message = format!("{} probe failed: {msg}", kind.label());
+            post_event(s, pod, &c.name, "Warning", "Unhealthy", &message).await;
+        }
+    }
+    for c in &spec.containers {
+        let Some((id, kind)) = state
+            .probes
+            .get(&c.name)
+            .and_then(|p| p.failed_fatally().map(|k| (p.container_id.clone(), k)))
+        else {
+            continue;
+        };
+        let what = match kind {
+            ProbeKind::Startup => "startup",
+            _ => "liveness",
+        };
+        let message = format!(
+            "Container {} failed {what} probe, will be restarted",
+            c.name
+        );
+        post_event(s, pod, &c.name, "Normal", "Killing", &message).await;
+        let grace = kind
+            .of(c)
+            .and_then(|p| p.termination_grace_period_seconds)
+            .unwrap_or_else(|| grace_seconds(pod));
+        tracing::info!(component = "kubelet", pod = ?pod.metadata.name, container = %c.name, "{message}");
+        if let Err(e) = s.cri.stop_container(&id, grace).await {
+            tracing::warn!(component = "kubelet", pod = ?pod.metadata.name, container = %c.name, "stopping after a failed {what} probe: {e}");
+        }
+        state.probes.remove(&c.name);
+    }
+}
+
+/// Posts a core/v1 Event about one of the pod's containers, as the kubelet does.
+async fn post_event(
+    s: &Shared,
+    pod: &core::Pod,
+    container: &str,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) {
+    let (ns, name, uid) = podspec::meta(pod);
+    let now = chrono::Utc::now();
+    let stamp = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let event = json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": format!("{name}.{:x}", now.timestamp_nanos_opt().unwrap_or(0)),
+            "namespace": ns,
+        },
+        "involvedObject": {
+            "apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": name, "uid": uid,
+            "fieldPath": format!("spec.containers{{{container}}}"),
+        },
+        "reason": reason,
+        "message": message,
+        "type": type_,
+        "source": {"component": "kubelet", "host": s.cfg.node_name},
+        "reportingComponent": "kubelet",
+        "reportingInstance": s.cfg.node_name,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    });
+    match s
+        .api
+        .call(
+            http::Method::POST,
+            &format!("/api/v1/namespaces/{ns}/events"),
+            Some("application/json"),
+            Some(event),
+        )
+        .await
+    {
+        Ok(r) if r.is_success() => {}
+        Ok(r) => tracing::debug!(component = "kubelet", pod = %name, "event {reason}: {} {}", r.status, r.error_message()),
+        Err(e) => tracing::debug!(component = "kubelet", pod = %name, "event {reason}: {e}"),
+    }
 }
 
 async fn restart_with_backoff(
@@ -1087,8 +1237,15 @@ fn pod_status(
             (Some(l), None) => match state_of(l) {
                 v1::ContainerState::ContainerRunning => {
                     st["state"] = json!({"running": {"startedAt": rfc3339(l.started_at)}});
-                    st["ready"] = json!(!init);
-                    st["started"] = json!(true);
+                    // Probes decide (a container without probes is started and ready).
+                    let p = state
+                        .probes
+                        .get(&c.name)
+                        .filter(|p| p.container_id == l.id)
+                        .cloned()
+                        .unwrap_or_else(|| probes::ContainerProbes::new(&l.id));
+                    st["ready"] = json!(!init && p.ready(c));
+                    st["started"] = json!(init || p.started(c));
                 }
                 v1::ContainerState::ContainerExited => {
                     st["state"] = terminated_json(l);
