@@ -84,7 +84,9 @@ impl Kubelet {
             }),
             REQUEST_TIMEOUT,
         )
-        .map_err(|e| RuntimeError::Cri(format!("API client: {e}")))?;
+        .map_err(|e| RuntimeError::Cri(format!("API client: {e}")))?
+        // Every pod sync talks to the API: reuse connections instead of a handshake each.
+        .with_keep_alive();
         if let Some(n) = &cfg.server_name {
             client = client.with_server_name(n);
         }
@@ -677,50 +679,34 @@ async fn ensure_image(
 /// The pod's context (env and volume sources) for the current sandbox.
 async fn pod_context(s: &Shared, pod: &core::Pod, pod_ip: &str) -> PodContext {
     let (ns, _, uid) = podspec::meta(pod);
-    let mut names: Vec<String> = Vec::new();
-    if let Some(spec) = &pod.spec {
-        for c in spec
-            .containers
-            .iter()
-            .chain(spec.init_containers.iter().flatten())
-        {
-            for e in c.env.iter().flatten() {
-                if let Some(k) = e
-                    .value_from
-                    .as_ref()
-                    .and_then(|v| v.config_map_key_ref.as_ref())
-                {
-                    names.push(k.name.clone());
-                }
-            }
-            for f in c.env_from.iter().flatten() {
-                if let Some(r) = &f.config_map_ref {
-                    names.push(r.name.clone());
-                }
-            }
-        }
-        for v in spec.volumes.iter().flatten() {
-            if let Some(cm) = &v.config_map {
-                names.push(cm.name.clone());
-            }
-        }
-    }
-    names.sort();
-    names.dedup();
+    let (config_map_names, secret_names) = podspec::references(pod);
     let mut config_maps = BTreeMap::new();
-    for n in names {
-        if let Ok(cm) = s
-            .api
-            .get_json(&format!("/api/v1/namespaces/{ns}/configmaps/{n}"))
-            .await
-        {
+    let mut secrets = BTreeMap::new();
+    let get = |kind: &'static str, n: String| async move {
+        let path = format!("/api/v1/namespaces/{ns}/{kind}/{n}");
+        (n, s.api.get_json(&path).await)
+    };
+    let cm_reads = config_map_names.into_iter().map(|n| get("configmaps", n));
+    let secret_reads = secret_names.into_iter().map(|n| get("secrets", n));
+    let (cm_objs, secret_objs) = tokio::join!(
+        futures_util::future::join_all(cm_reads),
+        futures_util::future::join_all(secret_reads)
+    );
+    for (n, obj) in cm_objs {
+        if let Ok(cm) = obj {
             let data: BTreeMap<String, String> =
                 serde_json::from_value(cm["data"].clone()).unwrap_or_default();
             config_maps.insert(n, data);
         }
     }
+    for (n, obj) in secret_objs {
+        if let Ok(secret) = obj {
+            secrets.insert(n, podspec::secret_data(&secret));
+        }
+    }
     PodContext {
         node_name: s.cfg.node_name.clone(),
+        namespace: ns.to_string(),
         host_ip: s
             .cfg
             .node_ips
@@ -729,6 +715,7 @@ async fn pod_context(s: &Shared, pod: &core::Pod, pod_ip: &str) -> PodContext {
             .unwrap_or_default(),
         pod_ip: pod_ip.to_string(),
         config_maps,
+        secrets,
         pod_dir: s.layout.pods_dir().join(uid),
         log_dir: podspec::log_dir(&s.layout.pod_logs(), pod),
     }
