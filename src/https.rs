@@ -649,7 +649,8 @@ impl Response {
 const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 
 /// Idle keep-alive connections of a [`HttpsClient::with_keep_alive`] client, by address.
-type Pool = Arc<std::sync::Mutex<Vec<(String, hyper::client::conn::http1::SendRequest<Full<Bytes>>)>>>;
+type Pool =
+    Arc<std::sync::Mutex<Vec<(String, hyper::client::conn::http1::SendRequest<Full<Bytes>>)>>>;
 
 /// How many idle connections a keep-alive client keeps.
 const MAX_IDLE: usize = 8;
@@ -752,10 +753,7 @@ impl HttpsClient {
         let (resp, reuse) = match self.send_pooled(&method, url, headers, &body).await {
             Some(Ok(pooled)) => pooled,
             // Nothing pooled, or the pooled connection failed: a fresh one.
-            Some(Err(_)) | None => {
-                let (resp, sender) = self.send_on_new(method, url, headers, body).await?;
-                (resp, sender)
-            }
+            Some(Err(_)) | None => self.send_on_new(method, url, headers, body).await?,
         };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();

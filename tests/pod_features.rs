@@ -59,6 +59,30 @@ fn event_reasons(k: &Path, pod: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// On a failing test, prints the pods, their events and the end of the node's log.
+struct DumpOnFailure {
+    kubeconfig: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+impl Drop for DumpOnFailure {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for args in [&["get", "pods", "-o", "yaml"][..], &["get", "events"][..]] {
+            let out = kubectl(&self.kubeconfig, args);
+            eprintln!("--- kubectl {args:?}\n{}", String::from_utf8_lossy(&out.stdout));
+        }
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(80).collect();
+        eprintln!("--- node log (end)");
+        for l in tail.into_iter().rev() {
+            eprintln!("{l}");
+        }
+    }
+}
+
 #[test]
 fn probes_secrets_init_containers_host_ports_and_users() {
     for (tool, pkg) in [("containerd", "containerd"), ("runc", "runc")] {
@@ -71,36 +95,38 @@ fn probes_secrets_init_containers_host_ports_and_users() {
     let block = AddrBlock::new();
     let ip = block.ip(1);
     let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("s1/data");
+    // The node name picks the CNI bridge's name: unique per address block, so tests running at
+    // the same time never share a bridge. The cluster CIDR is one /28 of 198.18.0.0/16 derived
+    // from the block too, allocated whole to the node.
+    let o = ip.octets();
+    let node = format!("pf{}x{}", o[1], o[2]);
+    let base = (o[2] % 16) * 16;
+    let cidr = format!("198.18.{}.{base}/28", o[1]);
+    let gateway = format!("198.18.{}.{}", o[1], base + 1);
+    let data = root.path().join(&node).join("data");
     build_images(&root.path().join("build"), &data.join("agent/images"));
     let _cleanup = NodeCleanup(data.clone());
     let server = start_server(
-        "s1",
+        &node,
         ip,
         root.path(),
         &[
-            ("cluster-cidr", "198.18.0.0/16".into()),
+            ("cluster-cidr", cidr.clone()),
+            ("node-cidr-mask-size", "28".into()),
             ("service-cidr", "198.19.0.0/16".into()),
             ("pause-image", PAUSE_IMAGE.into()),
         ],
     );
     let k = server.kubeconfig.clone();
-    wait_node_ready(&k, "s1", Duration::from_secs(90));
-    // A /28 of 198.18.0.0/16 derived from the test's own address block (parallel tests differ).
-    let o = ip.octets();
-    let base = (o[2] % 16) * 16;
-    let cidr = format!("198.18.{}.{base}/28", o[1]);
-    let gateway = format!("198.18.{}.{}", o[1], base + 1);
-    kubectl_ok(
-        &k,
-        &[
-            "patch",
-            "node",
-            "s1",
-            "-p",
-            &format!(r#"{{"spec":{{"podCIDR":"{cidr}","podCIDRs":["{cidr}"]}}}}"#),
-        ],
-    );
+    let _dump = DumpOnFailure {
+        kubeconfig: k.clone(),
+        log: server.dir.join("log"),
+    };
+    wait_node_ready(&k, &node, Duration::from_secs(90));
+    wait_for(Duration::from_secs(30), "the node's podCIDR", || {
+        let out = kubectl(&k, &["get", "node", &node, "-o", "jsonpath={.spec.podCIDR}"]);
+        (String::from_utf8_lossy(&out.stdout) == cidr).then_some(())
+    });
 
     // ---- Probes. The web root is a hostPath the test controls: `ready` makes the readiness
     // httpGet pass, removing `alive` makes the liveness exec fail.
@@ -116,7 +142,7 @@ fn probes_secrets_init_containers_host_ports_and_users() {
 kind: Pod
 metadata: {{name: probed, labels: {{app: probed}}}}
 spec:
-  nodeName: s1
+  nodeName: {node}
   terminationGracePeriodSeconds: 2
   volumes:
   - {{name: www, hostPath: {{path: "{www}", type: Directory}}}}
@@ -151,7 +177,11 @@ spec:
     wait_for(Duration::from_secs(60), "5 s of failing readiness", || {
         assert_eq!(ready_column(&k, "probed"), "0/1 Running");
         assert_eq!(
-            pod_field(&k, "probed", ".status.conditions[?(@.type==\"Ready\")].status"),
+            pod_field(
+                &k,
+                "probed",
+                ".status.conditions[?(@.type==\"Ready\")].status"
+            ),
             "False"
         );
         (since.elapsed() > Duration::from_secs(5)).then_some(())
@@ -170,7 +200,8 @@ spec:
         (String::from_utf8_lossy(&out.stdout) == pod_ip).then_some(())
     });
     assert!(
-        event_reasons(&k, "probed").contains("Unhealthy: Readiness probe failed: HTTP probe failed with statuscode: 404"),
+        event_reasons(&k, "probed")
+            .contains("Unhealthy: Readiness probe failed: HTTP probe failed with statuscode: 404"),
         "{}",
         event_reasons(&k, "probed")
     );
@@ -180,7 +211,11 @@ spec:
         (ready_column(&k, "probed") == "1/1 Running").then_some(())
     });
     assert_eq!(
-        pod_field(&k, "probed", ".status.conditions[?(@.type==\"ContainersReady\")].status"),
+        pod_field(
+            &k,
+            "probed",
+            ".status.conditions[?(@.type==\"ContainersReady\")].status"
+        ),
         "True"
     );
     wait_for(Duration::from_secs(30), "a ready endpoint", || {
@@ -211,14 +246,20 @@ spec:
     });
     let ev = event_reasons(&k, "probed");
     assert!(
-        ev.contains("Unhealthy: Liveness probe failed: command [\"cat\", \"/www/alive\"] exited with 1"),
+        ev.contains(
+            "Unhealthy: Liveness probe failed: command [\"cat\", \"/www/alive\"] exited with 1"
+        ),
         "{ev}"
     );
     std::fs::write(www.join("alive"), "yes\n").unwrap();
-    wait_for(Duration::from_secs(90), "the restarted container ready", || {
-        let restarts = pod_field(&k, "probed", ".status.containerStatuses[0].restartCount");
-        (restarts == "1" && ready_column(&k, "probed") == "1/1 Running").then_some(())
-    });
+    wait_for(
+        Duration::from_secs(90),
+        "the restarted container ready",
+        || {
+            let restarts = pod_field(&k, "probed", ".status.containerStatuses[0].restartCount");
+            (restarts == "1" && ready_column(&k, "probed") == "1/1 Running").then_some(())
+        },
+    );
     assert_ne!(
         pod_field(&k, "probed", ".status.containerStatuses[0].containerID"),
         first_id
@@ -252,7 +293,7 @@ spec:
 kind: Pod
 metadata: {{name: features}}
 spec:
-  nodeName: s1
+  nodeName: {node}
   terminationGracePeriodSeconds: 1
   volumes:
   - {{name: work, emptyDir: {{}}}}
@@ -294,7 +335,10 @@ spec:
         (text.lines().count() >= 6).then_some(text)
     });
     let logs = kubectl_ok(&k, &["logs", "features", "-c", "app"]);
-    assert_eq!(logs, "one\ntwo\n1234\nSECRET=s3cr3t\nadmin\n644\n", "{logs}");
+    assert_eq!(
+        logs, "one\ntwo\n1234\nSECRET=s3cr3t\nadmin\n644\n",
+        "{logs}"
+    );
     // The hostPort forwards to the container (portmap): reached through the node's bridge
     // address, since loopback sources cannot be forwarded to the pod network.
     let body = wait_for(Duration::from_secs(30), "the hostPort", || {

@@ -511,14 +511,23 @@ mod tests {
             json!({"metadata": {"name": "p3", "namespace": "kube-system"}, "spec": {"nodeName": "n1",
                 "volumes": [{"name": "v", "secret": {"secretName": "other-ns"}}]}}),
         ];
-        for name in ["env-secret", "from-secret", "pull", "vol-secret", "proj-secret"] {
+        for name in [
+            "env-secret",
+            "from-secret",
+            "pull",
+            "vol-secret",
+            "proj-secret",
+        ] {
             let a = get(secrets, name);
             assert!(authorize(&n1, &a).is_err(), "{name}: not readable at large");
             assert!(needs_node_reference(&n1, &a));
             assert!(admit_node_reference(&n1, &a, &pods).is_ok(), "{name}");
         }
         for name in ["env-cm", "init-cm", "vol-cm"] {
-            assert!(admit_node_reference(&n1, &get(cms, name), &pods).is_ok(), "{name}");
+            assert!(
+                admit_node_reference(&n1, &get(cms, name), &pods).is_ok(),
+                "{name}"
+            );
         }
         for name in ["other-node", "other-ns", "env-cm", "unreferenced"] {
             let e = admit_node_reference(&n1, &get(secrets, name), &pods).unwrap_err();

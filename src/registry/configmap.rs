@@ -4,9 +4,9 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1 as core;
 use serde_json::Value;
 
-use super::{NodeAccess, ResourceInfo};
 use super::fields::*;
 use super::print::*;
+use super::{NodeAccess, ResourceInfo};
 
 /// `configmaps`.
 pub static CONFIGMAPS: ResourceInfo = ResourceInfo {

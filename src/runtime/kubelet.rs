@@ -396,6 +396,8 @@ struct WorkerState {
     waiting: HashMap<String, (String, String)>,
     /// Probe bookkeeping of each running container, by container name.
     probes: HashMap<String, probes::ContainerProbes>,
+    /// The pod's ready sandbox as of the last sync.
+    sandbox_id: Option<String>,
 }
 
 async fn pod_worker(
@@ -791,15 +793,29 @@ async fn sync_pod(
     let finished = phase_now == "Succeeded" || phase_now == "Failed";
     let host_network = spec.host_network.unwrap_or(false);
 
-    // 1. The sandbox.
-    let sandboxes = our_sandboxes(s, &uid).await?;
-    let ready = sandboxes
-        .iter()
-        .find(|sb| sb.state == v1::PodSandboxState::SandboxReady as i32)
-        .cloned();
+    // 1. The sandbox: the one found last time while it stays ready (one status call instead
+    // of listing every sandbox of the node, per pod, per second), else looked up by pod UID.
+    let mut sandboxes = Vec::new();
+    let mut cached_status = None;
+    if let Some(id) = &state.sandbox_id
+        && let Ok(st) = s.cri.sandbox_status(id).await
+        && st.state == v1::PodSandboxState::SandboxReady as i32
+    {
+        cached_status = Some(st);
+    }
+    let ready = match &cached_status {
+        Some(st) => Some(st.id.clone()),
+        None => {
+            sandboxes = our_sandboxes(s, &uid).await?;
+            sandboxes
+                .iter()
+                .find(|sb| sb.state == v1::PodSandboxState::SandboxReady as i32)
+                .map(|sb| sb.id.clone())
+        }
+    };
     let mut sandbox_msg: Option<(String, String)> = None;
     let sandbox = match ready {
-        Some(sb) => Some(sb.id),
+        Some(id) => Some(id),
         None if finished => None,
         None if !host_network && !*s.network_ready.borrow() => {
             sandbox_msg = Some((
@@ -843,9 +859,13 @@ async fn sync_pod(
             }
         }
     };
+    state.sandbox_id = sandbox.clone();
     let (pod_ip, observed, sandbox_cfg, ctx) = match &sandbox {
         Some(id) => {
-            let st = s.cri.sandbox_status(id).await?;
+            let st = match cached_status {
+                Some(st) => st,
+                None => s.cri.sandbox_status(id).await?,
+            };
             let ip = st.network.map(|n| n.ip).unwrap_or_default();
             let ctx = pod_context(s, pod, &ip).await;
             let mut cfg = podspec::sandbox_config(pod, &ctx);
@@ -1102,7 +1122,9 @@ async fn post_event(
         .await
     {
         Ok(r) if r.is_success() => {}
-        Ok(r) => tracing::debug!(component = "kubelet", pod = %name, "event {reason}: {} {}", r.status, r.error_message()),
+        Ok(r) => {
+            tracing::debug!(component = "kubelet", pod = %name, "event {reason}: {} {}", r.status, r.error_message())
+        }
         Err(e) => tracing::debug!(component = "kubelet", pod = %name, "event {reason}: {e}"),
     }
 }

@@ -814,8 +814,12 @@ mod tests {
         let e = env(&p, c, &ctx).unwrap();
         assert_eq!(
             e,
-            [("S_pass", "s3cr3t"), ("S_user", "admin"), ("PASS", "s3cr3t")]
-                .map(|(a, b)| (a.to_string(), b.to_string()))
+            [
+                ("S_pass", "s3cr3t"),
+                ("S_user", "admin"),
+                ("PASS", "s3cr3t")
+            ]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
         );
         let vols = prepare_volumes(&p, &ctx).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -828,7 +832,14 @@ mod tests {
         let mut ctx2 = ctx.clone();
         ctx2.secrets.get_mut("creds").unwrap().remove("user");
         let mut only_s = p.clone();
-        only_s.spec.as_mut().unwrap().volumes.as_mut().unwrap().pop();
+        only_s
+            .spec
+            .as_mut()
+            .unwrap()
+            .volumes
+            .as_mut()
+            .unwrap()
+            .pop();
         prepare_volumes(&only_s, &ctx2).unwrap();
         assert!(!vols["s"].join("user").exists());
         // Missing secrets and keys are named.

@@ -237,8 +237,8 @@ pub async fn run(p: &core::Probe, t: &Target<'_>) -> Result<(), String> {
         if r.exit_code == 0 {
             return Ok(());
         }
-        let output = String::from_utf8_lossy(&r.stdout).into_owned()
-            + &String::from_utf8_lossy(&r.stderr);
+        let output =
+            String::from_utf8_lossy(&r.stdout).into_owned() + &String::from_utf8_lossy(&r.stderr);
         return Err(format!(
             "command {cmd:?} exited with {}: {}",
             r.exit_code,
@@ -373,7 +373,8 @@ mod tests {
             }
         );
         let p: core::Probe = serde_json::from_value(json!({"periodSeconds": 0,
-            "initialDelaySeconds": 5, "failureThreshold": 1, "successThreshold": 2})).unwrap();
+            "initialDelaySeconds": 5, "failureThreshold": 1, "successThreshold": 2}))
+        .unwrap();
         let s = Settings::of(&p);
         assert_eq!(s.period, Duration::from_secs(1));
         assert_eq!(s.initial_delay, Duration::from_secs(5));
@@ -423,8 +424,11 @@ mod tests {
         let mut p = ContainerProbes::new("id1");
         assert!(!p.started(&c) && !p.ready(&c));
         assert_eq!(p.due(&c, Duration::ZERO, now), [ProbeKind::Startup]);
-        p.counter(ProbeKind::Startup)
-            .record(true, &Settings::of(c.startup_probe.as_ref().unwrap()), now);
+        p.counter(ProbeKind::Startup).record(
+            true,
+            &Settings::of(c.startup_probe.as_ref().unwrap()),
+            now,
+        );
         assert!(p.started(&c));
         // Readiness starts out failed until its probe passes.
         assert!(!p.ready(&c));
@@ -440,8 +444,11 @@ mod tests {
         assert!(p.ready(&c));
         assert_eq!(p.failed_fatally(), None);
         let mut q = ContainerProbes::new("id2");
-        q.counter(ProbeKind::Startup)
-            .record(false, &Settings::of(c.startup_probe.as_ref().unwrap()), now);
+        q.counter(ProbeKind::Startup).record(
+            false,
+            &Settings::of(c.startup_probe.as_ref().unwrap()),
+            now,
+        );
         assert_eq!(q.failed_fatally(), Some(ProbeKind::Startup));
         // Without probes a running container is started and ready at once.
         let plain = container(json!({"name": "c"}));
@@ -486,9 +493,7 @@ mod tests {
                     "503 Service Unavailable"
                 };
                 let _ = s
-                    .write_all(
-                        format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes(),
-                    )
+                    .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes())
                     .await;
             }
         });
