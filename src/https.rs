@@ -926,7 +926,7 @@ impl HttpsClient {
                 url: url.to_string(),
                 message: e.to_string(),
             })?;
-        let reuse = self.pool.is_some().then(|| (target.key, sender));
+        let reuse = self.pool.is_some().then_some((target.key, sender));
         Ok((resp, reuse))
     }
 }
@@ -1054,6 +1054,42 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+        cancel.cancel();
+    }
+
+    /// A keep-alive client sends its requests over one connection (the server sees one client
+    /// port); a plain client dials anew for each.
+    #[tokio::test]
+    async fn keep_alive_clients_reuse_their_connection() {
+        use axum::routing::get;
+        let router = axum::Router::new().route(
+            "/port",
+            get(|req: axum::extract::Request| async move {
+                req.extensions()
+                    .get::<ConnInfo>()
+                    .map(|c| c.remote.port().to_string())
+                    .unwrap_or_default()
+            }),
+        );
+        let (addr, client, cancel) = start(router).await;
+        let url = format!("https://{addr}/port");
+        let ports = |c: HttpsClient| {
+            let url = url.clone();
+            async move {
+                let mut out = Vec::new();
+                for _ in 0..3 {
+                    let r = c.request(http::Method::GET, &url, &[], None).await.unwrap();
+                    assert_eq!(r.status, 200);
+                    out.push(r.text());
+                }
+                out
+            }
+        };
+        let pooled = ports(client.clone().with_keep_alive()).await;
+        assert!(!pooled[0].is_empty());
+        assert!(pooled.iter().all(|p| *p == pooled[0]), "{pooled:?}");
+        let fresh = ports(client).await;
+        assert!(fresh[0] != fresh[1] && fresh[1] != fresh[2], "{fresh:?}");
         cancel.cancel();
     }
 

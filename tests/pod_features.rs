@@ -72,7 +72,10 @@ impl Drop for DumpOnFailure {
         }
         for args in [&["get", "pods", "-o", "yaml"][..], &["get", "events"][..]] {
             let out = kubectl(&self.kubeconfig, args);
-            eprintln!("--- kubectl {args:?}\n{}", String::from_utf8_lossy(&out.stdout));
+            eprintln!(
+                "--- kubectl {args:?}\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
         }
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(80).collect();
@@ -124,7 +127,10 @@ fn probes_secrets_init_containers_host_ports_and_users() {
     };
     wait_node_ready(&k, &node, Duration::from_secs(90));
     wait_for(Duration::from_secs(30), "the node's podCIDR", || {
-        let out = kubectl(&k, &["get", "node", &node, "-o", "jsonpath={.spec.podCIDR}"]);
+        let out = kubectl(
+            &k,
+            &["get", "node", &node, "-o", "jsonpath={.spec.podCIDR}"],
+        );
         (String::from_utf8_lossy(&out.stdout) == cidr).then_some(())
     });
 
