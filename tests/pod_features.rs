@@ -14,34 +14,27 @@ use std::time::{Duration, Instant};
 use common::workloads::*;
 use common::*;
 
-fn pod_field(k: &Path, pod: &str, path: &str) -> String {
-    let out = kubectl(
-        k,
-        &["get", "pod", pod, "-o", &format!("jsonpath={{{path}}}")],
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn apply(k: &Path, dir: &Path, name: &str, yaml: &str) {
-    let file = dir.join(format!("{name}.yaml"));
-    std::fs::write(&file, yaml).unwrap();
-    kubectl_ok(
-        k,
-        &[
-            "apply",
-            "--validate=false",
-            "-f",
-            &file.display().to_string(),
-        ],
-    );
-}
-
 /// `READY` and `STATUS` of `kubectl get pod`.
 fn ready_column(k: &Path, pod: &str) -> String {
     let out = kubectl(k, &["get", "pod", pod, "--no-headers"]);
     let line = String::from_utf8_lossy(&out.stdout).into_owned();
     let cols: Vec<&str> = line.split_whitespace().collect();
     cols.get(1..3).map(|c| c.join(" ")).unwrap_or_default()
+}
+
+/// The first IP of the `probed` Endpoints' `addresses` or `notReadyAddresses`.
+fn endpoint_ip(k: &Path, list: &str) -> String {
+    let out = kubectl(
+        k,
+        &[
+            "get",
+            "endpoints",
+            "probed",
+            "-o",
+            &format!("jsonpath={{.subsets[0].{list}[0].ip}}"),
+        ],
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn event_reasons(k: &Path, pod: &str) -> String {
@@ -193,17 +186,7 @@ spec:
         (since.elapsed() > Duration::from_secs(5)).then_some(())
     });
     wait_for(Duration::from_secs(30), "a not-ready endpoint", || {
-        let out = kubectl(
-            &k,
-            &[
-                "get",
-                "endpoints",
-                "probed",
-                "-o",
-                "jsonpath={.subsets[0].notReadyAddresses[0].ip}",
-            ],
-        );
-        (String::from_utf8_lossy(&out.stdout) == pod_ip).then_some(())
+        (endpoint_ip(&k, "notReadyAddresses") == pod_ip).then_some(())
     });
     assert!(
         event_reasons(&k, "probed")
@@ -225,17 +208,7 @@ spec:
         "True"
     );
     wait_for(Duration::from_secs(30), "a ready endpoint", || {
-        let out = kubectl(
-            &k,
-            &[
-                "get",
-                "endpoints",
-                "probed",
-                "-o",
-                "jsonpath={.subsets[0].addresses[0].ip}",
-            ],
-        );
-        (String::from_utf8_lossy(&out.stdout) == pod_ip).then_some(())
+        (endpoint_ip(&k, "addresses") == pod_ip).then_some(())
     });
     let first_id = pod_field(&k, "probed", ".status.containerStatuses[0].containerID");
     assert_eq!(

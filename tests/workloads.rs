@@ -16,28 +16,6 @@ use std::time::{Duration, Instant};
 use common::workloads::*;
 use common::*;
 
-fn pod_field(k: &Path, pod: &str, path: &str) -> String {
-    let out = kubectl(
-        k,
-        &["get", "pod", pod, "-o", &format!("jsonpath={{{path}}}")],
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn apply(k: &Path, dir: &Path, name: &str, yaml: &str) {
-    let file = dir.join(format!("{name}.yaml"));
-    std::fs::write(&file, yaml).unwrap();
-    kubectl_ok(
-        k,
-        &[
-            "apply",
-            "--validate=false",
-            "-f",
-            &file.display().to_string(),
-        ],
-    );
-}
-
 fn ctr_containers(data: &Path) -> Vec<String> {
     let out = Command::new("ctr")
         .arg("--address")

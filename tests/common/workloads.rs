@@ -1,10 +1,11 @@
 //! Pod test helpers: offline test images (busybox-static as an image and as a pause image) and
-//! the `rke2 killall` cleanup guard, shared by tests/workloads.rs and benches/pods.rs.
+//! the `rke2 killall` cleanup guard, and pod reading/applying helpers, shared by tests/workloads.rs,
+//! tests/pod_features.rs and benches/pods.rs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{require_tool, rke2_bin};
+use super::{kubectl, kubectl_ok, require_tool, rke2_bin};
 
 /// The pause image the helpers build, as the `pause-image` setting names it.
 pub const PAUSE_IMAGE: &str = "rke2test/pause:1";
@@ -102,4 +103,28 @@ impl Drop for NodeCleanup {
             .arg(&self.0)
             .output();
     }
+}
+
+/// A jsonpath `path` (without braces) of pod `pod`, empty when kubectl fails.
+pub fn pod_field(k: &Path, pod: &str, path: &str) -> String {
+    let out = kubectl(
+        k,
+        &["get", "pod", pod, "-o", &format!("jsonpath={{{path}}}")],
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Writes `yaml` to `<dir>/<name>.yaml` and `kubectl apply`s it.
+pub fn apply(k: &Path, dir: &Path, name: &str, yaml: &str) {
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, yaml).unwrap();
+    kubectl_ok(
+        k,
+        &[
+            "apply",
+            "--validate=false",
+            "-f",
+            &file.display().to_string(),
+        ],
+    );
 }
