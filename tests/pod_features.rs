@@ -194,6 +194,25 @@ spec:
         "{}",
         event_reasons(&k, "probed")
     );
+    // Repeated failures are one Event whose count grows (5+ periods of 1 s have passed).
+    let out = kubectl_ok(
+        &k,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=probed,reason=Unhealthy",
+            "-o",
+            "jsonpath={range .items[*]}{.count} {.message}{\"\\n\"}{end}",
+        ],
+    );
+    let readiness: Vec<&str> = out
+        .lines()
+        .filter(|l| l.ends_with("Readiness probe failed: HTTP probe failed with statuscode: 404"))
+        .collect();
+    assert_eq!(readiness.len(), 1, "{out}");
+    let count: u32 = readiness[0].split(' ').next().unwrap().parse().unwrap();
+    assert!(count >= 3, "{out}");
     // The probe starts passing: Ready, 1/1, a ready endpoint.
     std::fs::write(www.join("ready"), "ok\n").unwrap();
     wait_for(Duration::from_secs(30), "probed 1/1", || {

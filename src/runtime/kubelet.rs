@@ -1078,7 +1078,9 @@ async fn check_probes(
     }
 }
 
-/// Posts a core/v1 Event about one of the pod's containers, as the kubelet does.
+/// Posts a core/v1 Event about one of the pod's containers, as the kubelet does. Repeats (same
+/// container, type, reason and message) are one Event whose `count` and `lastTimestamp` grow:
+/// its name derives from that identity, so a repeat's create answers 409 and becomes a patch.
 async fn post_event(
     s: &Shared,
     pod: &core::Pod,
@@ -1088,18 +1090,18 @@ async fn post_event(
     message: &str,
 ) {
     let (ns, name, uid) = podspec::meta(pod);
-    let now = chrono::Utc::now();
-    let stamp = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let stamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let field_path = format!("spec.containers{{{container}}}");
+    let identity = format!("{uid}\n{field_path}\n{type_}\n{reason}\n{message}");
+    let digest = ring::digest::digest(&ring::digest::SHA256, identity.as_bytes());
+    let event_name = format!("{name}.{}", &hex::encode(digest.as_ref())[..16]);
     let event = json!({
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {
-            "name": format!("{name}.{:x}", now.timestamp_nanos_opt().unwrap_or(0)),
-            "namespace": ns,
-        },
+        "metadata": {"name": event_name, "namespace": ns},
         "involvedObject": {
             "apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": name, "uid": uid,
-            "fieldPath": format!("spec.containers{{{container}}}"),
+            "fieldPath": field_path,
         },
         "reason": reason,
         "message": message,
@@ -1111,21 +1113,47 @@ async fn post_event(
         "lastTimestamp": stamp,
         "count": 1,
     });
-    match s
-        .api
-        .call(
-            http::Method::POST,
-            &format!("/api/v1/namespaces/{ns}/events"),
-            Some("application/json"),
-            Some(event),
-        )
-        .await
-    {
-        Ok(r) if r.is_success() => {}
-        Ok(r) => {
-            tracing::debug!(component = "kubelet", pod = %name, "event {reason}: {} {}", r.status, r.error_message())
+    let events = format!("/api/v1/namespaces/{ns}/events");
+    let result = async {
+        let r = s
+            .api
+            .call(
+                http::Method::POST,
+                &events,
+                Some("application/json"),
+                Some(event),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.status != 409 {
+            return if r.is_success() {
+                Ok(())
+            } else {
+                Err(format!("{} {}", r.status, r.error_message()))
+            };
         }
-        Err(e) => tracing::debug!(component = "kubelet", pod = %name, "event {reason}: {e}"),
+        let path = format!("{events}/{event_name}");
+        let count = s.api.get_json(&path).await?["count"].as_i64().unwrap_or(1);
+        let patch = json!({"count": count + 1, "lastTimestamp": stamp});
+        let r = s
+            .api
+            .call(
+                http::Method::PATCH,
+                &path,
+                Some("application/merge-patch+json"),
+                Some(patch),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.is_success() {
+            Ok(())
+        } else {
+            Err(format!("{} {}", r.status, r.error_message()))
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::debug!(component = "kubelet", pod = %name, "event {reason}: {e}");
     }
 }
 
