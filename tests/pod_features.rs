@@ -81,13 +81,7 @@ impl Drop for DumpOnFailure {
 
 #[test]
 fn probes_secrets_init_containers_host_ports_and_users() {
-    for (tool, pkg) in [("containerd", "containerd"), ("runc", "runc")] {
-        require_tool(tool, pkg);
-    }
-    assert!(
-        Path::new("/usr/lib/cni/bridge").is_file() || Path::new("/opt/cni/bin/bridge").is_file(),
-        "the CNI plugins are required: apt-get install -y containernetworking-plugins"
-    );
+    require_pod_runtime(&[]);
     let block = AddrBlock::new();
     let ip = block.ip(1);
     let root = tempfile::tempdir().unwrap();

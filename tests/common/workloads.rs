@@ -128,3 +128,18 @@ pub fn apply(k: &Path, dir: &Path, name: &str, yaml: &str) {
         ],
     );
 }
+
+/// Fails with a clear message unless containerd, runc (and `extra` tools) and the CNI plugins
+/// are installed.
+pub fn require_pod_runtime(extra: &[(&str, &str)]) {
+    for (tool, pkg) in [("containerd", "containerd"), ("runc", "runc")]
+        .iter()
+        .chain(extra)
+    {
+        require_tool(tool, pkg);
+    }
+    assert!(
+        Path::new("/usr/lib/cni/bridge").is_file() || Path::new("/opt/cni/bin/bridge").is_file(),
+        "the CNI plugins are required: apt-get install -y containernetworking-plugins"
+    );
+}
