@@ -81,7 +81,7 @@ impl Drop for DumpOnFailure {
 
 #[test]
 fn probes_secrets_init_containers_host_ports_and_users() {
-    require_pod_runtime(&[]);
+    require_pod_runtime();
     let block = AddrBlock::new();
     let ip = block.ip(1);
     let root = tempfile::tempdir().unwrap();
@@ -126,7 +126,7 @@ fn probes_secrets_init_containers_host_ports_and_users() {
     let www = root.path().join("www");
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(www.join("alive"), "yes\n").unwrap();
-    apply(
+    apply_yaml(
         &k,
         root.path(),
         "probed",
@@ -276,7 +276,7 @@ spec:
         ],
     );
     let host_port = 20000 + (u16::from(o[1]) * 256 + u16::from(o[2])) % 20000;
-    apply(
+    apply_yaml(
         &k,
         root.path(),
         "features",

@@ -31,7 +31,7 @@ fn ctr_containers(data: &Path) -> Vec<String> {
 
 #[test]
 fn pods_run_on_containerd_and_survive_a_daemon_kill() {
-    require_pod_runtime(&[("ctr", "containerd")]);
+    require_pod_runtime();
     let block = AddrBlock::new();
     let ip = block.ip(1);
     let root = tempfile::tempdir().unwrap();
@@ -83,7 +83,7 @@ fn pods_run_on_containerd_and_survive_a_daemon_kill() {
     });
 
     let marker = format!("rke2-test-{}", unique_suffix());
-    apply(
+    apply_yaml(
         &k,
         root.path(),
         "web",
@@ -143,7 +143,7 @@ spec:
     assert!(container_id.starts_with("containerd://"), "{container_id}");
 
     // A crashing container restarts with growing back-off delays.
-    apply(
+    apply_yaml(
         &k,
         root.path(),
         "crash",
@@ -160,7 +160,7 @@ spec:
     );
     // A missing image (pulled from a loopback address nobody serves).
     let missing = format!("{}:1/nothing/here:1", block.ip(250));
-    apply(
+    apply_yaml(
         &k,
         root.path(),
         "missing",

@@ -1,11 +1,11 @@
 //! Pod test helpers: offline test images (busybox-static as an image and as a pause image) and
-//! the `rke2 killall` cleanup guard, and pod reading/applying helpers, shared by tests/workloads.rs,
+//! the `rke2 killall` cleanup guard, and pod helpers, shared by tests/workloads.rs,
 //! tests/pod_features.rs and benches/pods.rs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{kubectl, kubectl_ok, require_tool, rke2_bin};
+use super::{kubectl, require_tool, rke2_bin};
 
 /// The pause image the helpers build, as the `pause-image` setting names it.
 pub const PAUSE_IMAGE: &str = "rke2test/pause:1";
@@ -25,14 +25,7 @@ pub fn build_images(work: &Path, images: &Path) {
     std::fs::create_dir_all(images).unwrap();
     let layout = work.join("oci");
     let bundle = work.join("bundle");
-    let run = |args: &[&str]| {
-        let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = run_ok;
     let l = layout.display().to_string();
     let b = bundle.display().to_string();
     run(&["umoci", "init", "--layout", &l]);
@@ -91,6 +84,46 @@ pub fn build_images(work: &Path, images: &Path) {
     }
 }
 
+/// Runs `args[0]` with the rest as arguments; panics with its stderr unless it succeeds.
+pub fn run_ok(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Checks for what pods need on a node: containerd, runc, ctr and the CNI plugins.
+pub fn require_pod_runtime() {
+    for (tool, pkg) in [
+        ("containerd", "containerd"),
+        ("runc", "runc"),
+        ("ctr", "containerd"),
+    ] {
+        require_tool(tool, pkg);
+    }
+    assert!(
+        Path::new("/usr/lib/cni/bridge").is_file() || Path::new("/opt/cni/bin/bridge").is_file(),
+        "the CNI plugins are required: apt-get install -y containernetworking-plugins"
+    );
+}
+
+/// Writes `yaml` to `<dir>/<name>.yaml` and `kubectl apply`s it.
+pub fn apply_yaml(k: &Path, dir: &Path, name: &str, yaml: &str) {
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, yaml).unwrap();
+    super::kubectl_ok(
+        k,
+        &[
+            "apply",
+            "--validate=false",
+            "-f",
+            &file.display().to_string(),
+        ],
+    );
+}
+
 /// Runs `rke2 killall` for a node's data dir when dropped (after its daemon), so no container,
 /// netns, mount or bridge outlives the test, even when it fails.
 pub struct NodeCleanup(pub PathBuf);
@@ -112,34 +145,4 @@ pub fn pod_field(k: &Path, pod: &str, path: &str) -> String {
         &["get", "pod", pod, "-o", &format!("jsonpath={{{path}}}")],
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Writes `yaml` to `<dir>/<name>.yaml` and `kubectl apply`s it.
-pub fn apply(k: &Path, dir: &Path, name: &str, yaml: &str) {
-    let file = dir.join(format!("{name}.yaml"));
-    std::fs::write(&file, yaml).unwrap();
-    kubectl_ok(
-        k,
-        &[
-            "apply",
-            "--validate=false",
-            "-f",
-            &file.display().to_string(),
-        ],
-    );
-}
-
-/// Fails with a clear message unless containerd, runc (and `extra` tools) and the CNI plugins
-/// are installed.
-pub fn require_pod_runtime(extra: &[(&str, &str)]) {
-    for (tool, pkg) in [("containerd", "containerd"), ("runc", "runc")]
-        .iter()
-        .chain(extra)
-    {
-        require_tool(tool, pkg);
-    }
-    assert!(
-        Path::new("/usr/lib/cni/bridge").is_file() || Path::new("/opt/cni/bin/bridge").is_file(),
-        "the CNI plugins are required: apt-get install -y containernetworking-plugins"
-    );
 }
