@@ -21,53 +21,51 @@ fn main() {
     let root = tempfile::tempdir().unwrap();
     let server_ip = block.ip(1);
     let agent_ip = block.ip(2);
+    // Node names (and so CNI bridge names) and the cluster CIDR (a /25 of 198.18.0.0/16, a /26
+    // per node) are derived from the address block, so runs next to other tests never share a
+    // bridge or a pod range.
+    let o = agent_ip.octets();
+    let (server_name, agent_name) = (
+        format!("bs{}x{}", o[1], o[2]),
+        format!("ba{}x{}", o[1], o[2]),
+    );
+    let cluster_cidr = format!("198.18.{}.{}/25", o[1], (o[2] % 2) * 128);
     let server = start_server(
-        "s1",
+        &server_name,
         server_ip,
         root.path(),
         &[
-            ("cluster-cidr", "198.18.0.0/16".into()),
+            ("cluster-cidr", cluster_cidr),
+            ("node-cidr-mask-size", "26".into()),
             ("service-cidr", "198.19.0.0/16".into()),
             ("pause-image", PAUSE_IMAGE.into()),
         ],
     );
     let _server_cleanup = NodeCleanup(server.data_dir());
     let k = server.kubeconfig.clone();
-    wait_node_ready(&k, "s1", Duration::from_secs(120));
-    let agent_dir = root.path().join("a1");
+    wait_node_ready(&k, &server_name, Duration::from_secs(120));
+    let agent_dir = root.path().join(&agent_name);
     build_images(
         &root.path().join("build"),
         &agent_dir.join("data/agent/images"),
     );
     let _agent_cleanup = NodeCleanup(agent_dir.join("data"));
     let mut agent = start_agent(
-        "a1",
+        &agent_name,
         agent_ip,
         root.path(),
         &server.supervisor(),
         &server.token(),
         &[("pause-image", PAUSE_IMAGE.into())],
     );
-    wait_node_ready(&k, "a1", Duration::from_secs(120));
-    let o = agent_ip.octets();
-    let cidr = format!("198.18.{}.{}/26", o[1], (o[2] % 4) * 64);
-    kubectl_ok(
-        &k,
-        &[
-            "patch",
-            "node",
-            "a1",
-            "-p",
-            &format!(r#"{{"spec":{{"podCIDR":"{cidr}","podCIDRs":["{cidr}"]}}}}"#),
-        ],
-    );
+    wait_node_ready(&k, &agent_name, Duration::from_secs(120));
     wait_for(Duration::from_secs(60), "agent images and CNI", || {
         let out = kubectl(
             &k,
             &[
                 "get",
                 "node",
-                "a1",
+                &agent_name,
                 "-o",
                 "jsonpath={.status.images[*].names}",
             ],
@@ -79,7 +77,7 @@ fn main() {
     let mut yaml = String::new();
     for i in 0..PODS {
         yaml.push_str(&format!(
-            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: b{i}}}\nspec:\n  nodeName: a1\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {BUSYBOX_IMAGE}\n    command: [\"sleep\", \"3600\"]\n"
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: b{i}}}\nspec:\n  nodeName: {agent_name}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {BUSYBOX_IMAGE}\n    command: [\"sleep\", \"3600\"]\n"
         ));
     }
     let file = root.path().join("pods.yaml");

@@ -1,7 +1,8 @@
 //! HTTPS plumbing shared by the supervisor (9345), the API server (6443) and every client the
 //! daemon uses: rustls server configs with optional client-certificate authentication, an accept
 //! loop that hands each request the caller's certificate identity, and a small one-shot HTTPS
-//! client (a fresh connection per request, so a dead server is never reused).
+//! client (a fresh connection per request, so a dead server is never reused, unless a caller
+//! opts into [`HttpsClient::with_keep_alive`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -647,7 +648,14 @@ impl Response {
 /// Largest response body a client reads.
 const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 
-/// A small HTTPS client. One connection per request.
+/// Idle keep-alive connections of a [`HttpsClient::with_keep_alive`] client, by address.
+type Pool =
+    Arc<std::sync::Mutex<Vec<(String, hyper::client::conn::http1::SendRequest<Full<Bytes>>)>>>;
+
+/// How many idle connections a keep-alive client keeps.
+const MAX_IDLE: usize = 8;
+
+/// A small HTTPS client. One connection per request, or pooled keep-alive connections.
 #[derive(Clone)]
 pub struct HttpsClient {
     tls: Arc<ClientConfig>,
@@ -655,6 +663,7 @@ pub struct HttpsClient {
     /// points at a local load balancer address that is not in the serving certificate).
     server_name: Option<String>,
     timeout: Duration,
+    pool: Option<Pool>,
 }
 
 impl HttpsClient {
@@ -684,6 +693,7 @@ impl HttpsClient {
             tls: Arc::new(cfg),
             server_name: None,
             timeout,
+            pool: None,
         })
     }
 
@@ -699,6 +709,16 @@ impl HttpsClient {
     /// Verify the server certificate against `name` whatever address is dialled.
     pub fn with_server_name(mut self, name: &str) -> Self {
         self.server_name = Some(name.to_string());
+        self
+    }
+
+    /// Keep connections open and reuse them for later [`HttpsClient::request`]s (clones share
+    /// the pool), sparing a TCP + TLS handshake per request for a client that talks to one
+    /// server all the time (the node runtime). A closed connection is never reused; a request
+    /// that fails on a reused connection before any answer is sent once more on a fresh one
+    /// (callers using this send idempotent requests or tolerate a repeat, like events).
+    pub fn with_keep_alive(mut self) -> Self {
+        self.pool = Some(Pool::default());
         self
     }
 
@@ -730,7 +750,11 @@ impl HttpsClient {
         headers: &[(&str, String)],
         body: Option<Vec<u8>>,
     ) -> Result<Response, ClientError> {
-        let resp = self.send(method, url, headers, body).await?;
+        let (resp, reuse) = match self.send_pooled(&method, url, headers, &body).await {
+            Some(Ok(pooled)) => pooled,
+            // Nothing pooled, or the pooled connection failed: a fresh one.
+            Some(Err(_)) | None => self.send_on_new(method, url, headers, body).await?,
+        };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = Limited::new(resp.into_body(), MAX_RESPONSE)
@@ -741,11 +765,59 @@ impl HttpsClient {
                 message: e.to_string(),
             })?
             .to_bytes();
+        if let (Some(pool), Some((key, sender))) = (&self.pool, reuse)
+            && !sender.is_closed()
+        {
+            let mut idle = pool.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < MAX_IDLE {
+                idle.push((key, sender));
+            }
+        }
         Ok(Response {
             status,
             headers,
             body,
         })
+    }
+
+    /// Sends on an idle pooled connection to the URL's address, if there is one.
+    async fn send_pooled(
+        &self,
+        method: &http::Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &Option<Vec<u8>>,
+    ) -> Option<Result<PooledResponse, ClientError>> {
+        let pool = self.pool.as_ref()?;
+        let target = self.target(url).ok()?;
+        let mut sender = loop {
+            let mut idle = pool.lock().unwrap_or_else(|e| e.into_inner());
+            let i = idle.iter().position(|(k, _)| *k == target.key)?;
+            let (_, sender) = idle.swap_remove(i);
+            if !sender.is_closed() {
+                break sender;
+            }
+        };
+        if sender.ready().await.is_err() {
+            return Some(Err(ClientError::Request {
+                url: url.to_string(),
+                message: "pooled connection closed".into(),
+            }));
+        }
+        let req = match target.request(method.clone(), headers, body.clone()) {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(
+            sender
+                .send_request(req)
+                .await
+                .map(|resp| (resp, Some((target.key, sender))))
+                .map_err(|e| ClientError::Request {
+                    url: url.to_string(),
+                    message: e.to_string(),
+                }),
+        )
     }
 
     /// Sends one request and returns the status and the body as it arrives (for watches): the
@@ -773,6 +845,10 @@ impl HttpsClient {
         headers: &[(&str, String)],
         body: Option<Vec<u8>>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        Ok(self.send_on_new(method, url, headers, body).await?.0)
+    }
+
+    fn target(&self, url: &str) -> Result<Target, ClientError> {
         let uri: http::Uri = url.parse().map_err(|_| ClientError::Url(url.to_string()))?;
         if uri.scheme_str() != Some("https") {
             return Err(ClientError::Url(format!(
@@ -792,6 +868,30 @@ impl HttpsClient {
         } else {
             format!("{host}:{port}")
         };
+        let name = self.server_name.clone().unwrap_or_else(|| host.clone());
+        Ok(Target {
+            key: format!("{addr}/{name}"),
+            url: url.to_string(),
+            path: uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+                .to_string(),
+            addr,
+            name,
+        })
+    }
+
+    /// Sends on a new connection; returns the sender too when the client pools connections.
+    async fn send_on_new(
+        &self,
+        method: http::Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Option<Vec<u8>>,
+    ) -> Result<PooledResponse, ClientError> {
+        let target = self.target(url)?;
+        let addr = target.addr.clone();
         let tcp = TcpStream::connect(&addr)
             .await
             .map_err(|e| ClientError::Connect {
@@ -799,7 +899,7 @@ impl HttpsClient {
                 message: e.to_string(),
             })?;
         let _ = tcp.set_nodelay(true);
-        let name = self.server_name.clone().unwrap_or_else(|| host.clone());
+        let name = target.name.clone();
         let server_name = ServerName::try_from(name.clone())
             .map_err(|source| ClientError::ServerName { name, source })?;
         let stream = TlsConnector::from(self.tls.clone())
@@ -818,11 +918,45 @@ impl HttpsClient {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let req = target.request(method, headers, body)?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Request {
+                url: url.to_string(),
+                message: e.to_string(),
+            })?;
+        let reuse = self.pool.is_some().then_some((target.key, sender));
+        Ok((resp, reuse))
+    }
+}
+
+/// A response and, for a pooling client, the connection to give back once its body is read.
+type PooledResponse = (
+    hyper::Response<hyper::body::Incoming>,
+    Option<(String, hyper::client::conn::http1::SendRequest<Full<Bytes>>)>,
+);
+
+/// Where a request goes: address, TLS name, path (and the pool key of the first two).
+struct Target {
+    key: String,
+    url: String,
+    addr: String,
+    name: String,
+    path: String,
+}
+
+impl Target {
+    fn request(
+        &self,
+        method: http::Method,
+        headers: &[(&str, String)],
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Request<Full<Bytes>>, ClientError> {
         let mut req = hyper::Request::builder()
             .method(method)
-            .uri(path)
-            .header(http::header::HOST, &addr)
+            .uri(self.path.as_str())
+            .header(http::header::HOST, &self.addr)
             .header(
                 http::header::USER_AGENT,
                 concat!("rke2-rs/", env!("CARGO_PKG_VERSION")),
@@ -830,17 +964,9 @@ impl HttpsClient {
         for (k, v) in headers {
             req = req.header(*k, v);
         }
-        let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        req.body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Request {
-                url: url.to_string(),
-                message: e.to_string(),
-            })?;
-        sender
-            .send_request(req)
-            .await
-            .map_err(|e| ClientError::Request {
-                url: url.to_string(),
+                url: self.url.clone(),
                 message: e.to_string(),
             })
     }
@@ -928,6 +1054,42 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+        cancel.cancel();
+    }
+
+    /// A keep-alive client sends its requests over one connection (the server sees one client
+    /// port); a plain client dials anew for each.
+    #[tokio::test]
+    async fn keep_alive_clients_reuse_their_connection() {
+        use axum::routing::get;
+        let router = axum::Router::new().route(
+            "/port",
+            get(|req: axum::extract::Request| async move {
+                req.extensions()
+                    .get::<ConnInfo>()
+                    .map(|c| c.remote.port().to_string())
+                    .unwrap_or_default()
+            }),
+        );
+        let (addr, client, cancel) = start(router).await;
+        let url = format!("https://{addr}/port");
+        let ports = |c: HttpsClient| {
+            let url = url.clone();
+            async move {
+                let mut out = Vec::new();
+                for _ in 0..3 {
+                    let r = c.request(http::Method::GET, &url, &[], None).await.unwrap();
+                    assert_eq!(r.status, 200);
+                    out.push(r.text());
+                }
+                out
+            }
+        };
+        let pooled = ports(client.clone().with_keep_alive()).await;
+        assert!(!pooled[0].is_empty());
+        assert!(pooled.iter().all(|p| *p == pooled[0]), "{pooled:?}");
+        let fresh = ports(client).await;
+        assert!(fresh[0] != fresh[1] && fresh[1] != fresh[2], "{fresh:?}");
         cancel.cancel();
     }
 

@@ -16,28 +16,6 @@ use std::time::{Duration, Instant};
 use common::workloads::*;
 use common::*;
 
-fn pod_field(k: &Path, pod: &str, path: &str) -> String {
-    let out = kubectl(
-        k,
-        &["get", "pod", pod, "-o", &format!("jsonpath={{{path}}}")],
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn apply(k: &Path, dir: &Path, name: &str, yaml: &str) {
-    let file = dir.join(format!("{name}.yaml"));
-    std::fs::write(&file, yaml).unwrap();
-    kubectl_ok(
-        k,
-        &[
-            "apply",
-            "--validate=false",
-            "-f",
-            &file.display().to_string(),
-        ],
-    );
-}
-
 fn ctr_containers(data: &Path) -> Vec<String> {
     let out = Command::new("ctr")
         .arg("--address")
@@ -105,7 +83,7 @@ fn pods_run_on_containerd_and_survive_a_daemon_kill() {
     });
 
     let marker = format!("rke2-test-{}", unique_suffix());
-    apply(
+    apply_yaml(
         &k,
         root.path(),
         "web",
@@ -165,7 +143,7 @@ spec:
     assert!(container_id.starts_with("containerd://"), "{container_id}");
 
     // A crashing container restarts with growing back-off delays.
-    apply(
+    apply_yaml(
         &k,
         root.path(),
         "crash",
@@ -182,7 +160,7 @@ spec:
     );
     // A missing image (pulled from a loopback address nobody serves).
     let missing = format!("{}:1/nothing/here:1", block.ip(250));
-    apply(
+    apply_yaml(
         &k,
         root.path(),
         "missing",

@@ -357,6 +357,86 @@ pub fn admit_node_bound_delete(
     )))
 }
 
+/// Whether `a` is a node reading one Secret or ConfigMap by name. Such a read is denied by
+/// [`authorize`] (nodes may not read these kinds at large) but allowed by
+/// [`admit_node_reference`] when a pod bound to the node references the object (upstream's
+/// Node authorizer graph, docs/security.md).
+pub fn needs_node_reference(user: &User, a: &Attributes<'_>) -> bool {
+    user.node_name().is_some()
+        && is_referenced_kind(a.resource)
+        && a.verb == "get"
+        && a.subresource.is_none()
+        && a.name.is_some()
+        && a.namespace.is_some()
+}
+
+fn is_referenced_kind(info: &ResourceInfo) -> bool {
+    *info == crate::registry::SECRETS || *info == crate::registry::CONFIGMAPS
+}
+
+/// Names of the Secrets (`secrets = true`) or ConfigMaps a pod refers to: env `valueFrom`,
+/// `envFrom`, volumes (also projected ones) and, for secrets, `imagePullSecrets`.
+pub fn pod_references(pod: &Value, secrets: bool) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut add = |v: Option<&Value>| {
+        if let Some(n) = v.and_then(Value::as_str) {
+            out.insert(n.to_string());
+        }
+    };
+    let (key_ref, from_ref, volume, volume_name) = if secrets {
+        ("secretKeyRef", "secretRef", "secret", "secretName")
+    } else {
+        ("configMapKeyRef", "configMapRef", "configMap", "name")
+    };
+    let spec = &pod["spec"];
+    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    for field in ["containers", "initContainers", "ephemeralContainers"] {
+        for c in list(&spec[field]) {
+            for e in list(&c["env"]) {
+                add(e.pointer(&format!("/valueFrom/{key_ref}/name")));
+            }
+            for f in list(&c["envFrom"]) {
+                add(f.pointer(&format!("/{from_ref}/name")));
+            }
+        }
+    }
+    for v in list(&spec["volumes"]) {
+        add(v.pointer(&format!("/{volume}/{volume_name}")));
+        for src in list(&v.pointer("/projected/sources").cloned().unwrap_or_default()) {
+            add(src.pointer(&format!("/{volume}/name")));
+        }
+    }
+    if secrets {
+        for s in list(&spec["imagePullSecrets"]) {
+            add(s.get("name"));
+        }
+    }
+    out
+}
+
+/// Allows a read for which [`needs_node_reference`] holds when one of `pods` (the namespace's
+/// pods) is bound to the node and references the object; denies with upstream's message
+/// otherwise.
+pub fn admit_node_reference(user: &User, a: &Attributes<'_>, pods: &[Value]) -> Result<(), Denied> {
+    let (Some(node), Some(name)) = (user.node_name(), a.name) else {
+        return Err(denial(user, a));
+    };
+    let secrets = *a.resource == crate::registry::SECRETS;
+    let referenced = pods.iter().any(|p| {
+        p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node)
+            && p.pointer("/metadata/namespace").and_then(Value::as_str) == a.namespace
+            && pod_references(p, secrets).contains(name)
+    });
+    if referenced {
+        Ok(())
+    } else {
+        let Denied(base) = denial(user, a);
+        Err(Denied(format!(
+            "{base}: no relationship found between node '{node}' and this object"
+        )))
+    }
+}
+
 /// A node identity may delete its own Node (authorized already) unless that node is an etcd
 /// member: removing a server's Node removes its member, which only an admin may decide.
 pub fn admit_node_delete(user: &User, name: &str, is_etcd_member: bool) -> Result<(), Denied> {
@@ -400,6 +480,76 @@ mod tests {
         );
         assert!(admit_node_bound_delete(&n1, pods, &json!({"metadata": {"name": "p"}})).is_err());
         assert!(admit_node_bound_delete(&admin, pods, &on("n2")).is_ok());
+    }
+
+    /// A node reads a Secret or ConfigMap only when a pod bound to it references it.
+    #[test]
+    fn nodes_read_only_the_secrets_and_config_maps_of_their_pods() {
+        let secrets = &crate::registry::SECRETS;
+        let cms = &crate::registry::CONFIGMAPS;
+        let n1 = user("system:node:n1", &["system:nodes", "system:authenticated"]);
+        let get = |resource, name| Attributes {
+            verb: "get",
+            resource,
+            subresource: None,
+            namespace: Some("default"),
+            name: Some(name),
+        };
+        let pods = vec![
+            json!({"metadata": {"name": "p1", "namespace": "default"}, "spec": {"nodeName": "n1",
+                "containers": [{"name": "c",
+                    "env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "env-secret", "key": "k"}}},
+                            {"name": "B", "valueFrom": {"configMapKeyRef": {"name": "env-cm", "key": "k"}}}],
+                    "envFrom": [{"secretRef": {"name": "from-secret"}}]}],
+                "initContainers": [{"name": "i", "envFrom": [{"configMapRef": {"name": "init-cm"}}]}],
+                "imagePullSecrets": [{"name": "pull"}],
+                "volumes": [{"name": "v", "secret": {"secretName": "vol-secret"}},
+                            {"name": "w", "configMap": {"name": "vol-cm"}},
+                            {"name": "x", "projected": {"sources": [{"secret": {"name": "proj-secret"}}]}}]}}),
+            json!({"metadata": {"name": "p2", "namespace": "default"}, "spec": {"nodeName": "n2",
+                "volumes": [{"name": "v", "secret": {"secretName": "other-node"}}]}}),
+            json!({"metadata": {"name": "p3", "namespace": "kube-system"}, "spec": {"nodeName": "n1",
+                "volumes": [{"name": "v", "secret": {"secretName": "other-ns"}}]}}),
+        ];
+        for name in [
+            "env-secret",
+            "from-secret",
+            "pull",
+            "vol-secret",
+            "proj-secret",
+        ] {
+            let a = get(secrets, name);
+            assert!(authorize(&n1, &a).is_err(), "{name}: not readable at large");
+            assert!(needs_node_reference(&n1, &a));
+            assert!(admit_node_reference(&n1, &a, &pods).is_ok(), "{name}");
+        }
+        for name in ["env-cm", "init-cm", "vol-cm"] {
+            assert!(
+                admit_node_reference(&n1, &get(cms, name), &pods).is_ok(),
+                "{name}"
+            );
+        }
+        for name in ["other-node", "other-ns", "env-cm", "unreferenced"] {
+            let e = admit_node_reference(&n1, &get(secrets, name), &pods).unwrap_err();
+            assert_eq!(
+                e.0,
+                format!(
+                    "secrets \"{name}\" is forbidden: User \"system:node:n1\" cannot get resource \"secrets\" in API group \"\" in the namespace \"default\": no relationship found between node 'n1' and this object"
+                )
+            );
+        }
+        assert!(admit_node_reference(&n1, &get(cms, "env-secret"), &pods).is_err());
+        // Lists and watches of these kinds stay forbidden for nodes; other users are not
+        // subject to the graph at all.
+        let list = Attributes {
+            verb: "list",
+            name: None,
+            ..get(cms, "x")
+        };
+        assert!(authorize(&n1, &list).is_err());
+        assert!(!needs_node_reference(&n1, &list));
+        let admin = user("system:admin", &["system:masters"]);
+        assert!(!needs_node_reference(&admin, &get(secrets, "x")));
     }
 
     #[test]

@@ -179,17 +179,24 @@ pub async fn handle(
         Op::Create(body) => body.pointer("/metadata/name").and_then(Value::as_str),
         _ => None,
     };
-    authz::authorize(
-        user,
-        &Attributes {
-            verb: verb.as_str(),
-            resource: info,
-            subresource: r.subresource.as_deref(),
-            namespace: ns,
-            name: r.name.as_deref().or(create_name),
-        },
-    )
-    .map_err(deny)?;
+    let attrs = Attributes {
+        verb: verb.as_str(),
+        resource: info,
+        subresource: r.subresource.as_deref(),
+        namespace: ns,
+        name: r.name.as_deref().or(create_name),
+    };
+    if let Err(denied) = authz::authorize(user, &attrs) {
+        if !authz::needs_node_reference(user, &attrs) {
+            return Err(deny(denied));
+        }
+        // A node reading a Secret/ConfigMap: allowed when one of its pods references it.
+        let pods = storage(st)?
+            .list(&crate::registry::PODS, ns, &ListOptions::default())
+            .await?
+            .items;
+        authz::admit_node_reference(user, &attrs, &pods).map_err(deny)?;
+    }
     let store = storage(st)?;
     if r.subresource.as_deref() == Some("log") {
         let Op::Get(name) = op else {

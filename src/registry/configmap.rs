@@ -4,9 +4,9 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1 as core;
 use serde_json::Value;
 
-use super::ResourceInfo;
 use super::fields::*;
 use super::print::*;
+use super::{NodeAccess, ResourceInfo};
 
 /// `configmaps`.
 pub static CONFIGMAPS: ResourceInfo = ResourceInfo {
@@ -20,6 +20,8 @@ pub static CONFIGMAPS: ResourceInfo = ResourceInfo {
         cells,
         conditions: no_conditions,
     },
+    // Nodes read only the ConfigMaps their pods reference (crate::apiserver::authz).
+    node_access: NodeAccess::Hidden,
     protobuf: Some(super::protobuf::CORE_V1),
     ..ResourceInfo::stored(
         "",

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::containerd::Layout;
 use super::cri::{Cri, v1};
 use super::podspec::{self, PodContext};
+use super::probes::{self, ProbeKind};
 use super::{Cni, NodeRuntimeConfig, RuntimeError, cni};
 use crate::https::{ClientIdentity, HttpsClient, ServerTrust};
 
@@ -83,7 +84,9 @@ impl Kubelet {
             }),
             REQUEST_TIMEOUT,
         )
-        .map_err(|e| RuntimeError::Cri(format!("API client: {e}")))?;
+        .map_err(|e| RuntimeError::Cri(format!("API client: {e}")))?
+        // Every pod sync talks to the API: reuse connections instead of a handshake each.
+        .with_keep_alive();
         if let Some(n) = &cfg.server_name {
             client = client.with_server_name(n);
         }
@@ -391,6 +394,10 @@ struct WorkerState {
     start_time: Option<String>,
     /// Per-container waiting reasons found in this sync.
     waiting: HashMap<String, (String, String)>,
+    /// Probe bookkeeping of each running container, by container name.
+    probes: HashMap<String, probes::ContainerProbes>,
+    /// The pod's ready sandbox as of the last sync.
+    sandbox_id: Option<String>,
 }
 
 async fn pod_worker(
@@ -674,50 +681,34 @@ async fn ensure_image(
 /// The pod's context (env and volume sources) for the current sandbox.
 async fn pod_context(s: &Shared, pod: &core::Pod, pod_ip: &str) -> PodContext {
     let (ns, _, uid) = podspec::meta(pod);
-    let mut names: Vec<String> = Vec::new();
-    if let Some(spec) = &pod.spec {
-        for c in spec
-            .containers
-            .iter()
-            .chain(spec.init_containers.iter().flatten())
-        {
-            for e in c.env.iter().flatten() {
-                if let Some(k) = e
-                    .value_from
-                    .as_ref()
-                    .and_then(|v| v.config_map_key_ref.as_ref())
-                {
-                    names.push(k.name.clone());
-                }
-            }
-            for f in c.env_from.iter().flatten() {
-                if let Some(r) = &f.config_map_ref {
-                    names.push(r.name.clone());
-                }
-            }
-        }
-        for v in spec.volumes.iter().flatten() {
-            if let Some(cm) = &v.config_map {
-                names.push(cm.name.clone());
-            }
-        }
-    }
-    names.sort();
-    names.dedup();
+    let (config_map_names, secret_names) = podspec::references(pod);
     let mut config_maps = BTreeMap::new();
-    for n in names {
-        if let Ok(cm) = s
-            .api
-            .get_json(&format!("/api/v1/namespaces/{ns}/configmaps/{n}"))
-            .await
-        {
+    let mut secrets = BTreeMap::new();
+    let get = |kind: &'static str, n: String| async move {
+        let path = format!("/api/v1/namespaces/{ns}/{kind}/{n}");
+        (n, s.api.get_json(&path).await)
+    };
+    let cm_reads = config_map_names.into_iter().map(|n| get("configmaps", n));
+    let secret_reads = secret_names.into_iter().map(|n| get("secrets", n));
+    let (cm_objs, secret_objs) = tokio::join!(
+        futures_util::future::join_all(cm_reads),
+        futures_util::future::join_all(secret_reads)
+    );
+    for (n, obj) in cm_objs {
+        if let Ok(cm) = obj {
             let data: BTreeMap<String, String> =
                 serde_json::from_value(cm["data"].clone()).unwrap_or_default();
             config_maps.insert(n, data);
         }
     }
+    for (n, obj) in secret_objs {
+        if let Ok(secret) = obj {
+            secrets.insert(n, podspec::secret_data(&secret));
+        }
+    }
     PodContext {
         node_name: s.cfg.node_name.clone(),
+        namespace: ns.to_string(),
         host_ip: s
             .cfg
             .node_ips
@@ -726,6 +717,7 @@ async fn pod_context(s: &Shared, pod: &core::Pod, pod_ip: &str) -> PodContext {
             .unwrap_or_default(),
         pod_ip: pod_ip.to_string(),
         config_maps,
+        secrets,
         pod_dir: s.layout.pods_dir().join(uid),
         log_dir: podspec::log_dir(&s.layout.pod_logs(), pod),
     }
@@ -801,15 +793,29 @@ async fn sync_pod(
     let finished = phase_now == "Succeeded" || phase_now == "Failed";
     let host_network = spec.host_network.unwrap_or(false);
 
-    // 1. The sandbox.
-    let sandboxes = our_sandboxes(s, &uid).await?;
-    let ready = sandboxes
-        .iter()
-        .find(|sb| sb.state == v1::PodSandboxState::SandboxReady as i32)
-        .cloned();
+    // 1. The sandbox: the one found last time while it stays ready (one status call instead
+    // of listing every sandbox of the node, per pod, per second), else looked up by pod UID.
+    let mut sandboxes = Vec::new();
+    let mut cached_status = None;
+    if let Some(id) = &state.sandbox_id
+        && let Ok(st) = s.cri.sandbox_status(id).await
+        && st.state == v1::PodSandboxState::SandboxReady as i32
+    {
+        cached_status = Some(st);
+    }
+    let ready = match &cached_status {
+        Some(st) => Some(st.id.clone()),
+        None => {
+            sandboxes = our_sandboxes(s, &uid).await?;
+            sandboxes
+                .iter()
+                .find(|sb| sb.state == v1::PodSandboxState::SandboxReady as i32)
+                .map(|sb| sb.id.clone())
+        }
+    };
     let mut sandbox_msg: Option<(String, String)> = None;
     let sandbox = match ready {
-        Some(sb) => Some(sb.id),
+        Some(id) => Some(id),
         None if finished => None,
         None if !host_network && !*s.network_ready.borrow() => {
             sandbox_msg = Some((
@@ -853,9 +859,13 @@ async fn sync_pod(
             }
         }
     };
+    state.sandbox_id = sandbox.clone();
     let (pod_ip, observed, sandbox_cfg, ctx) = match &sandbox {
         Some(id) => {
-            let st = s.cri.sandbox_status(id).await?;
+            let st = match cached_status {
+                Some(st) => st,
+                None => s.cri.sandbox_status(id).await?,
+            };
             let ip = st.network.map(|n| n.ip).unwrap_or_default();
             let ctx = pod_context(s, pod, &ip).await;
             let mut cfg = podspec::sandbox_config(pod, &ctx);
@@ -936,6 +946,16 @@ async fn sync_pod(
         Some(id) => observe(s, id).await?,
         None => observed,
     };
+    let probe_host = if host_network {
+        s.cfg
+            .node_ips
+            .first()
+            .map(|i| i.to_string())
+            .unwrap_or_default()
+    } else {
+        pod_ip.clone()
+    };
+    check_probes(s, pod, &spec, &observed, &probe_host, state).await;
 
     // 3. Status.
     let status = pod_status(
@@ -968,6 +988,173 @@ async fn sync_pod(
         }
     }
     Ok(())
+}
+
+/// Runs the probes that are due for the pod's running containers (concurrently), records
+/// the results, posts `Unhealthy` for each failure, and kills a container whose liveness or
+/// startup probe failed (`Killing`), so its restart policy restarts it.
+async fn check_probes(
+    s: &Shared,
+    pod: &core::Pod,
+    spec: &core::PodSpec,
+    observed: &HashMap<String, Observed>,
+    host: &str,
+    state: &mut WorkerState,
+) {
+    let now = Instant::now();
+    let now_nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    let mut running = std::collections::HashSet::new();
+    let mut due = Vec::new();
+    for c in &spec.containers {
+        let Some(l) = observed.get(&c.name).and_then(|o| o.latest.as_ref()) else {
+            continue;
+        };
+        if state_of(l) != v1::ContainerState::ContainerRunning {
+            continue;
+        }
+        running.insert(c.name.clone());
+        let p = state
+            .probes
+            .entry(c.name.clone())
+            .or_insert_with(|| probes::ContainerProbes::new(&l.id));
+        if p.container_id != l.id {
+            *p = probes::ContainerProbes::new(&l.id);
+        }
+        let running_for = Duration::from_nanos((now_nanos - l.started_at).max(0) as u64);
+        for kind in p.due(c, running_for, now) {
+            due.push((c, l.id.clone(), kind));
+        }
+    }
+    // A container that is not running has no probe state: its next run starts afresh.
+    state.probes.retain(|name, _| running.contains(name));
+    let runs = due.iter().map(|(c, id, kind)| async move {
+        let probe = kind.of(c).expect("due probes exist");
+        let target = probes::Target {
+            cri: &s.cri,
+            container_id: id,
+            host,
+            container: c,
+        };
+        probes::run(probe, &target).await
+    });
+    let results = futures_util::future::join_all(runs).await;
+    for ((c, _, kind), result) in due.into_iter().zip(results) {
+        let set = probes::Settings::of(kind.of(c).expect("due probes exist"));
+        let Some(p) = state.probes.get_mut(&c.name) else {
+            continue;
+        };
+        p.counter(kind).record(result.is_ok(), &set, now);
+        if let Err(msg) = result {
+            let message = format!("{} probe failed: {msg}", kind.label());
+            post_event(s, pod, &c.name, "Warning", "Unhealthy", &message).await;
+        }
+    }
+    for c in &spec.containers {
+        let Some((id, kind)) = state
+            .probes
+            .get(&c.name)
+            .and_then(|p| p.failed_fatally().map(|k| (p.container_id.clone(), k)))
+        else {
+            continue;
+        };
+        let what = match kind {
+            ProbeKind::Startup => "startup",
+            _ => "liveness",
+        };
+        let message = format!(
+            "Container {} failed {what} probe, will be restarted",
+            c.name
+        );
+        post_event(s, pod, &c.name, "Normal", "Killing", &message).await;
+        let grace = kind
+            .of(c)
+            .and_then(|p| p.termination_grace_period_seconds)
+            .unwrap_or_else(|| grace_seconds(pod));
+        tracing::info!(component = "kubelet", pod = ?pod.metadata.name, container = %c.name, "{message}");
+        if let Err(e) = s.cri.stop_container(&id, grace).await {
+            tracing::warn!(component = "kubelet", pod = ?pod.metadata.name, container = %c.name, "stopping after a failed {what} probe: {e}");
+        }
+        state.probes.remove(&c.name);
+    }
+}
+
+/// Posts a core/v1 Event about one of the pod's containers, as the kubelet does. Repeats (same
+/// container, type, reason and message) are one Event whose `count` and `lastTimestamp` grow:
+/// its name derives from that identity, so a repeat's create answers 409 and becomes a patch.
+async fn post_event(
+    s: &Shared,
+    pod: &core::Pod,
+    container: &str,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) {
+    let (ns, name, uid) = podspec::meta(pod);
+    let stamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let field_path = format!("spec.containers{{{container}}}");
+    let identity = format!("{uid}\n{field_path}\n{type_}\n{reason}\n{message}");
+    let digest = ring::digest::digest(&ring::digest::SHA256, identity.as_bytes());
+    let event_name = format!("{name}.{}", &hex::encode(digest.as_ref())[..16]);
+    let event = json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": event_name, "namespace": ns},
+        "involvedObject": {
+            "apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": name, "uid": uid,
+            "fieldPath": field_path,
+        },
+        "reason": reason,
+        "message": message,
+        "type": type_,
+        "source": {"component": "kubelet", "host": s.cfg.node_name},
+        "reportingComponent": "kubelet",
+        "reportingInstance": s.cfg.node_name,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    });
+    let events = format!("/api/v1/namespaces/{ns}/events");
+    let result = async {
+        let r = s
+            .api
+            .call(
+                http::Method::POST,
+                &events,
+                Some("application/json"),
+                Some(event),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.status != 409 {
+            return if r.is_success() {
+                Ok(())
+            } else {
+                Err(format!("{} {}", r.status, r.error_message()))
+            };
+        }
+        let path = format!("{events}/{event_name}");
+        let count = s.api.get_json(&path).await?["count"].as_i64().unwrap_or(1);
+        let patch = json!({"count": count + 1, "lastTimestamp": stamp});
+        let r = s
+            .api
+            .call(
+                http::Method::PATCH,
+                &path,
+                Some("application/merge-patch+json"),
+                Some(patch),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.is_success() {
+            Ok(())
+        } else {
+            Err(format!("{} {}", r.status, r.error_message()))
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::debug!(component = "kubelet", pod = %name, "event {reason}: {e}");
+    }
 }
 
 async fn restart_with_backoff(
@@ -1087,8 +1274,15 @@ fn pod_status(
             (Some(l), None) => match state_of(l) {
                 v1::ContainerState::ContainerRunning => {
                     st["state"] = json!({"running": {"startedAt": rfc3339(l.started_at)}});
-                    st["ready"] = json!(!init);
-                    st["started"] = json!(true);
+                    // Probes decide (a container without probes is started and ready).
+                    let p = state
+                        .probes
+                        .get(&c.name)
+                        .filter(|p| p.container_id == l.id)
+                        .cloned()
+                        .unwrap_or_else(|| probes::ContainerProbes::new(&l.id));
+                    st["ready"] = json!(!init && p.ready(c));
+                    st["started"] = json!(init || p.started(c));
                 }
                 v1::ContainerState::ContainerExited => {
                     st["state"] = terminated_json(l);

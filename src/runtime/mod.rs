@@ -13,6 +13,7 @@ pub mod killall;
 pub mod kubelet;
 pub mod logs;
 pub mod podspec;
+pub mod probes;
 pub mod quantity;
 pub mod registries;
 pub mod routes;

@@ -1,6 +1,6 @@
 //! A Pod's spec in CRI terms: the sandbox config (metadata labels, hostname, log directory,
 //! DNS, hostPorts, security), each container's config (command/args/workingDir, env with
-//! `fieldRef`/`configMapKeyRef`/`envFrom`, mounts from volumes with `subPath`/`readOnly`,
+//! `fieldRef`/`configMapKeyRef`/`secretKeyRef`/`envFrom`, mounts from volumes with `subPath`/`readOnly`,
 //! resources as cgroup limits, securityContext), and the volumes' host directories.
 
 use std::collections::BTreeMap;
@@ -32,10 +32,13 @@ pub struct SpecError(pub String);
 #[derive(Debug, Clone, Default)]
 pub struct PodContext {
     pub node_name: String,
+    pub namespace: String,
     pub host_ip: String,
     pub pod_ip: String,
     /// ConfigMaps of the pod's namespace by name (key → value).
     pub config_maps: BTreeMap<String, BTreeMap<String, String>>,
+    /// Secrets of the pod's namespace the pod refers to, by name (key → decoded bytes).
+    pub secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     /// The pod's directory (`<data-dir>/agent/pods/<uid>`).
     pub pod_dir: PathBuf,
     pub log_dir: PathBuf,
@@ -47,6 +50,63 @@ pub fn meta(pod: &core::Pod) -> (&str, &str, &str) {
         pod.metadata.name.as_deref().unwrap_or(""),
         pod.metadata.uid.as_deref().unwrap_or(""),
     )
+}
+
+/// The ConfigMaps and the Secrets the pod's env, envFrom and volumes name, sorted, once each
+/// (the node may read exactly those: crate::apiserver::authz).
+pub fn references(pod: &core::Pod) -> (Vec<String>, Vec<String>) {
+    let mut cms = std::collections::BTreeSet::new();
+    let mut secrets = std::collections::BTreeSet::new();
+    let spec = spec(pod);
+    for c in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
+        for e in c.env.iter().flatten() {
+            if let Some(from) = &e.value_from {
+                if let Some(k) = &from.config_map_key_ref {
+                    cms.insert(k.name.clone());
+                }
+                if let Some(k) = &from.secret_key_ref {
+                    secrets.insert(k.name.clone());
+                }
+            }
+        }
+        for f in c.env_from.iter().flatten() {
+            if let Some(r) = &f.config_map_ref {
+                cms.insert(r.name.clone());
+            }
+            if let Some(r) = &f.secret_ref {
+                secrets.insert(r.name.clone());
+            }
+        }
+    }
+    for v in spec.volumes.iter().flatten() {
+        if let Some(cm) = &v.config_map {
+            cms.insert(cm.name.clone());
+        }
+        if let Some(n) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) {
+            secrets.insert(n);
+        }
+    }
+    (cms.into_iter().collect(), secrets.into_iter().collect())
+}
+
+/// A Secret's `data`, base64-decoded (undecodable values are skipped: the API validated them).
+pub fn secret_data(secret: &serde_json::Value) -> BTreeMap<String, Vec<u8>> {
+    use base64::Engine as _;
+    secret["data"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(v.as_str()?)
+                .ok()?;
+            Some((k.clone(), bytes))
+        })
+        .collect()
 }
 
 /// The log directory of a pod: `<pod-logs>/<namespace>_<name>_<uid>` (kubelet's layout).
@@ -194,6 +254,31 @@ fn config_map_value(
     }
 }
 
+/// A secret value as an environment string (upstream passes the bytes through).
+fn secret_string(v: &[u8]) -> String {
+    String::from_utf8_lossy(v).into_owned()
+}
+
+fn secret_value(
+    ctx: &PodContext,
+    name: &str,
+    key: &str,
+    optional: bool,
+) -> Result<Option<String>, SpecError> {
+    match ctx.secrets.get(name) {
+        None if optional => Ok(None),
+        None => Err(SpecError(format!("secret \"{name}\" not found"))),
+        Some(m) => match m.get(key) {
+            Some(v) => Ok(Some(secret_string(v))),
+            None if optional => Ok(None),
+            None => Err(SpecError(format!(
+                "couldn't find key {key} in Secret {}/{name}",
+                ctx.namespace
+            ))),
+        },
+    }
+}
+
 /// Expands `$(VAR)` references to earlier variables, as the kubelet does (`$$` escapes).
 pub fn expand(s: &str, vars: &BTreeMap<String, String>) -> String {
     let mut out = String::new();
@@ -250,13 +335,16 @@ pub fn env(
                 None => return Err(SpecError(format!("configmap \"{}\" not found", cm.name))),
             }
         }
-        if let Some(s) = &from.secret_ref
-            && !s.optional.unwrap_or(false)
-        {
-            return Err(SpecError(format!(
-                "secret \"{}\" not found: this cluster serves no Secrets yet",
-                s.name
-            )));
+        if let Some(s) = &from.secret_ref {
+            match ctx.secrets.get(&s.name) {
+                Some(m) => {
+                    for (k, v) in m {
+                        set(format!("{prefix}{k}"), secret_string(v), &mut vars);
+                    }
+                }
+                None if s.optional.unwrap_or(false) => {}
+                None => return Err(SpecError(format!("secret \"{}\" not found", s.name))),
+            }
         }
     }
     for e in c.env.iter().flatten() {
@@ -267,14 +355,7 @@ pub fn env(
                 } else if let Some(k) = &from.config_map_key_ref {
                     config_map_value(ctx, &k.name, &k.key, k.optional.unwrap_or(false))?
                 } else if let Some(k) = &from.secret_key_ref {
-                    if k.optional.unwrap_or(false) {
-                        None
-                    } else {
-                        return Err(SpecError(format!(
-                            "secret \"{}\" not found: this cluster serves no Secrets yet",
-                            k.name
-                        )));
-                    }
+                    secret_value(ctx, &k.name, &k.key, k.optional.unwrap_or(false))?
                 } else if let Some(r) = &from.resource_field_ref {
                     Some(resource_field(c, &r.resource)?)
                 } else {
@@ -352,7 +433,10 @@ pub fn prepare_volumes(
             p
         } else if let Some(cm) = &v.config_map {
             let data = match ctx.config_maps.get(&cm.name) {
-                Some(d) => d.clone(),
+                Some(d) => d
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+                    .collect(),
                 None if cm.optional.unwrap_or(false) => BTreeMap::new(),
                 None => {
                     return Err(SpecError(format!(
@@ -361,40 +445,109 @@ pub fn prepare_volumes(
                     )));
                 }
             };
-            std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-            let files: Vec<(String, String)> = match &cm.items {
-                Some(items) => items
-                    .iter()
-                    .filter_map(|i| data.get(&i.key).map(|d| (i.path.clone(), d.clone())))
-                    .collect(),
-                None => data.into_iter().collect(),
-            };
-            for (rel, content) in files {
-                if rel.split('/').any(|c| c == "..") || rel.starts_with('/') {
+            write_items(&dir, &v.name, &data, cm.items.as_deref(), cm.default_mode)?;
+            dir
+        } else if let Some(sv) = &v.secret {
+            let name = sv.secret_name.clone().unwrap_or_default();
+            let data = match ctx.secrets.get(&name) {
+                Some(d) => d.clone(),
+                None if sv.optional.unwrap_or(false) => BTreeMap::new(),
+                None => {
                     return Err(SpecError(format!(
-                        "volume \"{}\": item path \"{rel}\" must be relative without ..",
+                        "secret \"{name}\" not found (volume \"{}\")",
                         v.name
                     )));
                 }
-                let f = dir.join(&rel);
-                crate::fsutil::write_atomic_mkdir(&f, content.as_bytes(), 0o644)
-                    .map_err(|e| io(&f, e))?;
-            }
+            };
+            write_items(&dir, &v.name, &data, sv.items.as_deref(), sv.default_mode)?;
             dir
-        } else if v.secret.is_some() {
-            return Err(SpecError(format!(
-                "volume \"{}\": secret volumes are not supported: this cluster serves no Secrets yet",
-                v.name
-            )));
         } else {
             return Err(SpecError(format!(
-                "volume \"{}\": unsupported volume type (supported: emptyDir, configMap, hostPath)",
+                "volume \"{}\": unsupported volume type (supported: emptyDir, configMap, secret, hostPath)",
                 v.name
             )));
         };
         out.insert(v.name.clone(), path);
     }
     Ok(out)
+}
+
+/// Default mode of configMap and secret volume files (upstream's `defaultMode`: 0644).
+pub const DEFAULT_VOLUME_FILE_MODE: u32 = 0o644;
+
+/// Writes a configMap or secret volume: every key (or the listed `items`, at their paths and
+/// modes) as a file, each written atomically (temp file + rename) with `defaultMode` (0644
+/// unless given). Keys that left the source are removed.
+fn write_items(
+    dir: &Path,
+    volume: &str,
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&[core::KeyToPath]>,
+    default_mode: Option<i32>,
+) -> Result<(), SpecError> {
+    let io = |p: &Path, e: std::io::Error| SpecError(format!("{}: {e}", p.display()));
+    let mode = |m: Option<i32>| -> Result<u32, SpecError> {
+        match m {
+            None => Ok(DEFAULT_VOLUME_FILE_MODE),
+            Some(m) if (0..=0o777).contains(&m) => Ok(m as u32),
+            Some(m) => Err(SpecError(format!(
+                "volume \"{volume}\": mode {m} must be between 0 and 0777 (511)"
+            ))),
+        }
+    };
+    let default_mode = mode(default_mode)?;
+    let files: Vec<(String, &[u8], u32)> = match items {
+        Some(items) => {
+            let mut out = Vec::new();
+            for i in items {
+                let content = data.get(&i.key).ok_or_else(|| {
+                    SpecError(format!(
+                        "volume \"{volume}\": key \"{}\" is not in the source",
+                        i.key
+                    ))
+                })?;
+                let m = match i.mode {
+                    Some(_) => mode(i.mode)?,
+                    None => default_mode,
+                };
+                out.push((i.path.clone(), content.as_slice(), m));
+            }
+            out
+        }
+        None => data
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_slice(), default_mode))
+            .collect(),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    for (rel, _, _) in &files {
+        if rel.split('/').any(|c| c == "..") || rel.starts_with('/') || rel.is_empty() {
+            return Err(SpecError(format!(
+                "volume \"{volume}\": item path \"{rel}\" must be relative without .."
+            )));
+        }
+    }
+    for (rel, content, m) in &files {
+        let f = dir.join(rel);
+        if let Some(parent) = f.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+        }
+        crate::fsutil::write_atomic(&f, content, *m).map_err(|e| io(&f, e))?;
+    }
+    // Keys removed from the source disappear from the volume (top-level files only).
+    let keep: std::collections::BTreeSet<&str> = files
+        .iter()
+        .map(|(rel, _, _)| rel.split('/').next().unwrap_or(rel))
+        .collect();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !keep.contains(name.as_str()) && e.file_type().is_ok_and(|t| t.is_file()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn mounts(
@@ -629,6 +782,73 @@ mod tests {
         let ctx = PodContext::default();
         let err = env(&p, &p.spec.as_ref().unwrap().containers[0], &ctx).unwrap_err();
         assert!(err.0.contains("configmap \"cm\" not found"), "{err}");
+    }
+
+    #[test]
+    fn secrets_feed_env_and_volumes_with_default_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = pod(json!({
+            "volumes": [{"name": "s", "secret": {"secretName": "creds"}},
+                        {"name": "t", "secret": {"secretName": "creds", "defaultMode": 0o400,
+                            "items": [{"key": "user", "path": "sub/u"}, {"key": "pass", "path": "p", "mode": 0o440}]}}],
+            "containers": [{"name": "c",
+                "envFrom": [{"secretRef": {"name": "creds"}, "prefix": "S_"}],
+                "env": [{"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "pass"}}},
+                        {"name": "OPT", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k", "optional": true}}}]}]}));
+        let ctx = PodContext {
+            namespace: "ns1".into(),
+            pod_dir: d.path().to_path_buf(),
+            secrets: [(
+                "creds".to_string(),
+                [
+                    ("user".to_string(), b"admin".to_vec()),
+                    ("pass".to_string(), b"s3cr3t".to_vec()),
+                ]
+                .into(),
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let c = &p.spec.as_ref().unwrap().containers[0];
+        let e = env(&p, c, &ctx).unwrap();
+        assert_eq!(
+            e,
+            [
+                ("S_pass", "s3cr3t"),
+                ("S_user", "admin"),
+                ("PASS", "s3cr3t")
+            ]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+        );
+        let vols = prepare_volumes(&p, &ctx).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(std::fs::read(vols["s"].join("pass")).unwrap(), b"s3cr3t");
+        assert_eq!(mode(&vols["s"].join("pass")), 0o644);
+        assert_eq!(std::fs::read(vols["t"].join("sub/u")).unwrap(), b"admin");
+        assert_eq!(mode(&vols["t"].join("sub/u")), 0o400);
+        assert_eq!(mode(&vols["t"].join("p")), 0o440);
+        // A key removed from the Secret leaves the volume.
+        let mut ctx2 = ctx.clone();
+        ctx2.secrets.get_mut("creds").unwrap().remove("user");
+        let mut only_s = p.clone();
+        only_s
+            .spec
+            .as_mut()
+            .unwrap()
+            .volumes
+            .as_mut()
+            .unwrap()
+            .pop();
+        prepare_volumes(&only_s, &ctx2).unwrap();
+        assert!(!vols["s"].join("user").exists());
+        // Missing secrets and keys are named.
+        let err = env(&p, c, &PodContext::default()).unwrap_err();
+        assert_eq!(err.0, "secret \"creds\" not found");
+        let mut ctx3 = ctx.clone();
+        ctx3.secrets.get_mut("creds").unwrap().remove("pass");
+        let err = env(&p, c, &ctx3).unwrap_err();
+        assert_eq!(err.0, "couldn't find key pass in Secret ns1/creds");
     }
 
     #[test]

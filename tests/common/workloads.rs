@@ -1,10 +1,11 @@
 //! Pod test helpers: offline test images (busybox-static as an image and as a pause image) and
-//! the `rke2 killall` cleanup guard, shared by tests/workloads.rs and benches/pods.rs.
+//! the `rke2 killall` cleanup guard, and pod helpers, shared by tests/workloads.rs,
+//! tests/pod_features.rs and benches/pods.rs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{require_tool, rke2_bin};
+use super::{kubectl, require_tool, rke2_bin};
 
 /// The pause image the helpers build, as the `pause-image` setting names it.
 pub const PAUSE_IMAGE: &str = "rke2test/pause:1";
@@ -135,4 +136,13 @@ impl Drop for NodeCleanup {
             .arg(&self.0)
             .output();
     }
+}
+
+/// A jsonpath `path` (without braces) of pod `pod`, empty when kubectl fails.
+pub fn pod_field(k: &Path, pod: &str, path: &str) -> String {
+    let out = kubectl(
+        k,
+        &["get", "pod", pod, "-o", &format!("jsonpath={{{path}}}")],
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
