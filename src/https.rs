@@ -766,13 +766,13 @@ impl HttpsClient {
         Ok((resp.status().as_u16(), resp.into_body()))
     }
 
-    async fn send(
+    /// Opens the TLS connection a request to `url` goes over (verified as for any request), with
+    /// the `host:port` the request's Host header names; for callers that speak HTTP on it
+    /// themselves (upgrades to a streaming protocol).
+    pub async fn connect(
         &self,
-        method: http::Method,
         url: &str,
-        headers: &[(&str, String)],
-        body: Option<Vec<u8>>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+    ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, String), ClientError> {
         let uri: http::Uri = url.parse().map_err(|_| ClientError::Url(url.to_string()))?;
         if uri.scheme_str() != Some("https") {
             return Err(ClientError::Url(format!(
@@ -809,6 +809,18 @@ impl HttpsClient {
                 addr: addr.clone(),
                 message: e.to_string(),
             })?;
+        Ok((stream, addr))
+    }
+
+    async fn send(
+        &self,
+        method: http::Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let (stream, addr) = self.connect(url).await?;
+        let uri: http::Uri = url.parse().map_err(|_| ClientError::Url(url.to_string()))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ClientError::Request {

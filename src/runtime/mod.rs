@@ -15,6 +15,7 @@ pub mod logs;
 pub mod podspec;
 pub mod quantity;
 pub mod registries;
+pub mod streaming;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
