@@ -241,7 +241,7 @@ spec:
   containers:
   - name: c
     image: {BUSYBOX_IMAGE}
-    command: ["sh", "-c", "busybox ln -s busybox /bin/tar; busybox mkdir -p /www; echo hello-web > /www/index.html; echo {marker} > /tmp/out.txt; exec busybox httpd -f -p 8080 -h /www"]
+    command: ["sh", "-c", "busybox ln -s busybox /bin/tar; busybox mkdir -p /www /tmp; echo hello-web > /www/index.html; echo {marker} > /tmp/out.txt; exec busybox httpd -f -p 8080 -h /www"]
 ---
 apiVersion: v1
 kind: Pod
@@ -337,8 +337,14 @@ spec:
             None,
         );
         assert!(out.status.success(), "{label} cp: {}", text(&out.stderr));
+        let listing = Command::new("ls").arg("-laR").arg(root.path()).output().unwrap();
         assert_eq!(
-            std::fs::read_to_string(&dest).unwrap(),
+            std::fs::read_to_string(&dest).unwrap_or_else(|e| panic!(
+                "{label} cp: {e}: {} {}\n{}",
+                text(&out.stdout),
+                text(&out.stderr),
+                text(&listing.stdout).lines().filter(|l| !l.contains("data")).take(40).collect::<Vec<_>>().join("\n")
+            )),
             format!("{marker}\n"),
             "{label} cp"
         );
