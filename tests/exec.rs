@@ -56,7 +56,12 @@ fn node_kubeconfig(admin: &Path, agent: &Path, dir: &Path) -> std::path::PathBuf
     std::fs::copy(admin, &kc).unwrap();
     let user = kubectl_ok(
         &kc,
-        &["config", "view", "-o", "jsonpath={.contexts[0].context.user}"],
+        &[
+            "config",
+            "view",
+            "-o",
+            "jsonpath={.contexts[0].context.user}",
+        ],
     );
     kubectl_ok(
         &kc,
@@ -65,8 +70,14 @@ fn node_kubeconfig(admin: &Path, agent: &Path, dir: &Path) -> std::path::PathBuf
             "set-credentials",
             &user,
             "--embed-certs",
-            &format!("--client-certificate={}", agent.join("client-kubelet.crt").display()),
-            &format!("--client-key={}", agent.join("client-kubelet.key").display()),
+            &format!(
+                "--client-certificate={}",
+                agent.join("client-kubelet.crt").display()
+            ),
+            &format!(
+                "--client-key={}",
+                agent.join("client-kubelet.key").display()
+            ),
         ],
     );
     kc
@@ -289,6 +300,37 @@ spec:
         );
     }
 
+    // The kubelet API opens sessions for the API server only: the admin's certificate (from the
+    // same client CA) is refused there, so nobody bypasses the API server's authorisation.
+    let admin_cert = data.join("server/tls/client-admin.crt");
+    let admin_key = data.join("server/tls/client-admin.key");
+    let direct = Command::new("curl")
+        .args([
+            "-sS",
+            "-k",
+            "--max-time",
+            "20",
+            "-X",
+            "POST",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .arg("--cert")
+        .arg(&admin_cert)
+        .arg("--key")
+        .arg(&admin_key)
+        .arg(format!(
+            "https://{ip}:10250/exec/default/web/c?command=true&output=1"
+        ))
+        .output()
+        .unwrap();
+    let body = text(&direct.stdout);
+    assert!(
+        body.ends_with("\n403") && body.contains("only the API server"),
+        "kubelet API exec as admin: {body} {}",
+        text(&direct.stderr)
+    );
+
     // attach: stdin reaches the container's main process, its answer comes back.
     let out = run_kubectl(
         Path::new("kubectl"),
@@ -311,10 +353,24 @@ spec:
         assert!(out.status.success(), "{label}: {}", text(&out.stderr));
         assert_eq!(text(&out.stdout), "hi\n", "{label}");
 
-        let out = run(&["exec", "web", "--", "sh", "-c", "echo out; echo err >&2; exit 3"], None);
+        let out = run(
+            &[
+                "exec",
+                "web",
+                "--",
+                "sh",
+                "-c",
+                "echo out; echo err >&2; exit 3",
+            ],
+            None,
+        );
         assert_eq!(out.status.code(), Some(3), "{label}: {}", text(&out.stderr));
         assert_eq!(text(&out.stdout), "out\n", "{label}");
-        assert!(text(&out.stderr).starts_with("err\n"), "{label}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).starts_with("err\n"),
+            "{label}: {}",
+            text(&out.stderr)
+        );
 
         let input = format!("piped through {label}\nsecond line\n");
         let out = run(&["exec", "-i", "web", "--", "cat"], Some(&input));
@@ -337,13 +393,22 @@ spec:
             None,
         );
         assert!(out.status.success(), "{label} cp: {}", text(&out.stderr));
-        let listing = Command::new("ls").arg("-laR").arg(root.path()).output().unwrap();
+        let listing = Command::new("ls")
+            .arg("-laR")
+            .arg(root.path())
+            .output()
+            .unwrap();
         assert_eq!(
             std::fs::read_to_string(&dest).unwrap_or_else(|e| panic!(
                 "{label} cp: {e}: {} {}\n{}",
                 text(&out.stdout),
                 text(&out.stderr),
-                text(&listing.stdout).lines().filter(|l| !l.contains("data")).take(40).collect::<Vec<_>>().join("\n")
+                text(&listing.stdout)
+                    .lines()
+                    .filter(|l| !l.contains("data"))
+                    .take(40)
+                    .collect::<Vec<_>>()
+                    .join("\n")
             )),
             format!("{marker}\n"),
             "{label} cp"

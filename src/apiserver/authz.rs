@@ -127,7 +127,9 @@ pub fn authorize(user: &User, a: &Attributes<'_>) -> Result<(), Denied> {
         return Ok(());
     }
     if let Some(node) = user.node_name() {
-        if a.subresource.is_some_and(|s| SESSION_SUBRESOURCES.contains(&s)) {
+        if a.subresource
+            .is_some_and(|s| SESSION_SUBRESOURCES.contains(&s))
+        {
             return Err(denial(user, a));
         }
         let own = a.name == Some(node);

@@ -81,9 +81,7 @@ pub async fn handle(
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!("pod {name} does not have a host assigned"))
-        })?;
+        .ok_or_else(|| ApiError::BadRequest(format!("pod {name} does not have a host assigned")))?;
     let node = store.get(&crate::registry::NODES, None, node_name).await?;
     let pairs: Vec<(String, String)> = streaming::OPTION_PARAMS
         .iter()

@@ -146,7 +146,11 @@ struct KubeletApi {
 }
 
 /// The pod's newest sandbox on this node.
-pub(super) async fn find_sandbox(cri: &Cri, ns: &str, pod: &str) -> Result<v1::PodSandbox, Response> {
+pub(super) async fn find_sandbox(
+    cri: &Cri,
+    ns: &str,
+    pod: &str,
+) -> Result<v1::PodSandbox, Response> {
     let sandboxes = cri
         .list_sandboxes()
         .await

@@ -163,7 +163,11 @@ pub fn kubelet_target(
                 if command.is_empty() {
                     return Err("you must specify at least 1 command".to_string());
                 }
-                params.extend(command.iter().map(|c| format!("command={}", query_escape(c))));
+                params.extend(
+                    command
+                        .iter()
+                        .map(|c| format!("command={}", query_escape(c))),
+                );
             }
             for (on, key) in [
                 (stdin, "input"),
@@ -324,7 +328,10 @@ pub fn routes(cri: Cri, cancel: CancellationToken) -> Router {
             "/attach/{ns}/{pod}/{container}",
             get(exec_or_attach).post(exec_or_attach),
         )
-        .route("/portForward/{ns}/{pod}", get(port_forward).post(port_forward))
+        .route(
+            "/portForward/{ns}/{pod}",
+            get(port_forward).post(port_forward),
+        )
         .with_state(Arc::new(NodeApi { cri, cancel }))
 }
 
@@ -517,10 +524,20 @@ mod tests {
         let pod = json!({"metadata": {"namespace": "ns1", "name": "p"},
                          "spec": {"containers": [{"name": "a"}, {"name": "b"}]}});
         let err = |s, pairs: &[(&str, &str)]| kubelet_target(s, &pod, &q(pairs)).unwrap_err();
-        assert!(err(Session::Exec, &[("command", "ls"), ("stdout", "true")]).contains("choose one of"));
+        assert!(
+            err(Session::Exec, &[("command", "ls"), ("stdout", "true")]).contains("choose one of")
+        );
         assert!(err(Session::Exec, &[("container", "a"), ("stdout", "true")]).contains("command"));
-        assert!(err(Session::Exec, &[("container", "a"), ("command", "ls")]).contains("stdin, stdout"));
-        assert!(err(Session::Exec, &[("container", "z"), ("command", "ls"), ("stdout", "1")]).contains("not valid"));
+        assert!(
+            err(Session::Exec, &[("container", "a"), ("command", "ls")]).contains("stdin, stdout")
+        );
+        assert!(
+            err(
+                Session::Exec,
+                &[("container", "z"), ("command", "ls"), ("stdout", "1")]
+            )
+            .contains("not valid")
+        );
         assert!(err(Session::PortForward, &[("ports", "0")]).contains("ports"));
         assert!(err(Session::PortForward, &[("ports", "x")]).contains("ports"));
     }
