@@ -567,6 +567,33 @@ mod tests {
     /// The rules a SelfSubjectRulesReview reports are exactly what `authorize` allows, for
     /// every kind, verb, subresource and namespace, for an admin, a node and a plain user.
     #[test]
+    fn nodes_read_pods_but_never_open_sessions_in_them() {
+        let n = node_user("n1");
+        let on = |verb, subresource| Attributes {
+            verb,
+            resource: &crate::registry::PODS,
+            subresource,
+            namespace: Some("default"),
+            name: Some("p"),
+        };
+        assert!(authorize(&n, &on("get", None)).is_ok());
+        for sub in SESSION_SUBRESOURCES {
+            for verb in ["create", "get"] {
+                let denied = authorize(&n, &on(verb, Some(sub))).unwrap_err();
+                assert!(
+                    denied
+                        .0
+                        .contains(&format!("cannot {verb} resource \"pods/{sub}\"")),
+                    "{}",
+                    denied.0
+                );
+            }
+        }
+        let admin = user("system:admin", &["system:masters"]);
+        assert!(authorize(&admin, &on("create", Some("exec"))).is_ok());
+    }
+
+    #[test]
     fn rules_agree_with_the_authorizer() {
         let users = [
             user("system:admin", &["system:masters"]),

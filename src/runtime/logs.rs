@@ -141,6 +141,21 @@ fn status(code: StatusCode, message: &str) -> Response {
     crate::https::status_response(code, code.canonical_reason().unwrap_or(""), message)
 }
 
+/// The refusal of a kubelet API request from anyone but the API server, which authorised the
+/// user already (`what` names the action in the message).
+pub(super) fn refuse_unless_apiserver(conn: &ConnInfo, what: &str) -> Option<Response> {
+    let allowed = conn
+        .identity
+        .as_ref()
+        .is_some_and(|id| id.user == APISERVER_KUBELET_CLIENT);
+    (!allowed).then(|| {
+        status(
+            StatusCode::FORBIDDEN,
+            &format!("only the API server may {what}"),
+        )
+    })
+}
+
 struct KubeletApi {
     cri: Cri,
 }
@@ -235,16 +250,8 @@ async fn container_logs(
     UrlPath((ns, pod, container)): UrlPath<(String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    // Only the API server may read logs here; it authorised the user already.
-    let allowed = conn
-        .identity
-        .as_ref()
-        .is_some_and(|id| id.user == APISERVER_KUBELET_CLIENT);
-    if !allowed {
-        return status(
-            StatusCode::FORBIDDEN,
-            "only the API server may read container logs",
-        );
+    if let Some(refusal) = refuse_unless_apiserver(&conn, "read container logs") {
+        return refusal;
     }
     let opts = match LogOptions::from_query(&q) {
         Ok(o) => o,

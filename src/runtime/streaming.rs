@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::cri::{Cri, v1};
-use super::logs::{self, APISERVER_KUBELET_CLIENT, KubeletClient};
+use super::logs::{self, KubeletClient};
 use crate::https::ConnInfo;
 
 /// Request headers that carry the upgrade and its protocol negotiation to the next hop. Others
@@ -42,6 +42,10 @@ const FORWARDED_REQUEST_HEADERS: &[&str] = &[
     "user-agent",
     "content-type",
 ];
+
+/// How long a hop waits for the next one to connect and answer the upgrade (the session itself
+/// may then last as long as the client keeps it).
+const UPGRADE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The streaming session kinds: the subresource names on the API, with the kubelet API path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,9 +208,9 @@ pub async fn proxy(
 ) -> Result<Response, (u16, String)> {
     let (https, base) = logs::kubelet_https(client, node).await?;
     let url = format!("{base}{target}");
-    let (stream, host) = https
-        .connect(&url)
+    let (stream, host) = tokio::time::timeout(UPGRADE_TIMEOUT, https.connect(&url))
         .await
+        .map_err(|_| (504, format!("dialing the kubelet at {url}: timed out")))?
         .map_err(|e| (502, format!("dialing the kubelet: {e}")))?;
     splice_upgrade(req, stream, target, &host, cancel)
         .await
@@ -246,9 +250,9 @@ where
     let out = out
         .body(Full::new(bytes::Bytes::new()))
         .map_err(|e| format!("building the request: {e}"))?;
-    let mut resp = sender
-        .send_request(out)
+    let mut resp = tokio::time::timeout(UPGRADE_TIMEOUT, sender.send_request(out))
         .await
+        .map_err(|_| format!("no answer to the upgrade request within {UPGRADE_TIMEOUT:?}"))?
         .map_err(|e| format!("sending the upgrade request: {e}"))?;
     let status = resp.status();
     if status != StatusCode::SWITCHING_PROTOCOLS {
@@ -339,22 +343,6 @@ fn status(code: StatusCode, message: &str) -> Response {
     crate::https::status_response(code, code.canonical_reason().unwrap_or(""), message)
 }
 
-/// Only the API server opens sessions here; it authorised the user already.
-fn only_apiserver(conn: &ConnInfo) -> Result<(), Response> {
-    let allowed = conn
-        .identity
-        .as_ref()
-        .is_some_and(|id| id.user == APISERVER_KUBELET_CLIENT);
-    if allowed {
-        Ok(())
-    } else {
-        Err(status(
-            StatusCode::FORBIDDEN,
-            "only the API server may open streaming sessions",
-        ))
-    }
-}
-
 fn raw_query(req: &Request) -> Vec<(String, String)> {
     let q = req.uri().query().unwrap_or("");
     axum::extract::Query::<Vec<(String, String)>>::try_from_uri(
@@ -370,8 +358,8 @@ async fn exec_or_attach(
     UrlPath((ns, pod, container)): UrlPath<(String, String, String)>,
     req: Request,
 ) -> Response {
-    if let Err(r) = only_apiserver(&conn) {
-        return r;
+    if let Some(refusal) = logs::refuse_unless_apiserver(&conn, "open streaming sessions") {
+        return refusal;
     }
     let query = raw_query(&req);
     let on = |k: &str| flag(&query, k);
@@ -420,8 +408,8 @@ async fn port_forward(
     UrlPath((ns, pod)): UrlPath<(String, String)>,
     req: Request,
 ) -> Response {
-    if let Err(r) = only_apiserver(&conn) {
-        return r;
+    if let Some(refusal) = logs::refuse_unless_apiserver(&conn, "open streaming sessions") {
+        return refusal;
     }
     let query = raw_query(&req);
     let port: Vec<i32> = values(&query, "port")
@@ -459,7 +447,10 @@ async fn to_runtime(url: &str, req: Request, cancel: CancellationToken) -> Respo
         );
     };
     let path = if path.is_empty() { "/" } else { path };
-    let tcp = match tokio::net::TcpStream::connect(host).await {
+    let tcp = match tokio::time::timeout(UPGRADE_TIMEOUT, tokio::net::TcpStream::connect(host))
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+    {
         Ok(t) => t,
         Err(e) => {
             return status(
