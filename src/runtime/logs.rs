@@ -405,12 +405,22 @@ pub fn apiserver_kubelet_client(ctx: &crate::cluster::context::Ctx) -> Option<Ku
     }
 }
 
-/// The container a request names, or the pod's only one; `Err` is a 400 message.
-pub fn pick_container(pod: &serde_json::Value, requested: Option<&str>) -> Result<String, String> {
+/// The pod's namespace and name.
+pub fn pod_ref(pod: &serde_json::Value) -> (&str, &str) {
+    let ns = pod
+        .pointer("/metadata/namespace")
+        .and_then(|v| v.as_str())
+        .unwrap_or("default");
     let name = pod
         .pointer("/metadata/name")
         .and_then(|v| v.as_str())
         .unwrap_or("");
+    (ns, name)
+}
+
+/// The container a request names, or the pod's only one; `Err` is a 400 message.
+pub fn pick_container(pod: &serde_json::Value, requested: Option<&str>) -> Result<String, String> {
+    let (_, name) = pod_ref(pod);
     let containers: Vec<&str> = pod
         .pointer("/spec/containers")
         .and_then(|c| c.as_array())
@@ -476,14 +486,7 @@ pub async fn proxy(
     node: &serde_json::Value,
     query: &HashMap<String, String>,
 ) -> Result<Response, (u16, String)> {
-    let ns = pod
-        .pointer("/metadata/namespace")
-        .and_then(|v| v.as_str())
-        .unwrap_or("default");
-    let name = pod
-        .pointer("/metadata/name")
-        .and_then(|v| v.as_str())
-        .unwrap_or("");
+    let (ns, name) = pod_ref(pod);
     let container =
         pick_container(pod, query.get("container").map(String::as_str)).map_err(|e| (400, e))?;
     let opts = LogOptions::from_query(query).map_err(|e| (400, e))?;

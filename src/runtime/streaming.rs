@@ -128,14 +128,7 @@ pub fn kubelet_target(
     pod: &serde_json::Value,
     query: &[(String, String)],
 ) -> Result<String, String> {
-    let ns = pod
-        .pointer("/metadata/namespace")
-        .and_then(|v| v.as_str())
-        .unwrap_or("default");
-    let name = pod
-        .pointer("/metadata/name")
-        .and_then(|v| v.as_str())
-        .unwrap_or("");
+    let (ns, name) = logs::pod_ref(pod);
     let mut params: Vec<String> = Vec::new();
     let path = match session {
         Session::PortForward => {
