@@ -882,15 +882,23 @@ impl HttpsClient {
         })
     }
 
-    /// Sends on a new connection; returns the sender too when the client pools connections.
-    async fn send_on_new(
+    /// Opens the TLS connection a request to `url` goes over (verified as for any request), with
+    /// the `host:port` the request's Host header names; for callers that speak HTTP on it
+    /// themselves (upgrades to a streaming protocol).
+    pub async fn connect(
         &self,
-        method: http::Method,
         url: &str,
-        headers: &[(&str, String)],
-        body: Option<Vec<u8>>,
-    ) -> Result<PooledResponse, ClientError> {
+    ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, String), ClientError> {
         let target = self.target(url)?;
+        let stream = self.connect_to(&target).await?;
+        Ok((stream, target.addr))
+    }
+
+    /// TCP, then TLS verified against the target's name.
+    async fn connect_to(
+        &self,
+        target: &Target,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
         let addr = target.addr.clone();
         let tcp = TcpStream::connect(&addr)
             .await
@@ -902,13 +910,25 @@ impl HttpsClient {
         let name = target.name.clone();
         let server_name = ServerName::try_from(name.clone())
             .map_err(|source| ClientError::ServerName { name, source })?;
-        let stream = TlsConnector::from(self.tls.clone())
+        TlsConnector::from(self.tls.clone())
             .connect(server_name, tcp)
             .await
             .map_err(|e| ClientError::Tls {
-                addr: addr.clone(),
+                addr,
                 message: e.to_string(),
-            })?;
+            })
+    }
+
+    /// Sends on a new connection; returns the sender too when the client pools connections.
+    async fn send_on_new(
+        &self,
+        method: http::Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Option<Vec<u8>>,
+    ) -> Result<PooledResponse, ClientError> {
+        let target = self.target(url)?;
+        let stream = self.connect_to(&target).await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ClientError::Request {

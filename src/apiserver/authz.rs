@@ -88,6 +88,9 @@ const READ_VERBS: &[&str] = &["get", "list", "watch"];
 const NODE_WRITE_VERBS: &[&str] = &["create", "update", "patch"];
 /// What a node may do with its own object of a kind of [`NodeAccess::Own`] besides reading.
 const NODE_OWN_VERBS: &[&str] = &["create", "update", "patch", "delete"];
+/// Subresources that open a session inside a workload (crate::runtime::streaming): never a
+/// node's, whatever it may do with the parent (upstream's Node authorizer grants none of them).
+const SESSION_SUBRESOURCES: &[&str] = &["exec", "attach", "portforward"];
 
 /// Paths every authenticated user may GET (upstream's `system:discovery` and
 /// `system:public-info-viewer`); a trailing `*` matches everything below.
@@ -124,6 +127,11 @@ pub fn authorize(user: &User, a: &Attributes<'_>) -> Result<(), Denied> {
         return Ok(());
     }
     if let Some(node) = user.node_name() {
+        if a.subresource
+            .is_some_and(|s| SESSION_SUBRESOURCES.contains(&s))
+        {
+            return Err(denial(user, a));
+        }
         let own = a.name == Some(node);
         let allowed = match r.node_access {
             // Nodes read everything they need except secrets.
@@ -180,7 +188,12 @@ pub fn rules(user: &User, namespace: Option<&str>) -> (Vec<Value>, Vec<Value>) {
             };
             // Subresources are authorized as their resource.
             let resources: Vec<String> = std::iter::once(r.plural.to_string())
-                .chain(r.subresources.iter().map(|s| format!("{}/{s}", r.plural)))
+                .chain(
+                    r.subresources
+                        .iter()
+                        .filter(|s| !SESSION_SUBRESOURCES.contains(s))
+                        .map(|s| format!("{}/{s}", r.plural)),
+                )
                 .collect();
             resource_rules.push(json!({
                 "verbs": READ_VERBS, "apiGroups": [r.group], "resources": resources,
@@ -703,6 +716,33 @@ mod tests {
 
     /// The rules a SelfSubjectRulesReview reports are exactly what `authorize` allows, for
     /// every kind, verb, subresource and namespace, for an admin, a node and a plain user.
+    #[test]
+    fn nodes_read_pods_but_never_open_sessions_in_them() {
+        let n = node_user("n1");
+        let on = |verb, subresource| Attributes {
+            verb,
+            resource: &crate::registry::PODS,
+            subresource,
+            namespace: Some("default"),
+            name: Some("p"),
+        };
+        assert!(authorize(&n, &on("get", None)).is_ok());
+        for sub in SESSION_SUBRESOURCES {
+            for verb in ["create", "get"] {
+                let denied = authorize(&n, &on(verb, Some(sub))).unwrap_err();
+                assert!(
+                    denied
+                        .0
+                        .contains(&format!("cannot {verb} resource \"pods/{sub}\"")),
+                    "{}",
+                    denied.0
+                );
+            }
+        }
+        let admin = user("system:admin", &["system:masters"]);
+        assert!(authorize(&admin, &on("create", Some("exec"))).is_ok());
+    }
+
     #[test]
     fn rules_agree_with_the_authorizer() {
         let users = [

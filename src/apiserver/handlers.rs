@@ -103,15 +103,7 @@ async fn pod_log(
     let node = store.get(&crate::registry::NODES, None, node_name).await?;
     crate::runtime::logs::proxy(client, &pod, &node, query)
         .await
-        .map_err(|(code, msg)| match code {
-            400 => ApiError::BadRequest(msg),
-            403 => ApiError::Forbidden(msg),
-            404 => ApiError::NotFound {
-                resource: "pods".into(),
-                name: name.into(),
-            },
-            _ => ApiError::Internal(msg),
-        })
+        .map_err(|(code, msg)| super::streaming::kubelet_error(name, code, msg))
 }
 
 /// Handles a request on a resource path.
@@ -129,6 +121,9 @@ pub async fn handle(
         && !info.subresources.contains(&sub)
     {
         return Err(ApiError::NoSuchResource);
+    }
+    if let Some(session) = super::streaming::session_of(&r) {
+        return super::streaming::handle(st, storage(st)?, user, &r, session, &query, req).await;
     }
     let verb = verb_of(&method, &r, &query)?;
     if !info.serves(verb) {

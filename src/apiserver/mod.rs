@@ -19,6 +19,7 @@ pub mod query;
 mod router_tests;
 pub mod scale;
 pub mod status;
+pub mod streaming;
 pub mod table;
 pub mod watch;
 

@@ -101,7 +101,15 @@ const POD_LISTS: &[ListSemantics] = &[
 pub static PODS: ResourceInfo = ResourceInfo {
     short_names: &["po"],
     categories: &["all"],
-    subresources: &["status", "binding", "eviction", "log"],
+    subresources: &[
+        "status",
+        "binding",
+        "eviction",
+        "log",
+        "exec",
+        "attach",
+        "portforward",
+    ],
     type_check: typed::<core::Pod>,
     schema: Some(super::schema::schema_of::<core::Pod>),
     lists: POD_LISTS,

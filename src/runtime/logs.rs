@@ -141,11 +141,72 @@ fn status(code: StatusCode, message: &str) -> Response {
     crate::https::status_response(code, code.canonical_reason().unwrap_or(""), message)
 }
 
+/// The refusal of a kubelet API request from anyone but the API server, which authorised the
+/// user already (`what` names the action in the message).
+pub(super) fn refuse_unless_apiserver(conn: &ConnInfo, what: &str) -> Option<Response> {
+    let allowed = conn
+        .identity
+        .as_ref()
+        .is_some_and(|id| id.user == APISERVER_KUBELET_CLIENT);
+    (!allowed).then(|| {
+        status(
+            StatusCode::FORBIDDEN,
+            &format!("only the API server may {what}"),
+        )
+    })
+}
+
 struct KubeletApi {
     cri: Cri,
 }
 
-/// The log file and whether the container still runs.
+/// The pod's newest sandbox on this node.
+pub(super) async fn find_sandbox(
+    cri: &Cri,
+    ns: &str,
+    pod: &str,
+) -> Result<v1::PodSandbox, Response> {
+    let sandboxes = cri
+        .list_sandboxes()
+        .await
+        .map_err(|e| status(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
+    sandboxes
+        .into_iter()
+        .filter(|s| {
+            s.labels.get(podspec::POD_NAMESPACE).map(String::as_str) == Some(ns)
+                && s.labels.get(podspec::POD_NAME).map(String::as_str) == Some(pod)
+        })
+        .max_by_key(|s| s.created_at)
+        .ok_or_else(|| {
+            status(
+                StatusCode::NOT_FOUND,
+                &format!("pod \"{pod}\" in namespace \"{ns}\" has no sandbox on this node"),
+            )
+        })
+}
+
+/// The ID of the container's current attempt, when it runs (sessions need a running one).
+pub(super) async fn find_container(
+    cri: &Cri,
+    ns: &str,
+    pod: &str,
+    container: &str,
+) -> Result<String, Response> {
+    let (_, id) = find_log(cri, ns, pod, container, false).await?;
+    let st = cri
+        .container_status(&id)
+        .await
+        .map_err(|e| status(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
+    if st.state != v1::ContainerState::ContainerRunning as i32 {
+        return Err(status(
+            StatusCode::BAD_REQUEST,
+            &format!("container \"{container}\" in pod \"{pod}\" is not running"),
+        ));
+    }
+    Ok(id)
+}
+
+/// The log file of the container's current (or previous) attempt, and that attempt's ID.
 async fn find_log(
     cri: &Cri,
     ns: &str,
@@ -153,24 +214,7 @@ async fn find_log(
     container: &str,
     previous: bool,
 ) -> Result<(PathBuf, String), Response> {
-    let sandboxes = cri
-        .list_sandboxes()
-        .await
-        .map_err(|e| status(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
-    let mut ours: Vec<&v1::PodSandbox> = sandboxes
-        .iter()
-        .filter(|s| {
-            s.labels.get(podspec::POD_NAMESPACE).map(String::as_str) == Some(ns)
-                && s.labels.get(podspec::POD_NAME).map(String::as_str) == Some(pod)
-        })
-        .collect();
-    ours.sort_by_key(|s| std::cmp::Reverse(s.created_at));
-    let Some(sb) = ours.first() else {
-        return Err(status(
-            StatusCode::NOT_FOUND,
-            &format!("pod \"{pod}\" in namespace \"{ns}\" has no sandbox on this node"),
-        ));
-    };
+    let sb = find_sandbox(cri, ns, pod).await?;
     let mut attempts: Vec<v1::Container> = cri
         .list_containers(Some(&sb.id))
         .await
@@ -206,16 +250,8 @@ async fn container_logs(
     UrlPath((ns, pod, container)): UrlPath<(String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    // Only the API server may read logs here; it authorised the user already.
-    let allowed = conn
-        .identity
-        .as_ref()
-        .is_some_and(|id| id.user == APISERVER_KUBELET_CLIENT);
-    if !allowed {
-        return status(
-            StatusCode::FORBIDDEN,
-            "only the API server may read container logs",
-        );
+    if let Some(refusal) = refuse_unless_apiserver(&conn, "read container logs") {
+        return refusal;
     }
     let opts = match LogOptions::from_query(&q) {
         Ok(o) => o,
@@ -334,7 +370,8 @@ pub async fn serve(
             "/containerLogs/{ns}/{pod}/{container}",
             axum::routing::get(container_logs),
         )
-        .with_state(Arc::new(KubeletApi { cri }));
+        .with_state(Arc::new(KubeletApi { cri: cri.clone() }))
+        .merge(super::streaming::routes(cri, cancel.clone()));
     tracing::info!(component = "kubelet", "kubelet API listening on {addr}");
     tracker.spawn(crate::https::serve(
         listener, config, router, cancel, "kubelet",
@@ -368,14 +405,8 @@ pub fn apiserver_kubelet_client(ctx: &crate::cluster::context::Ctx) -> Option<Ku
     }
 }
 
-/// The API server's `pods/log`: finds the pod's node and its kubelet endpoint, and streams the
-/// kubelet's answer back.
-pub async fn proxy(
-    client: &KubeletClient,
-    pod: &serde_json::Value,
-    node: &serde_json::Value,
-    query: &HashMap<String, String>,
-) -> Result<Response, (u16, String)> {
+/// The pod's namespace and name.
+pub fn pod_ref(pod: &serde_json::Value) -> (&str, &str) {
     let ns = pod
         .pointer("/metadata/namespace")
         .and_then(|v| v.as_str())
@@ -384,28 +415,34 @@ pub async fn proxy(
         .pointer("/metadata/name")
         .and_then(|v| v.as_str())
         .unwrap_or("");
+    (ns, name)
+}
+
+/// The container a request names, or the pod's only one; `Err` is a 400 message.
+pub fn pick_container(pod: &serde_json::Value, requested: Option<&str>) -> Result<String, String> {
+    let (_, name) = pod_ref(pod);
     let containers: Vec<&str> = pod
         .pointer("/spec/containers")
         .and_then(|c| c.as_array())
         .map(|c| c.iter().filter_map(|c| c["name"].as_str()).collect())
         .unwrap_or_default();
-    let container = match query.get("container") {
-        Some(c) if containers.contains(&c.as_str()) => c.clone(),
-        Some(c) => {
-            return Err((400, format!("container {c} is not valid for pod {name}")));
-        }
-        None if containers.len() == 1 => containers[0].to_string(),
-        None => {
-            return Err((
-                400,
-                format!(
-                    "a container name must be specified for pod {name}, choose one of: [{}]",
-                    containers.join(" ")
-                ),
-            ));
-        }
-    };
-    let opts = LogOptions::from_query(query).map_err(|e| (400, e))?;
+    match requested {
+        Some(c) if containers.contains(&c) => Ok(c.to_string()),
+        Some(c) => Err(format!("container {c} is not valid for pod {name}")),
+        None if containers.len() == 1 => Ok(containers[0].to_string()),
+        None => Err(format!(
+            "a container name must be specified for pod {name}, choose one of: [{}]",
+            containers.join(" ")
+        )),
+    }
+}
+
+/// A client for the kubelet API of `node` (its InternalIP and kubelet port, its serving
+/// certificate verified for the node name) and that API's base URL.
+pub async fn kubelet_https(
+    client: &KubeletClient,
+    node: &serde_json::Value,
+) -> Result<(HttpsClient, String), (u16, String)> {
     let node_name = node
         .pointer("/metadata/name")
         .and_then(|v| v.as_str())
@@ -438,8 +475,24 @@ pub async fn proxy(
     } else {
         ip.to_string()
     };
+    Ok((https, format!("https://{host}:{port}")))
+}
+
+/// The API server's `pods/log`: finds the pod's node and its kubelet endpoint, and streams the
+/// kubelet's answer back.
+pub async fn proxy(
+    client: &KubeletClient,
+    pod: &serde_json::Value,
+    node: &serde_json::Value,
+    query: &HashMap<String, String>,
+) -> Result<Response, (u16, String)> {
+    let (ns, name) = pod_ref(pod);
+    let container =
+        pick_container(pod, query.get("container").map(String::as_str)).map_err(|e| (400, e))?;
+    let opts = LogOptions::from_query(query).map_err(|e| (400, e))?;
+    let (https, base) = kubelet_https(client, node).await?;
     let url = format!(
-        "https://{host}:{port}/containerLogs/{ns}/{name}/{container}?{}",
+        "{base}/containerLogs/{ns}/{name}/{container}?{}",
         opts.query()
     );
     let (code, body) = https

@@ -17,6 +17,7 @@ pub mod probes;
 pub mod quantity;
 pub mod registries;
 pub mod routes;
+pub mod streaming;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
