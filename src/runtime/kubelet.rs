@@ -838,6 +838,8 @@ async fn sync_pod(
                 let ctx = pod_context(s, pod, "").await;
                 let _ = std::fs::create_dir_all(&ctx.log_dir);
                 let mut cfg = podspec::sandbox_config(pod, &ctx);
+                cfg.dns_config =
+                    super::dns_config::sandbox_dns(pod, s.cfg.cluster_dns.as_ref()).await;
                 cfg.labels
                     .insert(NODE_LABEL.into(), s.cfg.node_name.clone());
                 if let Some(m) = cfg.metadata.as_mut() {
