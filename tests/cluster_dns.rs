@@ -39,20 +39,6 @@ fn local_routes() -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn apply(k: &Path, dir: &Path, name: &str, yaml: &str) {
-    let file = dir.join(format!("{name}.yaml"));
-    std::fs::write(&file, yaml).unwrap();
-    kubectl_ok(
-        k,
-        &[
-            "apply",
-            "--validate=false",
-            "-f",
-            &file.display().to_string(),
-        ],
-    );
-}
-
 #[test]
 fn pods_resolve_services_through_the_node_dns() {
     for (tool, pkg) in [

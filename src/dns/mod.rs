@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::https::{ClientIdentity, HttpsClient, ServerTrust};
+use crate::https::ClientIdentity;
 use crate::kubeclient::Api;
 
 /// The DNS port pods query.
@@ -95,21 +95,17 @@ pub fn spawn(cfg: DnsConfig, tracker: &TaskTracker, cancel: CancellationToken) {
 }
 
 fn api(cfg: &DnsConfig) -> Result<Api, DnsError> {
-    let mut client = HttpsClient::new(
-        &ServerTrust::Ca(cfg.ca_pem.clone()),
-        Some(&ClientIdentity {
-            cert_pem: cfg.identity_cert_pem.clone(),
-            key_pem: cfg.identity_key_pem.clone(),
-        }),
+    let identity = ClientIdentity {
+        cert_pem: cfg.identity_cert_pem.clone(),
+        key_pem: cfg.identity_key_pem.clone(),
+    };
+    Ok(Api::new(
+        &cfg.api_url,
+        &cfg.ca_pem,
+        identity,
+        cfg.server_name.as_deref(),
         REQUEST_TIMEOUT,
-    )?;
-    if let Some(n) = &cfg.server_name {
-        client = client.with_server_name(n);
-    }
-    Ok(Api {
-        client,
-        base: cfg.api_url.trim_end_matches('/').to_string(),
-    })
+    )?)
 }
 
 async fn run(

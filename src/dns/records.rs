@@ -146,7 +146,7 @@ impl Records {
         };
         let headless = ips.iter().any(|i| i == "None");
         let external_name = (spec.type_.as_deref() == Some("ExternalName"))
-            .then(|| spec.external_name.as_deref())
+            .then_some(spec.external_name.as_deref())
             .flatten()
             .and_then(|n| Name::from_ascii(n).ok())
             .map(|mut n| {

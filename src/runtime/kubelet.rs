@@ -21,7 +21,7 @@ use super::containerd::Layout;
 use super::cri::{Cri, v1};
 use super::podspec::{self, PodContext};
 use super::{Cni, NodeRuntimeConfig, RuntimeError, cni};
-use crate::https::{ClientIdentity, HttpsClient, ServerTrust};
+use crate::https::ClientIdentity;
 
 /// Upstream's CrashLoopBackOff: 10 s doubling to 5 min, reset after 10 min of running.
 pub const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
@@ -75,22 +75,18 @@ pub struct Kubelet {
 
 impl Kubelet {
     pub fn new(cfg: NodeRuntimeConfig, layout: Layout, cri: Cri) -> Result<Kubelet, RuntimeError> {
-        let mut client = HttpsClient::new(
-            &ServerTrust::Ca(cfg.ca_pem.clone()),
-            Some(&ClientIdentity {
-                cert_pem: cfg.identity_cert_pem.clone(),
-                key_pem: cfg.identity_key_pem.clone(),
-            }),
+        let identity = ClientIdentity {
+            cert_pem: cfg.identity_cert_pem.clone(),
+            key_pem: cfg.identity_key_pem.clone(),
+        };
+        let api = Api::new(
+            &cfg.api_url,
+            &cfg.ca_pem,
+            identity,
+            cfg.server_name.as_deref(),
             REQUEST_TIMEOUT,
         )
         .map_err(|e| RuntimeError::Cri(format!("API client: {e}")))?;
-        if let Some(n) = &cfg.server_name {
-            client = client.with_server_name(n);
-        }
-        let api = Api {
-            client,
-            base: cfg.api_url.trim_end_matches('/').to_string(),
-        };
         let (network_tx, network_ready) = watch::channel(cfg.runtime.cni == Cni::None);
         Ok(Kubelet {
             shared: std::sync::Arc::new(Shared {

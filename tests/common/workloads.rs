@@ -92,6 +92,22 @@ pub fn build_images(work: &Path, images: &Path) {
     }
 }
 
+/// Writes `yaml` to `<dir>/<name>.yaml` and applies it with kubectl, without kubectl's
+/// client-side schema validation.
+pub fn apply(k: &Path, dir: &Path, name: &str, yaml: &str) {
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, yaml).unwrap();
+    super::kubectl_ok(
+        k,
+        &[
+            "apply",
+            "--validate=false",
+            "-f",
+            &file.display().to_string(),
+        ],
+    );
+}
+
 /// Runs `rke2 killall` for a node's data dir when dropped (after its daemon), so no container,
 /// netns, mount or bridge outlives the test, even when it fails.
 pub struct NodeCleanup(pub PathBuf);
