@@ -8,7 +8,6 @@
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -41,17 +40,8 @@ fn local_routes() -> String {
 
 #[test]
 fn pods_resolve_services_through_the_node_dns() {
-    for (tool, pkg) in [
-        ("containerd", "containerd"),
-        ("runc", "runc"),
-        ("ip", "iproute2"),
-    ] {
-        require_tool(tool, pkg);
-    }
-    assert!(
-        Path::new("/usr/lib/cni/bridge").is_file() || Path::new("/opt/cni/bin/bridge").is_file(),
-        "the CNI plugins are required: apt-get install -y containernetworking-plugins"
-    );
+    require_pod_runtime();
+    require_tool("ip", "iproute2");
     let block = AddrBlock::new();
     let ip = block.ip(1);
     let o = ip.octets();
@@ -80,7 +70,7 @@ fn pods_resolve_services_through_the_node_dns() {
     wait_node_ready(&k, "dns1", READY);
 
     // A Service with a named port; the allocator never hands out the DNS address.
-    apply(
+    apply_yaml(
         &k,
         root.path(),
         "web",
@@ -140,7 +130,7 @@ spec:
     });
 
     // A pod with the default dnsPolicy resolves the Service by name.
-    apply(
+    apply_yaml(
         &k,
         root.path(),
         "client",
