@@ -4,7 +4,9 @@
 
 use serde_json::Value;
 
-use crate::https::{ClientError, HttpsClient, Response};
+use std::time::Duration;
+
+use crate::https::{ClientError, ClientIdentity, HttpsClient, Response, ServerTrust, TlsError};
 
 /// API access with the node's identity.
 #[derive(Clone)]
@@ -14,6 +16,36 @@ pub(crate) struct Api {
 }
 
 impl Api {
+    /// A client of the API at `api_url` that trusts `ca_pem` and presents the node's
+    /// certificate, verifying the server as `server_name` when given.
+    pub(crate) fn new(
+        api_url: &str,
+        ca_pem: &str,
+        identity: ClientIdentity,
+        server_name: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Api, TlsError> {
+        let mut client = HttpsClient::new(
+            &ServerTrust::Ca(ca_pem.to_string()),
+            Some(&identity),
+            timeout,
+        )?;
+        if let Some(n) = server_name {
+            client = client.with_server_name(n);
+        }
+        Ok(Api {
+            client,
+            base: api_url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// The same client, keeping connections open for the next request (for callers that talk
+    /// to the API all the time).
+    pub(crate) fn with_keep_alive(mut self) -> Api {
+        self.client = self.client.with_keep_alive();
+        self
+    }
+
     /// One request to `base` + `path`, JSON accepted, `body` serialised as JSON when given.
     pub(crate) async fn call(
         &self,

@@ -25,6 +25,8 @@ pub mod daemon;
 pub mod datastore;
 /// The D-Bus service (`io.rke2.Server`, `io.rke2.Agent`) and its client for the admin CLI.
 pub mod dbus;
+/// Cluster DNS served by every node on the `cluster-dns` address.
+pub mod dns;
 /// The embedded etcd member: process, identity, membership.
 pub mod etcd;
 /// The event recorder: Events for what the server's components do.

@@ -348,6 +348,12 @@ async fn run_inner(
             key_pem: issued[0].2.clone(),
             client_ca_pem: client_ca.clone(),
         }),
+        cluster_dns: control.cluster_dns.parse().ok().map(|server| {
+            crate::runtime::dns_config::ClusterDns {
+                server,
+                domain: control.cluster_domain.clone(),
+            }
+        }),
     };
     let agent = node_agent::NodeAgent::new(node_agent::NodeAgentConfig {
         node_name: name.to_string(),
@@ -382,6 +388,7 @@ async fn run_inner(
         _ = cancel.cancelled() => return Err(AgentError::Cancelled),
         r = registered.wait_for(|v| *v) => { r.map_err(|_| AgentError::NodeAgentStopped)?; }
     }
+    crate::dns::spawn_for_node(&runtime_cfg, tracker, cancel.clone());
     crate::runtime::spawn(runtime_cfg, tracker, cancel.clone());
     runtime.set_ready(format!("ready: joined through {}", server.url()));
     crate::dbus::spawn_agent(runtime.clone(), tracker, cancel.clone());

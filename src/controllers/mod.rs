@@ -90,6 +90,7 @@ pub async fn ensure_defaults(ctx: &Ctx) -> Result<(), ObjectError> {
     let ranges = crate::storage::services::ServiceRanges {
         cidr: ctx.config.service_cidr,
         node_ports: ctx.config.service_node_port_range,
+        cluster_dns: Some(ctx.config.cluster_dns),
     };
     match crate::storage::services::create(&store, &ranges, "default", svc).await {
         Ok(_) | Err(ObjectError::AlreadyExists { .. }) => Ok(()),

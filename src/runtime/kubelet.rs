@@ -22,7 +22,7 @@ use super::cri::{Cri, v1};
 use super::podspec::{self, PodContext};
 use super::probes::{self, ProbeKind};
 use super::{Cni, NodeRuntimeConfig, RuntimeError, cni};
-use crate::https::{ClientIdentity, HttpsClient, ServerTrust};
+use crate::https::ClientIdentity;
 
 /// Upstream's CrashLoopBackOff: 10 s doubling to 5 min, reset after 10 min of running.
 pub const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
@@ -76,24 +76,20 @@ pub struct Kubelet {
 
 impl Kubelet {
     pub fn new(cfg: NodeRuntimeConfig, layout: Layout, cri: Cri) -> Result<Kubelet, RuntimeError> {
-        let mut client = HttpsClient::new(
-            &ServerTrust::Ca(cfg.ca_pem.clone()),
-            Some(&ClientIdentity {
-                cert_pem: cfg.identity_cert_pem.clone(),
-                key_pem: cfg.identity_key_pem.clone(),
-            }),
+        let identity = ClientIdentity {
+            cert_pem: cfg.identity_cert_pem.clone(),
+            key_pem: cfg.identity_key_pem.clone(),
+        };
+        let api = Api::new(
+            &cfg.api_url,
+            &cfg.ca_pem,
+            identity,
+            cfg.server_name.as_deref(),
             REQUEST_TIMEOUT,
         )
         .map_err(|e| RuntimeError::Cri(format!("API client: {e}")))?
         // Every pod sync talks to the API: reuse connections instead of a handshake each.
         .with_keep_alive();
-        if let Some(n) = &cfg.server_name {
-            client = client.with_server_name(n);
-        }
-        let api = Api {
-            client,
-            base: cfg.api_url.trim_end_matches('/').to_string(),
-        };
         let (network_tx, network_ready) = watch::channel(cfg.runtime.cni == Cni::None);
         Ok(Kubelet {
             shared: std::sync::Arc::new(Shared {
@@ -844,6 +840,8 @@ async fn sync_pod(
                 let ctx = pod_context(s, pod, "").await;
                 let _ = std::fs::create_dir_all(&ctx.log_dir);
                 let mut cfg = podspec::sandbox_config(pod, &ctx);
+                cfg.dns_config =
+                    super::dns_config::sandbox_dns(pod, s.cfg.cluster_dns.as_ref()).await;
                 cfg.labels
                     .insert(NODE_LABEL.into(), s.cfg.node_name.clone());
                 if let Some(m) = cfg.metadata.as_mut() {

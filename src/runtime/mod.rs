@@ -8,6 +8,7 @@
 pub mod cni;
 pub mod containerd;
 pub mod cri;
+pub mod dns_config;
 pub mod images;
 pub mod killall;
 pub mod kubelet;
@@ -75,6 +76,8 @@ pub struct NodeRuntimeConfig {
     pub server_name: Option<String>,
     /// The kubelet API's certificate and client CA; `None` serves no kubelet API.
     pub kubelet_tls: Option<logs::KubeletTls>,
+    /// The cluster's DNS server and domain for pods' resolv.conf (`None`: the node's own).
+    pub cluster_dns: Option<dns_config::ClusterDns>,
 }
 
 /// Starts containerd (unless an endpoint is given), imports images and runs the pod loop until

@@ -441,6 +441,7 @@ async fn run_inner(
                 crate::storage::services::ServiceRanges {
                     cidr: config.service_cidr,
                     node_ports: config.service_node_port_range,
+                    cluster_dns: Some(config.cluster_dns),
                 },
             ),
             cancel.clone(),

@@ -76,22 +76,24 @@ pub fn spawn_runtime_for_server(
     cancel: CancellationToken,
 ) -> Result<(), ServerError> {
     let kubelet = ctx.agent_paths.client_kubelet();
-    crate::runtime::spawn(
-        crate::runtime::NodeRuntimeConfig {
-            node_name: ctx.node.name.clone(),
-            data_dir: ctx.config.node.data_dir.clone(),
-            runtime: ctx.config.node.runtime.clone(),
-            node_ips: ctx.node.ips.clone(),
-            api_url: format!("https://{api}"),
-            ca_pem: String::from_utf8_lossy(&ctx.server_ca_bundle).into_owned(),
-            identity_cert_pem: read_pem(&kubelet.cert)?,
-            identity_key_pem: read_pem(&kubelet.key)?,
-            server_name: Some(crate::agent::API_SERVER_NAME.into()),
-            kubelet_tls: server_kubelet_tls(ctx),
-        },
-        tracker,
-        cancel,
-    );
+    let cfg = crate::runtime::NodeRuntimeConfig {
+        node_name: ctx.node.name.clone(),
+        data_dir: ctx.config.node.data_dir.clone(),
+        runtime: ctx.config.node.runtime.clone(),
+        node_ips: ctx.node.ips.clone(),
+        api_url: format!("https://{api}"),
+        ca_pem: String::from_utf8_lossy(&ctx.server_ca_bundle).into_owned(),
+        identity_cert_pem: read_pem(&kubelet.cert)?,
+        identity_key_pem: read_pem(&kubelet.key)?,
+        server_name: Some(crate::agent::API_SERVER_NAME.into()),
+        kubelet_tls: server_kubelet_tls(ctx),
+        cluster_dns: Some(crate::runtime::dns_config::ClusterDns {
+            server: ctx.config.cluster_dns,
+            domain: ctx.config.cluster_domain.clone(),
+        }),
+    };
+    crate::dns::spawn_for_node(&cfg, tracker, cancel.clone());
+    crate::runtime::spawn(cfg, tracker, cancel);
     Ok(())
 }
 

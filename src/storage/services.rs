@@ -28,6 +28,8 @@ const LOW_BAND: u128 = 16;
 pub struct ServiceRanges {
     pub cidr: IpNet,
     pub node_ports: (u16, u16),
+    /// `cluster-dns`: every node answers on it itself (docs/dns.md), so no Service may take it.
+    pub cluster_dns: Option<IpAddr>,
 }
 
 impl ServiceRanges {
@@ -36,6 +38,7 @@ impl ServiceRanges {
         ServiceRanges {
             cidr: "10.43.0.0/16".parse().expect("valid CIDR"),
             node_ports: (30000, 32767),
+            cluster_dns: "10.43.0.10".parse().ok(),
         }
     }
 
@@ -244,6 +247,11 @@ async fn allocate(
                         ),
                     )
                 };
+                if Some(ip) == ranges.cluster_dns {
+                    return Err(failed(
+                        "the provided IP is the cluster DNS address (cluster-dns), which every node serves itself".into(),
+                    ));
+                }
                 if !ranges.allocatable(ip) {
                     return Err(failed(format!(
                         "the provided IP ({want}) is not in the valid range. The range of valid IPs is {}",
@@ -277,6 +285,9 @@ async fn allocate_ip(
     let used = taken(held.store, IP_PREFIX).await?;
     for offset in ranges.dynamic_order() {
         let ip = ranges.at(offset);
+        if Some(ip) == ranges.cluster_dns {
+            continue;
+        }
         let key = format!("{IP_PREFIX}{ip}");
         // Another server may take a free address between the list and the create: try the next.
         if !used.contains(&key) && held.take(key).await? {
@@ -410,6 +421,7 @@ mod tests {
         ServiceRanges {
             cidr: "198.19.0.0/16".parse().unwrap(),
             node_ports: (30000, 30002),
+            cluster_dns: "198.19.0.10".parse().ok(),
         }
     }
 
@@ -456,6 +468,40 @@ mod tests {
         assert_eq!(a["spec"]["ports"][0]["protocol"], "TCP");
     }
 
+    /// The cluster DNS address is never handed out, even when the rest of the range is full,
+    /// and asking for it names why.
+    #[tokio::test]
+    async fn the_cluster_dns_address_is_never_allocated() {
+        let s = store();
+        let r = ServiceRanges {
+            cidr: "198.19.0.0/28".parse().unwrap(),
+            ..ranges()
+        };
+        let e = create(
+            &s,
+            &r,
+            "default",
+            svc("dns", json!({"clusterIP": "198.19.0.10"})),
+        )
+        .await
+        .unwrap_err();
+        assert!(cause(e).contains("cluster DNS address (cluster-dns)"));
+        // .1 ..= .14 minus .10: 13 services fit, the 14th finds the range full.
+        let mut ips = HashSet::new();
+        for i in 0..13 {
+            let v = create(&s, &r, "default", svc(&format!("s{i}"), json!({})))
+                .await
+                .unwrap();
+            ips.insert(v["spec"]["clusterIP"].as_str().unwrap().to_string());
+        }
+        assert_eq!(ips.len(), 13);
+        assert!(!ips.contains("198.19.0.10"), "{ips:?}");
+        let e = create(&s, &r, "default", svc("full", json!({})))
+            .await
+            .unwrap_err();
+        assert!(cause(e).contains("range is full"));
+    }
+
     #[tokio::test]
     async fn requested_ips_are_honoured_once_and_checked_against_the_range() {
         let (s, r) = (store(), ranges());
@@ -463,12 +509,12 @@ mod tests {
             &s,
             &r,
             "default",
-            svc("a", json!({"clusterIP": "198.19.0.10"})),
+            svc("a", json!({"clusterIP": "198.19.0.11"})),
         )
         .await
         .unwrap();
-        assert_eq!(a["spec"]["clusterIPs"], json!(["198.19.0.10"]));
-        let e = create(&s, &r, "ns2", svc("b", json!({"clusterIP": "198.19.0.10"})))
+        assert_eq!(a["spec"]["clusterIPs"], json!(["198.19.0.11"]));
+        let e = create(&s, &r, "ns2", svc("b", json!({"clusterIP": "198.19.0.11"})))
             .await
             .unwrap_err();
         assert!(cause(e).contains("provided IP is already allocated"));

@@ -45,7 +45,9 @@ pub fn build_images(work: &Path, images: &Path) {
         .find(|p| Path::new(p).is_file())
         .expect("busybox-static installed");
     std::fs::copy(busybox, bin.join("busybox")).unwrap();
-    for applet in ["sh", "echo", "sleep", "cat", "ls", "wget", "true", "false"] {
+    for applet in [
+        "sh", "echo", "sleep", "cat", "ls", "wget", "true", "false", "nslookup",
+    ] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
     }
     run(&["umoci", "repack", "--image", &format!("{l}:1"), &b]);

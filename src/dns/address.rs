@@ -1,0 +1,111 @@
+//! Makes the `cluster-dns` address local on this node (docs/dns.md): a `local` route in the
+//! kernel's local table, `ip route add local <ip> dev lo table local metric <m>`, where the
+//! metric is derived from the node's data dir. Several nodes sharing one network namespace each
+//! add their own route (same address, own metric) and remove only their own on shutdown, so
+//! the address stays local while any of them runs. Pods reach it through their default route
+//! to the node; no NAT is involved.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+/// Lowest metric used; the data dir's hash is added to it.
+const METRIC_BASE: u32 = 4000;
+/// Range of the hash part of the metric.
+const METRIC_SPAN: u32 = 1 << 20;
+
+/// The route metric owned by the node with `data_dir`.
+pub fn metric(data_dir: &Path) -> u32 {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        data_dir.as_os_str().as_encoded_bytes(),
+    );
+    let b = digest.as_ref();
+    METRIC_BASE + u32::from_be_bytes([b[0], b[1], b[2], b[3]]) % METRIC_SPAN
+}
+
+fn prefix(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(_) => format!("{ip}/32"),
+        IpAddr::V6(_) => format!("{ip}/128"),
+    }
+}
+
+fn args(verb: &str, ip: IpAddr, metric: u32) -> Vec<String> {
+    let family = if ip.is_ipv4() { "-4" } else { "-6" };
+    [
+        family,
+        "route",
+        verb,
+        "local",
+        &prefix(ip),
+        "dev",
+        "lo",
+        "table",
+        "local",
+        "metric",
+        &metric.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Why the address could not be made local.
+#[derive(Debug, thiserror::Error)]
+#[error("ip {args}: {message}")]
+pub struct RouteError {
+    args: String,
+    message: String,
+}
+
+async fn ip(args: Vec<String>) -> Result<(), RouteError> {
+    let out = tokio::process::Command::new("ip")
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await;
+    let message = match out {
+        Ok(o) if o.status.success() => return Ok(()),
+        Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        Err(e) => e.to_string(),
+    };
+    Err(RouteError {
+        args: args.join(" "),
+        message,
+    })
+}
+
+/// Adds this node's local route for `ip` (an existing identical route is this node's own, left
+/// by a daemon that did not stop cleanly).
+pub async fn add(ip_addr: IpAddr, metric: u32) -> Result<(), RouteError> {
+    match ip(args("add", ip_addr, metric)).await {
+        Err(e) if e.message.contains("File exists") => Ok(()),
+        r => r,
+    }
+}
+
+/// Removes this node's local route for `ip` (others' routes for the same address stay).
+pub async fn remove(ip_addr: IpAddr, metric: u32) -> Result<(), RouteError> {
+    match ip(args("del", ip_addr, metric)).await {
+        Err(e) if e.message.contains("No such process") => Ok(()),
+        r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_data_dir_owns_its_own_metric() {
+        let a = metric(Path::new("/var/lib/rancher/rke2"));
+        let b = metric(Path::new("/tmp/x/s2/data"));
+        assert_ne!(a, b);
+        assert!((METRIC_BASE..METRIC_BASE + METRIC_SPAN).contains(&a));
+        assert_eq!(a, metric(Path::new("/var/lib/rancher/rke2")));
+        assert_eq!(
+            args("add", "10.43.0.10".parse().unwrap(), 7).join(" "),
+            "-4 route add local 10.43.0.10/32 dev lo table local metric 7"
+        );
+    }
+}
