@@ -21,7 +21,8 @@ use crate::storage::{ListOptions, ObjectError, Storage};
 
 const COMPONENT: &str = "replicaset-controller";
 
-fn is_deleting(obj: &Value) -> bool {
+/// Whether the object has a deletion timestamp (it is going away).
+pub fn is_deleting(obj: &Value) -> bool {
     obj.pointer("/metadata/deletionTimestamp")
         .is_some_and(|t| !t.is_null())
 }
@@ -76,15 +77,16 @@ pub fn is_ready(pod: &Value) -> bool {
     ready_since(pod).is_some()
 }
 
-/// A new pod of `rs`: its template, `generateName: <rs>-`, a controller reference.
-fn pod_from_template(rs: &Value) -> Value {
-    let template = &rs["spec"]["template"];
+/// A new pod of `owner` (of kind `info`) from its `spec.template`: `generateName: <owner>-`, a
+/// controller reference.
+pub fn pod_from_template(info: &ResourceInfo, owner: &Value) -> Value {
+    let template = &owner["spec"]["template"];
     let mut metadata = template["metadata"].clone();
     if !metadata.is_object() {
         metadata = json!({});
     }
-    metadata["generateName"] = json!(format!("{}-", text(rs, "/metadata/name")));
-    metadata["ownerReferences"] = json!([controller_ref(&REPLICA_SETS, rs)]);
+    metadata["generateName"] = json!(format!("{}-", text(owner, "/metadata/name")));
+    metadata["ownerReferences"] = json!([controller_ref(info, owner)]);
     if let Some(m) = metadata.as_object_mut() {
         for k in ["name", "uid", "resourceVersion", "creationTimestamp"] {
             m.remove(k);
@@ -210,7 +212,9 @@ pub async fn sync_one(
     let want = rs["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
     if active.len() < want {
         for _ in active.len()..want {
-            let created = store.create(&PODS, Some(ns), pod_from_template(rs)).await?;
+            let created = store
+                .create(&PODS, Some(ns), pod_from_template(&REPLICA_SETS, rs))
+                .await?;
             tracing::debug!(component = COMPONENT, replicaset = %name, pod = %text(&created, "/metadata/name"), "created pod");
             active.push(created);
         }

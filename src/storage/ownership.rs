@@ -7,10 +7,10 @@ use serde_json::{Value, json};
 
 use super::{ListOptions, ObjectError, Storage};
 use crate::registry::print::text;
-use crate::registry::{PODS, REPLICA_SETS, ResourceInfo};
+use crate::registry::{JOBS, PODS, REPLICA_SETS, ResourceInfo};
 
 /// The kinds whose objects may be dependents (what the workload controllers create).
-pub const DEPENDENT_KINDS: &[&ResourceInfo] = &[&REPLICA_SETS, &PODS];
+pub const DEPENDENT_KINDS: &[&ResourceInfo] = &[&REPLICA_SETS, &JOBS, &PODS];
 
 /// The finalizer upstream sets on an owner being deleted with `propagationPolicy: Orphan`.
 pub const ORPHAN_FINALIZER: &str = "orphan";
