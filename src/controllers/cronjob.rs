@@ -258,3 +258,223 @@ pub async fn run(
     )
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn store() -> Storage {
+        Storage::new(crate::datastore::Datastore::from_impl(Arc::new(
+            crate::datastore::memory::MemoryStore::default(),
+        )))
+    }
+
+    fn cronjob(name: &str, extra: Value) -> Value {
+        let mut spec = json!({"schedule": "*/1 * * * *",
+            "jobTemplate": {"metadata": {"labels": {"from": "cron"}},
+                "spec": {"template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "x:1"}]}}}}});
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        json!({"apiVersion": "batch/v1", "kind": "CronJob",
+               "metadata": {"name": name, "namespace": "default"}, "spec": spec})
+    }
+
+    /// The CronJob's Jobs, by name.
+    async fn jobs_of(store: &Storage, uid: &str) -> Vec<Value> {
+        let mut out: Vec<Value> = store
+            .list(&JOBS, Some("default"), &ListOptions::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|j| controller_uid(j) == Some(uid))
+            .collect();
+        out.sort_by_key(|j| text(j, "/metadata/name").to_string());
+        out
+    }
+
+    async fn complete(store: &Storage, job: &Value, kind: &str) {
+        store
+            .modify(
+                &JOBS,
+                Some("default"),
+                text(job, "/metadata/name"),
+                None,
+                |j| {
+                    j["status"]["conditions"] = json!([{"type": kind, "status": "True"}]);
+                    j["status"]["completionTime"] = json!(rfc3339(Utc::now()));
+                    Ok::<(), ObjectError>(())
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn create(store: &Storage, cj: Value) -> (String, DateTime<Utc>) {
+        let created = store.create(&CRON_JOBS, Some("default"), cj).await.unwrap();
+        (
+            text(&created, "/metadata/uid").to_string(),
+            created_at(&created),
+        )
+    }
+
+    fn created_at(obj: &Value) -> DateTime<Utc> {
+        created(obj).unwrap()
+    }
+
+    fn minute(t: DateTime<Utc>, n: i64) -> DateTime<Utc> {
+        let floor = t.timestamp() - t.timestamp().rem_euclid(60);
+        DateTime::from_timestamp(floor + 60 * n, 0).unwrap()
+    }
+
+    #[tokio::test]
+    async fn fires_on_schedule_and_allows_overlap() {
+        let store = store();
+        let (uid, c) = create(&store, cronjob("tick", json!({}))).await;
+        // Before the first full minute after creation: nothing.
+        sync_all_at(&store, minute(c, 1) - chrono::Duration::seconds(1))
+            .await
+            .unwrap();
+        assert!(jobs_of(&store, &uid).await.is_empty());
+
+        let t1 = minute(c, 1) + chrono::Duration::seconds(2);
+        sync_all_at(&store, t1).await.unwrap();
+        sync_all_at(&store, t1).await.unwrap();
+        let jobs = jobs_of(&store, &uid).await;
+        assert_eq!(jobs.len(), 1, "one job per scheduled time");
+        let job = &jobs[0];
+        assert_eq!(
+            text(job, "/metadata/name"),
+            format!("tick-{}", minute(c, 1).timestamp() / 60)
+        );
+        assert_eq!(job["metadata"]["labels"]["from"], "cron");
+        assert_eq!(
+            job["metadata"]["annotations"][SCHEDULED_TIMESTAMP],
+            rfc3339(minute(c, 1))
+        );
+        assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "CronJob");
+        let cj = store
+            .get(&CRON_JOBS, Some("default"), "tick")
+            .await
+            .unwrap();
+        assert_eq!(cj["status"]["lastScheduleTime"], rfc3339(minute(c, 1)));
+        assert_eq!(
+            cj["status"]["active"][0]["name"],
+            text(job, "/metadata/name")
+        );
+
+        // Several missed minutes: only the latest runs; Allow lets it overlap the first.
+        sync_all_at(&store, minute(c, 4) + chrono::Duration::seconds(1))
+            .await
+            .unwrap();
+        let jobs = jobs_of(&store, &uid).await;
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(
+            text(&jobs[1], "/metadata/name"),
+            format!("tick-{}", minute(c, 4).timestamp() / 60)
+        );
+    }
+
+    #[tokio::test]
+    async fn forbid_skips_and_replace_replaces() {
+        let store = store();
+        let (forbid, c) = create(
+            &store,
+            cronjob("forbid", json!({"concurrencyPolicy": "Forbid"})),
+        )
+        .await;
+        let (replace, _) = create(
+            &store,
+            cronjob("replace", json!({"concurrencyPolicy": "Replace"})),
+        )
+        .await;
+        let t1 = minute(c, 1) + chrono::Duration::seconds(1);
+        sync_all_at(&store, t1).await.unwrap();
+        let t2 = minute(c, 2) + chrono::Duration::seconds(1);
+        sync_all_at(&store, t2).await.unwrap();
+        let f = jobs_of(&store, &forbid).await;
+        assert_eq!(f.len(), 1, "Forbid: no second job while the first runs");
+        let r = jobs_of(&store, &replace).await;
+        assert_eq!(r.len(), 1, "Replace: the first job is gone");
+        assert_eq!(
+            text(&r[0], "/metadata/name"),
+            format!("replace-{}", minute(c, 2).timestamp() / 60)
+        );
+        // Once the Forbid job finished, the next time runs.
+        complete(&store, &f[0], "Complete").await;
+        sync_all_at(&store, minute(c, 3) + chrono::Duration::seconds(1))
+            .await
+            .unwrap();
+        assert_eq!(jobs_of(&store, &forbid).await.len(), 2);
+        let cj = store
+            .get(&CRON_JOBS, Some("default"), "forbid")
+            .await
+            .unwrap();
+        assert!(cj["status"]["lastSuccessfulTime"].is_string());
+    }
+
+    #[tokio::test]
+    async fn history_limits_and_suspend() {
+        let store = store();
+        let (uid, c) = create(
+            &store,
+            cronjob(
+                "hist",
+                json!({"successfulJobsHistoryLimit": 1, "failedJobsHistoryLimit": 0}),
+            ),
+        )
+        .await;
+        for n in 1..=3 {
+            sync_all_at(&store, minute(c, n) + chrono::Duration::seconds(1))
+                .await
+                .unwrap();
+        }
+        let jobs = jobs_of(&store, &uid).await;
+        assert_eq!(jobs.len(), 3);
+        complete(&store, &jobs[0], "Complete").await;
+        complete(&store, &jobs[1], "Complete").await;
+        complete(&store, &jobs[2], "Failed").await;
+        sync_all_at(&store, minute(c, 3) + chrono::Duration::seconds(2))
+            .await
+            .unwrap();
+        let left = jobs_of(&store, &uid).await;
+        assert_eq!(left.len(), 1, "one successful job kept, no failed one");
+        assert_eq!(
+            text(&left[0], "/metadata/name"),
+            text(&jobs[1], "/metadata/name")
+        );
+
+        store
+            .modify(&CRON_JOBS, Some("default"), "hist", None, |cj| {
+                cj["spec"]["suspend"] = json!(true);
+                Ok::<(), ObjectError>(())
+            })
+            .await
+            .unwrap();
+        sync_all_at(&store, minute(c, 6) + chrono::Duration::seconds(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            jobs_of(&store, &uid).await.len(),
+            1,
+            "suspended: nothing runs"
+        );
+    }
+
+    #[test]
+    fn starting_deadline_skips_late_runs() {
+        let c: DateTime<Utc> = "2026-01-01T00:00:30Z".parse().unwrap();
+        let mut cj = cronjob("late", json!({"startingDeadlineSeconds": 10}));
+        cj["metadata"]["creationTimestamp"] = json!(rfc3339(c));
+        let on_time: DateTime<Utc> = "2026-01-01T00:01:05Z".parse().unwrap();
+        assert_eq!(
+            due(&cj, on_time),
+            Some("2026-01-01T00:01:00Z".parse().unwrap())
+        );
+        let late: DateTime<Utc> = "2026-01-01T00:01:20Z".parse().unwrap();
+        assert_eq!(due(&cj, late), None);
+    }
+}

@@ -379,3 +379,238 @@ pub async fn run(
     )
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn store() -> Storage {
+        Storage::new(crate::datastore::Datastore::from_impl(Arc::new(
+            crate::datastore::memory::MemoryStore::default(),
+        )))
+    }
+
+    fn node(name: &str, labels: Value, taints: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Node",
+               "metadata": {"name": name, "labels": labels},
+               "spec": {"taints": taints},
+               "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    }
+
+    fn ds(name: &str, tolerations: Value, node_selector: Value) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+               "metadata": {"name": name, "namespace": "default"},
+               "spec": {"selector": {"matchLabels": {"app": name}},
+                        "template": {"metadata": {"labels": {"app": name}},
+                                     "spec": {"tolerations": tolerations, "nodeSelector": node_selector,
+                                              "containers": [{"name": "c", "image": "x:1"}]}}}})
+    }
+
+    async fn setup(store: &Storage) {
+        for n in [
+            node("agent1", json!({"role": "edge"}), json!([])),
+            node("agent2", json!({}), json!([])),
+            node(
+                "server1",
+                json!({}),
+                json!([{"key": "CriticalAddonsOnly", "value": "true", "effect": "NoExecute"}]),
+            ),
+            node(
+                "cordoned",
+                json!({}),
+                json!([{"key": "dedicated", "value": "x", "effect": "NoSchedule"}]),
+            ),
+        ] {
+            store.create(&NODES, None, n).await.unwrap();
+        }
+    }
+
+    async fn pods_by_node(store: &Storage, uid: &str) -> BTreeMap<String, Vec<Value>> {
+        let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for p in store
+            .list(&PODS, Some("default"), &ListOptions::default())
+            .await
+            .unwrap()
+            .items
+        {
+            if controller_uid(&p) == Some(uid) && !is_deleting(&p) {
+                out.entry(node_of(&p).to_string()).or_default().push(p);
+            }
+        }
+        out
+    }
+
+    async fn mark_ready(store: &Storage, pod: &Value) {
+        let name = text(pod, "/metadata/name").to_string();
+        store
+            .modify(&PODS, Some("default"), &name, None, |p| {
+                p["spec"]["nodeName"] = json!(node_of(p).to_string());
+                p["status"]["phase"] = json!("Running");
+                p["status"]["conditions"] = json!([{"type": "Ready", "status": "True",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z"}]);
+                Ok::<(), ObjectError>(())
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn one_pod_per_tolerating_node_and_status() {
+        let store = store();
+        setup(&store).await;
+        let plain = store
+            .create(
+                &DAEMON_SETS,
+                Some("default"),
+                ds("plain", json!([]), json!({})),
+            )
+            .await
+            .unwrap();
+        let critical = store
+            .create(
+                &DAEMON_SETS,
+                Some("default"),
+                ds(
+                    "critical",
+                    json!([{"key": "CriticalAddonsOnly", "operator": "Exists"}]),
+                    json!({}),
+                ),
+            )
+            .await
+            .unwrap();
+        let edge = store
+            .create(
+                &DAEMON_SETS,
+                Some("default"),
+                ds("edge", json!([]), json!({"role": "edge"})),
+            )
+            .await
+            .unwrap();
+        sync_all(&store).await.unwrap();
+
+        let uid = |o: &Value| text(o, "/metadata/uid").to_string();
+        let plain_pods = pods_by_node(&store, &uid(&plain)).await;
+        assert_eq!(
+            plain_pods.keys().collect::<Vec<_>>(),
+            ["agent1", "agent2"],
+            "no pod on the CriticalAddonsOnly server nor the NoSchedule node"
+        );
+        let critical_pods = pods_by_node(&store, &uid(&critical)).await;
+        assert_eq!(
+            critical_pods.keys().collect::<Vec<_>>(),
+            ["agent1", "agent2", "server1"]
+        );
+        let edge_pods = pods_by_node(&store, &uid(&edge)).await;
+        assert_eq!(edge_pods.keys().collect::<Vec<_>>(), ["agent1"]);
+
+        // The pod is pinned to its node and carries upstream's default tolerations.
+        let pod = &plain_pods["agent1"][0];
+        assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "DaemonSet");
+        assert!(text(pod, "/metadata/name").starts_with("plain-"));
+        assert!(!text(pod, &format!("/metadata/labels/{REVISION_HASH}")).is_empty());
+        let tolerations = pod["spec"]["tolerations"].as_array().unwrap();
+        for key in [
+            TAINT_NOT_READY,
+            TAINT_UNREACHABLE,
+            "node.kubernetes.io/unschedulable",
+        ] {
+            assert!(tolerations.iter().any(|t| t["key"] == key), "{key}");
+        }
+
+        // A second pass changes nothing.
+        sync_all(&store).await.unwrap();
+        assert_eq!(pods_by_node(&store, &uid(&plain)).await.len(), 2);
+
+        for p in plain_pods.values().flatten() {
+            mark_ready(&store, p).await;
+        }
+        sync_all(&store).await.unwrap();
+        let status = store
+            .get(&DAEMON_SETS, Some("default"), "plain")
+            .await
+            .unwrap()["status"]
+            .clone();
+        assert_eq!(status["desiredNumberScheduled"], 2);
+        assert_eq!(status["currentNumberScheduled"], 2);
+        assert_eq!(status["numberReady"], 2);
+        assert_eq!(status["numberAvailable"], 2);
+        assert_eq!(status["updatedNumberScheduled"], 2);
+        assert_eq!(status["numberMisscheduled"], 0);
+        assert!(status.get("numberUnavailable").is_none());
+
+        // A NoExecute taint the pod does not tolerate evicts it.
+        store
+            .modify(&NODES, None, "agent2", None, |n| {
+                n["spec"]["taints"] = json!([{"key": "gone", "effect": "NoExecute"}]);
+                Ok::<(), ObjectError>(())
+            })
+            .await
+            .unwrap();
+        sync_all(&store).await.unwrap();
+        let left = pods_by_node(&store, &uid(&plain)).await;
+        assert!(!left.contains_key("agent2") || left["agent2"].is_empty());
+    }
+
+    #[tokio::test]
+    async fn rolling_update_keeps_max_unavailable() {
+        let store = store();
+        setup(&store).await;
+        let d = store
+            .create(
+                &DAEMON_SETS,
+                Some("default"),
+                ds(
+                    "roll",
+                    json!([{"key": "CriticalAddonsOnly", "operator": "Exists"}]),
+                    json!({}),
+                ),
+            )
+            .await
+            .unwrap();
+        let uid = text(&d, "/metadata/uid").to_string();
+        sync_all(&store).await.unwrap();
+        let first = pods_by_node(&store, &uid).await;
+        assert_eq!(first.len(), 3);
+        for p in first.values().flatten() {
+            mark_ready(&store, p).await;
+        }
+        store
+            .modify(&DAEMON_SETS, Some("default"), "roll", None, |d| {
+                d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("x:2");
+                Ok::<(), ObjectError>(())
+            })
+            .await
+            .unwrap();
+        sync_all(&store).await.unwrap();
+        // One node at a time (maxUnavailable 1): one old pod is going, none new yet.
+        let during = pods_by_node(&store, &uid).await;
+        assert_eq!(during.len(), 2, "{:?}", during.keys());
+        // Once it is gone (at once here: the test nodes run no container runtime), the node
+        // gets a new pod.
+        sync_all(&store).await.unwrap();
+        let after = pods_by_node(&store, &uid).await;
+        assert_eq!(after.len(), 3);
+        let images: Vec<&str> = after
+            .values()
+            .flatten()
+            .map(|p| text(p, "/spec/containers/0/image"))
+            .collect();
+        assert_eq!(
+            images.iter().filter(|i| **i == "x:2").count(),
+            1,
+            "{images:?}"
+        );
+        // Nothing more goes while the new pod is not available.
+        sync_all(&store).await.unwrap();
+        assert_eq!(pods_by_node(&store, &uid).await.len(), 3);
+        let status = store
+            .get(&DAEMON_SETS, Some("default"), "roll")
+            .await
+            .unwrap()["status"]
+            .clone();
+        assert_eq!(status["updatedNumberScheduled"], 1);
+        assert_eq!(status["numberAvailable"], 2);
+        assert_eq!(status["numberUnavailable"], 1);
+    }
+}

@@ -220,6 +220,8 @@ pub async fn sync_one(
     };
 
     let mut terminating = terminating;
+    // Pods created by this pass count as active at once, as upstream's expectations do.
+    let mut created = 0;
     if success || failure.is_some() || suspended {
         // Nothing more runs: stop what still does.
         for p in active.drain(..) {
@@ -237,12 +239,12 @@ pub async fn sync_one(
             let wait_until = last_failure.map(|t| t + backoff(failed));
             if wait_until.is_none_or(|t| t <= now) {
                 for _ in active.len()..want {
-                    let created = store
+                    let pod = store
                         .create(&PODS, Some(ns), pod_from_template(&JOBS, job))
                         .await?;
-                    tracing::debug!(component = COMPONENT, job = %name, pod = %text(&created, "/metadata/name"), "created pod");
+                    tracing::debug!(component = COMPONENT, job = %name, pod = %text(&pod, "/metadata/name"), "created pod");
+                    created += 1;
                 }
-                // Counted as active from the next sync on, which the pod watch triggers.
             }
         } else if active.len() > want {
             active.sort_by_key(|p| {
@@ -309,7 +311,7 @@ pub async fn sync_one(
     }
     // Go's `omitempty` leaves zero counts out.
     for (k, n) in [
-        ("active", active.len() as i64),
+        ("active", active.len() as i64 + created),
         ("succeeded", succeeded),
         ("failed", failed),
     ] {
@@ -369,4 +371,212 @@ pub async fn run(
         |store| async move { sync_all_at(&store, Utc::now()).await },
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn store() -> Storage {
+        Storage::new(crate::datastore::Datastore::from_impl(Arc::new(
+            crate::datastore::memory::MemoryStore::default(),
+        )))
+    }
+
+    fn job(name: &str, spec: Value) -> Value {
+        let mut spec = spec;
+        spec["template"] = json!({"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "x:1"}]}});
+        json!({"apiVersion": "batch/v1", "kind": "Job",
+               "metadata": {"name": name, "namespace": "default"}, "spec": spec})
+    }
+
+    async fn owned(store: &Storage, uid: &str) -> Vec<Value> {
+        store
+            .list(&PODS, Some("default"), &ListOptions::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|p| controller_uid(p) == Some(uid))
+            .collect()
+    }
+
+    async fn finish(store: &Storage, pod: &Value, phase: &str, at: DateTime<Utc>) {
+        let name = text(pod, "/metadata/name").to_string();
+        store
+            .modify(&PODS, Some("default"), &name, None, |p| {
+                p["status"]["phase"] = json!(phase);
+                p["status"]["containerStatuses"] = json!([{"name": "c", "restartCount": 0,
+                    "state": {"terminated": {"exitCode": if phase == "Failed" { 1 } else { 0 },
+                                             "finishedAt": rfc3339(at)}}}]);
+                Ok::<(), ObjectError>(())
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn get(store: &Storage, name: &str) -> Value {
+        store.get(&JOBS, Some("default"), name).await.unwrap()
+    }
+
+    fn condition_types(job: &Value) -> Vec<String> {
+        list(job, "/status/conditions")
+            .iter()
+            .map(|c| text(c, "/type").to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn runs_to_completion_with_parallelism() {
+        let store = store();
+        let created = store
+            .create(
+                &JOBS,
+                Some("default"),
+                job("calc", json!({"completions": 3, "parallelism": 2})),
+            )
+            .await
+            .unwrap();
+        let uid = text(&created, "/metadata/uid").to_string();
+        let now = Utc::now();
+        sync_all_at(&store, now).await.unwrap();
+        let pods = owned(&store, &uid).await;
+        assert_eq!(pods.len(), 2, "parallelism 2");
+        assert!(text(&pods[0], "/metadata/name").starts_with("calc-"));
+        assert_eq!(
+            pods[0]["metadata"]["labels"][crate::registry::job::JOB_NAME_LABEL],
+            "calc"
+        );
+        let j = get(&store, "calc").await;
+        assert_eq!(j["status"]["active"], 2);
+        assert!(j["status"]["startTime"].is_string());
+
+        for p in &pods {
+            finish(&store, p, "Succeeded", now).await;
+        }
+        sync_all_at(&store, now).await.unwrap();
+        // Only one completion is missing: one more pod, not two.
+        assert_eq!(owned(&store, &uid).await.len(), 3);
+        let j = get(&store, "calc").await;
+        assert_eq!(j["status"]["succeeded"], 2);
+        assert_eq!(j["status"]["active"], 1);
+        assert!(condition_types(&j).is_empty());
+
+        let last = owned(&store, &uid)
+            .await
+            .into_iter()
+            .find(|p| phase(p) == "Pending")
+            .unwrap();
+        finish(&store, &last, "Succeeded", now).await;
+        sync_all_at(&store, now).await.unwrap();
+        let j = get(&store, "calc").await;
+        assert_eq!(j["status"]["succeeded"], 3);
+        assert!(j["status"].get("active").is_none());
+        assert_eq!(condition_types(&j), ["SuccessCriteriaMet", "Complete"]);
+        assert!(j["status"]["completionTime"].is_string());
+        // Finished: nothing more is created.
+        sync_all_at(&store, now).await.unwrap();
+        assert_eq!(owned(&store, &uid).await.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn failures_back_off_and_stop_at_the_backoff_limit() {
+        let store = store();
+        let created = store
+            .create(
+                &JOBS,
+                Some("default"),
+                job("fail", json!({"backoffLimit": 1})),
+            )
+            .await
+            .unwrap();
+        let uid = text(&created, "/metadata/uid").to_string();
+        let t0 = Utc::now();
+        sync_all_at(&store, t0).await.unwrap();
+        let first = owned(&store, &uid).await;
+        assert_eq!(first.len(), 1);
+        finish(&store, &first[0], "Failed", t0).await;
+
+        // Within the 10 s back-off: no new pod yet.
+        sync_all_at(&store, t0 + chrono::Duration::seconds(5))
+            .await
+            .unwrap();
+        assert_eq!(owned(&store, &uid).await.len(), 1);
+        let j = get(&store, "fail").await;
+        assert_eq!(j["status"]["failed"], 1);
+        assert!(condition_types(&j).is_empty());
+
+        // After it: the second try.
+        sync_all_at(&store, t0 + chrono::Duration::seconds(11))
+            .await
+            .unwrap();
+        let pods = owned(&store, &uid).await;
+        assert_eq!(pods.len(), 2);
+        let second = pods.iter().find(|p| phase(p) == "Pending").unwrap();
+        finish(&store, second, "Failed", t0 + chrono::Duration::seconds(12)).await;
+
+        // Two failures > backoffLimit 1: Failed, and no third pod ever.
+        let later = t0 + chrono::Duration::seconds(600);
+        sync_all_at(&store, later).await.unwrap();
+        let j = get(&store, "fail").await;
+        assert_eq!(j["status"]["failed"], 2);
+        assert_eq!(condition_types(&j), ["FailureTarget", "Failed"]);
+        let failed = list(&j, "/status/conditions")
+            .iter()
+            .find(|c| c["type"] == "Failed")
+            .unwrap();
+        assert_eq!(failed["reason"], "BackoffLimitExceeded");
+        sync_all_at(&store, later).await.unwrap();
+        assert_eq!(owned(&store, &uid).await.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn finished_jobs_expire_after_their_ttl() {
+        let store = store();
+        let created = store
+            .create(
+                &JOBS,
+                Some("default"),
+                job("short", json!({"ttlSecondsAfterFinished": 30})),
+            )
+            .await
+            .unwrap();
+        let uid = text(&created, "/metadata/uid").to_string();
+        let t0 = Utc::now();
+        sync_all_at(&store, t0).await.unwrap();
+        let pod = owned(&store, &uid).await.remove(0);
+        finish(&store, &pod, "Succeeded", t0).await;
+        sync_all_at(&store, t0).await.unwrap();
+        assert!(is_finished(&get(&store, "short").await));
+        sync_all_at(&store, t0 + chrono::Duration::seconds(10))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .get_opt(&JOBS, Some("default"), "short")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        sync_all_at(&store, t0 + chrono::Duration::seconds(31))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .get_opt(&JOBS, Some("default"), "short")
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_six_minutes() {
+        assert_eq!(backoff(0).num_seconds(), 0);
+        assert_eq!(backoff(1).num_seconds(), 10);
+        assert_eq!(backoff(3).num_seconds(), 40);
+        assert_eq!(backoff(40).num_seconds(), 360);
+    }
 }
