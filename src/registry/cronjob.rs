@@ -36,6 +36,7 @@ pub static CRON_JOBS: ResourceInfo = ResourceInfo {
         conditions: no_conditions,
     },
     go_package: "batch",
+    protobuf: Some(super::protobuf::BATCH_V1),
     ..ResourceInfo::stored(
         "batch",
         "cronjobs",

@@ -39,6 +39,7 @@ pub static JOBS: ResourceInfo = ResourceInfo {
         conditions: no_conditions,
     },
     go_package: "batch",
+    protobuf: Some(super::protobuf::BATCH_V1),
     ..ResourceInfo::stored("batch", "jobs", "job", "Job", true, "/registry/jobs")
 };
 
