@@ -58,12 +58,80 @@ const LIST_STRATEGIES: &[(&str, super::ListStrategy)] = &[
         super::ListStrategy::MergeByKey("name"),
     ),
     (
+        "spec.jobTemplate.spec.template.spec.containers.volumeMounts",
+        super::ListStrategy::MergeByKey("mountPath"),
+    ),
+    (
+        "spec.jobTemplate.spec.template.spec.containers.volumeDevices",
+        super::ListStrategy::MergeByKey("devicePath"),
+    ),
+    (
+        "spec.jobTemplate.spec.template.spec.containers.ports",
+        super::ListStrategy::MergeByKey("containerPort"),
+    ),
+    (
         "spec.jobTemplate.spec.template.spec.initContainers",
         super::ListStrategy::MergeByKey("name"),
     ),
     (
+        "spec.jobTemplate.spec.template.spec.initContainers.env",
+        super::ListStrategy::MergeByKey("name"),
+    ),
+    (
+        "spec.jobTemplate.spec.template.spec.initContainers.volumeMounts",
+        super::ListStrategy::MergeByKey("mountPath"),
+    ),
+    (
+        "spec.jobTemplate.spec.template.spec.initContainers.volumeDevices",
+        super::ListStrategy::MergeByKey("devicePath"),
+    ),
+    (
+        "spec.jobTemplate.spec.template.spec.initContainers.ports",
+        super::ListStrategy::MergeByKey("containerPort"),
+    ),
+    (
+        "spec.jobTemplate.spec.template.spec.ephemeralContainers",
+        super::ListStrategy::MergeByKey("name"),
+    ),
+    (
+        "spec.jobTemplate.spec.template.spec.ephemeralContainers.env",
+        super::ListStrategy::MergeByKey("name"),
+    ),
+    (
+        "spec.jobTemplate.spec.template.spec.ephemeralContainers.volumeMounts",
+        super::ListStrategy::MergeByKey("mountPath"),
+    ),
+    (
+        "spec.jobTemplate.spec.template.spec.ephemeralContainers.volumeDevices",
+        super::ListStrategy::MergeByKey("devicePath"),
+    ),
+    (
+        "spec.jobTemplate.spec.template.spec.ephemeralContainers.ports",
+        super::ListStrategy::MergeByKey("containerPort"),
+    ),
+    (
         "spec.jobTemplate.spec.template.spec.volumes",
         super::ListStrategy::MergeByKey("name"),
+    ),
+    (
+        "spec.jobTemplate.spec.template.spec.imagePullSecrets",
+        super::ListStrategy::MergeByKey("name"),
+    ),
+    (
+        "spec.jobTemplate.spec.template.spec.hostAliases",
+        super::ListStrategy::MergeByKey("ip"),
+    ),
+    (
+        "spec.jobTemplate.spec.template.spec.schedulingGates",
+        super::ListStrategy::MergeByKey("name"),
+    ),
+    (
+        "spec.jobTemplate.spec.template.spec.resourceClaims",
+        super::ListStrategy::MergeByKey("name"),
+    ),
+    (
+        "spec.jobTemplate.spec.template.spec.topologySpreadConstraints",
+        super::ListStrategy::MergeByKey("topologyKey"),
     ),
 ];
 
