@@ -17,7 +17,7 @@ use tokio::sync::watch as tokio_watch;
 use tokio_util::sync::CancellationToken;
 
 use super::driven;
-use super::replicaset::{controller_ref, controller_uid, is_deleting};
+use super::replicaset::{controller_ref, controller_uid, is_deleting, write_status};
 use super::timed;
 use crate::datastore::StoreCell;
 use crate::registry::job::has_condition;
@@ -209,17 +209,7 @@ pub async fn sync_one(
     if let Some(t) = last_success {
         status["lastSuccessfulTime"] = t;
     }
-    if cj.get("status") != Some(&status) {
-        store
-            .modify(&CRON_JOBS, Some(ns), name, None, |current| {
-                if text(current, "/metadata/uid") == uid {
-                    current["status"] = status.clone();
-                }
-                Ok::<(), ObjectError>(())
-            })
-            .await?;
-    }
-    Ok(())
+    write_status(store, &CRON_JOBS, cj, status).await
 }
 
 /// Syncs every CronJob at `now`; returns the revision the lists were read at.

@@ -19,14 +19,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::deployment::{scaled, template_hash};
 use super::driven;
-use super::replicaset::{controller_uid, is_available, is_deleting, is_ready, pod_from_template};
+use super::replicaset::{
+    controller_uid, delete_pod, is_available, is_deleting, is_ready, pod_from_template,
+    write_status,
+};
 use super::scheduler::predicates::{
     NodeInfo, PodInfo, TAINT_NOT_READY, TAINT_UNREACHABLE, Taint, node_affinity_fits, tolerated,
 };
 use crate::datastore::StoreCell;
 use crate::registry::print::text;
 use crate::registry::{DAEMON_SETS, NODES, PODS};
-use crate::storage::pods;
 use crate::storage::{ListOptions, ObjectError, Storage};
 
 const COMPONENT: &str = "daemonset-controller";
@@ -138,24 +140,6 @@ fn node_of(pod: &Value) -> &str {
     pod.pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/0/matchFields/0/values/0")
         .and_then(Value::as_str)
         .unwrap_or_default()
-}
-
-async fn delete_pod(store: &Storage, pod: &Value) -> Result<(), ObjectError> {
-    let opts = pods::DeleteOptions {
-        uid: Some(text(pod, "/metadata/uid").to_string()),
-        ..Default::default()
-    };
-    match pods::delete(
-        store,
-        text(pod, "/metadata/namespace"),
-        text(pod, "/metadata/name"),
-        &opts,
-    )
-    .await
-    {
-        Ok(_) | Err(ObjectError::NotFound { .. }) => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 /// Syncs one DaemonSet against the nodes and the pods of its namespace.
@@ -321,17 +305,7 @@ pub async fn sync_one(
     if let Some(c) = ds["status"].get("conditions") {
         status["conditions"] = c.clone();
     }
-    if ds.get("status") != Some(&status) {
-        store
-            .modify(&DAEMON_SETS, Some(ns), name, None, |current| {
-                if text(current, "/metadata/uid") == uid {
-                    current["status"] = status.clone();
-                }
-                Ok::<(), ObjectError>(())
-            })
-            .await?;
-    }
-    Ok(())
+    write_status(store, &DAEMON_SETS, ds, status).await
 }
 
 /// Syncs every DaemonSet; returns the revision the lists were read at.

@@ -21,13 +21,14 @@ use tokio::sync::watch as tokio_watch;
 use tokio_util::sync::CancellationToken;
 
 use super::driven;
-use super::replicaset::{controller_uid, is_deleting, is_ready, pod_from_template};
+use super::replicaset::{
+    controller_uid, delete_pod, is_deleting, is_ready, pod_from_template, write_status,
+};
 use super::timed;
 use crate::datastore::StoreCell;
 use crate::registry::job::{has_condition, is_finished};
 use crate::registry::print::{list, text, timestamp};
 use crate::registry::{JOBS, PODS};
-use crate::storage::pods;
 use crate::storage::{ListOptions, ObjectError, Storage};
 
 const COMPONENT: &str = "job-controller";
@@ -93,24 +94,6 @@ fn condition(kind: &str, reason: &str, message: &str, now: DateTime<Utc>) -> Val
 fn add_condition(conditions: &mut Vec<Value>, c: Value) {
     if !conditions.iter().any(|have| have["type"] == c["type"]) {
         conditions.push(c);
-    }
-}
-
-async fn delete_pod(store: &Storage, pod: &Value) -> Result<(), ObjectError> {
-    let opts = pods::DeleteOptions {
-        uid: Some(text(pod, "/metadata/uid").to_string()),
-        ..Default::default()
-    };
-    match pods::delete(
-        store,
-        text(pod, "/metadata/namespace"),
-        text(pod, "/metadata/name"),
-        &opts,
-    )
-    .await
-    {
-        Ok(_) | Err(ObjectError::NotFound { .. }) => Ok(()),
-        Err(e) => Err(e),
     }
 }
 
@@ -325,17 +308,7 @@ pub async fn sync_one(
     if !conditions.is_empty() {
         new_status["conditions"] = json!(conditions);
     }
-    if job.get("status") != Some(&new_status) {
-        store
-            .modify(&JOBS, Some(ns), name, None, |current| {
-                if text(current, "/metadata/uid") == uid {
-                    current["status"] = new_status.clone();
-                }
-                Ok::<(), ObjectError>(())
-            })
-            .await?;
-    }
-    Ok(())
+    write_status(store, &JOBS, job, new_status).await
 }
 
 /// Syncs every Job at `now`; returns the revision the lists were read at.

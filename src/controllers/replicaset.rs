@@ -147,6 +147,54 @@ fn status_for(rs: &Value, active: &[&Value], now: DateTime<Utc>) -> Value {
     status
 }
 
+/// Deletes one pod of a controller (gracefully, as the API would); a pod already gone is fine.
+pub async fn delete_pod(store: &Storage, pod: &Value) -> Result<(), ObjectError> {
+    let opts = pods::DeleteOptions {
+        uid: Some(text(pod, "/metadata/uid").to_string()),
+        ..Default::default()
+    };
+    match pods::delete(
+        store,
+        text(pod, "/metadata/namespace"),
+        text(pod, "/metadata/name"),
+        &opts,
+    )
+    .await
+    {
+        Ok(_) | Err(ObjectError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `status` onto `obj` (of kind `info`) unless it already has it; the write is skipped
+/// when the object was replaced meanwhile (another uid).
+pub async fn write_status(
+    store: &Storage,
+    info: &ResourceInfo,
+    obj: &Value,
+    status: Value,
+) -> Result<(), ObjectError> {
+    if obj.get("status") == Some(&status) {
+        return Ok(());
+    }
+    let uid = text(obj, "/metadata/uid");
+    store
+        .modify(
+            info,
+            Some(text(obj, "/metadata/namespace")),
+            text(obj, "/metadata/name"),
+            None,
+            |current| {
+                if text(current, "/metadata/uid") == uid {
+                    current["status"] = status.clone();
+                }
+                Ok::<(), ObjectError>(())
+            },
+        )
+        .await?;
+    Ok(())
+}
+
 /// Syncs one ReplicaSet against the pods of its namespace.
 pub async fn sync_one(
     store: &Storage,
@@ -222,29 +270,12 @@ pub async fn sync_one(
         active.sort_by_key(deletion_rank);
         let surplus: Vec<Value> = active.drain(..active.len() - want).collect();
         for pod in &surplus {
-            let opts = pods::DeleteOptions {
-                uid: Some(text(pod, "/metadata/uid").to_string()),
-                ..Default::default()
-            };
-            match pods::delete(store, ns, text(pod, "/metadata/name"), &opts).await {
-                Ok(_) | Err(ObjectError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
+            delete_pod(store, pod).await?;
         }
     }
     let refs: Vec<&Value> = active.iter().collect();
     let status = status_for(rs, &refs, Utc::now());
-    if rs.get("status") != Some(&status) {
-        store
-            .modify(&REPLICA_SETS, Some(ns), name, None, |current| {
-                if text(current, "/metadata/uid") == uid {
-                    current["status"] = status.clone();
-                }
-                Ok::<(), ObjectError>(())
-            })
-            .await?;
-    }
-    Ok(())
+    write_status(store, &REPLICA_SETS, rs, status).await
 }
 
 /// Syncs every ReplicaSet; returns the revision the lists were read at.
