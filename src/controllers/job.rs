@@ -11,7 +11,7 @@
 //! `ttlSecondsAfterFinished` is deleted that long after finishing (its pods then go with the
 //! garbage collector). Driven by watches on Jobs and pods plus a ticker for the timed work.
 //! Pods are counted from the pods that exist: upstream's `job-tracking` finalizers are not
-//! used (see the report in docs/workloads-batch.md).
+//! used (docs/workloads-batch.md).
 
 use std::time::Duration;
 
