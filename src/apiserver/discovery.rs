@@ -547,7 +547,7 @@ mod tests {
             "coordination.k8s.io/v1"
         );
         assert!(api_group("").is_none());
-        assert!(api_group("batch").is_none());
+        assert!(api_group("networking.k8s.io").is_none());
         assert_eq!(
             api_group("apps").unwrap()["preferredVersion"]["groupVersion"],
             "apps/v1"
@@ -606,7 +606,7 @@ mod tests {
         let a = api_resource_list("authorization.k8s.io", "v1").unwrap();
         assert_eq!(a["resources"][0]["verbs"], json!(["create"]));
         assert!(api_resource_list("", "v2").is_none());
-        assert!(api_resource_list("batch", "v1").is_none());
+        assert!(api_resource_list("networking.k8s.io", "v1").is_none());
     }
 
     /// kubectl drain posts evictions only when discovery names the Eviction's group/version.

@@ -1,5 +1,5 @@
-//! The garbage collector on the leading server: a dependent (a ReplicaSet or a pod, the kinds
-//! the workload controllers create) whose ownerReferences all name owners that are gone (no
+//! The garbage collector on the leading server: a dependent (a ReplicaSet, a Job or a pod, the
+//! kinds the workload controllers create) whose ownerReferences all name owners that are gone (no
 //! object of that kind and name, or one with another uid) is deleted in the background, as
 //! upstream's collector does for `propagationPolicy: Background`. An owner deleted with
 //! `propagationPolicy: Foreground` waits, marked with the `foregroundDeletion` finalizer, while
@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::driven;
 use crate::datastore::StoreCell;
 use crate::registry::print::text;
-use crate::registry::{self, DEPLOYMENTS, PODS, ResourceInfo};
+use crate::registry::{self, CRON_JOBS, DAEMON_SETS, DEPLOYMENTS, JOBS, PODS, ResourceInfo};
 use crate::storage::ownership::{
     self, DEPENDENT_KINDS, FOREGROUND_FINALIZER, OWNER_KINDS, deleting_with, owner_refs,
 };
@@ -175,7 +175,14 @@ pub async fn run(
         is_leader,
         cancel,
         COMPONENT,
-        &[&DEPLOYMENTS, DEPENDENT_KINDS[0], &PODS],
+        &[
+            &DEPLOYMENTS,
+            DEPENDENT_KINDS[0],
+            &PODS,
+            &DAEMON_SETS,
+            &JOBS,
+            &CRON_JOBS,
+        ],
         |store| async move { collect(&store).await },
     )
     .await

@@ -4,11 +4,14 @@
 //! cleanup, node IPAM, taint-based eviction and the scheduler, docs/scheduling.md). Leadership
 //! is an etcd key bound to a lease; every loop selects on cancellation.
 
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod driven;
 pub mod endpoints;
 pub mod etcd_events;
 pub mod gc;
+pub mod job;
 pub mod leader;
 pub mod namespace;
 pub mod node_events;
@@ -17,6 +20,7 @@ pub mod node_lifecycle;
 pub mod replicaset;
 pub mod scheduler;
 pub mod taint_eviction;
+pub mod timed;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -138,6 +142,21 @@ pub fn spawn_server_controllers(ctx: Ctx, tracker: &TaskTracker, cancel: Cancell
         cancel.clone(),
     ));
     tracker.spawn(deployment::run(
+        ctx.store.clone(),
+        is_leader.clone(),
+        cancel.clone(),
+    ));
+    tracker.spawn(daemonset::run(
+        ctx.store.clone(),
+        is_leader.clone(),
+        cancel.clone(),
+    ));
+    tracker.spawn(job::run(
+        ctx.store.clone(),
+        is_leader.clone(),
+        cancel.clone(),
+    ));
+    tracker.spawn(cronjob::run(
         ctx.store.clone(),
         is_leader.clone(),
         cancel.clone(),

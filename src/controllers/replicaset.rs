@@ -21,7 +21,8 @@ use crate::storage::{ListOptions, ObjectError, Storage};
 
 const COMPONENT: &str = "replicaset-controller";
 
-fn is_deleting(obj: &Value) -> bool {
+/// Whether the object has a deletion timestamp (it is going away).
+pub fn is_deleting(obj: &Value) -> bool {
     obj.pointer("/metadata/deletionTimestamp")
         .is_some_and(|t| !t.is_null())
 }
@@ -76,15 +77,16 @@ pub fn is_ready(pod: &Value) -> bool {
     ready_since(pod).is_some()
 }
 
-/// A new pod of `rs`: its template, `generateName: <rs>-`, a controller reference.
-fn pod_from_template(rs: &Value) -> Value {
-    let template = &rs["spec"]["template"];
+/// A new pod of `owner` (of kind `info`) from its `spec.template`: `generateName: <owner>-`, a
+/// controller reference.
+pub fn pod_from_template(info: &ResourceInfo, owner: &Value) -> Value {
+    let template = &owner["spec"]["template"];
     let mut metadata = template["metadata"].clone();
     if !metadata.is_object() {
         metadata = json!({});
     }
-    metadata["generateName"] = json!(format!("{}-", text(rs, "/metadata/name")));
-    metadata["ownerReferences"] = json!([controller_ref(&REPLICA_SETS, rs)]);
+    metadata["generateName"] = json!(format!("{}-", text(owner, "/metadata/name")));
+    metadata["ownerReferences"] = json!([controller_ref(info, owner)]);
     if let Some(m) = metadata.as_object_mut() {
         for k in ["name", "uid", "resourceVersion", "creationTimestamp"] {
             m.remove(k);
@@ -143,6 +145,54 @@ fn status_for(rs: &Value, active: &[&Value], now: DateTime<Utc>) -> Value {
         status["conditions"] = c.clone();
     }
     status
+}
+
+/// Deletes one pod of a controller (gracefully, as the API would); a pod already gone is fine.
+pub async fn delete_pod(store: &Storage, pod: &Value) -> Result<(), ObjectError> {
+    let opts = pods::DeleteOptions {
+        uid: Some(text(pod, "/metadata/uid").to_string()),
+        ..Default::default()
+    };
+    match pods::delete(
+        store,
+        text(pod, "/metadata/namespace"),
+        text(pod, "/metadata/name"),
+        &opts,
+    )
+    .await
+    {
+        Ok(_) | Err(ObjectError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `status` onto `obj` (of kind `info`) unless it already has it; the write is skipped
+/// when the object was replaced meanwhile (another uid).
+pub async fn write_status(
+    store: &Storage,
+    info: &ResourceInfo,
+    obj: &Value,
+    status: Value,
+) -> Result<(), ObjectError> {
+    if obj.get("status") == Some(&status) {
+        return Ok(());
+    }
+    let uid = text(obj, "/metadata/uid");
+    store
+        .modify(
+            info,
+            Some(text(obj, "/metadata/namespace")),
+            text(obj, "/metadata/name"),
+            None,
+            |current| {
+                if text(current, "/metadata/uid") == uid {
+                    current["status"] = status.clone();
+                }
+                Ok::<(), ObjectError>(())
+            },
+        )
+        .await?;
+    Ok(())
 }
 
 /// Syncs one ReplicaSet against the pods of its namespace.
@@ -210,7 +260,9 @@ pub async fn sync_one(
     let want = rs["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
     if active.len() < want {
         for _ in active.len()..want {
-            let created = store.create(&PODS, Some(ns), pod_from_template(rs)).await?;
+            let created = store
+                .create(&PODS, Some(ns), pod_from_template(&REPLICA_SETS, rs))
+                .await?;
             tracing::debug!(component = COMPONENT, replicaset = %name, pod = %text(&created, "/metadata/name"), "created pod");
             active.push(created);
         }
@@ -218,29 +270,12 @@ pub async fn sync_one(
         active.sort_by_key(deletion_rank);
         let surplus: Vec<Value> = active.drain(..active.len() - want).collect();
         for pod in &surplus {
-            let opts = pods::DeleteOptions {
-                uid: Some(text(pod, "/metadata/uid").to_string()),
-                ..Default::default()
-            };
-            match pods::delete(store, ns, text(pod, "/metadata/name"), &opts).await {
-                Ok(_) | Err(ObjectError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
+            delete_pod(store, pod).await?;
         }
     }
     let refs: Vec<&Value> = active.iter().collect();
     let status = status_for(rs, &refs, Utc::now());
-    if rs.get("status") != Some(&status) {
-        store
-            .modify(&REPLICA_SETS, Some(ns), name, None, |current| {
-                if text(current, "/metadata/uid") == uid {
-                    current["status"] = status.clone();
-                }
-                Ok::<(), ObjectError>(())
-            })
-            .await?;
-    }
-    Ok(())
+    write_status(store, &REPLICA_SETS, rs, status).await
 }
 
 /// Syncs every ReplicaSet; returns the revision the lists were read at.

@@ -14,12 +14,15 @@ pub mod quantity;
 pub mod schema;
 
 mod configmap;
+mod cronjob;
+mod daemonset;
 mod deployment;
 mod endpoints;
 mod endpointslice;
 mod etcdsnapshotfile;
 mod event;
 mod event_v1;
+pub mod job;
 mod lease;
 mod namespace;
 mod node;
@@ -34,6 +37,8 @@ mod whoami_v1beta1;
 pub mod workload;
 
 pub use configmap::CONFIGMAPS;
+pub use cronjob::{CRON_JOBS, parse_schedule};
+pub use daemonset::DAEMON_SETS;
 pub use deployment::DEPLOYMENTS;
 pub use endpoints::ENDPOINTS;
 pub use endpointslice::ENDPOINT_SLICES;
@@ -41,6 +46,7 @@ pub use etcdsnapshotfile::ETCD_SNAPSHOT_FILES;
 pub use event::EVENTS;
 pub use event_v1::EVENTS_V1;
 pub use fields::FieldCause;
+pub use job::JOBS;
 pub use lease::LEASES;
 pub use namespace::{NAMESPACE_NAME_LABEL, NAMESPACES, SYSTEM_NAMESPACES};
 pub use node::NODES;
@@ -77,6 +83,9 @@ pub static RESOURCES: &[&ResourceInfo] = &[
     &REPLICA_SETS,
     &SELF_SUBJECT_REVIEWS_V1BETA1,
     &ENDPOINT_SLICES,
+    &DAEMON_SETS,
+    &JOBS,
+    &CRON_JOBS,
 ];
 
 /// A Kubernetes API verb.

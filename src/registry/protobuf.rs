@@ -46,6 +46,8 @@ const OMITEMPTY: &str = include_str!("../../proto/omitempty.txt");
 pub const CORE_V1: &str = "k8s.io.api.core.v1";
 /// The apps/v1 kinds' protobuf package.
 pub const APPS_V1: &str = "k8s.io.api.apps.v1";
+/// The batch/v1 kinds' protobuf package.
+pub const BATCH_V1: &str = "k8s.io.api.batch.v1";
 /// Package of apimachinery's meta/v1 messages (`DeleteOptions`, `Status`, `WatchEvent`).
 pub const META_V1: &str = "k8s.io.apimachinery.pkg.apis.meta.v1";
 const RUNTIME: &str = "k8s.io.apimachinery.pkg.runtime";

@@ -101,7 +101,12 @@ fn go_map(labels: &BTreeMap<String, String>) -> String {
 
 /// Defaults of a workload's `spec.template` (the pod spec defaults upstream applies to it).
 pub fn default_template(obj: &mut Value) {
-    if let Some(template) = obj.pointer_mut("/spec/template")
+    default_template_at(obj, "/spec/template");
+}
+
+/// Defaults of the pod template at `pointer` (`/spec/jobTemplate/spec/template`).
+pub fn default_template_at(obj: &mut Value, pointer: &str) {
+    if let Some(template) = obj.pointer_mut(pointer)
         && template.is_object()
     {
         pod_spec::apply_defaults(template);
@@ -148,16 +153,9 @@ pub fn validate_spec(body: &Value, causes: &mut Vec<FieldCause>) {
             ),
         ));
     }
-    if !spec["template"].is_object() {
-        causes.push(cause("spec.template", "Required value"));
+    if !validate_template(spec, "spec", causes) {
         return;
     }
-    let mut pod_causes = Vec::new();
-    pod_spec::validate(&json!({"spec": spec["template"]["spec"]}), &mut pod_causes);
-    causes.extend(pod_causes.into_iter().map(|c| FieldCause {
-        field: format!("spec.template.{}", c.field),
-        message: c.message,
-    }));
     let restart = text(spec, "/template/spec/restartPolicy");
     if !restart.is_empty() && restart != "Always" {
         causes.push(cause(
@@ -165,6 +163,22 @@ pub fn validate_spec(body: &Value, causes: &mut Vec<FieldCause>) {
             format!("Unsupported value: \"{restart}\": supported values: \"Always\""),
         ));
     }
+}
+
+/// Validates `spec.template` of a workload spec found at `path` (`spec`,
+/// `spec.jobTemplate.spec`) as a pod spec; `false` when there is no template at all.
+pub fn validate_template(spec: &Value, path: &str, causes: &mut Vec<FieldCause>) -> bool {
+    if !spec["template"].is_object() {
+        causes.push(cause(format!("{path}.template"), "Required value"));
+        return false;
+    }
+    let mut pod_causes = Vec::new();
+    pod_spec::validate(&json!({"spec": spec["template"]["spec"]}), &mut pod_causes);
+    causes.extend(pod_causes.into_iter().map(|c| FieldCause {
+        field: format!("{path}.template.{}", c.field),
+        message: c.message,
+    }));
+    true
 }
 
 /// `spec.selector` may not change once set (apps/v1).

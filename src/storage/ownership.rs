@@ -8,14 +8,17 @@ use serde_json::{Value, json};
 
 use super::{ListOptions, ObjectError, Storage};
 use crate::registry::print::text;
-use crate::registry::{DEPLOYMENTS, PODS, REPLICA_SETS, ResourceInfo};
+use crate::registry::{
+    CRON_JOBS, DAEMON_SETS, DEPLOYMENTS, JOBS, PODS, REPLICA_SETS, ResourceInfo,
+};
 
 /// The kinds whose objects may be dependents (what the workload controllers create).
-pub const DEPENDENT_KINDS: &[&ResourceInfo] = &[&REPLICA_SETS, &PODS];
+pub const DEPENDENT_KINDS: &[&ResourceInfo] = &[&REPLICA_SETS, &JOBS, &PODS];
 
 /// The kinds whose objects may own dependents (the workload controllers' kinds). Cascading
 /// deletion of any other kind has nothing to cascade to.
-pub const OWNER_KINDS: &[&ResourceInfo] = &[&DEPLOYMENTS, &REPLICA_SETS];
+pub const OWNER_KINDS: &[&ResourceInfo] =
+    &[&DEPLOYMENTS, &REPLICA_SETS, &DAEMON_SETS, &JOBS, &CRON_JOBS];
 
 /// The finalizer upstream sets on an owner being deleted with `propagationPolicy: Orphan`.
 pub const ORPHAN_FINALIZER: &str = "orphan";

@@ -524,7 +524,8 @@ pub fn term_matches(term: &core::NodeSelectorTerm, node: &NodeInfo) -> bool {
             .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(node.name.as_str())))
 }
 
-fn node_affinity_fits(pod: &PodInfo, node: &NodeInfo) -> bool {
+/// Upstream NodeAffinity: `nodeSelector` and the required node affinity terms.
+pub fn node_affinity_fits(pod: &PodInfo, node: &NodeInfo) -> bool {
     let selector_ok = pod
         .node_selector
         .iter()
