@@ -19,6 +19,7 @@ const SUBSYSTEMS: &[&str] = &[
     "controllers",
     "dbus",
     "supervisor",
+    "proxy",
 ];
 
 /// Shared layers every subsystem may use; they must never use a subsystem.

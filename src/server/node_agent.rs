@@ -76,22 +76,22 @@ pub fn spawn_runtime_for_server(
     cancel: CancellationToken,
 ) -> Result<(), ServerError> {
     let kubelet = ctx.agent_paths.client_kubelet();
-    crate::runtime::spawn(
-        crate::runtime::NodeRuntimeConfig {
-            node_name: ctx.node.name.clone(),
-            data_dir: ctx.config.node.data_dir.clone(),
-            runtime: ctx.config.node.runtime.clone(),
-            node_ips: ctx.node.ips.clone(),
-            api_url: format!("https://{api}"),
-            ca_pem: String::from_utf8_lossy(&ctx.server_ca_bundle).into_owned(),
-            identity_cert_pem: read_pem(&kubelet.cert)?,
-            identity_key_pem: read_pem(&kubelet.key)?,
-            server_name: Some(crate::agent::API_SERVER_NAME.into()),
-            kubelet_tls: server_kubelet_tls(ctx),
-        },
-        tracker,
-        cancel,
-    );
+    let runtime_cfg = crate::runtime::NodeRuntimeConfig {
+        node_name: ctx.node.name.clone(),
+        data_dir: ctx.config.node.data_dir.clone(),
+        runtime: ctx.config.node.runtime.clone(),
+        node_ips: ctx.node.ips.clone(),
+        api_url: format!("https://{api}"),
+        ca_pem: String::from_utf8_lossy(&ctx.server_ca_bundle).into_owned(),
+        identity_cert_pem: read_pem(&kubelet.cert)?,
+        identity_key_pem: read_pem(&kubelet.key)?,
+        server_name: Some(crate::agent::API_SERVER_NAME.into()),
+        kubelet_tls: server_kubelet_tls(ctx),
+    };
+    let proxy_cfg =
+        crate::proxy::ProxyConfig::for_node(&runtime_cfg, &ctx.config.cluster_cidr.to_string());
+    crate::proxy::spawn(proxy_cfg, tracker, cancel.clone());
+    crate::runtime::spawn(runtime_cfg, tracker, cancel);
     Ok(())
 }
 

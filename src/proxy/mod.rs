@@ -1,0 +1,222 @@
+//! The service proxy every node runs (docs/service-proxy.md): it watches Services and
+//! EndpointSlices through the node's API identity and programs the node's nftables table so
+//! ClusterIP and NodePort connections reach ready endpoints ([`nft`]). Each sync is one atomic
+//! `nft` transaction; only the difference to the last applied ruleset is sent, and the whole
+//! table is replaced at start and after any failure. The table stays when the daemon stops
+//! (running pods keep reaching services across a restart); `rke2 killall` removes it.
+
+pub mod model;
+pub mod nft;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use ipnet::IpNet;
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::https::{ClientIdentity, HttpsClient, ServerTrust};
+use crate::kubeclient::Api;
+
+const SERVICES: &str = "/api/v1/services";
+const ENDPOINT_SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
+/// A full re-list even without watch events (a missed event cannot last longer).
+const RESYNC: Duration = Duration::from_secs(30);
+/// Events arriving this close together are applied in one sync.
+const COALESCE: Duration = Duration::from_millis(20);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The file under `<data-dir>/agent/` naming the node's table, for `rke2 killall`.
+pub const TABLE_FILE: &str = "proxy-table";
+
+/// What the proxy needs from the node process.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub node_name: String,
+    pub data_dir: PathBuf,
+    pub node_ips: Vec<IpAddr>,
+    pub cluster_cidrs: Vec<IpNet>,
+    pub api_url: String,
+    pub ca_pem: String,
+    pub identity_cert_pem: String,
+    pub identity_key_pem: String,
+    pub server_name: Option<String>,
+}
+
+impl ProxyConfig {
+    /// The proxy of the node whose runtime is `rt`, with the cluster CIDRs in `cidrs`
+    /// (comma-separated, as the configuration documents spell them; unparsable ones skipped).
+    pub fn for_node(rt: &crate::runtime::NodeRuntimeConfig, cidrs: &str) -> ProxyConfig {
+        ProxyConfig {
+            node_name: rt.node_name.clone(),
+            data_dir: rt.data_dir.clone(),
+            node_ips: rt.node_ips.clone(),
+            cluster_cidrs: cidrs
+                .split(',')
+                .filter_map(|c| c.trim().parse().ok())
+                .collect(),
+            api_url: rt.api_url.clone(),
+            ca_pem: rt.ca_pem.clone(),
+            identity_cert_pem: rt.identity_cert_pem.clone(),
+            identity_key_pem: rt.identity_key_pem.clone(),
+            server_name: rt.server_name.clone(),
+        }
+    }
+}
+
+/// Runs the proxy until `cancel`.
+pub fn spawn(cfg: ProxyConfig, tracker: &TaskTracker, cancel: CancellationToken) {
+    tracker.spawn(async move {
+        if let Err(e) = run(cfg, cancel).await {
+            tracing::error!(component = "proxy", "service proxy stopped: {e}");
+        }
+    });
+}
+
+/// Errors that stop the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("API client: {0}")]
+    Client(#[source] crate::https::TlsError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+async fn run(cfg: ProxyConfig, cancel: CancellationToken) -> Result<(), ProxyError> {
+    let mut client = HttpsClient::new(
+        &ServerTrust::Ca(cfg.ca_pem.clone()),
+        Some(&ClientIdentity {
+            cert_pem: cfg.identity_cert_pem.clone(),
+            key_pem: cfg.identity_key_pem.clone(),
+        }),
+        REQUEST_TIMEOUT,
+    )
+    .map_err(ProxyError::Client)?;
+    if let Some(n) = &cfg.server_name {
+        client = client.with_server_name(n);
+    }
+    let api = Api {
+        client,
+        base: cfg.api_url.trim_end_matches('/').to_string(),
+    };
+    let spec = nft::TableSpec {
+        name: nft::table_name(&cfg.node_name),
+        node_ips: cfg.node_ips.clone(),
+        cluster_cidrs: cfg.cluster_cidrs.clone(),
+    };
+    let agent_dir = cfg.data_dir.join("agent");
+    crate::fsutil::write_atomic_mkdir(&agent_dir.join(TABLE_FILE), spec.name.as_bytes(), 0o644)
+        .map_err(|source| ProxyError::Io {
+            path: agent_dir.join(TABLE_FILE).display().to_string(),
+            source,
+        })?;
+    let wake = Arc::new(Notify::new());
+    let watches = TaskTracker::new();
+    for path in [SERVICES, ENDPOINT_SLICES] {
+        watches.spawn(watch_events(
+            api.clone(),
+            path,
+            wake.clone(),
+            cancel.clone(),
+        ));
+    }
+    let mut applied: Option<nft::Ruleset> = None;
+    loop {
+        match list(&api).await {
+            Ok((services, slices)) => {
+                let ports = model::service_ports(&services, &slices);
+                applied = sync(&spec, applied.take(), nft::render(&spec, &ports)).await;
+            }
+            Err(e) => tracing::debug!(component = "proxy", "listing services: {e}"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = wake.notified() => {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(COALESCE) => {}
+                }
+            }
+            _ = tokio::time::sleep(RESYNC) => {}
+        }
+    }
+    watches.close();
+    watches.wait().await;
+    Ok(())
+}
+
+/// Applies `new` over `applied` (the whole table when `None`); returns what is now applied,
+/// `None` after a failure so the next sync replaces the whole table.
+pub async fn sync(
+    spec: &nft::TableSpec,
+    applied: Option<nft::Ruleset>,
+    new: nft::Ruleset,
+) -> Option<nft::Ruleset> {
+    let script = match &applied {
+        Some(old) => nft::diff_script(spec, old, &new),
+        None => nft::full_script(spec, &new),
+    };
+    if script.is_empty() {
+        return Some(new);
+    }
+    match nft::apply(&script).await {
+        Ok(()) => Some(new),
+        Err(e) => {
+            tracing::warn!(component = "proxy", table = %spec.name, "nftables sync failed: {e}");
+            None
+        }
+    }
+}
+
+async fn get_items(api: &Api, path: &str) -> Result<Vec<Value>, String> {
+    let r = api
+        .call(http::Method::GET, path, None, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !r.is_success() {
+        return Err(format!("GET {path}: {} {}", r.status, r.error_message()));
+    }
+    let mut v: Value = serde_json::from_slice(&r.body).map_err(|e| e.to_string())?;
+    match v["items"].take() {
+        Value::Array(items) => Ok(items),
+        _ => Ok(Vec::new()),
+    }
+}
+
+async fn list(api: &Api) -> Result<(Vec<Value>, Vec<Value>), String> {
+    let (services, slices) =
+        tokio::join!(get_items(api, SERVICES), get_items(api, ENDPOINT_SLICES));
+    Ok((services?, slices?))
+}
+
+/// Streams a watch on `path` and wakes the sync loop at every event (re-opened after errors).
+async fn watch_events(api: Api, path: &str, wake: Arc<Notify>, cancel: CancellationToken) {
+    let url = format!("{}{path}?watch=true", api.base);
+    let headers = [("accept", "application/json".to_string())];
+    loop {
+        if let Ok((200, mut body)) = api.client.stream(http::Method::GET, &url, &headers).await {
+            loop {
+                let frame = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    f = body.frame() => f,
+                };
+                match frame {
+                    Some(Ok(_)) => wake.notify_one(),
+                    _ => break,
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
