@@ -382,7 +382,11 @@ async fn run_inner(
         _ = cancel.cancelled() => return Err(AgentError::Cancelled),
         r = registered.wait_for(|v| *v) => { r.map_err(|_| AgentError::NodeAgentStopped)?; }
     }
-    let proxy_cfg = crate::proxy::ProxyConfig::for_node(&runtime_cfg, &control.cluster_ip_range);
+    let proxy_cfg = crate::proxy::ProxyConfig::for_node(
+        &runtime_cfg,
+        &control.cluster_ip_range,
+        &control.cluster_dns,
+    );
     crate::proxy::spawn(proxy_cfg, tracker, cancel.clone());
     crate::runtime::spawn(runtime_cfg, tracker, cancel.clone());
     runtime.set_ready(format!("ready: joined through {}", server.url()));

@@ -2,8 +2,8 @@
 //! EndpointSlices through the node's API identity and programs the node's nftables table so
 //! ClusterIP and NodePort connections reach ready endpoints ([`nft`]). Each sync is one atomic
 //! `nft` transaction; only the difference to the last applied ruleset is sent, and the whole
-//! table is replaced at start and after any failure. The table stays when the daemon stops
-//! (running pods keep reaching services across a restart); `rke2 killall` removes it.
+//! table is replaced at start and after any failure. A clean shutdown deletes the table (no rule
+//! outlives the node's knowledge of the services); after a crash `rke2 killall` removes it.
 
 pub mod model;
 pub mod nft;
@@ -40,6 +40,8 @@ pub struct ProxyConfig {
     pub data_dir: PathBuf,
     pub node_ips: Vec<IpAddr>,
     pub cluster_cidrs: Vec<IpNet>,
+    /// The cluster DNS address: answered by the nodes themselves (crate::dns), never proxied.
+    pub cluster_dns: Option<IpAddr>,
     pub api_url: String,
     pub ca_pem: String,
     pub identity_cert_pem: String,
@@ -50,7 +52,11 @@ pub struct ProxyConfig {
 impl ProxyConfig {
     /// The proxy of the node whose runtime is `rt`, with the cluster CIDRs in `cidrs`
     /// (comma-separated, as the configuration documents spell them; unparsable ones skipped).
-    pub fn for_node(rt: &crate::runtime::NodeRuntimeConfig, cidrs: &str) -> ProxyConfig {
+    pub fn for_node(
+        rt: &crate::runtime::NodeRuntimeConfig,
+        cidrs: &str,
+        cluster_dns: &str,
+    ) -> ProxyConfig {
         ProxyConfig {
             node_name: rt.node_name.clone(),
             data_dir: rt.data_dir.clone(),
@@ -59,6 +65,7 @@ impl ProxyConfig {
                 .split(',')
                 .filter_map(|c| c.trim().parse().ok())
                 .collect(),
+            cluster_dns: cluster_dns.parse().ok(),
             api_url: rt.api_url.clone(),
             ca_pem: rt.ca_pem.clone(),
             identity_cert_pem: rt.identity_cert_pem.clone(),
@@ -108,7 +115,7 @@ async fn run(cfg: ProxyConfig, cancel: CancellationToken) -> Result<(), ProxyErr
         base: cfg.api_url.trim_end_matches('/').to_string(),
     };
     let spec = nft::TableSpec {
-        name: nft::table_name(&cfg.node_name),
+        name: nft::table_name(&cfg.node_name, &cfg.data_dir),
         node_ips: cfg.node_ips.clone(),
         cluster_cidrs: cfg.cluster_cidrs.clone(),
     };
@@ -132,7 +139,8 @@ async fn run(cfg: ProxyConfig, cancel: CancellationToken) -> Result<(), ProxyErr
     loop {
         match list(&api).await {
             Ok((services, slices)) => {
-                let ports = model::service_ports(&services, &slices);
+                let mut ports = model::service_ports(&services, &slices);
+                ports.retain(|p| Some(p.cluster_ip) != cfg.cluster_dns);
                 applied = sync(&spec, applied.take(), nft::render(&spec, &ports)).await;
             }
             Err(e) => tracing::debug!(component = "proxy", "listing services: {e}"),
@@ -150,6 +158,9 @@ async fn run(cfg: ProxyConfig, cancel: CancellationToken) -> Result<(), ProxyErr
     }
     watches.close();
     watches.wait().await;
+    if let Err(e) = nft::delete_table(&spec.name).await {
+        tracing::warn!(component = "proxy", table = %spec.name, "removing the table: {e}");
+    }
     Ok(())
 }
 

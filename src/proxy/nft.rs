@@ -17,10 +17,20 @@ use super::model::ServicePort;
 /// The packet mark bit asking `nat-postrouting` to masquerade (kube-proxy's bit).
 pub const MASQUERADE_MARK: &str = "0x4000";
 
-/// The table of a node: `rke2-proxy-<node name>`, so nodes sharing one network namespace (test
-/// clusters on loopback addresses) each keep their own.
-pub fn table_name(node: &str) -> String {
-    format!("rke2-proxy-{node}")
+/// The table of a node: `rke2-proxy-<node name>-<8 hex digits>`, the digits a hash (FNV-1a) of
+/// the data directory, so nodes sharing one network namespace (test clusters on loopback
+/// addresses, often with the same node names) each keep their own, and a node finds its table
+/// again after a restart.
+pub fn table_name(node: &str, data_dir: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let hash = data_dir
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+        });
+    format!("rke2-proxy-{node}-{hash:08x}")
 }
 
 /// The fixed part of a node's table.
@@ -440,10 +450,22 @@ mod tests {
     }
 
     #[test]
+    fn table_names_differ_per_data_dir_and_are_nft_identifiers() {
+        let a = table_name("s1", std::path::Path::new("/tmp/a/data"));
+        assert_ne!(a, table_name("s1", std::path::Path::new("/tmp/b/data")));
+        assert_eq!(a, table_name("s1", std::path::Path::new("/tmp/a/data")));
+        assert!(a.starts_with("rke2-proxy-s1-") && a.len() == "rke2-proxy-s1-".len() + 8);
+    }
+
+    #[test]
     fn a_service_jumps_to_a_random_endpoint_chain_that_dnats() {
         let r = render(
             &spec("t"),
-            &[port("web", "198.19.0.10", &["198.18.0.2:8080", "198.18.0.3:8080"])],
+            &[port(
+                "web",
+                "198.19.0.10",
+                &["198.18.0.2:8080", "198.18.0.3:8080"],
+            )],
         );
         let svc = "svc-ns/web/tcp/http4";
         assert_eq!(
@@ -501,7 +523,10 @@ mod tests {
             "meta l4proto tcp dnat ip6 to [fd00:1::2]:80"
         );
         // No IPv6 cluster CIDR given: every IPv6 service connection is masqueraded.
-        assert_eq!(r.chains["svc-ns/np/tcp/http6"][0], "jump mark-for-masquerade");
+        assert_eq!(
+            r.chains["svc-ns/np/tcp/http6"][0],
+            "jump mark-for-masquerade"
+        );
     }
 
     #[test]
@@ -593,10 +618,16 @@ mod tests {
         .await;
         delete_table(&name).await.unwrap();
         let (listed, diffed, full) = result.unwrap();
-        assert!(listed.contains("aff-ns/sticky/tcp/http4__198.18.0.2/80"), "{listed}");
+        assert!(
+            listed.contains("aff-ns/sticky/tcp/http4__198.18.0.2/80"),
+            "{listed}"
+        );
         assert!(listed.contains("30013"), "{listed}");
         assert_eq!(diffed, full);
-        assert!(!full.contains("198.19.0.13") && !full.contains("sticky"), "{full}");
+        assert!(
+            !full.contains("198.19.0.13") && !full.contains("sticky"),
+            "{full}"
+        );
         assert!(list_table(&name).is_empty(), "the table is gone");
     }
 }

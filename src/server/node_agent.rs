@@ -88,8 +88,11 @@ pub fn spawn_runtime_for_server(
         server_name: Some(crate::agent::API_SERVER_NAME.into()),
         kubelet_tls: server_kubelet_tls(ctx),
     };
-    let proxy_cfg =
-        crate::proxy::ProxyConfig::for_node(&runtime_cfg, &ctx.config.cluster_cidr.to_string());
+    let proxy_cfg = crate::proxy::ProxyConfig::for_node(
+        &runtime_cfg,
+        &ctx.config.cluster_cidr.to_string(),
+        &ctx.config.cluster_dns.to_string(),
+    );
     crate::proxy::spawn(proxy_cfg, tracker, cancel.clone());
     crate::runtime::spawn(runtime_cfg, tracker, cancel);
     Ok(())
