@@ -2,9 +2,14 @@
 //! node agent (crate::agent) and the node runtime (crate::runtime) use it; it lives below both so
 //! neither depends on the other (docs/architecture.md §3).
 
-use serde_json::Value;
+use std::time::Duration;
 
-use crate::https::{ClientError, HttpsClient, Response};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::https::{ClientError, ClientIdentity, HttpsClient, Response, ServerTrust, TlsError};
 
 /// API access with the node's identity.
 #[derive(Clone)]
@@ -14,6 +19,64 @@ pub(crate) struct Api {
 }
 
 impl Api {
+    /// A client of the API at `base` trusting `ca_pem`, authenticated with the node's
+    /// certificate and key, checking `server_name` instead of the URL's host when given.
+    pub(crate) fn with_identity(
+        base: &str,
+        ca_pem: &str,
+        cert_pem: &str,
+        key_pem: &str,
+        server_name: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Api, TlsError> {
+        let mut client = HttpsClient::new(
+            &ServerTrust::Ca(ca_pem.to_string()),
+            Some(&ClientIdentity {
+                cert_pem: cert_pem.to_string(),
+                key_pem: key_pem.to_string(),
+            }),
+            timeout,
+        )?;
+        if let Some(n) = server_name {
+            client = client.with_server_name(n);
+        }
+        Ok(Api {
+            client,
+            base: base.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// Streams the watch at `path` (its query asking `watch=true`) and wakes `wake` at every
+    /// event; the watch is opened again a second after it ends or fails, until `cancel`.
+    pub(crate) async fn wake_on_watch(
+        &self,
+        path: &str,
+        wake: &Notify,
+        cancel: &CancellationToken,
+    ) {
+        let url = format!("{}{path}", self.base);
+        let headers = [("accept", "application/json".to_string())];
+        loop {
+            if let Ok((200, mut body)) = self.client.stream(http::Method::GET, &url, &headers).await
+            {
+                loop {
+                    let frame = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        f = body.frame() => f,
+                    };
+                    match frame {
+                        Some(Ok(_)) => wake.notify_one(),
+                        _ => break,
+                    }
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
     /// One request to `base` + `path`, JSON accepted, `body` serialised as JSON when given.
     pub(crate) async fn call(
         &self,

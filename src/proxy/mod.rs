@@ -13,14 +13,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::BodyExt;
 use ipnet::IpNet;
 use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::https::{ClientIdentity, HttpsClient, ServerTrust};
 use crate::kubeclient::Api;
 
 const SERVICES: &str = "/api/v1/services";
@@ -98,22 +96,15 @@ pub enum ProxyError {
 }
 
 async fn run(cfg: ProxyConfig, cancel: CancellationToken) -> Result<(), ProxyError> {
-    let mut client = HttpsClient::new(
-        &ServerTrust::Ca(cfg.ca_pem.clone()),
-        Some(&ClientIdentity {
-            cert_pem: cfg.identity_cert_pem.clone(),
-            key_pem: cfg.identity_key_pem.clone(),
-        }),
+    let api = Api::with_identity(
+        &cfg.api_url,
+        &cfg.ca_pem,
+        &cfg.identity_cert_pem,
+        &cfg.identity_key_pem,
+        cfg.server_name.as_deref(),
         REQUEST_TIMEOUT,
     )
     .map_err(ProxyError::Client)?;
-    if let Some(n) = &cfg.server_name {
-        client = client.with_server_name(n);
-    }
-    let api = Api {
-        client,
-        base: cfg.api_url.trim_end_matches('/').to_string(),
-    };
     let spec = nft::TableSpec {
         name: nft::table_name(&cfg.node_name, &cfg.data_dir),
         node_ips: cfg.node_ips.clone(),
@@ -128,12 +119,11 @@ async fn run(cfg: ProxyConfig, cancel: CancellationToken) -> Result<(), ProxyErr
     let wake = Arc::new(Notify::new());
     let watches = TaskTracker::new();
     for path in [SERVICES, ENDPOINT_SLICES] {
-        watches.spawn(watch_events(
-            api.clone(),
-            path,
-            wake.clone(),
-            cancel.clone(),
-        ));
+        let (api, wake, cancel) = (api.clone(), wake.clone(), cancel.clone());
+        watches.spawn(async move {
+            api.wake_on_watch(&format!("{path}?watch=true"), &wake, &cancel)
+                .await
+        });
     }
     let mut applied: Option<nft::Ruleset> = None;
     loop {
@@ -206,28 +196,4 @@ async fn list(api: &Api) -> Result<(Vec<Value>, Vec<Value>), String> {
     let (services, slices) =
         tokio::join!(get_items(api, SERVICES), get_items(api, ENDPOINT_SLICES));
     Ok((services?, slices?))
-}
-
-/// Streams a watch on `path` and wakes the sync loop at every event (re-opened after errors).
-async fn watch_events(api: Api, path: &str, wake: Arc<Notify>, cancel: CancellationToken) {
-    let url = format!("{}{path}?watch=true", api.base);
-    let headers = [("accept", "application/json".to_string())];
-    loop {
-        if let Ok((200, mut body)) = api.client.stream(http::Method::GET, &url, &headers).await {
-            loop {
-                let frame = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    f = body.frame() => f,
-                };
-                match frame {
-                    Some(Ok(_)) => wake.notify_one(),
-                    _ => break,
-                }
-            }
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
 }

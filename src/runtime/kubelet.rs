@@ -11,7 +11,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1 as core;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
@@ -21,7 +20,6 @@ use super::containerd::Layout;
 use super::cri::{Cri, v1};
 use super::podspec::{self, PodContext};
 use super::{Cni, NodeRuntimeConfig, RuntimeError, cni};
-use crate::https::{ClientIdentity, HttpsClient, ServerTrust};
 
 /// Upstream's CrashLoopBackOff: 10 s doubling to 5 min, reset after 10 min of running.
 pub const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
@@ -75,22 +73,15 @@ pub struct Kubelet {
 
 impl Kubelet {
     pub fn new(cfg: NodeRuntimeConfig, layout: Layout, cri: Cri) -> Result<Kubelet, RuntimeError> {
-        let mut client = HttpsClient::new(
-            &ServerTrust::Ca(cfg.ca_pem.clone()),
-            Some(&ClientIdentity {
-                cert_pem: cfg.identity_cert_pem.clone(),
-                key_pem: cfg.identity_key_pem.clone(),
-            }),
+        let api = Api::with_identity(
+            &cfg.api_url,
+            &cfg.ca_pem,
+            &cfg.identity_cert_pem,
+            &cfg.identity_key_pem,
+            cfg.server_name.as_deref(),
             REQUEST_TIMEOUT,
         )
         .map_err(|e| RuntimeError::Cri(format!("API client: {e}")))?;
-        if let Some(n) = &cfg.server_name {
-            client = client.with_server_name(n);
-        }
-        let api = Api {
-            client,
-            base: cfg.api_url.trim_end_matches('/').to_string(),
-        };
         let (network_tx, network_ready) = watch::channel(cfg.runtime.cni == Cni::None);
         Ok(Kubelet {
             shared: std::sync::Arc::new(Shared {
@@ -231,26 +222,8 @@ async fn watch_pods(
     wake: std::sync::Arc<Notify>,
     cancel: CancellationToken,
 ) {
-    loop {
-        let url = format!("{}{}&watch=true", s.api.base, pods_path(&s.cfg.node_name));
-        let headers = [("accept", "application/json".to_string())];
-        if let Ok((200, mut body)) = s.api.client.stream(http::Method::GET, &url, &headers).await {
-            loop {
-                let frame = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    f = body.frame() => f,
-                };
-                match frame {
-                    Some(Ok(_)) => wake.notify_one(),
-                    _ => break,
-                }
-            }
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
+    let path = format!("{}&watch=true", pods_path(&s.cfg.node_name));
+    s.api.wake_on_watch(&path, &wake, &cancel).await;
 }
 
 struct Worker {
