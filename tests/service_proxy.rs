@@ -97,17 +97,7 @@ fn log_lines(k: &Path, pod: &str) -> Vec<String> {
 
 #[test]
 fn cluster_ips_and_node_ports_reach_ready_endpoints_and_leave_no_rules() {
-    for (tool, pkg) in [
-        ("containerd", "containerd"),
-        ("runc", "runc"),
-        ("nft", "nftables"),
-    ] {
-        require_tool(tool, pkg);
-    }
-    assert!(
-        Path::new("/usr/lib/cni/bridge").is_file() || Path::new("/opt/cni/bin/bridge").is_file(),
-        "the CNI plugins are required: apt-get install -y containernetworking-plugins"
-    );
+    require_pod_tools(&[("nft", "nftables")]);
     let block = AddrBlock::new();
     let ip = block.ip(1);
     let o = ip.octets();

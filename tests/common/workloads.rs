@@ -90,6 +90,25 @@ pub fn build_images(work: &Path, images: &Path) {
     }
 }
 
+/// Fails with the package to install unless containerd, runc, ctr, the CNI plugins and the
+/// `extra` (tool, package) pairs are present.
+pub fn require_pod_tools(extra: &[(&str, &str)]) {
+    for (tool, pkg) in [
+        ("containerd", "containerd"),
+        ("runc", "runc"),
+        ("ctr", "containerd"),
+    ]
+    .iter()
+    .chain(extra)
+    {
+        require_tool(tool, pkg);
+    }
+    assert!(
+        Path::new("/usr/lib/cni/bridge").is_file() || Path::new("/opt/cni/bin/bridge").is_file(),
+        "the CNI plugins are required: apt-get install -y containernetworking-plugins"
+    );
+}
+
 /// Runs `rke2 killall` for a node's data dir when dropped (after its daemon), so no container,
 /// netns, mount or bridge outlives the test, even when it fails.
 pub struct NodeCleanup(pub PathBuf);
