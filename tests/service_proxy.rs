@@ -26,20 +26,6 @@ fn jsonpath(k: &Path, what: &[&str], path: &str) -> String {
     String::from_utf8_lossy(&kubectl(k, &args).stdout).into_owned()
 }
 
-fn apply(k: &Path, dir: &Path, name: &str, yaml: &str) {
-    let file = dir.join(format!("{name}.yaml"));
-    std::fs::write(&file, yaml).unwrap();
-    kubectl_ok(
-        k,
-        &[
-            "apply",
-            "--validate=false",
-            "-f",
-            &file.display().to_string(),
-        ],
-    );
-}
-
 fn nft_table(table: &str) -> String {
     let out = Command::new("nft")
         .args(["list", "table", "inet", table])
@@ -97,7 +83,8 @@ fn log_lines(k: &Path, pod: &str) -> Vec<String> {
 
 #[test]
 fn cluster_ips_and_node_ports_reach_ready_endpoints_and_leave_no_rules() {
-    require_pod_tools(&[("nft", "nftables")]);
+    require_pod_runtime();
+    require_tool("nft", "nftables");
     let block = AddrBlock::new();
     let ip = block.ip(1);
     let o = ip.octets();
@@ -128,7 +115,7 @@ fn cluster_ips_and_node_ports_reach_ready_endpoints_and_leave_no_rules() {
         nft_table(&t).contains("chain services").then_some(t)
     });
 
-    apply(
+    apply_yaml(
         &k,
         root.path(),
         "web",
@@ -181,7 +168,7 @@ spec:
     });
 
     // A client pod reaching the ClusterIP gets answers from every replica.
-    apply(
+    apply_yaml(
         &k,
         root.path(),
         "client",
@@ -236,7 +223,7 @@ spec:
     wait_for(WAIT, "affinity sets", || {
         (nft_table(&table).matches("set aff-").count() == 3).then_some(())
     });
-    apply(
+    apply_yaml(
         &k,
         root.path(),
         "sticky",
@@ -254,7 +241,7 @@ spec:
     kubectl_ok(&k, &["delete", "pod", "sticky", "--wait=false"]);
 
     // An endpoint that stops being ready leaves the rules.
-    apply(
+    apply_yaml(
         &k,
         root.path(),
         "extra",

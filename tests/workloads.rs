@@ -53,7 +53,7 @@ fn ctr_containers(data: &Path) -> Vec<String> {
 
 #[test]
 fn pods_run_on_containerd_and_survive_a_daemon_kill() {
-    require_pod_tools(&[]);
+    require_pod_runtime();
     let block = AddrBlock::new();
     let ip = block.ip(1);
     let root = tempfile::tempdir().unwrap();
