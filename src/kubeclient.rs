@@ -2,9 +2,12 @@
 //! node agent (crate::agent) and the node runtime (crate::runtime) use it; it lives below both so
 //! neither depends on the other (docs/architecture.md §3).
 
-use serde_json::Value;
-
 use std::time::Duration;
+
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::https::{ClientError, ClientIdentity, HttpsClient, Response, ServerTrust, TlsError};
 
@@ -44,6 +47,38 @@ impl Api {
     pub(crate) fn with_keep_alive(mut self) -> Api {
         self.client = self.client.with_keep_alive();
         self
+
+    }
+
+    /// Streams the watch at `path` (its query asking `watch=true`) and wakes `wake` at every
+    /// event; the watch is opened again a second after it ends or fails, until `cancel`.
+    pub(crate) async fn wake_on_watch(
+        &self,
+        path: &str,
+        wake: &Notify,
+        cancel: &CancellationToken,
+    ) {
+        let url = format!("{}{path}", self.base);
+        let headers = [("accept", "application/json".to_string())];
+        loop {
+            if let Ok((200, mut body)) = self.client.stream(http::Method::GET, &url, &headers).await
+            {
+                loop {
+                    let frame = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        f = body.frame() => f,
+                    };
+                    match frame {
+                        Some(Ok(_)) => wake.notify_one(),
+                        _ => break,
+                    }
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
     }
 
     /// One request to `base` + `path`, JSON accepted, `body` serialised as JSON when given.

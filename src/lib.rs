@@ -49,6 +49,9 @@ pub mod paths;
 pub mod pki;
 /// The supervisor API's wire contract: routes, headers, the configuration document.
 pub mod protocol;
+
+/// The service proxy: nftables rules for ClusterIP and NodePort traffic.
+pub mod proxy;
 /// The resource registry: every served kind, declared once.
 pub mod registry;
 /// The node's container runtime (containerd over the CRI) and its pods.

@@ -20,6 +20,7 @@ const SUBSYSTEMS: &[&str] = &[
     "dbus",
     "supervisor",
     "dns",
+    "proxy",
 ];
 
 /// Shared layers every subsystem may use; they must never use a subsystem.

@@ -389,6 +389,12 @@ async fn run_inner(
         r = registered.wait_for(|v| *v) => { r.map_err(|_| AgentError::NodeAgentStopped)?; }
     }
     crate::dns::spawn_for_node(&runtime_cfg, tracker, cancel.clone());
+    let proxy_cfg = crate::proxy::ProxyConfig::for_node(
+        &runtime_cfg,
+        &control.cluster_ip_range,
+        &control.cluster_dns,
+    );
+    crate::proxy::spawn(proxy_cfg, tracker, cancel.clone());
     crate::runtime::spawn(runtime_cfg, tracker, cancel.clone());
     runtime.set_ready(format!("ready: joined through {}", server.url()));
     crate::dbus::spawn_agent(runtime.clone(), tracker, cancel.clone());

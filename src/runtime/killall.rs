@@ -1,9 +1,10 @@
 //! `rke2 killall` (RKE2's `rke2-killall.sh`): stops every container of the node, even with the
 //! daemon down. It kills the node's containerd-shim processes with their whole process trees
 //! (the containers), then the node's containerd, unmounts what the containers left mounted
-//! (rootfs overlays, the sandboxes' network namespaces under /run/netns), deletes the pod bridge
-//! and releases the pod IPs. Only this node's processes are touched: shims are recognised by the
-//! containerd socket address on their command line.
+//! (rootfs overlays, the sandboxes' network namespaces under /run/netns), deletes the pod bridge,
+//! releases the pod IPs and removes the service proxy's nftables table. Only this node's
+//! processes are touched: shims are recognised by the containerd socket address on their
+//! command line.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -184,7 +185,27 @@ pub fn killall(layout: &Layout) -> Report {
             .status();
     }
     let _ = std::fs::remove_dir_all(layout.cni_data_dir().join("networks"));
+    remove_proxy_table(layout);
     report
+}
+
+/// The service proxy's nftables table, named in `<agent-dir>/proxy-table` by the proxy.
+fn remove_proxy_table(layout: &Layout) {
+    let Ok(name) = std::fs::read_to_string(layout.agent_dir.join("proxy-table")) else {
+        return;
+    };
+    let name = name.trim();
+    // Only a name the proxy could have written (`rke2-proxy-<node name>`) reaches nft.
+    let valid = name.starts_with("rke2-proxy-")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if valid {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "inet", name])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }
 
 /// The pod bridge named in the node's CNI config.

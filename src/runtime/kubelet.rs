@@ -11,7 +11,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1 as core;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
@@ -230,26 +229,8 @@ async fn watch_pods(
     wake: std::sync::Arc<Notify>,
     cancel: CancellationToken,
 ) {
-    loop {
-        let url = format!("{}{}&watch=true", s.api.base, pods_path(&s.cfg.node_name));
-        let headers = [("accept", "application/json".to_string())];
-        if let Ok((200, mut body)) = s.api.client.stream(http::Method::GET, &url, &headers).await {
-            loop {
-                let frame = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    f = body.frame() => f,
-                };
-                match frame {
-                    Some(Ok(_)) => wake.notify_one(),
-                    _ => break,
-                }
-            }
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
+    let path = format!("{}&watch=true", pods_path(&s.cfg.node_name));
+    s.api.wake_on_watch(&path, &wake, &cancel).await;
 }
 
 struct Worker {

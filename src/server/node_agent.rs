@@ -76,7 +76,7 @@ pub fn spawn_runtime_for_server(
     cancel: CancellationToken,
 ) -> Result<(), ServerError> {
     let kubelet = ctx.agent_paths.client_kubelet();
-    let cfg = crate::runtime::NodeRuntimeConfig {
+    let runtime_cfg = crate::runtime::NodeRuntimeConfig {
         node_name: ctx.node.name.clone(),
         data_dir: ctx.config.node.data_dir.clone(),
         runtime: ctx.config.node.runtime.clone(),
@@ -92,8 +92,14 @@ pub fn spawn_runtime_for_server(
             domain: ctx.config.cluster_domain.clone(),
         }),
     };
-    crate::dns::spawn_for_node(&cfg, tracker, cancel.clone());
-    crate::runtime::spawn(cfg, tracker, cancel);
+    crate::dns::spawn_for_node(&runtime_cfg, tracker, cancel.clone());
+    let proxy_cfg = crate::proxy::ProxyConfig::for_node(
+        &runtime_cfg,
+        &ctx.config.cluster_cidr.to_string(),
+        &ctx.config.cluster_dns.to_string(),
+    );
+    crate::proxy::spawn(proxy_cfg, tracker, cancel.clone());
+    crate::runtime::spawn(runtime_cfg, tracker, cancel);
     Ok(())
 }
 

@@ -1,0 +1,296 @@
+//! The service proxy on the real nftables, containerd, runc and CNI plugins
+//! (docs/service-proxy.md): a Deployment of busybox `httpd` replicas behind a NodePort Service;
+//! a client pod reaching the ClusterIP gets answers from every replica, the NodePort answers on
+//! the node's loopback address from the host, `sessionAffinity: ClientIP` pins a client to one
+//! replica, an endpoint that stops being ready leaves the rules, and deleting the Service leaves
+//! no rule of it in the node's table. Each test cluster uses its own /28 pod and service ranges
+//! inside 198.18.0.0/15, so parallel clusters in this network namespace never share addresses.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::workloads::*;
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn jsonpath(k: &Path, what: &[&str], path: &str) -> String {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    let p = format!("jsonpath={{{path}}}");
+    args.extend_from_slice(&["-o", &p]);
+    String::from_utf8_lossy(&kubectl(k, &args).stdout).into_owned()
+}
+
+fn nft_table(table: &str) -> String {
+    let out = Command::new("nft")
+        .args(["list", "table", "inet", table])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A container serving its pod's name on 8080 with busybox httpd (`GET /cgi-bin/stop` ends
+/// it), as a YAML list item indented by `indent` spaces.
+fn web_container(image: &str, indent: usize) -> String {
+    let text = format!(
+        r#"- name: c
+  image: {image}
+  env:
+  - {{name: MY_POD, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+  command:
+  - sh
+  - -c
+  - |
+    busybox mkdir -p /www/cgi-bin
+    echo "$MY_POD" > /www/index.html
+    printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho stopping\nbusybox touch /www/stop\n' > /www/cgi-bin/stop
+    busybox chmod 755 /www/cgi-bin/stop
+    busybox httpd -p 8080 -h /www
+    while [ ! -e /www/stop ]; do sleep 1; done
+"#
+    );
+    let pad = " ".repeat(indent);
+    text.lines().map(|l| format!("{pad}{l}\n")).collect()
+}
+
+/// A client pod fetching `url` every 200 ms and printing each answer on its own line.
+fn client_pod(name: &str, url: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  containers:
+  - name: c
+    image: {BUSYBOX_IMAGE}
+    command: ["sh", "-c", "while true; do busybox timeout 3 busybox wget -q -O - {url} || echo failed; sleep 0.2; done"]
+"#
+    )
+}
+
+fn log_lines(k: &Path, pod: &str) -> Vec<String> {
+    let out = kubectl(k, &["logs", pod]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn cluster_ips_and_node_ports_reach_ready_endpoints_and_leave_no_rules() {
+    require_pod_runtime();
+    require_tool("nft", "nftables");
+    let block = AddrBlock::new();
+    let ip = block.ip(1);
+    let o = ip.octets();
+    let base = (o[2] % 16) * 16;
+    let pod_cidr = format!("198.18.{}.{base}/28", o[1]);
+    let service_cidr = format!("198.19.{}.{base}/28", o[1]);
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("svcpx").join("data");
+    build_images(&root.path().join("build"), &data.join("agent/images"));
+    let _cleanup = NodeCleanup(data.clone());
+    let server = start_server(
+        "svcpx",
+        ip,
+        root.path(),
+        &[
+            ("cluster-cidr", pod_cidr.clone()),
+            ("node-cidr-mask-size", "28".into()),
+            ("service-cidr", service_cidr.clone()),
+            ("cluster-dns", format!("198.19.{}.{}", o[1], base + 10)),
+            ("pause-image", PAUSE_IMAGE.into()),
+        ],
+    );
+    let k = server.kubeconfig.clone();
+    wait_node_ready(&k, "svcpx", Duration::from_secs(90));
+    let table_file = data.join("agent/proxy-table");
+    let table = wait_for(Duration::from_secs(60), "the proxy's table", || {
+        let t = std::fs::read_to_string(&table_file).ok()?;
+        nft_table(&t).contains("chain services").then_some(t)
+    });
+
+    apply_yaml(
+        &k,
+        root.path(),
+        "web",
+        &format!(
+            r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers:
+{}---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  type: NodePort
+  selector: {{app: web}}
+  ports: [{{name: http, port: 80, targetPort: 8080}}]
+"#,
+            web_container(BUSYBOX_IMAGE, 6)
+        ),
+    );
+    let replicas: BTreeSet<String> = wait_for(WAIT, "3 running web pods", || {
+        let names = jsonpath(
+            &k,
+            &[
+                "pods",
+                "-l",
+                "app=web",
+                "--field-selector=status.phase=Running",
+            ],
+            ".items[*].metadata.name",
+        );
+        let set: BTreeSet<String> = names.split_whitespace().map(str::to_string).collect();
+        (set.len() == 3).then_some(set)
+    });
+    let cluster_ip = jsonpath(&k, &["svc", "web"], ".spec.clusterIP");
+    let node_port = jsonpath(&k, &["svc", "web"], ".spec.ports[0].nodePort");
+    assert!(
+        cluster_ip.starts_with(&format!("198.19.{}.", o[1])),
+        "{cluster_ip}"
+    );
+    wait_for(WAIT, "3 endpoint chains", || {
+        let t = nft_table(&table);
+        (t.matches("dnat ip to 198.18.").count() == 3).then_some(())
+    });
+
+    // A client pod reaching the ClusterIP gets answers from every replica.
+    apply_yaml(
+        &k,
+        root.path(),
+        "client",
+        &client_pod("client", &format!("http://{cluster_ip}/")),
+    );
+    wait_for(WAIT, "answers from all 3 replicas", || {
+        let seen: BTreeSet<String> = log_lines(&k, "client").into_iter().collect();
+        replicas.is_subset(&seen).then_some(())
+    });
+    let lines = log_lines(&k, "client");
+    for l in &lines {
+        assert!(
+            replicas.contains(l) || l == "failed",
+            "unexpected answer {l:?} in {lines:?}"
+        );
+    }
+
+    // The NodePort answers on the node's address, from the host. That address is a loopback
+    // one here: the kernel routes loopback sources and destinations through the pod bridge
+    // only with route_localnet, set on this node's bridge alone (it goes with the bridge).
+    let localnet = format!(
+        "/proc/sys/net/ipv4/conf/{}/route_localnet",
+        rke2::runtime::cni::bridge_name("svcpx")
+    );
+    std::fs::write(&localnet, "1").unwrap_or_else(|e| panic!("{localnet}: {e}"));
+    let url = format!("http://{ip}:{node_port}/");
+    let mut host_seen = BTreeSet::new();
+    wait_for(WAIT, "NodePort answers from every replica", || {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "3", &url])
+            .output()
+            .unwrap();
+        let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !body.is_empty() {
+            assert!(replicas.contains(&body), "NodePort answered {body:?}");
+            host_seen.insert(body);
+        }
+        (host_seen == replicas).then_some(())
+    });
+
+    // sessionAffinity: ClientIP pins a client to one replica.
+    kubectl_ok(
+        &k,
+        &[
+            "patch",
+            "svc",
+            "web",
+            "-p",
+            r#"{"spec":{"sessionAffinity":"ClientIP"}}"#,
+        ],
+    );
+    wait_for(WAIT, "affinity sets", || {
+        (nft_table(&table).matches("set aff-").count() == 3).then_some(())
+    });
+    apply_yaml(
+        &k,
+        root.path(),
+        "sticky",
+        &client_pod("sticky", &format!("http://{cluster_ip}/")),
+    );
+    let answers = wait_for(WAIT, "20 answers to the sticky client", || {
+        let l: Vec<String> = log_lines(&k, "sticky")
+            .into_iter()
+            .filter(|l| l != "failed")
+            .collect();
+        (l.len() >= 20).then_some(l)
+    });
+    let distinct: BTreeSet<&String> = answers.iter().collect();
+    assert_eq!(distinct.len(), 1, "one replica answers: {answers:?}");
+    kubectl_ok(&k, &["delete", "pod", "sticky", "--wait=false"]);
+
+    // An endpoint that stops being ready leaves the rules.
+    apply_yaml(
+        &k,
+        root.path(),
+        "extra",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: extra, labels: {{app: web}}}}\nspec:\n  restartPolicy: Never\n  containers:\n{}",
+            web_container(BUSYBOX_IMAGE, 2)
+        ),
+    );
+    let extra_ip = wait_for(WAIT, "the extra pod's IP", || {
+        let ip = jsonpath(&k, &["pod", "extra"], ".status.podIP");
+        (!ip.is_empty()).then_some(ip)
+    });
+    let rule = format!("dnat ip to {extra_ip}:8080");
+    wait_for(WAIT, "the extra endpoint in the rules", || {
+        nft_table(&table).contains(&rule).then_some(())
+    });
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "5",
+            &format!("http://{extra_ip}:8080/cgi-bin/stop"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "stopping");
+    wait_for(WAIT, "the extra endpoint out of the rules", || {
+        (!nft_table(&table).contains(&rule)).then_some(())
+    });
+    assert_eq!(
+        nft_table(&table).matches("dnat ip to 198.18.").count(),
+        3,
+        "the replicas stay"
+    );
+
+    // Deleting the Service removes every rule of it.
+    kubectl_ok(&k, &["delete", "svc", "web"]);
+    wait_for(WAIT, "no rule of the deleted service", || {
+        let t = nft_table(&table);
+        (!t.contains(&cluster_ip)
+            && !t.contains("default/web")
+            && !t.contains(&node_port)
+            && !t.contains("dnat"))
+        .then_some(())
+    });
+    assert!(nft_table(&table).contains("chain services"));
+    drop(server);
+    assert!(
+        nft_table(&table).is_empty(),
+        "a clean shutdown removes the table"
+    );
+}
