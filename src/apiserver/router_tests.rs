@@ -394,10 +394,15 @@ async fn watch_from_a_compacted_revision_is_gone() {
             .await;
     }
     api.memory.compact(api.memory.revision().await.unwrap());
-    let (status, _) = api
+    let (status, mut body) = api
         .watch(&format!("{base}?watch=true&resourceVersion={}", rv(&a)))
         .await;
-    assert_eq!(status, StatusCode::GONE);
+    // Upstream accepts the watch, then sends the 410 as an ERROR event.
+    assert_eq!(status, StatusCode::OK);
+    let ev = next_event(&mut body, &mut Vec::new()).await;
+    assert_eq!(ev["type"], "ERROR", "{ev}");
+    assert_eq!(ev["object"]["code"], 410, "{ev}");
+    assert_eq!(ev["object"]["reason"], "Expired", "{ev}");
     // A list continuing from a snapshot that has since been compacted is 410 too.
     let (_, page) = api
         .call(Method::GET, &format!("{base}?limit=1"), None)
