@@ -967,3 +967,311 @@ impl KvStore for Fenced {
         Box::pin(self.inner.lease_revoke(id))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datastore::memory::MemoryStore;
+    use crate::registry::PODS;
+    use crate::storage::selectors::FieldSelector;
+
+    struct Fixture {
+        memory: Arc<MemoryStore>,
+        /// The store as the API server writes to it.
+        ds: Datastore,
+        caches: WatchCaches,
+        pods: Arc<KindCache>,
+        _cancel: tokio_util::sync::DropGuard,
+    }
+
+    fn fixture(cfg: CacheConfig) -> Fixture {
+        let memory = MemoryStore::new();
+        let cancel = CancellationToken::new();
+        let caches = WatchCaches::new(cancel.clone(), cfg);
+        let ds = caches.fenced(&Datastore::from_impl(memory.clone()));
+        let pods = caches.kind(&PODS).expect("bound");
+        Fixture {
+            memory,
+            ds,
+            caches,
+            pods,
+            _cancel: cancel.drop_guard(),
+        }
+    }
+
+    fn pod(name: &str, node: &str, gen_: u32) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "ns", "labels": {"gen": gen_.to_string()}},
+            "spec": {"nodeName": node},
+        }))
+        .unwrap()
+    }
+
+    fn key(name: &str) -> String {
+        PODS.key(Some("ns"), name)
+    }
+
+    fn opts(field: &str) -> ListOptions {
+        ListOptions {
+            field_selector: Some(FieldSelector::parse(field).unwrap()),
+            ..Default::default()
+        }
+    }
+
+    fn all() -> ListOptions {
+        ListOptions::default()
+    }
+
+    async fn next(w: &mut CacheWatch) -> Arc<CacheEvent> {
+        tokio::time::timeout(Duration::from_secs(10), w.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("the watch is open")
+    }
+
+    /// Waits until the cache has applied revision `rev`.
+    async fn caught_up(c: &KindCache, rev: i64) {
+        c.fresh(rev).await.expect("the cache catches up");
+    }
+
+    async fn deleted(ds: &Datastore, k: &str) -> i64 {
+        match ds.delete(k, None).await.unwrap() {
+            Cas::Written(r) => r,
+            c => panic!("delete of {k}: {c:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn resumes_inside_the_window_and_expires_outside() {
+        let f = fixture(CacheConfig {
+            min_events: 0,
+            max_events: 4,
+            ..Default::default()
+        });
+        let first = f.ds.put(&key("a"), pod("a", "n1", 0)).await.unwrap();
+        caught_up(&f.pods, first).await;
+        let mut revs = Vec::new();
+        for i in 1..=3 {
+            revs.push(f.ds.put(&key("a"), pod("a", "n1", i)).await.unwrap());
+        }
+        caught_up(&f.pods, revs[2]).await;
+        // Resuming after the first write replays exactly the three later ones.
+        let mut w = f.pods.watch(None, &all(), Some(first)).await.unwrap();
+        for rev in &revs {
+            assert_eq!(next(&mut w).await.revision, *rev);
+        }
+        // Six more writes push the window past `first`.
+        let mut last = 0;
+        for i in 4..10 {
+            last = f.ds.put(&key("a"), pod("a", "n1", i)).await.unwrap();
+        }
+        caught_up(&f.pods, last).await;
+        let stats = f.pods.stats();
+        assert_eq!(stats.events, 4);
+        match f.pods.watch(None, &all(), Some(first)).await {
+            Err(CacheError::Expired { requested, oldest }) => {
+                assert_eq!((requested, oldest), (first, stats.window_start));
+            }
+            other => panic!("expected Expired, got {:?}", other.map(|_| ())),
+        }
+        // The oldest resumable revision still works and replays the whole window.
+        let mut w = f
+            .pods
+            .watch(None, &all(), Some(stats.window_start))
+            .await
+            .unwrap();
+        assert_eq!(next(&mut w).await.revision, stats.window_start + 1);
+    }
+
+    #[tokio::test]
+    async fn bookmarks_cover_every_event_delivered_and_follow_progress() {
+        let f = fixture(CacheConfig::default());
+        let a = f.ds.put(&key("a"), pod("a", "n1", 0)).await.unwrap();
+        caught_up(&f.pods, a).await;
+        let mut w = f.pods.watch(None, &all(), Some(a)).await.unwrap();
+        let b = f.ds.put(&key("b"), pod("b", "n1", 0)).await.unwrap();
+        caught_up(&f.pods, b).await;
+        // The queued event comes out before a bookmark at its revision.
+        let (queued, rev) = w.drain_for_bookmark();
+        assert_eq!(queued.iter().map(|e| e.revision).collect::<Vec<_>>(), [b]);
+        assert_eq!(rev, b);
+        // Writes elsewhere move the revision; a progress notification brings the cache (and
+        // the next bookmark) there without any event of this kind.
+        let other =
+            f.ds.put("/registry/configmaps/ns/x", b"{}".to_vec())
+                .await
+                .unwrap();
+        f.memory.notify_progress();
+        caught_up(&f.pods, other).await;
+        let (queued, rev) = w.drain_for_bookmark();
+        assert!(queued.is_empty());
+        assert_eq!(rev, other);
+    }
+
+    #[tokio::test]
+    async fn field_selector_watches_get_only_their_objects() {
+        let f = fixture(CacheConfig::default());
+        let start = f.ds.revision().await.unwrap();
+        caught_up(&f.pods, 1).await;
+        let mut n1 = f
+            .pods
+            .watch(None, &opts("spec.nodeName=n1"), None)
+            .await
+            .unwrap();
+        let mut by_name = f
+            .pods
+            .watch(Some("ns"), &opts("metadata.name=b"), None)
+            .await
+            .unwrap();
+        let mut every = f.pods.watch(None, &all(), Some(start)).await.unwrap();
+        let a = f.ds.put(&key("a"), pod("a", "n1", 0)).await.unwrap();
+        let b = f.ds.put(&key("b"), pod("b", "n2", 0)).await.unwrap();
+        // `a` moves from n1 to n2: n1's watcher must hear of it to send DELETED.
+        let moved = f.ds.put(&key("a"), pod("a", "n2", 1)).await.unwrap();
+        let c = f.ds.put(&key("c"), pod("c", "n1", 0)).await.unwrap();
+        caught_up(&f.pods, c).await;
+        for rev in [a, b, moved, c] {
+            assert_eq!(next(&mut every).await.revision, rev);
+        }
+        assert_eq!(next(&mut n1).await.revision, a);
+        let ev = next(&mut n1).await;
+        assert_eq!(ev.revision, moved);
+        assert_eq!(ev.prev.as_ref().unwrap().node.as_deref(), Some("n1"));
+        assert_eq!(next(&mut n1).await.revision, c);
+        assert_eq!(next(&mut by_name).await.revision, b);
+        // Nothing else was queued for the selective watchers.
+        assert!(n1.drain_for_bookmark().0.is_empty());
+        assert!(by_name.drain_for_bookmark().0.is_empty());
+        // Lists use the same indexes.
+        let listed = f.pods.list(None, &opts("spec.nodeName=n2"), 0).await;
+        let keys: Vec<_> = listed
+            .unwrap()
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect();
+        assert_eq!(keys, [key("a"), key("b")]);
+        let listed = f.pods.list(Some("ns"), &opts("metadata.name=c"), 0).await;
+        let listed = listed.unwrap().unwrap();
+        assert_eq!(listed.items.len(), 1);
+        assert_eq!(listed.resource_version, c);
+    }
+
+    #[tokio::test]
+    async fn a_list_is_never_older_than_an_acknowledged_write() {
+        let f = fixture(CacheConfig::default());
+        caught_up(&f.pods, 1).await;
+        for i in 0..20 {
+            let name = format!("p{i}");
+            // The write is acknowledged before the cache task had a chance to apply it (this
+            // test runs on one thread): the list must wait for it rather than answer without.
+            let rev = f.ds.put(&key(&name), pod(&name, "n1", 0)).await.unwrap();
+            let listed = f.pods.list(None, &all(), 0).await.unwrap().unwrap();
+            assert!(listed.resource_version >= rev);
+            assert_eq!(listed.items.len(), i + 1, "the write of {name} is listed");
+        }
+    }
+
+    #[tokio::test]
+    async fn no_event_is_lost_or_duplicated_across_watch_restarts() {
+        let f = fixture(CacheConfig::default());
+        caught_up(&f.pods, 1).await;
+        let start = f.pods.current();
+        let mut watches = Vec::new();
+        for _ in 0..5 {
+            watches.push(f.pods.watch(None, &all(), Some(start)).await.unwrap());
+        }
+        // Five client watches, one datastore watch.
+        assert_eq!(f.memory.watch_count(), 1);
+        let mut written = Vec::new();
+        for round in 0..4 {
+            for i in 0..5 {
+                let name = format!("p{i}");
+                written.push(
+                    f.ds.put(&key(&name), pod(&name, "n1", round))
+                        .await
+                        .unwrap(),
+                );
+            }
+            written.push(deleted(&f.ds, &key("p0")).await);
+            // The datastore watch breaks (a reconnect, a leader change) between rounds; a
+            // round may land before or after the cache has resumed.
+            f.memory.end_watches();
+            if round % 2 == 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let last = *written.last().unwrap();
+        caught_up(&f.pods, last).await;
+        assert_eq!(
+            f.memory.watch_count(),
+            1,
+            "the cache resumed with one watch"
+        );
+        for w in &mut watches {
+            let mut seen = Vec::new();
+            while seen.last() != Some(&last) {
+                seen.push(next(w).await.revision);
+            }
+            assert_eq!(seen, written);
+        }
+        // The cache's objects match the store's.
+        let listed = f.pods.list(None, &all(), last).await.unwrap().unwrap();
+        let stored =
+            f.ds.list(&PODS.list_prefix(None), None, 0, 0)
+                .await
+                .unwrap();
+        assert_eq!(listed.items, stored.items);
+    }
+
+    #[tokio::test]
+    async fn compaction_past_the_cache_relists_and_expires_old_watches() {
+        let f = fixture(CacheConfig::default());
+        let a = f.ds.put(&key("a"), pod("a", "n1", 0)).await.unwrap();
+        caught_up(&f.pods, a).await;
+        let mut w = f.pods.watch(None, &all(), Some(a)).await.unwrap();
+        // While the cache is disconnected, history it has not seen is compacted away.
+        f.memory.end_watches();
+        f.ds.put(&key("b"), pod("b", "n1", 0)).await.unwrap();
+        let c = deleted(&f.ds, &key("a")).await;
+        f.memory.compact(c);
+        caught_up(&f.pods, c).await;
+        let listed = f.pods.list(None, &all(), c).await.unwrap().unwrap();
+        let keys: Vec<_> = listed.items.into_iter().map(|kv| kv.key).collect();
+        assert_eq!(keys, [key("b")]);
+        // The client watch ends, and resuming from its revision is 410.
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            while w.next().await.is_some() {}
+        })
+        .await;
+        assert!(ended.is_ok(), "the client watch ends on relist");
+        assert!(matches!(
+            f.pods.watch(None, &all(), Some(a)).await,
+            Err(CacheError::Expired { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn memory_per_object_is_reported() {
+        let f = fixture(CacheConfig::default());
+        let mut last = 0;
+        let mut stored = 0;
+        for i in 0..100 {
+            let name = format!("p{i}");
+            let value = pod(&name, &format!("n{}", i % 7), 0);
+            stored += value.len() + key(&name).len();
+            last = f.ds.put(&key(&name), value).await.unwrap();
+        }
+        caught_up(&f.pods, last).await;
+        let (prefix, stats) = f.caches.stats().remove(0);
+        assert_eq!(prefix, PODS.list_prefix(None));
+        assert_eq!(stats.objects, 100);
+        assert!(stats.bytes >= stored, "{stats:?}");
+        println!(
+            "cached pod: {} bytes per object ({stats:?})",
+            stats.bytes_per_object()
+        );
+    }
+}
