@@ -102,12 +102,15 @@ impl Entry {
         Entry { kv, node }
     }
 
-    /// Approximate heap and inline bytes held for this object.
+    /// Approximate bytes held for this object: the entry, its stored bytes, and the copies of
+    /// its key in the object map and the node index (map node overhead not counted).
     fn footprint(&self) -> usize {
+        let key = self.kv.key.len();
         std::mem::size_of::<Entry>()
-            + self.kv.key.capacity()
+            + std::mem::size_of::<Arc<Entry>>()
+            + 2 * key
             + self.kv.value.capacity()
-            + self.node.as_ref().map_or(0, |n| n.len())
+            + self.node.as_ref().map_or(0, |n| 2 * n.len() + key)
     }
 }
 
