@@ -187,7 +187,8 @@ pub async fn serve(
     // "Any state" (`resourceVersion=0`) and resumed watches come from the cache; unset means
     // "from the current state": a consistent list from etcd, then the cache after it.
     let mut after = requested;
-    if requested.is_none() && rv_param != Some("0") {
+    let consistent = requested.is_none() && rv_param != Some("0");
+    if consistent {
         after = Some(initial_list(&store, info, ns, &opts, &enc, &tx).await?);
     }
     if let Some(cache) = st.watch_cache.kind(info) {
@@ -202,6 +203,8 @@ pub async fn serve(
                 tokio::spawn(w.from_cache(cw, timeout, cancel));
                 return Ok(body(rx));
             }
+            // Our own list ran before a cache that has just (re)listed: etcd follows from it.
+            Err(CacheError::Expired { .. }) if consistent => {}
             Err(CacheError::Expired { requested, oldest }) => {
                 let err = ApiError::Expired { requested, oldest };
                 let _ = tx.send(enc.event("ERROR", &err.to_status())).await;
