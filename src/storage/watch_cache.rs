@@ -722,6 +722,7 @@ impl CacheWatch {
     /// the client resumes from its last revision.
     pub async fn next(&mut self) -> Option<Arc<CacheEvent>> {
         if let Some(ev) = self.initial.pop_front() {
+            self.last = self.last.max(ev.revision);
             return Some(ev);
         }
         loop {
@@ -741,9 +742,7 @@ impl CacheWatch {
         // Read the revision first: every event at or below it is queued by then.
         let cache_rev = self.cache.current();
         let mut out: Vec<_> = self.initial.drain(..).collect();
-        if let Some(e) = out.last() {
-            self.last = self.last.max(e.revision);
-        }
+        self.last = out.iter().fold(self.last, |l, e| l.max(e.revision));
         while let Ok(ev) = self.rx.try_recv() {
             if ev.revision > self.last {
                 self.last = ev.revision;
