@@ -200,7 +200,7 @@ pub async fn serve(
                     tx,
                     bookmarks,
                 };
-                tokio::spawn(w.from_cache(cw, timeout, cancel));
+                tokio::spawn(w.follow_cache(cw, timeout, cancel));
                 return Ok(body(rx));
             }
             // Our own list ran before a cache that has just (re)listed: etcd follows from it.
@@ -241,7 +241,7 @@ pub async fn serve(
         tx,
         bookmarks,
     };
-    tokio::spawn(w.from_etcd(stream, after, timeout, cancel));
+    tokio::spawn(w.follow_etcd(stream, after, timeout, cancel));
     Ok(body(rx))
 }
 
@@ -302,7 +302,7 @@ impl Watcher {
     }
 
     /// Streams events from a watch-cache registration.
-    async fn from_cache(self, mut cw: CacheWatch, timeout: Duration, cancel: CancellationToken) {
+    async fn follow_cache(self, mut cw: CacheWatch, timeout: Duration, cancel: CancellationToken) {
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         let mut bookmark_timer = tokio::time::interval(BOOKMARK_INTERVAL);
@@ -331,7 +331,7 @@ impl Watcher {
     }
 
     /// Streams events from a datastore watch of its own (before the cache is ready).
-    async fn from_etcd(
+    async fn follow_etcd(
         self,
         mut stream: WatchStream,
         after: i64,
