@@ -580,6 +580,15 @@ fn watches_lose_and_repeat_nothing_across_an_etcd_leader_kill() {
         )
     };
     let base = "/api/v1/namespaces/wt/configmaps";
+    // A list at any state starts the follower's configmaps cache before `start`, so the watch
+    // below is served from the cache's window.
+    let (code, body) = c.servers[w].api(
+        "GET",
+        &format!("{base}?resourceVersion=0"),
+        None,
+        "application/json",
+    );
+    assert_eq!(code, 200, "{body}");
     let (code, body) = c.servers[x].api("POST", base, Some(&cm("start", 0)), "application/json");
     assert_eq!(code, 201, "{body}");
     let start: serde_json::Value = serde_json::from_str(&body).unwrap();

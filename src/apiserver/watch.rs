@@ -187,8 +187,7 @@ pub async fn serve(
     // "Any state" (`resourceVersion=0`) and resumed watches come from the cache; unset means
     // "from the current state": a consistent list from etcd, then the cache after it.
     let mut after = requested;
-    let consistent = requested.is_none() && rv_param != Some("0");
-    if consistent {
+    if requested.is_none() && rv_param != Some("0") {
         after = Some(initial_list(&store, info, ns, &opts, &enc, &tx).await?);
     }
     if let Some(cache) = st.watch_cache.kind(info) {
@@ -203,12 +202,14 @@ pub async fn serve(
                 tokio::spawn(w.follow_cache(cw, timeout, cancel));
                 return Ok(body(rx));
             }
-            // Our own list ran before a cache that has just (re)listed: etcd follows from it.
-            Err(CacheError::Expired { .. }) if consistent => {}
+            // Older than the window: caches start lazily (and restart on a relist), so a
+            // revision a client rightly holds may predate the window. etcd still serves it, or
+            // answers 410 once it is compacted.
             Err(CacheError::Expired { requested, oldest }) => {
-                let err = ApiError::Expired { requested, oldest };
-                let _ = tx.send(enc.event("ERROR", &err.to_status())).await;
-                return Ok(body(rx));
+                tracing::debug!(
+                    component = "apiserver",
+                    "watch from {requested} predates the cache window ({oldest}): reading etcd"
+                );
             }
             // Not listed yet: this watch reads etcd itself.
             Err(CacheError::NotReady) => {}
