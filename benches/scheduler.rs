@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use rke2::controllers::scheduler::Scheduler;
 use rke2::datastore::{Datastore, memory::MemoryStore};
+use rke2::events::EventRecorder;
 use rke2::registry::{NODES, PODS};
 use rke2::storage::{ListOptions, Storage};
 use serde_json::json;
@@ -44,7 +45,13 @@ async fn main() {
         });
         store.create(&PODS, Some("default"), pod).await.unwrap();
     }
-    let mut scheduler = Scheduler::new(store.clone());
+    let events = EventRecorder::for_datastore(
+        store.datastore().clone(),
+        "default-scheduler",
+        "bench",
+        std::time::Duration::from_secs(3600),
+    );
+    let mut scheduler = Scheduler::new(store.clone(), events);
     let started = Instant::now();
     scheduler.load().await.unwrap();
     while scheduler.schedule_next().await {}

@@ -17,7 +17,5 @@ cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 cargo build --locked --all-targets
-# Integration tests mostly wait on processes; a few more threads than cores keeps the 2-core
-# CI machine busy without overloading it.
 # Benches are built above (so they keep compiling) but not run: they print figures, not verdicts.
-cargo test --locked --lib --bins --tests -- --test-threads="${RKE2_TEST_THREADS:-4}"
+exec scripts/run-tests.sh

@@ -1,8 +1,10 @@
 //! The event recorder: core/v1 Events (also served as events.k8s.io/v1) for what the server's
 //! components do, shaped like client-go's recorder writes them (`source`, `reportingComponent`,
 //! `firstTimestamp`/`lastTimestamp`, `count`). Events about the same object with the same
-//! type, reason, message and source are one Event whose `count` and `lastTimestamp` grow (the
-//! lookup is in etcd, so it holds across restarts and leader changes). Every write goes through
+//! type, reason, message and source are one Event whose `count` and `lastTimestamp` grow. The
+//! Event's name is derived from that identity (`<object>.<hash>`, the shape of client-go's
+//! `<object>.<hex>` names), so finding the earlier occurrence is one read by name, however many
+//! Events the namespace holds, and it holds across restarts and leader changes. Every write goes through
 //! [`Storage::with_ttl`], so an Event expires `event-ttl` after its last update (an etcd lease,
 //! as upstream). Any subsystem with the datastore can build a recorder with
 //! [`EventRecorder::new`]; failures are returned, never retried here.
@@ -12,10 +14,10 @@ use std::time::Duration;
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use crate::datastore::DatastoreError;
 use crate::datastore::StoreCell;
+use crate::datastore::{Datastore, DatastoreError};
 use crate::registry::{EVENTS, ResourceInfo};
-use crate::storage::{ListOptions, ObjectError, Storage};
+use crate::storage::{ObjectError, Storage};
 
 /// Where Events about cluster-scoped objects (nodes) are kept, as upstream keeps them.
 pub const CLUSTER_SCOPED_EVENT_NAMESPACE: &str = "default";
@@ -94,23 +96,36 @@ pub struct EventRecorder {
     ttl: Duration,
 }
 
-/// The identity of an Event for deduplication (upstream's aggregation key).
-fn same_event(
-    ev: &Value,
-    regarding: &Value,
-    kind: &str,
+/// The Event's name: the object's name and a hash of the Event's identity (upstream's
+/// aggregation key: the object, type, reason, message and source).
+fn event_name(
+    about: &ObjectRef,
+    kind: EventType,
     reason: &str,
     message: &str,
     component: &str,
-) -> bool {
-    let io = &ev["involvedObject"];
-    ["kind", "name", "namespace", "uid"]
+) -> String {
+    let mut key = Vec::new();
+    for part in [
+        about.kind.as_str(),
+        about.namespace.as_deref().unwrap_or_default(),
+        about.name.as_str(),
+        about.uid.as_str(),
+        kind.as_str(),
+        reason,
+        message,
+        component,
+    ] {
+        // Length-prefixed, so no two different identities share an encoding.
+        key.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        key.extend_from_slice(part.as_bytes());
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, &key);
+    let hex: String = digest.as_ref()[..8]
         .iter()
-        .all(|k| io.get(*k) == regarding.get(*k))
-        && ev["type"] == kind
-        && ev["reason"] == reason
-        && ev["message"] == message
-        && ev["source"]["component"] == component
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{}.{hex}", about.name)
 }
 
 impl EventRecorder {
@@ -125,6 +140,21 @@ impl EventRecorder {
         }
     }
 
+    /// [`EventRecorder::new`] over a datastore that is already open.
+    pub fn for_datastore(
+        store: Datastore,
+        component: &str,
+        host: &str,
+        ttl: Duration,
+    ) -> EventRecorder {
+        EventRecorder::new(
+            std::sync::Arc::new(tokio::sync::OnceCell::new_with(Some(store))),
+            component,
+            host,
+            ttl,
+        )
+    }
+
     fn storage(&self) -> Result<Storage, ObjectError> {
         self.store
             .get()
@@ -133,31 +163,6 @@ impl EventRecorder {
             .ok_or_else(|| {
                 ObjectError::Datastore(DatastoreError::Unavailable("datastore not ready".into()))
             })
-    }
-
-    /// The stored Event matching this one, if any.
-    async fn existing(
-        &self,
-        store: &Storage,
-        ns: &str,
-        regarding: &Value,
-        kind: EventType,
-        reason: &str,
-        message: &str,
-    ) -> Result<Option<Value>, ObjectError> {
-        let events = store
-            .list(&EVENTS, Some(ns), &ListOptions::default())
-            .await?;
-        Ok(events.items.into_iter().find(|ev| {
-            same_event(
-                ev,
-                regarding,
-                kind.as_str(),
-                reason,
-                message,
-                &self.component,
-            )
-        }))
     }
 
     /// Records an Event: a new one, or the matching one with `count` + 1 and a fresh
@@ -194,46 +199,13 @@ impl EventRecorder {
     ) -> Result<(), ObjectError> {
         let store = self.storage()?;
         let ns = about.event_namespace();
-        let regarding = about.to_json();
-        let now = Utc::now();
-        let stamp = now.to_rfc3339_opts(SecondsFormat::Secs, true);
-        if let Some(ev) = self
-            .existing(&store, ns, &regarding, kind, reason, message)
-            .await?
-        {
-            if !count_repeats {
-                return Ok(());
-            }
-            let name = ev["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let result = store
-                .modify(&EVENTS, Some(ns), &name, None, |e| {
-                    let count = e["count"].as_i64().unwrap_or(1);
-                    e["count"] = json!(count + 1);
-                    e["lastTimestamp"] = json!(stamp);
-                    Ok(())
-                })
-                .await;
-            // An Event that expired between the lookup and the update is recorded anew.
-            match result {
-                Ok(_) => return Ok(()),
-                Err(ObjectError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        // client-go's name: the object's name and the time in hex nanoseconds.
-        let name = format!(
-            "{}.{:x}",
-            about.name,
-            now.timestamp_nanos_opt().unwrap_or_default()
-        );
+        let name = event_name(about, kind, reason, message, &self.component);
+        let stamp = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
         let event = json!({
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"name": name, "namespace": ns},
-            "involvedObject": regarding,
+            "involvedObject": about.to_json(),
             "reason": reason,
             "message": message,
             "source": {"component": self.component, "host": self.host},
@@ -245,7 +217,29 @@ impl EventRecorder {
             "reportingComponent": self.component,
             "reportingInstance": self.host,
         });
-        store.create(&EVENTS, Some(ns), event).await?;
+        // Two tries: an Event created (by another writer) between the create and the update,
+        // or one that expired between them, is handled by the other branch on the second try.
+        for _ in 0..2 {
+            match store.create(&EVENTS, Some(ns), event.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(ObjectError::AlreadyExists { .. }) if !count_repeats => return Ok(()),
+                Err(ObjectError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            let counted = store
+                .modify(&EVENTS, Some(ns), &name, None, |e| {
+                    let count = e["count"].as_i64().unwrap_or(1);
+                    e["count"] = json!(count + 1);
+                    e["lastTimestamp"] = json!(stamp);
+                    Ok(())
+                })
+                .await;
+            match counted {
+                Ok(_) => return Ok(()),
+                Err(ObjectError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(())
     }
 
@@ -261,8 +255,8 @@ impl EventRecorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datastore::Datastore;
     use crate::datastore::memory::MemoryStore;
+    use crate::storage::ListOptions;
 
     fn recorder() -> (EventRecorder, Storage) {
         let cell: StoreCell = Default::default();
@@ -344,5 +338,39 @@ mod tests {
         assert_eq!(evs.len(), 2);
         let ready = evs.iter().find(|e| e["reason"] == "NodeReady").unwrap();
         assert_eq!(ready["count"], 2);
+    }
+
+    #[tokio::test]
+    async fn a_new_recorder_counts_on_the_earlier_event() {
+        // A restart or a leader change brings a new recorder: the repeat still lands on the
+        // Event the old one wrote, found by name among many others.
+        let (first, store) = recorder();
+        for i in 0..50 {
+            let mut other = node_ref();
+            other.name = format!("other{i}");
+            first
+                .record(&other, EventType::Normal, "NodeReady", "ready")
+                .await
+                .unwrap();
+        }
+        first
+            .record(&node_ref(), EventType::Warning, "Rebooted", "n1 rebooted")
+            .await
+            .unwrap();
+        let second = EventRecorder::for_datastore(
+            store.datastore().clone(),
+            "node-controller",
+            "s2",
+            Duration::from_secs(3600),
+        );
+        second
+            .record(&node_ref(), EventType::Warning, "Rebooted", "n1 rebooted")
+            .await
+            .unwrap();
+        let evs = events(&store).await;
+        assert_eq!(evs.len(), 51);
+        let rebooted: Vec<_> = evs.iter().filter(|e| e["reason"] == "Rebooted").collect();
+        assert_eq!(rebooted.len(), 1);
+        assert_eq!(rebooted[0]["count"], 2);
     }
 }

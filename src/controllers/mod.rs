@@ -8,7 +8,6 @@ pub mod deployment;
 pub mod driven;
 pub mod endpoints;
 pub mod etcd_events;
-pub mod events;
 pub mod gc;
 pub mod leader;
 pub mod namespace;
@@ -32,6 +31,7 @@ use crate::cluster::apiservers::{self, APISERVER_ADDRESSES_PREFIX};
 use crate::cluster::context::Ctx;
 use crate::datastore::DatastoreError;
 use crate::datastore::{Cas, Change};
+use crate::events::EventRecorder;
 use crate::registry::{ENDPOINTS, NAMESPACES, NODES, SECRETS, SYSTEM_NAMESPACES};
 use crate::storage::{ListOptions, ObjectError, Storage};
 use node_lifecycle::NodeFacts;
@@ -46,6 +46,16 @@ const MEMBER_REMOVAL_TIMEOUT: Duration = Duration::from_secs(60);
 /// The datastore is not there yet (etcd still starting).
 fn not_ready() -> ObjectError {
     DatastoreError::Unavailable("datastore not ready".into()).into()
+}
+
+/// The event recorder of controller `component` on this server.
+fn recorder(ctx: &Ctx, component: &str) -> EventRecorder {
+    EventRecorder::new(
+        ctx.store.clone(),
+        component,
+        &ctx.node.name,
+        ctx.config.event_ttl,
+    )
 }
 
 fn storage(ctx: &Ctx) -> Option<Storage> {
@@ -122,6 +132,7 @@ pub fn spawn_server_controllers(ctx: Ctx, tracker: &TaskTracker, cancel: Cancell
     ));
     tracker.spawn(taint_eviction::run(
         ctx.store.clone(),
+        recorder(&ctx, taint_eviction::COMPONENT),
         is_leader.clone(),
         cancel.clone(),
     ));
@@ -142,9 +153,10 @@ pub fn spawn_server_controllers(ctx: Ctx, tracker: &TaskTracker, cancel: Cancell
     ));
     let (store, scheduler_leader, scheduler_cancel) =
         (ctx.store.clone(), is_leader.clone(), cancel.clone());
+    let scheduler_events = recorder(&ctx, scheduler::COMPONENT);
     tracker.spawn(async move {
         if let Some(ds) = watch::store_when_ready(&store, &scheduler_cancel).await {
-            crate::controllers::scheduler::run(ds, scheduler_leader, scheduler_cancel).await;
+            scheduler::run(ds, scheduler_events, scheduler_leader, scheduler_cancel).await;
         }
     });
     tracker.spawn(namespace::run(

@@ -18,12 +18,12 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::events::{self, EventType};
 use super::watch::store_when_ready;
 use crate::controllers::scheduler::predicates::{
     NodeInfo, PodInfo, Readiness, TAINT_NOT_READY, TAINT_UNREACHABLE, Taint, Toleration,
 };
 use crate::datastore::StoreCell;
+use crate::events::{EventRecorder, EventType, ObjectRef};
 use crate::registry::{NODES, PODS};
 use crate::storage::ObjectError;
 use crate::storage::pods;
@@ -36,7 +36,7 @@ const ORPHAN_CHECK_EVERY: u64 = 10;
 /// How long a pod may name a node that does not exist before it is deleted (upstream PodGC's
 /// quarantine, so a pod created for a node about to register is not deleted at once).
 const ORPHAN_QUARANTINE_SECONDS: i64 = 40;
-const COMPONENT: &str = "taint-eviction-controller";
+pub const COMPONENT: &str = "taint-eviction-controller";
 const NO_EXECUTE: &str = "NoExecute";
 
 /// The condition taint a node should carry for its readiness, if any.
@@ -129,8 +129,8 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 }
 
 /// The controller's memory across passes: when taints without `timeAdded` were first seen.
-#[derive(Default)]
 struct Pass {
+    events: EventRecorder,
     first_seen: HashMap<(String, String), DateTime<Utc>>,
     /// Passes run, to read all pods for orphans only every [`ORPHAN_CHECK_EVERY`] passes.
     count: u64,
@@ -139,6 +139,15 @@ struct Pass {
 }
 
 impl Pass {
+    fn new(events: EventRecorder) -> Pass {
+        Pass {
+            events,
+            first_seen: HashMap::new(),
+            count: 0,
+            orphans: HashMap::new(),
+        }
+    }
+
     async fn run(&mut self, store: &Storage) -> Result<(), ObjectError> {
         let now = Utc::now();
         let nodes = store.list(&NODES, None, &ListOptions::default()).await?;
@@ -264,15 +273,15 @@ impl Pass {
     async fn evict(&self, store: &Storage, obj: &Value, pod: &PodInfo) {
         let key = pod.key();
         tracing::info!(component = COMPONENT, pod = %key, node = %pod.node_name, "evicting pod from a NoExecute-tainted node");
-        if let Err(e) = events::record(
-            store,
-            obj,
-            EventType::Normal,
-            "TaintManagerEviction",
-            &format!("Marking for deletion Pod {key}"),
-            COMPONENT,
-        )
-        .await
+        if let Err(e) = self
+            .events
+            .record(
+                &ObjectRef::of(&PODS, obj),
+                EventType::Normal,
+                "TaintManagerEviction",
+                &format!("Marking for deletion Pod {key}"),
+            )
+            .await
         {
             tracing::debug!(component = COMPONENT, pod = %key, "recording the eviction event: {e}");
         }
@@ -290,19 +299,24 @@ impl Pass {
 }
 
 /// Runs the controller while leading, until `cancel`.
-pub async fn run(cell: StoreCell, is_leader: watch::Receiver<bool>, cancel: CancellationToken) {
+pub async fn run(
+    cell: StoreCell,
+    events: EventRecorder,
+    is_leader: watch::Receiver<bool>,
+    cancel: CancellationToken,
+) {
     let Some(ds) = store_when_ready(&cell, &cancel).await else {
         return;
     };
     let store = Storage::new(ds);
-    let mut pass = Pass::default();
+    let mut pass = Pass::new(events.clone());
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(PASS_INTERVAL) => {}
         }
         if !*is_leader.borrow() {
-            pass = Pass::default();
+            pass = Pass::new(events.clone());
             continue;
         }
         if let Err(e) = pass.run(&store).await {
@@ -481,7 +495,12 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let mut pass = Pass::default();
+        let mut pass = Pass::new(EventRecorder::for_datastore(
+            store.datastore().clone(),
+            COMPONENT,
+            "s1",
+            std::time::Duration::from_secs(3600),
+        ));
         pass.run(&store).await.unwrap();
         let lost = store.get(&NODES, None, "lost").await.unwrap();
         assert_eq!(lost["spec"]["taints"][0]["key"], TAINT_UNREACHABLE);

@@ -46,11 +46,19 @@ pub fn unique_suffix() -> String {
 
 /// A block of loopback addresses 127.A.B.1..N reserved for one test: A from the process id,
 /// B a per-process counter, so tests in parallel (threads or processes) never share addresses.
+/// Two test processes whose ids give the same A are kept apart by a claim: the block's owner
+/// holds a listener on `127.A.B.1:`[`BLOCK_CLAIM_PORT`] for the block's lifetime, and binding it
+/// is atomic, so exactly one process gets each block.
 #[derive(Debug, Clone)]
 pub struct AddrBlock {
     a: u8,
     b: u8,
+    _claim: std::sync::Arc<TcpListener>,
 }
+
+/// The port whose listener claims an [`AddrBlock`] (outside Linux's default ephemeral range and
+/// every port a test node uses).
+const BLOCK_CLAIM_PORT: u16 = 65001;
 
 impl AddrBlock {
     pub fn new() -> AddrBlock {
@@ -58,13 +66,20 @@ impl AddrBlock {
             let n = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
             let a = 20 + (std::process::id() % 200) as u8;
             let b = (n % 250 + 1) as u8;
-            let block = AddrBlock { a, b };
+            let ip = Ipv4Addr::new(127, a, b, 1);
+            let Ok(claim) = TcpListener::bind((ip, BLOCK_CLAIM_PORT)) else {
+                continue;
+            };
             // Skip blocks whose addresses are already in use by something else.
             if [9345u16, 6443, 2379, 2380]
                 .iter()
-                .all(|p| TcpListener::bind((block.ip(1), *p)).is_ok())
+                .all(|p| TcpListener::bind((ip, *p)).is_ok())
             {
-                return block;
+                return AddrBlock {
+                    a,
+                    b,
+                    _claim: std::sync::Arc::new(claim),
+                };
             }
         }
     }

@@ -15,9 +15,9 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::controllers::events::{self, EventType};
 use crate::controllers::watch::forward;
 use crate::datastore::{Change, Datastore};
+use crate::events::{EventRecorder, EventType, ObjectRef};
 use crate::registry::{NODES, PODS};
 use crate::storage::ObjectError;
 use crate::storage::pods;
@@ -28,7 +28,7 @@ use predicates::{Candidate, NodeInfo, NodeUsage, PodInfo, Reason};
 /// after at most 5 minutes; a shorter period suits small clusters).
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(30);
 /// The component name on events and in logs.
-const COMPONENT: &str = "default-scheduler";
+pub const COMPONENT: &str = "default-scheduler";
 
 /// Which watch a batch came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,7 @@ enum Source {
 /// The scheduler's state while leading.
 pub struct Scheduler {
     store: Storage,
+    events: EventRecorder,
     nodes: BTreeMap<String, NodeInfo>,
     usage: HashMap<String, NodeUsage>,
     /// Every known pod by `namespace/name`, with the revision it was seen at.
@@ -63,9 +64,10 @@ fn placement_facts(p: &PodInfo) -> impl PartialEq + '_ {
 }
 
 impl Scheduler {
-    pub fn new(store: Storage) -> Scheduler {
+    pub fn new(store: Storage, events: EventRecorder) -> Scheduler {
         Scheduler {
             store,
+            events,
             nodes: BTreeMap::new(),
             usage: HashMap::new(),
             pods: HashMap::new(),
@@ -274,18 +276,18 @@ impl Scheduler {
                 pod.node_name = node;
                 pod.unschedulable_message = None;
                 self.apply_pod(key.to_string(), Some(pod), revision);
-                if let Err(e) = events::record(
-                    &self.store,
-                    &bound,
-                    EventType::Normal,
-                    "Scheduled",
-                    &format!(
-                        "Successfully assigned {key} to {}",
-                        bound["spec"]["nodeName"].as_str().unwrap_or_default()
-                    ),
-                    COMPONENT,
-                )
-                .await
+                if let Err(e) = self
+                    .events
+                    .record(
+                        &ObjectRef::of(&PODS, &bound),
+                        EventType::Normal,
+                        "Scheduled",
+                        &format!(
+                            "Successfully assigned {key} to {}",
+                            bound["spec"]["nodeName"].as_str().unwrap_or_default()
+                        ),
+                    )
+                    .await
                 {
                     tracing::debug!(component = COMPONENT, pod = %key, "could not record the Scheduled event: {e}");
                 }
@@ -328,15 +330,14 @@ impl Scheduler {
         if let Some((cached, _)) = self.pods.get_mut(key) {
             cached.unschedulable_message = Some(message.to_string());
         }
-        events::record(
-            &self.store,
-            &updated,
-            EventType::Warning,
-            "FailedScheduling",
-            message,
-            COMPONENT,
-        )
-        .await
+        self.events
+            .record(
+                &ObjectRef::of(&PODS, &updated),
+                EventType::Warning,
+                "FailedScheduling",
+                message,
+            )
+            .await
     }
 }
 
@@ -354,6 +355,7 @@ fn revision_of(obj: &Value) -> i64 {
 /// Runs the scheduler while `is_leader` says so, until `cancel`.
 pub async fn run(
     store: Datastore,
+    events: EventRecorder,
     mut is_leader: watch::Receiver<bool>,
     cancel: CancellationToken,
 ) {
@@ -365,7 +367,7 @@ pub async fn run(
                 r = is_leader.changed() => if r.is_err() { return },
             }
         }
-        let mut s = Scheduler::new(Storage::new(store.clone()));
+        let mut s = Scheduler::new(Storage::new(store.clone()), events.clone());
         let revision = match s.load().await {
             Ok(r) => r,
             Err(e) => {

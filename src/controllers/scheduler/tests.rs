@@ -74,7 +74,13 @@ impl Drop for Running {
 fn start(ds: &Datastore) -> Running {
     let (leader, rx) = watch::channel(true);
     let cancel = CancellationToken::new();
-    tokio::spawn(run(ds.clone(), rx, cancel.clone()));
+    let events = crate::events::EventRecorder::for_datastore(
+        ds.clone(),
+        COMPONENT,
+        "s1",
+        std::time::Duration::from_secs(3600),
+    );
+    tokio::spawn(run(ds.clone(), events, rx, cancel.clone()));
     Running { cancel, leader }
 }
 
