@@ -53,17 +53,7 @@ fn ctr_containers(data: &Path) -> Vec<String> {
 
 #[test]
 fn pods_run_on_containerd_and_survive_a_daemon_kill() {
-    for (tool, pkg) in [
-        ("containerd", "containerd"),
-        ("runc", "runc"),
-        ("ctr", "containerd"),
-    ] {
-        require_tool(tool, pkg);
-    }
-    assert!(
-        Path::new("/usr/lib/cni/bridge").is_file() || Path::new("/opt/cni/bin/bridge").is_file(),
-        "the CNI plugins are required: apt-get install -y containernetworking-plugins"
-    );
+    require_pod_runtime();
     let block = AddrBlock::new();
     let ip = block.ip(1);
     let root = tempfile::tempdir().unwrap();

@@ -20,7 +20,7 @@ use crate::registry::{
     self as resources, NAMESPACES, PODS, ResourceInfo, Review, SERVICES, SYSTEM_NAMESPACES, Verb,
 };
 use crate::storage::selectors::{FieldSelector, LabelSelector};
-use crate::storage::{self, ListOptions, Storage, services};
+use crate::storage::{self, ListOptions, Storage, ownership, services};
 
 fn storage(st: &ApiState) -> Result<Storage, ApiError> {
     st.store
@@ -374,17 +374,67 @@ pub async fn handle(
                 let member = node_is_etcd_member(st, name).await?;
                 authz::admit_node_delete(user, name, member).map_err(deny)?;
             }
-            // Orphan deletion: the owner's references leave its dependents first.
             let policy = opts
                 .get("propagationPolicy")
                 .and_then(Value::as_str)
                 .or(query.get("propagationPolicy").map(String::as_str));
-            if !dry_run
-                && (policy == Some("Orphan")
-                    || (policy.is_none() && opts.get("orphanDependents") == Some(&json!(true))))
-            {
-                let owner = storage::ownership::mark_orphaning(&store, info, ns, name).await?;
-                storage::ownership::orphan_dependents(&store, &owner).await?;
+            let policy = match policy {
+                None if opts.get("orphanDependents") == Some(&json!(true)) => Some("Orphan"),
+                p => p,
+            };
+            // Only owner kinds have dependents to cascade to; for every other kind each policy
+            // is a plain delete.
+            let owner_kind = ownership::OWNER_KINDS.contains(&info);
+            match policy {
+                None | Some("Background") => {}
+                Some("Orphan" | "Foreground") if dry_run || !owner_kind => {}
+                // Orphan deletion: the owner's references leave its dependents first, then the
+                // owner goes (unless other finalizers hold it).
+                Some("Orphan") => {
+                    let owner = ownership::mark_deleting(
+                        &store,
+                        info,
+                        ns,
+                        name,
+                        ownership::ORPHAN_FINALIZER,
+                    )
+                    .await?;
+                    ownership::orphan_dependents(&store, &owner).await?;
+                    let done = ownership::remove_finalizer(
+                        &store,
+                        info,
+                        ns,
+                        name,
+                        ownership::ORPHAN_FINALIZER,
+                    )
+                    .await?;
+                    return respond(StatusCode::OK, &done.unwrap_or(owner));
+                }
+                // Foreground deletion: the owner stays, marked, until the garbage collector
+                // has deleted its dependents.
+                Some("Foreground") => {
+                    let owner = ownership::mark_deleting(
+                        &store,
+                        info,
+                        ns,
+                        name,
+                        ownership::FOREGROUND_FINALIZER,
+                    )
+                    .await?;
+                    return respond(StatusCode::OK, &owner);
+                }
+                Some(other) => {
+                    return Err(ApiError::Invalid {
+                        kind: "DeleteOptions.meta.k8s.io".into(),
+                        name: String::new(),
+                        causes: vec![crate::registry::fields::cause(
+                            "propagationPolicy",
+                            format!(
+                                "Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+                            ),
+                        )],
+                    });
+                }
             }
             if *info == PODS && !dry_run {
                 let ns = ns.ok_or(ApiError::NoSuchResource)?;

@@ -1,9 +1,12 @@
 //! The garbage collector on the leading server: a dependent (a ReplicaSet or a pod, the kinds
 //! the workload controllers create) whose ownerReferences all name owners that are gone (no
 //! object of that kind and name, or one with another uid) is deleted in the background, as
-//! upstream's collector does for `propagationPolicy: Background`. `Orphan` deletion is done
-//! by the API server before the owner goes (`storage::ownership`). Watch-driven (see
-//! `driven`).
+//! upstream's collector does for `propagationPolicy: Background`. An owner deleted with
+//! `propagationPolicy: Foreground` waits, marked with the `foregroundDeletion` finalizer, while
+//! this collector deletes its dependents (owners among them in the foreground too); once no
+//! dependent with `blockOwnerDeletion` remains the finalizer goes, and with it the owner.
+//! `Orphan` deletion is done by the API server before the owner goes (`storage::ownership`).
+//! Watch-driven (see `driven`).
 
 use serde_json::Value;
 use tokio::sync::watch as tokio_watch;
@@ -13,7 +16,9 @@ use super::driven;
 use crate::datastore::StoreCell;
 use crate::registry::print::text;
 use crate::registry::{self, DEPLOYMENTS, PODS, ResourceInfo};
-use crate::storage::ownership::{DEPENDENT_KINDS, owner_refs};
+use crate::storage::ownership::{
+    self, DEPENDENT_KINDS, FOREGROUND_FINALIZER, OWNER_KINDS, deleting_with, owner_refs,
+};
 use crate::storage::pods;
 use crate::storage::{ListOptions, ObjectError, Storage};
 
@@ -66,8 +71,70 @@ async fn delete(store: &Storage, info: &ResourceInfo, obj: &Value) -> Result<(),
     }
 }
 
+/// Deletes the dependents of owners being deleted in the foreground, and lets go of each such
+/// owner whose blocking dependents are gone.
+async fn collect_foreground(store: &Storage) -> Result<(), ObjectError> {
+    for owner_info in OWNER_KINDS {
+        let owners = store
+            .list(owner_info, None, &ListOptions::default())
+            .await?;
+        for owner in &owners.items {
+            if !deleting_with(owner, FOREGROUND_FINALIZER) {
+                continue;
+            }
+            let uid = text(owner, "/metadata/uid");
+            let ns = owner.pointer("/metadata/namespace").and_then(Value::as_str);
+            let mut blocked = false;
+            for info in DEPENDENT_KINDS {
+                let page = store.list(info, ns, &ListOptions::default()).await?;
+                for dep in &page.items {
+                    let Some(reference) = owner_refs(dep).iter().find(|r| r["uid"] == uid) else {
+                        continue;
+                    };
+                    blocked |= reference["blockOwnerDeletion"] == true;
+                    if dep
+                        .pointer("/metadata/deletionTimestamp")
+                        .is_some_and(|t| !t.is_null())
+                    {
+                        continue;
+                    }
+                    if OWNER_KINDS.contains(info) {
+                        ownership::mark_deleting(
+                            store,
+                            info,
+                            dep.pointer("/metadata/namespace").and_then(Value::as_str),
+                            text(dep, "/metadata/name"),
+                            FOREGROUND_FINALIZER,
+                        )
+                        .await
+                        .map(|_| ())
+                        .or_else(|e| match e {
+                            ObjectError::NotFound { .. } => Ok(()),
+                            e => Err(e),
+                        })?;
+                    } else {
+                        delete(store, info, dep).await?;
+                    }
+                }
+            }
+            if !blocked {
+                ownership::remove_finalizer(
+                    store,
+                    owner_info,
+                    ns,
+                    text(owner, "/metadata/name"),
+                    FOREGROUND_FINALIZER,
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One collection pass; returns the revision the lists were read at.
 pub async fn collect(store: &Storage) -> Result<i64, ObjectError> {
+    collect_foreground(store).await?;
     let mut rev = i64::MAX;
     for info in DEPENDENT_KINDS {
         let page = store.list(info, None, &ListOptions::default()).await?;
@@ -185,5 +252,63 @@ mod tests {
             .await
             .unwrap();
         assert!(live["metadata"].get("ownerReferences").is_none());
+    }
+
+    #[tokio::test]
+    async fn foreground_deletion_removes_dependents_first_then_the_owner() {
+        let store = store();
+        let d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                       "metadata": {"name": "web", "namespace": "default"}, "spec": {}});
+        let owner = store
+            .create(&DEPLOYMENTS, Some("default"), d)
+            .await
+            .unwrap();
+        let mut rs = rs_owned_by(&owner, "web-1");
+        rs["metadata"]["ownerReferences"][0]["blockOwnerDeletion"] = json!(true);
+        let rs = store
+            .create(&REPLICA_SETS, Some("default"), rs)
+            .await
+            .unwrap();
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-1-a", "namespace": "default",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": "web-1", "uid": text(&rs, "/metadata/uid"),
+                    "controller": true, "blockOwnerDeletion": true}]},
+            "spec": {"containers": [{"name": "c", "image": "bb:1"}]}});
+        store.create(&PODS, Some("default"), pod).await.unwrap();
+        ownership::mark_deleting(
+            &store,
+            &DEPLOYMENTS,
+            Some("default"),
+            "web",
+            FOREGROUND_FINALIZER,
+        )
+        .await
+        .unwrap();
+        let exists = |info: &'static ResourceInfo, name: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .get_opt(info, Some("default"), name)
+                    .await
+                    .unwrap()
+                    .is_some()
+            }
+        };
+        // First pass: the ReplicaSet is marked for foreground deletion, the owner waits on it.
+        collect(&store).await.unwrap();
+        assert!(exists(&DEPLOYMENTS, "web").await);
+        let marked = store
+            .get(&REPLICA_SETS, Some("default"), "web-1")
+            .await
+            .unwrap();
+        assert!(deleting_with(&marked, FOREGROUND_FINALIZER));
+        // Then the pod goes, then the ReplicaSet, then the Deployment; each pass makes progress.
+        for _ in 0..4 {
+            collect(&store).await.unwrap();
+        }
+        assert!(!exists(&PODS, "web-1-a").await);
+        assert!(!exists(&REPLICA_SETS, "web-1").await);
+        assert!(!exists(&DEPLOYMENTS, "web").await);
     }
 }

@@ -15,6 +15,7 @@ pub mod logs;
 pub mod podspec;
 pub mod quantity;
 pub mod registries;
+pub mod routes;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -103,6 +104,10 @@ async fn run(cfg: NodeRuntimeConfig, cancel: CancellationToken) -> Result<(), Ru
         }
     };
     let api_tasks = TaskTracker::new();
+    if cfg.runtime.cni == Cni::Bridge {
+        let api = node_api(&cfg)?;
+        api_tasks.spawn(routes::run(api, cfg.node_name.clone(), cancel.clone()));
+    }
     let result = async {
         let cri = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
@@ -128,6 +133,27 @@ async fn run(cfg: NodeRuntimeConfig, cancel: CancellationToken) -> Result<(), Ru
         let _ = h.await;
     }
     result
+}
+
+/// The API client with the node's identity, for the node runtime's own loops.
+fn node_api(cfg: &NodeRuntimeConfig) -> Result<crate::kubeclient::Api, RuntimeError> {
+    use crate::https::{ClientIdentity, HttpsClient, ServerTrust};
+    let mut client = HttpsClient::new(
+        &ServerTrust::Ca(cfg.ca_pem.clone()),
+        Some(&ClientIdentity {
+            cert_pem: cfg.identity_cert_pem.clone(),
+            key_pem: cfg.identity_key_pem.clone(),
+        }),
+        Duration::from_secs(10),
+    )
+    .map_err(|e| RuntimeError::Cri(format!("API client: {e}")))?;
+    if let Some(n) = &cfg.server_name {
+        client = client.with_server_name(n);
+    }
+    Ok(crate::kubeclient::Api {
+        client,
+        base: cfg.api_url.trim_end_matches('/').to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! swap internally, so PATCH never surfaces a 409 (docs/kubernetes-api.md §A.5).
 
 use base64::Engine as _;
-use chrono::Utc;
-use serde_json::Value;
+use chrono::{SecondsFormat, Utc};
+use serde_json::{Value, json};
 
 pub mod error;
 pub mod metadata;
@@ -20,7 +20,7 @@ pub use error::ObjectError;
 use selectors::{FieldSelector, LabelSelector};
 
 use crate::datastore::{Cas, Datastore, Stored};
-use crate::registry::ResourceInfo;
+use crate::registry::{NAMESPACES, ResourceInfo};
 
 /// How often a precondition-free read-modify-write retries a lost race before giving up.
 const MAX_CAS_ATTEMPTS: usize = 64;
@@ -363,6 +363,25 @@ impl Storage {
             if dry_run || obj == before {
                 return Ok(obj);
             }
+            if finalized(info, &before, &obj) {
+                // The update removed the last finalizer of an object being deleted: as upstream,
+                // that update deletes it.
+                match self
+                    .store
+                    .delete(&key, Some(kv.mod_revision))
+                    .await
+                    .map_err(ObjectError::from)?
+                {
+                    Cas::Written(_) => return Ok(obj),
+                    Cas::Conflict(now) => {
+                        if precondition.is_some() {
+                            return Err(conflict().into());
+                        }
+                        current = now;
+                        continue;
+                    }
+                }
+            }
             let value = encode(info, &obj);
             let written = match self.lease_for(info).await? {
                 Some(lease) => self
@@ -432,6 +451,34 @@ impl Storage {
                     kv.mod_revision
                 ),
             });
+        }
+        if has_finalizers(info, &obj) {
+            // Finalizers hold the object: DELETE only marks it, and the update that removes the
+            // last finalizer deletes it (see `modify_with`).
+            let mut marked = obj;
+            let meta = &mut marked["metadata"];
+            if meta["deletionTimestamp"].is_null() {
+                meta["deletionTimestamp"] =
+                    json!(Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true));
+            }
+            meta["deletionGracePeriodSeconds"] = json!(0);
+            if dry_run {
+                return Ok(marked);
+            }
+            return match self
+                .store
+                .update(&key, encode(info, &marked), kv.mod_revision)
+                .await?
+            {
+                Cas::Written(rev) => {
+                    set_resource_version(&mut marked, rev);
+                    Ok(marked)
+                }
+                Cas::Conflict(_) => Err(ObjectError::Conflict {
+                    resource: info.qualified_name(),
+                    name: name.to_string(),
+                }),
+            };
         }
         if dry_run {
             return Ok(obj);
@@ -557,6 +604,36 @@ impl Storage {
     }
 }
 
+/// `metadata.finalizers` of an object.
+fn metadata_finalizers(obj: &Value) -> &[Value] {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+/// Whether finalizers hold `obj` when it is deleted. Namespaces keep their own lifecycle
+/// (`namespaces`: their content goes first), so the generic rule leaves them alone.
+fn has_finalizers(info: &ResourceInfo, obj: &Value) -> bool {
+    *info != NAMESPACES && !metadata_finalizers(obj).is_empty()
+}
+
+/// Whether an update from `before` to `after` removed the last finalizer of an object being
+/// deleted with nothing left to wait for (a pod still terminating gracefully keeps its
+/// `deletionGracePeriodSeconds` and is finished by its node, as upstream).
+fn finalized(info: &ResourceInfo, before: &Value, after: &Value) -> bool {
+    *info != NAMESPACES
+        && !metadata_finalizers(before).is_empty()
+        && metadata_finalizers(after).is_empty()
+        && after
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|t| !t.is_null())
+        && after
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .is_none_or(|g| g == 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -601,5 +678,92 @@ mod tests {
                 .contains("resourceVersion")
         );
         assert_eq!(resource_version_of(&v).unwrap(), Some(7));
+    }
+
+    #[tokio::test]
+    async fn finalizers_hold_a_deleted_object_until_the_last_one_goes() {
+        use crate::registry::CONFIGMAPS;
+        let store = Storage::new(Datastore::from_impl(std::sync::Arc::new(
+            crate::datastore::memory::MemoryStore::default(),
+        )));
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "held", "namespace": "default",
+                         "finalizers": ["example.com/a", "example.com/b"]}});
+        store
+            .create(&CONFIGMAPS, Some("default"), cm)
+            .await
+            .unwrap();
+        let marked = store
+            .delete(&CONFIGMAPS, Some("default"), "held", None, None)
+            .await
+            .unwrap();
+        assert!(marked["metadata"]["deletionTimestamp"].is_string());
+        assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 0);
+        let drop_one = |name: &'static str| {
+            move |o: &mut Value| {
+                if let Some(f) = o["metadata"]["finalizers"].as_array_mut() {
+                    f.retain(|x| x != name);
+                }
+                Ok::<(), ObjectError>(())
+            }
+        };
+        // One finalizer left: still there.
+        store
+            .modify(
+                &CONFIGMAPS,
+                Some("default"),
+                "held",
+                None,
+                drop_one("example.com/a"),
+            )
+            .await
+            .unwrap();
+        let still = store
+            .get(&CONFIGMAPS, Some("default"), "held")
+            .await
+            .unwrap();
+        assert_eq!(still["metadata"]["finalizers"], json!(["example.com/b"]));
+        // The last one: the update deletes it.
+        store
+            .modify(
+                &CONFIGMAPS,
+                Some("default"),
+                "held",
+                None,
+                drop_one("example.com/b"),
+            )
+            .await
+            .unwrap();
+        assert!(
+            store
+                .get_opt(&CONFIGMAPS, Some("default"), "held")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Without a deletion under way, removing finalizers is an ordinary update.
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "live", "namespace": "default", "finalizers": ["example.com/a"]}});
+        store
+            .create(&CONFIGMAPS, Some("default"), cm)
+            .await
+            .unwrap();
+        store
+            .modify(
+                &CONFIGMAPS,
+                Some("default"),
+                "live",
+                None,
+                drop_one("example.com/a"),
+            )
+            .await
+            .unwrap();
+        assert!(
+            store
+                .get_opt(&CONFIGMAPS, Some("default"), "live")
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 }

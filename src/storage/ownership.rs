@@ -1,19 +1,66 @@
-//! Owner references across objects: the kinds that may be dependents, and orphaning (the
-//! `propagationPolicy: Orphan` half of garbage collection that runs in the API server before
-//! the owner is deleted; the background half is `controllers::gc`).
+//! Owner references across objects: the kinds that may be owners and dependents, the deletion
+//! finalizers of cascading deletion, and orphaning (the `propagationPolicy: Orphan` half of
+//! garbage collection that runs in the API server before the owner is deleted; the background
+//! and foreground halves are `controllers::gc`).
 
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use super::{ListOptions, ObjectError, Storage};
 use crate::registry::print::text;
-use crate::registry::{PODS, REPLICA_SETS, ResourceInfo};
+use crate::registry::{DEPLOYMENTS, PODS, REPLICA_SETS, ResourceInfo};
 
 /// The kinds whose objects may be dependents (what the workload controllers create).
 pub const DEPENDENT_KINDS: &[&ResourceInfo] = &[&REPLICA_SETS, &PODS];
 
+/// The kinds whose objects may own dependents (the workload controllers' kinds). Cascading
+/// deletion of any other kind has nothing to cascade to.
+pub const OWNER_KINDS: &[&ResourceInfo] = &[&DEPLOYMENTS, &REPLICA_SETS];
+
 /// The finalizer upstream sets on an owner being deleted with `propagationPolicy: Orphan`.
 pub const ORPHAN_FINALIZER: &str = "orphan";
+
+/// The finalizer upstream sets on an owner being deleted with `propagationPolicy: Foreground`:
+/// the garbage collector deletes its dependents and removes it once none that block
+/// (`blockOwnerDeletion`) remain.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+
+/// Whether `obj` is being deleted and waits on `finalizer`.
+pub fn deleting_with(obj: &Value, finalizer: &str) -> bool {
+    obj.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
+        && obj
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| f.iter().any(|x| x == finalizer))
+}
+
+/// Removes `finalizer` from an object; when it was the last one of an object being deleted,
+/// the object goes (see `Storage::modify`). A missing object is fine: it is gone already.
+pub async fn remove_finalizer(
+    store: &Storage,
+    info: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    finalizer: &str,
+) -> Result<Option<Value>, ObjectError> {
+    let result = store
+        .modify(info, ns, name, None, |o| {
+            if let Some(f) = o
+                .pointer_mut("/metadata/finalizers")
+                .and_then(Value::as_array_mut)
+            {
+                f.retain(|x| x != finalizer);
+            }
+            Ok::<(), ObjectError>(())
+        })
+        .await;
+    match result {
+        Ok(obj) => Ok(Some(obj)),
+        Err(ObjectError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
 
 /// The ownerReferences of an object.
 pub fn owner_refs(obj: &Value) -> &[Value] {
@@ -23,13 +70,15 @@ pub fn owner_refs(obj: &Value) -> &[Value] {
         .unwrap_or_default()
 }
 
-/// Marks an owner as being deleted with the `orphan` finalizer, so its controller stops
-/// (and re-adopts nothing) while its dependents are orphaned; returns the marked object.
-pub async fn mark_orphaning(
+/// Marks an owner as being deleted with `finalizer` ([`ORPHAN_FINALIZER`] so its controller
+/// stops, and re-adopts nothing, while its dependents are orphaned; [`FOREGROUND_FINALIZER`] so
+/// it stays until its dependents are gone); returns the marked object.
+pub async fn mark_deleting(
     store: &Storage,
     info: &ResourceInfo,
     ns: Option<&str>,
     name: &str,
+    finalizer: &str,
 ) -> Result<Value, ObjectError> {
     let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
     store
@@ -42,9 +91,9 @@ pub async fn mark_orphaning(
                 .as_object_mut()
                 .map(|m| m.entry("finalizers").or_insert(json!([])));
             if let Some(Value::Array(f)) = finalizers
-                && !f.iter().any(|x| x == ORPHAN_FINALIZER)
+                && !f.iter().any(|x| x == finalizer)
             {
-                f.push(json!(ORPHAN_FINALIZER));
+                f.push(json!(finalizer));
             }
             Ok::<(), ObjectError>(())
         })

@@ -24,14 +24,7 @@ pub fn build_images(work: &Path, images: &Path) {
     std::fs::create_dir_all(images).unwrap();
     let layout = work.join("oci");
     let bundle = work.join("bundle");
-    let run = |args: &[&str]| {
-        let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = run_ok;
     let l = layout.display().to_string();
     let b = bundle.display().to_string();
     run(&["umoci", "init", "--layout", &l]);
@@ -88,6 +81,46 @@ pub fn build_images(work: &Path, images: &Path) {
             &dest,
         ]);
     }
+}
+
+/// Runs `args[0]` with the rest as arguments; panics with its stderr unless it succeeds.
+pub fn run_ok(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Checks for what pods need on a node: containerd, runc, ctr and the CNI plugins.
+pub fn require_pod_runtime() {
+    for (tool, pkg) in [
+        ("containerd", "containerd"),
+        ("runc", "runc"),
+        ("ctr", "containerd"),
+    ] {
+        require_tool(tool, pkg);
+    }
+    assert!(
+        Path::new("/usr/lib/cni/bridge").is_file() || Path::new("/opt/cni/bin/bridge").is_file(),
+        "the CNI plugins are required: apt-get install -y containernetworking-plugins"
+    );
+}
+
+/// Writes `yaml` to `<dir>/<name>.yaml` and `kubectl apply`s it.
+pub fn apply_yaml(k: &Path, dir: &Path, name: &str, yaml: &str) {
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, yaml).unwrap();
+    super::kubectl_ok(
+        k,
+        &[
+            "apply",
+            "--validate=false",
+            "-f",
+            &file.display().to_string(),
+        ],
+    );
 }
 
 /// Runs `rke2 killall` for a node's data dir when dropped (after its daemon), so no container,
