@@ -517,3 +517,200 @@ fn status_counts_a_stopped_server_out_until_it_returns() {
             .then_some(())
     });
 }
+
+/// The `mod_revision`s etcd itself recorded under `prefix` after `rev`, from its history.
+fn etcd_history(node: &ServerNode, prefix: &str, after: i64) -> Vec<i64> {
+    // `etcdctl watch` replays the history then waits: `timeout` bounds the wait.
+    let tls = node.data_dir().join("server/tls/etcd");
+    let out = std::process::Command::new("timeout")
+        .args(["5", "etcdctl"])
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=https://{}:2379", node.ip))
+        .arg(format!("--cacert={}", tls.join("server-ca.crt").display()))
+        .arg(format!("--cert={}", tls.join("client.crt").display()))
+        .arg(format!("--key={}", tls.join("client.key").display()))
+        .args(["watch", "--prefix", prefix, "-w", "json"])
+        .arg(format!("--rev={}", after + 1))
+        .output()
+        .expect("run etcdctl watch");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .flat_map(|r| r["Events"].as_array().cloned().unwrap_or_default())
+        .map(|e| e["kv"]["mod_revision"].as_i64().expect("mod_revision"))
+        .collect()
+}
+
+/// The resourceVersions of the events in a raw watch body.
+fn watched_revisions(body: &str) -> Vec<i64> {
+    body.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["type"] != "BOOKMARK")
+        .map(|e| {
+            assert_ne!(e["type"], "ERROR", "{e}");
+            e["object"]["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .expect("a resourceVersion")
+        })
+        .collect()
+}
+
+#[test]
+fn watches_lose_and_repeat_nothing_across_an_etcd_leader_kill() {
+    let block = AddrBlock::new();
+    let mut c = form_cluster(&block, 3, false, "watch-token");
+    let k = c.kubeconfig.clone();
+    wait_for(FORM, "3 voting etcd members", || {
+        (voters(&c.servers[0]) == Some(3)).then_some(())
+    });
+    for s in &mut c.servers {
+        s.daemon.wait_log("ready:", FORM);
+    }
+    wait_for(FORM, "3 nodes Ready", || {
+        all_ready(&k, &["s1", "s2", "s3"]).then_some(())
+    });
+    kubectl_ok(&k, &["create", "namespace", "wt"]);
+    let li = etcd_leader(&c.servers).expect("a leader");
+    // One follower serves the watch, the other takes the writes; the leader dies.
+    let (w, x) = ((li + 1) % 3, (li + 2) % 3);
+    let cm = |name: &str, v: usize| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}"}},"data":{{"v":"{v}"}}}}"#
+        )
+    };
+    let base = "/api/v1/namespaces/wt/configmaps";
+    // A list at any state starts the follower's configmaps cache before `start`, so the watch
+    // below is served from the cache's window.
+    let (code, body) = c.servers[w].api(
+        "GET",
+        &format!("{base}?resourceVersion=0"),
+        None,
+        "application/json",
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = c.servers[x].api("POST", base, Some(&cm("start", 0)), "application/json");
+    assert_eq!(code, 201, "{body}");
+    let start: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let start: i64 = start["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // A raw watch on the follower from `start`, streamed into a file.
+    let out_path = c._root.path().join("watch.out");
+    let tls = c.servers[w].data_dir().join("server/tls");
+    let mut curl = std::process::Command::new("curl")
+        .args(["-sS", "-N", "--max-time", "600", "--cacert"])
+        .arg(c.servers[w].ca())
+        .arg("--cert")
+        .arg(tls.join("client-admin.crt"))
+        .arg("--key")
+        .arg(tls.join("client-admin.key"))
+        .arg("-o")
+        .arg(&out_path)
+        .arg(format!(
+            "https://{}:6443{base}?watch=1&allowWatchBookmarks=true&resourceVersion={start}&timeoutSeconds=590",
+            c.servers[w].ip
+        ))
+        .spawn()
+        .expect("run curl");
+    let watched = || watched_revisions(&std::fs::read_to_string(&out_path).unwrap_or_default());
+
+    // Writes (creates, updates, deletes) before, during and after the leader's death.
+    let write = |s: &ServerNode, i: usize| -> Option<i64> {
+        let name = format!("cm-{}", i % 7);
+        let (code, body) = match i % 3 {
+            0 => s.api("POST", base, Some(&cm(&name, i)), "application/json"),
+            1 => s.api(
+                "PATCH",
+                &format!("{base}/{name}"),
+                Some(&format!(r#"{{"data":{{"v":"{i}"}}}}"#)),
+                "application/merge-patch+json",
+            ),
+            _ => s.api(
+                "DELETE",
+                &format!("{base}/{name}"),
+                None,
+                "application/json",
+            ),
+        };
+        (200..300).contains(&code).then(|| {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            v["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        })
+    };
+    for i in 0..15 {
+        write(&c.servers[x], i);
+    }
+    let killed = c.servers[li].daemon.name.clone();
+    c.servers[li].daemon.kill9();
+    let mut i = 15;
+    wait_for(
+        Duration::from_secs(60),
+        "10 writes after the leader kill",
+        || {
+            if write(&c.servers[x], i).is_some() && i >= 24 {
+                return Some(());
+            }
+            i += 1;
+            None
+        },
+    );
+    // A final marker: once the watch has it, it has everything before it.
+    let (code, body) = c.servers[x].api("POST", base, Some(&cm("end", 0)), "application/json");
+    assert_eq!(code, 201, "{body}");
+    let end: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let end: i64 = end["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "the watch delivers the last write",
+        || watched().contains(&end).then_some(()),
+    );
+    let _ = curl.kill();
+    let _ = curl.wait();
+
+    let history = etcd_history(&c.servers[w], "/registry/configmaps/wt/", start);
+    let got = watched();
+    eprintln!(
+        "{} events across the kill of the etcd leader {killed}, {} in etcd's history",
+        got.len(),
+        history.len()
+    );
+    assert!(history.len() >= 15, "{history:?}");
+    assert_eq!(got, history, "watched events vs etcd's history");
+    // The cached list on the follower agrees with etcd too.
+    let (code, body) = c.servers[w].api(
+        "GET",
+        &format!("{base}?resourceVersion=0"),
+        None,
+        "application/json",
+    );
+    assert_eq!(code, 200, "{body}");
+    let cached: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut cached: Vec<String> = cached["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    cached.sort();
+    let listed = kubectl_ok(
+        &c.servers[w].kubeconfig,
+        &["get", "configmaps", "-n", "wt", "-o", "name"],
+    );
+    let mut listed: Vec<String> = listed
+        .lines()
+        .map(|l| l.trim_start_matches("configmap/").to_string())
+        .collect();
+    listed.sort();
+    assert_eq!(cached, listed);
+}

@@ -25,8 +25,8 @@ use crate::storage::{self, ListOptions, Storage, ownership, services};
 fn storage(st: &ApiState) -> Result<Storage, ApiError> {
     st.store
         .get()
-        .cloned()
-        .map(|ds| Storage::new(ds).with_ttl(st.event_ttl))
+        // Writes go through the watch caches' fence: cached LISTs wait for them.
+        .map(|ds| Storage::new(st.watch_cache.fenced(ds)).with_ttl(st.event_ttl))
         .ok_or_else(|| ApiError::ServiceUnavailable("apiserver not ready".into()))
 }
 
@@ -258,7 +258,7 @@ pub async fn handle(
                 respond(StatusCode::OK, &obj)
             }
         }
-        Op::List => list(&store, info, ns, &query, wants_table, encoding).await,
+        Op::List => list(st, &store, info, ns, &query, wants_table, encoding).await,
         Op::Watch => watch::serve(st, store, info, ns, &query, wants_table, encoding).await,
         Op::Create(mut obj) => {
             let warnings = field_check(st, info, &query)
@@ -736,16 +736,27 @@ pub fn list_options(info: &ResourceInfo, query: &Query) -> Result<ListOptions, A
 }
 
 async fn list(
+    st: &ApiState,
     store: &Storage,
-    info: &ResourceInfo,
+    info: &'static ResourceInfo,
     ns: Option<&str>,
     query: &Query,
     wants_table: bool,
     encoding: protobuf::Encoding,
 ) -> Result<Response, ApiError> {
     let opts = list_options(info, query)?;
+    let cache = watch::cacheable_list(query, &opts)?
+        .and_then(|at_least| Some((st.watch_cache.kind(info)?, at_least)));
+    let result = match cache {
+        // Not caught up in time: etcd answers instead.
+        Some((cache, at_least)) => cache.list(ns, &opts, at_least).await.ok().transpose()?,
+        None => None,
+    };
     if wants_table {
-        let result = store.list(info, ns, &opts).await?;
+        let result = match result {
+            Some(raw) => raw.decoded(info)?,
+            None => store.list(info, ns, &opts).await?,
+        };
         let rv = result.resource_version.to_string();
         return Ok(table_response(&table::table(
             info,
@@ -756,7 +767,10 @@ async fn list(
         )));
     }
     // Plain lists are assembled from the stored bytes: no per-object parse and re-encode.
-    let result = store.list_stored(info, ns, &opts).await?;
+    let result = match result {
+        Some(r) => r,
+        None => store.list_stored(info, ns, &opts).await?,
+    };
     let mut metadata = json!({"resourceVersion": result.resource_version.to_string()});
     if let Some(c) = &result.continue_token {
         metadata["continue"] = Value::String(c.clone());

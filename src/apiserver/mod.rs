@@ -60,6 +60,8 @@ pub struct ApiState {
     pub kubelet: Option<crate::runtime::logs::KubeletClient>,
     /// Where Services get their ClusterIPs and node ports.
     pub service_ranges: crate::storage::services::ServiceRanges,
+    /// Per-kind caches serving watches and `resourceVersion=0` lists (crate::storage::watch_cache).
+    pub watch_cache: crate::storage::watch_cache::WatchCaches,
     /// When etcd last answered a readiness check.
     last_etcd_ok: std::sync::Mutex<Option<std::time::Instant>>,
     /// The OpenAPI documents, generated on first use.
@@ -79,6 +81,10 @@ pub fn router(
     service_ranges: crate::storage::services::ServiceRanges,
 ) -> Router {
     Router::new().fallback(entry).with_state(Arc::new(ApiState {
+        watch_cache: crate::storage::watch_cache::WatchCaches::new(
+            cancel.clone(),
+            Default::default(),
+        ),
         store,
         etcd,
         etcd_data_dir,

@@ -394,10 +394,15 @@ async fn watch_from_a_compacted_revision_is_gone() {
             .await;
     }
     api.memory.compact(api.memory.revision().await.unwrap());
-    let (status, _) = api
+    let (status, mut body) = api
         .watch(&format!("{base}?watch=true&resourceVersion={}", rv(&a)))
         .await;
-    assert_eq!(status, StatusCode::GONE);
+    // Upstream accepts the watch, then sends the 410 as an ERROR event.
+    assert_eq!(status, StatusCode::OK);
+    let ev = next_event(&mut body, &mut Vec::new()).await;
+    assert_eq!(ev["type"], "ERROR", "{ev}");
+    assert_eq!(ev["object"]["code"], 410, "{ev}");
+    assert_eq!(ev["object"]["reason"], "Expired", "{ev}");
     // A list continuing from a snapshot that has since been compacted is 410 too.
     let (_, page) = api
         .call(Method::GET, &format!("{base}?limit=1"), None)
@@ -446,4 +451,90 @@ async fn watch_sends_bookmarks_only_when_asked() {
         .await
         .expect("the watch ends at its timeout");
     assert!(end.is_none(), "no event before the timeout");
+}
+
+#[tokio::test]
+async fn watches_and_any_state_lists_share_one_store_watch_per_kind() {
+    let api = api();
+    with_namespace(&api, "w").await;
+    let base = "/api/v1/namespaces/w/configmaps";
+    let (_, a) = api.call(Method::POST, base, Some(cm("a", "1"))).await;
+    let mut bodies = Vec::new();
+    for uri in [
+        format!("{base}?watch=true"),
+        format!("{base}?watch=true&resourceVersion=0"),
+        format!("{base}?watch=true&resourceVersion={}", rv(&a)),
+        "/api/v1/configmaps?watch=true&fieldSelector=metadata.name%3Db".to_string(),
+    ] {
+        let (status, body) = api.watch(&uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        bodies.push(body);
+    }
+    // The namespaces above are watched by nobody; configmaps by the cache alone.
+    assert_eq!(api.memory.watch_count(), 1);
+    let (_, b) = api.call(Method::POST, base, Some(cm("b", "1"))).await;
+    let mut buf = Vec::new();
+    for (i, body) in bodies.iter_mut().enumerate() {
+        buf.clear();
+        let mut ev = next_event(body, &mut buf).await;
+        if i < 2 {
+            // The watches without a revision start with the current state.
+            assert_eq!(ev["object"]["metadata"]["name"], "a");
+            ev = next_event(body, &mut buf).await;
+        }
+        assert_eq!(
+            (ev["type"].as_str(), rv(&ev["object"])),
+            (Some("ADDED"), rv(&b)),
+            "watch {i}"
+        );
+    }
+
+    // A list at any state is never older than a write this server acknowledged.
+    for i in 0..10 {
+        let (_, c) = api
+            .call(Method::POST, base, Some(cm(&format!("c{i}"), "1")))
+            .await;
+        let (status, list) = api
+            .call(Method::GET, &format!("{base}?resourceVersion=0"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let listed_rv: i64 = list["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(listed_rv >= rv(&c).parse::<i64>().unwrap());
+        assert_eq!(list["items"].as_array().unwrap().len(), i + 3);
+        let (_, list) = api
+            .call(
+                Method::GET,
+                &format!(
+                    "{base}?resourceVersion={}&resourceVersionMatch=NotOlderThan&fieldSelector=metadata.name%3Dc{i}",
+                    rv(&c)
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(list["items"][0]["metadata"]["name"], format!("c{i}"));
+    }
+    for (query, message) in [
+        (
+            "resourceVersionMatch=NotOlderThan",
+            "resourceVersionMatch is forbidden unless resourceVersion is provided",
+        ),
+        (
+            "resourceVersion=0&resourceVersionMatch=Exact",
+            "resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\"",
+        ),
+        (
+            "resourceVersion=1&resourceVersionMatch=Newest",
+            "unsupported resourceVersionMatch \"Newest\"",
+        ),
+    ] {
+        let (status, err) = api
+            .call(Method::GET, &format!("{base}?{query}"), None)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(err["message"].as_str().unwrap().contains(message), "{err}");
+    }
 }

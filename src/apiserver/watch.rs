@@ -1,5 +1,6 @@
 //! Watch (docs/kubernetes-api.md §A.6): newline-delimited JSON events over a chunked response, fed
-//! by an etcd watch. `resourceVersion` unset or `0` starts with synthetic ADDED events for the
+//! by the kind's watch cache (crate::storage::watch_cache), or by an etcd watch of its own until
+//! the cache has listed. `resourceVersion` unset or `0` starts with synthetic ADDED events for the
 //! current objects; `resourceVersion=N` resumes with the changes after N, or sends a 410
 //! `Expired` ERROR event once N has been compacted. Selector transitions become ADDED/DELETED
 //! like upstream; BOOKMARK events are sent only when the client asks for them.
@@ -18,8 +19,11 @@ use super::handlers::list_options;
 use super::query::Query;
 use super::status::ApiError;
 use super::{ApiState, protobuf, table};
-use crate::datastore::{Change, DatastoreError};
+use tokio_util::sync::CancellationToken;
+
+use crate::datastore::{Change, DatastoreError, Stored, WatchStream};
 use crate::registry::ResourceInfo;
+use crate::storage::watch_cache::{CacheError, CacheEvent, CacheWatch, selected};
 use crate::storage::{self, ListOptions, Storage};
 
 /// Default watch duration when the client gives no `timeoutSeconds`.
@@ -75,11 +79,73 @@ impl Encoder {
     }
 }
 
-fn matches(opts: &ListOptions, v: &Value) -> bool {
-    opts.label_selector
-        .as_ref()
-        .is_none_or(|s| s.matches_object(v))
-        && opts.field_selector.as_ref().is_none_or(|s| s.matches(v))
+/// The event a watch with `opts` sends for one change, if any: `obj` is the object after the
+/// change (for a deletion, its last state with `deleted_at` as its resourceVersion), `prev`
+/// the one before a put. Selector transitions become ADDED/DELETED like upstream.
+fn classify(
+    info: &'static ResourceInfo,
+    opts: &ListOptions,
+    obj: &Stored,
+    prev: Option<&Stored>,
+    created: bool,
+    deleted_at: Option<i64>,
+) -> Option<(&'static str, Value)> {
+    let filtered = opts.label_selector.is_some() || opts.field_selector.is_some();
+    let mut value = storage::decode(info, obj).ok()?;
+    if let Some(rev) = deleted_at {
+        storage::set_resource_version(&mut value, rev);
+        return selected(opts, &value).then_some(("DELETED", value));
+    }
+    let now_matches = selected(opts, &value);
+    // Without selectors every version matches; only decode the previous version when a
+    // selector could have excluded it.
+    let was_matching = prev.is_some()
+        && (!filtered
+            || prev
+                .and_then(|p| storage::decode(info, p).ok())
+                .is_some_and(|p| selected(opts, &p)));
+    match (created || prev.is_none(), was_matching, now_matches) {
+        (true, _, true) => Some(("ADDED", value)),
+        (false, true, true) => Some(("MODIFIED", value)),
+        (false, false, true) => Some(("ADDED", value)),
+        (false, true, false) => Some(("DELETED", value)),
+        (_, _, false) => None,
+    }
+}
+
+/// Whether a LIST may be answered from the watch cache, and then the revision the answer must
+/// not be older than: `resourceVersion=0`, or `resourceVersion=N` with
+/// `resourceVersionMatch=NotOlderThan` (or unset, without `limit`, upstream's legacy meaning).
+/// Unset (consistent) and exact lists, and continued pages, are read from etcd.
+pub fn cacheable_list(query: &Query, opts: &ListOptions) -> Result<Option<i64>, ApiError> {
+    let rv = query.get("resourceVersion").filter(|s| !s.is_empty());
+    let rv_match = query.get("resourceVersionMatch").filter(|s| !s.is_empty());
+    let Some(rv) = rv else {
+        return match rv_match {
+            Some(_) => Err(ApiError::BadRequest(
+                "resourceVersionMatch is forbidden unless resourceVersion is provided".into(),
+            )),
+            None => Ok(None),
+        };
+    };
+    let n = rv
+        .parse::<i64>()
+        .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion \"{rv}\"")))?;
+    if opts.continue_token.is_some() {
+        return Ok(None);
+    }
+    match rv_match.map(String::as_str) {
+        Some("NotOlderThan") => Ok(Some(n)),
+        Some("Exact") if n == 0 => Err(ApiError::BadRequest(
+            "resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\"".into(),
+        )),
+        Some("Exact") => Ok(None),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "unsupported resourceVersionMatch \"{other}\" (Exact, NotOlderThan)"
+        ))),
+        None if n == 0 || opts.limit == 0 => Ok(Some(n)),
+        None => Ok(None),
+    }
 }
 
 /// Starts a watch response.
@@ -99,7 +165,8 @@ pub async fn serve(
         Some(t) if t > 0 => Duration::from_secs(t as u64),
         _ => DEFAULT_TIMEOUT,
     };
-    let requested: Option<i64> = match query.get("resourceVersion").map(String::as_str) {
+    let rv_param = query.get("resourceVersion").map(String::as_str);
+    let requested: Option<i64> = match rv_param {
         None | Some("") | Some("0") => None,
         Some(s) => Some(
             s.parse::<i64>()
@@ -113,49 +180,177 @@ pub async fn serve(
         wants_table,
         protobuf: use_protobuf,
     };
-    let filtered = opts.label_selector.is_some() || opts.field_selector.is_some();
     let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let cancel = st.cancel.clone();
+    let body = |rx| respond(rx, wants_table, use_protobuf);
 
-    // Initial state for watches that do not resume from a revision.
-    let start = match requested {
-        Some(rv) => rv + 1,
-        None => {
-            let list = store
-                .list(
-                    info,
-                    ns,
-                    &ListOptions {
-                        limit: 0,
-                        continue_token: None,
-                        ..opts.clone()
-                    },
-                )
-                .await?;
-            for item in &list.items {
-                let _ = tx.send(enc.event("ADDED", item)).await;
+    // "Any state" (`resourceVersion=0`) and resumed watches come from the cache; unset means
+    // "from the current state": a consistent list from etcd, then the cache after it.
+    let mut after = requested;
+    if requested.is_none() && rv_param != Some("0") {
+        after = Some(initial_list(&store, info, ns, &opts, &enc, &tx).await?);
+    }
+    if let Some(cache) = st.watch_cache.kind(info) {
+        match cache.watch(ns, &opts, after).await {
+            Ok(cw) => {
+                let w = Watcher {
+                    enc,
+                    opts,
+                    tx,
+                    bookmarks,
+                };
+                tokio::spawn(w.follow_cache(cw, timeout, cancel));
+                return Ok(body(rx));
             }
-            list.resource_version + 1
+            // Older than the window: caches start lazily (and restart on a relist), so a
+            // revision a client rightly holds may predate the window. etcd still serves it, or
+            // answers 410 once it is compacted.
+            Err(CacheError::Expired { requested, oldest }) => {
+                tracing::debug!(
+                    component = "apiserver",
+                    "watch from {requested} predates the cache window ({oldest}): reading etcd"
+                );
+            }
+            // Not listed yet: this watch reads etcd itself.
+            Err(CacheError::NotReady) => {}
         }
+    }
+    let after = match after {
+        Some(rv) => rv,
+        None => initial_list(&store, info, ns, &opts, &enc, &tx).await?,
     };
-    let prefix = info.list_prefix(ns);
-    let mut stream = match store.datastore().watch(&prefix, start).await {
-        Ok(s) => s,
+    let stream = match store
+        .datastore()
+        .watch(&info.list_prefix(ns), after + 1)
+        .await
+    {
+        Ok(stream) => stream,
+        // Like upstream, a revision that is gone is an ERROR event once the watch is accepted.
+        Err(DatastoreError::Compacted { compacted, .. }) => {
+            let err = ApiError::Expired {
+                requested: after,
+                oldest: compacted,
+            };
+            let _ = tx.send(enc.event("ERROR", &err.to_status())).await;
+            return Ok(body(rx));
+        }
         Err(e) => return Err(e.into()),
     };
-    let cancel = st.cancel.clone();
-    tokio::spawn(async move {
+    let w = Watcher {
+        enc,
+        opts,
+        tx,
+        bookmarks,
+    };
+    tokio::spawn(w.follow_etcd(stream, after, timeout, cancel));
+    Ok(body(rx))
+}
+
+/// Sends the current objects as ADDED events; returns the revision they were read at.
+async fn initial_list(
+    store: &Storage,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    opts: &ListOptions,
+    enc: &Encoder,
+    tx: &mpsc::Sender<Bytes>,
+) -> Result<i64, ApiError> {
+    let list = store
+        .list(
+            info,
+            ns,
+            &ListOptions {
+                limit: 0,
+                continue_token: None,
+                ..opts.clone()
+            },
+        )
+        .await?;
+    for item in &list.items {
+        let _ = tx.send(enc.event("ADDED", item)).await;
+    }
+    Ok(list.resource_version)
+}
+
+/// The sending side of one watch response.
+struct Watcher {
+    enc: Encoder,
+    opts: ListOptions,
+    tx: mpsc::Sender<Bytes>,
+    bookmarks: bool,
+}
+
+impl Watcher {
+    /// Sends one change; false once the client is gone.
+    async fn send(
+        &self,
+        obj: &Stored,
+        prev: Option<&Stored>,
+        created: bool,
+        deleted_at: Option<i64>,
+    ) -> bool {
+        match classify(self.enc.info, &self.opts, obj, prev, created, deleted_at) {
+            Some((kind, v)) => self.tx.send(self.enc.event(kind, &v)).await.is_ok(),
+            None => true,
+        }
+    }
+
+    async fn send_cached(&self, ev: &CacheEvent) -> bool {
+        let prev = ev.prev.as_ref().map(|p| &p.kv);
+        let deleted_at = ev.deleted.then_some(ev.revision);
+        self.send(&ev.obj.kv, prev, prev.is_none(), deleted_at)
+            .await
+    }
+
+    /// Streams events from a watch-cache registration.
+    async fn follow_cache(self, mut cw: CacheWatch, timeout: Duration, cancel: CancellationToken) {
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
-        let mut last_rev = start - 1;
+        let mut bookmark_timer = tokio::time::interval(BOOKMARK_INTERVAL);
+        bookmark_timer.tick().await;
+        loop {
+            let ev = tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = &mut deadline => return,
+                _ = self.tx.closed() => return,
+                _ = bookmark_timer.tick(), if self.bookmarks => {
+                    let (queued, rev) = cw.drain_for_bookmark();
+                    for ev in &queued {
+                        if !self.send_cached(ev).await { return; }
+                    }
+                    if self.tx.send(self.enc.bookmark(rev)).await.is_err() { return; }
+                    continue;
+                }
+                ev = cw.next() => ev,
+            };
+            // `None`: dropped as too slow or by a relist; the client resumes from its revision.
+            let Some(ev) = ev else { return };
+            if !self.send_cached(&ev).await {
+                return;
+            }
+        }
+    }
+
+    /// Streams events from a datastore watch of its own (before the cache is ready).
+    async fn follow_etcd(
+        self,
+        mut stream: WatchStream,
+        after: i64,
+        timeout: Duration,
+        cancel: CancellationToken,
+    ) {
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut last_rev = after;
         let mut bookmark_timer = tokio::time::interval(BOOKMARK_INTERVAL);
         bookmark_timer.tick().await;
         loop {
             let msg = tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = &mut deadline => return,
-                _ = tx.closed() => return,
-                _ = bookmark_timer.tick(), if bookmarks => {
-                    if tx.send(enc.bookmark(last_rev)).await.is_err() { return; }
+                _ = self.tx.closed() => return,
+                _ = bookmark_timer.tick(), if self.bookmarks => {
+                    if self.tx.send(self.enc.bookmark(last_rev)).await.is_err() { return; }
                     continue;
                 }
                 m = stream.next() => m,
@@ -171,54 +366,42 @@ pub async fn serve(
                         requested: requested - 1,
                         oldest: compacted,
                     };
-                    let _ = tx.send(enc.event("ERROR", &err.to_status())).await;
+                    let _ = self
+                        .tx
+                        .send(self.enc.event("ERROR", &err.to_status()))
+                        .await;
                     return;
                 }
                 Err(e) => {
                     tracing::debug!(component = "apiserver", "watch ended: {e}");
                     let err: ApiError = e.into();
-                    let _ = tx.send(enc.event("ERROR", &err.to_status())).await;
+                    let _ = self
+                        .tx
+                        .send(self.enc.event("ERROR", &err.to_status()))
+                        .await;
                     return;
                 }
             };
             last_rev = last_rev.max(rev);
             for change in changes {
-                let event = match change {
+                let sent = match &change {
                     Change::Put { kv, prev, created } => {
-                        let Ok(obj) = storage::decode(info, &kv) else {
-                            continue;
-                        };
-                        let now_matches = matches(&opts, &obj);
-                        // Without selectors every version matches; only decode the previous
-                        // version when a selector could have excluded it.
-                        let was_matching = prev.is_some()
-                            && (!filtered
-                                || prev
-                                    .as_ref()
-                                    .and_then(|p| storage::decode(info, p).ok())
-                                    .is_some_and(|p| matches(&opts, &p)));
-                        match (created || prev.is_none(), was_matching, now_matches) {
-                            (true, _, true) => Some(("ADDED", obj)),
-                            (false, true, true) => Some(("MODIFIED", obj)),
-                            (false, false, true) => Some(("ADDED", obj)),
-                            (false, true, false) => Some(("DELETED", obj)),
-                            (_, _, false) => None,
-                        }
+                        self.send(kv, prev.as_ref(), *created, None).await
                     }
-                    Change::Delete { prev, revision, .. } => prev.and_then(|p| {
-                        let mut obj = storage::decode(info, &p).ok()?;
-                        storage::set_resource_version(&mut obj, revision);
-                        matches(&opts, &obj).then_some(("DELETED", obj))
-                    }),
+                    Change::Delete { prev, revision, .. } => match prev {
+                        Some(p) => self.send(p, None, false, Some(*revision)).await,
+                        None => true,
+                    },
                 };
-                if let Some((kind, obj)) = event
-                    && tx.send(enc.event(kind, &obj)).await.is_err()
-                {
+                if !sent {
                     return;
                 }
             }
         }
-    });
+    }
+}
+
+fn respond(rx: mpsc::Receiver<Bytes>, wants_table: bool, use_protobuf: bool) -> Response {
     let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
     }));
@@ -232,5 +415,5 @@ pub async fn serve(
     };
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-    Ok(resp)
+    resp
 }

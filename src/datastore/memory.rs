@@ -238,6 +238,21 @@ impl MemoryStore {
         s.history.retain(|c| c.revision() > revision);
     }
 
+    /// Ends every running watch (their streams answer `Ok(None)`), as a broken connection to
+    /// etcd or a leader change does; watchers must resume from their last revision.
+    pub fn end_watches(&self) {
+        self.lock().watchers.clear();
+    }
+
+    /// Number of watches whose receiver is still alive.
+    pub fn watch_count(&self) -> usize {
+        self.lock()
+            .watchers
+            .iter()
+            .filter(|w| !w.tx.is_closed())
+            .count()
+    }
+
     /// Sends every watcher a progress notification (an empty batch at the current revision),
     /// as etcd does for watches created with progress notifications.
     pub fn notify_progress(&self) {

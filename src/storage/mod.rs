@@ -14,6 +14,7 @@ pub mod ownership;
 pub mod pods;
 pub mod selectors;
 pub mod services;
+pub mod watch_cache;
 
 pub use error::ObjectError;
 use selectors::{FieldSelector, LabelSelector};
@@ -51,6 +52,22 @@ pub struct RawListResult {
     pub resource_version: i64,
     pub continue_token: Option<String>,
     pub remaining: Option<i64>,
+}
+
+impl RawListResult {
+    /// The items decoded.
+    pub fn decoded(self, info: &ResourceInfo) -> Result<ListResult, ObjectError> {
+        Ok(ListResult {
+            items: self
+                .items
+                .iter()
+                .map(|kv| decode(info, kv))
+                .collect::<Result<_, _>>()?,
+            resource_version: self.resource_version,
+            continue_token: self.continue_token,
+            remaining: self.remaining,
+        })
+    }
 }
 
 /// The stored JSON of an object with its `resourceVersion` spliced in, without parsing it. The
@@ -482,17 +499,7 @@ impl Storage {
         ns: Option<&str>,
         opts: &ListOptions,
     ) -> Result<ListResult, ObjectError> {
-        let raw = self.list_stored(info, ns, opts).await?;
-        Ok(ListResult {
-            items: raw
-                .items
-                .iter()
-                .map(|kv| decode(info, kv))
-                .collect::<Result<_, _>>()?,
-            resource_version: raw.resource_version,
-            continue_token: raw.continue_token,
-            remaining: raw.remaining,
-        })
+        self.list_stored(info, ns, opts).await?.decoded(info)
     }
 
     /// Like [`Storage::list`], but returns the stored values undecoded, so a plain list can be
