@@ -12,8 +12,9 @@ threads="${RKE2_TEST_THREADS:-3}"
 # For local use: RKE2_TEST_ONLY="ha dbus" runs only those files (and no unit tests).
 only="${RKE2_TEST_ONLY:-}"
 # Longest first (measured on the 2-core CI machine); files not named here follow in name order.
-long_first=(faults etcd_snapshots ha local_cluster dbus workloads_apps workloads certificates
-  scheduling secrets_encryption sd_notify nix_eval)
+long_first=(faults etcd_snapshots ha local_cluster dbus workloads_batch seed_scenario
+  service_proxy pod_features workloads_apps workloads certificates exec scheduling
+  secrets_encryption sd_notify nix_eval registry_mirror cluster_dns pod_network)
 
 built="$(cargo test --locked --lib --bins --tests --no-run 2>&1)" || {
   echo "$built"

@@ -47,7 +47,6 @@ impl Api {
     pub(crate) fn with_keep_alive(mut self) -> Api {
         self.client = self.client.with_keep_alive();
         self
-
     }
 
     /// Streams the watch at `path` (its query asking `watch=true`) and wakes `wake` at every
