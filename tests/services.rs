@@ -235,6 +235,21 @@ fn services_get_unique_addresses_and_ports_from_their_ranges() {
         );
         (api.status.success() && String::from_utf8_lossy(&api.stdout) == "6443").then_some(())
     });
+    // ...and the same as an EndpointSlice, which service proxies and DNS read.
+    wait_for(READY, "the kubernetes service's EndpointSlice", || {
+        let slice = kubectl(
+            k,
+            &[
+                "get",
+                "endpointslice",
+                "kubernetes",
+                "-o",
+                r"jsonpath={.metadata.labels.kubernetes\.io/service-name} {.ports[0].port} {.endpoints[0].conditions.ready}",
+            ],
+        );
+        (slice.status.success() && String::from_utf8_lossy(&slice.stdout) == "kubernetes 6443 true")
+            .then_some(())
+    });
     // Deleting the service removes its Endpoints and EndpointSlice.
     kubectl_ok(k, &["delete", "svc", "web"]);
     wait_for(READY, "web's Endpoints and EndpointSlice to go", || {

@@ -18,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::driven;
 use super::replicaset::{controller_ref, controller_uid, is_deleting, write_status};
-use super::timed;
 use crate::datastore::StoreCell;
 use crate::registry::job::has_condition;
 use crate::registry::print::{created, text, timestamp};
@@ -237,7 +236,7 @@ pub async fn run(
     is_leader: tokio_watch::Receiver<bool>,
     cancel: CancellationToken,
 ) {
-    timed::run(
+    driven::run_every(
         cell,
         is_leader,
         cancel,

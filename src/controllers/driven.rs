@@ -1,8 +1,10 @@
 //! The loop of a watch-driven controller: while this server leads, list and sync everything,
 //! then watch the kinds the controller reads and sync again after every batch of changes
 //! (batches that queued up meanwhile are coalesced into one sync), and at least every
-//! [`RESYNC`] for what depends on time alone (a Deployment's progress deadline). A failed watch
-//! or sync starts over with a fresh list; losing leadership stops the watches.
+//! [`RESYNC`] for what depends on time alone (a Deployment's progress deadline), or every given
+//! period for controllers with work due at times no watch reports (Job back-off and TTLs,
+//! CronJob schedules: [`run_every`]). Syncs never overlap: one loop runs them all. A failed
+//! watch or sync starts over with a fresh list; losing leadership stops the watches.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -28,10 +30,26 @@ pub const RESYNC: Duration = Duration::from_secs(15);
 /// Runs `sync` (which returns the revision its reads saw) as described above, until `cancel`.
 pub async fn run<F, Fut>(
     cell: StoreCell,
+    is_leader: tokio_watch::Receiver<bool>,
+    cancel: CancellationToken,
+    component: &'static str,
+    kinds: &[&'static ResourceInfo],
+    sync: F,
+) where
+    F: Fn(Storage) -> Fut,
+    Fut: Future<Output = Result<i64, ObjectError>>,
+{
+    run_every(cell, is_leader, cancel, component, kinds, RESYNC, sync).await
+}
+
+/// [`run`], syncing at least every `period` when nothing changes.
+pub async fn run_every<F, Fut>(
+    cell: StoreCell,
     mut is_leader: tokio_watch::Receiver<bool>,
     cancel: CancellationToken,
     component: &'static str,
     kinds: &[&'static ResourceInfo],
+    period: Duration,
     sync: F,
 ) where
     F: Fn(Storage) -> Fut,
@@ -73,7 +91,7 @@ pub async fn run<F, Fut>(
         }
         // A deadline, not a sleep inside the select: other branches (leadership renewals)
         // wake the loop often, and must not postpone the resync.
-        let mut resync_at = tokio::time::Instant::now() + RESYNC;
+        let mut resync_at = tokio::time::Instant::now() + period;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -85,7 +103,7 @@ pub async fn run<F, Fut>(
                         tracing::debug!(component, "sync failed: {e}");
                         break;
                     }
-                    resync_at = tokio::time::Instant::now() + RESYNC;
+                    resync_at = tokio::time::Instant::now() + period;
                 }
                 batch = rx.recv() => {
                     let Some((_, Ok(_))) = batch else { break };
@@ -100,7 +118,7 @@ pub async fn run<F, Fut>(
                         tracing::debug!(component, "sync failed: {e}");
                         break;
                     }
-                    resync_at = tokio::time::Instant::now() + RESYNC;
+                    resync_at = tokio::time::Instant::now() + period;
                 }
             }
         }

@@ -24,7 +24,6 @@ use super::driven;
 use super::replicaset::{
     controller_uid, delete_pod, is_deleting, is_ready, pod_from_template, write_status,
 };
-use super::timed;
 use crate::datastore::StoreCell;
 use crate::registry::job::{has_condition, is_finished};
 use crate::registry::print::{list, text, timestamp};
@@ -334,7 +333,7 @@ pub async fn run(
     is_leader: tokio_watch::Receiver<bool>,
     cancel: CancellationToken,
 ) {
-    timed::run(
+    driven::run_every(
         cell,
         is_leader,
         cancel,

@@ -20,7 +20,6 @@ pub mod node_lifecycle;
 pub mod replicaset;
 pub mod scheduler;
 pub mod taint_eviction;
-pub mod timed;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -36,7 +35,9 @@ use crate::cluster::context::Ctx;
 use crate::datastore::DatastoreError;
 use crate::datastore::{Cas, Change};
 use crate::events::EventRecorder;
-use crate::registry::{ENDPOINTS, NAMESPACES, NODES, SECRETS, SYSTEM_NAMESPACES};
+use crate::registry::{
+    ENDPOINT_SLICES, ENDPOINTS, NAMESPACES, NODES, ResourceInfo, SECRETS, SYSTEM_NAMESPACES,
+};
 use crate::storage::{ListOptions, ObjectError, Storage};
 use node_lifecycle::NodeFacts;
 
@@ -504,25 +505,54 @@ async fn reconcile_kubernetes_endpoints(ctx: &Ctx, store: &Storage) {
     } else {
         json!([{"addresses": ips, "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}])
     };
-    let ep = &ENDPOINTS;
-    match store.get_opt(ep, Some("default"), "kubernetes").await {
+    let endpoints = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": subsets,
+    });
+    upsert_fields(store, &ENDPOINTS, endpoints, &["subsets"]).await;
+    // The same as an EndpointSlice, as upstream's API server writes it: what service proxies
+    // and DNS read.
+    let slice_endpoints: Vec<Value> = ips
+        .iter()
+        .map(|ip| json!({"addresses": [ip["ip"]], "conditions": {"ready": true}}))
+        .collect();
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {endpoints::SERVICE_NAME_LABEL: "kubernetes"}},
+        "addressType": if addrs.iter().any(|a| a.starts_with('[')) { "IPv6" } else { "IPv4" },
+        "endpoints": slice_endpoints,
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    });
+    upsert_fields(
+        store,
+        &ENDPOINT_SLICES,
+        slice,
+        &["addressType", "endpoints", "ports"],
+    )
+    .await;
+}
+
+/// Creates `desired` in `default`, or brings the `fields` of the stored one in line with it.
+/// Failures are left to the next pass.
+async fn upsert_fields(store: &Storage, info: &ResourceInfo, desired: Value, fields: &[&str]) {
+    let name = desired["metadata"]["name"].as_str().unwrap_or_default();
+    match store.get_opt(info, Some("default"), name).await {
         Ok(Some(existing)) => {
-            if existing.get("subsets") != Some(&subsets) {
+            if fields.iter().any(|f| existing.get(*f) != desired.get(*f)) {
                 let _ = store
-                    .modify(ep, Some("default"), "kubernetes", None, |o| {
-                        o["subsets"] = subsets.clone();
+                    .modify(info, Some("default"), name, None, |o| {
+                        for f in fields {
+                            o[*f] = desired[*f].clone();
+                        }
                         Ok::<(), ObjectError>(())
                     })
                     .await;
             }
         }
         Ok(None) => {
-            let obj = json!({
-                "apiVersion": "v1", "kind": "Endpoints",
-                "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-                "subsets": subsets,
-            });
-            let _ = store.create(ep, Some("default"), obj).await;
+            let _ = store.create(info, Some("default"), desired.clone()).await;
         }
         Err(_) => {}
     }
