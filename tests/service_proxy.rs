@@ -284,10 +284,14 @@ spec:
         (!t.contains(&cluster_ip)
             && !t.contains("default/web")
             && !t.contains(&node_port)
-            && !t.contains("dnat"))
+            // The `kubernetes` service's rules (to the API server) stay; none to a pod.
+            && !t.contains("dnat ip to 198.18."))
         .then_some(())
     });
     assert!(nft_table(&table).contains("chain services"));
+    // The `kubernetes` service leads to the API server, from its EndpointSlice.
+    let api_rule = format!("dnat ip to {ip}:6443");
+    assert!(nft_table(&table).contains(&api_rule), "{api_rule}");
     drop(server);
     assert!(
         nft_table(&table).is_empty(),
