@@ -186,6 +186,19 @@ spec:
         );
     }
 
+    // ...and so does one reaching the Service by name: the node's cluster DNS answers the
+    // name, the proxy carries the connection.
+    apply_yaml(
+        &k,
+        root.path(),
+        "byname",
+        &client_pod("byname", "http://web.default.svc.cluster.local/"),
+    );
+    wait_for(WAIT, "answers by name from all 3 replicas", || {
+        let seen: BTreeSet<String> = log_lines(&k, "byname").into_iter().collect();
+        replicas.is_subset(&seen).then_some(())
+    });
+
     // The NodePort answers on the node's address, from the host. That address is a loopback
     // one here: the kernel routes loopback sources and destinations through the pod bridge
     // only with route_localnet, set on this node's bridge alone (it goes with the bridge).
