@@ -16,6 +16,7 @@ use super::driven;
 use crate::datastore::StoreCell;
 use crate::registry::print::text;
 use crate::registry::{self, CRON_JOBS, DAEMON_SETS, DEPLOYMENTS, JOBS, PODS, ResourceInfo};
+use crate::storage::metadata::is_deleting;
 use crate::storage::ownership::{
     self, DEPENDENT_KINDS, FOREGROUND_FINALIZER, OWNER_KINDS, deleting_with, owner_refs,
 };
@@ -92,10 +93,7 @@ async fn collect_foreground(store: &Storage) -> Result<(), ObjectError> {
                         continue;
                     };
                     blocked |= reference["blockOwnerDeletion"] == true;
-                    if dep
-                        .pointer("/metadata/deletionTimestamp")
-                        .is_some_and(|t| !t.is_null())
-                    {
+                    if is_deleting(dep) {
                         continue;
                     }
                     if OWNER_KINDS.contains(info) {
@@ -141,11 +139,7 @@ pub async fn collect(store: &Storage) -> Result<i64, ObjectError> {
         rev = rev.min(page.resource_version);
         for obj in &page.items {
             let refs = owner_refs(obj);
-            if refs.is_empty()
-                || obj
-                    .pointer("/metadata/deletionTimestamp")
-                    .is_some_and(|t| !t.is_null())
-            {
+            if refs.is_empty() || is_deleting(obj) {
                 continue;
             }
             let ns = text(obj, "/metadata/namespace");

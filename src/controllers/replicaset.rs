@@ -21,11 +21,7 @@ use crate::storage::{ListOptions, ObjectError, Storage};
 
 const COMPONENT: &str = "replicaset-controller";
 
-/// Whether the object has a deletion timestamp (it is going away).
-pub fn is_deleting(obj: &Value) -> bool {
-    obj.pointer("/metadata/deletionTimestamp")
-        .is_some_and(|t| !t.is_null())
-}
+pub use crate::storage::metadata::is_deleting;
 
 /// The uid of the object's controller (the ownerReference with `controller: true`), if any.
 pub fn controller_uid(obj: &Value) -> Option<&str> {

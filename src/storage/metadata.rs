@@ -13,6 +13,12 @@ pub const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 /// Upstream truncates `generateName` so prefix + 5 characters fit a 63-character label.
 pub const MAX_GENERATE_PREFIX: usize = 58;
 
+/// Whether the object has a deletion timestamp (it is going away).
+pub fn is_deleting(obj: &Value) -> bool {
+    obj.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
+}
+
 /// `generateName` plus five random characters, as upstream's `SimpleNameGenerator`.
 pub fn generate_name(prefix: &str) -> String {
     let mut base = prefix.to_string();

@@ -625,9 +625,7 @@ fn finalized(info: &ResourceInfo, before: &Value, after: &Value) -> bool {
     *info != NAMESPACES
         && !metadata_finalizers(before).is_empty()
         && metadata_finalizers(after).is_empty()
-        && after
-            .pointer("/metadata/deletionTimestamp")
-            .is_some_and(|t| !t.is_null())
+        && metadata::is_deleting(after)
         && after
             .pointer("/metadata/deletionGracePeriodSeconds")
             .and_then(Value::as_i64)

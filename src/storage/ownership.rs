@@ -30,8 +30,7 @@ pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 
 /// Whether `obj` is being deleted and waits on `finalizer`.
 pub fn deleting_with(obj: &Value, finalizer: &str) -> bool {
-    obj.pointer("/metadata/deletionTimestamp")
-        .is_some_and(|t| !t.is_null())
+    super::metadata::is_deleting(obj)
         && obj
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
