@@ -7,11 +7,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::streaming::*;
 use common::workloads::*;
 use common::*;
 
@@ -36,18 +36,6 @@ fn apply(k: &Path, dir: &Path, name: &str, yaml: &str) {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// A kubectl command line with a fresh cache dir (kept alive by the returned guard).
-fn kubectl_cmd(bin: &Path, k: &Path, args: &[&str]) -> (Command, tempfile::TempDir) {
-    let cache = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(bin);
-    cmd.arg("--kubeconfig")
-        .arg(k)
-        .arg("--cache-dir")
-        .arg(cache.path())
-        .args(args);
-    (cmd, cache)
 }
 
 /// The admin kubeconfig with the node's own kubelet client certificate (`system:node:s1`).
@@ -108,89 +96,6 @@ fn run_kubectl(bin: &Path, k: &Path, args: &[&str], stdin: Option<&str>) -> std:
         pipe.write_all(input.as_bytes()).unwrap();
     }
     child.wait_with_output().unwrap()
-}
-
-/// Kills the child when dropped (a port-forward runs until stopped).
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `kubectl port-forward` to the pod's 8080 on a random local port; a request through it must
-/// reach busybox httpd in the pod.
-fn port_forward_fetch(bin: &Path, k: &Path, pod: &str) -> String {
-    let (mut cmd, _cache) = kubectl_cmd(
-        bin,
-        k,
-        &["port-forward", pod, ":8080", "--address", "127.0.0.1"],
-    );
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut guard = ChildGuard(child);
-    let stdout = guard.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    // "Forwarding from 127.0.0.1:NNNNN -> 8080"
-    let port = loop {
-        let line = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(l) => l,
-            Err(_) => {
-                use std::io::Read;
-                let _ = guard.0.kill();
-                let mut err = String::new();
-                if let Some(mut e) = guard.0.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                panic!("{} port-forward printed no address: {err}", bin.display());
-            }
-        };
-        if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20"])
-        .arg(format!("http://127.0.0.1:{port}/index.html"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: curl through port-forward: {}",
-        bin.display(),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-/// `kubectl exec -it` under script(1), so kubectl sees a terminal on its side too.
-fn exec_tty(bin: &Path, k: &Path, pod: &str) -> (Option<i32>, String) {
-    let cache = tempfile::tempdir().unwrap();
-    let line = format!(
-        "{} --kubeconfig {} --cache-dir {} exec -it {pod} -- sh -c 'tty; echo tty-$((6*7)); exit 5'",
-        bin.display(),
-        k.display(),
-        cache.path().display()
-    );
-    let out = Command::new("timeout")
-        .args(["-k", "5", "120", "script", "-qefc", &line, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (out.status.code(), text(&out.stdout))
 }
 
 #[test]
@@ -377,15 +282,7 @@ spec:
         assert!(out.status.success(), "{label}: {}", text(&out.stderr));
         assert_eq!(text(&out.stdout), input, "{label}");
 
-        let (code, out) = exec_tty(bin, &k, "web");
-        assert_eq!(code, Some(5), "{label} -it: {out}");
-        assert!(
-            out.contains("/dev/pts/") && out.contains("tty-42\r\n"),
-            "{label} -it: {out:?}"
-        );
-
-        let page = port_forward_fetch(bin, &k, "web");
-        assert_eq!(page, "hello-web\n", "{label} port-forward");
+        assert_tty_and_port_forward(bin, &k, "web", "hello-web\n", label);
 
         let dest = root.path().join(format!("out-{label}.txt"));
         let out = run(

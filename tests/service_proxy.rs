@@ -26,38 +26,6 @@ fn jsonpath(k: &Path, what: &[&str], path: &str) -> String {
     String::from_utf8_lossy(&kubectl(k, &args).stdout).into_owned()
 }
 
-fn nft_table(table: &str) -> String {
-    let out = Command::new("nft")
-        .args(["list", "table", "inet", table])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A container serving its pod's name on 8080 with busybox httpd (`GET /cgi-bin/stop` ends
-/// it), as a YAML list item indented by `indent` spaces.
-fn web_container(image: &str, indent: usize) -> String {
-    let text = format!(
-        r#"- name: c
-  image: {image}
-  env:
-  - {{name: MY_POD, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
-  command:
-  - sh
-  - -c
-  - |
-    busybox mkdir -p /www/cgi-bin
-    echo "$MY_POD" > /www/index.html
-    printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho stopping\nbusybox touch /www/stop\n' > /www/cgi-bin/stop
-    busybox chmod 755 /www/cgi-bin/stop
-    busybox httpd -p 8080 -h /www
-    while [ ! -e /www/stop ]; do sleep 1; done
-"#
-    );
-    let pad = " ".repeat(indent);
-    text.lines().map(|l| format!("{pad}{l}\n")).collect()
-}
-
 /// A client pod fetching `url` every 200 ms and printing each answer on its own line.
 fn client_pod(name: &str, url: &str) -> String {
     format!(
@@ -115,33 +83,7 @@ fn cluster_ips_and_node_ports_reach_ready_endpoints_and_leave_no_rules() {
         nft_table(&t).contains("chain services").then_some(t)
     });
 
-    apply_yaml(
-        &k,
-        root.path(),
-        "web",
-        &format!(
-            r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web}}
-spec:
-  replicas: 3
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec:
-      containers:
-{}---
-apiVersion: v1
-kind: Service
-metadata: {{name: web}}
-spec:
-  type: NodePort
-  selector: {{app: web}}
-  ports: [{{name: http, port: 80, targetPort: 8080}}]
-"#,
-            web_container(BUSYBOX_IMAGE, 6)
-        ),
-    );
+    apply_yaml(&k, root.path(), "web", &web_app(3, ""));
     let replicas: BTreeSet<String> = wait_for(WAIT, "3 running web pods", || {
         let names = jsonpath(
             &k,
@@ -200,21 +142,12 @@ spec:
     });
 
     // The NodePort answers on the node's address, from the host. That address is a loopback
-    // one here: the kernel routes loopback sources and destinations through the pod bridge
-    // only with route_localnet, set on this node's bridge alone (it goes with the bridge).
-    let localnet = format!(
-        "/proc/sys/net/ipv4/conf/{}/route_localnet",
-        rke2::runtime::cni::bridge_name("svcpx")
-    );
-    std::fs::write(&localnet, "1").unwrap_or_else(|e| panic!("{localnet}: {e}"));
+    // one here, so the pod bridge needs route_localnet.
+    allow_loopback_sources("svcpx");
     let url = format!("http://{ip}:{node_port}/");
     let mut host_seen = BTreeSet::new();
     wait_for(WAIT, "NodePort answers from every replica", || {
-        let out = Command::new("curl")
-            .args(["-s", "--max-time", "3", &url])
-            .output()
-            .unwrap();
-        let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let body = http_body(&url);
         if !body.is_empty() {
             assert!(replicas.contains(&body), "NodePort answered {body:?}");
             host_seen.insert(body);

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod bus;
+pub mod streaming;
 pub mod workloads;
 
 use std::collections::BTreeMap;

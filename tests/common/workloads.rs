@@ -1,6 +1,8 @@
 //! Pod test helpers: offline test images (busybox-static as an image and as a pause image) and
-//! the `rke2 killall` cleanup guard, and pod helpers, shared by tests/workloads.rs,
-//! tests/pod_features.rs and benches/pods.rs.
+//! the `rke2 killall` cleanup guard, and pod helpers (a busybox httpd container serving its pod's
+//! name, the service proxy's nft table, NodePort requests from the host), shared by
+//! tests/workloads.rs, tests/pod_features.rs, tests/service_proxy.rs, tests/seed_scenario.rs and
+//! benches/pods.rs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -147,4 +149,85 @@ pub fn pod_field(k: &Path, pod: &str, path: &str) -> String {
         &["get", "pod", pod, "-o", &format!("jsonpath={{{path}}}")],
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `nft list table inet <table>` (empty when the table does not exist).
+pub fn nft_table(table: &str) -> String {
+    let out = Command::new("nft")
+        .args(["list", "table", "inet", table])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A container serving its pod's name on 8080 with busybox httpd (`GET /cgi-bin/stop` ends
+/// it), as a YAML list item indented by `indent` spaces.
+pub fn web_container(image: &str, indent: usize) -> String {
+    let text = format!(
+        r#"- name: c
+  image: {image}
+  env:
+  - {{name: MY_POD, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+  command:
+  - sh
+  - -c
+  - |
+    busybox mkdir -p /www/cgi-bin
+    echo "$MY_POD" > /www/index.html
+    printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho stopping\nbusybox touch /www/stop\n' > /www/cgi-bin/stop
+    busybox chmod 755 /www/cgi-bin/stop
+    busybox httpd -p 8080 -h /www
+    while [ ! -e /www/stop ]; do sleep 1; done
+"#
+    );
+    let pad = " ".repeat(indent);
+    text.lines().map(|l| format!("{pad}{l}\n")).collect()
+}
+
+/// The trimmed body of `GET url` by curl within 3 s; empty when nothing answered.
+pub fn http_body(url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "3", url])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Lets the host reach pods on `node`'s bridge from a loopback address (test nodes' addresses
+/// are loopback ones): the kernel routes loopback sources and destinations through an
+/// interface only with its `route_localnet` set. The setting goes with the bridge.
+pub fn allow_loopback_sources(node: &str) {
+    let localnet = format!(
+        "/proc/sys/net/ipv4/conf/{}/route_localnet",
+        rke2::runtime::cni::bridge_name(node)
+    );
+    std::fs::write(&localnet, "1").unwrap_or_else(|e| panic!("{localnet}: {e}"));
+}
+
+/// A Deployment `web` of `replicas` [`web_container`]s (pod spec lines `pod_spec_extra`, each
+/// indented by 6 spaces, before `containers:`) behind a NodePort Service `web` (port 80 to the
+/// pods' 8080), as one YAML document stream.
+pub fn web_app(replicas: u32, pod_spec_extra: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+{pod_spec_extra}      containers:
+{}---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  type: NodePort
+  selector: {{app: web}}
+  ports: [{{name: http, port: 80, targetPort: 8080}}]
+"#,
+        web_container(BUSYBOX_IMAGE, 6)
+    )
 }
