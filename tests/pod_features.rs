@@ -176,6 +176,7 @@ spec:
     startupProbe: {{tcpSocket: {{port: http}}, periodSeconds: 1, failureThreshold: 30}}
     readinessProbe: {{httpGet: {{path: /ready, port: 8080}}, periodSeconds: 1}}
     livenessProbe: {{exec: {{command: ["cat", "/www/alive"]}}, periodSeconds: 1, failureThreshold: 2}}
+    lifecycle: {{preStop: {{exec: {{command: ["sh", "-c", "echo prestop >> /www/prestop"]}}}}}}
 ---
 apiVersion: v1
 kind: Service
@@ -257,7 +258,9 @@ spec:
         "0"
     );
 
-    // The liveness probe fails: Unhealthy, Killing, and the container restarts.
+    // The liveness probe fails: Unhealthy, Killing, the preStop hook runs in the container
+    // before it is stopped (it writes to the hostPath), and the container restarts.
+    assert!(!www.join("prestop").exists(), "preStop ran before any kill");
     std::fs::remove_file(www.join("alive")).unwrap();
     wait_for(Duration::from_secs(30), "the Killing event", || {
         let ev = event_reasons(&k, "probed");
@@ -283,6 +286,11 @@ spec:
     assert_ne!(
         pod_field(&k, "probed", ".status.containerStatuses[0].containerID"),
         first_id
+    );
+    assert_eq!(
+        std::fs::read_to_string(www.join("prestop")).unwrap(),
+        "prestop\n",
+        "the preStop hook did not run once before the liveness kill"
     );
     let last = pod_field(
         &k,
