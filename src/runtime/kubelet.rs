@@ -20,6 +20,7 @@ use super::containerd::Layout;
 use super::cri::{Cri, v1};
 use super::podspec::{self, PodContext};
 use super::probes::{self, ProbeKind};
+use super::registries::Registries;
 use super::{Cni, NodeRuntimeConfig, RuntimeError, cni};
 use crate::https::ClientIdentity;
 
@@ -63,6 +64,8 @@ struct Shared {
     layout: Layout,
     cri: Cri,
     api: Api,
+    /// registries.yaml, for its `rewrite` rules (empty with an external containerd).
+    registries: Registries,
     /// The Node's podCIDR once known (and the CNI config written), or `cni: none`.
     network_ready: watch::Receiver<bool>,
 }
@@ -74,7 +77,12 @@ pub struct Kubelet {
 }
 
 impl Kubelet {
-    pub fn new(cfg: NodeRuntimeConfig, layout: Layout, cri: Cri) -> Result<Kubelet, RuntimeError> {
+    pub fn new(
+        cfg: NodeRuntimeConfig,
+        layout: Layout,
+        cri: Cri,
+        registries: Registries,
+    ) -> Result<Kubelet, RuntimeError> {
         let identity = ClientIdentity {
             cert_pem: cfg.identity_cert_pem.clone(),
             key_pem: cfg.identity_key_pem.clone(),
@@ -96,6 +104,7 @@ impl Kubelet {
                 layout,
                 cri,
                 api,
+                registries,
                 network_ready,
             }),
             network_tx,
@@ -670,9 +679,28 @@ async fn ensure_image(
         } else {
             "IfNotPresent"
         });
-    let present = s.cri.image_id(&image).await.ok().flatten();
-    if present.is_some() && policy != "Always" {
-        return Ok(image);
+    // registries.yaml `rewrite`: the same image under its rewritten path at each mirror
+    // endpoint (docs/workloads.md, "Private registries").
+    let rewritten = s.registries.rewritten_pulls(&image);
+    // What the node has already: the image under its own name, else under a rewritten one,
+    // which runs by image ID so the pod keeps the name the user wrote.
+    let mut present = s
+        .cri
+        .image_id(&image)
+        .await
+        .ok()
+        .flatten()
+        .map(|_| image.clone());
+    for r in &rewritten {
+        if present.is_some() {
+            break;
+        }
+        present = s.cri.image_id(r).await.ok().flatten();
+    }
+    if let Some(p) = &present
+        && policy != "Always"
+    {
+        return Ok(p.clone());
     }
     if present.is_none() && policy == "Never" {
         return Err((
@@ -688,17 +716,17 @@ async fn ensure_image(
             format!("Back-off pulling image \"{image}\": {msg}"),
         ));
     }
-    match s.cri.pull(&image).await {
-        Ok(_) => {
+    match pull(s, &image, &rewritten).await {
+        Ok(r) => {
             state.pull_backoff.remove(&image);
-            Ok(image)
+            Ok(r)
         }
         Err(e) if present.is_some() => {
             tracing::debug!(
                 component = "kubelet",
                 "pull of present image {image} failed: {e}"
             );
-            Ok(image)
+            Ok(present.unwrap_or(image))
         }
         Err(e) => {
             let delay = state
@@ -713,6 +741,26 @@ async fn ensure_image(
             Err(("ErrImagePull".into(), msg))
         }
     }
+}
+
+/// Pulls `image`: first its `rewritten` references (each at one mirror endpoint, in order),
+/// then, like RKE2's fallback to the default endpoint, the name itself. Returns what the
+/// container runs from: the image ID of a rewritten pull, else the name.
+async fn pull(s: &Shared, image: &str, rewritten: &[String]) -> Result<String, String> {
+    for r in rewritten {
+        match s.cri.pull(r).await {
+            Ok(id) if !id.is_empty() => {
+                tracing::info!(component = "kubelet", "pulled {image} as {r} ({id})");
+                return Ok(id);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::info!(
+                component = "kubelet",
+                "pulling {image} as {r} failed, trying the next endpoint: {e}"
+            ),
+        }
+    }
+    s.cri.pull(image).await.map(|_| image.to_string())
 }
 
 /// The pod's context (env and volume sources) for the current sandbox.
