@@ -1,7 +1,9 @@
 //! Pod features on the real containerd, runc and CNI plugins (docs/workloads.md), with the test
 //! images built offline from busybox-static: probes (a readiness httpGet keeps the pod 0/1 and
 //! out of the Service's ready addresses until it passes; a startup tcpSocket probe gates it; a
-//! liveness exec failure restarts the container with `Unhealthy` and `Killing` events), and a
+//! liveness exec failure runs the preStop hook, then restarts the container with `Unhealthy` and
+//! `Killing` events; a hostNetwork pod's gRPC readiness probe follows a grpc.health.v1 server
+//! in the test process on the node's address), and a
 //! pod using Secrets (secretKeyRef env, a secret volume with 0644 files), init containers in
 //! order, a hostPort and securityContext runAsUser, all visible through `kubectl logs`.
 //! Pod networks stay in 198.18.0.0/15 with masquerading off; nothing leaves the machine.
@@ -79,27 +81,34 @@ impl Drop for DumpOnFailure {
     }
 }
 
-#[test]
-fn probes_secrets_init_containers_host_ports_and_users() {
-    require_pod_runtime();
-    let block = AddrBlock::new();
-    let ip = block.ip(1);
-    let root = tempfile::tempdir().unwrap();
-    // The node name picks the CNI bridge's name: unique per address block, so tests running at
-    // the same time never share a bridge. The cluster CIDR is one /28 of 198.18.0.0/16 derived
-    // from the block too, allocated whole to the node.
+/// One node for a pod test, Ready with its podCIDR. Fields drop in order: the failure dump
+/// while the node still runs, the node, then its containers (`rke2 killall`).
+struct PodNode {
+    _dump: DumpOnFailure,
+    _server: ServerNode,
+    _cleanup: NodeCleanup,
+    node: String,
+    kubeconfig: std::path::PathBuf,
+    /// The CNI bridge's address (the podCIDR's first).
+    gateway: String,
+}
+
+/// Starts node `<prefix><b>x<c>` on `ip` (the test's block) with the test images. The name
+/// picks the CNI bridge's name: unique per address block, so tests running at the same time
+/// never share a bridge. The cluster CIDR is one /28 of 198.18.0.0/16 derived from the block
+/// too, allocated whole to the node.
+fn start_pod_node(prefix: &str, ip: std::net::Ipv4Addr, root: &Path) -> PodNode {
     let o = ip.octets();
-    let node = format!("pf{}x{}", o[1], o[2]);
+    let node = format!("{prefix}{}x{}", o[1], o[2]);
     let base = (o[2] % 16) * 16;
     let cidr = format!("198.18.{}.{base}/28", o[1]);
-    let gateway = format!("198.18.{}.{}", o[1], base + 1);
-    let data = root.path().join(&node).join("data");
-    build_images(&root.path().join("build"), &data.join("agent/images"));
-    let _cleanup = NodeCleanup(data.clone());
+    let data = root.join(&node).join("data");
+    build_images(&root.join("build"), &data.join("agent/images"));
+    let cleanup = NodeCleanup(data.clone());
     let server = start_server(
         &node,
         ip,
-        root.path(),
+        root,
         &[
             ("cluster-cidr", cidr.clone()),
             ("node-cidr-mask-size", "28".into()),
@@ -108,7 +117,7 @@ fn probes_secrets_init_containers_host_ports_and_users() {
         ],
     );
     let k = server.kubeconfig.clone();
-    let _dump = DumpOnFailure {
+    let dump = DumpOnFailure {
         kubeconfig: k.clone(),
         log: server.dir.join("log"),
     };
@@ -120,6 +129,25 @@ fn probes_secrets_init_containers_host_ports_and_users() {
         );
         (String::from_utf8_lossy(&out.stdout) == cidr).then_some(())
     });
+    PodNode {
+        _dump: dump,
+        _server: server,
+        _cleanup: cleanup,
+        node,
+        kubeconfig: k,
+        gateway: format!("198.18.{}.{}", o[1], base + 1),
+    }
+}
+
+#[test]
+fn probes_secrets_init_containers_host_ports_and_users() {
+    require_pod_runtime();
+    let block = AddrBlock::new();
+    let ip = block.ip(1);
+    let root = tempfile::tempdir().unwrap();
+    let o = ip.octets();
+    let pn = start_pod_node("pf", ip, root.path());
+    let (k, node, gateway) = (pn.kubeconfig.clone(), pn.node.clone(), pn.gateway.clone());
 
     // ---- Probes. The web root is a hostPath the test controls: `ready` makes the readiness
     // httpGet pass, removing `alive` makes the liveness exec fail.
@@ -148,6 +176,7 @@ spec:
     startupProbe: {{tcpSocket: {{port: http}}, periodSeconds: 1, failureThreshold: 30}}
     readinessProbe: {{httpGet: {{path: /ready, port: 8080}}, periodSeconds: 1}}
     livenessProbe: {{exec: {{command: ["cat", "/www/alive"]}}, periodSeconds: 1, failureThreshold: 2}}
+    lifecycle: {{preStop: {{exec: {{command: ["sh", "-c", "echo prestop >> /www/prestop"]}}}}}}
 ---
 apiVersion: v1
 kind: Service
@@ -229,7 +258,9 @@ spec:
         "0"
     );
 
-    // The liveness probe fails: Unhealthy, Killing, and the container restarts.
+    // The liveness probe fails: Unhealthy, Killing, the preStop hook runs in the container
+    // before it is stopped (it writes to the hostPath), and the container restarts.
+    assert!(!www.join("prestop").exists(), "preStop ran before any kill");
     std::fs::remove_file(www.join("alive")).unwrap();
     wait_for(Duration::from_secs(30), "the Killing event", || {
         let ev = event_reasons(&k, "probed");
@@ -255,6 +286,11 @@ spec:
     assert_ne!(
         pod_field(&k, "probed", ".status.containerStatuses[0].containerID"),
         first_id
+    );
+    assert_eq!(
+        std::fs::read_to_string(www.join("prestop")).unwrap(),
+        "prestop\n",
+        "the preStop hook did not run once before the liveness kill"
     );
     let last = pod_field(
         &k,
@@ -343,5 +379,116 @@ spec:
         (!body.is_empty()).then_some(body)
     });
     assert_eq!(body, "served\n");
-    drop(server);
+    drop(pn);
+}
+
+/// A hostNetwork pod whose gRPC readiness probe asks a grpc.health.v1 server that this test
+/// process runs on the node's (loopback) address: Ready follows SERVING / NOT_SERVING both ways,
+/// and the failures are upstream's `Unhealthy` messages.
+#[test]
+fn a_grpc_readiness_probe_follows_the_health_service() {
+    require_pod_runtime();
+    let block = AddrBlock::new();
+    let ip = block.ip(1);
+    let root = tempfile::tempdir().unwrap();
+    let pn = start_pod_node("pg", ip, root.path());
+    let (k, node) = (pn.kubeconfig.clone(), pn.node.clone());
+
+    // The health server, NOT_SERVING for "app" to begin with.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (reporter, service) = rt.block_on(async {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("app", tonic_health::ServingStatus::NotServing)
+            .await;
+        (reporter, service)
+    });
+    let incoming = rt
+        .block_on(async {
+            tonic::transport::server::TcpIncoming::bind(std::net::SocketAddr::new(ip.into(), 0))
+        })
+        .unwrap();
+    let port = incoming.local_addr().unwrap().port();
+    let health = rt.spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming),
+    );
+    let set = |status| rt.block_on(reporter.set_service_status("app", status));
+
+    apply_yaml(
+        &k,
+        root.path(),
+        "grpcprobed",
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: grpcprobed}}
+spec:
+  nodeName: {node}
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {BUSYBOX_IMAGE}
+    command: ["sh", "-c", "while true; do sleep 1; done"]
+    readinessProbe: {{grpc: {{port: {port}, service: app}}, periodSeconds: 1, failureThreshold: 1}}
+"#
+        ),
+    );
+    wait_for(Duration::from_secs(90), "grpcprobed Running", || {
+        (pod_field(&k, "grpcprobed", ".status.phase") == "Running").then_some(())
+    });
+    let unhealthy =
+        r#"Unhealthy: Readiness probe failed: service unhealthy (responded with "NOT_SERVING")"#;
+    wait_for(Duration::from_secs(30), "the NOT_SERVING event", || {
+        event_reasons(&k, "grpcprobed")
+            .contains(unhealthy)
+            .then_some(())
+    });
+    assert_eq!(ready_column(&k, "grpcprobed"), "0/1 Running");
+    // SERVING: Ready.
+    set(tonic_health::ServingStatus::Serving);
+    wait_for(Duration::from_secs(30), "grpcprobed 1/1", || {
+        (ready_column(&k, "grpcprobed") == "1/1 Running").then_some(())
+    });
+    assert_eq!(
+        pod_field(
+            &k,
+            "grpcprobed",
+            ".status.conditions[?(@.type==\"Ready\")].status"
+        ),
+        "True"
+    );
+    // NOT_SERVING again: not Ready, the container keeps running (readiness never restarts it).
+    set(tonic_health::ServingStatus::NotServing);
+    wait_for(Duration::from_secs(30), "grpcprobed 0/1 again", || {
+        (ready_column(&k, "grpcprobed") == "0/1 Running").then_some(())
+    });
+    assert_eq!(
+        pod_field(
+            &k,
+            "grpcprobed",
+            ".status.containerStatuses[0].restartCount"
+        ),
+        "0"
+    );
+    // The server gone: a connection error, still not Ready.
+    health.abort();
+    wait_for(
+        Duration::from_secs(30),
+        "the connection failure event",
+        || {
+            event_reasons(&k, "grpcprobed")
+            .contains(&format!(
+                "Unhealthy: Readiness probe failed: error: failed to connect service at \"{ip}:{port}\""
+            ))
+            .then_some(())
+        },
+    );
+    assert_eq!(ready_column(&k, "grpcprobed"), "0/1 Running");
 }

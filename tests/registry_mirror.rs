@@ -4,7 +4,9 @@
 //!   `registries.yaml` (`private-registry`) mirrors a registry name that answers nothing (another
 //!   loopback address) to it, with the credentials and the CA in `configs`.
 //!   A pod naming the mirrored registry starts, so its image came through the mirror, and the
-//!   rendered containerd config has RKE2's layout.
+//!   rendered containerd config has RKE2's layout. A `rewrite` rule maps another repository
+//!   path to one that exists only on the mirror: a pod naming the original path runs from the
+//!   image pulled under the rewritten one, and keeps the name it was given.
 //! - `*.tar.gz` (docker-archive) and `*.tar.zst` (OCI layout) archives in
 //!   `<data-dir>/agent/images/` are imported at start, and a pod runs from each.
 //!
@@ -238,17 +240,21 @@ fn a_pod_pulls_its_image_through_a_registries_yaml_mirror_with_auth() {
         !anon.status.success(),
         "the registry took an anonymous push"
     );
-    run_ok(&[
-        "skopeo",
-        "copy",
-        "--quiet",
-        "--dest-cert-dir",
-        &certs.join("ca").display().to_string(),
-        "--dest-creds",
-        &format!("puller:{password}"),
-        &format!("docker-archive:{}", images.join("bb.tar").display()),
-        &format!("docker://{reg_addr}/library/bb:1"),
-    ]);
+    // The test image as library/bb:1, and as rewritten/project/bbr:2 for the rewrite rule
+    // (only under that path).
+    for path in ["library/bb:1", "rewritten/project/bbr:2"] {
+        run_ok(&[
+            "skopeo",
+            "copy",
+            "--quiet",
+            "--dest-cert-dir",
+            &certs.join("ca").display().to_string(),
+            "--dest-creds",
+            &format!("puller:{password}"),
+            &format!("docker-archive:{}", images.join("bb.tar").display()),
+            &format!("docker://{reg_addr}/{path}"),
+        ]);
+    }
 
     // The node imports only the pause image; busybox must come from the mirror. The image's
     // own registry is a loopback address where nothing listens, so only the mirror can serve.
@@ -269,6 +275,8 @@ fn a_pod_pulls_its_image_through_a_registries_yaml_mirror_with_auth() {
   "{upstream}":
     endpoint:
       - "https://{reg_addr}"
+    rewrite:
+      "^library/(bbr.*)": "rewritten/project/$1"
 configs:
   "{reg_addr}":
     auth:
@@ -320,6 +328,44 @@ configs:
         log.contains("/v2/library/bb/manifests/1"),
         "the registry served no manifest:\n{log}"
     );
+
+    // The rewrite: the pod names library/bbr at the mirrored registry; the mirror holds it
+    // only as rewritten/project/bbr. The pod runs, and keeps the name it was given.
+    let original = format!("{upstream}/library/bbr:2");
+    run_pod(&k, root.path(), "s1", "rewritten", &original);
+    let log = std::fs::read_to_string(reg_dir.join("log")).unwrap_or_default();
+    assert!(
+        log.contains("/v2/rewritten/project/bbr/manifests/2"),
+        "the registry served no rewritten manifest:\n{log}"
+    );
+    // The rewritten pull succeeded first: the original path was never asked for.
+    assert!(
+        !log.contains("/v2/library/bbr/"),
+        "the original path reached the mirror:\n{log}"
+    );
+    let status = kubectl_ok(
+        &k,
+        &[
+            "get",
+            "pod",
+            "rewritten",
+            "-o",
+            "jsonpath={.spec.containers[0].image} {.status.containerStatuses[0].image} {.status.containerStatuses[0].imageID}",
+        ],
+    );
+    let fields: Vec<&str> = status.split(' ').collect();
+    assert_eq!(
+        fields[..2],
+        [original.as_str(), original.as_str()],
+        "{status}"
+    );
+    assert!(fields[2].contains("sha256:"), "{status}");
+    let logs = kubectl_ok(&k, &["logs", "rewritten"]);
+    assert!(logs.starts_with("started"), "{logs}");
+    // containerd's config routes the rewritten names to the endpoint alone.
+    let toml = std::fs::read_to_string(data.join("agent/etc/containerd/config.toml")).unwrap();
+    let own = format!("[{cri}.mirrors.\"{reg_addr}\"]\n  endpoint = [\"https://{reg_addr}\"]");
+    assert!(toml.contains(&own), "no {own:?} in:\n{toml}");
 }
 
 #[test]

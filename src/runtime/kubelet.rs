@@ -20,6 +20,7 @@ use super::containerd::Layout;
 use super::cri::{Cri, v1};
 use super::podspec::{self, PodContext};
 use super::probes::{self, ProbeKind};
+use super::registries::Registries;
 use super::{Cni, NodeRuntimeConfig, RuntimeError, cni};
 use crate::https::ClientIdentity;
 
@@ -63,6 +64,8 @@ struct Shared {
     layout: Layout,
     cri: Cri,
     api: Api,
+    /// registries.yaml, for its `rewrite` rules (empty with an external containerd).
+    registries: Registries,
     /// The Node's podCIDR once known (and the CNI config written), or `cni: none`.
     network_ready: watch::Receiver<bool>,
 }
@@ -74,7 +77,12 @@ pub struct Kubelet {
 }
 
 impl Kubelet {
-    pub fn new(cfg: NodeRuntimeConfig, layout: Layout, cri: Cri) -> Result<Kubelet, RuntimeError> {
+    pub fn new(
+        cfg: NodeRuntimeConfig,
+        layout: Layout,
+        cri: Cri,
+        registries: Registries,
+    ) -> Result<Kubelet, RuntimeError> {
         let identity = ClientIdentity {
             cert_pem: cfg.identity_cert_pem.clone(),
             key_pem: cfg.identity_key_pem.clone(),
@@ -96,6 +104,7 @@ impl Kubelet {
                 layout,
                 cri,
                 api,
+                registries,
                 network_ready,
             }),
             network_tx,
@@ -401,7 +410,7 @@ async fn pod_worker(
                     .metadata
                     .deletion_grace_period_seconds
                     .unwrap_or_else(|| grace_seconds(&pod));
-                run_pre_stop(&s, &pod, &uid).await;
+                let grace = run_pre_stop(&s, &pod, &uid, grace).await;
                 if let Err(e) = terminate(&s, &uid, grace).await {
                     tracing::warn!(component = "kubelet", pod_uid = %uid, "stopping pod: {e}");
                 }
@@ -455,32 +464,92 @@ async fn terminate(s: &Shared, uid: &str, grace: i64) -> Result<(), RuntimeError
     Ok(())
 }
 
-/// Runs the containers' preStop exec hooks before they are stopped.
-async fn run_pre_stop(s: &Shared, pod: &core::Pod, uid: &str) {
-    let Ok(sandboxes) = our_sandboxes(s, uid).await else {
-        return;
+/// Upstream's shortest stop after a preStop hook: the hook may use up the grace period, the
+/// container still gets this long between SIGTERM and SIGKILL.
+const MIN_GRACE_AFTER_HOOK: i64 = 2;
+
+/// The preStop exec hook of container `c`, if it has one.
+fn pre_stop_command(c: &core::Container) -> Option<Vec<String>> {
+    c.lifecycle
+        .as_ref()
+        .and_then(|l| l.pre_stop.as_ref())
+        .and_then(|h| h.exec.as_ref())
+        .and_then(|e| e.command.clone())
+}
+
+/// Runs container `c`'s preStop exec hook in `container_id` within `grace` seconds, as the
+/// kubelet does before it stops a container (on deletion and on a liveness or startup probe
+/// kill); a failure is a `FailedPreStopHook` event and the stop goes on. Returns the grace
+/// left for the stop: what the hook did not use, at least [`MIN_GRACE_AFTER_HOOK`] after a hook.
+async fn pre_stop_hook(
+    s: &Shared,
+    pod: &core::Pod,
+    c: &core::Container,
+    container_id: &str,
+    grace: i64,
+) -> i64 {
+    // Upstream skips the hook when there is no grace at all (a forced deletion).
+    let Some(cmd) = pre_stop_command(c).filter(|_| grace > 0) else {
+        return grace;
     };
-    let Some(sb) = sandboxes.first() else { return };
-    let Ok(containers) = s.cri.list_containers(Some(&sb.id)).await else {
-        return;
+    let started = Instant::now();
+    let bound = Duration::from_secs(grace.max(0) as u64);
+    // ExecSync enforces the deadline in the runtime; the outer one covers a stuck call.
+    let result = tokio::time::timeout(
+        bound + Duration::from_secs(2),
+        s.cri.exec_sync(container_id, cmd.clone(), grace),
+    )
+    .await;
+    let failure = match result {
+        Ok(Ok(r)) if r.exit_code == 0 => None,
+        Ok(Ok(r)) => Some((
+            format!("command {cmd:?} exited with {}", r.exit_code),
+            String::from_utf8_lossy(&r.stdout).into_owned() + &String::from_utf8_lossy(&r.stderr),
+        )),
+        Ok(Err(e)) => Some((e.to_string(), String::new())),
+        Err(_) => Some((format!("timed out after {grace}s"), String::new())),
     };
-    for c in pod.spec.iter().flat_map(|sp| sp.containers.iter()) {
-        let Some(cmd) = c
-            .lifecycle
-            .as_ref()
-            .and_then(|l| l.pre_stop.as_ref())
-            .and_then(|h| h.exec.as_ref())
-            .and_then(|e| e.command.clone())
-        else {
-            continue;
-        };
-        if let Some(ctr) = containers.iter().find(|x| {
-            x.state == v1::ContainerState::ContainerRunning as i32
-                && x.metadata.as_ref().map(|m| m.name.as_str()) == Some(c.name.as_str())
-        }) {
-            let _ = s.cri.exec_sync(&ctr.id, cmd, grace_seconds(pod)).await;
-        }
+    if let Some((error, output)) = failure {
+        let (ns, name, _) = podspec::meta(pod);
+        let message = format!(
+            "Exec lifecycle hook ({cmd:?}) for Container \"{}\" in Pod \"{name}_{ns}\" failed - error: {error}, message: {:?}",
+            c.name,
+            output.trim()
+        );
+        post_event(s, pod, &c.name, "Warning", "FailedPreStopHook", &message).await;
     }
+    (grace - started.elapsed().as_secs() as i64).max(MIN_GRACE_AFTER_HOOK)
+}
+
+/// Runs the running containers' preStop exec hooks (together) before the pod is stopped;
+/// returns the grace left for the stop.
+async fn run_pre_stop(s: &Shared, pod: &core::Pod, uid: &str, grace: i64) -> i64 {
+    let Ok(sandboxes) = our_sandboxes(s, uid).await else {
+        return grace;
+    };
+    let Some(sb) = sandboxes.first() else {
+        return grace;
+    };
+    let Ok(containers) = s.cri.list_containers(Some(&sb.id)).await else {
+        return grace;
+    };
+    let hooks = pod
+        .spec
+        .iter()
+        .flat_map(|sp| sp.containers.iter())
+        .filter(|c| pre_stop_command(c).is_some())
+        .filter_map(|c| {
+            let ctr = containers.iter().find(|x| {
+                x.state == v1::ContainerState::ContainerRunning as i32
+                    && x.metadata.as_ref().map(|m| m.name.as_str()) == Some(c.name.as_str())
+            })?;
+            Some(pre_stop_hook(s, pod, c, &ctr.id, grace))
+        });
+    futures_util::future::join_all(hooks)
+        .await
+        .into_iter()
+        .min()
+        .unwrap_or(grace)
 }
 
 /// The final delete of a gracefully deleted Pod, once its containers are gone.
@@ -610,9 +679,28 @@ async fn ensure_image(
         } else {
             "IfNotPresent"
         });
-    let present = s.cri.image_id(&image).await.ok().flatten();
-    if present.is_some() && policy != "Always" {
-        return Ok(image);
+    // registries.yaml `rewrite`: the same image under its rewritten path at each mirror
+    // endpoint (docs/workloads.md, "Private registries").
+    let rewritten = s.registries.rewritten_pulls(&image);
+    // What the node has already: the image under its own name, else under a rewritten one,
+    // which runs by image ID so the pod keeps the name the user wrote.
+    let mut present = s
+        .cri
+        .image_id(&image)
+        .await
+        .ok()
+        .flatten()
+        .map(|_| image.clone());
+    for r in &rewritten {
+        if present.is_some() {
+            break;
+        }
+        present = s.cri.image_id(r).await.ok().flatten();
+    }
+    if let Some(p) = &present
+        && policy != "Always"
+    {
+        return Ok(p.clone());
     }
     if present.is_none() && policy == "Never" {
         return Err((
@@ -628,17 +716,17 @@ async fn ensure_image(
             format!("Back-off pulling image \"{image}\": {msg}"),
         ));
     }
-    match s.cri.pull(&image).await {
-        Ok(_) => {
+    match pull(s, &image, &rewritten).await {
+        Ok(r) => {
             state.pull_backoff.remove(&image);
-            Ok(image)
+            Ok(r)
         }
         Err(e) if present.is_some() => {
             tracing::debug!(
                 component = "kubelet",
                 "pull of present image {image} failed: {e}"
             );
-            Ok(image)
+            Ok(present.unwrap_or(image))
         }
         Err(e) => {
             let delay = state
@@ -653,6 +741,26 @@ async fn ensure_image(
             Err(("ErrImagePull".into(), msg))
         }
     }
+}
+
+/// Pulls `image`: first its `rewritten` references (each at one mirror endpoint, in order),
+/// then, like RKE2's fallback to the default endpoint, the name itself. Returns what the
+/// container runs from: the image ID of a rewritten pull, else the name.
+async fn pull(s: &Shared, image: &str, rewritten: &[String]) -> Result<String, String> {
+    for r in rewritten {
+        match s.cri.pull(r).await {
+            Ok(id) if !id.is_empty() => {
+                tracing::info!(component = "kubelet", "pulled {image} as {r} ({id})");
+                return Ok(id);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::info!(
+                component = "kubelet",
+                "pulling {image} as {r} failed, trying the next endpoint: {e}"
+            ),
+        }
+    }
+    s.cri.pull(image).await.map(|_| image.to_string())
 }
 
 /// The pod's context (env and volume sources) for the current sandbox.
@@ -971,7 +1079,8 @@ async fn sync_pod(
 
 /// Runs the probes that are due for the pod's running containers (concurrently), records
 /// the results, posts `Unhealthy` for each failure, and kills a container whose liveness or
-/// startup probe failed (`Killing`), so its restart policy restarts it.
+/// startup probe failed (`Killing`; its preStop hook runs first, within the grace period), so
+/// its restart policy restarts it.
 async fn check_probes(
     s: &Shared,
     pod: &core::Pod,
@@ -1050,6 +1159,7 @@ async fn check_probes(
             .and_then(|p| p.termination_grace_period_seconds)
             .unwrap_or_else(|| grace_seconds(pod));
         tracing::info!(component = "kubelet", pod = ?pod.metadata.name, container = %c.name, "{message}");
+        let grace = pre_stop_hook(s, pod, c, &id, grace).await;
         if let Err(e) = s.cri.stop_container(&id, grace).await {
             tracing::warn!(component = "kubelet", pod = ?pod.metadata.name, container = %c.name, "stopping after a failed {what} probe: {e}");
         }

@@ -96,8 +96,10 @@ async fn run(cfg: NodeRuntimeConfig, cancel: CancellationToken) -> Result<(), Ru
     // containerd gets its own token: it must outlive the pod loop, so the last pod status
     // updates and stops still reach it during shutdown.
     let ctr_cancel = CancellationToken::new();
-    let (socket, supervisor) = match &cfg.runtime.endpoint {
-        Some(sock) => (sock.clone(), None),
+    // registries.yaml configures the containerd the node runs, as RKE2's does; an external
+    // one (`container-runtime-endpoint`) keeps its own registry setup and gets no rewrites.
+    let (socket, supervisor, registries) = match &cfg.runtime.endpoint {
+        Some(sock) => (sock.clone(), None, registries::Registries::default()),
         None => {
             let registries = registries::Registries::load(&cfg.runtime.private_registry)?;
             containerd::write_config(&layout, &cfg.runtime, &registries)?;
@@ -105,7 +107,7 @@ async fn run(cfg: NodeRuntimeConfig, cancel: CancellationToken) -> Result<(), Ru
             let layout2 = layout.clone();
             let handle =
                 tokio::spawn(async move { containerd::supervise(layout2, ctr_cancel).await });
-            (layout.socket(), Some(handle))
+            (layout.socket(), Some(handle), registries)
         }
     };
     let api_tasks = TaskTracker::new();
@@ -125,7 +127,7 @@ async fn run(cfg: NodeRuntimeConfig, cancel: CancellationToken) -> Result<(), Ru
                 tracing::error!(component = "kubelet", "{e}; container logs are not served");
             }
         }
-        kubelet::Kubelet::new(cfg.clone(), layout.clone(), cri)?
+        kubelet::Kubelet::new(cfg.clone(), layout.clone(), cri, registries)?
             .run(cancel.clone())
             .await;
         Ok(())

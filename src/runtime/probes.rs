@@ -1,6 +1,7 @@
 //! Container probes like the kubelet's (docs/workloads.md): startup, liveness and readiness
 //! probes, each an `exec` (CRI ExecSync in the container), an `httpGet` (to the pod IP, any
-//! status in 200..400 passes) or a `tcpSocket` (a connection opens). Timing follows upstream:
+//! status in 200..400 passes), a `tcpSocket` (a connection opens) or a `grpc` (the
+//! grpc.health.v1 `Check` call on the pod IP answers `SERVING`). Timing follows upstream:
 //! nothing is probed before `initialDelaySeconds` after the container started, then every
 //! `periodSeconds` (default 10) with a `timeoutSeconds` deadline (default 1); a result flips
 //! after `successThreshold` consecutive passes (default 1) or `failureThreshold` consecutive
@@ -21,6 +22,15 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::cri::Cri;
 use crate::https::{HttpsClient, ServerTrust};
+
+/// The grpc.health.v1 client (generated from proto/grpc/health/v1/health.proto by build.rs).
+#[allow(clippy::all, clippy::pedantic)]
+pub mod health {
+    tonic::include_proto!("grpc.health.v1");
+}
+
+/// The user agent of HTTP and gRPC probes, as the kubelet's ("kube-probe/<major>.<minor>").
+const PROBE_USER_AGENT: &str = "kube-probe/1.33";
 
 /// The three probes of a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,10 +299,90 @@ pub async fn run(p: &core::Probe, t: &Target<'_>) -> Result<(), String> {
             Err(format!("HTTP probe failed with statuscode: {status}"))
         };
     }
-    if p.grpc.is_some() {
-        return Err("gRPC probes are not supported by this node runtime".into());
+    if let Some(g) = &p.grpc {
+        let port = u16::try_from(g.port)
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("invalid port {}", g.port))?;
+        let service = g.service.clone().unwrap_or_default();
+        return grpc_check(&host_port(t.host, port), &service, timeout).await;
     }
-    Err("the probe has no handler (exec, httpGet or tcpSocket)".into())
+    Err("the probe has no handler (exec, httpGet, tcpSocket or grpc)".into())
+}
+
+/// A grpc.health.v1 `Check` of `service` at `addr` (plaintext, like the kubelet's), with
+/// upstream's failure messages: the connection and the call each get `timeout`.
+pub async fn grpc_check(addr: &str, service: &str, timeout: Duration) -> Result<(), String> {
+    use health::health_check_response::ServingStatus;
+    let secs = timeout.as_secs();
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .and_then(|e| e.user_agent(PROBE_USER_AGENT))
+        .map_err(|e| format!("error: failed to connect service at \"{addr}\": {e}"))?
+        .connect_timeout(timeout);
+    let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            return Err(format!(
+                "error: failed to connect service at \"{addr}\": {}",
+                error_chain(&e)
+            ));
+        }
+        Err(_) => {
+            return Err(format!(
+                "timeout: failed to connect service \"{addr}\" within {secs}s: context deadline exceeded"
+            ));
+        }
+    };
+    let mut client = health::health_client::HealthClient::new(channel);
+    let request = health::HealthCheckRequest {
+        service: service.to_string(),
+    };
+    let response = match tokio::time::timeout(timeout, client.check(request)).await {
+        Err(_) => {
+            return Err(format!(
+                "timeout: health rpc did not complete within {secs}s"
+            ));
+        }
+        Ok(Err(status)) => {
+            return Err(match status.code() {
+                tonic::Code::Unimplemented => format!(
+                    "error: this server does not implement the grpc health protocol (grpc.health.v1.Health): {}",
+                    status.message()
+                ),
+                tonic::Code::DeadlineExceeded => {
+                    format!("timeout: health rpc did not complete within {secs}s")
+                }
+                code => format!(
+                    "error: health rpc probe failed: rpc error: code = {code:?} desc = {}",
+                    status.message()
+                ),
+            });
+        }
+        Ok(Ok(r)) => r.into_inner(),
+    };
+    match ServingStatus::try_from(response.status) {
+        Ok(ServingStatus::Serving) => Ok(()),
+        Ok(other) => Err(format!(
+            "service unhealthy (responded with \"{}\")",
+            other.as_str_name()
+        )),
+        Err(_) => Err(format!(
+            "service unhealthy (responded with \"{}\")",
+            response.status
+        )),
+    }
+}
+
+/// An error and its sources, `: `-joined (tonic's transport error says little by itself).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// A GET returning the status code. HTTPS probes do not verify the certificate, as upstream's.
@@ -302,7 +392,7 @@ async fn http_get(
     headers: &[(String, String)],
     timeout: Duration,
 ) -> Result<u16, String> {
-    let user_agent = ("user-agent".to_string(), "kube-probe/1.33".to_string());
+    let user_agent = ("user-agent".to_string(), PROBE_USER_AGENT.to_string());
     let has_agent = headers.iter().any(|(k, _)| k == "user-agent");
     let mut all: Vec<(&str, String)> = headers
         .iter()
@@ -357,6 +447,25 @@ mod tests {
 
     fn container(v: serde_json::Value) -> core::Container {
         serde_json::from_value(v).unwrap()
+    }
+
+    fn probe(v: serde_json::Value) -> core::Probe {
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// A CRI client nobody answers: network probes never use it.
+    fn no_cri() -> Cri {
+        Cri::connect(std::path::Path::new("/nonexistent/cri.sock")).unwrap()
+    }
+
+    /// Probes of container `c` whose host is 127.0.0.1.
+    fn loopback_target<'a>(cri: &'a Cri, c: &'a core::Container) -> Target<'a> {
+        Target {
+            cri,
+            container_id: "x",
+            host: "127.0.0.1",
+            container: c,
+        }
     }
 
     #[test]
@@ -497,15 +606,9 @@ mod tests {
                     .await;
             }
         });
-        let cri = Cri::connect(std::path::Path::new("/nonexistent/cri.sock")).unwrap();
+        let cri = no_cri();
         let c = container(json!({"name": "c", "ports": [{"name": "http", "containerPort": port}]}));
-        let target = Target {
-            cri: &cri,
-            container_id: "x",
-            host: "127.0.0.1",
-            container: &c,
-        };
-        let probe = |v| serde_json::from_value::<core::Probe>(v).unwrap();
+        let target = loopback_target(&cri, &c);
         let ok = probe(json!({"httpGet": {"path": "/healthz", "port": "http",
             "httpHeaders": [{"name": "X-Probe", "value": "yes"}]}}));
         assert_eq!(run(&ok, &target).await, Ok(()));
@@ -532,6 +635,64 @@ mod tests {
                 .await
                 .unwrap_err()
                 .contains("no handler")
+        );
+    }
+
+    /// gRPC probes against a real grpc.health.v1 server (tonic-health): SERVING passes,
+    /// NOT_SERVING, an unknown service and a closed port fail with upstream's messages.
+    #[tokio::test]
+    async fn grpc_probes_follow_the_health_service() {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("app", tonic_health::ServingStatus::NotServing)
+            .await;
+        let incoming =
+            tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = incoming.local_addr().unwrap().port();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming),
+        );
+        let cri = no_cri();
+        let c = container(json!({"name": "c"}));
+        let target = loopback_target(&cri, &c);
+        let app = probe(json!({"grpc": {"port": port, "service": "app"}}));
+        assert_eq!(
+            run(&app, &target).await,
+            Err("service unhealthy (responded with \"NOT_SERVING\")".into())
+        );
+        reporter
+            .set_service_status("app", tonic_health::ServingStatus::Serving)
+            .await;
+        assert_eq!(run(&app, &target).await, Ok(()));
+        // No service: the server's overall health, SERVING by default.
+        assert_eq!(
+            run(&probe(json!({"grpc": {"port": port}})), &target).await,
+            Ok(())
+        );
+        let e = run(
+            &probe(json!({"grpc": {"port": port, "service": "other"}})),
+            &target,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.starts_with("error: health rpc probe failed: rpc error: code = NotFound"),
+            "{e}"
+        );
+        server.abort();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let e = run(&probe(json!({"grpc": {"port": closed_port}})), &target)
+            .await
+            .unwrap_err();
+        assert!(
+            e.starts_with(&format!(
+                "error: failed to connect service at \"127.0.0.1:{closed_port}\": "
+            )),
+            "{e}"
         );
     }
 }
