@@ -108,25 +108,11 @@ fn run(label: &str, etcd_args: &[&str], kill: Victim) {
     let ips: Vec<_> = (1..=3).map(|i| block.ip(i)).collect();
     let lb = Haproxy::start(block.ip(100), &ips, root.path());
     let t0 = Instant::now();
-    let mut servers = Vec::new();
-    for (i, ip) in ips.iter().enumerate() {
-        let mut extra: Vec<(&'static str, String)> = vec![
-            ("token", "bench-ha".into()),
-            ("tls-san[]", lb.ip.to_string()),
-        ];
-        for a in etcd_args {
-            extra.push(("etcd-arg[]", a.to_string()));
-        }
-        if i > 0 {
-            extra.push(("server", lb.url()));
-        }
-        servers.push(start_server(
-            &format!("s{}", i + 1),
-            *ip,
-            root.path(),
-            &extra,
-        ));
-    }
+    let etcd: Vec<(&'static str, String)> = etcd_args
+        .iter()
+        .map(|a| ("etcd-arg[]", a.to_string()))
+        .collect();
+    let mut servers = start_servers_behind(&lb, &ips, root.path(), "bench-ha", &etcd);
     let agent_ip = block.ip(11);
     let _agent = start_agent(
         "a1",

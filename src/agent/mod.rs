@@ -232,47 +232,34 @@ async fn run_inner(
     .await?;
 
     runtime.set_phase("requesting node certificates");
-    let ip_list = ips
-        .iter()
-        .map(IpAddr::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    let headers = [
-        (NODE_NAME_HEADER, name.to_string()),
-        (NODE_PASSWORD_HEADER, password.clone()),
-        (NODE_IP_HEADER, ip_list),
+    let certs = match request_node_certificates(&access, name, &password, &ips, &cancel).await {
+        Err(AgentError::NodePasswordRejected { node, .. }) => {
+            return Err(AgentError::NodePasswordRejected {
+                file: config.node_password_file.display().to_string(),
+                node,
+            });
+        }
+        other => other?,
+    };
+    let issued = [
+        (
+            paths.serving_kubelet(),
+            certs.serving_cert_pem,
+            certs.serving_key_pem,
+        ),
+        (
+            paths.client_kubelet(),
+            certs.client_cert_pem,
+            certs.client_key_pem,
+        ),
     ];
-    let mut issued = Vec::new();
-    for (route, pair) in [
-        (protocol::SERVING_KUBELET, paths.serving_kubelet()),
-        (protocol::CLIENT_KUBELET, paths.client_kubelet()),
-    ] {
-        let (key_pem, csr) = crate::pki::new_key_and_csr()?;
-        let resp = match crate::clientaccess::retry(&cancel, "certificate request", || {
-            access.request(http::Method::POST, route, &headers, Some(csr.clone()))
-        })
-        .await
-        {
-            None => return Err(AgentError::Cancelled),
-            Some(Ok(r)) => r,
-            // 403 on the certificate routes means the node password did not match.
-            Some(Err(AccessError::Status { status: 403, .. })) => {
-                return Err(AgentError::NodePasswordRejected {
-                    file: config.node_password_file.display().to_string(),
-                    node: name.to_string(),
-                });
-            }
-            Some(Err(e)) => return Err(refusal(e)),
-        };
-        issued.push((pair, resp.text(), key_pem));
-    }
     for (pair, cert, key) in &issued {
         fsutil::write_atomic_mkdir(&pair.key, key.as_bytes(), fsutil::SECRET_FILE_MODE)
             .at(&pair.key)?;
         fsutil::write_atomic_mkdir(&pair.cert, cert.as_bytes(), fsutil::PUBLIC_FILE_MODE)
             .at(&pair.cert)?;
     }
-    let client_ca = access.get(protocol::CLIENT_CA).await?.text();
+    let client_ca = certs.client_ca_pem;
     fsutil::write_atomic(
         &paths.server_ca(),
         ca_pem.as_bytes(),
@@ -400,6 +387,80 @@ async fn run_inner(
     crate::dbus::spawn_agent(runtime.clone(), tracker, cancel.clone());
     cancel.cancelled().await;
     Ok(())
+}
+
+/// What a node gets when it registers: its kubelet serving and client certificates (with their
+/// new keys) and the CA that signs kubelet client certificates.
+#[derive(Debug, Clone)]
+pub struct NodeCertificates {
+    pub serving_cert_pem: String,
+    pub serving_key_pem: String,
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
+    pub client_ca_pem: String,
+}
+
+/// Registers node `name` with the supervisor behind `access` (docs/protocol.md §10.1): a
+/// certificate signing request each for the kubelet serving and client certificates, sent with
+/// the node password (which the server checks or stores) and the node's addresses, retried with
+/// backoff while the cluster is unreachable or starting. Used by `rke2 agent` and by the
+/// hollow-node bench (benches/scale.rs), which registers thousands of nodes this way. A refused
+/// password comes back as [`AgentError::NodePasswordRejected`] with `file` empty: only the
+/// caller knows where the password came from.
+pub async fn request_node_certificates(
+    access: &ClusterAccess,
+    name: &str,
+    password: &str,
+    ips: &[IpAddr],
+    cancel: &CancellationToken,
+) -> Result<NodeCertificates, AgentError> {
+    let ip_list = ips
+        .iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let headers = [
+        (NODE_NAME_HEADER, name.to_string()),
+        (NODE_PASSWORD_HEADER, password.to_string()),
+        (NODE_IP_HEADER, ip_list),
+    ];
+    let mut issued = Vec::new();
+    for route in [protocol::SERVING_KUBELET, protocol::CLIENT_KUBELET] {
+        let (key_pem, csr) = crate::pki::new_key_and_csr()?;
+        let resp = match crate::clientaccess::retry(cancel, "certificate request", || {
+            access.request(http::Method::POST, route, &headers, Some(csr.clone()))
+        })
+        .await
+        {
+            None => return Err(AgentError::Cancelled),
+            Some(Ok(r)) => r,
+            // 403 on the certificate routes means the node password did not match.
+            Some(Err(AccessError::Status { status: 403, .. })) => {
+                return Err(AgentError::NodePasswordRejected {
+                    file: String::new(),
+                    node: name.to_string(),
+                });
+            }
+            Some(Err(e)) => return Err(refusal(e)),
+        };
+        issued.push((resp.text(), key_pem));
+    }
+    let client_ca_pem = retry(cancel, "reading the client CA", || {
+        access.get(protocol::CLIENT_CA)
+    })
+    .await?
+    .text();
+    let [
+        (serving_cert_pem, serving_key_pem),
+        (client_cert_pem, client_key_pem),
+    ]: [(String, String); 2] = issued.try_into().expect("two certificates requested");
+    Ok(NodeCertificates {
+        serving_cert_pem,
+        serving_key_pem,
+        client_cert_pem,
+        client_key_pem,
+        client_ca_pem,
+    })
 }
 
 /// Retries `f` while the cluster is unreachable or still starting (see

@@ -231,7 +231,7 @@ impl NodeAgent {
     }
 
     /// Creates the Node, or (on restart) re-applies labels and marks it Ready.
-    async fn register(&self, first_start: bool) -> Result<(), NodeAgentError> {
+    pub async fn register(&self, first_start: bool) -> Result<(), NodeAgentError> {
         let resp = self
             .api
             .call(http::Method::GET, &self.node_path(), None, None)
@@ -292,7 +292,8 @@ impl NodeAgent {
         }
     }
 
-    async fn patch_status(&self) -> Result<(), NodeAgentError> {
+    /// Writes the node's status (Ready, addresses, capacity) through the status subresource.
+    pub async fn patch_status(&self) -> Result<(), NodeAgentError> {
         let resp = self
             .api
             .call(
@@ -314,7 +315,7 @@ impl NodeAgent {
     }
 
     /// Renews the Lease, creating it if needed.
-    async fn renew_lease(&self) -> Result<(), NodeAgentError> {
+    pub async fn renew_lease(&self) -> Result<(), NodeAgentError> {
         let patch = json!({"spec": {
             "holderIdentity": self.cfg.node_name,
             "leaseDurationSeconds": LEASE_DURATION_SECONDS,

@@ -88,10 +88,71 @@ fn stored_hash(secret: &Value) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// Bounds the scrypt runs in progress to one per core. Each run holds 32 MiB (128 * r * N
+/// bytes) and a core for a tenth of a second or more; without a bound a registration storm puts
+/// one on every blocking thread (up to 512, 16 GiB) and no run finishes sooner for it
+/// (docs/scale.md).
+fn hashing_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    })
+}
+
+/// Runs `f` (an scrypt computation) on a blocking thread once a hashing slot is free.
+async fn scrypt_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    let _slot = hashing_slots()
+        .acquire()
+        .await
+        .expect("the hashing semaphore is never closed");
+    tokio::task::spawn_blocking(f).await
+}
+
 async fn verify_blocking(hash: String, password: String) -> bool {
-    tokio::task::spawn_blocking(move || verify(&hash, &password))
+    scrypt_blocking(move || verify(&hash, &password))
         .await
         .unwrap_or(false)
+}
+
+/// Most entries [`VerifiedCache`] keeps; it starts over when full (one entry is ~150 bytes).
+const VERIFIED_CACHE_MAX: usize = 65_536;
+
+/// Passwords this process verified (or stored) recently: node name -> (the stored hash string
+/// they matched, SHA-256 of the password). An agent sends its password with each of its two
+/// certificate requests and again at every restart; scrypt is slow on purpose, so only the first
+/// check against a given stored hash pays for it (docs/scale.md). An entry only counts while
+/// the stored hash is the same string, so a deleted and re-created password Secret is checked
+/// with scrypt again. The digest of a random 128-bit node password reveals nothing usable.
+struct VerifiedCache(std::sync::Mutex<std::collections::HashMap<String, (String, Vec<u8>)>>);
+
+impl VerifiedCache {
+    fn get() -> &'static VerifiedCache {
+        static CACHE: std::sync::OnceLock<VerifiedCache> = std::sync::OnceLock::new();
+        CACHE.get_or_init(|| VerifiedCache(Default::default()))
+    }
+
+    fn digest(password: &str) -> Vec<u8> {
+        ring::digest::digest(&ring::digest::SHA256, password.as_bytes())
+            .as_ref()
+            .to_vec()
+    }
+
+    fn matches(&self, node: &str, stored: &str, password: &str) -> bool {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(node).is_some_and(|(h, d)| {
+            h == stored && constant_time_eq(d, &VerifiedCache::digest(password))
+        })
+    }
+
+    fn remember(&self, node: &str, stored: String, password: &str) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= VERIFIED_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(node.to_string(), (stored, VerifiedCache::digest(password)));
+    }
 }
 
 /// Verifies `password` for `node`, storing its hash on first use (first writer wins).
@@ -107,14 +168,19 @@ pub async fn check_or_store(
             let Some(h) = stored_hash(&existing) else {
                 return Err(NodePasswordError::Mismatch(node.to_string()));
             };
-            return if verify_blocking(h, password.to_string()).await {
+            let cache = VerifiedCache::get();
+            if cache.matches(node, &h, password) {
+                return Ok(());
+            }
+            return if verify_blocking(h.clone(), password.to_string()).await {
+                cache.remember(node, h, password);
                 Ok(())
             } else {
                 Err(NodePasswordError::Mismatch(node.to_string()))
             };
         }
         let pw = password.to_string();
-        let h = tokio::task::spawn_blocking(move || hash(&pw))
+        let h = scrypt_blocking(move || hash(&pw))
             .await
             .map_err(NodePasswordError::Hashing)?;
         let secret = json!({
@@ -123,10 +189,13 @@ pub async fn check_or_store(
             "metadata": {"name": name, "namespace": NAMESPACE},
             "type": SECRET_TYPE,
             "immutable": true,
-            "data": {"hash": base64::engine::general_purpose::STANDARD.encode(h)},
+            "data": {"hash": base64::engine::general_purpose::STANDARD.encode(&h)},
         });
         match storage.create(info, Some(NAMESPACE), secret).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => {
+                VerifiedCache::get().remember(node, h, password);
+                return Ok(());
+            }
             // Someone registered the same name concurrently: verify against theirs.
             Err(ObjectError::AlreadyExists { .. }) => continue,
             Err(e) => return Err(e.into()),
@@ -149,5 +218,17 @@ mod tests {
         assert!(verify(&h, "pw1"));
         assert!(!verify(&h, "pw2"));
         assert!(!verify("garbage", "pw1"));
+    }
+
+    #[test]
+    fn verified_cache_needs_the_same_stored_hash_and_password() {
+        let cache = VerifiedCache(Default::default());
+        assert!(!cache.matches("n1", "$1:h1", "pw"));
+        cache.remember("n1", "$1:h1".into(), "pw");
+        assert!(cache.matches("n1", "$1:h1", "pw"));
+        assert!(!cache.matches("n1", "$1:h1", "other"));
+        // A re-created Secret (another stored hash) is checked with scrypt again.
+        assert!(!cache.matches("n1", "$1:h2", "pw"));
+        assert!(!cache.matches("n2", "$1:h1", "pw"));
     }
 }

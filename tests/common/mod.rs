@@ -896,6 +896,29 @@ impl Haproxy {
     }
 }
 
+/// Starts servers `s1`, `s2`, ... at `ips` with `token`, all reachable through `lb` (its address
+/// is in their certificates); the first creates the cluster, the others join through `lb`. Each
+/// gets `extra` config lines too. Does not wait for readiness.
+pub fn start_servers_behind(
+    lb: &Haproxy,
+    ips: &[Ipv4Addr],
+    root: &Path,
+    token: &str,
+    extra: &[(&'static str, String)],
+) -> Vec<ServerNode> {
+    let mut servers = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        let mut lines: Vec<(&'static str, String)> =
+            vec![("token", token.into()), ("tls-san[]", lb.ip.to_string())];
+        lines.extend(extra.iter().cloned());
+        if i > 0 {
+            lines.push(("server", lb.url()));
+        }
+        servers.push(start_server(&format!("s{}", i + 1), *ip, root, &lines));
+    }
+    servers
+}
+
 /// A copy of `kubeconfig` pointing at `host:6443` instead.
 pub fn kubeconfig_via(kubeconfig: &Path, host: Ipv4Addr, out: &Path) -> PathBuf {
     let text = fs::read_to_string(kubeconfig).unwrap();
