@@ -37,7 +37,7 @@ mod whoami_v1beta1;
 pub mod workload;
 
 pub use configmap::CONFIGMAPS;
-pub use cronjob::{CRON_JOBS, parse_schedule};
+pub use cronjob::{CRON_JOBS, parse_schedule, time_zone};
 pub use daemonset::DAEMON_SETS;
 pub use deployment::DEPLOYMENTS;
 pub use endpoints::ENDPOINTS;
