@@ -150,13 +150,13 @@ pub fn validate_job_spec(spec: &Value, path: &str, causes: &mut Vec<FieldCause>)
         "Indexed" => {
             // Defaulting gives a Job with neither count `completions: 1` before upstream
             // validates; here validation comes first, so only a lone `parallelism` is missing it.
-            if spec.get("completions").is_none_or(Value::is_null) {
-                if spec.get("parallelism").is_some_and(|p| !p.is_null()) {
-                    causes.push(cause(
-                        format!("{path}.completions"),
-                        "Required value: when completion mode is Indexed",
-                    ));
-                }
+            if spec.get("completions").is_none_or(Value::is_null)
+                && spec.get("parallelism").is_some_and(|p| !p.is_null())
+            {
+                causes.push(cause(
+                    format!("{path}.completions"),
+                    "Required value: when completion mode is Indexed",
+                ));
             }
             for field in ["completions", "parallelism"] {
                 if let Some(n) = spec.get(field).and_then(Value::as_i64)
