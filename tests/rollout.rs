@@ -160,25 +160,9 @@ fn ready_now(watch: &Daemon) -> usize {
 
 /// The ReplicaSets labelled `app=<app>`: (name, spec.replicas, revision annotation).
 fn sets_of(k: &std::path::Path, app: &str) -> Vec<(String, i64, String)> {
-    let out = kubectl(k, &["get", "rs", "-l", &format!("app={app}"), "-o", "json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["items"]
-        .as_array()
+    replica_set_rows(k, &["-l", &format!("app={app}")], |_| true)
         .into_iter()
-        .flatten()
-        .map(|r| {
-            (
-                r["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                r["spec"]["replicas"].as_i64().unwrap_or(-1),
-                r["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-        })
+        .map(|(name, replicas, revision, _)| (name, replicas, revision))
         .collect()
 }
 

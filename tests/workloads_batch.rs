@@ -248,7 +248,7 @@ fn daemonsets_run_on_every_tolerating_node_and_roll_out() {
 
     // `rollout undo` (kubectl patches the template back from revision 1): the first template
     // becomes revision 3 and its pods replace the current ones on both nodes.
-    let hash_of_revision = |n: &str| {
+    let hash_of_revision = |n: i64| {
         let out = kubectl_ok(&k, &["get", "controllerrevisions", "-o", "json"]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         v["items"]
@@ -256,8 +256,7 @@ fn daemonsets_run_on_every_tolerating_node_and_roll_out() {
             .unwrap()
             .iter()
             .find(|r| {
-                r["metadata"]["ownerReferences"][0]["name"] == "everywhere"
-                    && r["revision"].to_string() == n
+                r["metadata"]["ownerReferences"][0]["name"] == "everywhere" && r["revision"] == n
             })
             .map(|r| {
                 r["metadata"]["labels"]["controller-revision-hash"]
@@ -266,7 +265,7 @@ fn daemonsets_run_on_every_tolerating_node_and_roll_out() {
                     .to_string()
             })
     };
-    let first_hash = hash_of_revision("1").expect("revision 1");
+    let first_hash = hash_of_revision(1).expect("revision 1");
     let out = kubectl_ok(&k, &["rollout", "undo", "ds/everywhere"]);
     assert!(out.contains("rolled back"), "{out}");
     let env = kubectl_ok(
@@ -286,7 +285,7 @@ fn daemonsets_run_on_every_tolerating_node_and_roll_out() {
     });
     let history = kubectl_ok(&k, &["rollout", "history", "ds/everywhere"]);
     assert_eq!(numbers(&history), ["2", "3"], "{history}");
-    assert_eq!(hash_of_revision("3").as_deref(), Some(first_hash.as_str()));
+    assert_eq!(hash_of_revision(3).as_deref(), Some(first_hash.as_str()));
     wait_for(RUN, "both daemon pods back on the first revision", || {
         let out = kubectl(&k, &["get", "pods", "-l", "app=everywhere", "-o", "json"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
