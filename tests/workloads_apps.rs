@@ -187,37 +187,13 @@ fn replicasets_keep_their_pods() {
 
 /// The ReplicaSets owned by the Deployment with `uid`: (name, spec.replicas, revision, image).
 fn sets_of(k: &std::path::Path, uid: &str) -> Vec<(String, i64, String, String)> {
-    let out = kubectl(k, &["get", "rs", "-o", "json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| {
-            r["metadata"]["ownerReferences"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|o| o["uid"] == uid)
-        })
-        .map(|r| {
-            (
-                r["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                r["spec"]["replicas"].as_i64().unwrap_or(-1),
-                r["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                r["spec"]["template"]["spec"]["containers"][0]["image"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-        })
-        .collect()
+    replica_set_rows(k, &[], |r| {
+        r["metadata"]["ownerReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|o| o["uid"] == uid)
+    })
 }
 
 /// Pods (not terminating) whose `app` label is `app`.

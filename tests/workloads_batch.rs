@@ -2,7 +2,10 @@
 //! (issue 13, item 1): a DaemonSet lands on every node that tolerates it (the server, tainted
 //! `CriticalAddonsOnly=true:NoExecute`, only when the DaemonSet tolerates that) and rolls a
 //! template change out; a Job runs to completion (`kubectl wait --for=condition=complete`); a
-//! failing Job stops at its backoffLimit; a CronJob on `*/1 * * * *` fires.
+//! failing Job stops at its backoffLimit; an Indexed Job runs each index once with its index
+//! in env, label and hostname; a CronJob on `*/1 * * * *` fires and `timeZone` names are
+//! checked against the system's tz database. A DaemonSet keeps ControllerRevisions, so
+//! `kubectl rollout history|undo ds` work.
 //! Pod networks are small ranges of 198.18.0.0/16 picked from each test's own address block,
 //! so parallel tests never share a pod subnet; pulls never leave the machine.
 
@@ -29,21 +32,6 @@ fn apply(k: &Path, yaml: &str) {
         Some(yaml),
     );
     assert!(out.status.success(), "{}", stderr(&out));
-}
-
-/// The settings of a test node running pods: a pod range of this test's own (a /27 cut into
-/// /28 node ranges), the test images' pause image.
-fn pod_settings(block: &AddrBlock) -> Vec<(&'static str, String)> {
-    let o = block.ip(1).octets();
-    vec![
-        (
-            "cluster-cidr",
-            format!("198.18.{}.{}/27", o[1], (o[2] % 8) * 32),
-        ),
-        ("node-cidr-mask-size", "28".into()),
-        ("service-cidr", "198.19.0.0/16".into()),
-        ("pause-image", PAUSE_IMAGE.into()),
-    ]
 }
 
 fn require_runtime() {
@@ -226,6 +214,89 @@ fn daemonsets_run_on_every_tolerating_node_and_roll_out() {
         after.iter().all(|p| !before.contains(p)),
         "{before:?} -> {after:?}"
     );
+
+    // Each template is a ControllerRevision: `rollout history` lists both, and shows the
+    // first template without the new variable.
+    let revisions = kubectl_ok(&k, &["get", "controllerrevisions", "-o", "wide"]);
+    let header: Vec<&str> = revisions
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "CONTROLLER", "REVISION", "AGE"]);
+    assert!(
+        revisions.contains("daemonset.apps/everywhere"),
+        "{revisions}"
+    );
+    let history = kubectl_ok(&k, &["rollout", "history", "ds/everywhere"]);
+    let numbers = |h: &str| -> Vec<String> {
+        h.lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|w| w.parse::<u32>().is_ok())
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(numbers(&history), ["1", "2"], "{history}");
+    let first = kubectl_ok(&k, &["rollout", "history", "ds/everywhere", "--revision=1"]);
+    assert!(
+        first.contains(BUSYBOX_IMAGE) && !first.contains("ROLLED"),
+        "{first}"
+    );
+    let second = kubectl_ok(&k, &["rollout", "history", "ds/everywhere", "--revision=2"]);
+    assert!(second.contains("ROLLED"), "{second}");
+
+    // `rollout undo` (kubectl patches the template back from revision 1): the first template
+    // becomes revision 3 and its pods replace the current ones on both nodes.
+    let hash_of_revision = |n: i64| {
+        let out = kubectl_ok(&k, &["get", "controllerrevisions", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| {
+                r["metadata"]["ownerReferences"][0]["name"] == "everywhere" && r["revision"] == n
+            })
+            .map(|r| {
+                r["metadata"]["labels"]["controller-revision-hash"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+    };
+    let first_hash = hash_of_revision(1).expect("revision 1");
+    let out = kubectl_ok(&k, &["rollout", "undo", "ds/everywhere"]);
+    assert!(out.contains("rolled back"), "{out}");
+    let env = kubectl_ok(
+        &k,
+        &[
+            "get",
+            "ds",
+            "everywhere",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].env}",
+        ],
+    );
+    assert!(!env.contains("ROLLED"), "{env}");
+    wait_for(RUN, "rollout status after undo", || {
+        let out = kubectl(&k, &["rollout", "status", "ds/everywhere", "--timeout=10s"]);
+        (out.status.success()).then_some(())
+    });
+    let history = kubectl_ok(&k, &["rollout", "history", "ds/everywhere"]);
+    assert_eq!(numbers(&history), ["2", "3"], "{history}");
+    assert_eq!(hash_of_revision(3).as_deref(), Some(first_hash.as_str()));
+    wait_for(RUN, "both daemon pods back on the first revision", || {
+        let out = kubectl(&k, &["get", "pods", "-l", "app=everywhere", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let hashes: Vec<&str> = v["items"]
+            .as_array()?
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .filter_map(|p| p["metadata"]["labels"]["controller-revision-hash"].as_str())
+            .collect();
+        (hashes == [first_hash.as_str(), first_hash.as_str()]).then_some(())
+    });
 }
 
 #[test]
@@ -378,6 +449,121 @@ spec:
         ],
     );
     assert!(last.ends_with(":00Z"), "{last}");
+
+    // An Indexed Job: one pod per index with the index in its env, label and hostname;
+    // completedIndexes says which succeeded.
+    apply(
+        &k,
+        &format!(
+            r#"apiVersion: batch/v1
+kind: Job
+metadata: {{name: idx}}
+spec:
+  completionMode: Indexed
+  completions: 3
+  parallelism: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: c
+        image: {BUSYBOX_IMAGE}
+        command: ["sh", "-c", "echo index=$JOB_COMPLETION_INDEX host=`cat /etc/hostname`"]
+"#
+        ),
+    );
+    wait_for(RUN, "kubectl wait --for=condition=complete job/idx", || {
+        let out = kubectl(
+            &k,
+            &[
+                "wait",
+                "--for=condition=complete",
+                "job/idx",
+                "--timeout=10s",
+            ],
+        );
+        out.status.success().then_some(())
+    });
+    assert_eq!(
+        kubectl_ok(
+            &k,
+            &[
+                "get",
+                "job",
+                "idx",
+                "-o",
+                "jsonpath={.status.completedIndexes} {.status.succeeded}"
+            ]
+        ),
+        "0-2 3"
+    );
+    for index in 0..3 {
+        let selector = format!(
+            "batch.kubernetes.io/job-name=idx,batch.kubernetes.io/job-completion-index={index}"
+        );
+        let pods = kubectl_ok(&k, &["get", "pods", "-l", &selector, "-o", "name"]);
+        let pod = pods
+            .lines()
+            .next()
+            .unwrap_or_else(|| panic!("no pod of index {index}"));
+        assert_eq!(
+            kubectl_ok(&k, &["logs", pod]),
+            format!("index={index} host=idx-{index}\n")
+        );
+    }
+    // Indexed needs completions: upstream's 422.
+    let no_completions = r#"{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"idx2"},
+      "spec":{"completionMode":"Indexed","parallelism":2,"template":{"spec":{
+        "restartPolicy":"Never","containers":[{"name":"c","image":"x"}]}}}}"#;
+    let out = kubectl_run(
+        Path::new("kubectl"),
+        &k,
+        &["create", "--validate=false", "-f", "-"],
+        Some(no_completions),
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("spec.completions: Required value: when completion mode is Indexed"),
+        "{}",
+        stderr(&out)
+    );
+
+    // CronJob time zones come from the system's tz database; unknown names get upstream's 422.
+    let zoned = |zone: &str| {
+        format!(
+            r#"{{"apiVersion":"batch/v1","kind":"CronJob","metadata":{{"name":"zoned"}},
+      "spec":{{"schedule":"0 9 * * *","timeZone":"{zone}","jobTemplate":{{"spec":{{"template":{{"spec":{{
+        "restartPolicy":"Never","containers":[{{"name":"c","image":"x"}}]}}}}}}}}}}}}"#
+        )
+    };
+    let out = kubectl_run(
+        Path::new("kubectl"),
+        &k,
+        &["create", "--validate=false", "-f", "-"],
+        Some(&zoned("Mars/Olympus")),
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            r#"spec.timeZone: Invalid value: "Mars/Olympus": unknown time zone Mars/Olympus"#
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let out = kubectl_run(
+        Path::new("kubectl"),
+        &k,
+        &["create", "--validate=false", "-f", "-"],
+        Some(&zoned("America/New_York")),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let row = kubectl_ok(&k, &["get", "cronjob", "zoned", "--no-headers"]);
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        &cells[..7],
+        ["zoned", "0", "9", "*", "*", "*", "America/New_York"],
+        "{row}"
+    );
 
     // Upstream's columns for all three kinds, and describe works.
     let wide = kubectl_ok(&k, &["get", "job,cronjob", "-o", "wide"]);

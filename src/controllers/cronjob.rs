@@ -1,4 +1,5 @@
-//! The CronJob controller on the leading server, as upstream's: at each scheduled time (UTC) it
+//! The CronJob controller on the leading server, as upstream's: at each scheduled time (in the
+//! CronJob's `timeZone`, UTC when unset; see [`due`] for daylight saving time) it
 //! creates a Job `<cronjob>-<minutes since the epoch>` from the job template, owned by the
 //! CronJob and annotated with the scheduled time. Only the most recent missed time is run, and
 //! not at all when it is more than `startingDeadlineSeconds` late. `concurrencyPolicy` decides
@@ -21,7 +22,7 @@ use super::replicaset::{controller_ref, controller_uid, is_deleting, write_statu
 use crate::datastore::StoreCell;
 use crate::registry::job::has_condition;
 use crate::registry::print::{created, text, timestamp};
-use crate::registry::{CRON_JOBS, JOBS, parse_schedule};
+use crate::registry::{CRON_JOBS, JOBS, parse_schedule, time_zone};
 use crate::storage::{ListOptions, ObjectError, Storage};
 
 const COMPONENT: &str = "cronjob-controller";
@@ -34,15 +35,52 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// How many spring-forward gaps a search steps over before giving up (one per year at most).
+const MAX_GAP_SKIPS: usize = 8;
+
+/// The CronJob's time zone: `spec.timeZone` from the system tz database, UTC when unset.
+fn zone_of(cj: &Value) -> Result<jiff::tz::TimeZone, String> {
+    match cj["spec"].get("timeZone").and_then(Value::as_str) {
+        Some(name) => time_zone(name),
+        None => Ok(jiff::tz::TimeZone::UTC),
+    }
+}
+
+/// The most recent scheduled time not after `now`. Scheduled times are the instants whose wall
+/// clock time in the CronJob's zone matches the schedule, as upstream's cron library computes
+/// them: a time that a spring-forward gap skips does not run that day (croner would move it
+/// past the gap; such results are passed over). In a fall-back overlap a fixed time runs once,
+/// at its first pass (croner's rule; upstream's library runs it in both passes).
+pub fn previous_run(
+    cron: &croner::Cron,
+    zone: jiff::tz::TimeZone,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let now = jiff::Timestamp::from_second(now.timestamp())
+        .ok()?
+        .to_zoned(zone);
+    let mut t = cron.find_previous_occurrence(&now, true).ok()?;
+    let mut skips = 0;
+    while !cron.is_time_matching(&t).ok()? {
+        skips += 1;
+        if skips > MAX_GAP_SKIPS {
+            return None;
+        }
+        t = cron.find_previous_occurrence(&t, false).ok()?;
+    }
+    DateTime::from_timestamp(t.timestamp().as_second(), 0)
+}
+
 /// The time a CronJob should run now: the most recent scheduled time after its last run (or
 /// its creation) and not after `now`, unless that is later than `startingDeadlineSeconds`.
 pub fn due(cj: &Value, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let cron = parse_schedule(text(cj, "/spec/schedule")).ok()?;
+    let zone = zone_of(cj).ok()?;
     let mut earliest = timestamp(cj.pointer("/status/lastScheduleTime")).or_else(|| created(cj))?;
     if let Some(deadline) = cj["spec"]["startingDeadlineSeconds"].as_i64() {
         earliest = earliest.max(now - chrono::Duration::seconds(deadline));
     }
-    let t = cron.find_previous_occurrence(&now, true).ok()?;
+    let t = previous_run(&cron, zone, now)?;
     (t > earliest).then_some(t)
 }
 
@@ -151,6 +189,10 @@ pub async fn sync_one(
         .collect();
 
     let mut last_schedule = cj["status"].get("lastScheduleTime").cloned();
+    if let Err(e) = zone_of(cj) {
+        // The zone left the system's database after the CronJob was admitted.
+        tracing::warn!(component = COMPONENT, cronjob = %name, "no runs: {e}");
+    }
     if cj["spec"]["suspend"] != true
         && let Some(t) = due(cj, now)
     {
@@ -465,5 +507,90 @@ mod tests {
         );
         let late: DateTime<Utc> = "2026-01-01T00:01:20Z".parse().unwrap();
         assert_eq!(due(&cj, late), None);
+    }
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn prev(schedule: &str, zone: &str, now: &str) -> Option<String> {
+        let cron = parse_schedule(schedule).unwrap();
+        previous_run(&cron, time_zone(zone).unwrap(), utc(now)).map(rfc3339)
+    }
+
+    #[test]
+    fn schedules_follow_the_time_zone_across_dst() {
+        // 09:00 in Berlin is 08:00Z in winter and 07:00Z in summer (DST from 2026-03-29).
+        let at9 = |now| prev("0 9 * * *", "Europe/Berlin", now);
+        assert_eq!(at9("2026-03-28T12:00:00Z").unwrap(), "2026-03-28T08:00:00Z");
+        assert_eq!(at9("2026-03-30T12:00:00Z").unwrap(), "2026-03-30T07:00:00Z");
+        // New York springs forward on 2026-03-08 at 02:00: 02:30 does not exist that day and
+        // does not run (upstream's cron library skips it); the day before and after it does.
+        let at230 = |now| prev("30 2 * * *", "America/New_York", now);
+        assert_eq!(
+            at230("2026-03-08T16:00:00Z").unwrap(),
+            "2026-03-07T07:30:00Z"
+        );
+        assert_eq!(
+            at230("2026-03-09T12:00:00Z").unwrap(),
+            "2026-03-09T06:30:00Z"
+        );
+        // Hourly schedules keep running through the gap (03:00 EDT is 07:00Z).
+        assert_eq!(
+            prev("0 * * * *", "America/New_York", "2026-03-08T07:10:00Z").unwrap(),
+            "2026-03-08T07:00:00Z"
+        );
+        // Falling back on 2026-11-01 at 02:00: 01:30 runs once, at its first pass (05:30Z).
+        let at130 = |now| prev("30 1 * * *", "America/New_York", now);
+        assert_eq!(
+            at130("2026-11-01T06:45:00Z").unwrap(),
+            "2026-11-01T05:30:00Z"
+        );
+        // UTC and Etc/UTC are plain.
+        assert_eq!(
+            prev("*/5 * * * *", "Etc/UTC", "2026-06-01T10:07:00Z").unwrap(),
+            "2026-06-01T10:05:00Z"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_time_zone_moves_the_run() {
+        let store = store();
+        // 10:00 in Kolkata (UTC+05:30) is 04:30Z.
+        let c = store
+            .create(
+                &CRON_JOBS,
+                Some("default"),
+                cronjob(
+                    "tz",
+                    json!({"schedule": "0 10 * * *", "timeZone": "Asia/Kolkata"}),
+                ),
+            )
+            .await
+            .unwrap();
+        let uid = text(&c, "/metadata/uid").to_string();
+        let created = created(&c).unwrap();
+        // The first 04:30Z after the CronJob was made.
+        let mut run = created
+            .date_naive()
+            .and_hms_opt(4, 30, 0)
+            .unwrap()
+            .and_utc();
+        if run <= created {
+            run += chrono::Duration::days(1);
+        }
+        sync_all_at(&store, run - chrono::Duration::seconds(1))
+            .await
+            .unwrap();
+        assert!(jobs_of(&store, &uid).await.is_empty());
+        sync_all_at(&store, run + chrono::Duration::seconds(1))
+            .await
+            .unwrap();
+        let jobs = jobs_of(&store, &uid).await;
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(
+            jobs[0]["metadata"]["annotations"][SCHEDULED_TIMESTAMP],
+            rfc3339(run)
+        );
     }
 }

@@ -6,11 +6,16 @@
 //! with a required `metadata.name` node affinity term and placed by the scheduler, as upstream
 //! does. Failed pods are replaced; surplus pods on a node are deleted. Rolling updates replace
 //! pods whose `controller-revision-hash` is not the template's, at most `maxUnavailable` nodes
-//! unavailable at a time (`OnDelete` replaces only deleted pods). Status reports the
-//! desired/current/ready/updated/available/misscheduled counts `kubectl rollout status ds`
-//! reads. Driven by watches on DaemonSets, pods and nodes.
+//! unavailable at a time, or with `maxSurge` a new pod next to the old one on at most that many
+//! nodes, the old one going once the new one is available (`OnDelete` replaces only deleted
+//! pods). Each template is kept as a
+//! ControllerRevision `<ds>-<hash>` (upstream's `constructHistory`): its `data` is the patch
+//! `kubectl rollout undo ds` applies, its `revision` the next number when the template becomes
+//! current again, and old revisions no pod uses go beyond `revisionHistoryLimit`. Status
+//! reports the desired/current/ready/updated/available/misscheduled counts `kubectl rollout
+//! status ds` reads. Driven by watches on DaemonSets, pods, nodes and ControllerRevisions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -20,15 +25,15 @@ use tokio_util::sync::CancellationToken;
 use super::deployment::{scaled, template_hash};
 use super::driven;
 use super::replicaset::{
-    controller_uid, delete_pod, is_available, is_deleting, is_ready, pod_from_template,
-    write_status,
+    controller_ref, controller_uid, delete_pod, is_available, is_deleting, is_ready,
+    pod_from_template, write_status,
 };
 use super::scheduler::predicates::{
     NodeInfo, PodInfo, TAINT_NOT_READY, TAINT_UNREACHABLE, Taint, node_affinity_fits, tolerated,
 };
 use crate::datastore::StoreCell;
 use crate::registry::print::text;
-use crate::registry::{DAEMON_SETS, NODES, PODS};
+use crate::registry::{CONTROLLER_REVISIONS, DAEMON_SETS, NODES, PODS};
 use crate::storage::{ListOptions, ObjectError, Storage};
 
 const COMPONENT: &str = "daemonset-controller";
@@ -61,6 +66,114 @@ fn default_tolerations(host_network: bool) -> Vec<Value> {
 /// The template's revision hash (the template without the label itself).
 fn revision_hash(ds: &Value) -> String {
     template_hash(&ds["spec"]["template"], 0)
+}
+
+/// The `data` of a template's ControllerRevision, as upstream's `getPatch` makes it: a
+/// strategic merge patch replacing `spec.template`, which `kubectl rollout undo ds` sends back
+/// as it is and `kubectl rollout history --revision` applies to show the template.
+pub fn revision_data(ds: &Value) -> Value {
+    let mut template = ds["spec"]["template"].clone();
+    if !template.is_object() {
+        template = json!({});
+    }
+    template["$patch"] = json!("replace");
+    json!({"spec": {"template": template}})
+}
+
+/// The `revision` number of a ControllerRevision.
+fn revision_number(rev: &Value) -> i64 {
+    rev["revision"].as_i64().unwrap_or(0)
+}
+
+/// Keeps the DaemonSet's history (upstream `constructHistory` and `cleanupHistory`): the
+/// current template's revision `<ds>-<hash>` exists and has the highest number (a template
+/// that becomes current again, as after `kubectl rollout undo`, gets the next number), and of
+/// the old revisions no live pod uses, only the newest `revisionHistoryLimit` stay.
+async fn sync_history(
+    store: &Storage,
+    ds: &Value,
+    hash: &str,
+    revisions_in_ns: &[Value],
+    pod_hashes: &BTreeSet<&str>,
+) -> Result<(), ObjectError> {
+    let ns = text(ds, "/metadata/namespace");
+    let uid = text(ds, "/metadata/uid");
+    let current_name = format!("{}-{hash}", text(ds, "/metadata/name"));
+    let mut owned: Vec<&Value> = revisions_in_ns
+        .iter()
+        .filter(|r| controller_uid(r) == Some(uid) && !is_deleting(r))
+        .collect();
+    let max = owned.iter().map(|r| revision_number(r)).max().unwrap_or(0);
+    match owned
+        .iter()
+        .position(|r| text(r, "/metadata/name") == current_name)
+    {
+        Some(i) => {
+            let current = owned.remove(i);
+            if revision_number(current) < max {
+                store
+                    .modify(&CONTROLLER_REVISIONS, Some(ns), &current_name, None, |r| {
+                        r["revision"] = json!(max + 1);
+                        Ok::<(), ObjectError>(())
+                    })
+                    .await?;
+            }
+        }
+        None => {
+            let mut labels = ds["spec"]["template"]["metadata"]["labels"].clone();
+            if !labels.is_object() {
+                labels = json!({});
+            }
+            labels[REVISION_HASH] = json!(hash);
+            let mut metadata = json!({
+                "name": current_name,
+                "namespace": ns,
+                "labels": labels,
+                "ownerReferences": [controller_ref(&DAEMON_SETS, ds)],
+            });
+            // Upstream copies the DaemonSet's annotations (`kubernetes.io/change-cause` is
+            // what `kubectl rollout history` prints).
+            if let Some(a) = ds["metadata"].get("annotations").filter(|a| a.is_object()) {
+                metadata["annotations"] = a.clone();
+            }
+            let rev = json!({
+                "apiVersion": "apps/v1",
+                "kind": "ControllerRevision",
+                "metadata": metadata,
+                "data": revision_data(ds),
+                "revision": max + 1,
+            });
+            store.create(&CONTROLLER_REVISIONS, Some(ns), rev).await?;
+        }
+    }
+    let limit = ds["spec"]["revisionHistoryLimit"]
+        .as_i64()
+        .unwrap_or(10)
+        .max(0) as usize;
+    let mut unused: Vec<&Value> = owned
+        .into_iter()
+        .filter(|r| !pod_hashes.contains(text(r, &format!("/metadata/labels/{REVISION_HASH}"))))
+        .collect();
+    if unused.len() > limit {
+        unused.sort_by_key(|r| revision_number(r));
+        let surplus = unused.len() - limit;
+        for r in &unused[..surplus] {
+            match store
+                .delete(
+                    &CONTROLLER_REVISIONS,
+                    Some(ns),
+                    text(r, "/metadata/name"),
+                    Some(text(r, "/metadata/uid")),
+                    None,
+                )
+                .await
+            {
+                Ok(_) | Err(ObjectError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The daemon pod of `ds` for `node`, not yet created: the template with the default
@@ -148,6 +261,7 @@ pub async fn sync_one(
     ds: &Value,
     nodes: &[NodeInfo],
     pods_in_ns: &[Value],
+    revisions_in_ns: &[Value],
     now: DateTime<Utc>,
 ) -> Result<(), ObjectError> {
     if is_deleting(ds) {
@@ -175,11 +289,30 @@ pub async fn sync_one(
     for list in by_node.values_mut() {
         list.sort_by_key(|p| text(p, "/metadata/creationTimestamp").to_string());
     }
+    let pod_hashes: BTreeSet<&str> = by_node
+        .values()
+        .flatten()
+        .map(|p| text(p, &format!("/metadata/labels/{REVISION_HASH}")))
+        .collect();
+    sync_history(store, ds, &hash, revisions_in_ns, &pod_hashes).await?;
+
+    let strategy = &ds["spec"]["updateStrategy"];
+    let rolling = text(strategy, "/type") != "OnDelete";
+    let max_surge = strategy
+        .pointer("/rollingUpdate/maxSurge")
+        .cloned()
+        .unwrap_or(json!(0));
+    // With a surge, a node runs its new pod next to the old one until the new one is available
+    // (upstream's surge path of `rollingUpdate`), instead of losing its daemon meanwhile.
+    let surging = rolling && max_surge != json!(0) && max_surge != json!("0%");
+    let outdated = |p: &Value| text(p, &format!("/metadata/labels/{REVISION_HASH}")) != hash;
 
     let mut to_create: Vec<&str> = Vec::new();
     let mut to_delete: Vec<&Value> = Vec::new();
     // Per eligible node: its kept pod (if any).
     let mut kept: Vec<(&str, Option<&Value>)> = Vec::new();
+    // Surge: nodes running an old and a new pod, and nodes whose available old pod waits for one.
+    let (mut surge_in_use, mut surge_candidates) = (0, Vec::new());
     let (mut desired, mut current, mut misscheduled) = (0, 0, 0);
     for node in nodes {
         let (should_run, may_continue) = placement(&template, node);
@@ -201,6 +334,36 @@ pub async fn sync_one(
             .into_iter()
             .partition(|p| text(p, "/status/phase") == "Failed");
         to_delete.extend(failed);
+        if surging && should_run {
+            // At most one new and one old pod per node, the oldest of each.
+            let (new, old): (Vec<&Value>, Vec<&Value>) =
+                running.into_iter().partition(|p| !outdated(p));
+            to_delete.extend(new.iter().skip(1));
+            to_delete.extend(old.iter().skip(1));
+            let (new, old) = (new.first().copied(), old.first().copied());
+            match (new, old) {
+                (Some(n), Some(o)) => {
+                    surge_in_use += 1;
+                    if is_available(n, min_ready, now) {
+                        to_delete.push(o);
+                    }
+                }
+                // An old pod that is not available anyway is replaced without using the surge.
+                (None, Some(o)) if !is_available(o, min_ready, now) => {
+                    to_create.push(node.name.as_str())
+                }
+                (None, Some(_)) => surge_candidates.push(node.name.as_str()),
+                (None, None) if !pods.iter().any(|p| is_deleting(p)) => {
+                    to_create.push(node.name.as_str())
+                }
+                _ => {}
+            }
+            let keep = new
+                .or(old)
+                .or_else(|| pods.iter().copied().find(|p| is_deleting(p)));
+            kept.push((node.name.as_str(), keep));
+            continue;
+        }
         if running.len() > 1 {
             to_delete.extend(&running[1..]);
         }
@@ -221,9 +384,13 @@ pub async fn sync_one(
         to_delete.extend(pods.iter().copied().filter(|p| !is_deleting(p)));
     }
 
+    if surging {
+        let budget = (scaled(&max_surge, desired, true) - surge_in_use).max(0) as usize;
+        to_create.extend(surge_candidates.into_iter().take(budget));
+    }
+
     // Rolling update: replace outdated pods, keeping at most maxUnavailable nodes unavailable.
-    let strategy = &ds["spec"]["updateStrategy"];
-    if text(strategy, "/type") != "OnDelete" {
+    if rolling && !surging {
         let max_unavailable = scaled(
             strategy
                 .pointer("/rollingUpdate/maxUnavailable")
@@ -236,7 +403,6 @@ pub async fn sync_one(
             .iter()
             .filter(|(_, p)| !p.is_some_and(|p| !is_deleting(p) && is_available(p, min_ready, now)))
             .count() as i64;
-        let outdated = |p: &Value| text(p, &format!("/metadata/labels/{REVISION_HASH}")) != hash;
         // Outdated pods that are unavailable anyway go first, without using the budget.
         for (_, pod) in &kept {
             if let Some(p) = pod
@@ -315,26 +481,33 @@ pub async fn sync_all(store: &Storage) -> Result<i64, ObjectError> {
         .await?;
     let node_list = store.list(&NODES, None, &ListOptions::default()).await?;
     let all_pods = store.list(&PODS, None, &ListOptions::default()).await?;
+    let revisions = store
+        .list(&CONTROLLER_REVISIONS, None, &ListOptions::default())
+        .await?;
     let nodes: Vec<NodeInfo> = node_list
         .items
         .iter()
         .filter_map(NodeInfo::from_object)
         .collect();
     let by_ns = driven::by_namespace(&all_pods.items);
+    let revisions_by_ns = driven::by_namespace(&revisions.items);
     let now = Utc::now();
     for ds in &sets.items {
-        let pods = by_ns
-            .get(text(ds, "/metadata/namespace"))
+        let ns = text(ds, "/metadata/namespace");
+        let pods = by_ns.get(ns).map(Vec::as_slice).unwrap_or_default();
+        let history = revisions_by_ns
+            .get(ns)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        if let Err(e) = sync_one(store, ds, &nodes, pods, now).await {
+        if let Err(e) = sync_one(store, ds, &nodes, pods, history, now).await {
             tracing::debug!(component = COMPONENT, daemonset = %text(ds, "/metadata/name"), "sync failed: {e}");
         }
     }
     Ok(sets
         .resource_version
         .min(node_list.resource_version)
-        .min(all_pods.resource_version))
+        .min(all_pods.resource_version)
+        .min(revisions.resource_version))
 }
 
 /// Runs the controller while leading, until `cancel`.
@@ -348,7 +521,7 @@ pub async fn run(
         is_leader,
         cancel,
         COMPONENT,
-        &[&DAEMON_SETS, &PODS, &NODES],
+        &[&DAEMON_SETS, &PODS, &NODES, &CONTROLLER_REVISIONS],
         |store| async move { sync_all(&store).await },
     )
     .await
@@ -586,5 +759,173 @@ mod tests {
         assert_eq!(status["updatedNumberScheduled"], 1);
         assert_eq!(status["numberAvailable"], 2);
         assert_eq!(status["numberUnavailable"], 1);
+    }
+
+    async fn revisions(store: &Storage) -> Vec<(String, i64, String)> {
+        let mut out: Vec<(String, i64, String)> = store
+            .list(
+                &CONTROLLER_REVISIONS,
+                Some("default"),
+                &ListOptions::default(),
+            )
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|r| {
+                (
+                    text(r, "/metadata/name").to_string(),
+                    revision_number(r),
+                    text(r, "/data/spec/template/spec/containers/0/image").to_string(),
+                )
+            })
+            .collect();
+        out.sort_by_key(|r| r.1);
+        out
+    }
+
+    async fn set_image(store: &Storage, name: &str, image: &str) {
+        store
+            .modify(&DAEMON_SETS, Some("default"), name, None, |d| {
+                d["spec"]["template"]["spec"]["containers"][0]["image"] = json!(image);
+                Ok::<(), ObjectError>(())
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn history_is_kept_as_controller_revisions() {
+        let store = store();
+        setup(&store).await;
+        // No node matches: the history alone is looked at.
+        let mut d = ds("hist", json!([]), json!({"role": "none"}));
+        d["spec"]["revisionHistoryLimit"] = json!(1);
+        d["metadata"]["annotations"] = json!({"kubernetes.io/change-cause": "first"});
+        let d = store
+            .create(&DAEMON_SETS, Some("default"), d)
+            .await
+            .unwrap();
+        sync_all(&store).await.unwrap();
+        let first = revisions(&store).await;
+        let hash1 = revision_hash(&d);
+        assert_eq!(first, [(format!("hist-{hash1}"), 1, "x:1".to_string())]);
+        let rev = store
+            .get(&CONTROLLER_REVISIONS, Some("default"), &first[0].0)
+            .await
+            .unwrap();
+        assert_eq!(rev["metadata"]["labels"][REVISION_HASH], hash1.as_str());
+        assert_eq!(rev["metadata"]["labels"]["app"], "hist");
+        assert_eq!(rev["metadata"]["ownerReferences"][0]["kind"], "DaemonSet");
+        assert_eq!(
+            rev["metadata"]["annotations"]["kubernetes.io/change-cause"],
+            "first"
+        );
+        assert_eq!(rev["data"]["spec"]["template"]["$patch"], "replace");
+        // A second pass changes nothing.
+        sync_all(&store).await.unwrap();
+        assert_eq!(revisions(&store).await, first);
+
+        set_image(&store, "hist", "x:2").await;
+        sync_all(&store).await.unwrap();
+        let second = revisions(&store).await;
+        assert_eq!(second.len(), 2, "{second:?}");
+        assert_eq!(second[1].1, 2);
+        assert_eq!(second[1].2, "x:2");
+
+        // Back to the first template (what `rollout undo` does): its revision is renumbered,
+        // no new one is made.
+        set_image(&store, "hist", "x:1").await;
+        sync_all(&store).await.unwrap();
+        let third = revisions(&store).await;
+        assert_eq!(
+            third,
+            [
+                second[1].clone(),
+                (first[0].0.clone(), 3, "x:1".to_string())
+            ]
+        );
+
+        // A third template: the oldest unused revision goes beyond revisionHistoryLimit 1.
+        set_image(&store, "hist", "x:3").await;
+        sync_all(&store).await.unwrap();
+        let images: Vec<(i64, String)> = revisions(&store)
+            .await
+            .into_iter()
+            .map(|r| (r.1, r.2))
+            .collect();
+        assert_eq!(images, [(3, "x:1".to_string()), (4, "x:3".to_string())]);
+    }
+
+    #[tokio::test]
+    async fn rolling_update_with_surge_keeps_every_node_running() {
+        let store = store();
+        setup(&store).await;
+        let mut d = ds(
+            "surge",
+            json!([{"key": "CriticalAddonsOnly", "operator": "Exists"}]),
+            json!({}),
+        );
+        d["spec"]["updateStrategy"] =
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}});
+        let d = store
+            .create(&DAEMON_SETS, Some("default"), d)
+            .await
+            .unwrap();
+        let uid = text(&d, "/metadata/uid").to_string();
+        sync_all(&store).await.unwrap();
+        for p in pods_by_node(&store, &uid).await.values().flatten() {
+            mark_ready(&store, p).await;
+        }
+        set_image(&store, "surge", "x:2").await;
+        sync_all(&store).await.unwrap();
+        // One node (the surge) gets a new pod next to its old one; no old pod goes yet.
+        let during = pods_by_node(&store, &uid).await;
+        assert_eq!(during.len(), 3);
+        let doubled: Vec<&String> = during
+            .iter()
+            .filter(|(_, p)| p.len() == 2)
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(doubled.len(), 1, "{during:?}");
+        sync_all(&store).await.unwrap();
+        assert_eq!(
+            pods_by_node(&store, &uid).await[doubled[0]].len(),
+            2,
+            "not available yet"
+        );
+        // The new pod is available: the old one on that node goes, the next node surges.
+        let new_pod = during[doubled[0]]
+            .iter()
+            .find(|p| text(p, "/spec/containers/0/image") == "x:2")
+            .unwrap()
+            .clone();
+        mark_ready(&store, &new_pod).await;
+        sync_all(&store).await.unwrap();
+        // (The surge was still in use during that pass, as upstream counts it.)
+        sync_all(&store).await.unwrap();
+        let after = pods_by_node(&store, &uid).await;
+        let images: Vec<Vec<&str>> = after
+            .values()
+            .map(|pods| {
+                pods.iter()
+                    .map(|p| text(p, "/spec/containers/0/image"))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(after[doubled[0]].len(), 1, "{images:?}");
+        assert_eq!(
+            text(&after[doubled[0]][0], "/spec/containers/0/image"),
+            "x:2"
+        );
+        assert_eq!(
+            after.values().filter(|p| p.len() == 2).count(),
+            1,
+            "{images:?}"
+        );
+        assert!(
+            after.values().all(|p| !p.is_empty()),
+            "no node without its daemon"
+        );
     }
 }

@@ -11,8 +11,12 @@
 //! `ttlSecondsAfterFinished` is deleted that long after finishing (its pods then go with the
 //! garbage collector). Driven by watches on Jobs and pods plus a ticker for the timed work.
 //! Pods are counted from the pods that exist: upstream's `job-tracking` finalizers are not
-//! used (docs/workloads-batch.md).
+//! used (docs/workloads-batch.md). Indexed Jobs give each pod an index (annotation and label
+//! `batch.kubernetes.io/job-completion-index`, env `JOB_COMPLETION_INDEX`, hostname
+//! `<job>-<index>`), run each index until one pod of it succeeds, keep the succeeded ones in
+//! `status.completedIndexes` (`0-2,4`) and complete once every index has.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -25,7 +29,7 @@ use super::replicaset::{
     controller_uid, delete_pod, is_deleting, is_ready, pod_from_template, write_status,
 };
 use crate::datastore::StoreCell;
-use crate::registry::job::{has_condition, is_finished};
+use crate::registry::job::{COMPLETION_INDEX, has_condition, is_finished};
 use crate::registry::print::{list, text, timestamp};
 use crate::registry::{JOBS, PODS};
 use crate::storage::{ListOptions, ObjectError, Storage};
@@ -82,6 +86,85 @@ fn restarts(active: &[&Value]) -> i64 {
         })
         .map(|c| c["restartCount"].as_i64().unwrap_or(0))
         .sum()
+}
+
+/// The completion index of an Indexed Job's pod, when it has a valid one (below `completions`).
+fn completion_index(pod: &Value, completions: i64) -> Option<i64> {
+    pod.pointer("/metadata/annotations")
+        .and_then(|a| a.get(COMPLETION_INDEX))
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<i64>().ok())
+        .filter(|i| (0..completions).contains(i))
+}
+
+/// Parses `status.completedIndexes` (`1,3-5,7`); malformed parts are skipped.
+fn parse_indexes(s: &str) -> BTreeSet<i64> {
+    let mut out = BTreeSet::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bounds = match part.split_once('-') {
+            Some((a, b)) => a.parse::<i64>().ok().zip(b.parse::<i64>().ok()),
+            None => part.parse::<i64>().ok().map(|i| (i, i)),
+        };
+        if let Some((a, b)) = bounds {
+            out.extend(a..=b);
+        }
+    }
+    out
+}
+
+/// Formats indexes as upstream does: ascending, runs of two or more as `first-last`.
+fn format_indexes(indexes: &BTreeSet<i64>) -> String {
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for &i in indexes {
+        match runs.last_mut() {
+            Some((_, last)) if *last + 1 == i => *last = i,
+            _ => runs.push((i, i)),
+        }
+    }
+    runs.iter()
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The pod of an Indexed Job for `index` (upstream `addCompletionIndexAnnotation`,
+/// `addCompletionIndexEnvVariables` and the `<job>-<index>` hostname and name prefix).
+fn indexed_pod(job: &Value, index: i64) -> Value {
+    let mut pod = pod_from_template(&JOBS, job);
+    let name = text(job, "/metadata/name");
+    let meta = &mut pod["metadata"];
+    meta["generateName"] = json!(format!("{name}-{index}-"));
+    for key in ["annotations", "labels"] {
+        if !meta[key].is_object() {
+            meta[key] = json!({});
+        }
+        meta[key][COMPLETION_INDEX] = json!(index.to_string());
+    }
+    let spec = &mut pod["spec"];
+    if text(spec, "/hostname").is_empty() {
+        spec["hostname"] = json!(format!("{name}-{index}"));
+    }
+    let env = json!({"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
+        "fieldPath": format!("metadata.annotations['{COMPLETION_INDEX}']")}}});
+    for list in ["initContainers", "containers"] {
+        for c in spec[list].as_array_mut().into_iter().flatten() {
+            if !c["env"].is_array() {
+                c["env"] = json!([]);
+            }
+            if let Some(vars) = c["env"].as_array_mut()
+                && !vars.iter().any(|v| v["name"] == "JOB_COMPLETION_INDEX")
+            {
+                vars.push(env.clone());
+            }
+        }
+    }
+    pod
 }
 
 fn condition(kind: &str, reason: &str, message: &str, now: DateTime<Utc>) -> Value {
@@ -146,8 +229,25 @@ pub async fn sync_one(
         .iter()
         .filter(|p| is_deleting(p) && phase(p) != "Succeeded" && phase(p) != "Failed")
         .count() as i64;
-    let succeeded = (owned.iter().filter(|p| phase(p) == "Succeeded").count() as i64)
-        .max(status["succeeded"].as_i64().unwrap_or(0));
+    let indexed = text(spec, "/completionMode") == "Indexed";
+    let completions = spec["completions"].as_i64();
+    // Indexed: the indexes with a succeeded pod, which never go (status keeps them).
+    let mut completed = BTreeSet::new();
+    if indexed {
+        completed = parse_indexes(text(status, "/completedIndexes"));
+        completed.extend(
+            owned
+                .iter()
+                .filter(|p| phase(p) == "Succeeded")
+                .filter_map(|p| completion_index(p, completions.unwrap_or(0))),
+        );
+    }
+    let succeeded = if indexed {
+        completed.len() as i64
+    } else {
+        (owned.iter().filter(|p| phase(p) == "Succeeded").count() as i64)
+            .max(status["succeeded"].as_i64().unwrap_or(0))
+    };
     let failed_pods: Vec<&Value> = owned
         .iter()
         .copied()
@@ -157,7 +257,6 @@ pub async fn sync_one(
 
     let mut conditions: Vec<Value> = list(job, "/status/conditions").to_vec();
     let parallelism = spec["parallelism"].as_i64().unwrap_or(1).max(0);
-    let completions = spec["completions"].as_i64();
     let backoff_limit = spec["backoffLimit"].as_i64().unwrap_or(6);
     let suspended = spec["suspend"] == true;
     let start = timestamp(status.get("startTime")).or((!suspended).then_some(now));
@@ -211,6 +310,23 @@ pub async fn sync_one(
             terminating += 1;
         }
     } else {
+        // Indexed: one running pod per index still missing; pods of a succeeded index, of no
+        // valid index or of an index another pod already runs go.
+        let mut running = BTreeSet::new();
+        if indexed {
+            active.sort_by_key(|p| text(p, "/metadata/creationTimestamp").to_string());
+            let mut keep = Vec::with_capacity(active.len());
+            for p in active.drain(..) {
+                match completion_index(p, completions.unwrap_or(0)) {
+                    Some(i) if !completed.contains(&i) && running.insert(i) => keep.push(p),
+                    _ => {
+                        delete_pod(store, p).await?;
+                        terminating += 1;
+                    }
+                }
+            }
+            active = keep;
+        }
         let want = match completions {
             Some(c) => parallelism.min(c - succeeded).max(0),
             None if succeeded > 0 => 0,
@@ -220,10 +336,18 @@ pub async fn sync_one(
             let last_failure = failed_pods.iter().filter_map(|p| finished_at(p)).max();
             let wait_until = last_failure.map(|t| t + backoff(failed));
             if wait_until.is_none_or(|t| t <= now) {
+                let mut pending = (0..completions.unwrap_or(0))
+                    .filter(|i| !completed.contains(i) && !running.contains(i));
                 for _ in active.len()..want {
-                    let pod = store
-                        .create(&PODS, Some(ns), pod_from_template(&JOBS, job))
-                        .await?;
+                    let template = if indexed {
+                        match pending.next() {
+                            Some(i) => indexed_pod(job, i),
+                            None => break,
+                        }
+                    } else {
+                        pod_from_template(&JOBS, job)
+                    };
+                    let pod = store.create(&PODS, Some(ns), template).await?;
                     tracing::debug!(component = COMPONENT, job = %name, pod = %text(&pod, "/metadata/name"), "created pod");
                     created += 1;
                 }
@@ -300,6 +424,9 @@ pub async fn sync_one(
         if n > 0 {
             new_status[k] = json!(n);
         }
+    }
+    if !completed.is_empty() {
+        new_status["completedIndexes"] = json!(format_indexes(&completed));
     }
     if let Some(t) = completion_time {
         new_status["completionTime"] = t;
@@ -550,5 +677,103 @@ mod tests {
         assert_eq!(backoff(1).num_seconds(), 10);
         assert_eq!(backoff(3).num_seconds(), 40);
         assert_eq!(backoff(40).num_seconds(), 360);
+    }
+
+    #[test]
+    fn completed_indexes_are_written_as_upstream() {
+        let set: BTreeSet<i64> = [0, 1, 2, 4, 6, 7].into_iter().collect();
+        assert_eq!(format_indexes(&set), "0-2,4,6-7");
+        assert_eq!(parse_indexes("0-2,4,6-7"), set);
+        assert_eq!(format_indexes(&BTreeSet::new()), "");
+        assert_eq!(parse_indexes("x,3"), [3].into_iter().collect());
+    }
+
+    fn index_of(pod: &Value) -> i64 {
+        completion_index(pod, 100).unwrap()
+    }
+
+    #[tokio::test]
+    async fn indexed_jobs_run_each_index_until_it_succeeds() {
+        let store = store();
+        let created = store
+            .create(
+                &JOBS,
+                Some("default"),
+                job(
+                    "idx",
+                    json!({"completions": 3, "parallelism": 2, "completionMode": "Indexed"}),
+                ),
+            )
+            .await
+            .unwrap();
+        let uid = text(&created, "/metadata/uid").to_string();
+        let t0 = Utc::now();
+        sync_all_at(&store, t0).await.unwrap();
+        let mut pods = owned(&store, &uid).await;
+        pods.sort_by_key(index_of);
+        assert_eq!(pods.iter().map(index_of).collect::<Vec<_>>(), [0, 1]);
+        let p1 = &pods[1];
+        assert_eq!(p1["metadata"]["labels"][COMPLETION_INDEX], "1");
+        assert!(text(p1, "/metadata/name").starts_with("idx-1-"));
+        assert_eq!(p1["spec"]["hostname"], "idx-1");
+        assert_eq!(
+            p1["spec"]["containers"][0]["env"][0],
+            json!({"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
+                "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}})
+        );
+
+        // Index 1 succeeds, index 0 fails: after the back-off, index 0 runs again and 2 starts.
+        finish(&store, &pods[1], "Succeeded", t0).await;
+        finish(&store, &pods[0], "Failed", t0).await;
+        sync_all_at(&store, t0).await.unwrap();
+        assert_eq!(owned(&store, &uid).await.len(), 2, "within the back-off");
+        let j = get(&store, "idx").await;
+        assert_eq!(j["status"]["completedIndexes"], "1");
+        assert_eq!(j["status"]["succeeded"], 1);
+        sync_all_at(&store, t0 + chrono::Duration::seconds(11))
+            .await
+            .unwrap();
+        let mut running: Vec<i64> = owned(&store, &uid)
+            .await
+            .iter()
+            .filter(|p| phase(p) == "Pending")
+            .map(index_of)
+            .collect();
+        running.sort();
+        assert_eq!(
+            running,
+            [0, 2],
+            "the failed index runs again, not the succeeded one"
+        );
+
+        for p in owned(&store, &uid).await {
+            if phase(&p) == "Pending" {
+                finish(&store, &p, "Succeeded", t0).await;
+            }
+        }
+        let later = t0 + chrono::Duration::seconds(20);
+        sync_all_at(&store, later).await.unwrap();
+        let j = get(&store, "idx").await;
+        assert_eq!(j["status"]["completedIndexes"], "0-2");
+        assert_eq!(j["status"]["succeeded"], 3);
+        assert_eq!(condition_types(&j), ["SuccessCriteriaMet", "Complete"]);
+        // The finished pods may go: the completed indexes stay.
+        for p in owned(&store, &uid).await {
+            store
+                .delete(
+                    &PODS,
+                    Some("default"),
+                    text(&p, "/metadata/name"),
+                    None,
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+        sync_all_at(&store, later).await.unwrap();
+        assert_eq!(
+            get(&store, "idx").await["status"]["completedIndexes"],
+            "0-2"
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! CronJob (batch/v1, namespaced): upstream's defaults (concurrencyPolicy Allow, suspend false,
 //! 3 successful and 1 failed jobs kept), the schedule parsed as a standard 5-field cron
-//! expression or a descriptor (`@hourly`) with a well-kept parser (croner), the job template
-//! validated as a Job spec, a `status` subresource and upstream's table columns.
+//! expression or a descriptor (`@hourly`) with a well-kept parser (croner), `timeZone` looked
+//! up in the system's tz database (jiff reads `/usr/share/zoneinfo`, so zone updates follow the
+//! OS's tzdata, as upstream's `time.LoadLocation`), the job template validated as a Job spec, a
+//! `status` subresource and upstream's table columns.
 
 use chrono::{DateTime, Utc};
 use croner::Cron;
@@ -151,6 +153,41 @@ pub fn parse_schedule(schedule: &str) -> Result<Cron, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Looks a CronJob `timeZone` up in the system's tz database, with upstream's checks
+/// (`validateTimeZone`): names are case-sensitive IANA names made of parts of at most 14
+/// letters, digits and `.-_+`; `Local` is refused. The error is upstream's message.
+pub fn time_zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
+    if name.is_empty() {
+        return Err("timeZone must be nil or non-empty string".into());
+    }
+    let unknown = || format!("unknown time zone {name}");
+    let valid_part = |p: &str| {
+        p != "."
+            && p != ".."
+            && !p.starts_with('-')
+            && (1..=14).contains(&p.len())
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b))
+    };
+    if !name.split('/').all(valid_part) {
+        return Err(unknown());
+    }
+    if name.eq_ignore_ascii_case("Local") {
+        return Err(
+            "timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones"
+                .into(),
+        );
+    }
+    // Go knows UTC without a database; jiff's lookup ignores case, Go's file lookup does not.
+    if name == "UTC" {
+        return Ok(jiff::tz::TimeZone::UTC);
+    }
+    match jiff::tz::db().get(name) {
+        Ok(tz) if tz.iana_name() == Some(name) => Ok(tz),
+        _ => Err(unknown()),
+    }
+}
+
 fn defaults(obj: &mut Value) {
     workload::default_spec(obj, "concurrencyPolicy", json!("Allow"));
     workload::default_spec(obj, "suspend", json!(false));
@@ -199,11 +236,12 @@ fn validate(body: &Value, causes: &mut Vec<FieldCause>) {
             format!("Invalid value: \"{schedule}\": {e}"),
         ));
     }
-    let zone = text(spec, "/timeZone");
-    if !zone.is_empty() && zone != "UTC" && zone != "Etc/UTC" {
+    if let Some(zone) = spec.get("timeZone").and_then(Value::as_str)
+        && let Err(e) = time_zone(zone)
+    {
         causes.push(cause(
             "spec.timeZone",
-            format!("Unsupported value: \"{zone}\": supported values: \"UTC\", \"Etc/UTC\""),
+            format!("Invalid value: \"{zone}\": {e}"),
         ));
     }
     match text(spec, "/concurrencyPolicy") {
@@ -341,6 +379,44 @@ mod tests {
                 "spec.jobTemplate.spec.template.spec.restartPolicy"
             ]
         );
+    }
+
+    #[test]
+    fn time_zones_come_from_the_system_database() {
+        for ok in [
+            "UTC",
+            "Etc/UTC",
+            "America/New_York",
+            "Europe/Berlin",
+            "Asia/Kolkata",
+        ] {
+            let mut c = cronjob("0 9 * * *");
+            c["spec"]["timeZone"] = json!(ok);
+            let mut causes = Vec::new();
+            validate(&c, &mut causes);
+            assert!(causes.is_empty(), "{ok}: {causes:?}");
+        }
+        for (bad, message) in [
+            ("Mars/Olympus", "unknown time zone Mars/Olympus"),
+            ("america/new_york", "unknown time zone america/new_york"),
+            ("../etc/passwd", "unknown time zone ../etc/passwd"),
+            (
+                "Local",
+                "timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones",
+            ),
+            ("", "timeZone must be nil or non-empty string"),
+        ] {
+            let mut c = cronjob("0 9 * * *");
+            c["spec"]["timeZone"] = json!(bad);
+            let mut causes = Vec::new();
+            validate(&c, &mut causes);
+            assert_eq!(causes.len(), 1, "{bad}: {causes:?}");
+            assert_eq!(causes[0].field, "spec.timeZone");
+            assert_eq!(
+                causes[0].message,
+                format!("Invalid value: \"{bad}\": {message}")
+            );
+        }
     }
 
     #[test]

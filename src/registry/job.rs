@@ -2,8 +2,8 @@
 //! is given, backoffLimit 6, NonIndexed completion), the generated selector and the
 //! `batch.kubernetes.io/controller-uid` / `job-name` template labels, upstream's validation of
 //! the counts and of the pod template's restart policy (OnFailure or Never), the immutable
-//! selector and template, a `status` subresource and upstream's table columns.
-//! Only NonIndexed completion is implemented: `completionMode: Indexed` is refused.
+//! selector and template, a `status` subresource and upstream's table columns. Both
+//! completion modes are served; `Indexed` needs `completions`, as upstream.
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1 as batch;
@@ -18,6 +18,10 @@ use super::workload;
 pub const CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
 /// The label naming a Job on its pods.
 pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+/// The annotation and label with an Indexed Job pod's completion index.
+pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+/// Upstream's bound on `completions` and `parallelism` of Indexed Jobs.
+const MAX_INDEXED_COMPLETIONS: i64 = 100_000;
 /// The legacy forms of the two labels, which upstream still sets.
 const LEGACY_LABELS: [&str; 2] = ["controller-uid", "job-name"];
 
@@ -143,9 +147,35 @@ pub fn validate_job_spec(spec: &Value, path: &str, causes: &mut Vec<FieldCause>)
     }
     match text(spec, "/completionMode") {
         "" | "NonIndexed" => {}
+        "Indexed" => {
+            // Defaulting gives a Job with neither count `completions: 1` before upstream
+            // validates; here validation comes first, so only a lone `parallelism` is missing it.
+            if spec.get("completions").is_none_or(Value::is_null)
+                && spec.get("parallelism").is_some_and(|p| !p.is_null())
+            {
+                causes.push(cause(
+                    format!("{path}.completions"),
+                    "Required value: when completion mode is Indexed",
+                ));
+            }
+            for field in ["completions", "parallelism"] {
+                if let Some(n) = spec.get(field).and_then(Value::as_i64)
+                    && n > MAX_INDEXED_COMPLETIONS
+                {
+                    causes.push(cause(
+                        format!("{path}.{field}"),
+                        format!(
+                            "Invalid value: {n}: must be less than or equal to {MAX_INDEXED_COMPLETIONS} when completion mode is Indexed"
+                        ),
+                    ));
+                }
+            }
+        }
         other => causes.push(cause(
             format!("{path}.completionMode"),
-            format!("Unsupported value: \"{other}\": supported values: \"NonIndexed\""),
+            format!(
+                "Unsupported value: \"{other}\": supported values: \"NonIndexed\", \"Indexed\""
+            ),
         )),
     }
     let selector = &spec["selector"];
@@ -320,6 +350,28 @@ mod tests {
             fields,
             ["spec.backoffLimit", "spec.template.spec.restartPolicy"]
         );
+    }
+
+    #[test]
+    fn indexed_jobs_need_completions() {
+        let mut j = job();
+        j["spec"]["completionMode"] = json!("Indexed");
+        j["spec"]["parallelism"] = json!(2);
+        let mut causes = Vec::new();
+        validate(&j, &mut causes);
+        assert_eq!(causes.len(), 1, "{causes:?}");
+        assert_eq!(causes[0].field, "spec.completions");
+        assert_eq!(
+            causes[0].message,
+            "Required value: when completion mode is Indexed"
+        );
+        j["spec"]["completions"] = json!(3);
+        let mut causes = Vec::new();
+        validate(&j, &mut causes);
+        assert!(causes.is_empty(), "{causes:?}");
+        j["spec"]["completionMode"] = json!("Sometimes");
+        validate(&j, &mut causes);
+        assert_eq!(causes[0].field, "spec.completionMode");
     }
 
     #[test]

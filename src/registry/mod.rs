@@ -14,6 +14,7 @@ pub mod quantity;
 pub mod schema;
 
 mod configmap;
+mod controllerrevision;
 mod cronjob;
 mod daemonset;
 mod deployment;
@@ -37,7 +38,8 @@ mod whoami_v1beta1;
 pub mod workload;
 
 pub use configmap::CONFIGMAPS;
-pub use cronjob::{CRON_JOBS, parse_schedule};
+pub use controllerrevision::CONTROLLER_REVISIONS;
+pub use cronjob::{CRON_JOBS, parse_schedule, time_zone};
 pub use daemonset::DAEMON_SETS;
 pub use deployment::DEPLOYMENTS;
 pub use endpoints::ENDPOINTS;
@@ -84,6 +86,7 @@ pub static RESOURCES: &[&ResourceInfo] = &[
     &SELF_SUBJECT_REVIEWS_V1BETA1,
     &ENDPOINT_SLICES,
     &DAEMON_SETS,
+    &CONTROLLER_REVISIONS,
     &JOBS,
     &CRON_JOBS,
 ];

@@ -9,11 +9,12 @@ use serde_json::{Value, json};
 use super::{ListOptions, ObjectError, Storage};
 use crate::registry::print::text;
 use crate::registry::{
-    CRON_JOBS, DAEMON_SETS, DEPLOYMENTS, JOBS, PODS, REPLICA_SETS, ResourceInfo,
+    CONTROLLER_REVISIONS, CRON_JOBS, DAEMON_SETS, DEPLOYMENTS, JOBS, PODS, REPLICA_SETS,
+    ResourceInfo,
 };
 
 /// The kinds whose objects may be dependents (what the workload controllers create).
-pub const DEPENDENT_KINDS: &[&ResourceInfo] = &[&REPLICA_SETS, &JOBS, &PODS];
+pub const DEPENDENT_KINDS: &[&ResourceInfo] = &[&REPLICA_SETS, &JOBS, &PODS, &CONTROLLER_REVISIONS];
 
 /// The kinds whose objects may own dependents (the workload controllers' kinds). Cascading
 /// deletion of any other kind has nothing to cascade to.

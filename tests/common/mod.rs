@@ -692,6 +692,40 @@ pub fn kubectl_ok(kubeconfig: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The ReplicaSets of `kubectl get rs <args>` that `keep` accepts, as
+/// (name, spec.replicas, `deployment.kubernetes.io/revision`, first container's image).
+pub fn replica_set_rows(
+    kubeconfig: &Path,
+    args: &[&str],
+    keep: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<(String, i64, String, String)> {
+    let out = kubectl(kubeconfig, &[&["get", "rs", "-o", "json"], args].concat());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let text = |r: &serde_json::Value, pointer: &str| {
+        r.pointer(pointer)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| keep(r))
+        .map(|r| {
+            (
+                text(r, "/metadata/name"),
+                r["spec"]["replicas"].as_i64().unwrap_or(-1),
+                text(
+                    r,
+                    "/metadata/annotations/deployment.kubernetes.io~1revision",
+                ),
+                text(r, "/spec/template/spec/containers/0/image"),
+            )
+        })
+        .collect()
+}
+
 /// Waits until `kubectl get node <name>` shows `Ready` (STATUS column starts with Ready).
 pub fn wait_node_ready(kubeconfig: &Path, node: &str, timeout: Duration) {
     wait_for(timeout, &format!("node {node} Ready"), || {

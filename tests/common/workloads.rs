@@ -7,12 +7,28 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{kubectl, require_tool, rke2_bin};
+use super::{AddrBlock, kubectl, require_tool, rke2_bin};
 
 /// The pause image the helpers build, as the `pause-image` setting names it.
 pub const PAUSE_IMAGE: &str = "rke2test/pause:1";
 /// The busybox image the helpers build.
 pub const BUSYBOX_IMAGE: &str = "docker.io/library/bb:1";
+
+/// The settings of a test node running pods: a pod range of this test's own (a /27 of
+/// 198.18.0.0/16 from the test's address block, cut into /28 node ranges), services in
+/// 198.19.0.0/16, the test images' pause image.
+pub fn pod_settings(block: &AddrBlock) -> Vec<(&'static str, String)> {
+    let o = block.ip(1).octets();
+    vec![
+        (
+            "cluster-cidr",
+            format!("198.18.{}.{}/27", o[1], (o[2] % 8) * 32),
+        ),
+        ("node-cidr-mask-size", "28".into()),
+        ("service-cidr", "198.19.0.0/16".into()),
+        ("pause-image", PAUSE_IMAGE.into()),
+    ]
+}
 
 /// Builds the busybox test image and a pause image as docker-archives in `images`:
 /// `docker.io/library/bb:1` and `docker.io/rke2test/pause:1` (busybox `sleep` as the pause).
@@ -86,6 +102,17 @@ pub fn build_images(work: &Path, images: &Path) {
             &dest,
         ]);
     }
+}
+
+/// Adds the busybox image under a second name, `docker.io/library/bb:<tag>`, to `images` (made
+/// by [`build_images`]), for tests that change a template's image.
+pub fn tag_busybox(images: &Path, tag: &str) {
+    let from = format!("docker-archive:{}", images.join("bb.tar").display());
+    let to = format!(
+        "docker-archive:{}:docker.io/library/bb:{tag}",
+        images.join(format!("bb-{tag}.tar")).display()
+    );
+    run_ok(&["skopeo", "copy", "--quiet", &from, &to]);
 }
 
 /// Runs `args[0]` with the rest as arguments; panics with its stderr unless it succeeds.
