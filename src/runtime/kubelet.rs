@@ -33,6 +33,8 @@ const RESYNC: Duration = Duration::from_secs(1);
 /// How often the pod list is read again although the watch delivers every change (a safety
 /// net; also when finished workers are dropped and orphaned sandboxes looked for).
 const LIST_INTERVAL: Duration = Duration::from_secs(30);
+/// Pause before listing again after a failed list, or a watch that ended at once.
+const WATCH_RETRY: Duration = Duration::from_secs(1);
 /// How often the Node's runtime facts are refreshed.
 const NODE_INTERVAL: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -368,13 +370,21 @@ async fn pod_loop(s: std::sync::Arc<Shared>, cancel: CancellationToken) {
                     workers.apply(event_type, object)
                 });
                 // The watch ends at LIST_INTERVAL at the latest: then the loop lists again.
+                let started = Instant::now();
                 let _ = tokio::time::timeout(LIST_INTERVAL, follow).await;
+                // A watch refused or broken at once is not retried in a tight loop.
+                if started.elapsed() < WATCH_RETRY {
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = tokio::time::sleep(WATCH_RETRY) => {}
+                    }
+                }
             }
             Err(e) => {
                 tracing::debug!(component = "kubelet", "listing pods: {e}");
                 tokio::select! {
                     _ = cancel.cancelled() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(WATCH_RETRY) => {}
                 }
             }
         }
