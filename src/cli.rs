@@ -390,7 +390,11 @@ pub fn sources_from(
 pub fn env_snapshot() -> BTreeMap<String, String> {
     std::env::vars()
         .filter(|(k, _)| {
-            k.starts_with("RKE2_") || matches!(k.as_str(), "PATH" | "JOURNAL_STREAM" | "RUST_LOG")
+            k.starts_with("RKE2_")
+                || matches!(
+                    k.as_str(),
+                    "PATH" | "JOURNAL_STREAM" | "RUST_LOG" | "MALLOC_ARENA_MAX"
+                )
         })
         .collect()
 }

@@ -80,6 +80,49 @@ impl Api {
         }
     }
 
+    /// Streams the watch at `path` (its query asking `watch=true` from a resourceVersion) and
+    /// passes each event's type and object to `on_event` as it arrives, until the watch ends or
+    /// fails, `on_event` answers `false` (say, an ERROR event such as 410 Gone), or `cancel`.
+    /// The caller lists again afterwards: events may have been missed.
+    pub(crate) async fn stream_events(
+        &self,
+        path: &str,
+        cancel: &CancellationToken,
+        mut on_event: impl FnMut(&str, Value) -> bool,
+    ) {
+        let url = format!("{}{path}", self.base);
+        let headers = [("accept", "application/json".to_string())];
+        let Ok((200, mut body)) = self.client.stream(http::Method::GET, &url, &headers).await
+        else {
+            return;
+        };
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            let frame = tokio::select! {
+                _ = cancel.cancelled() => return,
+                f = body.frame() => f,
+            };
+            let Some(Ok(frame)) = frame else { return };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            buf.extend_from_slice(&data);
+            while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let Ok(mut event) = serde_json::from_slice::<Value>(&line) else {
+                    return;
+                };
+                let kind = event["type"].as_str().unwrap_or("").to_string();
+                if !on_event(&kind, event["object"].take()) {
+                    return;
+                }
+            }
+        }
+    }
+
     /// One request to `base` + `path`, JSON accepted, `body` serialised as JSON when given.
     pub(crate) async fn call(
         &self,

@@ -79,6 +79,9 @@ fn main() -> ExitCode {
     for w in warnings {
         tracing::warn!(component = "config", "{w}");
     }
+    if !env.contains_key("MALLOC_ARENA_MAX") {
+        rke2::daemon::limit_malloc_arenas();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

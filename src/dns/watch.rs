@@ -5,7 +5,6 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use serde::de::DeserializeOwned;
@@ -63,12 +62,11 @@ fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
-/// Applies one watch event; `false` when the watch must start over (an ERROR event such as
-/// 410 Gone).
-fn apply(records: &RwLock<Records>, kind: Kind, event: &Value) -> bool {
-    let object = &event["object"];
+/// Applies one watch event (its type and object); `false` when the watch must start over (an
+/// ERROR event such as 410 Gone).
+fn apply(records: &RwLock<Records>, kind: Kind, event_type: &str, object: &Value) -> bool {
     let mut r = records.write().unwrap_or_else(|p| p.into_inner());
-    match text(event, "/type") {
+    match event_type {
         "ADDED" | "MODIFIED" => (kind.put)(&mut r, object),
         "DELETED" => (kind.delete)(
             &mut r,
@@ -112,38 +110,14 @@ async fn stream(
     rv: &str,
     cancel: &CancellationToken,
 ) {
-    let url = format!(
-        "{}{}?watch=true&allowWatchBookmarks=true&resourceVersion={rv}",
-        api.base, kind.path
+    let path = format!(
+        "{}?watch=true&allowWatchBookmarks=true&resourceVersion={rv}",
+        kind.path
     );
-    let headers = [("accept", "application/json".to_string())];
-    let Ok((200, mut body)) = api.client.stream(http::Method::GET, &url, &headers).await else {
-        return;
-    };
-    let mut buf: Vec<u8> = Vec::new();
-    loop {
-        let frame = tokio::select! {
-            _ = cancel.cancelled() => return,
-            f = body.frame() => f,
-        };
-        let Some(Ok(frame)) = frame else { return };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        buf.extend_from_slice(&data);
-        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=end).collect();
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let Ok(event) = serde_json::from_slice::<Value>(&line) else {
-                return;
-            };
-            if !apply(records, kind, &event) {
-                return;
-            }
-        }
-    }
+    api.stream_events(&path, cancel, |event_type, object| {
+        apply(records, kind, event_type, &object)
+    })
+    .await;
 }
 
 /// Follows `kind` until `cancel`; `synced` turns true after the first successful list.
@@ -182,30 +156,14 @@ mod tests {
         let records = RwLock::new(Records::new("cluster.local").unwrap());
         let svc = json!({"metadata": {"name": "web", "namespace": "default"},
                          "spec": {"clusterIP": "198.19.0.20"}});
-        assert!(apply(
-            &records,
-            SERVICES,
-            &json!({"type": "ADDED", "object": svc})
-        ));
+        assert!(apply(&records, SERVICES, "ADDED", &svc));
         let name = Name::from_ascii("web.default.svc.cluster.local.").unwrap();
         let count =
             |r: &RwLock<Records>| r.read().unwrap().answer(&name, RecordType::A).answers.len();
         assert_eq!(count(&records), 1);
-        assert!(apply(
-            &records,
-            SERVICES,
-            &json!({"type": "BOOKMARK", "object": {}})
-        ));
-        assert!(apply(
-            &records,
-            SERVICES,
-            &json!({"type": "DELETED", "object": svc})
-        ));
+        assert!(apply(&records, SERVICES, "BOOKMARK", &json!({})));
+        assert!(apply(&records, SERVICES, "DELETED", &svc));
         assert_eq!(count(&records), 0);
-        assert!(!apply(
-            &records,
-            SERVICES,
-            &json!({"type": "ERROR", "object": {"code": 410}})
-        ));
+        assert!(!apply(&records, SERVICES, "ERROR", &json!({"code": 410})));
     }
 }

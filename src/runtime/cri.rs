@@ -90,10 +90,30 @@ impl Cri {
     }
 
     pub async fn list_sandboxes(&self) -> Result<Vec<v1::PodSandbox>, RuntimeError> {
+        self.list_pod_sandbox(None).await
+    }
+
+    /// The sandboxes whose label `key` is `value`.
+    pub async fn list_sandboxes_labeled(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<v1::PodSandbox>, RuntimeError> {
+        self.list_pod_sandbox(Some(v1::PodSandboxFilter {
+            label_selector: [(key.to_string(), value.to_string())].into(),
+            ..Default::default()
+        }))
+        .await
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        filter: Option<v1::PodSandboxFilter>,
+    ) -> Result<Vec<v1::PodSandbox>, RuntimeError> {
         Ok(self
             .runtime
             .clone()
-            .list_pod_sandbox(v1::ListPodSandboxRequest { filter: None })
+            .list_pod_sandbox(v1::ListPodSandboxRequest { filter })
             .await
             .map_err(|e| err("ListPodSandbox", e))?
             .into_inner()

@@ -9,11 +9,12 @@
 //! images, ephemeral-storage) and writes the CNI config once the Node has a podCIDR.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1 as core;
 use serde_json::{Value, json};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::containerd::Layout;
@@ -30,8 +31,11 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 pub const BACKOFF_RESET: Duration = Duration::from_secs(600);
 /// How often a worker re-checks its pod when nothing changed.
 const RESYNC: Duration = Duration::from_secs(1);
-/// How often the pod list is re-read without a watch event.
-const LIST_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the pod list is read again although the watch delivers every change (a safety
+/// net; also when finished workers are dropped and orphaned sandboxes looked for).
+const LIST_INTERVAL: Duration = Duration::from_secs(30);
+/// Pause before listing again after a failed list, or a watch that ended at once.
+const WATCH_RETRY: Duration = Duration::from_secs(1);
 /// How often the Node's runtime facts are refreshed.
 const NODE_INTERVAL: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,7 +72,19 @@ struct Shared {
     registries: Registries,
     /// The Node's podCIDR once known (and the CNI config written), or `cni: none`.
     network_ready: watch::Receiver<bool>,
+    /// The pause image was found present: later sandboxes skip the ImageStatus call (reset
+    /// when a RunPodSandbox fails, in case the image went).
+    pause_present: std::sync::atomic::AtomicBool,
+    /// Pod starts (sandbox with its CNI ADD, then the containers) in flight at once. Unbounded,
+    /// a burst of pods shares the CPU evenly and every one of them is Running only at the end;
+    /// bounded, they finish one after another and most start much sooner (docs/workloads.md,
+    /// Performance).
+    start_slots: tokio::sync::Semaphore,
 }
+
+/// Pod starts in flight per CPU (see `Shared::start_slots`): enough to overlap one pod's
+/// waiting on containerd, runc and the CNI plugins with another's work.
+const STARTS_PER_CPU: usize = 4;
 
 /// The kubelet.
 pub struct Kubelet {
@@ -106,6 +122,10 @@ impl Kubelet {
                 api,
                 registries,
                 network_ready,
+                pause_present: std::sync::atomic::AtomicBool::new(false),
+                start_slots: tokio::sync::Semaphore::new(
+                    STARTS_PER_CPU * std::thread::available_parallelism().map_or(1, |n| n.get()),
+                ),
             }),
             network_tx,
         })
@@ -113,11 +133,9 @@ impl Kubelet {
 
     /// Runs until `cancel`.
     pub async fn run(self, cancel: CancellationToken) {
-        let wake = std::sync::Arc::new(Notify::new());
         let node_loop = node_loop(self.shared.clone(), self.network_tx, cancel.clone());
-        let watch_loop = watch_pods(self.shared.clone(), wake.clone(), cancel.clone());
-        let pod_loop = pod_loop(self.shared.clone(), wake, cancel.clone());
-        tokio::join!(node_loop, watch_loop, pod_loop);
+        let pod_loop = pod_loop(self.shared.clone(), cancel.clone());
+        tokio::join!(node_loop, pod_loop);
     }
 }
 
@@ -232,94 +250,158 @@ fn pods_path(node: &str) -> String {
     format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{node}")
 }
 
-/// Streams the watch on the node's pods and wakes the pod loop at every event.
-async fn watch_pods(
-    s: std::sync::Arc<Shared>,
-    wake: std::sync::Arc<Notify>,
-    cancel: CancellationToken,
-) {
-    let path = format!("{}&watch=true", pods_path(&s.cfg.node_name));
-    s.api.wake_on_watch(&path, &wake, &cancel).await;
-}
-
 struct Worker {
     tx: watch::Sender<Option<core::Pod>>,
     done: tokio::task::JoinHandle<()>,
 }
 
-async fn list_pods(s: &Shared) -> Result<Vec<core::Pod>, String> {
-    let list = s.api.get_json(&pods_path(&s.cfg.node_name)).await?;
-    Ok(list["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+/// The node's pods and the list's resourceVersion (where the watch starts).
+async fn list_pods(s: &Shared) -> Result<(Vec<core::Pod>, String), String> {
+    let mut list = s.api.get_json(&pods_path(&s.cfg.node_name)).await?;
+    let rv = list
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let items = match list["items"].take() {
+        Value::Array(items) => items,
+        _ => Vec::new(),
+    };
+    let pods = items
         .into_iter()
         .filter_map(|p| serde_json::from_value::<core::Pod>(p).ok())
-        .collect())
+        .collect();
+    Ok((pods, rv))
 }
 
-async fn pod_loop(
+/// The pod workers by pod UID.
+struct Workers {
     s: std::sync::Arc<Shared>,
-    wake: std::sync::Arc<Notify>,
+    by_uid: HashMap<String, Worker>,
     cancel: CancellationToken,
-) {
-    let mut workers: HashMap<String, Worker> = HashMap::new();
+}
+
+impl Workers {
+    /// Hands `pod` to its worker, starting one for a pod not seen before; returns its UID.
+    fn put(&mut self, pod: core::Pod) -> Option<String> {
+        let uid = podspec::meta(&pod).2.to_string();
+        if uid.is_empty() {
+            return None;
+        }
+        match self.by_uid.get(&uid) {
+            Some(w) => {
+                w.tx.send_if_modified(|old| {
+                    if old.as_ref() == Some(&pod) {
+                        false
+                    } else {
+                        *old = Some(pod);
+                        true
+                    }
+                });
+            }
+            None => {
+                let (tx, rx) = watch::channel(Some(pod));
+                let done = tokio::spawn(pod_worker(
+                    self.s.clone(),
+                    uid.clone(),
+                    rx,
+                    self.cancel.clone(),
+                ));
+                self.by_uid.insert(uid.clone(), Worker { tx, done });
+            }
+        }
+        Some(uid)
+    }
+
+    /// Tells the worker of a pod that left the API to stop it.
+    fn gone(&mut self, uid: &str) {
+        if let Some(w) = self.by_uid.get(uid) {
+            w.tx.send_if_modified(|old| old.take().is_some());
+        }
+        self.by_uid.retain(|_, w| !w.done.is_finished());
+    }
+
+    /// Applies one watch event on the node's pods; `false` when the watch must start over.
+    fn apply(&mut self, event_type: &str, object: Value) -> bool {
+        match event_type {
+            "ADDED" | "MODIFIED" => {
+                if let Ok(pod) = serde_json::from_value::<core::Pod>(object) {
+                    self.put(pod);
+                }
+            }
+            "DELETED" => {
+                if let Some(uid) = object.pointer("/metadata/uid").and_then(Value::as_str) {
+                    self.gone(uid);
+                }
+            }
+            "BOOKMARK" => {}
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// Lists the node's pods, then follows the watch from the list's resourceVersion: each event
+/// goes straight to its pod's worker (no relist per event, so a burst of N pods costs N
+/// events, not N lists of N pods). A failed or ended watch, and every [`LIST_INTERVAL`] as a
+/// safety net, lists again.
+async fn pod_loop(s: std::sync::Arc<Shared>, cancel: CancellationToken) {
+    let mut workers = Workers {
+        s: s.clone(),
+        by_uid: HashMap::new(),
+        cancel: cancel.clone(),
+    };
     loop {
         match list_pods(&s).await {
-            Ok(pods) => {
+            Ok((pods, rv)) => {
                 let mut seen = std::collections::HashSet::new();
                 for pod in pods {
-                    let uid = podspec::meta(&pod).2.to_string();
-                    if uid.is_empty() {
-                        continue;
-                    }
-                    seen.insert(uid.clone());
-                    match workers.get(&uid) {
-                        Some(w) => {
-                            w.tx.send_if_modified(|old| {
-                                if old.as_ref() == Some(&pod) {
-                                    false
-                                } else {
-                                    *old = Some(pod.clone());
-                                    true
-                                }
-                            });
-                        }
-                        None => {
-                            let (tx, rx) = watch::channel(Some(pod));
-                            let done = tokio::spawn(pod_worker(
-                                s.clone(),
-                                uid.clone(),
-                                rx,
-                                cancel.clone(),
-                            ));
-                            workers.insert(uid, Worker { tx, done });
-                        }
-                    }
+                    seen.extend(workers.put(pod));
                 }
-                for (uid, w) in workers.iter() {
-                    if !seen.contains(uid) {
-                        w.tx.send_if_modified(|old| old.take().is_some());
-                    }
+                let gone: Vec<String> = workers
+                    .by_uid
+                    .keys()
+                    .filter(|uid| !seen.contains(*uid))
+                    .cloned()
+                    .collect();
+                for uid in gone {
+                    workers.gone(&uid);
                 }
-                workers.retain(|_, w| !w.done.is_finished());
                 // Sandboxes of pods this node no longer has (deleted while the daemon was down).
-                if let Err(e) = remove_orphans(&s, &seen, &workers).await {
+                if let Err(e) = remove_orphans(&s, &seen, &workers.by_uid).await {
                     tracing::debug!(component = "kubelet", "orphan cleanup: {e}");
                 }
+                let path = format!(
+                    "{}&watch=true&allowWatchBookmarks=true&resourceVersion={rv}",
+                    pods_path(&s.cfg.node_name)
+                );
+                let follow = s.api.stream_events(&path, &cancel, |event_type, object| {
+                    workers.apply(event_type, object)
+                });
+                // The watch ends at LIST_INTERVAL at the latest: then the loop lists again.
+                let started = Instant::now();
+                let _ = tokio::time::timeout(LIST_INTERVAL, follow).await;
+                // A watch refused or broken at once is not retried in a tight loop.
+                if started.elapsed() < WATCH_RETRY {
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = tokio::time::sleep(WATCH_RETRY) => {}
+                    }
+                }
             }
-            Err(e) => tracing::debug!(component = "kubelet", "listing pods: {e}"),
+            Err(e) => {
+                tracing::debug!(component = "kubelet", "listing pods: {e}");
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = tokio::time::sleep(WATCH_RETRY) => {}
+                }
+            }
         }
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = wake.notified() => {
-                // Coalesce bursts of events into one list.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            _ = tokio::time::sleep(LIST_INTERVAL) => {}
+        if cancel.is_cancelled() {
+            break;
         }
     }
-    for (_, w) in workers {
+    for (_, w) in workers.by_uid {
         let _ = w.done.await;
     }
 }
@@ -384,6 +466,25 @@ struct WorkerState {
     probes: HashMap<String, probes::ContainerProbes>,
     /// The pod's ready sandbox as of the last sync.
     sandbox_id: Option<String>,
+    /// Where this pod's startup time went, until it is first reported Running.
+    startup: Option<Startup>,
+}
+
+/// Where one pod's startup time goes (docs/workloads.md, Performance): logged once, at info,
+/// when the pod is first reported Running, so a slow start can be attributed without a profiler.
+struct Startup {
+    /// When the worker got the pod (from the list or the watch).
+    seen: Instant,
+    /// Waiting for a start slot (`Shared::start_slots`).
+    queued: Duration,
+    /// RunPodSandbox, the CNI ADD included.
+    sandbox: Duration,
+    /// CreateContainer + StartContainer of every container (init containers included).
+    containers: Duration,
+    /// Status PATCHes until Running.
+    status: Duration,
+    /// Syncs until Running.
+    syncs: u32,
 }
 
 async fn pod_worker(
@@ -392,7 +493,17 @@ async fn pod_worker(
     mut rx: watch::Receiver<Option<core::Pod>>,
     cancel: CancellationToken,
 ) {
-    let mut state = WorkerState::default();
+    let mut state = WorkerState {
+        startup: Some(Startup {
+            seen: Instant::now(),
+            queued: Duration::ZERO,
+            sandbox: Duration::ZERO,
+            containers: Duration::ZERO,
+            status: Duration::ZERO,
+            syncs: 0,
+        }),
+        ..WorkerState::default()
+    };
     let mut last: Option<core::Pod> = None;
     loop {
         let current = rx.borrow_and_update().clone();
@@ -430,12 +541,38 @@ async fn pod_worker(
                 last = Some(pod);
             }
         }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = rx.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(RESYNC) => {}
+        let resync_at = tokio::time::Instant::now() + RESYNC;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = rx.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    if needs_sync(last.as_ref(), rx.borrow().as_ref()) {
+                        break;
+                    }
+                }
+                _ = tokio::time::sleep_until(resync_at) => break,
+            }
         }
     }
+}
+
+/// Whether a new version of the pod calls for a sync now rather than at the next resync: not
+/// when only its status (and the metadata every write bumps) changed, which is mostly the
+/// echo of this worker's own status write.
+fn needs_sync(last: Option<&core::Pod>, new: Option<&core::Pod>) -> bool {
+    let (Some(last), Some(new)) = (last, new) else {
+        return true;
+    };
+    let (a, b) = (&last.metadata, &new.metadata);
+    last.spec != new.spec
+        || a.uid != b.uid
+        || a.deletion_timestamp != b.deletion_timestamp
+        || a.deletion_grace_period_seconds != b.deletion_grace_period_seconds
+        || a.labels != b.labels
+        || a.annotations != b.annotations
 }
 
 fn grace_seconds(pod: &core::Pod) -> i64 {
@@ -446,13 +583,8 @@ fn grace_seconds(pod: &core::Pod) -> i64 {
 }
 
 async fn our_sandboxes(s: &Shared, uid: &str) -> Result<Vec<v1::PodSandbox>, RuntimeError> {
-    let mut list: Vec<v1::PodSandbox> = s
-        .cri
-        .list_sandboxes()
-        .await?
-        .into_iter()
-        .filter(|sb| sb.labels.get(podspec::POD_UID).map(String::as_str) == Some(uid))
-        .collect();
+    // Filtered by containerd, not here: one pod's sandboxes, not the node's.
+    let mut list: Vec<v1::PodSandbox> = s.cri.list_sandboxes_labeled(podspec::POD_UID, uid).await?;
     list.sort_by_key(|sb| std::cmp::Reverse(sb.created_at));
     Ok(list)
 }
@@ -832,6 +964,7 @@ async fn start_container(
             return;
         }
     };
+    let t = Instant::now();
     let result = async {
         let volumes = podspec::prepare_volumes(pod, ctx)
             .map_err(|e| ("CreateContainerConfigError".to_string(), e.0))?;
@@ -843,6 +976,10 @@ async fn start_container(
             .map_err(|e| ("RunContainerError".to_string(), e.to_string()))
     }
     .await;
+    if let Some(st) = state.startup.as_mut() {
+        st.containers += t.elapsed();
+    }
+    tracing::debug!(component = "kubelet", pod = ?pod.metadata.name, container = %c.name, ms = t.elapsed().as_millis() as u64, "CreateContainer + StartContainer");
     if let Err(w) = result {
         tracing::info!(component = "kubelet", pod = ?pod.metadata.name, container = %c.name, "{}: {}", w.0, w.1);
         state.waiting.insert(c.name.clone(), w);
@@ -899,6 +1036,8 @@ async fn sync_pod(
         }
     };
     let mut sandbox_msg: Option<(String, String)> = None;
+    // Held from a new sandbox through its containers' start (the status write comes after).
+    let mut start_slot = None;
     let sandbox = match ready {
         Some(id) => Some(id),
         None if finished => None,
@@ -910,12 +1049,20 @@ async fn sync_pod(
             None
         }
         None => {
+            let t = Instant::now();
+            start_slot = s.start_slots.acquire().await.ok();
+            if let Some(st) = state.startup.as_mut() {
+                st.queued += t.elapsed();
+            }
             // A dead sandbox (pause gone) is replaced; its containers go with it.
             for sb in &sandboxes {
                 let _ = kill_sandbox(s, &sb.id, 0).await;
             }
             let pause = s.cfg.runtime.pause_image();
-            if s.cri.image_id(&pause).await?.is_none() {
+            let pause_present =
+                s.pause_present.load(Ordering::Relaxed) || s.cri.image_id(&pause).await?.is_some();
+            s.pause_present.store(pause_present, Ordering::Relaxed);
+            if !pause_present {
                 // Never let containerd pull the sandbox image from the internet by itself.
                 sandbox_msg = Some((
                     "ContainerCreating".into(),
@@ -936,9 +1083,16 @@ async fn sync_pod(
                 if let Some(m) = cfg.metadata.as_mut() {
                     m.attempt = sandboxes.len() as u32;
                 }
-                match s.cri.run_sandbox(cfg).await {
+                let t = Instant::now();
+                let created = s.cri.run_sandbox(cfg).await;
+                if let Some(st) = state.startup.as_mut() {
+                    st.sandbox += t.elapsed();
+                }
+                tracing::debug!(component = "kubelet", pod = ?pod.metadata.name, ms = t.elapsed().as_millis() as u64, "RunPodSandbox");
+                match created {
                     Ok(id) => Some(id),
                     Err(e) => {
+                        s.pause_present.store(false, Ordering::Relaxed);
                         sandbox_msg = Some(("ContainerCreating".into(), e.to_string()));
                         None
                     }
@@ -970,6 +1124,8 @@ async fn sync_pod(
     // 2. Init containers in order, then the containers.
     let mut initialized = true;
     let mut init_failed = false;
+    // Whether this sync started (or restarted) anything, so the runtime is worth reading again.
+    let mut acted = false;
     if let (Some(sb), Some(cfg), Some(ctx)) = (&sandbox, &sandbox_cfg, &ctx) {
         let target = Target {
             sandbox: sb,
@@ -981,6 +1137,7 @@ async fn sync_pod(
             match o.latest.as_ref().map(|l| (state_of(l), l)) {
                 None => {
                     start_container(s, pod, c, 0, &target, state).await;
+                    acted = true;
                     initialized = false;
                     break;
                 }
@@ -991,6 +1148,7 @@ async fn sync_pod(
                         init_failed = true;
                     } else {
                         restart_with_backoff(s, pod, c, l, &o, &target, state).await;
+                        acted = true;
                     }
                     break;
                 }
@@ -1004,13 +1162,18 @@ async fn sync_pod(
             for c in &spec.containers {
                 let o = observed.get(&c.name).cloned().unwrap_or_default();
                 match o.latest.as_ref().map(|l| (state_of(l), l)) {
-                    None => start_container(s, pod, c, 0, &target, state).await,
+                    None => {
+                        start_container(s, pod, c, 0, &target, state).await;
+                        acted = true;
+                    }
                     Some((v1::ContainerState::ContainerExited, l))
                         if restarts(&policy, l.exit_code) =>
                     {
                         restart_with_backoff(s, pod, c, l, &o, &target, state).await;
+                        acted = true;
                     }
                     Some((v1::ContainerState::ContainerCreated, l)) => {
+                        acted = true;
                         // Created but never started (the daemon died in between): start it.
                         let _ = s
                             .cri
@@ -1028,10 +1191,11 @@ async fn sync_pod(
     } else {
         initialized = spec.init_containers.as_ref().is_none_or(|v| v.is_empty());
     }
-    // Re-read what changed.
+    drop(start_slot);
+    // Re-read what changed (nothing did when nothing was started: spare the calls).
     let observed = match &sandbox {
-        Some(id) => observe(s, id).await?,
-        None => observed,
+        Some(id) if acted => observe(s, id).await?,
+        _ => observed,
     };
     let probe_host = if host_network {
         s.cfg
@@ -1056,8 +1220,12 @@ async fn sync_pod(
         init_failed,
         sandbox_msg,
     );
+    if let Some(st) = state.startup.as_mut() {
+        st.syncs += 1;
+    }
     if state.posted.as_ref() != Some(&status) {
         let (ns, name, _) = podspec::meta(pod);
+        let t = Instant::now();
         let r = s
             .api
             .call(
@@ -1068,7 +1236,26 @@ async fn sync_pod(
             )
             .await
             .map_err(|e| RuntimeError::Cri(e.to_string()))?;
+        if let Some(st) = state.startup.as_mut() {
+            st.status += t.elapsed();
+        }
         if r.is_success() {
+            if status["phase"] == "Running"
+                && let Some(st) = state.startup.take()
+            {
+                tracing::info!(
+                    component = "kubelet",
+                    pod = %name,
+                    namespace = %ns,
+                    total_ms = st.seen.elapsed().as_millis() as u64,
+                    queued_ms = st.queued.as_millis() as u64,
+                    sandbox_ms = st.sandbox.as_millis() as u64,
+                    containers_ms = st.containers.as_millis() as u64,
+                    status_ms = st.status.as_millis() as u64,
+                    syncs = st.syncs,
+                    "pod running"
+                );
+            }
             state.posted = Some(status);
         } else {
             tracing::debug!(component = "kubelet", pod = %name, "status: {} {}", r.status, r.error_message());
@@ -1503,6 +1690,34 @@ fn pod_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_only_change_waits_for_the_resync() {
+        let pod = |status: &str, labels: Value, deleting: bool| -> core::Pod {
+            let mut p = json!({
+                "metadata": {"name": "p", "uid": "u1", "labels": labels, "resourceVersion": status},
+                "spec": {"containers": [{"name": "c", "image": "bb:1"}]},
+                "status": {"phase": status},
+            });
+            if deleting {
+                p["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+            }
+            serde_json::from_value(p).unwrap()
+        };
+        let pending = pod("Pending", json!({"a": "1"}), false);
+        let running = pod("Running", json!({"a": "1"}), false);
+        assert!(!needs_sync(Some(&pending), Some(&running)));
+        assert!(needs_sync(
+            Some(&pending),
+            Some(&pod("Running", json!({"a": "2"}), false))
+        ));
+        assert!(needs_sync(
+            Some(&pending),
+            Some(&pod("Pending", json!({"a": "1"}), true))
+        ));
+        assert!(needs_sync(Some(&pending), None));
+        assert!(needs_sync(None, Some(&pending)));
+    }
 
     #[test]
     fn restart_policy_decides_restarts() {

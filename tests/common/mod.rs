@@ -16,9 +16,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// The binary under test.
+/// The binary under test: the one cargo built, or `RKE2_BENCH_BIN` when set (a bench run
+/// against an earlier build, for before/after figures from one bench binary).
 pub fn rke2_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_rke2"))
+    std::env::var_os("RKE2_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rke2")))
 }
 
 /// Fails with a clear message when a required tool is missing (CI installs them all).

@@ -258,3 +258,234 @@ spec:
         web_container(BUSYBOX_IMAGE, 6)
     )
 }
+
+/// A server and agents on one [`super::AddrBlock`], the test images imported on the agents
+/// (benches/pods.rs, benches/deployment.rs). Node names (and so CNI bridge names) derive from
+/// the block, so runs next to other tests never share a bridge. Fields drop in order: agents
+/// first, then their cleanups, then the server.
+pub struct PodCluster {
+    pub agents: Vec<(String, super::AgentNode)>,
+    agent_cleanups: Vec<NodeCleanup>,
+    pub server: super::ServerNode,
+    _server_cleanup: NodeCleanup,
+    pub kubeconfig: PathBuf,
+    pub root: tempfile::TempDir,
+    _block: super::AddrBlock,
+}
+
+impl PodCluster {
+    /// Starts the server on `block` with `server_extra` settings and `agents` agents, and waits
+    /// until every node is Ready with the images and the CNI config in place; `extra_images`
+    /// are more names for the busybox image (rollouts to "a new image" without a registry).
+    pub fn start(
+        block: super::AddrBlock,
+        agents: usize,
+        server_extra: &[(&'static str, String)],
+        extra_images: &[&str],
+    ) -> PodCluster {
+        use std::time::Duration;
+        let root = tempfile::tempdir().unwrap();
+        let o = block.ip(1).octets();
+        let server_name = format!("bs{}x{}", o[1], o[2]);
+        let mut extra = vec![("pause-image", PAUSE_IMAGE.to_string())];
+        extra.extend(server_extra.iter().cloned());
+        let server = super::start_server(&server_name, block.ip(1), root.path(), &extra);
+        let server_cleanup = NodeCleanup(server.data_dir());
+        let k = server.kubeconfig.clone();
+        super::wait_node_ready(&k, &server_name, Duration::from_secs(120));
+        let build = root.path().join("build");
+        let mut cluster = PodCluster {
+            agents: Vec::new(),
+            agent_cleanups: Vec::new(),
+            server,
+            _server_cleanup: server_cleanup,
+            kubeconfig: k.clone(),
+            root,
+            _block: block.clone(),
+        };
+        for i in 0..agents {
+            let name = format!("b{}{}x{}", (b'a' + i as u8) as char, o[1], o[2]);
+            let dir = cluster.root.path().join(&name);
+            let images = dir.join("data/agent/images");
+            if i == 0 {
+                build_images(&build, &images);
+            } else {
+                std::fs::create_dir_all(&images).unwrap();
+                for f in ["bb.tar", "pause.tar"] {
+                    let first = cluster.agents[0].1.dir.join("data/agent/images").join(f);
+                    std::fs::copy(first, images.join(f)).unwrap();
+                }
+            }
+            for (n, extra) in extra_images.iter().enumerate() {
+                let dest = format!(
+                    "docker-archive:{}:{extra}",
+                    images.join(format!("extra{n}.tar")).display()
+                );
+                let src = format!("docker-archive:{}", images.join("bb.tar").display());
+                run_ok(&["skopeo", "copy", "--quiet", &src, &dest]);
+            }
+            cluster.agent_cleanups.push(NodeCleanup(dir.join("data")));
+            let agent = super::start_agent(
+                &name,
+                block.ip(2 + i as u8),
+                cluster.root.path(),
+                &cluster.server.supervisor(),
+                &cluster.server.token(),
+                &[("pause-image", PAUSE_IMAGE.into())],
+            );
+            cluster.agents.push((name, agent));
+        }
+        for (name, agent) in &cluster.agents {
+            super::wait_node_ready(&k, name, Duration::from_secs(120));
+            super::wait_for(Duration::from_secs(60), "agent images and CNI", || {
+                let out = kubectl(
+                    &k,
+                    &[
+                        "get",
+                        "node",
+                        name,
+                        "-o",
+                        "jsonpath={.status.images[*].names}",
+                    ],
+                );
+                let cni = agent
+                    .dir
+                    .join("data/agent/etc/cni/net.d/10-rke2-bridge.conflist");
+                let names = String::from_utf8_lossy(&out.stdout).into_owned();
+                (extra_images
+                    .iter()
+                    .chain([&"bb:1"])
+                    .all(|i| names.contains(*i))
+                    && cni.is_file())
+                .then_some(())
+            });
+        }
+        cluster
+    }
+
+    /// Deletes every pod (and `what_else`, say `deploy/web`), waits until the agents' pod
+    /// sandboxes are gone, and stops the agents.
+    pub fn stop_pods(&mut self, what_else: &[&str]) {
+        use std::time::Duration;
+        for w in what_else {
+            kubectl(&self.kubeconfig, &["delete", w, "--wait=false"]);
+        }
+        kubectl(
+            &self.kubeconfig,
+            &["delete", "pods", "--all", "--wait=false"],
+        );
+        super::wait_for(Duration::from_secs(180), "the pods gone", || {
+            let out = kubectl(&self.kubeconfig, &["get", "pods", "-o", "name"]);
+            (out.status.success() && out.stdout.is_empty()).then_some(())
+        });
+        for (_, a) in &mut self.agents {
+            a.daemon.stop();
+        }
+    }
+}
+
+/// When each pod was first seen (its creation) and first seen Running, from one
+/// `kubectl get pods --watch` started before the pods are created: per-pod create → Running
+/// latency without polling. Stops the watch when dropped.
+pub struct PodTimes {
+    child: std::process::Child,
+    times: std::sync::Arc<std::sync::Mutex<PodTimeMap>>,
+}
+
+type PodTimeMap =
+    std::collections::HashMap<String, (std::time::Instant, Option<std::time::Instant>)>;
+
+impl PodTimes {
+    /// Starts the watch and returns once it is established. kubectl prints nothing for an
+    /// empty list, so a sentinel pod (bound to no real node) shows when it is; it is then
+    /// deleted at once.
+    pub fn start(k: &Path) -> PodTimes {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        const SENTINEL: &str = "watch-sentinel";
+        super::kubectl_ok(
+            k,
+            &[
+                "run",
+                SENTINEL,
+                "--image=none",
+                "--restart=Never",
+                "--overrides={\"spec\": {\"nodeName\": \"no-such-node\"}}",
+            ],
+        );
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(k)
+            .args([
+                "get",
+                "pods",
+                "--watch",
+                "--no-headers",
+                "-o",
+                "custom-columns=N:.metadata.name,P:.status.phase",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kubectl");
+        let stdout = child.stdout.take().unwrap();
+        let times = std::sync::Arc::new(std::sync::Mutex::new(PodTimeMap::new()));
+        let t = times.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let now = std::time::Instant::now();
+                let mut cols = line.split_whitespace();
+                let (Some(name), phase) = (cols.next(), cols.next()) else {
+                    continue;
+                };
+                let mut t = t.lock().unwrap();
+                let e = t.entry(name.to_string()).or_insert((now, None));
+                if phase == Some("Running") && e.1.is_none() {
+                    e.1 = Some(now);
+                }
+            }
+        });
+        let times = PodTimes { child, times };
+        // The watch follows from its list's resourceVersion: no pod created after the
+        // sentinel is seen is missed.
+        super::wait_for(std::time::Duration::from_secs(60), "the pod watch", || {
+            times.times.lock().unwrap().remove(SENTINEL).map(|_| ())
+        });
+        super::kubectl_ok(
+            k,
+            &["delete", "pod", SENTINEL, "--grace-period=0", "--force"],
+        );
+        times
+    }
+
+    /// Pods seen Running so far.
+    pub fn running(&self) -> usize {
+        let t = self.times.lock().unwrap();
+        t.values().filter(|(_, r)| r.is_some()).count()
+    }
+
+    /// Create → Running latencies of the pods seen Running, sorted, and the last Running
+    /// instant.
+    pub fn latencies(&self) -> (Vec<std::time::Duration>, Option<std::time::Instant>) {
+        let t = self.times.lock().unwrap();
+        let mut lat: Vec<_> = t
+            .values()
+            .filter_map(|(seen, r)| r.map(|r| r - *seen))
+            .collect();
+        lat.sort();
+        (lat, t.values().filter_map(|(_, r)| *r).max())
+    }
+}
+
+impl Drop for PodTimes {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `p` quantile (0..=1) of sorted `values` (nearest rank).
+pub fn quantile(values: &[std::time::Duration], p: f64) -> std::time::Duration {
+    values[((values.len() as f64 * p).ceil() as usize).clamp(1, values.len()) - 1]
+}
