@@ -1,6 +1,7 @@
 //! Kubernetes API benchmark (issue: Kubernetes API on 6443): p50/p99 latency and throughput of
 //! node GET, LIST (100 and 1000 nodes) and PATCH through the real TLS stack (keep-alive
-//! connections with the admin client certificate), and the server's RSS with 1000 nodes stored.
+//! connections with the admin client certificate), the server's RSS with 1000 nodes stored, and
+//! the watch cache's bytes per cached node.
 //! Goals: p99 of mutating requests <= 10 ms, LIST of 1000 nodes <= 50 ms, RSS <= 64 MiB.
 
 #[path = "../tests/common/mod.rs"]
@@ -161,6 +162,46 @@ async fn throughput(
     total as f64 / secs as f64
 }
 
+/// Memory per cached object (docs/watch-cache.md §Memory): the server's 1000 nodes, as it
+/// stored them, loaded into a watch cache over the in-memory store; the cache's own accounting
+/// and the allocation it caused, both divided by the object count.
+async fn cache_memory(list: &[u8]) {
+    use rke2::datastore::{Datastore, memory::MemoryStore};
+    use rke2::registry::NODES;
+    use rke2::storage::watch_cache::{CacheConfig, WatchCaches};
+    let list: serde_json::Value = serde_json::from_slice(list).unwrap();
+    let items = list["items"].as_array().unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let caches = WatchCaches::new(cancel.clone(), CacheConfig::default());
+    let ds = caches.fenced(&Datastore::from_impl(MemoryStore::new()));
+    let cache = caches.kind(&NODES).unwrap();
+    let json_bytes: usize = items
+        .iter()
+        .map(|o| serde_json::to_vec(o).unwrap().len())
+        .sum();
+    let rss_before = proc_status_kib(std::process::id(), "VmRSS:");
+    for o in items {
+        let key = NODES.key(None, o["metadata"]["name"].as_str().unwrap());
+        ds.put(&key, serde_json::to_vec(o).unwrap()).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cache.stats().objects < items.len() {
+        assert!(Instant::now() < deadline, "the cache loads the nodes");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let rss_after = proc_status_kib(std::process::id(), "VmRSS:");
+    let stats = cache.stats();
+    println!(
+        "{:<30} {:9} bytes per object ({} nodes, {} bytes of JSON each; store + cache RSS growth {} bytes per object)",
+        "watch cache memory",
+        stats.bytes_per_object(),
+        stats.objects,
+        json_bytes / items.len().max(1),
+        (rss_after.saturating_sub(rss_before) as usize * 1024) / items.len().max(1)
+    );
+    cancel.cancel();
+}
+
 fn main() {
     let block = AddrBlock::new();
     let root = tempfile::tempdir().unwrap();
@@ -203,6 +244,10 @@ fn main() {
         })
         .await;
         report("PATCH node (merge patch)", patches);
+        let list0 = latencies(&mut c, 200, |_| ("GET", "/api/v1/nodes?resourceVersion=0".into(), "application/json", vec![])).await;
+        report("LIST 1000 nodes rv=0 (cache)", list0);
+        let (_, listed) = c.call("GET", "/api/v1/nodes", "application/json", vec![]).await;
+        cache_memory(&listed).await;
         let rps = throughput(addr, tls.clone(), 8, 5, "/api/v1/nodes/bench-0001").await;
         println!("{:<30} {rps:9.0} requests/s (8 keep-alive clients, 5 s)", "GET node throughput");
         let rps = throughput(addr, tls.clone(), 4, 5, "/api/v1/nodes?limit=100").await;

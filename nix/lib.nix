@@ -43,6 +43,7 @@ let
     { key = "node-monitor-grace-period"; roles = "server"; shape = "scalar"; }
     { key = "node-cidr-mask-size"; roles = "server"; shape = "scalar"; }
     { key = "event-ttl"; roles = "server"; shape = "scalar"; }
+    { key = "watch-cache-max-events"; roles = "server"; shape = "scalar"; }
     { key = "cluster-reset"; roles = "server"; shape = "bool"; }
     { key = "cluster-reset-restore-path"; roles = "server"; shape = "scalar"; }
     { key = "etcd-disable-snapshots"; roles = "server"; shape = "bool"; }

@@ -572,7 +572,7 @@ fn watches_lose_and_repeat_nothing_across_an_etcd_leader_kill() {
     });
     kubectl_ok(&k, &["create", "namespace", "wt"]);
     let li = etcd_leader(&c.servers).expect("a leader");
-    // One follower serves the watch, the other takes the writes; the leader dies.
+    // Every server serves a watch, one follower takes the writes; the leader dies.
     let (w, x) = ((li + 1) % 3, (li + 2) % 3);
     let cm = |name: &str, v: usize| {
         format!(
@@ -580,8 +580,8 @@ fn watches_lose_and_repeat_nothing_across_an_etcd_leader_kill() {
         )
     };
     let base = "/api/v1/namespaces/wt/configmaps";
-    // A list at any state starts the follower's configmaps cache before `start`, so the watch
-    // below is served from the cache's window.
+    // Caches start with each server, so the watches below (from `start`) are served from the
+    // caches' windows; a list at any state reads the cache too.
     let (code, body) = c.servers[w].api(
         "GET",
         &format!("{base}?resourceVersion=0"),
@@ -598,26 +598,34 @@ fn watches_lose_and_repeat_nothing_across_an_etcd_leader_kill() {
         .parse()
         .unwrap();
 
-    // A raw watch on the follower from `start`, streamed into a file.
-    let out_path = c._root.path().join("watch.out");
-    let tls = c.servers[w].data_dir().join("server/tls");
-    let mut curl = std::process::Command::new("curl")
-        .args(["-sS", "-N", "--max-time", "600", "--cacert"])
-        .arg(c.servers[w].ca())
-        .arg("--cert")
-        .arg(tls.join("client-admin.crt"))
-        .arg("--key")
-        .arg(tls.join("client-admin.key"))
-        .arg("-o")
-        .arg(&out_path)
-        .arg(format!(
-            "https://{}:6443{base}?watch=1&allowWatchBookmarks=true&resourceVersion={start}&timeoutSeconds=590",
-            c.servers[w].ip
-        ))
-        .spawn()
-        .expect("run curl");
-    let watched = || watched_revisions(&std::fs::read_to_string(&out_path).unwrap_or_default());
-
+    // A raw watch on every server from `start`, each streamed into a file: the leader's ends
+    // when it dies, and resumes on a follower from the last revision it delivered.
+    let watch_into = |s: &ServerNode, from: i64, out: &std::path::Path| {
+        let tls = s.data_dir().join("server/tls");
+        std::process::Command::new("curl")
+            .args(["-sS", "-N", "--max-time", "600", "--cacert"])
+            .arg(s.ca())
+            .arg("--cert")
+            .arg(tls.join("client-admin.crt"))
+            .arg("--key")
+            .arg(tls.join("client-admin.key"))
+            .arg("-o")
+            .arg(out)
+            .arg(format!(
+                "https://{}:6443{base}?watch=1&allowWatchBookmarks=true&resourceVersion={from}&timeoutSeconds=590",
+                s.ip
+            ))
+            .spawn()
+            .expect("run curl")
+    };
+    let out_paths: Vec<_> = (0..3)
+        .map(|i| c._root.path().join(format!("watch-{i}.out")))
+        .collect();
+    let mut curls: Vec<_> = (0..3)
+        .map(|i| watch_into(&c.servers[i], start, &out_paths[i]))
+        .collect();
+    let watched =
+        |i: usize| watched_revisions(&std::fs::read_to_string(&out_paths[i]).unwrap_or_default());
     // Writes (creates, updates, deletes) before, during and after the leader's death.
     let write = |s: &ServerNode, i: usize| -> Option<i64> {
         let name = format!("cm-{}", i % 7);
@@ -647,8 +655,19 @@ fn watches_lose_and_repeat_nothing_across_an_etcd_leader_kill() {
     for i in 0..15 {
         write(&c.servers[x], i);
     }
+    // The leader's watch has seen some of them before it dies.
+    wait_for(
+        Duration::from_secs(30),
+        "the leader's watch delivers",
+        || (!watched(li).is_empty()).then_some(()),
+    );
     let killed = c.servers[li].daemon.name.clone();
     c.servers[li].daemon.kill9();
+    let _ = curls[li].wait();
+    let before_kill = watched(li);
+    let resumed_path = c._root.path().join("watch-resumed.out");
+    let resume_from = *before_kill.last().expect("events before the kill");
+    curls.push(watch_into(&c.servers[w], resume_from, &resumed_path));
     let mut i = 15;
     wait_for(
         Duration::from_secs(60),
@@ -670,23 +689,44 @@ fn watches_lose_and_repeat_nothing_across_an_etcd_leader_kill() {
         .unwrap()
         .parse()
         .unwrap();
+    let resumed = || {
+        let mut all = before_kill.clone();
+        all.extend(watched_revisions(
+            &std::fs::read_to_string(&resumed_path).unwrap_or_default(),
+        ));
+        all
+    };
     wait_for(
         Duration::from_secs(60),
-        "the watch delivers the last write",
-        || watched().contains(&end).then_some(()),
+        "every watch delivers the last write",
+        || {
+            (watched(w).contains(&end) && watched(x).contains(&end) && resumed().contains(&end))
+                .then_some(())
+        },
     );
-    let _ = curl.kill();
-    let _ = curl.wait();
+    for curl in &mut curls {
+        let _ = curl.kill();
+        let _ = curl.wait();
+    }
 
     let history = etcd_history(&c.servers[w], "/registry/configmaps/wt/", start);
-    let got = watched();
-    eprintln!(
-        "{} events across the kill of the etcd leader {killed}, {} in etcd's history",
-        got.len(),
-        history.len()
-    );
     assert!(history.len() >= 15, "{history:?}");
-    assert_eq!(got, history, "watched events vs etcd's history");
+    for (who, got) in [
+        (c.servers[w].daemon.name.clone(), watched(w)),
+        (c.servers[x].daemon.name.clone(), watched(x)),
+        (
+            format!("{killed}, then resumed on {}", c.servers[w].daemon.name),
+            resumed(),
+        ),
+    ] {
+        eprintln!(
+            "watch on {who}: {} events across the kill of the etcd leader {killed}, {} in etcd's history ({} before the kill)",
+            got.len(),
+            history.len(),
+            before_kill.len()
+        );
+        assert_eq!(got, history, "watched events on {who} vs etcd's history");
+    }
     // The cached list on the follower agrees with etcd too.
     let (code, body) = c.servers[w].api(
         "GET",

@@ -70,7 +70,12 @@ pub struct ApiState {
 
 type St = Arc<ApiState>;
 
-/// Builds the API router.
+/// Builds the API router, and starts its watch caches once the store is ready (a task ending
+/// with `cancel`).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "each is one independent setting of the API server, passed down by value"
+)]
 pub fn router(
     store: StoreCell,
     etcd: crate::etcd::EtcdCell,
@@ -79,12 +84,10 @@ pub fn router(
     event_ttl: std::time::Duration,
     kubelet: Option<crate::runtime::logs::KubeletClient>,
     service_ranges: crate::storage::services::ServiceRanges,
+    watch_cache: crate::storage::watch_cache::CacheConfig,
 ) -> Router {
-    Router::new().fallback(entry).with_state(Arc::new(ApiState {
-        watch_cache: crate::storage::watch_cache::WatchCaches::new(
-            cancel.clone(),
-            Default::default(),
-        ),
+    let st = Arc::new(ApiState {
+        watch_cache: crate::storage::watch_cache::WatchCaches::new(cancel.clone(), watch_cache),
         store,
         etcd,
         etcd_data_dir,
@@ -94,7 +97,26 @@ pub fn router(
         service_ranges,
         last_etcd_ok: std::sync::Mutex::new(None),
         openapi: Default::default(),
-    }))
+    });
+    tokio::spawn(start_watch_caches(st.clone()));
+    Router::new().fallback(entry).with_state(st)
+}
+
+/// Starts every kind's watch cache as soon as etcd is ready (docs/watch-cache.md): the windows
+/// then begin at the server's start, so WATCHes resuming from any revision listed from this
+/// server are served, and older ones get 410 like upstream.
+async fn start_watch_caches(st: St) {
+    let mut poll = tokio::time::interval(std::time::Duration::from_millis(100));
+    let ds = loop {
+        if let Some(ds) = st.store.get() {
+            break ds.clone();
+        }
+        tokio::select! {
+            _ = st.cancel.cancelled() => return,
+            _ = poll.tick() => {}
+        }
+    };
+    st.watch_cache.start_all(&ds);
 }
 
 /// A parsed request path.

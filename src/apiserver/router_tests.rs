@@ -17,6 +17,7 @@ use crate::datastore::KvStore as _;
 use crate::datastore::memory::MemoryStore;
 use crate::datastore::{Datastore, StoreCell};
 use crate::https::{CertIdentity, ConnInfo};
+use crate::storage::watch_cache::{CacheConfig, cached_kinds};
 
 struct Api {
     router: Router,
@@ -45,6 +46,11 @@ fn node(name: &str) -> CertIdentity {
 }
 
 fn api() -> Api {
+    api_with(CacheConfig::default())
+}
+
+/// The router with its watch caches sized by `cache` (a small window for 410 tests).
+fn api_with(cache: CacheConfig) -> Api {
     let memory = MemoryStore::new();
     let store: StoreCell = Default::default();
     store
@@ -60,6 +66,7 @@ fn api() -> Api {
             Duration::from_secs(3600),
             None,
             crate::storage::services::ServiceRanges::defaults(),
+            cache,
         ),
         memory,
         cancel,
@@ -384,16 +391,20 @@ async fn watch_starts_with_the_state_then_follows_and_resumes() {
 }
 
 #[tokio::test]
-async fn watch_from_a_compacted_revision_is_gone() {
-    let api = api();
+async fn watch_from_before_the_cache_window_is_gone() {
+    // A window of 3 events: the 4 writes after `a` push it past `a`.
+    let api = api_with(CacheConfig::with_max_events(3));
     with_namespace(&api, "w").await;
     let base = "/api/v1/namespaces/w/configmaps";
     let (_, a) = api.call(Method::POST, base, Some(cm("a", "1"))).await;
-    for i in 0..3 {
-        api.call(Method::POST, base, Some(cm(&format!("x{i}"), "1")))
+    let mut later = Vec::new();
+    for i in 0..4 {
+        let (_, x) = api
+            .call(Method::POST, base, Some(cm(&format!("x{i}"), "1")))
             .await;
+        later.push(rv(&x));
     }
-    api.memory.compact(api.memory.revision().await.unwrap());
+    // The store still has `a`'s revision (nothing is compacted): the cache alone says 410.
     let (status, mut body) = api
         .watch(&format!("{base}?watch=true&resourceVersion={}", rv(&a)))
         .await;
@@ -403,6 +414,26 @@ async fn watch_from_a_compacted_revision_is_gone() {
     assert_eq!(ev["type"], "ERROR", "{ev}");
     assert_eq!(ev["object"]["code"], 410, "{ev}");
     assert_eq!(ev["object"]["reason"], "Expired", "{ev}");
+    assert_eq!(
+        body.frame().await.map(|f| f.is_ok()),
+        None,
+        "the watch ends"
+    );
+    // Resuming inside the window replays exactly the later writes.
+    let (_, mut body) = api
+        .watch(&format!("{base}?watch=true&resourceVersion={}", later[0]))
+        .await;
+    let mut buf = Vec::new();
+    for want in &later[1..] {
+        let ev = next_event(&mut body, &mut buf).await;
+        assert_eq!(
+            (ev["type"].as_str(), rv(&ev["object"])),
+            (Some("ADDED"), want.clone())
+        );
+    }
+    let (_, x) = api.call(Method::POST, base, Some(cm("y", "1"))).await;
+    let ev = next_event(&mut body, &mut buf).await;
+    assert_eq!(rv(&ev["object"]), rv(&x), "nothing in between: {ev}");
     // A list continuing from a snapshot that has since been compacted is 410 too.
     let (_, page) = api
         .call(Method::GET, &format!("{base}?limit=1"), None)
@@ -419,6 +450,71 @@ async fn watch_from_a_compacted_revision_is_gone() {
         .await;
     assert_eq!(status, StatusCode::GONE, "{err}");
     assert_eq!(err["reason"], "Expired");
+}
+
+#[tokio::test]
+async fn field_selector_watches_follow_selector_transitions() {
+    let api = api();
+    with_namespace(&api, "w").await;
+    let base = "/api/v1/namespaces/w/pods";
+    let pod = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+               "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+    };
+    let bind = async |name: &str, node: &str| {
+        let body = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+                          "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+        let uri = format!("{base}/{name}/binding");
+        let (status, out) = api.call(Method::POST, &uri, Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{out}");
+    };
+    let delete = async |name: &str| {
+        let uri = format!("{base}/{name}?gracePeriodSeconds=0");
+        let (status, out) = api.call(Method::DELETE, &uri, None).await;
+        assert_eq!(status, StatusCode::OK, "{out}");
+    };
+    let (status, a) = api.call(Method::POST, base, Some(pod("a"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{a}");
+    let (_, mut n1) = api
+        .watch(&format!(
+            "/api/v1/pods?watch=true&fieldSelector=spec.nodeName%3Dn1&resourceVersion={}",
+            rv(&a)
+        ))
+        .await;
+    let (_, mut named) = api
+        .watch(&format!(
+            "{base}?watch=true&fieldSelector=metadata.name%3Db&resourceVersion={}",
+            rv(&a)
+        ))
+        .await;
+    // `a` is bound to n1 (a transition into the selector: ADDED), `b` is created and bound
+    // to n2 (never n1's), then both are deleted.
+    bind("a", "n1").await;
+    api.call(Method::POST, base, Some(pod("b"))).await;
+    bind("b", "n2").await;
+    delete("b").await;
+    delete("a").await;
+    // Last events, after everything above: `c` bound to n1, and a new `b`.
+    api.call(Method::POST, base, Some(pod("c"))).await;
+    bind("c", "n1").await;
+    api.call(Method::POST, base, Some(pod("b"))).await;
+    let mut buf = Vec::new();
+    let mut read = async |body: &mut Body, n: usize| {
+        let mut out = Vec::new();
+        buf.clear();
+        for _ in 0..n {
+            let ev = next_event(body, &mut buf).await;
+            let name = ev["object"]["metadata"]["name"].as_str().unwrap_or("?");
+            out.push(format!("{} {name}", ev["type"].as_str().unwrap_or("?")));
+        }
+        out
+    };
+    // Only n1's pods, each entering the selector as ADDED; nothing of `b` in between.
+    assert_eq!(read(&mut n1, 3).await, ["ADDED a", "DELETED a", "ADDED c"]);
+    assert_eq!(
+        read(&mut named, 4).await,
+        ["ADDED b", "MODIFIED b", "DELETED b", "ADDED b"]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -459,6 +555,15 @@ async fn watches_and_any_state_lists_share_one_store_watch_per_kind() {
     with_namespace(&api, "w").await;
     let base = "/api/v1/namespaces/w/configmaps";
     let (_, a) = api.call(Method::POST, base, Some(cm("a", "1"))).await;
+    let kinds = cached_kinds().len();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while api.memory.watch_count() < kinds {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "every cache watches"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut bodies = Vec::new();
     for uri in [
         format!("{base}?watch=true"),
@@ -470,8 +575,8 @@ async fn watches_and_any_state_lists_share_one_store_watch_per_kind() {
         assert_eq!(status, StatusCode::OK, "{uri}");
         bodies.push(body);
     }
-    // The namespaces above are watched by nobody; configmaps by the cache alone.
-    assert_eq!(api.memory.watch_count(), 1);
+    // One store watch per cached kind, started with the server; client watches add none.
+    assert_eq!(api.memory.watch_count(), kinds);
     let (_, b) = api.call(Method::POST, base, Some(cm("b", "1"))).await;
     let mut buf = Vec::new();
     for (i, body) in bodies.iter_mut().enumerate() {

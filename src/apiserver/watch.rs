@@ -2,7 +2,8 @@
 //! by the kind's watch cache (crate::storage::watch_cache), or by an etcd watch of its own until
 //! the cache has listed. `resourceVersion` unset or `0` starts with synthetic ADDED events for the
 //! current objects; `resourceVersion=N` resumes with the changes after N, or sends a 410
-//! `Expired` ERROR event once N has been compacted. Selector transitions become ADDED/DELETED
+//! `Expired` ERROR event when N predates the cache's window (or, before the cache has listed,
+//! once N has been compacted in etcd). Selector transitions become ADDED/DELETED
 //! like upstream; BOOKMARK events are sent only when the client asks for them.
 
 use std::convert::Infallible;
@@ -202,13 +203,28 @@ pub async fn serve(
                 tokio::spawn(w.follow_cache(cw, timeout, cancel));
                 return Ok(body(rx));
             }
-            // Older than the window: caches start lazily (and restart on a relist), so a
-            // revision a client rightly holds may predate the window. etcd still serves it, or
-            // answers 410 once it is compacted.
-            Err(CacheError::Expired { requested, oldest }) => {
+            // The client's revision predates the window: 410 like upstream's cache ("too old
+            // resource version"), even if etcd still has that history; the client relists.
+            Err(CacheError::Expired {
+                requested: n,
+                oldest,
+            }) if requested.is_some() => {
+                let err = ApiError::Expired {
+                    requested: n,
+                    oldest,
+                };
+                let _ = tx.send(enc.event("ERROR", &err.to_status())).await;
+                return Ok(body(rx));
+            }
+            // The revision of this server's own initial list predates the window (the cache
+            // relisted meanwhile): the client gave none to resume from, so etcd serves it.
+            Err(CacheError::Expired {
+                requested: n,
+                oldest,
+            }) => {
                 tracing::debug!(
                     component = "apiserver",
-                    "watch from {requested} predates the cache window ({oldest}): reading etcd"
+                    "initial list at {n} predates the cache window ({oldest}): reading etcd"
                 );
             }
             // Not listed yet: this watch reads etcd itself.

@@ -195,6 +195,9 @@ pub struct ServerConfig {
     pub node_cidr_mask_size: u8,
     /// How long Events live after their last write (`event-ttl`, an etcd lease as upstream).
     pub event_ttl: Duration,
+    /// `watch-cache-max-events`: the most events each kind's watch-cache window keeps
+    /// (docs/watch-cache.md); a WATCH resuming from before the window gets 410.
+    pub watch_cache_max_events: usize,
     /// Scheduled and on-demand etcd snapshots.
     pub snapshots: ops::SnapshotConfig,
     /// `cluster-reset` and its restore path.
@@ -221,6 +224,15 @@ pub struct AgentConfig {
 pub struct Loaded<T> {
     pub config: T,
     pub warnings: Vec<String>,
+}
+
+/// Parses a count of events (`watch-cache-max-events`): a whole number of at least 1.
+fn parse_event_count(v: &str) -> Result<usize, String> {
+    v.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| format!("invalid count \"{v}\": expected a whole number of at least 1"))
 }
 
 /// Parses a duration such as `40s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
@@ -738,6 +750,7 @@ pub fn validate_server(raw: &RawSettings) -> Result<ServerConfig, ConfigError> {
                 .max(cluster.prefix_len())
         },
         event_ttl: r.parse("event-ttl", parse_duration)?,
+        watch_cache_max_events: r.parse("watch-cache-max-events", parse_event_count)?,
         snapshots: ops::snapshot_config(&r)?,
         cluster_reset: ops::cluster_reset(&r, node.server.is_some())?,
         secrets_encryption: r.bool("secrets-encryption")?,
@@ -1136,6 +1149,9 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("40").unwrap(), Duration::from_secs(40));
+        assert_eq!(parse_event_count("16"), Ok(16));
+        assert!(parse_event_count("0").is_err());
+        assert!(parse_event_count("many").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("5d").is_err());
     }

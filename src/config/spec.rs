@@ -367,6 +367,14 @@ pub const SETTINGS: &[Setting] = &[
         "How long an Event is kept after its last update",
     ),
     s(
+        "watch-cache-max-events",
+        Scalar,
+        S,
+        Some("200000"),
+        "COUNT",
+        "Most recent changes each resource's watch cache keeps for resuming watches (at least 1)",
+    ),
+    s(
         "cluster-reset",
         Bool,
         S,

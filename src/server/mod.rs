@@ -443,6 +443,9 @@ async fn run_inner(
                     node_ports: config.service_node_port_range,
                     cluster_dns: Some(config.cluster_dns),
                 },
+                crate::storage::watch_cache::CacheConfig::with_max_events(
+                    config.watch_cache_max_events,
+                ),
             ),
             cancel.clone(),
             "apiserver",

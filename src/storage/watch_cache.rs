@@ -62,6 +62,34 @@ impl Default for CacheConfig {
     }
 }
 
+impl CacheConfig {
+    /// The defaults with at most `max_events` events per kind (`watch-cache-max-events`); a
+    /// window smaller than the default minimum is kept at that size whatever its age.
+    pub fn with_max_events(max_events: usize) -> CacheConfig {
+        let d = CacheConfig::default();
+        CacheConfig {
+            min_events: d.min_events.min(max_events),
+            max_events,
+            ..d
+        }
+    }
+}
+
+/// The kinds every API server caches from its start: each stored kind clients can watch, once
+/// per etcd prefix (kinds served in two versions share one cache).
+pub fn cached_kinds() -> Vec<&'static ResourceInfo> {
+    let mut out: Vec<&'static ResourceInfo> = Vec::new();
+    for info in crate::registry::RESOURCES.iter().copied() {
+        if info.is_stored()
+            && info.serves(crate::registry::Verb::Watch)
+            && !out.iter().any(|o| o.etcd_prefix == info.etcd_prefix)
+        {
+            out.push(info);
+        }
+    }
+    out
+}
+
 /// Why the cache cannot serve a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CacheError {
@@ -829,6 +857,16 @@ impl WatchCaches {
         kinds.insert(prefix, cache.clone());
         tokio::spawn(cache.clone().run(raw, self.cancel.child_token()));
         Some(cache)
+    }
+
+    /// Binds the caches to `ds` and starts the cache of every kind of [`cached_kinds`], so that
+    /// each window begins at the server's start (as upstream's cacher): a client resuming from a
+    /// revision it listed from this server is then inside the window, not answered 410.
+    pub fn start_all(&self, ds: &Datastore) {
+        self.bind(ds);
+        for info in cached_kinds() {
+            self.kind(info);
+        }
     }
 
     /// Figures of every started cache, by etcd prefix.
