@@ -26,7 +26,9 @@ fn slice(i: usize, generation: usize) -> Value {
         .map(|j| {
             // The first endpoint's address moves with `generation`: one endpoint change.
             let host = if j == 0 { 100 + generation % 150 } else { j };
-            json!({"addresses": [format!("198.18.{}.{}", i % 250, host)], "conditions": {"ready": true}})
+            // Endpoint j runs on node-j: the bench's node (node-0) holds one per service.
+            json!({"addresses": [format!("198.18.{}.{}", i % 250, host)], "nodeName": format!("node-{j}"),
+                   "conditions": {"ready": true}})
         })
         .collect();
     json!({"metadata": {"namespace": "bench", "name": format!("svc-{i}-x"),
@@ -64,12 +66,12 @@ async fn main() {
     let services: Vec<Value> = (0..SERVICES).map(service).collect();
     let mut slices: Vec<Value> = (0..SERVICES).map(|i| slice(i, 0)).collect();
     let step = |applied, slices: &[Value]| {
-        let ports = model::service_ports(&services, slices, "bench-node");
+        let ports = model::service_ports(&services, slices, "node-0");
         sync(&spec, applied, nft::render(&spec, &ports))
     };
     // The part before `nft`: model, ruleset and difference, timed alone.
     let prepare = |old: &Option<nft::Ruleset>, slices: &[Value]| {
-        let ports = model::service_ports(&services, slices, "bench-node");
+        let ports = model::service_ports(&services, slices, "node-0");
         let new = nft::render(&spec, &ports);
         nft::diff_script(&spec, old.as_ref().expect("applied"), &new)
     };

@@ -61,6 +61,9 @@ pub struct ServicePort {
     pub endpoints: Vec<SocketAddr>,
     /// The subset of `endpoints` on this node (EndpointSlice `nodeName`), sorted.
     pub local_endpoints: Vec<SocketAddr>,
+    /// The subset of `endpoints` named on another node, sorted: never a client on this node,
+    /// so they need no hairpin masquerade here.
+    pub remote_endpoints: Vec<SocketAddr>,
     /// `internalTrafficPolicy: Local`: ClusterIP traffic goes to `local_endpoints` only.
     pub internal_local: bool,
     /// `externalTrafficPolicy: Local` (NodePort and LoadBalancer services): NodePort traffic
@@ -72,9 +75,18 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
+/// Where an endpoint runs, from its slice's `nodeName`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Here,
+    Elsewhere,
+    /// No `nodeName` (an endpoint outside the cluster, or a hand-made slice).
+    Unknown,
+}
+
 /// Ready endpoints of every (namespace, service, port name, protocol), all families, each
-/// with whether it is on this node.
-type EndpointIndex = BTreeMap<(String, String, String, Proto), BTreeMap<SocketAddr, bool>>;
+/// with where it runs.
+type EndpointIndex = BTreeMap<(String, String, String, Proto), BTreeMap<SocketAddr, Place>>;
 
 fn index_slices(slices: &[Value], node_name: &str) -> EndpointIndex {
     let mut index = EndpointIndex::new();
@@ -112,10 +124,17 @@ fn index_slices(slices: &[Value], node_name: &str) -> EndpointIndex {
                 .iter()
                 .filter(|e| e.pointer("/conditions/ready") != Some(&Value::Bool(false)));
             for e in ready {
-                let local = e["nodeName"].as_str() == Some(node_name);
+                let place = match e["nodeName"].as_str() {
+                    Some(n) if n == node_name => Place::Here,
+                    Some(_) => Place::Elsewhere,
+                    None => Place::Unknown,
+                };
                 for a in e["addresses"].as_array().into_iter().flatten() {
                     if let Some(ip) = a.as_str().and_then(|a| a.parse::<IpAddr>().ok()) {
-                        *set.entry(SocketAddr::new(ip, number)).or_default() |= local;
+                        let slot = set.entry(SocketAddr::new(ip, number)).or_insert(place);
+                        if place == Place::Here {
+                            *slot = place;
+                        }
                     }
                 }
             }
@@ -176,7 +195,14 @@ pub fn service_ports(services: &[Value], slices: &[Value], node_name: &str) -> V
                         .filter(|(e, _)| e.is_ipv4() == ip.is_ipv4())
                 };
                 let endpoints = family().map(|(e, _)| *e).collect();
-                let local_endpoints = family().filter(|(_, l)| **l).map(|(e, _)| *e).collect();
+                let placed = |want: Place| {
+                    family()
+                        .filter(move |(_, p)| **p == want)
+                        .map(|(e, _)| *e)
+                        .collect()
+                };
+                let (local_endpoints, remote_endpoints) =
+                    (placed(Place::Here), placed(Place::Elsewhere));
                 out.push(ServicePort {
                     namespace: ns.to_string(),
                     name: name.to_string(),
@@ -192,6 +218,7 @@ pub fn service_ports(services: &[Value], slices: &[Value], node_name: &str) -> V
                     affinity,
                     endpoints,
                     local_endpoints,
+                    remote_endpoints,
                     internal_local,
                     external_local,
                 });

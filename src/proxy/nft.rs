@@ -107,8 +107,13 @@ pub fn render(spec: &TableSpec, ports: &[ServicePort]) -> Ruleset {
             }
             continue;
         }
-        // An endpoint reaching itself through the service is masqueraded (nat-postrouting).
-        for e in &p.endpoints {
+        // An endpoint reaching itself through the service is masqueraded (nat-postrouting);
+        // one on another node never sends from this one.
+        for e in p
+            .endpoints
+            .iter()
+            .filter(|e| p.remote_endpoints.binary_search(e).is_err())
+        {
             r.elements
                 .insert((hairpin(v), format!("{0} . {0}", e.ip())), None);
         }
@@ -504,6 +509,7 @@ mod tests {
             affinity: None,
             endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
             local_endpoints: Vec::new(),
+            remote_endpoints: Vec::new(),
             internal_local: false,
             external_local: false,
         }
@@ -620,6 +626,18 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_on_other_nodes_need_no_hairpin_element() {
+        let mut p = one_of_two_local("hp", "198.19.0.17", "198.18.0.2:80", 30017);
+        p.remote_endpoints = vec!["198.18.0.3:80".parse().unwrap()];
+        let r = render(&spec("t"), &[p]);
+        let hairpin: Vec<_> = r.elements.keys().filter(|k| k.0 == "hairpin4").collect();
+        assert_eq!(
+            hairpin,
+            vec![&("hairpin4", "198.18.0.2 . 198.18.0.2".to_string())]
+        );
+    }
+
+    #[test]
     fn internal_traffic_policy_local_keeps_to_local_endpoints_or_drops() {
         let mut p = one_of_two_local("itp", "198.19.0.14", "198.18.0.3:80", 30014);
         p.internal_local = true;
@@ -661,6 +679,11 @@ mod tests {
                 local.to_string(),
             ],
             "only the node's own and pods' connections are masqueraded or leave the node"
+        );
+        assert!(
+            r.elements
+                .contains_key(&("hairpin4", "198.18.0.3 . 198.18.0.3".to_string())),
+            "an endpoint of unknown place may be a client here"
         );
         // ClusterIP traffic is not affected by the external policy.
         assert!(r.chains["svc-ns/etp/tcp/http4"][1].contains("mod 2"));
