@@ -299,8 +299,11 @@ fn user_pods_run_on_agents_serve_node_ports_streams_and_move_when_an_agent_is_lo
                     && !t.contains(&cluster_ip)
                     && !t.contains("default/web")
                     && !t.contains(&node_port)
-                    // The `kubernetes` service's rules (to the API servers) stay; none to a pod.
-                    && !t.contains("dnat ip to 198.18.")
+                    // The `kubernetes` service's rules (to the API servers' 6443) stay; none
+                    // to a pod's 8080 (a dnat map element `A . 8080` or an affinity chain's
+                    // `dnat ip to A:8080`).
+                    && !t.contains(". 8080")
+                    && !t.contains(":8080")
             })
             .then_some(())
     });

@@ -26,6 +26,29 @@ fn jsonpath(k: &Path, what: &[&str], path: &str) -> String {
     String::from_utf8_lossy(&kubectl(k, &args).stdout).into_owned()
 }
 
+/// The pod endpoints (`198.18.x.y:port`) a table leads to: from endpoint chains
+/// (`dnat ip to A:P`, with session affinity) and from service chains' dnat maps (`N : A . P`).
+fn pod_endpoints(table: &str) -> BTreeSet<String> {
+    let tokens: Vec<&str> = table
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '{' || c == '}')
+        .filter(|t| !t.is_empty())
+        .collect();
+    let mut out = BTreeSet::new();
+    for (i, t) in tokens.iter().enumerate() {
+        if !t.starts_with("198.18.") {
+            continue;
+        }
+        if t.contains(':') {
+            out.insert(t.to_string());
+        } else if tokens.get(i + 1) == Some(&".")
+            && let Some(port) = tokens.get(i + 2).filter(|p| p.parse::<u16>().is_ok())
+        {
+            out.insert(format!("{t}:{port}"));
+        }
+    }
+    out
+}
+
 /// A client pod fetching `url` every 200 ms and printing each answer on its own line.
 fn client_pod(name: &str, url: &str) -> String {
     format!(
@@ -104,9 +127,8 @@ fn cluster_ips_and_node_ports_reach_ready_endpoints_and_leave_no_rules() {
         cluster_ip.starts_with(&format!("198.19.{}.", o[1])),
         "{cluster_ip}"
     );
-    wait_for(WAIT, "3 endpoint chains", || {
-        let t = nft_table(&table);
-        (t.matches("dnat ip to 198.18.").count() == 3).then_some(())
+    wait_for(WAIT, "3 endpoints in the rules", || {
+        (pod_endpoints(&nft_table(&table)).len() == 3).then_some(())
     });
 
     // A client pod reaching the ClusterIP gets answers from every replica.
@@ -200,9 +222,11 @@ fn cluster_ips_and_node_ports_reach_ready_endpoints_and_leave_no_rules() {
         let ip = jsonpath(&k, &["pod", "extra"], ".status.podIP");
         (!ip.is_empty()).then_some(ip)
     });
-    let rule = format!("dnat ip to {extra_ip}:8080");
+    let extra = format!("{extra_ip}:8080");
     wait_for(WAIT, "the extra endpoint in the rules", || {
-        nft_table(&table).contains(&rule).then_some(())
+        pod_endpoints(&nft_table(&table))
+            .contains(&extra)
+            .then_some(())
     });
     let out = Command::new("curl")
         .args([
@@ -215,10 +239,10 @@ fn cluster_ips_and_node_ports_reach_ready_endpoints_and_leave_no_rules() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "stopping");
     wait_for(WAIT, "the extra endpoint out of the rules", || {
-        (!nft_table(&table).contains(&rule)).then_some(())
+        (!pod_endpoints(&nft_table(&table)).contains(&extra)).then_some(())
     });
     assert_eq!(
-        nft_table(&table).matches("dnat ip to 198.18.").count(),
+        pod_endpoints(&nft_table(&table)).len(),
         3,
         "the replicas stay"
     );
@@ -231,12 +255,12 @@ fn cluster_ips_and_node_ports_reach_ready_endpoints_and_leave_no_rules() {
             && !t.contains("default/web")
             && !t.contains(&node_port)
             // The `kubernetes` service's rules (to the API server) stay; none to a pod.
-            && !t.contains("dnat ip to 198.18."))
+            && pod_endpoints(&t).is_empty())
         .then_some(())
     });
     assert!(nft_table(&table).contains("chain services"));
     // The `kubernetes` service leads to the API server, from its EndpointSlice.
-    let api_rule = format!("dnat ip to {ip}:6443");
+    let api_rule = format!(": {ip} . 6443");
     assert!(nft_table(&table).contains(&api_rule), "{api_rule}");
     drop(server);
     assert!(

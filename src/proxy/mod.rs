@@ -131,7 +131,7 @@ async fn run(cfg: ProxyConfig, cancel: CancellationToken) -> Result<(), ProxyErr
     loop {
         match list(&api).await {
             Ok((services, slices)) => {
-                let mut ports = model::service_ports(&services, &slices);
+                let mut ports = model::service_ports(&services, &slices, &cfg.node_name);
                 ports.retain(|p| Some(p.cluster_ip) != cfg.cluster_dns);
                 applied = sync(&spec, applied.take(), nft::render(&spec, &ports)).await;
             }

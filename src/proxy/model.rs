@@ -1,8 +1,10 @@
 //! What the service proxy programs, read from Services and EndpointSlices: one
 //! [`ServicePort`] per (service, port, cluster IP), with the ready endpoints of that port and
-//! address family. Headless and ExternalName services have no cluster IP and are skipped.
+//! address family, those on this node (the slice endpoint's `nodeName`) marked, and the
+//! service's traffic policies. Headless and ExternalName services have no cluster IP and are
+//! skipped.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use serde_json::Value;
@@ -57,16 +59,36 @@ pub struct ServicePort {
     pub affinity: Option<u32>,
     /// Ready endpoints of this port and family, sorted, without duplicates.
     pub endpoints: Vec<SocketAddr>,
+    /// The subset of `endpoints` on this node (EndpointSlice `nodeName`), sorted.
+    pub local_endpoints: Vec<SocketAddr>,
+    /// The subset of `endpoints` named on another node, sorted: never a client on this node,
+    /// so they need no hairpin masquerade here.
+    pub remote_endpoints: Vec<SocketAddr>,
+    /// `internalTrafficPolicy: Local`: ClusterIP traffic goes to `local_endpoints` only.
+    pub internal_local: bool,
+    /// `externalTrafficPolicy: Local` (NodePort and LoadBalancer services): NodePort traffic
+    /// from outside the node and the cluster goes to `local_endpoints` only, unmasqueraded.
+    pub external_local: bool,
 }
 
 fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
-/// Ready endpoints of every (namespace, service, port name, protocol), all families.
-type EndpointIndex = BTreeMap<(String, String, String, Proto), BTreeSet<SocketAddr>>;
+/// Where an endpoint runs, from its slice's `nodeName`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Here,
+    Elsewhere,
+    /// No `nodeName` (an endpoint outside the cluster, or a hand-made slice).
+    Unknown,
+}
 
-fn index_slices(slices: &[Value]) -> EndpointIndex {
+/// Ready endpoints of every (namespace, service, port name, protocol), all families, each
+/// with where it runs.
+type EndpointIndex = BTreeMap<(String, String, String, Proto), BTreeMap<SocketAddr, Place>>;
+
+fn index_slices(slices: &[Value], node_name: &str) -> EndpointIndex {
     let mut index = EndpointIndex::new();
     for slice in slices {
         let ns = str_at(slice, "/metadata/namespace");
@@ -102,9 +124,17 @@ fn index_slices(slices: &[Value]) -> EndpointIndex {
                 .iter()
                 .filter(|e| e.pointer("/conditions/ready") != Some(&Value::Bool(false)));
             for e in ready {
+                let place = match e["nodeName"].as_str() {
+                    Some(n) if n == node_name => Place::Here,
+                    Some(_) => Place::Elsewhere,
+                    None => Place::Unknown,
+                };
                 for a in e["addresses"].as_array().into_iter().flatten() {
                     if let Some(ip) = a.as_str().and_then(|a| a.parse::<IpAddr>().ok()) {
-                        set.insert(SocketAddr::new(ip, number));
+                        let slot = set.entry(SocketAddr::new(ip, number)).or_insert(place);
+                        if place == Place::Here {
+                            *slot = place;
+                        }
                     }
                 }
             }
@@ -113,9 +143,9 @@ fn index_slices(slices: &[Value]) -> EndpointIndex {
     index
 }
 
-/// Every service port the proxy programs, sorted.
-pub fn service_ports(services: &[Value], slices: &[Value]) -> Vec<ServicePort> {
-    let index = index_slices(slices);
+/// Every service port the proxy of node `node_name` programs, sorted.
+pub fn service_ports(services: &[Value], slices: &[Value], node_name: &str) -> Vec<ServicePort> {
+    let index = index_slices(slices, node_name);
     let mut out = Vec::new();
     for svc in services {
         let ns = str_at(svc, "/metadata/namespace");
@@ -141,6 +171,10 @@ pub fn service_ports(services: &[Value], slices: &[Value]) -> Vec<ServicePort> {
                 .and_then(|t| u32::try_from(t).ok())
                 .unwrap_or(DEFAULT_AFFINITY_SECONDS)
         });
+        let internal_local = spec["internalTrafficPolicy"].as_str() == Some("Local");
+        // Upstream allows `Local` on NodePort and LoadBalancer services only.
+        let external_local = spec["externalTrafficPolicy"].as_str() == Some("Local")
+            && matches!(spec["type"].as_str(), Some("NodePort" | "LoadBalancer"));
         for port in spec["ports"].as_array().into_iter().flatten() {
             let (Some(number), Some(proto)) = (
                 port["port"].as_u64().and_then(|p| u16::try_from(p).ok()),
@@ -155,12 +189,20 @@ pub fn service_ports(services: &[Value], slices: &[Value]) -> Vec<ServicePort> {
                 .filter(|p| *p != 0);
             let all = index.get(&(ns.to_string(), name.to_string(), pname.clone(), proto));
             for ip in &ips {
-                let endpoints = all
-                    .into_iter()
-                    .flatten()
-                    .filter(|e| e.is_ipv4() == ip.is_ipv4())
-                    .copied()
-                    .collect();
+                let family = || {
+                    all.into_iter()
+                        .flatten()
+                        .filter(|(e, _)| e.is_ipv4() == ip.is_ipv4())
+                };
+                let endpoints = family().map(|(e, _)| *e).collect();
+                let placed = |want: Place| {
+                    family()
+                        .filter(move |(_, p)| **p == want)
+                        .map(|(e, _)| *e)
+                        .collect()
+                };
+                let (local_endpoints, remote_endpoints) =
+                    (placed(Place::Here), placed(Place::Elsewhere));
                 out.push(ServicePort {
                     namespace: ns.to_string(),
                     name: name.to_string(),
@@ -175,6 +217,10 @@ pub fn service_ports(services: &[Value], slices: &[Value]) -> Vec<ServicePort> {
                     node_port,
                     affinity,
                     endpoints,
+                    local_endpoints,
+                    remote_endpoints,
+                    internal_local,
+                    external_local,
                 });
             }
         }
@@ -214,7 +260,7 @@ mod tests {
             json!([{"name": "http", "port": 8080, "protocol": "TCP"},
                    {"name": "other", "port": 9, "protocol": "TCP"}]),
         )];
-        let ports = service_ports(&services, &slices);
+        let ports = service_ports(&services, &slices, "n1");
         let http: Vec<_> = ports.iter().filter(|p| p.port == 80).collect();
         assert_eq!(http.len(), 2, "one per cluster IP");
         let v4 = http.iter().find(|p| p.cluster_ip.is_ipv4()).unwrap();
@@ -235,6 +281,39 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_on_this_node_and_traffic_policies_are_read() {
+        let services = [
+            svc(json!({"clusterIP": "198.19.0.10", "type": "NodePort",
+                       "externalTrafficPolicy": "Local", "internalTrafficPolicy": "Local",
+                       "ports": [{"name": "http", "port": 80, "nodePort": 30080}]})),
+            // `externalTrafficPolicy` means nothing without a NodePort or load balancer.
+            json!({"metadata": {"namespace": "ns", "name": "plain"},
+                   "spec": {"clusterIP": "198.19.0.11", "externalTrafficPolicy": "Local",
+                            "ports": [{"name": "http", "port": 80}]}}),
+        ];
+        let slices = [slice(
+            json!([
+                {"addresses": ["198.18.0.2"], "nodeName": "n1"},
+                {"addresses": ["198.18.0.3"], "nodeName": "n2"},
+                {"addresses": ["198.18.0.4"]},
+            ]),
+            json!([{"name": "http", "port": 8080, "protocol": "TCP"}]),
+        )];
+        let ports = service_ports(&services, &slices, "n1");
+        let web = ports.iter().find(|p| p.name == "web").unwrap();
+        assert_eq!(web.endpoints.len(), 3);
+        assert_eq!(
+            web.local_endpoints,
+            vec!["198.18.0.2:8080".parse().unwrap()]
+        );
+        assert!(web.internal_local && web.external_local);
+        let plain = ports.iter().find(|p| p.name == "plain").unwrap();
+        assert!(!plain.internal_local && !plain.external_local);
+        let elsewhere = service_ports(&services, &slices, "n3");
+        assert!(elsewhere[0].local_endpoints.is_empty());
+    }
+
+    #[test]
     fn headless_and_external_name_services_are_skipped() {
         let services = [
             svc(json!({"clusterIP": "None", "ports": [{"port": 80}]})),
@@ -242,6 +321,6 @@ mod tests {
                 json!({"type": "ExternalName", "externalName": "x.example", "ports": [{"port": 80}]}),
             ),
         ];
-        assert!(service_ports(&services, &[]).is_empty());
+        assert!(service_ports(&services, &[], "n1").is_empty());
     }
 }

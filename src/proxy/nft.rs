@@ -1,10 +1,11 @@
 //! The nftables ruleset of the service proxy (docs/service-proxy.md), after kube-proxy's
 //! nftables mode: one `inet` table per node, verdict maps keyed by `ip . proto . port` that
-//! jump to one chain per service port, `numgen random mod N` spreading new connections over
-//! one chain per endpoint, per-endpoint timeout sets for `sessionAffinity: ClientIP`, and sets
-//! of service ports without endpoints that are rejected. A sync is one `nft -f -` transaction:
-//! the whole table the first time (or after a failure), else only the difference to the last
-//! ruleset that was applied.
+//! jump to one chain per service port, where one `dnat … numgen random mod N map` rule spreads
+//! new connections over the endpoints (endpoint chains only for `sessionAffinity: ClientIP`,
+//! with per-endpoint timeout sets), a set of endpoint addresses for hairpin masquerading, the
+//! traffic policies `Local`, and sets of service ports without endpoints that are rejected. A
+//! sync is one `nft -f -` transaction: the whole table the first time (or after a failure),
+//! else only the difference to the last ruleset that was applied.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -86,109 +87,164 @@ fn port_id(p: &ServicePort) -> String {
 }
 
 /// Renders the per-service part for `ports`.
+///
+/// Service ports with endpoints get one chain, `svc-…` (the ClusterIP entry), and NodePorts one
+/// more, `ext-…`; endpoints are spread by a single `dnat … to numgen random mod N map { … }`
+/// rule. Endpoint chains exist only for `sessionAffinity: ClientIP`, where each endpoint must
+/// record its clients. Few chains matter: `nft` lists every chain of the namespace before each
+/// transaction that adds rules or verdict elements (docs/service-proxy.md, "Syncing").
 pub fn render(spec: &TableSpec, ports: &[ServicePort]) -> Ruleset {
     let mut r = Ruleset::default();
     for p in ports {
         let (fam, v) = family(&p.cluster_ip);
         let id = format!("{}{v}", port_id(p));
         let key = format!("{} . {} . {}", p.cluster_ip, p.protocol.nft(), p.port);
+        let node_port_key = p.node_port.map(|np| format!("{} . {np}", p.protocol.nft()));
         if p.endpoints.is_empty() {
             r.elements.insert((no_endpoints(v), key), None);
-            if let Some(np) = p.node_port {
-                r.elements.insert(
-                    (
-                        no_endpoint_node_ports(v),
-                        format!("{} . {np}", p.protocol.nft()),
-                    ),
-                    None,
-                );
+            if let Some(k) = node_port_key {
+                r.elements.insert((no_endpoint_node_ports(v), k), None);
             }
             continue;
         }
-        let svc_chain = format!("svc-{id}");
-        let mut rules = Vec::new();
+        // An endpoint reaching itself through the service is masqueraded (nat-postrouting);
+        // one on another node never sends from this one.
+        for e in p
+            .endpoints
+            .iter()
+            .filter(|e| p.remote_endpoints.binary_search(e).is_err())
+        {
+            r.elements
+                .insert((hairpin(v), format!("{0} . {0}", e.ip())), None);
+        }
+        if let Some(timeout) = p.affinity {
+            let addr_type = if p.cluster_ip.is_ipv4() {
+                "ipv4_addr"
+            } else {
+                "ipv6_addr"
+            };
+            for e in &p.endpoints {
+                let set = affinity_set(&id, e);
+                r.sets.insert(
+                    set.clone(),
+                    format!("type {addr_type}; flags dynamic,timeout; timeout {timeout}s;"),
+                );
+                r.chains.insert(
+                    endpoint_chain(&id, e),
+                    vec![
+                        format!("update @{set} {{ {fam} saddr }}"),
+                        format!(
+                            "meta l4proto {} dnat {fam} to {}:{}",
+                            p.protocol.nft(),
+                            addr(&e.ip()),
+                            e.port()
+                        ),
+                    ],
+                );
+            }
+        }
         let cidrs: Vec<String> = spec
             .cluster_cidrs
             .iter()
             .filter(|c| c.addr().is_ipv4() == p.cluster_ip.is_ipv4())
             .map(|c| c.to_string())
             .collect();
-        if cidrs.is_empty() {
-            rules.push("jump mark-for-masquerade".to_string());
+        let cidrs = (!cidrs.is_empty()).then(|| format!("{{ {} }}", cidrs.join(", ")));
+
+        // ClusterIP: connections from outside the cluster CIDR are masqueraded so replies come
+        // back through this node; `internalTrafficPolicy: Local` keeps to this node's endpoints
+        // and drops when it has none, as kube-proxy does.
+        let internal = if p.internal_local {
+            &p.local_endpoints
         } else {
-            rules.push(format!(
-                "{fam} saddr != {{ {} }} jump mark-for-masquerade",
-                cidrs.join(", ")
-            ));
+            &p.endpoints
+        };
+        if internal.is_empty() {
+            r.elements
+                .insert((cluster_ips(v), key), Some("drop".to_string()));
+        } else {
+            let svc_chain = format!("svc-{id}");
+            let mut rules = vec![match &cidrs {
+                Some(c) => format!("{fam} saddr != {c} jump mark-for-masquerade"),
+                None => "jump mark-for-masquerade".to_string(),
+            }];
+            balance(&mut rules, p, &id, "", internal);
+            r.chains.insert(svc_chain.clone(), rules);
+            r.elements
+                .insert((cluster_ips(v), key), Some(format!("goto {svc_chain}")));
         }
-        let ep_chains: Vec<String> = p
-            .endpoints
-            .iter()
-            .map(|e| format!("ep-{id}__{}/{}", ident_ip(&e.ip()), e.port()))
-            .collect();
-        if let Some(timeout) = p.affinity {
-            for (e, chain) in p.endpoints.iter().zip(&ep_chains) {
-                let set = affinity_set(&id, e);
-                r.sets.insert(
-                    set.clone(),
-                    format!(
-                        "type {}_addr; flags dynamic,timeout; timeout {timeout}s;",
-                        if p.cluster_ip.is_ipv4() {
-                            "ipv4"
-                        } else {
-                            "ipv6"
-                        }
-                    ),
-                );
-                rules.push(format!("{fam} saddr @{set} goto {chain}"));
-            }
-        }
-        let mut vmap = String::new();
-        for (i, chain) in ep_chains.iter().enumerate() {
-            if i > 0 {
-                vmap.push_str(", ");
-            }
-            let _ = write!(vmap, "{i} : goto {chain}");
-        }
-        rules.push(format!(
-            "numgen random mod {} vmap {{ {vmap} }}",
-            ep_chains.len()
-        ));
-        r.chains.insert(svc_chain.clone(), rules);
-        for (e, chain) in p.endpoints.iter().zip(&ep_chains) {
-            let mut rules = vec![format!("{fam} saddr {} jump mark-for-masquerade", e.ip())];
-            if p.affinity.is_some() {
-                rules.push(format!(
-                    "update @{} {{ {fam} saddr }}",
-                    affinity_set(&id, e)
-                ));
-            }
-            rules.push(format!(
-                "meta l4proto {} dnat {fam} to {}:{}",
-                p.protocol.nft(),
-                addr(&e.ip()),
-                e.port()
-            ));
-            r.chains.insert(chain.clone(), rules);
-        }
-        r.elements
-            .insert((cluster_ips(v), key), Some(format!("goto {svc_chain}")));
-        if let Some(np) = p.node_port {
+
+        // NodePort: masqueraded and spread over every endpoint; with `externalTrafficPolicy:
+        // Local`, clients other than pods and this node keep their source address and reach
+        // this node's endpoints only, dropped when there are none (kube-proxy's behaviour,
+        // pods and the node itself still reach every endpoint).
+        if let Some(k) = node_port_key {
             let ext = format!("ext-{id}");
-            r.chains.insert(
-                ext.clone(),
-                vec![
-                    "jump mark-for-masquerade".to_string(),
-                    format!("goto {svc_chain}"),
-                ],
-            );
-            r.elements.insert(
-                (node_ports(v), format!("{} . {np}", p.protocol.nft())),
-                Some(format!("goto {ext}")),
-            );
+            let mut rules = Vec::new();
+            if p.external_local {
+                rules.push("fib saddr type local jump mark-for-masquerade".to_string());
+                balance(&mut rules, p, &id, "fib saddr type local ", &p.endpoints);
+                if let Some(c) = &cidrs {
+                    balance(
+                        &mut rules,
+                        p,
+                        &id,
+                        &format!("{fam} saddr {c} "),
+                        &p.endpoints,
+                    );
+                }
+                if p.local_endpoints.is_empty() {
+                    rules.push("drop".to_string());
+                } else {
+                    balance(&mut rules, p, &id, "", &p.local_endpoints);
+                }
+            } else {
+                rules.push("jump mark-for-masquerade".to_string());
+                balance(&mut rules, p, &id, "", &p.endpoints);
+            }
+            r.chains.insert(ext.clone(), rules);
+            r.elements
+                .insert((node_ports(v), k), Some(format!("goto {ext}")));
         }
     }
     r
+}
+
+/// Appends the rules spreading new connections of `p` over `eps` (not empty), each starting
+/// with `cond`: one `dnat` through a `numgen` map; with ClientIP affinity, first a lookup of
+/// each endpoint's affinity set, then a `numgen` verdict map over the endpoint chains.
+fn balance(rules: &mut Vec<String>, p: &ServicePort, id: &str, cond: &str, eps: &[SocketAddr]) {
+    let (fam, _) = family(&p.cluster_ip);
+    let n = eps.len();
+    if p.affinity.is_some() {
+        for e in eps {
+            rules.push(format!(
+                "{cond}{fam} saddr @{} goto {}",
+                affinity_set(id, e),
+                endpoint_chain(id, e)
+            ));
+        }
+        let mut vmap = String::new();
+        for (i, e) in eps.iter().enumerate() {
+            let sep = if i > 0 { ", " } else { "" };
+            let _ = write!(vmap, "{sep}{i} : goto {}", endpoint_chain(id, e));
+        }
+        rules.push(format!("{cond}numgen random mod {n} vmap {{ {vmap} }}"));
+    } else {
+        let mut map = String::new();
+        for (i, e) in eps.iter().enumerate() {
+            let sep = if i > 0 { ", " } else { "" };
+            let _ = write!(map, "{sep}{i} : {} . {}", e.ip(), e.port());
+        }
+        rules.push(format!(
+            "{cond}meta l4proto {} dnat {fam} addr . port to numgen random mod {n} map {{ {map} }}",
+            p.protocol.nft()
+        ));
+    }
+}
+
+fn endpoint_chain(id: &str, e: &SocketAddr) -> String {
+    format!("ep-{id}__{}/{}", ident_ip(&e.ip()), e.port())
 }
 
 fn affinity_set(id: &str, e: &SocketAddr) -> String {
@@ -215,6 +271,9 @@ fn no_endpoints(v: char) -> &'static str {
     } else {
         "no-endpoints6"
     }
+}
+fn hairpin(v: char) -> &'static str {
+    if v == '4' { "hairpin4" } else { "hairpin6" }
 }
 fn no_endpoint_node_ports(v: char) -> &'static str {
     if v == '4' {
@@ -247,6 +306,7 @@ fn render_static(spec: &TableSpec, out: &mut String) {
             out,
             "  set no-endpoint-node-ports{v} {{ type inet_proto . inet_service; }}"
         );
+        let _ = writeln!(out, "  set hairpin{v} {{ type {a} . {a}; }}");
     }
     out.push_str(concat!(
         "  chain mark-for-masquerade { meta mark set meta mark | 0x4000; }\n",
@@ -260,6 +320,8 @@ fn render_static(spec: &TableSpec, out: &mut String) {
         "  chain nat-output { type nat hook output priority -100; policy accept; jump services; }\n",
         "  chain nat-postrouting {\n",
         "    type nat hook postrouting priority srcnat; policy accept;\n",
+        "    ct status dnat ip saddr . ip daddr @hairpin4 jump mark-for-masquerade\n",
+        "    ct status dnat ip6 saddr . ip6 daddr @hairpin6 jump mark-for-masquerade\n",
         "    meta mark & 0x4000 == 0 return\n",
         "    meta mark set meta mark ^ 0x4000\n",
         "    masquerade fully-random\n",
@@ -446,6 +508,10 @@ mod tests {
             node_port: None,
             affinity: None,
             endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
+            local_endpoints: Vec::new(),
+            remote_endpoints: Vec::new(),
+            internal_local: false,
+            external_local: false,
         }
     }
 
@@ -458,7 +524,7 @@ mod tests {
     }
 
     #[test]
-    fn a_service_jumps_to_a_random_endpoint_chain_that_dnats() {
+    fn a_service_chain_dnats_to_a_random_endpoint_in_one_rule() {
         let r = render(
             &spec("t"),
             &[port(
@@ -472,26 +538,23 @@ mod tests {
             r.elements[&("cluster-ips4", "198.19.0.10 . tcp . 80".to_string())],
             Some(format!("goto {svc}"))
         );
-        let rules = &r.chains[svc];
         assert_eq!(
-            rules[0],
-            "ip saddr != { 198.18.0.0/16 } jump mark-for-masquerade"
+            r.chains[svc],
+            vec![
+                "ip saddr != { 198.18.0.0/16 } jump mark-for-masquerade".to_string(),
+                "meta l4proto tcp dnat ip addr . port to numgen random mod 2 \
+                 map { 0 : 198.18.0.2 . 8080, 1 : 198.18.0.3 . 8080 }"
+                    .to_string()
+            ]
         );
-        assert_eq!(
-            rules[1],
-            "numgen random mod 2 vmap { 0 : goto ep-ns/web/tcp/http4__198.18.0.2/8080, \
-             1 : goto ep-ns/web/tcp/http4__198.18.0.3/8080 }"
-        );
-        let ep = &r.chains["ep-ns/web/tcp/http4__198.18.0.3/8080"];
-        assert_eq!(
-            ep,
-            &vec![
-                "ip saddr 198.18.0.3 jump mark-for-masquerade".to_string(),
-                "meta l4proto tcp dnat ip to 198.18.0.3:8080".to_string()
-            ],
-            "hairpin traffic is masqueraded"
-        );
-        assert_eq!(r.chains.len(), 3);
+        // Hairpin traffic (an endpoint reaching itself) is masqueraded in nat-postrouting.
+        for ep in ["198.18.0.2", "198.18.0.3"] {
+            assert!(
+                r.elements
+                    .contains_key(&("hairpin4", format!("{ep} . {ep}")))
+            );
+        }
+        assert_eq!(r.chains.len(), 1, "no chain per endpoint");
         assert!(r.sets.is_empty());
     }
 
@@ -516,11 +579,10 @@ mod tests {
         );
         assert_eq!(
             r.chains["ext-ns/np/tcp/http6"],
-            vec!["jump mark-for-masquerade", "goto svc-ns/np/tcp/http6"]
-        );
-        assert_eq!(
-            r.chains["ep-ns/np/tcp/http6__fd00-1--2/80"][1],
-            "meta l4proto tcp dnat ip6 to [fd00:1::2]:80"
+            vec![
+                "jump mark-for-masquerade",
+                "meta l4proto tcp dnat ip6 addr . port to numgen random mod 1 map { 0 : fd00:1::2 . 80 }"
+            ]
         );
         // No IPv6 cluster CIDR given: every IPv6 service connection is masqueraded.
         assert_eq!(
@@ -540,33 +602,121 @@ mod tests {
             "type ipv4_addr; flags dynamic,timeout; timeout 10800s;"
         );
         let ep = "ep-ns/sticky/tcp/http4__198.18.0.2/80";
+        let svc = &r.chains["svc-ns/sticky/tcp/http4"];
+        assert_eq!(svc[1], format!("ip saddr @{set} goto {ep}"));
         assert_eq!(
-            r.chains["svc-ns/sticky/tcp/http4"][1],
-            format!("ip saddr @{set} goto {ep}")
+            svc[2],
+            format!("numgen random mod 1 vmap {{ 0 : goto {ep} }}")
         );
-        assert_eq!(r.chains[ep][1], format!("update @{set} {{ ip saddr }}"));
+        assert_eq!(
+            r.chains[ep],
+            vec![
+                format!("update @{set} {{ ip saddr }}"),
+                "meta l4proto tcp dnat ip to 198.18.0.2:80".to_string()
+            ]
+        );
+    }
+
+    /// A NodePort service with endpoints 198.18.0.2:80 and .3:80, `local` on this node.
+    fn one_of_two_local(name: &str, ip: &str, local: &str, node_port: u16) -> ServicePort {
+        let mut p = port(name, ip, &["198.18.0.2:80", "198.18.0.3:80"]);
+        p.local_endpoints = vec![local.parse().unwrap()];
+        p.node_port = Some(node_port);
+        p
+    }
+
+    #[test]
+    fn endpoints_on_other_nodes_need_no_hairpin_element() {
+        let mut p = one_of_two_local("hp", "198.19.0.17", "198.18.0.2:80", 30017);
+        p.remote_endpoints = vec!["198.18.0.3:80".parse().unwrap()];
+        let r = render(&spec("t"), &[p]);
+        let hairpin: Vec<_> = r.elements.keys().filter(|k| k.0 == "hairpin4").collect();
+        assert_eq!(
+            hairpin,
+            vec![&("hairpin4", "198.18.0.2 . 198.18.0.2".to_string())]
+        );
+    }
+
+    #[test]
+    fn internal_traffic_policy_local_keeps_to_local_endpoints_or_drops() {
+        let mut p = one_of_two_local("itp", "198.19.0.14", "198.18.0.3:80", 30014);
+        p.internal_local = true;
+        let r = render(&spec("t"), std::slice::from_ref(&p));
+        assert_eq!(
+            r.chains["svc-ns/itp/tcp/http4"][1],
+            "meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 198.18.0.3 . 80 }"
+        );
+        // External traffic (externalTrafficPolicy: Cluster) still reaches every endpoint.
+        assert!(r.chains["ext-ns/itp/tcp/http4"][1].contains("mod 2"));
+        p.local_endpoints.clear();
+        let r = render(&spec("t"), &[p]);
+        assert_eq!(
+            r.elements[&("cluster-ips4", "198.19.0.14 . tcp . 80".to_string())],
+            Some("drop".to_string()),
+            "no local endpoint: dropped, not rejected"
+        );
+        assert!(!r.chains.contains_key("svc-ns/itp/tcp/http4"));
+        assert!(
+            !r.elements
+                .contains_key(&("no-endpoints4", "198.19.0.14 . tcp . 80".to_string()))
+        );
+    }
+
+    #[test]
+    fn external_traffic_policy_local_keeps_the_source_and_local_endpoints() {
+        let mut p = one_of_two_local("etp", "198.19.0.15", "198.18.0.2:80", 30015);
+        p.external_local = true;
+        let r = render(&spec("t"), std::slice::from_ref(&p));
+        let all = "meta l4proto tcp dnat ip addr . port to numgen random mod 2 \
+                   map { 0 : 198.18.0.2 . 80, 1 : 198.18.0.3 . 80 }";
+        let local = "meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 198.18.0.2 . 80 }";
+        assert_eq!(
+            r.chains["ext-ns/etp/tcp/http4"],
+            vec![
+                "fib saddr type local jump mark-for-masquerade".to_string(),
+                format!("fib saddr type local {all}"),
+                format!("ip saddr {{ 198.18.0.0/16 }} {all}"),
+                local.to_string(),
+            ],
+            "only the node's own and pods' connections are masqueraded or leave the node"
+        );
+        assert!(
+            r.elements
+                .contains_key(&("hairpin4", "198.18.0.3 . 198.18.0.3".to_string())),
+            "an endpoint of unknown place may be a client here"
+        );
+        // ClusterIP traffic is not affected by the external policy.
+        assert!(r.chains["svc-ns/etp/tcp/http4"][1].contains("mod 2"));
+        p.local_endpoints.clear();
+        let r = render(&spec("t"), &[p]);
+        assert_eq!(r.chains["ext-ns/etp/tcp/http4"].last().unwrap(), "drop");
     }
 
     #[test]
     fn a_diff_touches_only_what_changed_and_removes_what_went_away() {
         let s = spec("t");
+        let mut sticky = port("a", "198.19.0.1", &["198.18.0.2:80", "198.18.0.3:80"]);
+        sticky.affinity = Some(60);
         let old = render(
             &s,
-            &[
-                port("a", "198.19.0.1", &["198.18.0.2:80", "198.18.0.3:80"]),
-                port("b", "198.19.0.2", &["198.18.0.4:80"]),
-            ],
+            &[sticky.clone(), port("b", "198.19.0.2", &["198.18.0.4:80"])],
         );
         assert_eq!(diff_script(&s, &old, &old), "");
-        let new = render(&s, &[port("a", "198.19.0.1", &["198.18.0.2:80"])]);
+        sticky.endpoints.pop();
+        let new = render(&s, &[sticky]);
         let script = diff_script(&s, &old, &new);
         let lines: Vec<&str> = script.lines().collect();
         assert!(lines.contains(&"flush chain inet t svc-ns/a/tcp/http4"));
         assert!(lines.contains(&"delete chain inet t ep-ns/a/tcp/http4__198.18.0.3/80"));
+        assert!(lines.contains(&"delete set inet t aff-ns/a/tcp/http4__198.18.0.3/80"));
         assert!(lines.contains(&"delete chain inet t svc-ns/b/tcp/http4"));
         assert!(lines.contains(&"delete element inet t cluster-ips4 { 198.19.0.2 . tcp . 80 }"));
+        assert!(lines.contains(&"delete element inet t hairpin4 { 198.18.0.4 . 198.18.0.4 }"));
         assert!(
-            !script.contains("ep-ns/a/tcp/http4__198.18.0.2/80\n"),
+            !lines.iter().any(
+                |l| l.contains("chain inet t ep-ns/a/tcp/http4__198.18.0.2/80")
+                    || l.starts_with("add rule inet t ep-ns/a/tcp/http4__198.18.0.2/80")
+            ),
             "the unchanged endpoint chain is left alone: {script}"
         );
         // Deleting comes after every flush that referred to the chain.
@@ -597,6 +747,14 @@ mod tests {
         sticky.node_port = Some(30013);
         let mut udp = port("udp", "fd00::14", &["[fd00:1::2]:53"]);
         udp.protocol = Proto::Udp;
+        let mut local = port("local", "198.19.0.15", &["198.18.0.4:80", "198.18.0.5:80"]);
+        (local.internal_local, local.external_local) = (true, true);
+        local.local_endpoints = vec!["198.18.0.5:80".parse().unwrap()];
+        local.node_port = Some(30015);
+        let mut drop = local.clone();
+        (drop.name, drop.cluster_ip, drop.node_port) =
+            ("drop".into(), "198.19.0.16".parse().unwrap(), Some(30016));
+        drop.local_endpoints.clear();
         let before = render(
             &s,
             &[
@@ -604,6 +762,8 @@ mod tests {
                 port("none", "198.19.0.2", &[]),
                 sticky,
                 udp,
+                local,
+                drop,
             ],
         );
         let after = render(&s, &[port("a", "198.19.0.1", &["198.18.0.3:80"])]);
@@ -623,6 +783,14 @@ mod tests {
             "{listed}"
         );
         assert!(listed.contains("30013"), "{listed}");
+        assert!(
+            listed.contains("198.19.0.16 . tcp . 80 : drop"),
+            "internalTrafficPolicy Local without local endpoints: {listed}"
+        );
+        assert!(
+            listed.contains("fib saddr type local jump mark-for-masquerade"),
+            "{listed}"
+        );
         assert_eq!(diffed, full);
         assert!(
             !full.contains("198.19.0.13") && !full.contains("sticky"),
