@@ -4,7 +4,9 @@
 //! its own creation, both seen by one `kubectl get pods --watch`), the time until all are
 //! Running from the start of the `kubectl create`, and the agent daemon's RSS with those pods
 //! running (containerd and the shims excluded). Then 100 pods across both agents: the same
-//! figures. Goals: p99 <= 2 s, 100 pods all Running <= 30 s, agent RSS <= 32 MiB.
+//! figures. Goals: p99 <= 2 s, 100 pods all Running <= 30 s, agent RSS <= 32 MiB. After each
+//! batch, all its pods (grace period 1 s) are deleted at once: prints the time until the last
+//! one is gone and where the kubelets' stops went (p50/p99 of their `pod stopped` figures).
 //! Run with `cargo bench --bench pods` (root, containerd/runc/CNI plugins installed);
 //! `RKE2_BENCH_BIN=<an earlier rke2>` runs it against another build for before/after figures.
 
@@ -55,13 +57,66 @@ fn batch(cluster: &PodCluster, title: &str, pods: &[(String, String)]) {
     );
 }
 
-/// Deletes every pod and waits until they are gone.
-fn delete_pods(k: &std::path::Path) {
+/// Deletes every pod (`prefix` names them) and prints the time until the last Pod object is
+/// gone, from the start of the `kubectl delete`, and the kubelets' own figures for those pods
+/// (their `pod stopped` log lines).
+fn delete_pods(cluster: &PodCluster, title: &str, prefix: &str) {
+    let k = &cluster.kubeconfig;
+    let start = Instant::now();
     kubectl(k, &["delete", "pods", "--all", "--wait=false"]);
-    wait_for(Duration::from_secs(180), "the pods gone", || {
+    let deleted = start.elapsed();
+    wait_for(Duration::from_secs(300), "the pods gone", || {
         let out = kubectl(k, &["get", "pods", "-o", "name"]);
         (out.status.success() && out.stdout.is_empty()).then_some(())
     });
+    println!("{title} (delete -> gone, grace period 1 s)");
+    println!(
+        "  all gone after: {:.2} s (kubectl delete took {:.2} s)",
+        start.elapsed().as_secs_f64(),
+        deleted.as_secs_f64()
+    );
+    let logs: String = cluster
+        .agents
+        .iter()
+        .map(|(_, a)| a.daemon.log_text())
+        .collect();
+    let stopped: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("pod stopped") && l.contains(&format!("pod={prefix}")))
+        .collect();
+    for field in [
+        "total_ms",
+        "pre_stop_ms",
+        "containers_ms",
+        "sandbox_ms",
+        "delete_ms",
+    ] {
+        let mut v: Vec<Duration> = stopped
+            .iter()
+            .filter_map(|l| log_field(l, field))
+            .map(Duration::from_millis)
+            .collect();
+        if v.is_empty() {
+            continue;
+        }
+        v.sort();
+        println!(
+            "  kubelet {field}: p50 {} p99 {} ({} pods)",
+            quantile(&v, 0.50).as_millis(),
+            quantile(&v, 0.99).as_millis(),
+            v.len()
+        );
+    }
+}
+
+/// The number after `field=` in a log line.
+fn log_field(line: &str, field: &str) -> Option<u64> {
+    let at = line.find(&format!(" {field}="))? + field.len() + 2;
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
 
 fn main() {
@@ -90,11 +145,12 @@ fn main() {
         "  agent daemon RSS with 50 pods: {:.1} MiB (containerd excluded)",
         rss as f64 / 1024.0
     );
-    delete_pods(&cluster.kubeconfig);
+    delete_pods(&cluster, "pods: delete 50 on one agent", "b");
 
     let two: Vec<(String, String)> = (0..100)
         .map(|i| (format!("c{i}"), nodes[i % 2].clone()))
         .collect();
     batch(&cluster, "pods: 100 across 2 agents", &two);
+    delete_pods(&cluster, "pods: delete 100 across 2 agents", "c");
     cluster.stop_pods(&[]);
 }

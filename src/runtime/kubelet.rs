@@ -351,6 +351,7 @@ async fn pod_loop(s: std::sync::Arc<Shared>, cancel: CancellationToken) {
         by_uid: HashMap::new(),
         cancel: cancel.clone(),
     };
+    let mut orphans: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         match list_pods(&s).await {
             Ok((pods, rv)) => {
@@ -367,9 +368,23 @@ async fn pod_loop(s: std::sync::Arc<Shared>, cancel: CancellationToken) {
                 for uid in gone {
                     workers.gone(&uid);
                 }
-                // Sandboxes of pods this node no longer has (deleted while the daemon was down).
-                if let Err(e) = remove_orphans(&s, &seen, &workers.by_uid).await {
-                    tracing::debug!(component = "kubelet", "orphan cleanup: {e}");
+                // Sandboxes of pods this node no longer has (deleted while the daemon was down,
+                // or left by a failed stop). In a task of its own: each waits out its grace
+                // period, which must hold up neither the watch nor the other pods.
+                // Listed here, before the watch starts workers that create new sandboxes.
+                if orphans.as_ref().is_none_or(|t| t.is_finished()) {
+                    seen.extend(workers.by_uid.keys().cloned());
+                    match find_orphans(&s, &seen).await {
+                        Ok(found) if !found.is_empty() => {
+                            orphans = Some(tokio::spawn(remove_orphans(
+                                s.clone(),
+                                found,
+                                cancel.clone(),
+                            )));
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(component = "kubelet", "orphan cleanup: {e}"),
+                    }
                 }
                 let path = format!(
                     "{}&watch=true&allowWatchBookmarks=true&resourceVersion={rv}",
@@ -404,36 +419,72 @@ async fn pod_loop(s: std::sync::Arc<Shared>, cancel: CancellationToken) {
     for (_, w) in workers.by_uid {
         let _ = w.done.await;
     }
+    if let Some(t) = orphans {
+        let _ = t.await;
+    }
 }
 
-async fn remove_orphans(
+/// A sandbox of this node whose pod is gone.
+struct Orphan {
+    sandbox: String,
+    uid: String,
+    grace: i64,
+}
+
+/// This node's sandboxes whose pod UID is not `known`.
+async fn find_orphans(
     s: &Shared,
-    pods: &std::collections::HashSet<String>,
-    workers: &HashMap<String, Worker>,
-) -> Result<(), RuntimeError> {
-    for sb in s.cri.list_sandboxes().await? {
-        if sb.labels.get(NODE_LABEL) != Some(&s.cfg.node_name) {
-            continue;
+    known: &std::collections::HashSet<String>,
+) -> Result<Vec<Orphan>, RuntimeError> {
+    Ok(s.cri
+        .list_sandboxes()
+        .await?
+        .into_iter()
+        .filter(|sb| sb.labels.get(NODE_LABEL) == Some(&s.cfg.node_name))
+        .filter_map(|sb| {
+            let uid = sb.labels.get(podspec::POD_UID)?;
+            if known.contains(uid) {
+                return None;
+            }
+            let grace = sb
+                .annotations
+                .get(podspec::GRACE_ANNOTATION)
+                .and_then(|g| g.parse().ok())
+                .unwrap_or(30);
+            Some(Orphan {
+                uid: uid.clone(),
+                sandbox: sb.id,
+                grace,
+            })
+        })
+        .collect())
+}
+
+/// Stops and removes the `orphans`, all at once (each waits out its own grace period).
+async fn remove_orphans(
+    s: std::sync::Arc<Shared>,
+    orphans: Vec<Orphan>,
+    cancel: CancellationToken,
+) {
+    let kills = orphans.iter().map(|o| {
+        tracing::info!(component = "kubelet", pod_uid = %o.uid, "removing the sandbox of a pod that no longer exists");
+        let s = &s;
+        async move {
+            if let Err(e) = kill_sandbox(s, &o.sandbox, o.grace).await {
+                tracing::debug!(component = "kubelet", pod_uid = %o.uid, "orphan cleanup: {e}");
+            }
         }
-        let Some(uid) = sb.labels.get(podspec::POD_UID) else {
-            continue;
-        };
-        if pods.contains(uid) || workers.contains_key(uid) {
-            continue;
-        }
-        let grace = sb
-            .annotations
-            .get(podspec::GRACE_ANNOTATION)
-            .and_then(|g| g.parse().ok())
-            .unwrap_or(30);
-        tracing::info!(component = "kubelet", pod_uid = %uid, "removing the sandbox of a pod that no longer exists");
-        kill_sandbox(s, &sb.id, grace).await?;
+    });
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = futures_util::future::join_all(kills) => {}
     }
-    Ok(())
 }
 
 /// Stops every container of a sandbox (SIGTERM, SIGKILL after `grace` s) and removes it.
-async fn kill_sandbox(s: &Shared, sandbox: &str, grace: i64) -> Result<(), RuntimeError> {
+/// Returns where the time went.
+async fn kill_sandbox(s: &Shared, sandbox: &str, grace: i64) -> Result<KillTimes, RuntimeError> {
+    let t = Instant::now();
     let containers = s.cri.list_containers(Some(sandbox)).await?;
     let stops = containers
         .iter()
@@ -442,7 +493,13 @@ async fn kill_sandbox(s: &Shared, sandbox: &str, grace: i64) -> Result<(), Runti
     for r in futures_util::future::join_all(stops).await {
         r?;
     }
-    s.cri.remove_sandbox(sandbox).await
+    let containers = t.elapsed();
+    let t = Instant::now();
+    s.cri.remove_sandbox(sandbox).await?;
+    Ok(KillTimes {
+        containers,
+        sandbox: t.elapsed(),
+    })
 }
 
 /// Per-container restart bookkeeping.
@@ -511,26 +568,48 @@ async fn pod_worker(
             None => {
                 // Gone from the API: stop it with its grace period.
                 let grace = last.as_ref().map(grace_seconds).unwrap_or(30);
-                if let Err(e) = terminate(&s, &uid, grace).await {
+                if let Err(e) = terminate(&s, &uid, grace, &mut KillTimes::default()).await {
                     tracing::warn!(component = "kubelet", pod_uid = %uid, "stopping deleted pod: {e}");
                 }
                 return;
             }
             Some(pod) if pod.metadata.deletion_timestamp.is_some() => {
+                let seen = Instant::now();
                 let grace = pod
                     .metadata
                     .deletion_grace_period_seconds
                     .unwrap_or_else(|| grace_seconds(&pod));
                 let grace = run_pre_stop(&s, &pod, &uid, grace).await;
-                if let Err(e) = terminate(&s, &uid, grace).await {
+                let pre_stop = seen.elapsed();
+                let mut kill = KillTimes::default();
+                if let Err(e) = terminate(&s, &uid, grace, &mut kill).await {
                     tracing::warn!(component = "kubelet", pod_uid = %uid, "stopping pod: {e}");
                 }
-                final_delete(&s, &pod).await;
+                let t = Instant::now();
+                let deleted = final_delete(&s, &pod, &mut rx, &cancel).await;
+                let (ns, name, _) = podspec::meta(&pod);
+                tracing::info!(
+                    component = "kubelet",
+                    pod = %name,
+                    namespace = %ns,
+                    grace_s = grace,
+                    total_ms = seen.elapsed().as_millis() as u64,
+                    pre_stop_ms = pre_stop.as_millis() as u64,
+                    containers_ms = kill.containers.as_millis() as u64,
+                    sandbox_ms = kill.sandbox.as_millis() as u64,
+                    delete_ms = t.elapsed().as_millis() as u64,
+                    "pod stopped"
+                );
                 last = Some(pod);
-                // Wait for the object to go (or cancel).
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    r = rx.changed() => if r.is_err() { return },
+                match deleted {
+                    // Wait for the object to go (or cancel).
+                    FinalDelete::Done => tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        r = rx.changed() => if r.is_err() { return },
+                    },
+                    // A newer version (or the object's end) came while retrying: look again.
+                    FinalDelete::Changed => {}
+                    FinalDelete::Cancelled => return,
                 }
                 continue;
             }
@@ -589,9 +668,25 @@ async fn our_sandboxes(s: &Shared, uid: &str) -> Result<Vec<v1::PodSandbox>, Run
     Ok(list)
 }
 
-async fn terminate(s: &Shared, uid: &str, grace: i64) -> Result<(), RuntimeError> {
+/// Where one pod's stop goes (docs/workloads.md, Performance), logged with `pod stopped`.
+#[derive(Debug, Default)]
+struct KillTimes {
+    /// StopContainer of the running containers (the grace period included).
+    containers: Duration,
+    /// StopPodSandbox (the CNI DEL included) and RemovePodSandbox.
+    sandbox: Duration,
+}
+
+async fn terminate(
+    s: &Shared,
+    uid: &str,
+    grace: i64,
+    times: &mut KillTimes,
+) -> Result<(), RuntimeError> {
     for sb in our_sandboxes(s, uid).await? {
-        kill_sandbox(s, &sb.id, grace).await?;
+        let t = kill_sandbox(s, &sb.id, grace).await?;
+        times.containers += t.containers;
+        times.sandbox += t.sandbox;
     }
     Ok(())
 }
@@ -684,8 +779,76 @@ async fn run_pre_stop(s: &Shared, pod: &core::Pod, uid: &str, grace: i64) -> i64
         .unwrap_or(grace)
 }
 
-/// The final delete of a gracefully deleted Pod, once its containers are gone.
-async fn final_delete(s: &Shared, pod: &core::Pod) {
+/// A refused or failed final delete of a Pod.
+#[derive(Debug, thiserror::Error)]
+enum FinalDeleteError {
+    #[error("final delete: {source}")]
+    Request {
+        #[source]
+        source: crate::https::ClientError,
+    },
+    #[error("final delete: HTTP {status}: {message}")]
+    Refused { status: u16, message: String },
+}
+
+/// How [`final_delete`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FinalDelete {
+    /// The API accepted it (or the object was already gone).
+    Done,
+    /// The worker's pod changed (or left) before a delete went through.
+    Changed,
+    Cancelled,
+}
+
+/// First pause before a failed final delete is sent again; it doubles up to
+/// [`FINAL_DELETE_RETRY_MAX`].
+const FINAL_DELETE_RETRY: Duration = Duration::from_millis(500);
+const FINAL_DELETE_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// The final delete of a gracefully deleted Pod, once its containers are gone, sent again
+/// after a failure (a timeout on a loaded host, a conflict) until it goes through or the pod
+/// changes: nothing else would finish the deletion, since the list's and the watch's copies of
+/// a Terminating pod do not change until it is gone (docs/workloads.md, Pod deletion).
+async fn final_delete(
+    s: &Shared,
+    pod: &core::Pod,
+    rx: &mut watch::Receiver<Option<core::Pod>>,
+    cancel: &CancellationToken,
+) -> FinalDelete {
+    let (ns, name, _) = podspec::meta(pod);
+    let mut pause = FINAL_DELETE_RETRY;
+    let mut failures = 0u32;
+    loop {
+        let e = match send_final_delete(s, pod).await {
+            Ok(()) => {
+                if failures > 0 {
+                    tracing::info!(component = "kubelet", pod = %name, namespace = %ns, "final delete went through after {failures} failed attempts");
+                }
+                return FinalDelete::Done;
+            }
+            Err(e) => e,
+        };
+        failures += 1;
+        if failures == 1 {
+            tracing::warn!(component = "kubelet", pod = %name, namespace = %ns, "{e}; retrying");
+        } else {
+            tracing::debug!(component = "kubelet", pod = %name, namespace = %ns, "{e} (attempt {failures})");
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return FinalDelete::Cancelled,
+            r = rx.changed() => {
+                return if r.is_err() { FinalDelete::Cancelled } else { FinalDelete::Changed };
+            }
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(FINAL_DELETE_RETRY_MAX);
+    }
+}
+
+/// One DELETE of the Pod with grace period 0 and its UID as precondition (a pod of the same
+/// name created since is left alone). Gone already counts as done.
+async fn send_final_delete(s: &Shared, pod: &core::Pod) -> Result<(), FinalDeleteError> {
     let (ns, name, uid) = podspec::meta(pod);
     let body = json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
                       "preconditions": {"uid": uid}});
@@ -697,13 +860,15 @@ async fn final_delete(s: &Shared, pod: &core::Pod) {
             Some("application/json"),
             Some(body),
         )
-        .await;
-    if let Ok(r) = r
-        && !r.is_success()
-        && r.status != 404
-    {
-        tracing::warn!(component = "kubelet", pod = %name, namespace = %ns, "final delete: {} {}", r.status, r.error_message());
+        .await
+        .map_err(|source| FinalDeleteError::Request { source })?;
+    if r.is_success() || r.status == 404 {
+        return Ok(());
     }
+    Err(FinalDeleteError::Refused {
+        status: r.status,
+        message: r.error_message(),
+    })
 }
 
 /// What one container looks like on the runtime.
