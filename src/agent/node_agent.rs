@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::daemon::LoopTicker;
 use crate::https::{ClientIdentity, HttpsClient, ServerTrust, TlsError};
-use crate::kubeclient::Api;
+use crate::kubeclient::{Api, LineSplitter};
 use crate::validation::{NodeLabel, Taint};
 
 /// Lease duration written into the node's Lease (kubelet default).
@@ -451,7 +451,7 @@ impl NodeAgent {
         if status != 200 {
             return Err(NodeAgentError::Api(format!("watching node: HTTP {status}")));
         }
-        let mut pending: Vec<u8> = Vec::new();
+        let mut lines = LineSplitter::default();
         loop {
             let frame = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
@@ -462,11 +462,11 @@ impl NodeAgent {
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            pending.extend_from_slice(&data);
+            lines.push(&data);
             // One JSON event per line.
-            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=end).collect();
-                if is_deleted_event(&line) {
+            while let Some(line) = lines.next_line() {
+                let line = line.map_err(|e| NodeAgentError::Api(format!("watching node: {e}")))?;
+                if is_deleted_event(line) {
                     tracing::info!(component = "node-agent", node = %self.cfg.node_name, "node object deleted; registering again now");
                     deleted.notify_one();
                 }

@@ -17,6 +17,7 @@ use crate::datastore::KvStore as _;
 use crate::datastore::memory::MemoryStore;
 use crate::datastore::{Datastore, StoreCell};
 use crate::https::{CertIdentity, ConnInfo};
+use crate::kubeclient::LineSplitter;
 use crate::storage::watch_cache::{CacheConfig, cached_kinds};
 
 struct Api {
@@ -136,11 +137,10 @@ impl Api {
 }
 
 /// The next newline-delimited event of a watch body.
-async fn next_event(body: &mut Body, pending: &mut Vec<u8>) -> Value {
+async fn next_event(body: &mut Body, pending: &mut LineSplitter) -> Value {
     loop {
-        if let Some(i) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=i).collect();
-            return serde_json::from_slice(&line).unwrap();
+        if let Some(line) = pending.next_line() {
+            return serde_json::from_slice(line.unwrap()).unwrap();
         }
         let frame = tokio::time::timeout(Duration::from_secs(30), body.frame())
             .await
@@ -148,7 +148,7 @@ async fn next_event(body: &mut Body, pending: &mut Vec<u8>) -> Value {
             .expect("the watch is still open")
             .unwrap();
         if let Ok(data) = frame.into_data() {
-            pending.extend_from_slice(&data);
+            pending.push(&data);
         }
     }
 }
@@ -363,7 +363,7 @@ async fn watch_starts_with_the_state_then_follows_and_resumes() {
 
     let (status, mut body) = api.watch(&format!("{base}?watch=true")).await;
     assert_eq!(status, StatusCode::OK);
-    let mut buf = Vec::new();
+    let mut buf = LineSplitter::default();
     let ev = next_event(&mut body, &mut buf).await;
     assert_eq!(
         (ev["type"].as_str(), rv(&ev["object"])),
@@ -384,7 +384,7 @@ async fn watch_starts_with_the_state_then_follows_and_resumes() {
     let (_, mut resumed) = api
         .watch(&format!("{base}?watch=true&resourceVersion={}", rv(&b)))
         .await;
-    let mut buf = Vec::new();
+    let mut buf = LineSplitter::default();
     let ev = next_event(&mut resumed, &mut buf).await;
     assert_eq!(ev["type"], "DELETED");
     assert_eq!(ev["object"]["metadata"]["name"], "a");
@@ -410,7 +410,7 @@ async fn watch_from_before_the_cache_window_is_gone() {
         .await;
     // Upstream accepts the watch, then sends the 410 as an ERROR event.
     assert_eq!(status, StatusCode::OK);
-    let ev = next_event(&mut body, &mut Vec::new()).await;
+    let ev = next_event(&mut body, &mut LineSplitter::default()).await;
     assert_eq!(ev["type"], "ERROR", "{ev}");
     assert_eq!(ev["object"]["code"], 410, "{ev}");
     assert_eq!(ev["object"]["reason"], "Expired", "{ev}");
@@ -423,7 +423,7 @@ async fn watch_from_before_the_cache_window_is_gone() {
     let (_, mut body) = api
         .watch(&format!("{base}?watch=true&resourceVersion={}", later[0]))
         .await;
-    let mut buf = Vec::new();
+    let mut buf = LineSplitter::default();
     for want in &later[1..] {
         let ev = next_event(&mut body, &mut buf).await;
         assert_eq!(
@@ -498,10 +498,10 @@ async fn field_selector_watches_follow_selector_transitions() {
     api.call(Method::POST, base, Some(pod("c"))).await;
     bind("c", "n1").await;
     api.call(Method::POST, base, Some(pod("b"))).await;
-    let mut buf = Vec::new();
+    let mut buf = LineSplitter::default();
     let mut read = async |body: &mut Body, n: usize| {
         let mut out = Vec::new();
-        buf.clear();
+        buf = LineSplitter::default();
         for _ in 0..n {
             let ev = next_event(body, &mut buf).await;
             let name = ev["object"]["metadata"]["name"].as_str().unwrap_or("?");
@@ -529,7 +529,7 @@ async fn watch_sends_bookmarks_only_when_asked() {
             rv(&a)
         ))
         .await;
-    let mut buf = Vec::new();
+    let mut buf = LineSplitter::default();
     // The paused clock runs ahead to the bookmark interval while the watch is idle.
     let ev = next_event(&mut body, &mut buf).await;
     assert_eq!(ev["type"], "BOOKMARK");
@@ -578,9 +578,8 @@ async fn watches_and_any_state_lists_share_one_store_watch_per_kind() {
     // One store watch per cached kind, started with the server; client watches add none.
     assert_eq!(api.memory.watch_count(), kinds);
     let (_, b) = api.call(Method::POST, base, Some(cm("b", "1"))).await;
-    let mut buf = Vec::new();
     for (i, body) in bodies.iter_mut().enumerate() {
-        buf.clear();
+        let mut buf = LineSplitter::default();
         let mut ev = next_event(body, &mut buf).await;
         if i < 2 {
             // The watches without a revision start with the current state.

@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use crate::kubeclient::Api;
+use crate::kubeclient::{Api, LineSplitter};
 
 /// The `proto` of the routes this node makes (`ip route show proto 75`). Unassigned in
 /// iproute2's `rt_protos`, and far from the daemons' usual numbers (zebra 11, bird 12,
@@ -342,7 +342,7 @@ pub(crate) async fn run(api: Api, node: String, cancel: CancellationToken) {
             s = state.api.client.stream(http::Method::GET, &url, &headers) => s,
         };
         if let Ok((200, mut body)) = stream {
-            let mut buf: Vec<u8> = Vec::new();
+            let mut lines = LineSplitter::default();
             'watch: loop {
                 let frame = tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -356,13 +356,16 @@ pub(crate) async fn run(api: Api, node: String, cancel: CancellationToken) {
                 let Ok(data) = frame.into_data() else {
                     continue;
                 };
-                buf.extend_from_slice(&data);
-                while let Some(end) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=end).collect();
-                    if line.iter().all(u8::is_ascii_whitespace) {
-                        continue;
-                    }
-                    if !state.event(&line) {
+                lines.push(&data);
+                while let Some(line) = lines.next_line() {
+                    let ok = match line {
+                        Ok(line) => state.event(line),
+                        Err(e) => {
+                            tracing::warn!(component = "routes", node = %node, "{e}");
+                            false
+                        }
+                    };
+                    if !ok {
                         break 'watch;
                     }
                 }
