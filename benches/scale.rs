@@ -103,6 +103,7 @@ fn options() -> Options {
 struct Samples {
     ok: Vec<Duration>,
     failed: usize,
+    errors: std::collections::BTreeMap<String, usize>,
 }
 
 impl Samples {
@@ -112,6 +113,27 @@ impl Samples {
         } else {
             self.failed += 1;
         }
+    }
+
+    /// Records a request's outcome, counting failures by the first words of their error (the
+    /// part before any address or name) so the report says what failed.
+    fn record_result<E: std::fmt::Display>(&mut self, took: Duration, r: Result<(), E>) {
+        if let Err(e) = &r {
+            let e = e.to_string();
+            let kind: String = e.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+            *self.errors.entry(kind).or_default() += 1;
+        }
+        self.record(took, r.is_ok());
+    }
+
+    fn errors_line(&self) -> String {
+        let mut v: Vec<_> = self.errors.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1));
+        v.iter()
+            .take(4)
+            .map(|(k, n)| format!("{n} x \"{k}...\""))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn line(&self, what: &str) -> String {
@@ -354,12 +376,12 @@ async fn heartbeat(
             agent.set_images(&images);
         }
         let t = Instant::now();
-        let ok = agent.renew_lease().await.is_ok();
-        lease.lock().unwrap().record(t.elapsed(), ok);
+        let r = agent.renew_lease().await;
+        lease.lock().unwrap().record_result(t.elapsed(), r);
         if agent.status_due() {
             let t = Instant::now();
-            let ok = agent.patch_status().await.is_ok();
-            status.lock().unwrap().record(t.elapsed(), ok);
+            let r = agent.patch_status().await;
+            status.lock().unwrap().record_result(t.elapsed(), r);
         }
     }
 }
@@ -721,8 +743,13 @@ fn main() {
             window_started.elapsed().as_secs_f64(),
             o.interval.as_secs_f64()
         );
-        println!("{}", lease.lock().unwrap().line("lease renewal"));
-        println!("{}", status.lock().unwrap().line("node status update"));
+        for (what, samples) in [("lease renewal", &lease), ("node status update", &status)] {
+            let samples = samples.lock().unwrap();
+            println!("{}", samples.line(what));
+            if samples.failed > 0 {
+                println!("  failures: {}", samples.errors_line());
+            }
+        }
         println!(
             "{}  ({failed_writes} pod writes failed, {undelivered} not delivered after 5 s)",
             delivery.lock().unwrap().line("watch delivery")
