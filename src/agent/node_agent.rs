@@ -264,7 +264,11 @@ impl NodeAgent {
         // verification on the server) when a connection is still open. Every request the agent
         // sends may be repeated on a fresh connection when a reused one fails: Lease and status
         // writes are merge patches of absolute values, creations answer 409 the second time.
-        let client = client.with_keep_alive();
+        // Not with a renewable identity: a kept connection would go on presenting the
+        // certificate it was opened with after the slot holds a renewed one.
+        if cfg.identity_slot.is_none() {
+            client = client.with_keep_alive();
+        }
         Ok(NodeAgent {
             api: Api {
                 client,
