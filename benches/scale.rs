@@ -9,18 +9,23 @@
 //!    two kubelet CSRs, with the agent's retry and backoff). Prints throughput, failures,
 //!    retries and p50/p99 time per node.
 //! 2. **Steady state**: each hollow node is a `NodeAgent` (the node agent every real node runs)
-//!    that creates its Node and Lease, then renews its Lease and patches its Node status every
-//!    `--interval` seconds, and keeps a pods watch with `fieldSelector=spec.nodeName=<me>`. Each
-//!    node talks to one server, spread evenly (a real agent's load balancer keeps one active
-//!    backend); node requests go over one connection each as the node agent makes them, the
-//!    watch over its own long-lived connection. Meanwhile an admin client writes pods bound to
+//!    that creates its Node and Lease, then renews its Lease every `--interval` seconds and
+//!    writes its Node status when the agent finds it due (changed, or 5 minutes old; a share
+//!    `--status-changes` of the nodes changes its image list each interval), and keeps a pods
+//!    watch with `fieldSelector=spec.nodeName=<me>`. Each node talks to one server, spread
+//!    evenly (a real agent's load balancer keeps one active backend); node requests go over the
+//!    agent's kept-alive connections, the watch over its own long-lived connection. With
+//!    `--preissued` the storm is skipped: the node client certificates are signed directly with
+//!    the cluster's client CA (what the supervisor issues), so thousands of nodes reach the
+//!    steady state within minutes. Meanwhile an admin client writes pods bound to
 //!    random hollow nodes (watch delivery: write -> event at that node's watcher) and LISTs all
 //!    nodes (`resourceVersion=0` and consistent). Prints latencies, each server's and etcd's
 //!    RSS and CPU (from /proc), etcd's DB size and the machine's load average.
 //!
 //! Options: `--nodes N` (1000), `--steady SECS` (60), `--interval SECS` (10),
 //! `--pods-per-sec R` (5), `--lists K` (20 of each kind), `--storm-timeout SECS` (900: nodes
-//! not registered by then count as failed).
+//! not registered by then count as failed), `--preissued` (no storm), `--status-changes F`
+//! (0.05, the share of nodes whose status changes each interval).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -41,6 +46,8 @@ use rke2::token::JoinToken;
 use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "bench-scale";
+/// Nodes creating their Node and Lease at the same time (a third per server).
+const CREATE_CONCURRENCY: usize = 96;
 
 struct Options {
     nodes: usize,
@@ -49,6 +56,8 @@ struct Options {
     pods_per_sec: f64,
     lists: usize,
     storm_timeout: Duration,
+    preissued: bool,
+    status_changes: f64,
 }
 
 fn options() -> Options {
@@ -59,6 +68,8 @@ fn options() -> Options {
         pods_per_sec: 5.0,
         lists: 20,
         storm_timeout: Duration::from_secs(900),
+        preissued: false,
+        status_changes: 0.05,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -77,6 +88,8 @@ fn options() -> Options {
             "--storm-timeout" => {
                 o.storm_timeout = Duration::from_secs_f64(value("--storm-timeout"))
             }
+            "--preissued" => o.preissued = true,
+            "--status-changes" => o.status_changes = value("--status-changes"),
             // cargo bench passes --bench to every bench binary.
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -90,6 +103,7 @@ fn options() -> Options {
 struct Samples {
     ok: Vec<Duration>,
     failed: usize,
+    errors: std::collections::BTreeMap<String, usize>,
 }
 
 impl Samples {
@@ -99,6 +113,27 @@ impl Samples {
         } else {
             self.failed += 1;
         }
+    }
+
+    /// Records a request's outcome, counting failures by the first words of their error (the
+    /// part before any address or name) so the report says what failed.
+    fn record_result<E: std::fmt::Display>(&mut self, took: Duration, r: Result<(), E>) {
+        if let Err(e) = &r {
+            let e = e.to_string();
+            let kind: String = e.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+            *self.errors.entry(kind).or_default() += 1;
+        }
+        self.record(took, r.is_ok());
+    }
+
+    fn errors_line(&self) -> String {
+        let mut v: Vec<_> = self.errors.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1));
+        v.iter()
+            .take(4)
+            .map(|(k, n)| format!("{n} x \"{k}...\""))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn line(&self, what: &str) -> String {
@@ -170,6 +205,22 @@ fn watched_pids(servers: &[ServerNode]) -> Vec<(String, u32)> {
         }
     }
     out
+}
+
+/// TCP connections in state ESTABLISHED to local `port` (from /proc/net/tcp): the hollow
+/// nodes' watches plus their kept-alive connections still open.
+fn established_to(port: u16) -> usize {
+    let port = format!(":{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // Remote address is field 2, state field 3 (01 = ESTABLISHED).
+            f.len() > 3 && f[2].ends_with(&port) && f[3] == "01"
+        })
+        .count()
 }
 
 /// Clock ticks per second in /proc/<pid>/stat (USER_HZ, 100 on every Linux architecture).
@@ -294,29 +345,92 @@ async fn watch_pods(
     }
 }
 
-/// Renews the Lease and patches the Node status every `interval`, from `offset` on.
+/// Renews the Lease every `interval`, from `offset` on, and writes the Node status when the
+/// agent finds it due (as its own heartbeat does). Before each heartbeat the node changes its
+/// image list with probability `changes`, standing for what makes a kubelet report between
+/// its periodic reports (an image pulled or removed, a condition flipping), and for the
+/// periodic reports themselves, which a 60 s window right after the nodes' creation would not
+/// see otherwise (docs/scale.md).
+#[allow(clippy::too_many_arguments)]
 async fn heartbeat(
     agent: Arc<NodeAgent>,
     offset: Duration,
     interval: Duration,
+    changes: f64,
+    seed: u64,
     lease: Shared,
     status: Shared,
     cancel: CancellationToken,
 ) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rng = Xorshift((seed + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut images: Vec<(String, u64)> = Vec::new();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
+        if (rng.next(1_000_000) as f64) < changes * 1e6 {
+            images.push((format!("registry.example/app:{}", images.len()), 10_000_000));
+            agent.set_images(&images);
+        }
         let t = Instant::now();
-        let ok = agent.renew_lease().await.is_ok();
-        lease.lock().unwrap().record(t.elapsed(), ok);
-        let t = Instant::now();
-        let ok = agent.patch_status().await.is_ok();
-        status.lock().unwrap().record(t.elapsed(), ok);
+        let r = agent.renew_lease().await;
+        lease.lock().unwrap().record_result(t.elapsed(), r);
+        if agent.status_due() {
+            let t = Instant::now();
+            let r = agent.patch_status().await;
+            status.lock().unwrap().record_result(t.elapsed(), r);
+        }
     }
+}
+
+/// Signs each node's kubelet client certificate directly with the cluster's client CA from
+/// `data_dir` (the subject and groups the supervisor's `client-kubelet.crt` route issues), for
+/// `--preissued`. The serving certificate is not needed by a hollow node and left empty.
+fn preissue(data_dir: &Path, names: &[String]) -> Vec<NodeCertificates> {
+    let paths = rke2::paths::ServerPaths::new(data_dir);
+    let ca = rke2::pki::CertAuthority::load(&paths.client_ca()).unwrap();
+    let ca_pem = std::fs::read_to_string(&paths.client_ca().cert).unwrap();
+    names
+        .iter()
+        .map(|name| {
+            let spec =
+                rke2::pki::LeafSpec::client(&format!("system:node:{name}"), &["system:nodes"]);
+            let (client_cert_pem, client_key_pem) = ca.issue_with_new_key(&spec).unwrap();
+            NodeCertificates {
+                serving_cert_pem: String::new(),
+                serving_key_pem: String::new(),
+                client_cert_pem,
+                client_key_pem,
+                client_ca_pem: ca_pem.clone(),
+            }
+        })
+        .collect()
+}
+
+/// Raises this process's open-file limit (inherited by the servers it starts): at 5,000 nodes
+/// the bench holds two connections per node and each server a third of them.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let want = 1 << 17;
+    let old = getrlimit(Resource::Nofile);
+    let new = Rlimit {
+        current: Some(want),
+        maximum: Some(old.maximum.map_or(want, |m| m.max(want))),
+    };
+    if setrlimit(Resource::Nofile, new).is_err() {
+        // Not privileged: up to the hard limit.
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: old.maximum,
+                maximum: old.maximum,
+            },
+        );
+    }
+    println!("open files limit {:?}", getrlimit(Resource::Nofile).current);
 }
 
 fn admin_client(server: &ServerNode) -> HttpsClient {
@@ -337,6 +451,7 @@ fn admin_client(server: &ServerNode) -> HttpsClient {
 fn main() {
     let o = options();
     require_tool("haproxy", "haproxy");
+    raise_fd_limit();
     let block = AddrBlock::new();
     let root = tempfile::tempdir().unwrap();
     let ips: Vec<Ipv4Addr> = (1..=3).map(|i| block.ip(i)).collect();
@@ -372,61 +487,73 @@ fn main() {
     let node_ip = IpAddr::V4(block.ip(200));
 
     // 1. Registration storm.
-    let before: Vec<u64> = pids.iter().map(|(_, p)| cpu_ticks(*p)).collect();
-    let storm_started = Instant::now();
-    let results: Vec<(Duration, Result<NodeCertificates, String>)> = rt.block_on(async {
-        let mut set = tokio::task::JoinSet::new();
-        for (i, name) in names.iter().enumerate() {
-            let (url, token, name, cancel) =
-                (lb.url(), token.clone(), name.clone(), cancel.clone());
-            set.spawn(async move {
-                let t = Instant::now();
-                let r = register(&url, &token, &name, node_ip, &cancel).await;
-                (i, t.elapsed(), r)
-            });
-        }
-        let mut out: Vec<Option<(Duration, Result<NodeCertificates, String>)>> =
-            (0..names.len()).map(|_| None).collect();
-        let deadline = tokio::time::Instant::now() + o.storm_timeout;
-        while let Ok(Some(r)) = tokio::time::timeout_at(deadline, set.join_next()).await {
-            let (i, took, r) = r.unwrap();
-            out[i] = Some((took, r));
-        }
-        // Registrations still going at the deadline count as failed.
-        set.abort_all();
-        out.into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    (
-                        o.storm_timeout,
-                        Err("not registered by the deadline".into()),
-                    )
+    let results: Vec<(Duration, Result<NodeCertificates, String>)> = if o.preissued {
+        let t = Instant::now();
+        let certs = preissue(&servers[0].data_dir(), &names);
+        println!(
+            "pre-issued                  {} node client certificates in {:.1} s (no storm)",
+            certs.len(),
+            t.elapsed().as_secs_f64()
+        );
+        certs.into_iter().map(|c| (Duration::ZERO, Ok(c))).collect()
+    } else {
+        let before: Vec<u64> = pids.iter().map(|(_, p)| cpu_ticks(*p)).collect();
+        let storm_started = Instant::now();
+        let results: Vec<(Duration, Result<NodeCertificates, String>)> = rt.block_on(async {
+            let mut set = tokio::task::JoinSet::new();
+            for (i, name) in names.iter().enumerate() {
+                let (url, token, name, cancel) =
+                    (lb.url(), token.clone(), name.clone(), cancel.clone());
+                set.spawn(async move {
+                    let t = Instant::now();
+                    let r = register(&url, &token, &name, node_ip, &cancel).await;
+                    (i, t.elapsed(), r)
+                });
+            }
+            let mut out: Vec<Option<(Duration, Result<NodeCertificates, String>)>> =
+                (0..names.len()).map(|_| None).collect();
+            let deadline = tokio::time::Instant::now() + o.storm_timeout;
+            while let Ok(Some(r)) = tokio::time::timeout_at(deadline, set.join_next()).await {
+                let (i, took, r) = r.unwrap();
+                out[i] = Some((took, r));
+            }
+            // Registrations still going at the deadline count as failed.
+            set.abort_all();
+            out.into_iter()
+                .map(|r| {
+                    r.unwrap_or_else(|| {
+                        (
+                            o.storm_timeout,
+                            Err("not registered by the deadline".into()),
+                        )
+                    })
                 })
-            })
-            .collect()
-    });
-    let storm = storm_started.elapsed();
-    let mut reg = Samples::default();
-    let mut first_error = None;
-    for (took, r) in &results {
-        reg.record(*took, r.is_ok());
-        if let (Err(e), None) = (r, &first_error) {
-            first_error = Some(e.clone());
+                .collect()
+        });
+        let storm = storm_started.elapsed();
+        let mut reg = Samples::default();
+        let mut first_error = None;
+        for (took, r) in &results {
+            reg.record(*took, r.is_ok());
+            if let (Err(e), None) = (r, &first_error) {
+                first_error = Some(e.clone());
+            }
         }
-    }
-    println!(
-        "registration storm          {} nodes in {:.1} s: {:.1} nodes/s, failed registrations {}, retries {}",
-        o.nodes,
-        storm.as_secs_f64(),
-        reg.ok.len() as f64 / storm.as_secs_f64(),
-        reg.failed,
-        retries_logged(&log)
-    );
-    println!("{}", reg.line("registration time"));
-    if let Some(e) = first_error {
-        println!("first registration error: {e}");
-    }
-    report_load(&pids, &before, storm);
+        println!(
+            "registration storm          {} nodes in {:.1} s: {:.1} nodes/s, failed registrations {}, retries {}",
+            o.nodes,
+            storm.as_secs_f64(),
+            reg.ok.len() as f64 / storm.as_secs_f64(),
+            reg.failed,
+            retries_logged(&log)
+        );
+        println!("{}", reg.line("registration time"));
+        if let Some(e) = first_error {
+            println!("first registration error: {e}");
+        }
+        report_load(&pids, &before, storm);
+        results
+    };
 
     // 2. Steady state.
     let ca_pem = std::fs::read_to_string(servers[0].ca()).unwrap();
@@ -449,6 +576,9 @@ fn main() {
         .collect();
     let hollow: Vec<String> = registered.iter().map(|(i, _)| names[*i].clone()).collect();
     let steady_started = Instant::now();
+    // Bounded so that creating thousands of nodes does not become a handshake storm against
+    // the servers' per-address limit on connections still handshaking (docs/limits.md).
+    let creating = Arc::new(tokio::sync::Semaphore::new(CREATE_CONCURRENCY));
     let create_took = rt.block_on(async {
         let mut set = tokio::task::JoinSet::new();
         for (k, (i, certs)) in registered.iter().enumerate() {
@@ -489,8 +619,9 @@ fn main() {
             );
             let name = names[*i].clone();
             let offset = o.interval.mul_f64(k as f64 / registered.len() as f64);
-            let interval = o.interval;
+            let (interval, changes, creating) = (o.interval, o.status_changes, creating.clone());
             set.spawn(async move {
+                let _permit = creating.acquire_owned().await;
                 let agent = Arc::new(agent);
                 // Retried like the node agent's own loop does until the Node and Lease exist;
                 // the time covers the retries, a node still missing after a minute is failed.
@@ -512,7 +643,9 @@ fn main() {
                     delivery,
                     cancel.clone(),
                 ));
-                tokio::spawn(heartbeat(agent, offset, interval, lease, status, cancel));
+                tokio::spawn(heartbeat(
+                    agent, offset, interval, changes, k as u64, lease, status, cancel,
+                ));
             });
         }
         while set.join_next().await.is_some() {}
@@ -530,6 +663,7 @@ fn main() {
         *s.lock().unwrap() = Samples::default();
     }
     let before: Vec<u64> = pids.iter().map(|(_, p)| cpu_ticks(*p)).collect();
+    let bench_before = cpu_ticks(std::process::id());
     let window_started = Instant::now();
     rt.block_on(async {
         let writer = {
@@ -609,8 +743,13 @@ fn main() {
             window_started.elapsed().as_secs_f64(),
             o.interval.as_secs_f64()
         );
-        println!("{}", lease.lock().unwrap().line("lease renewal"));
-        println!("{}", status.lock().unwrap().line("node status update"));
+        for (what, samples) in [("lease renewal", &lease), ("node status update", &status)] {
+            let samples = samples.lock().unwrap();
+            println!("{}", samples.line(what));
+            if samples.failed > 0 {
+                println!("  failures: {}", samples.errors_line());
+            }
+        }
         println!(
             "{}  ({failed_writes} pod writes failed, {undelivered} not delivered after 5 s)",
             delivery.lock().unwrap().line("watch delivery")
@@ -622,6 +761,18 @@ fn main() {
         println!("{}", lists.lock().unwrap().line("LIST nodes consistent"));
     });
     report_load(&pids, &before, window_started.elapsed());
+    // The hollow nodes' own cost: with thousands of agents in this one process it can be what
+    // the latencies above measure rather than the servers.
+    let me = std::process::id();
+    println!(
+        "bench      RSS {:>6.0} MiB  CPU {:>5.1} % of a core (all hollow nodes, pod writer, lister)",
+        proc_status_kib(me, "VmRSS:") as f64 / 1024.0,
+        (cpu_ticks(me) - bench_before) as f64
+            / TICKS_PER_SEC
+            / window_started.elapsed().as_secs_f64()
+            * 100.0
+    );
+    println!("established connections to 6443: {}", established_to(6443));
     for (i, s) in servers.iter().enumerate() {
         let out = etcdctl(s, &["endpoint", "status", "-w", "json"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();

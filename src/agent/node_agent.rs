@@ -2,11 +2,15 @@
 //! taints applied at creation, `node-label`s re-applied on every start as RKE2 does), renews its
 //! Lease in `kube-node-lease` every heartbeat interval, keeps `Ready=True` while the node process
 //! is healthy, and re-registers if its Node is deleted. It talks to the API over HTTPS with the
-//! node's `system:node:<name>` client certificate, like a kubelet.
+//! node's `system:node:<name>` client certificate, like a kubelet: over kept-alive connections,
+//! writing the Node status only when it changed or every [`STATUS_REPORT_FREQUENCY`], and
+//! learning about its own Node (deleted, marked NotReady) from a watch rather than by reading
+//! it at every heartbeat (docs/scale.md, "The node agent's requests").
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
 use http_body_util::BodyExt;
@@ -30,6 +34,9 @@ const RETRY_INTERVAL: Duration = Duration::from_millis(200);
 /// Pause before watching the own Node again after a watch ended (the server closes watches
 /// now and then) or failed; the heartbeat still notices a deletion meanwhile.
 const REWATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the Node status is written although nothing in it changed (upstream kubelet's
+/// `nodeStatusReportFrequency`); the Lease alone says the node is alive in between.
+pub const STATUS_REPORT_FREQUENCY: Duration = Duration::from_secs(300);
 
 /// Everything the node agent needs.
 #[derive(Debug, Clone)]
@@ -129,9 +136,38 @@ fn ready_condition(status: &str, reason: &str, message: &str) -> Value {
         "status": status,
         "reason": reason,
         "message": message,
-        "lastHeartbeatTime": now_secs(),
-        "lastTransitionTime": now_secs(),
     })
+}
+
+/// Puts the heartbeat and transition times into every condition of `status` (left out of the
+/// status the agent compares, since they change at every write).
+fn stamp_conditions(status: &mut Value) {
+    let now = now_secs();
+    if let Some(conditions) = status.get_mut("conditions").and_then(Value::as_array_mut) {
+        for c in conditions {
+            c["lastHeartbeatTime"] = json!(now);
+            c["lastTransitionTime"] = json!(now);
+        }
+    }
+}
+
+/// What the own-Node watch last told about the Node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// No watch is open, or it has not delivered the Node yet: read the Node to know.
+    Unknown,
+    /// Present, with Ready=True or not.
+    Ready(bool),
+    Deleted,
+}
+
+/// Whether a Node object carries `Ready=True`.
+fn node_is_ready(node: &Value) -> bool {
+    node.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["status"].as_str())
+        == Some("True")
 }
 
 impl NodeAgentConfig {
@@ -150,7 +186,8 @@ impl NodeAgentConfig {
         labels
     }
 
-    fn status(&self) -> Value {
+    /// The node's status without condition timestamps (see [`stamp_conditions`]).
+    fn status(&self, images: &[Value]) -> Value {
         let (info, capacity) = node_info();
         let mut addresses: Vec<Value> = self
             .addresses
@@ -158,17 +195,23 @@ impl NodeAgentConfig {
             .map(|ip| json!({"type": "InternalIP", "address": ip.to_string()}))
             .collect();
         addresses.push(json!({"type": "Hostname", "address": self.node_name}));
-        json!({
+        let mut status = json!({
             "conditions": [ready_condition("True", "KubeletReady", "rke2-rs node agent is posting ready status")],
             "addresses": addresses,
             "nodeInfo": info,
             "capacity": capacity,
             "allocatable": capacity,
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-        })
+        });
+        if !images.is_empty() {
+            status["images"] = Value::Array(images.to_vec());
+        }
+        status
     }
 
-    fn node_object(&self) -> Value {
+    fn node_object(&self, images: &[Value]) -> Value {
+        let mut status = self.status(images);
+        stamp_conditions(&mut status);
         let taints: Vec<Value> = self.taints.iter().map(Taint::to_json).collect();
         let mut spec = json!({});
         if !taints.is_empty() {
@@ -183,7 +226,7 @@ impl NodeAgentConfig {
                 "annotations": self.annotations,
             },
             "spec": spec,
-            "status": self.status(),
+            "status": status,
         })
     }
 }
@@ -192,6 +235,13 @@ impl NodeAgentConfig {
 pub struct NodeAgent {
     cfg: NodeAgentConfig,
     api: Api,
+    /// The status last written (without timestamps) and when, to write only changes and the
+    /// periodic report.
+    reported: Mutex<Option<(Instant, Value)>>,
+    /// `status.images`, as last set by [`NodeAgent::set_images`].
+    images: Mutex<Vec<Value>>,
+    /// What the own-Node watch last saw.
+    seen: Mutex<Seen>,
 }
 
 impl NodeAgent {
@@ -210,13 +260,62 @@ impl NodeAgent {
         if let Some(slot) = &cfg.identity_slot {
             client = client.with_client_cert_slot(slot.clone());
         }
+        // Kept-alive connections: a heartbeat is no TCP + TLS handshake (with client-certificate
+        // verification on the server) when a connection is still open. Every request the agent
+        // sends may be repeated on a fresh connection when a reused one fails: Lease and status
+        // writes are merge patches of absolute values, creations answer 409 the second time.
+        // Not with a renewable identity: a kept connection would go on presenting the
+        // certificate it was opened with after the slot holds a renewed one.
+        if cfg.identity_slot.is_none() {
+            client = client.with_keep_alive();
+        }
         Ok(NodeAgent {
             api: Api {
                 client,
                 base: cfg.api_url.trim_end_matches('/').to_string(),
             },
             cfg,
+            reported: Mutex::new(None),
+            images: Mutex::new(Vec::new()),
+            seen: Mutex::new(Seen::Unknown),
         })
+    }
+
+    /// Sets the images reported in `status.images` (names and size, as a kubelet lists what the
+    /// runtime holds); a change is written at the next heartbeat.
+    pub fn set_images(&self, images: &[(String, u64)]) {
+        let images = images
+            .iter()
+            .map(|(name, size)| json!({"names": [name], "sizeBytes": size}))
+            .collect();
+        *self.images.lock().unwrap_or_else(|e| e.into_inner()) = images;
+    }
+
+    fn current_status(&self) -> Value {
+        let images = self
+            .images
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        self.cfg.status(&images)
+    }
+
+    /// Whether the status must be written now: it changed since the last write, or that write
+    /// is [`STATUS_REPORT_FREQUENCY`] old (or there was none).
+    pub fn status_due(&self) -> bool {
+        let status = self.current_status();
+        match &*self.reported.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((at, last)) => *last != status || at.elapsed() >= STATUS_REPORT_FREQUENCY,
+            None => true,
+        }
+    }
+
+    fn seen(&self) -> Seen {
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_seen(&self, seen: Seen) {
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = seen;
     }
 
     fn node_path(&self) -> String {
@@ -238,13 +337,19 @@ impl NodeAgent {
             .await?;
         match resp.status {
             404 => {
+                let images = self
+                    .images
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                let node = self.cfg.node_object(&images);
                 let resp = self
                     .api
                     .call(
                         http::Method::POST,
                         "/api/v1/nodes",
                         Some("application/json"),
-                        Some(self.cfg.node_object()),
+                        Some(node),
                     )
                     .await?;
                 match resp.status {
@@ -294,16 +399,21 @@ impl NodeAgent {
 
     /// Writes the node's status (Ready, addresses, capacity) through the status subresource.
     pub async fn patch_status(&self) -> Result<(), NodeAgentError> {
+        let status = self.current_status();
+        let mut stamped = status.clone();
+        stamp_conditions(&mut stamped);
         let resp = self
             .api
             .call(
                 http::Method::PATCH,
                 &format!("{}/status", self.node_path()),
                 Some("application/merge-patch+json"),
-                Some(json!({"status": self.cfg.status()})),
+                Some(json!({"status": stamped})),
             )
             .await?;
         if resp.is_success() {
+            *self.reported.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((Instant::now(), status));
             Ok(())
         } else {
             Err(NodeAgentError::Api(format!(
@@ -365,36 +475,45 @@ impl NodeAgent {
         }
     }
 
-    /// One heartbeat: renew the Lease; re-register a deleted Node; restore Ready=True.
+    /// One heartbeat: renew the Lease; re-register a deleted Node; restore Ready=True; write
+    /// the status when it changed or the periodic report is due. The own-Node watch tells
+    /// deletion and readiness; only while it has not (no watch open yet, or it failed) is the
+    /// Node read, as before.
     async fn heartbeat(&self) -> Result<(), NodeAgentError> {
         self.renew_lease().await?;
-        let resp = self
-            .api
-            .call(http::Method::GET, &self.node_path(), None, None)
-            .await?;
-        match resp.status {
-            404 => {
+        let seen = match self.seen() {
+            Seen::Unknown => {
+                let resp = self
+                    .api
+                    .call(http::Method::GET, &self.node_path(), None, None)
+                    .await?;
+                match resp.status {
+                    404 => Seen::Deleted,
+                    200 => Seen::Ready(
+                        serde_json::from_slice::<Value>(&resp.body)
+                            .is_ok_and(|node| node_is_ready(&node)),
+                    ),
+                    s => {
+                        return Err(NodeAgentError::Api(format!(
+                            "reading node: {s} {}",
+                            resp.error_message()
+                        )));
+                    }
+                }
+            }
+            seen => seen,
+        };
+        match seen {
+            Seen::Deleted => {
                 tracing::warn!(component = "node-agent", node = %self.cfg.node_name, "node object was deleted; registering again");
                 self.register(false).await
             }
-            200 => {
-                let node: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
-                let ready = node
-                    .pointer("/status/conditions")
-                    .and_then(Value::as_array)
-                    .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-                    .and_then(|c| c["status"].as_str())
-                    == Some("True");
-                if !ready {
-                    tracing::info!(component = "node-agent", node = %self.cfg.node_name, "marking node Ready again");
-                    self.patch_status().await?;
-                }
-                Ok(())
+            Seen::Ready(false) => {
+                tracing::info!(component = "node-agent", node = %self.cfg.node_name, "marking node Ready again");
+                self.patch_status().await
             }
-            s => Err(NodeAgentError::Api(format!(
-                "reading node: {s} {}",
-                resp.error_message()
-            ))),
+            Seen::Ready(true) | Seen::Unknown if self.status_due() => self.patch_status().await,
+            Seen::Ready(true) | Seen::Unknown => Ok(()),
         }
     }
 
@@ -415,10 +534,13 @@ impl NodeAgent {
         }
     }
 
-    /// Watches the own Node until `cancel`, waking `deleted` on every DELETED event.
+    /// Watches the own Node until `cancel`, waking `deleted` on every DELETED event. Between
+    /// watches what it saw is forgotten (`Seen::Unknown`), so the heartbeat reads the Node.
     async fn watch_loop(&self, deleted: &Notify, cancel: &CancellationToken) {
         loop {
-            let pause = match self.watch_own_node(deleted, cancel).await {
+            let result = self.watch_own_node(deleted, cancel).await;
+            self.set_seen(Seen::Unknown);
+            let pause = match result {
                 Ok(()) => REWATCH_INTERVAL,
                 Err(e) => {
                     tracing::debug!(component = "node-agent", node = %self.cfg.node_name, "watching the node: {e}");
@@ -466,9 +588,13 @@ impl NodeAgent {
             // One JSON event per line.
             while let Some(line) = lines.next_line() {
                 let line = line.map_err(|e| NodeAgentError::Api(format!("watching node: {e}")))?;
-                if is_deleted_event(line) {
+                let seen = seen_in_event(line);
+                if seen == Some(Seen::Deleted) {
                     tracing::info!(component = "node-agent", node = %self.cfg.node_name, "node object deleted; registering again now");
                     deleted.notify_one();
+                }
+                if let Some(seen) = seen {
+                    self.set_seen(seen);
                 }
             }
         }
@@ -521,9 +647,15 @@ impl NodeAgent {
     }
 }
 
-/// Whether one line of a watch stream is a DELETED event.
-fn is_deleted_event(line: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(line).is_ok_and(|event| event["type"] == "DELETED")
+/// What one line of the own-Node watch says about the Node: deleted, or present and Ready or
+/// not; `None` for bookmarks, errors and lines that are no event.
+fn seen_in_event(line: &[u8]) -> Option<Seen> {
+    let event = serde_json::from_slice::<Value>(line).ok()?;
+    match event["type"].as_str()? {
+        "DELETED" => Some(Seen::Deleted),
+        "ADDED" | "MODIFIED" => Some(Seen::Ready(node_is_ready(&event["object"]))),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -531,14 +663,69 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_deleted_events_wake_the_heartbeat() {
-        assert!(is_deleted_event(
-            br#"{"type":"DELETED","object":{"metadata":{"name":"a1"}}}"#
-        ));
-        assert!(!is_deleted_event(
-            br#"{"type":"MODIFIED","object":{"metadata":{"name":"a1"}}}"#
-        ));
-        assert!(!is_deleted_event(br#"{"type":"ADDED","object":{}}"#));
-        assert!(!is_deleted_event(b"not json"));
+    fn watch_events_tell_deletion_and_readiness() {
+        assert_eq!(
+            seen_in_event(br#"{"type":"DELETED","object":{"metadata":{"name":"a1"}}}"#),
+            Some(Seen::Deleted)
+        );
+        let ready = br#"{"type":"MODIFIED","object":{"status":{"conditions":[{"type":"MemoryPressure","status":"False"},{"type":"Ready","status":"True"}]}}}"#;
+        assert_eq!(seen_in_event(ready), Some(Seen::Ready(true)));
+        let unknown = br#"{"type":"MODIFIED","object":{"status":{"conditions":[{"type":"Ready","status":"Unknown"}]}}}"#;
+        assert_eq!(seen_in_event(unknown), Some(Seen::Ready(false)));
+        // A freshly created Node without status is not Ready yet.
+        assert_eq!(
+            seen_in_event(br#"{"type":"ADDED","object":{}}"#),
+            Some(Seen::Ready(false))
+        );
+        assert_eq!(
+            seen_in_event(br#"{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"9"}}}"#),
+            None
+        );
+        assert_eq!(seen_in_event(b"not json"), None);
+    }
+
+    fn agent() -> NodeAgent {
+        let ca = crate::pki::CertAuthority::generate("test").unwrap();
+        let (cert, key) = ca
+            .issue_with_new_key(&crate::pki::LeafSpec::client(
+                "system:node:n1",
+                &["system:nodes"],
+            ))
+            .unwrap();
+        NodeAgent::new(NodeAgentConfig {
+            node_name: "n1".into(),
+            api_url: "https://127.0.0.1:6443".into(),
+            ca_pem: cert.clone(),
+            identity_cert_pem: cert,
+            identity_key_pem: key,
+            identity_slot: None,
+            server_name: None,
+            labels: vec![],
+            taints: vec![],
+            annotations: BTreeMap::new(),
+            addresses: vec!["127.0.0.1".parse().unwrap()],
+            heartbeat_interval: Duration::from_secs(10),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn status_is_written_on_change_and_periodically() {
+        let agent = agent();
+        // Never written: due.
+        assert!(agent.status_due());
+        *agent.reported.lock().unwrap() = Some((Instant::now(), agent.current_status()));
+        // Unchanged (the compared status has no timestamps): not due.
+        assert!(!agent.status_due());
+        agent.set_images(&[("registry.k8s.io/pause:3.10".into(), 321_000)]);
+        assert!(agent.status_due());
+        *agent.reported.lock().unwrap() = Some((Instant::now(), agent.current_status()));
+        assert!(!agent.status_due());
+        // Unchanged but the last report is older than the report frequency: due.
+        let old = Instant::now()
+            .checked_sub(STATUS_REPORT_FREQUENCY)
+            .expect("the clock is past the report frequency");
+        *agent.reported.lock().unwrap() = Some((old, agent.current_status()));
+        assert!(agent.status_due());
     }
 }
