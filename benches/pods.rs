@@ -9,7 +9,8 @@
 //! process it starts (the nodes, etcd, containerd, the shims, runc, the CNI plugins, kubectl)
 //! is charged there whoever its parent ends up being: the first burst also prints the CPU
 //! seconds per pod this cost, split by process (see [`CpuProbe`]).
-//! Run with `cargo bench --bench pods` (root, containerd/runc/CNI plugins installed);
+//! Run with `cargo bench --bench pods` (root, containerd/runc/CNI plugins installed;
+//! `RKE2_DEFAULT_RUNTIME=crun` in the environment runs the pods with crun);
 //! `RKE2_BENCH_BIN=<an earlier rke2>` runs it against another build for before/after figures.
 
 #[path = "../tests/common/mod.rs"]
@@ -218,6 +219,11 @@ fn main() {
         &[],
     );
     let nodes: Vec<String> = cluster.agents.iter().map(|(n, _)| n.clone()).collect();
+    // The nodes inherit the environment: RKE2_DEFAULT_RUNTIME=crun measures crun.
+    println!(
+        "default runtime: {}",
+        std::env::var("RKE2_DEFAULT_RUNTIME").unwrap_or_else(|_| "runc".into())
+    );
 
     let one: Vec<(String, String)> = (0..50)
         .map(|i| (format!("b{i}"), nodes[0].clone()))
