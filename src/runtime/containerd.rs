@@ -365,6 +365,28 @@ mod tests {
     }
 
     #[test]
+    fn a_default_runtime_not_on_the_node_is_refused_before_containerd_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Layout::new(dir.path(), Some(&dir.path().join("run")));
+        let rt = RuntimeConfig {
+            default_runtime: Some("no-such-runtime".into()),
+            ..RuntimeConfig::default()
+        };
+        let e = write_config(&l, &rt, &Registries::default()).unwrap_err();
+        assert!(
+            matches!(&e, RuntimeError::UnknownRuntime { name, found } if name == "no-such-runtime" && found.starts_with("runc")),
+            "{e}"
+        );
+        assert!(!l.config_file().exists());
+        let rt = RuntimeConfig {
+            default_runtime: Some("runc".into()),
+            ..RuntimeConfig::default()
+        };
+        write_config(&l, &rt, &Registries::default()).unwrap();
+        assert!(l.config_file().is_file());
+    }
+
+    #[test]
     fn alternative_runtimes_run_under_the_runc_shim_and_may_be_the_default() {
         let l = Layout::new(Path::new("/d"), Some(Path::new("/r")));
         let rt = RuntimeConfig {
