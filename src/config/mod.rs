@@ -660,6 +660,9 @@ fn node_config(r: &Reader<'_>) -> Result<NodeConfig, ConfigError> {
             })?,
             pause_image: r.string_or_default("pause-image"),
             cni: r.parse("cni", |v| v.parse::<runtime::Cni>())?,
+            default_runtime: r
+                .parse_opt("default-runtime", |v| Ok(v.trim().to_string()))?
+                .filter(|v| !v.is_empty()),
         },
     })
 }

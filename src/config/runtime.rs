@@ -36,6 +36,9 @@ pub struct RuntimeConfig {
     pub system_default_registry: Option<String>,
     pub pause_image: String,
     pub cni: Cni,
+    /// containerd's default runtime (`default-runtime`): `runc`, or one of the alternatives
+    /// found on the node (crate::runtime::containerd::detect_runtimes); `None` is runc.
+    pub default_runtime: Option<String>,
 }
 
 impl Default for RuntimeConfig {
@@ -47,6 +50,7 @@ impl Default for RuntimeConfig {
             system_default_registry: None,
             pause_image: "rancher/mirrored-pause:3.6".into(),
             cni: Cni::Bridge,
+            default_runtime: None,
         }
     }
 }

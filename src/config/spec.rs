@@ -520,6 +520,14 @@ pub const SETTINGS: &[Setting] = &[
         "Pod sandbox (pause) image",
     ),
     s(
+        "default-runtime",
+        Scalar,
+        B,
+        None,
+        "NAME",
+        "containerd's default runtime: runc, or an alternative found on the node (crun, nvidia, nvidia-experimental)",
+    ),
+    s(
         "cni",
         Scalar,
         B,

@@ -95,8 +95,49 @@ pub fn cni_bin_dir() -> PathBuf {
     PathBuf::from("/usr/lib/cni")
 }
 
-/// containerd's config.toml (version 2) for this node.
-pub fn render_config(layout: &Layout, runtime: &RuntimeConfig, registries: &Registries) -> String {
+/// An alternative OCI runtime found on the node, registered with containerd beside runc.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AltRuntime {
+    /// The containerd runtime name (`default-runtime`, a RuntimeClass's handler).
+    pub name: &'static str,
+    pub binary: PathBuf,
+}
+
+/// The runc-compatible runtimes RKE2 looks for, by containerd runtime name and binary.
+const ALT_RUNTIMES: &[(&str, &str)] = &[
+    ("crun", "crun"),
+    ("nvidia", "nvidia-container-runtime"),
+    (
+        "nvidia-experimental",
+        "nvidia-container-runtime-experimental",
+    ),
+];
+
+/// The alternative runtimes whose binary is on PATH (each runs under the runc v2 shim with
+/// its own `BinaryName`, as RKE2 registers them).
+pub fn detect_runtimes() -> Vec<AltRuntime> {
+    let path = std::env::var("PATH")
+        .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    ALT_RUNTIMES
+        .iter()
+        .filter_map(|(name, bin)| {
+            let binary = path
+                .split(':')
+                .map(|d| Path::new(d).join(bin))
+                .find(|p| p.is_file())?;
+            Some(AltRuntime { name, binary })
+        })
+        .collect()
+}
+
+/// containerd's config.toml (version 2) for this node; `alternatives` are registered as
+/// runtimes beside runc, and `default-runtime` picks the default among them.
+pub fn render_config(
+    layout: &Layout,
+    runtime: &RuntimeConfig,
+    registries: &Registries,
+    alternatives: &[AltRuntime],
+) -> String {
     let p = |p: PathBuf| toml_str(&p.display().to_string());
     let mut out = String::new();
     let _ = writeln!(
@@ -119,12 +160,21 @@ pub fn render_config(layout: &Layout, runtime: &RuntimeConfig, registries: &Regi
     }
     let _ = writeln!(
         out,
-        "[plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  snapshotter = \"overlayfs\"\n  disable_snapshot_annotations = true\n"
+        "[plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  snapshotter = \"overlayfs\"\n  disable_snapshot_annotations = true\n  default_runtime_name = {}\n",
+        toml_str(runtime.default_runtime.as_deref().unwrap_or("runc"))
     );
     let _ = writeln!(
         out,
         "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n"
     );
+    for alt in alternatives {
+        let _ = writeln!(
+            out,
+            "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{name}]\n  runtime_type = \"io.containerd.runc.v2\"\n\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{name}.options]\n  BinaryName = {}\n",
+            p(alt.binary.clone()),
+            name = toml_str(alt.name),
+        );
+    }
     let _ = writeln!(
         out,
         "[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = {}\n  conf_dir = {}\n",
@@ -136,11 +186,34 @@ pub fn render_config(layout: &Layout, runtime: &RuntimeConfig, registries: &Regi
 }
 
 /// Writes the config (0600: registry credentials may be in it) and creates the directories.
+/// A `default-runtime` that is neither runc nor found on the node is an error: containerd
+/// would start, and then fail every sandbox.
 pub fn write_config(
     layout: &Layout,
     runtime: &RuntimeConfig,
     registries: &Registries,
 ) -> Result<(), RuntimeError> {
+    let alternatives = detect_runtimes();
+    if let Some(name) = &runtime.default_runtime
+        && name != "runc"
+        && !alternatives.iter().any(|a| a.name == name)
+    {
+        return Err(RuntimeError::UnknownRuntime {
+            name: name.clone(),
+            found: std::iter::once("runc")
+                .chain(alternatives.iter().map(|a| a.name))
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    for alt in &alternatives {
+        tracing::info!(
+            component = "containerd",
+            "found runtime {} at {}",
+            alt.name,
+            alt.binary.display()
+        );
+    }
     for dir in [
         layout.root(),
         layout.state(),
@@ -152,7 +225,7 @@ pub fn write_config(
     let file = layout.config_file();
     fsutil::write_atomic_mkdir(
         &file,
-        render_config(layout, runtime, registries).as_bytes(),
+        render_config(layout, runtime, registries, &alternatives).as_bytes(),
         fsutil::SECRET_FILE_MODE,
     )
     .map_err(|e| RuntimeError::io(&file, e))
@@ -278,7 +351,7 @@ mod tests {
     #[test]
     fn config_names_root_state_socket_cni_and_pause_image() {
         let l = Layout::new(Path::new("/d"), Some(Path::new("/r")));
-        let c = render_config(&l, &RuntimeConfig::default(), &Registries::default());
+        let c = render_config(&l, &RuntimeConfig::default(), &Registries::default(), &[]);
         assert!(c.contains("root = \"/d/agent/containerd\""), "{c}");
         assert!(c.contains("state = \"/r\""), "{c}");
         assert!(c.contains("address = \"/r/containerd.sock\""), "{c}");
@@ -288,5 +361,48 @@ mod tests {
             "{c}"
         );
         assert!(c.contains("stream_server_port = \"0\""), "{c}");
+        assert!(c.contains("default_runtime_name = \"runc\""), "{c}");
+    }
+
+    #[test]
+    fn a_default_runtime_not_on_the_node_is_refused_before_containerd_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Layout::new(dir.path(), Some(&dir.path().join("run")));
+        let rt = RuntimeConfig {
+            default_runtime: Some("no-such-runtime".into()),
+            ..RuntimeConfig::default()
+        };
+        let e = write_config(&l, &rt, &Registries::default()).unwrap_err();
+        assert!(
+            matches!(&e, RuntimeError::UnknownRuntime { name, found } if name == "no-such-runtime" && found.starts_with("runc")),
+            "{e}"
+        );
+        assert!(!l.config_file().exists());
+        let rt = RuntimeConfig {
+            default_runtime: Some("runc".into()),
+            ..RuntimeConfig::default()
+        };
+        write_config(&l, &rt, &Registries::default()).unwrap();
+        assert!(l.config_file().is_file());
+    }
+
+    #[test]
+    fn alternative_runtimes_run_under_the_runc_shim_and_may_be_the_default() {
+        let l = Layout::new(Path::new("/d"), Some(Path::new("/r")));
+        let rt = RuntimeConfig {
+            default_runtime: Some("crun".into()),
+            ..RuntimeConfig::default()
+        };
+        let crun = AltRuntime {
+            name: "crun",
+            binary: PathBuf::from("/usr/bin/crun"),
+        };
+        let c = render_config(&l, &rt, &Registries::default(), &[crun]);
+        assert!(c.contains("default_runtime_name = \"crun\""), "{c}");
+        let table = "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.\"crun\"]\n  runtime_type = \"io.containerd.runc.v2\"";
+        assert!(c.contains(table), "{c}");
+        let options = "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.\"crun\".options]\n  BinaryName = \"/usr/bin/crun\"";
+        assert!(c.contains(options), "{c}");
+        assert!(c.contains("containerd.runtimes.runc]"), "{c}");
     }
 }

@@ -523,6 +523,8 @@ struct WorkerState {
     probes: HashMap<String, probes::ContainerProbes>,
     /// The pod's ready sandbox as of the last sync.
     sandbox_id: Option<String>,
+    /// The last ContainerStatus of each of the pod's containers, by ID (see `observe`).
+    statuses: HashMap<String, v1::ContainerStatus>,
     /// Where this pod's startup time went, until it is first reported Running.
     startup: Option<Startup>,
 }
@@ -882,7 +884,17 @@ struct Observed {
     older: Vec<String>,
 }
 
-async fn observe(s: &Shared, sandbox: &str) -> Result<HashMap<String, Observed>, RuntimeError> {
+/// The pod's containers by name, from one ListContainers and a ContainerStatus per attempt
+/// that matters; `cache` (by container ID) spares the ContainerStatus of an attempt whose state
+/// has not changed since it was read: what it adds to the listing (times, exit code, reason,
+/// image) is fixed once a container is running or exited, and the 1 s resync of every pod
+/// would otherwise read it again and again (docs/workloads.md, Performance).
+async fn observe(
+    s: &Shared,
+    sandbox: &str,
+    cache: &mut HashMap<String, v1::ContainerStatus>,
+) -> Result<HashMap<String, Observed>, RuntimeError> {
+    let mut listed = std::collections::HashSet::new();
     let mut by_name: HashMap<String, Vec<v1::Container>> = HashMap::new();
     for c in s.cri.list_containers(Some(sandbox)).await? {
         let name = c
@@ -890,8 +902,10 @@ async fn observe(s: &Shared, sandbox: &str) -> Result<HashMap<String, Observed>,
             .as_ref()
             .map(|m| m.name.clone())
             .unwrap_or_default();
+        listed.insert(c.id.clone());
         by_name.entry(name).or_default().push(c);
     }
+    cache.retain(|id, _| listed.contains(id));
     let mut out = HashMap::new();
     for (name, mut list) in by_name {
         list.sort_by_key(|c| {
@@ -899,10 +913,22 @@ async fn observe(s: &Shared, sandbox: &str) -> Result<HashMap<String, Observed>,
         });
         let mut o = Observed::default();
         for (i, c) in list.iter().enumerate() {
-            match i {
-                0 => o.latest = Some(s.cri.container_status(&c.id).await?),
-                1 => o.previous = Some(s.cri.container_status(&c.id).await?),
-                _ => o.older.push(c.id.clone()),
+            if i > 1 {
+                o.older.push(c.id.clone());
+                continue;
+            }
+            let status = match cache.get(&c.id) {
+                Some(st) if st.state == c.state => st.clone(),
+                _ => {
+                    let st = s.cri.container_status(&c.id).await?;
+                    cache.insert(c.id.clone(), st.clone());
+                    st
+                }
+            };
+            if i == 0 {
+                o.latest = Some(status);
+            } else {
+                o.previous = Some(status);
             }
         }
         out.insert(name, o);
@@ -1277,7 +1303,12 @@ async fn sync_pod(
             let mut cfg = podspec::sandbox_config(pod, &ctx);
             cfg.labels
                 .insert(NODE_LABEL.into(), s.cfg.node_name.clone());
-            (ip, observe(s, id).await?, Some(cfg), Some(ctx))
+            (
+                ip,
+                observe(s, id, &mut state.statuses).await?,
+                Some(cfg),
+                Some(ctx),
+            )
         }
         None => (String::new(), HashMap::new(), None, None),
     };
@@ -1359,7 +1390,7 @@ async fn sync_pod(
     drop(start_slot);
     // Re-read what changed (nothing did when nothing was started: spare the calls).
     let observed = match &sandbox {
-        Some(id) if acted => observe(s, id).await?,
+        Some(id) if acted => observe(s, id, &mut state.statuses).await?,
         _ => observed,
     };
     let probe_host = if host_network {

@@ -47,6 +47,8 @@ pub enum RuntimeError {
     Registries { path: String, message: String },
     #[error("CRI: {0}")]
     Cri(String),
+    #[error("default-runtime {name}: no such runtime on this node (found: {found})")]
+    UnknownRuntime { name: String, found: String },
     #[error("containerd did not answer on {socket} within {waited:?}")]
     NotReady { socket: String, waited: Duration },
 }
