@@ -15,6 +15,8 @@ use super::{
     WatchBatch, WatchStream, prefix_end,
 };
 
+/// Largest Range response read from etcd (etcd's own Go client allows `math.MaxInt32`).
+const MAX_RANGE_RESPONSE: usize = i32::MAX as usize;
 /// Timeout of one etcd RPC made by the daemon.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -129,7 +131,7 @@ impl EtcdStore {
             None => prefix.as_bytes().to_vec(),
         };
         let resp = self
-            .call(|mut c| {
+            .call(|c| {
                 let (start, end) = (start.clone(), end.clone());
                 async move {
                     let mut opts = GetOptions::new().with_range(end);
@@ -139,7 +141,12 @@ impl EtcdStore {
                     if revision > 0 {
                         opts = opts.with_revision(revision);
                     }
-                    c.get(start, Some(opts)).await
+                    // A whole table in one Range (every Node of a large cluster is well over
+                    // tonic's 4 MiB default): take as much as etcd's Go client does.
+                    c.kv_client()
+                        .max_decoding_message_size(MAX_RANGE_RESPONSE)
+                        .get(start, Some(opts))
+                        .await
                 }
             })
             .await
