@@ -524,6 +524,8 @@ fn supervisor_limits() {
                 .write_all(request.as_bytes())
                 .await
                 .map_err(|e| format!("write: {e}"))?;
+            // tokio-rustls may keep written records buffered until a flush.
+            stream.flush().await.map_err(|e| format!("flush: {e}"))?;
             let mut head = Vec::new();
             let mut buf = [0u8; 4096];
             while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -539,21 +541,7 @@ fn supervisor_limits() {
             // Held (still open, idle) until every agent has its answer.
             Ok::<_, String>((String::from_utf8_lossy(&head).into_owned(), stream))
         };
-        let agents = (0..200).map(|_| {
-            let (connector, request) = (connector.clone(), request.clone());
-            async move {
-                // One retry, as an agent retries: a few connections were seen closed after
-                // their handshake without an answer under load (cause not found yet). Without
-                // the queue the retries fail too: the first 64 still hold their connections.
-                match attempt(connector.clone(), request.clone()).await {
-                    Ok(x) => Ok(x),
-                    Err(first) => {
-                        eprintln!("fleet agent retrying after: {first}");
-                        attempt(connector, request).await
-                    }
-                }
-            }
-        });
+        let agents = (0..200).map(|_| attempt(connector.clone(), request.clone()));
         futures_util::future::join_all(agents)
             .await
             .into_iter()
