@@ -108,7 +108,12 @@ impl ClusterAccess {
             ),
         }
         let bundle_text = String::from_utf8_lossy(&bundle).into_owned();
-        let mut client = HttpsClient::new(&ServerTrust::Ca(bundle_text), None, REQUEST_TIMEOUT)?;
+        // Keep-alive: a registration's requests (this CA proof, the node password and two
+        // CSRs, the client CA) share one TLS connection, so behind a load balancer they reach
+        // one server, whose verified-password cache then spares the second scrypt run
+        // (docs/scale.md). A closed pooled connection is replaced by a fresh one.
+        let mut client = HttpsClient::new(&ServerTrust::Ca(bundle_text), None, REQUEST_TIMEOUT)?
+            .with_keep_alive();
         if let Some(name) = server_name {
             client = client.with_server_name(name);
         }

@@ -42,10 +42,16 @@ pub mod limits {
     pub const MAX_HEADER_BYTES: usize = 128 * 1024;
     pub const MAX_URI_BYTES: usize = 32 * 1024;
     pub const HYPER_MAX_HEADERS: usize = 200;
-    /// Connections one client address may hold while unauthenticated (handshaking, or without
-    /// a client certificate); more are closed at once. Certificate holders (kubelets, kubectl)
-    /// are not counted once the handshake verified them.
+    /// Connections one client address may hold while unauthenticated: from `accept` until the
+    /// handshake verified a client certificate or a request on the connection authenticated
+    /// (a router calls [`super::Unauthenticated::authenticated`]). Further connections wait
+    /// for a slot (below).
     pub const MAX_UNAUTHENTICATED_PER_ADDRESS: usize = 64;
+    /// Connections of one address that may wait for one of its unauthenticated slots, each at
+    /// most [`HANDSHAKE_TIMEOUT`]; more are closed right after `accept`. A fleet behind a load
+    /// balancer that hides client addresses arrives from one address: its registrations queue
+    /// here instead of being refused.
+    pub const MAX_WAITING_PER_ADDRESS: usize = 1024;
 }
 
 /// A minimal Kubernetes `Status` response: both ports answer every error with one.
@@ -98,42 +104,144 @@ pub fn install_panic_hook() {
     }));
 }
 
-/// Counts unauthenticated connections per client address.
+/// Counts unauthenticated connections per client address, and the connections waiting for one
+/// of its slots (docs/limits.md).
 #[derive(Debug, Default)]
 struct AddressSlots {
-    counts: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    counts: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, AddressCount>>,
+    /// Signalled whenever a slot is released, for the connections waiting for one.
+    released: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct AddressCount {
+    held: usize,
+    waiting: usize,
 }
 
 /// One held slot; released on drop.
+#[derive(Debug)]
 struct Slot {
     slots: Arc<AddressSlots>,
     ip: std::net::IpAddr,
 }
 
+/// A connection's place among those waiting for a slot of its address; given up on drop.
+struct WaitTicket {
+    slots: Arc<AddressSlots>,
+    ip: std::net::IpAddr,
+}
+
+/// What [`AddressSlots::admit`] decided for a new connection.
+enum Admission {
+    Now(Slot),
+    Wait(WaitTicket),
+    Refused,
+}
+
 impl AddressSlots {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<std::net::IpAddr, AddressCount>> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn acquire(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<Slot> {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = counts.entry(ip).or_insert(0);
-        if *n >= max {
+        let mut counts = self.lock();
+        let n = counts.entry(ip).or_default();
+        if n.held >= max {
+            if n.held == 0 && n.waiting == 0 {
+                counts.remove(&ip);
+            }
             return None;
         }
-        *n += 1;
+        n.held += 1;
         Some(Slot {
             slots: self.clone(),
             ip,
         })
     }
+
+    /// A slot now, a place in the address's queue (at most `max_waiting`), or neither.
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr, max: usize, max_waiting: usize) -> Admission {
+        if let Some(slot) = self.acquire(ip, max) {
+            return Admission::Now(slot);
+        }
+        let mut counts = self.lock();
+        let n = counts.entry(ip).or_default();
+        if n.waiting >= max_waiting {
+            return Admission::Refused;
+        }
+        n.waiting += 1;
+        Admission::Wait(WaitTicket {
+            slots: self.clone(),
+            ip,
+        })
+    }
+
+    /// Waits for a slot of the ticket's address until `deadline`; `None` when none came free.
+    async fn wait(
+        self: &Arc<Self>,
+        ticket: WaitTicket,
+        max: usize,
+        deadline: tokio::time::Instant,
+    ) -> Option<Slot> {
+        loop {
+            // Registered before trying, so a release between the try and the wait is not lost.
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if let Some(slot) = self.acquire(ticket.ip, max) {
+                drop(ticket);
+                return Some(slot);
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    fn release(&self, ip: std::net::IpAddr, held: usize, waiting: usize) {
+        let mut counts = self.lock();
+        if let Some(n) = counts.get_mut(&ip) {
+            n.held -= held;
+            n.waiting -= waiting;
+            if n.held == 0 && n.waiting == 0 {
+                counts.remove(&ip);
+            }
+        }
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut counts = self.slots.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = counts.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.ip);
-            }
-        }
+        self.slots.release(self.ip, 1, 0);
+        self.slots.released.notify_waiters();
+    }
+}
+
+impl Drop for WaitTicket {
+    fn drop(&mut self) {
+        self.slots.release(self.ip, 0, 1);
+    }
+}
+
+/// A connection's slot among its address's unauthenticated connections, shared by the requests
+/// on it: the first request whose credentials a router accepted releases it
+/// ([`Unauthenticated::authenticated`]).
+#[derive(Debug, Clone, Default)]
+pub struct Unauthenticated(Arc<std::sync::Mutex<Option<Slot>>>);
+
+impl Unauthenticated {
+    fn holding(slot: Slot) -> Unauthenticated {
+        Unauthenticated(Arc::new(std::sync::Mutex::new(Some(slot))))
+    }
+
+    /// The connection proved who it is (basic auth with a token, a bootstrap token): it no
+    /// longer counts against its address.
+    pub fn authenticated(&self) {
+        let slot = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(slot);
     }
 }
 
@@ -397,6 +505,8 @@ pub struct ConnInfo {
     pub remote: SocketAddr,
     pub local: SocketAddr,
     pub identity: Option<CertIdentity>,
+    /// The connection's unauthenticated slot, if it still holds one.
+    pub unauthenticated: Unauthenticated,
 }
 
 fn identity_of(der: &CertificateDer<'_>) -> Option<CertIdentity> {
@@ -436,14 +546,20 @@ pub async fn serve(
                 }
             }
         };
-        let Some(slot) = slots.acquire(remote.ip(), limits::MAX_UNAUTHENTICATED_PER_ADDRESS) else {
+        let admission = slots.admit(
+            remote.ip(),
+            limits::MAX_UNAUTHENTICATED_PER_ADDRESS,
+            limits::MAX_WAITING_PER_ADDRESS,
+        );
+        if matches!(admission, Admission::Refused) {
             tracing::debug!(
                 component,
                 remote_addr = %remote,
                 "closing a connection: too many unauthenticated connections from this address"
             );
             continue;
-        };
+        }
+        let slots = slots.clone();
         let _ = tcp.set_nodelay(true);
         let cfg = tls.clone();
         let router = router.clone();
@@ -451,6 +567,23 @@ pub async fn serve(
         let http = http.clone();
         let local = tcp.local_addr().ok().or(local).unwrap_or(remote);
         tokio::spawn(async move {
+            let slot = match admission {
+                Admission::Now(slot) => slot,
+                Admission::Wait(ticket) => {
+                    let deadline = tokio::time::Instant::now() + limits::HANDSHAKE_TIMEOUT;
+                    let waited = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        s = slots.wait(ticket, limits::MAX_UNAUTHENTICATED_PER_ADDRESS, deadline) => s,
+                    };
+                    let Some(slot) = waited else {
+                        tracing::debug!(component, remote_addr = %remote,
+                            "closing a connection: no unauthenticated slot of its address came free");
+                        return;
+                    };
+                    slot
+                }
+                Admission::Refused => return,
+            };
             let acceptor = TlsAcceptor::from(cfg);
             let handshake = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -473,17 +606,19 @@ pub async fn serve(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(identity_of);
-            // Verified certificate holders no longer count against their address.
-            let _slot = if identity.is_some() {
+            // Verified certificate holders no longer count against their address; others do
+            // until a request authenticates.
+            let unauthenticated = if identity.is_some() {
                 drop(slot);
-                None
+                Unauthenticated::default()
             } else {
-                Some(slot)
+                Unauthenticated::holding(slot)
             };
             let info = ConnInfo {
                 remote,
                 local,
                 identity,
+                unauthenticated,
             };
             let service = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
@@ -1199,6 +1334,38 @@ mod tests {
         assert!(slots.acquire([127, 0, 0, 10].into(), 3).is_some());
         drop(held);
         assert!(slots.acquire(ip, 3).is_some());
+        assert!(slots.counts.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn excess_connections_wait_for_a_slot_then_are_refused() {
+        let slots = Arc::new(AddressSlots::default());
+        let ip: std::net::IpAddr = [127, 0, 0, 9].into();
+        let Admission::Now(first) = slots.admit(ip, 1, 2) else {
+            panic!("the first connection gets a slot");
+        };
+        let (Admission::Wait(a), Admission::Wait(b)) =
+            (slots.admit(ip, 1, 2), slots.admit(ip, 1, 2))
+        else {
+            panic!("the next two wait");
+        };
+        assert!(matches!(slots.admit(ip, 1, 2), Admission::Refused));
+        let far = tokio::time::Instant::now() + Duration::from_secs(30);
+        let waiter = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.wait(a, 1, far).await }
+        });
+        // Authenticating the first connection's request releases its slot to the waiter.
+        let first = Unauthenticated::holding(first);
+        first.authenticated();
+        let second = waiter
+            .await
+            .unwrap()
+            .expect("the waiter got the released slot");
+        // With no slot coming free, a waiter gives up at its deadline.
+        let soon = tokio::time::Instant::now() + Duration::from_millis(50);
+        assert!(slots.wait(b, 1, soon).await.is_none());
+        drop(second);
         assert!(slots.counts.lock().unwrap().is_empty());
     }
 }

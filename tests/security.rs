@@ -273,15 +273,17 @@ fn one_server_refuses_node_escalation_foreign_names_and_api_impersonation() {
     assert_eq!(code, 400, "{body}");
     assert!(!secret_exists(&k, "kubernetes.node-password.rke2"));
 
-    // Finding 4: a serving certificate asked for with the fixed address and the server's IP.
+    // Finding 4: a serving certificate asked for with the fixed address, the server's IP and
+    // agent a1's address (another Node reports it: the supervisor's node address index).
     let own_ip = block.ip(12);
+    let other_node = block.ip(11);
     let (code, pem) = request_cert(
         &s,
         root.path(),
         "/v1-rke2/serving-kubelet.crt",
         "a2",
         "a2-password",
-        &format!("{fixed},{},127.0.0.1,{own_ip}", s.ip),
+        &format!("{fixed},{},127.0.0.1,{own_ip},{other_node}", s.ip),
         &fresh_csr(),
     );
     assert_eq!(code, 200, "{pem}");
@@ -289,6 +291,7 @@ fn one_server_refuses_node_escalation_foreign_names_and_api_impersonation() {
     for bad in [
         fixed.to_string(),
         s.ip.to_string(),
+        other_node.to_string(),
         "127.0.0.1".into(),
         "localhost".into(),
         "kubernetes".into(),

@@ -94,6 +94,7 @@ fn request(
         remote: "127.0.0.1:40000".parse().unwrap(),
         local: "127.0.0.1:6443".parse().unwrap(),
         identity: who,
+        unauthenticated: Default::default(),
     });
     req
 }
@@ -222,6 +223,7 @@ async fn every_verb_on_a_namespaced_kind() {
         remote: "127.0.0.1:40000".parse().unwrap(),
         local: "127.0.0.1:6443".parse().unwrap(),
         identity: Some(admin()),
+        unauthenticated: Default::default(),
     });
     let resp = api.router.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);

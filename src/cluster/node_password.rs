@@ -28,7 +28,17 @@ pub enum NodePasswordError {
     Object(#[from] ObjectError),
     #[error("hashing the node password failed")]
     Hashing(#[source] tokio::task::JoinError),
+    /// No hashing slot came free within [`HASHING_QUEUE_WAIT`]; the agent retries.
+    #[error("too many node passwords are being checked; retry later")]
+    Busy,
 }
+
+/// Longest a request waits for a hashing slot. It stays well under the agents' 10 s request
+/// timeout, so a run that starts finishes while its agent still waits for the answer: a run
+/// for an agent that gave up is a wasted 32 MiB and tenth of a core-second, and under a
+/// registration storm most runs were (docs/scale.md). A busy server answers 503 and the agent
+/// retries with backoff, perhaps on another server.
+pub const HASHING_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Name of the Secret for `node`.
 pub fn secret_name(node: &str) -> String {
@@ -92,28 +102,47 @@ fn stored_hash(secret: &Value) -> Option<String> {
 /// bytes) and a core for a tenth of a second or more; without a bound a registration storm puts
 /// one on every blocking thread (up to 512, 16 GiB) and no run finishes sooner for it
 /// (docs/scale.md).
-fn hashing_slots() -> &'static tokio::sync::Semaphore {
-    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+fn hashing_slots() -> &'static std::sync::Arc<tokio::sync::Semaphore> {
+    static SLOTS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
+        std::sync::OnceLock::new();
     SLOTS.get_or_init(|| {
-        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        std::sync::Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        ))
     })
 }
 
-/// Runs `f` (an scrypt computation) on a blocking thread once a hashing slot is free.
+/// Runs `f` (an scrypt computation) on a blocking thread once a hashing slot is free. The slot
+/// moves into the blocking closure: a run cannot be stopped, so when the request that started
+/// it is dropped (its client gave up) the slot stays taken until the run ends. Held by the
+/// future instead, it came free at once and the next run started beside the orphan: under a
+/// registration storm, dozens of 32 MiB runs at a time (docs/scale.md).
 async fn scrypt_blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, tokio::task::JoinError> {
-    let _slot = hashing_slots()
-        .acquire()
-        .await
-        .expect("the hashing semaphore is never closed");
-    tokio::task::spawn_blocking(f).await
+) -> Result<T, NodePasswordError> {
+    in_slot(hashing_slots().clone(), HASHING_QUEUE_WAIT, f).await
 }
 
-async fn verify_blocking(hash: String, password: String) -> bool {
-    scrypt_blocking(move || verify(&hash, &password))
+async fn in_slot<T: Send + 'static>(
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    wait: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NodePasswordError> {
+    let slot = tokio::time::timeout(wait, slots.acquire_owned())
         .await
-        .unwrap_or(false)
+        .map_err(|_| NodePasswordError::Busy)?
+        .expect("the hashing semaphore is never closed");
+    tokio::task::spawn_blocking(move || {
+        let out = f();
+        drop(slot);
+        out
+    })
+    .await
+    .map_err(NodePasswordError::Hashing)
+}
+
+async fn verify_blocking(hash: String, password: String) -> Result<bool, NodePasswordError> {
+    scrypt_blocking(move || verify(&hash, &password)).await
 }
 
 /// Most entries [`VerifiedCache`] keeps; it starts over when full (one entry is ~150 bytes).
@@ -172,7 +201,7 @@ pub async fn check_or_store(
             if cache.matches(node, &h, password) {
                 return Ok(());
             }
-            return if verify_blocking(h.clone(), password.to_string()).await {
+            return if verify_blocking(h.clone(), password.to_string()).await? {
                 cache.remember(node, h, password);
                 Ok(())
             } else {
@@ -180,9 +209,7 @@ pub async fn check_or_store(
             };
         }
         let pw = password.to_string();
-        let h = scrypt_blocking(move || hash(&pw))
-            .await
-            .map_err(NodePasswordError::Hashing)?;
+        let h = scrypt_blocking(move || hash(&pw)).await?;
         let secret = json!({
             "apiVersion": "v1",
             "kind": "Secret",
@@ -207,6 +234,34 @@ pub async fn check_or_store(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_abandoned_run_keeps_its_slot_until_it_ends() {
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let (finish_tx, finish_rx) = std::sync::mpsc::channel::<()>();
+        let wait = std::time::Duration::from_secs(60);
+        let run = tokio::spawn(in_slot(slots.clone(), wait, move || {
+            started_tx.send(()).unwrap();
+            finish_rx.recv().unwrap();
+        }));
+        tokio::task::spawn_blocking(move || started_rx.recv().unwrap())
+            .await
+            .unwrap();
+        // The request is dropped (its client gave up); the run goes on, and so does its slot.
+        run.abort();
+        let _ = run.await;
+        assert_eq!(slots.available_permits(), 0);
+        // Meanwhile a request that cannot get a slot in time is answered "busy".
+        let short = std::time::Duration::from_millis(50);
+        let busy = in_slot(slots.clone(), short, || ()).await;
+        assert!(matches!(busy, Err(NodePasswordError::Busy)), "{busy:?}");
+        finish_tx.send(()).unwrap();
+        let freed = tokio::time::timeout(std::time::Duration::from_secs(30), slots.acquire())
+            .await
+            .expect("the slot comes free when the run ends");
+        drop(freed);
+    }
 
     #[test]
     fn hash_format_and_verification() {

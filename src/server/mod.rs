@@ -902,7 +902,12 @@ async fn claim_node_name(ctx: &Ctx, store: &Datastore) -> Result<(), ServerError
     let file = ctx.paths.node_password();
     let password = crate::agent::ensure_node_password(&file)?;
     let storage = crate::storage::Storage::new(store.clone());
-    match node_password::check_or_store(&storage, &ctx.node.name, &password).await {
+    // A registration storm may keep the hashing slots busy: this server's own claim waits.
+    let mut checked = node_password::check_or_store(&storage, &ctx.node.name, &password).await;
+    while matches!(checked, Err(node_password::NodePasswordError::Busy)) {
+        checked = node_password::check_or_store(&storage, &ctx.node.name, &password).await;
+    }
+    match checked {
         Ok(()) => Ok(()),
         Err(node_password::NodePasswordError::Mismatch(_)) => Err(ServerError::NodeNameTaken {
             node: ctx.node.name.clone(),

@@ -65,6 +65,20 @@ pub async fn authenticate(
     headers: &HeaderMap,
     conn: &ConnInfo,
 ) -> Result<Caller, SupervisorError> {
+    let caller = identify(ctx, headers, conn).await?;
+    // A connection that proved its credentials no longer counts among its address's
+    // unauthenticated ones (docs/limits.md): agents behind a load balancer share one address.
+    if !matches!(caller, Caller::Anonymous) {
+        conn.unauthenticated.authenticated();
+    }
+    Ok(caller)
+}
+
+async fn identify(
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    conn: &ConnInfo,
+) -> Result<Caller, SupervisorError> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let value = value.to_str().map_err(|_| SupervisorError::Unauthorized)?;
         if let Some(encoded) = value.strip_prefix("Basic ") {

@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::Extension;
 use axum::body::Bytes;
@@ -18,6 +19,7 @@ use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 
 use super::auth::{self, Caller, Role};
+use super::node_addresses::{NodeAddresses, reported_addresses};
 use super::{Result, SupervisorError};
 use crate::cluster::context::Ctx;
 use crate::cluster::node_password::{self, NodePasswordError};
@@ -145,10 +147,16 @@ pub fn kubelet_serving_sans(
     (sans, refused)
 }
 
-/// Addresses a kubelet certificate of `node` must not hold: this server's serving names (tls-san,
-/// the fixed registration address, its node and service IPs), every published API endpoint,
-/// every etcd member's host, and the addresses other Nodes report.
-async fn foreign_addresses(ctx: &Ctx, node: &str) -> Result<HashSet<IpAddr>> {
+/// Which of `requested` a kubelet certificate of `node` must not hold: this server's serving
+/// names (tls-san, the fixed registration address, its node and service IPs), every published
+/// API endpoint, every etcd member's host, and the addresses other Nodes report (from the
+/// [`NodeAddresses`] index, O(1) in the number of Nodes; from etcd until the index is ready).
+async fn foreign_addresses(
+    ctx: &Ctx,
+    index: &NodeAddresses,
+    node: &str,
+    requested: &[IpAddr],
+) -> Result<HashSet<IpAddr>> {
     let mut out: HashSet<IpAddr> = crate::cluster::context::serving_sans(&ctx.config, &ctx.node)
         .iter()
         .filter_map(|s| s.parse().ok())
@@ -173,6 +181,10 @@ async fn foreign_addresses(ctx: &Ctx, node: &str) -> Result<HashSet<IpAddr>> {
         .store
         .get()
         .ok_or_else(|| SupervisorError::NotReady("runtime core not ready".into()))?;
+    if let Some(claimed) = index.claimed_by_others(store, node, requested) {
+        out.extend(claimed);
+        return Ok(out);
+    }
     let nodes = &crate::registry::NODES;
     let page = Storage::new(store.clone())
         .list(nodes, None, &Default::default())
@@ -182,21 +194,7 @@ async fn foreign_addresses(ctx: &Ctx, node: &str) -> Result<HashSet<IpAddr>> {
         .iter()
         .filter(|n| n.pointer("/metadata/name").and_then(|v| v.as_str()) != Some(node))
     {
-        let addresses = n
-            .pointer("/status/addresses")
-            .and_then(|a| a.as_array())
-            .into_iter()
-            .flatten()
-            .filter_map(|a| a.get("address").and_then(|v| v.as_str()));
-        let annotated = ["rke2.io/internal-ip", "etcd.rke2.cattle.io/node-address"]
-            .iter()
-            .filter_map(|k| n.pointer("/metadata/annotations")?.get(*k)?.as_str())
-            .flat_map(|v| v.split(','));
-        out.extend(
-            addresses
-                .chain(annotated)
-                .filter_map(|a| a.trim().parse::<IpAddr>().ok()),
-        );
+        out.extend(reported_addresses(n));
     }
     Ok(out)
 }
@@ -222,6 +220,7 @@ fn pem_response(pem: String) -> Response {
 pub async fn serving_kubelet(
     State(ctx): State<Ctx>,
     Extension(conn): Extension<ConnInfo>,
+    Extension(index): Extension<Arc<NodeAddresses>>,
     method: Method,
     headers: HeaderMap,
     body: Bytes,
@@ -234,7 +233,7 @@ pub async fn serving_kubelet(
         .kubelet_ca
         .get()
         .ok_or_else(|| SupervisorError::NotReady("kubelet serving CA not loaded yet".into()))?;
-    let foreign = foreign_addresses(&ctx, &req.name).await?;
+    let foreign = foreign_addresses(&ctx, &index, &req.name, &req.ips).await?;
     let (sans, refused) = kubelet_serving_sans(&req.name, &req.ips, &foreign);
     if !refused.is_empty() {
         tracing::warn!(component = "supervisor", node = %req.name, remote_addr = %conn.remote,

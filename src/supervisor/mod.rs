@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod certs;
+mod node_addresses;
 mod rotate_ca;
 #[cfg(test)]
 mod tests;
@@ -173,6 +174,9 @@ pub fn router(ctx: Ctx) -> Router {
         .fallback(|| async {
             SupervisorError::NotFound("the server could not find the requested resource".into())
         })
+        .layer(Extension(
+            Arc::new(node_addresses::NodeAddresses::default()),
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(auth::LoginThrottle::default()),

@@ -76,6 +76,7 @@ impl Supervisor {
             remote: "127.0.0.3:40000".parse().unwrap(),
             local: "127.0.0.2:9345".parse().unwrap(),
             identity,
+            unauthenticated: Default::default(),
         });
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
@@ -157,6 +158,7 @@ async fn the_server_token_is_for_servers_only() {
             remote: "127.0.0.3:1".parse().unwrap(),
             local: "127.0.0.2:9345".parse().unwrap(),
             identity: None,
+            unauthenticated: Default::default(),
         },
     )
     .await
