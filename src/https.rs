@@ -29,6 +29,12 @@ pub mod limits {
     /// Deadline for a request's headers, counted from when the connection is ready for the
     /// next request, so it is also the idle keep-alive timeout.
     pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    /// The same deadline for connections whose client certificate verified: kube-apiserver's
+    /// idle timeout (90 s). Agents renew their Lease every 10 s over one kept-alive connection;
+    /// with the 10 s deadline a renewal arriving a moment late found it closed and paid a new
+    /// handshake (docs/scale.md). A certificate holder is accountable, so the slow-header
+    /// protection can be looser for it.
+    pub const AUTHENTICATED_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
     /// Deadline for a whole request body once its headers arrived (3 MiB at 50 KiB/s).
     pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
     /// Largest body either port accepts (upstream's `MaxRequestBodyBytes`); a larger
@@ -529,11 +535,18 @@ pub async fn serve(
 ) {
     let local = listener.local_addr().ok();
     let slots = Arc::new(AddressSlots::default());
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(limits::HEADER_READ_TIMEOUT)
-        .max_headers(limits::HYPER_MAX_HEADERS);
-    let http = Arc::new(http);
+    let builder = |header_read_timeout| {
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .max_headers(limits::HYPER_MAX_HEADERS);
+        Arc::new(http)
+    };
+    // Hyper's header deadline also runs while a kept-alive connection waits for its next
+    // request, so it is the idle timeout too: short for anonymous clients, kube-apiserver's
+    // for verified certificate holders.
+    let http = builder(limits::HEADER_READ_TIMEOUT);
+    let http_verified = builder(limits::AUTHENTICATED_IDLE_TIMEOUT);
     loop {
         let (tcp, remote) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -564,7 +577,7 @@ pub async fn serve(
         let cfg = tls.clone();
         let router = router.clone();
         let cancel = cancel.clone();
-        let http = http.clone();
+        let (http, http_verified) = (http.clone(), http_verified.clone());
         let local = tcp.local_addr().ok().or(local).unwrap_or(remote);
         tokio::spawn(async move {
             let slot = match admission {
@@ -608,6 +621,7 @@ pub async fn serve(
                 .and_then(identity_of);
             // Verified certificate holders no longer count against their address; others do
             // until a request authenticates.
+            let verified = identity.is_some();
             let unauthenticated = if identity.is_some() {
                 drop(slot);
                 Unauthenticated::default()
@@ -652,6 +666,7 @@ pub async fn serve(
                     }
                 },
             );
+            let http = if verified { http_verified } else { http };
             let conn = http
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();

@@ -653,3 +653,70 @@ fn lists_larger_than_four_mebibytes_are_served() {
         assert_eq!(big, 6, "LIST{query}");
     }
 }
+
+/// Reads one whole response (headers and a `Content-Length` body) from a kept-alive connection.
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .expect("a Content-Length");
+            if body.len() >= length {
+                return text;
+            }
+        }
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed mid-response: {text}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A verified client certificate holder keeps an idle kept-alive connection for
+/// kube-apiserver's 90 s (an agent renews its Lease every 10 s over one connection), while an
+/// anonymous idle connection is closed after the 10 s header timeout.
+#[test]
+fn verified_clients_keep_idle_connections_longer() {
+    let (_root, _block, s) = start("lim6", &[]);
+    let rt = runtime();
+    let addr: SocketAddr = format!("{}:6443", s.ip).parse().unwrap();
+    let (admin, anon) = (tls(&s, true), tls(&s, false));
+    let request = b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    rt.block_on(async {
+        let name = || ServerName::try_from("localhost").unwrap();
+        let mut verified = admin
+            .connect(name(), connect(addr, None).await.unwrap())
+            .await
+            .unwrap();
+        let mut anonymous = anon
+            .connect(name(), connect(addr, None).await.unwrap())
+            .await
+            .unwrap();
+        verified.write_all(request).await.unwrap();
+        verified.flush().await.unwrap();
+        let first = read_response(&mut verified).await;
+        assert!(status_line(&first).starts_with("HTTP/1.1 200 "), "{first}");
+        // The anonymous connection is closed once its header timeout passed...
+        let mut buf = [0u8; 64];
+        let closed = tokio::time::timeout(HEADER_TIMEOUT * 3, anonymous.read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "anonymous idle connection still open: {closed:?}"
+        );
+        // ...while the verified one, idle as long, still serves its next request.
+        verified.write_all(request).await.unwrap();
+        verified.flush().await.unwrap();
+        let second = read_response(&mut verified).await;
+        assert!(
+            status_line(&second).starts_with("HTTP/1.1 200 "),
+            "{second}"
+        );
+    });
+}
