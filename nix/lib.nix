@@ -62,6 +62,7 @@ let
     { key = "private-registry"; roles = "both"; shape = "scalar"; }
     { key = "system-default-registry"; roles = "both"; shape = "scalar"; }
     { key = "pause-image"; roles = "both"; shape = "scalar"; }
+    { key = "default-runtime"; roles = "both"; shape = "scalar"; }
     { key = "cni"; roles = "both"; shape = "scalar"; }
     { key = "log-format"; roles = "both"; shape = "scalar"; }
     { key = "debug"; roles = "both"; shape = "bool"; }
