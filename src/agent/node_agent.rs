@@ -151,6 +151,19 @@ fn stamp_conditions(status: &mut Value) {
     }
 }
 
+/// The body of a status write for `status` (as [`NodeAgentConfig::status`] gives it): the
+/// condition times stamped, and no `nodeInfo.containerRuntimeVersion`, which the node runtime
+/// writes (src/runtime/kubelet.rs): the empty placeholder the Node is created with must not
+/// overwrite the real `containerd://…` at every report.
+fn status_report(status: &Value) -> Value {
+    let mut report = status.clone();
+    stamp_conditions(&mut report);
+    if let Some(info) = report.get_mut("nodeInfo").and_then(Value::as_object_mut) {
+        info.remove("containerRuntimeVersion");
+    }
+    report
+}
+
 /// What the own-Node watch last told about the Node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Seen {
@@ -400,8 +413,7 @@ impl NodeAgent {
     /// Writes the node's status (Ready, addresses, capacity) through the status subresource.
     pub async fn patch_status(&self) -> Result<(), NodeAgentError> {
         let status = self.current_status();
-        let mut stamped = status.clone();
-        stamp_conditions(&mut stamped);
+        let stamped = status_report(&status);
         let resp = self
             .api
             .call(
@@ -707,6 +719,22 @@ mod tests {
             heartbeat_interval: Duration::from_secs(10),
         })
         .unwrap()
+    }
+
+    #[test]
+    fn status_reports_leave_the_runtime_version_to_the_runtime() {
+        let status = agent().current_status();
+        assert_eq!(status["nodeInfo"]["containerRuntimeVersion"], "");
+        let report = status_report(&status);
+        assert!(
+            report["nodeInfo"].get("containerRuntimeVersion").is_none(),
+            "{report}"
+        );
+        assert!(report["nodeInfo"]["kubeletVersion"].is_string(), "{report}");
+        assert!(
+            report["conditions"][0]["lastHeartbeatTime"].is_string(),
+            "{report}"
+        );
     }
 
     #[test]
