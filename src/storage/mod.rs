@@ -436,60 +436,65 @@ impl Storage {
         dry_run: bool,
     ) -> Result<Value, ObjectError> {
         let key = info.key(ns, name);
-        let (kv, _) = self.store.get(&key).await?;
-        let kv = kv.ok_or_else(|| Self::not_found(info, name))?;
-        let obj = decode(info, &kv)?;
-        check_uid(info, name, &obj, uid)?;
-        if let Some(rv) = resource_version
-            && rv != kv.mod_revision
-        {
-            return Err(ObjectError::ConflictWith {
-                resource: info.qualified_name(),
-                name: name.to_string(),
-                message: format!(
-                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                    kv.mod_revision
-                ),
-            });
-        }
-        if has_finalizers(info, &obj) {
-            // Finalizers hold the object: DELETE only marks it, and the update that removes the
-            // last finalizer deletes it (see `modify_with`).
-            let mut marked = obj;
-            let meta = &mut marked["metadata"];
-            if meta["deletionTimestamp"].is_null() {
-                meta["deletionTimestamp"] =
-                    json!(Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true));
-            }
-            meta["deletionGracePeriodSeconds"] = json!(0);
-            if dry_run {
-                return Ok(marked);
-            }
-            return match self
-                .store
-                .update(&key, encode(info, &marked), kv.mod_revision)
-                .await?
+        let conflict = || ObjectError::Conflict {
+            resource: info.qualified_name(),
+            name: name.to_string(),
+        };
+        let (mut current, _) = self.store.get(&key).await?;
+        // As upstream's conditional delete: a write that lands between the read and the delete
+        // is not the caller's conflict unless it breaks their preconditions, so the delete is
+        // retried against the new object (a Node's heartbeat must not fail `kubectl delete`).
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let kv = current.ok_or_else(|| Self::not_found(info, name))?;
+            let obj = decode(info, &kv)?;
+            check_uid(info, name, &obj, uid)?;
+            if let Some(rv) = resource_version
+                && rv != kv.mod_revision
             {
-                Cas::Written(rev) => {
-                    set_resource_version(&mut marked, rev);
-                    Ok(marked)
-                }
-                Cas::Conflict(_) => Err(ObjectError::Conflict {
+                return Err(ObjectError::ConflictWith {
                     resource: info.qualified_name(),
                     name: name.to_string(),
-                }),
-            };
+                    message: format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        kv.mod_revision
+                    ),
+                });
+            }
+            if has_finalizers(info, &obj) {
+                // Finalizers hold the object: DELETE only marks it, and the update that removes
+                // the last finalizer deletes it (see `modify_with`).
+                let mut marked = obj;
+                let meta = &mut marked["metadata"];
+                if meta["deletionTimestamp"].is_null() {
+                    meta["deletionTimestamp"] =
+                        json!(Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true));
+                }
+                meta["deletionGracePeriodSeconds"] = json!(0);
+                if dry_run {
+                    return Ok(marked);
+                }
+                match self
+                    .store
+                    .update(&key, encode(info, &marked), kv.mod_revision)
+                    .await?
+                {
+                    Cas::Written(rev) => {
+                        set_resource_version(&mut marked, rev);
+                        return Ok(marked);
+                    }
+                    Cas::Conflict(now) => current = now,
+                }
+                continue;
+            }
+            if dry_run {
+                return Ok(obj);
+            }
+            match self.store.delete(&key, Some(kv.mod_revision)).await? {
+                Cas::Written(_) => return Ok(obj),
+                Cas::Conflict(now) => current = now,
+            }
         }
-        if dry_run {
-            return Ok(obj);
-        }
-        match self.store.delete(&key, Some(kv.mod_revision)).await? {
-            Cas::Written(_) => Ok(obj),
-            Cas::Conflict(_) => Err(ObjectError::Conflict {
-                resource: info.qualified_name(),
-                name: name.to_string(),
-            }),
-        }
+        Err(conflict())
     }
 
     /// Lists objects (all namespaces when `ns` is `None`), filtered by selectors, paginated.
@@ -635,6 +640,151 @@ fn finalized(info: &ResourceInfo, before: &Value, after: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datastore::DatastoreError;
+    use futures_util::future::BoxFuture;
+    use std::sync::Arc;
+
+    /// A store whose first conditional delete is preceded by someone else's write to the same
+    /// key, as a Node's heartbeat can land between a DELETE's read and its delete.
+    #[derive(Debug)]
+    struct WriteBeforeDelete {
+        inner: Arc<crate::datastore::memory::MemoryStore>,
+        raced: std::sync::atomic::AtomicBool,
+    }
+
+    impl crate::datastore::KvStore for WriteBeforeDelete {
+        fn get<'a>(
+            &'a self,
+            key: &'a str,
+        ) -> BoxFuture<'a, Result<(Option<Stored>, i64), DatastoreError>> {
+            self.inner.get(key)
+        }
+        fn list<'a>(
+            &'a self,
+            prefix: &'a str,
+            start_after: Option<&'a str>,
+            limit: i64,
+            revision: i64,
+        ) -> BoxFuture<'a, Result<crate::datastore::ListPage, DatastoreError>> {
+            self.inner.list(prefix, start_after, limit, revision)
+        }
+        fn create<'a>(
+            &'a self,
+            key: &'a str,
+            value: Vec<u8>,
+            lease: Option<i64>,
+        ) -> BoxFuture<'a, Result<Cas, DatastoreError>> {
+            self.inner.create(key, value, lease)
+        }
+        fn update<'a>(
+            &'a self,
+            key: &'a str,
+            value: Vec<u8>,
+            expected: i64,
+        ) -> BoxFuture<'a, Result<Cas, DatastoreError>> {
+            self.inner.update(key, value, expected)
+        }
+        fn update_leased<'a>(
+            &'a self,
+            key: &'a str,
+            value: Vec<u8>,
+            expected: i64,
+            lease: i64,
+        ) -> BoxFuture<'a, Result<Cas, DatastoreError>> {
+            self.inner.update_leased(key, value, expected, lease)
+        }
+        fn put<'a>(
+            &'a self,
+            key: &'a str,
+            value: Vec<u8>,
+        ) -> BoxFuture<'a, Result<i64, DatastoreError>> {
+            self.inner.put(key, value)
+        }
+        fn delete<'a>(
+            &'a self,
+            key: &'a str,
+            expected: Option<i64>,
+        ) -> BoxFuture<'a, Result<Cas, DatastoreError>> {
+            Box::pin(async move {
+                if !self.raced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    let (kv, _) = self.inner.get(key).await?;
+                    let kv = kv.expect("the key exists");
+                    self.inner.put(key, kv.value).await?;
+                }
+                self.inner.delete(key, expected).await
+            })
+        }
+        fn delete_prefix<'a>(
+            &'a self,
+            prefix: &'a str,
+        ) -> BoxFuture<'a, Result<i64, DatastoreError>> {
+            self.inner.delete_prefix(prefix)
+        }
+        fn count<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<i64, DatastoreError>> {
+            self.inner.count(prefix)
+        }
+        fn revision(&self) -> BoxFuture<'_, Result<i64, DatastoreError>> {
+            self.inner.revision()
+        }
+        fn watch<'a>(
+            &'a self,
+            prefix: &'a str,
+            start: i64,
+        ) -> BoxFuture<'a, Result<crate::datastore::WatchStream, DatastoreError>> {
+            self.inner.watch(prefix, start)
+        }
+        fn lease_grant(&self, ttl: i64) -> BoxFuture<'_, Result<i64, DatastoreError>> {
+            self.inner.lease_grant(ttl)
+        }
+        fn lease_keep_alive_once(&self, id: i64) -> BoxFuture<'_, Result<i64, DatastoreError>> {
+            self.inner.lease_keep_alive_once(id)
+        }
+        fn lease_revoke(&self, id: i64) -> BoxFuture<'_, Result<(), DatastoreError>> {
+            self.inner.lease_revoke(id)
+        }
+    }
+
+    fn racing_storage() -> Storage {
+        Storage::new(Datastore::from_impl(Arc::new(WriteBeforeDelete {
+            inner: crate::datastore::memory::MemoryStore::new(),
+            raced: Default::default(),
+        })))
+    }
+
+    #[tokio::test]
+    async fn a_write_between_read_and_delete_is_not_the_callers_conflict() {
+        let store = racing_storage();
+        let info = crate::registry::lookup("", "v1", "nodes").unwrap();
+        let node =
+            serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "s3"}});
+        store.create(info, None, node).await.unwrap();
+        store.delete(info, None, "s3", None, None).await.unwrap();
+        let gone = store.get(info, None, "s3").await;
+        assert!(
+            matches!(gone, Err(ObjectError::NotFound { .. })),
+            "{gone:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_between_read_and_delete_breaks_a_resource_version_precondition() {
+        let store = racing_storage();
+        let info = crate::registry::lookup("", "v1", "nodes").unwrap();
+        let node =
+            serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "s3"}});
+        let created = store.create(info, None, node).await.unwrap();
+        let rv: i64 = created["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let err = store.delete(info, None, "s3", None, Some(rv)).await;
+        assert!(
+            matches!(err, Err(ObjectError::ConflictWith { .. })),
+            "{err:?}"
+        );
+        assert!(store.get(info, None, "s3").await.is_ok());
+    }
 
     #[test]
     fn continue_tokens_round_trip() {
