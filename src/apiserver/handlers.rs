@@ -25,8 +25,9 @@ use crate::storage::{self, ListOptions, Storage, ownership, services};
 fn storage(st: &ApiState) -> Result<Storage, ApiError> {
     st.store
         .get()
-        // Writes go through the watch caches' fence: cached LISTs wait for them.
-        .map(|ds| Storage::new(st.watch_cache.fenced(ds)).with_ttl(st.event_ttl))
+        // Writes go through the watch caches' fence (cached LISTs wait for them), and a write
+        // reads the current object from the cache.
+        .map(|ds| Storage::cached(ds, st.watch_cache.clone()).with_ttl(st.event_ttl))
         .ok_or_else(|| ApiError::ServiceUnavailable("apiserver not ready".into()))
 }
 

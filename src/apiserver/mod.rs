@@ -61,7 +61,7 @@ pub struct ApiState {
     /// Where Services get their ClusterIPs and node ports.
     pub service_ranges: crate::storage::services::ServiceRanges,
     /// Per-kind caches serving watches and `resourceVersion=0` lists (crate::storage::watch_cache).
-    pub watch_cache: crate::storage::watch_cache::WatchCaches,
+    pub watch_cache: Arc<crate::storage::watch_cache::WatchCaches>,
     /// When etcd last answered a readiness check.
     last_etcd_ok: std::sync::Mutex<Option<std::time::Instant>>,
     /// The OpenAPI documents, generated on first use.
@@ -70,8 +70,8 @@ pub struct ApiState {
 
 type St = Arc<ApiState>;
 
-/// Builds the API router, and starts its watch caches once the store is ready (a task ending
-/// with `cancel`).
+/// Builds the API router, and starts the server's watch caches (shared with its controllers)
+/// once the store is ready (a task ending with `cancel`).
 #[allow(
     clippy::too_many_arguments,
     reason = "each is one independent setting of the API server, passed down by value"
@@ -84,10 +84,10 @@ pub fn router(
     event_ttl: std::time::Duration,
     kubelet: Option<crate::runtime::logs::KubeletClient>,
     service_ranges: crate::storage::services::ServiceRanges,
-    watch_cache: crate::storage::watch_cache::CacheConfig,
+    watch_cache: Arc<crate::storage::watch_cache::WatchCaches>,
 ) -> Router {
     let st = Arc::new(ApiState {
-        watch_cache: crate::storage::watch_cache::WatchCaches::new(cancel.clone(), watch_cache),
+        watch_cache,
         store,
         etcd,
         etcd_data_dir,

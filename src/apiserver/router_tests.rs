@@ -67,7 +67,10 @@ fn api_with(cache: CacheConfig) -> Api {
             Duration::from_secs(3600),
             None,
             crate::storage::services::ServiceRanges::defaults(),
-            cache,
+            std::sync::Arc::new(crate::storage::watch_cache::WatchCaches::new(
+                cancel.clone(),
+                cache,
+            )),
         ),
         memory,
         cancel,

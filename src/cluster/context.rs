@@ -91,6 +91,9 @@ pub struct ServerContext {
     /// file writes), so two never interleave here; other servers are excluded by the etcd
     /// transaction's guard.
     pub token_rotation: tokio::sync::Mutex<()>,
+    /// This server's watch caches (crate::storage::watch_cache): the API server serves watches
+    /// and `resourceVersion=0` lists from them, and the controllers their periodic scans.
+    pub caches: Arc<crate::storage::watch_cache::WatchCaches>,
 }
 
 impl std::fmt::Debug for ServerContext {
@@ -184,5 +187,9 @@ pub fn test_context(dir: &std::path::Path, store: Option<crate::datastore::Datas
         snapshots: tokio::sync::OnceCell::new(),
         token_rotation: Default::default(),
         encryption: Default::default(),
+        caches: Arc::new(crate::storage::watch_cache::WatchCaches::new(
+            tokio_util::sync::CancellationToken::new(),
+            Default::default(),
+        )),
     })
 }

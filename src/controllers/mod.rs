@@ -63,8 +63,12 @@ fn recorder(ctx: &Ctx, component: &str) -> EventRecorder {
     )
 }
 
+/// The store as controllers use it: writes fenced and reads served by this server's watch
+/// caches where that is correct (see `Storage::cached`).
 fn storage(ctx: &Ctx) -> Option<Storage> {
-    ctx.store.get().cloned().map(Storage::new)
+    ctx.store
+        .get()
+        .map(|ds| Storage::cached(ds, ctx.caches.clone()))
 }
 
 /// Creates the system namespaces and the `default/kubernetes` Service if missing.
@@ -108,6 +112,7 @@ pub fn spawn_server_controllers(ctx: Ctx, tracker: &TaskTracker, cancel: Cancell
     let is_leader = leader::campaign(ctx.clone(), "controllers", tracker, cancel.clone());
     tracker.spawn(node_lifecycle::run(
         ctx.store.clone(),
+        ctx.caches.clone(),
         ctx.runtime.clone(),
         ctx.config.node_monitor_grace_period,
         is_leader.clone(),
@@ -138,6 +143,7 @@ pub fn spawn_server_controllers(ctx: Ctx, tracker: &TaskTracker, cancel: Cancell
     ));
     tracker.spawn(taint_eviction::run(
         ctx.store.clone(),
+        ctx.caches.clone(),
         recorder(&ctx, taint_eviction::COMPONENT),
         is_leader.clone(),
         cancel.clone(),
@@ -644,16 +650,16 @@ pub async fn refresh_status(ctx: &Ctx) -> Result<(), crate::etcd::EtcdError> {
         }
     }
     if let Some(store) = storage(ctx) {
-        // Only names and Ready conditions are decoded, as in the lifecycle controller.
-        if let Ok(nodes) = store
-            .list_stored(&NODES, None, &ListOptions::default())
+        // Only names and Ready conditions are decoded, as in the lifecycle controller, from
+        // this server's watch cache: every server runs this every 2 s.
+        let mut nodes: Vec<NodeFacts> = Vec::new();
+        if store
+            .scan(&NODES, None, |kv| {
+                nodes.extend(serde_json::from_slice::<NodeFacts>(&kv.value).ok())
+            })
             .await
+            .is_ok()
         {
-            let nodes: Vec<NodeFacts> = nodes
-                .items
-                .iter()
-                .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
-                .collect();
             let ready: std::collections::BTreeSet<&str> = nodes
                 .iter()
                 .filter(|n| n.ready_status() == Some("True"))

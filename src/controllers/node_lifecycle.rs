@@ -3,7 +3,8 @@
 //! controller does; a node agent that comes back reports `Ready=True` itself
 //! (docs/architecture.md §5.5).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -14,7 +15,9 @@ use super::RECONCILE_INTERVAL;
 use crate::daemon::Runtime;
 use crate::datastore::StoreCell;
 use crate::registry::{LEASES, NODES};
-use crate::storage::{ListOptions, ObjectError, Storage};
+use crate::storage::decoded::Decoded;
+use crate::storage::watch_cache::WatchCaches;
+use crate::storage::{ObjectError, Storage};
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
@@ -73,11 +76,22 @@ struct LeaseFacts {
     spec: LeaseSpecFacts,
 }
 
+/// What the controller keeps across passes while leading: when each node was first seen, and
+/// the decoded Nodes and Lease renew times (decoded again only when they change).
+#[derive(Default)]
+struct Memory {
+    first_seen: BTreeMap<String, DateTime<Utc>>,
+    nodes: Decoded<NodeFacts>,
+    renewals: Decoded<(String, DateTime<Utc>)>,
+}
+
 /// Marks nodes whose Lease went unrenewed for `grace` `Ready=Unknown`, while `is_leader`.
 /// `now` is the clock the grace period is measured on: the wall clock in production (Lease
-/// renew times are wall-clock stamps), tokio's paused clock in unit tests.
+/// renew times are wall-clock stamps), tokio's paused clock in unit tests. Nodes and Leases are
+/// read from this server's watch caches (`caches`), as upstream's controller reads informers.
 pub async fn run<C>(
     store: StoreCell,
+    caches: Arc<WatchCaches>,
     runtime: Runtime,
     grace: Duration,
     is_leader: tokio::sync::watch::Receiver<bool>,
@@ -90,7 +104,7 @@ pub async fn run<C>(
     let ticker = runtime.liveness("node-lifecycle", RECONCILE_INTERVAL);
     // A node seen for the first time gets a full grace period from now, so a new leader does
     // not mark everything Unknown based on stale timestamps.
-    let mut first_seen: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    let mut memory = Memory::default();
     loop {
         ticker.tick();
         tokio::select! {
@@ -98,50 +112,50 @@ pub async fn run<C>(
             _ = tokio::time::sleep(RECONCILE_INTERVAL) => {}
         }
         if !*is_leader.borrow() {
-            first_seen.clear();
+            memory = Memory::default();
             continue;
         }
-        let Some(store) = store.get().cloned().map(Storage::new) else {
+        let Some(store) = store.get().map(|ds| Storage::cached(ds, caches.clone())) else {
             continue;
         };
-        reconcile(&store, grace, now(), &mut first_seen).await;
+        reconcile(&store, grace, now(), &mut memory).await;
     }
 }
 
-/// One pass: every node whose last renewal (or first sighting) is older than `grace` and that
-/// is not already `Unknown` gets `Ready=Unknown`.
+/// One pass of the controller.
 async fn reconcile(
     store: &Storage,
     grace: chrono::Duration,
     now: DateTime<Utc>,
-    first_seen: &mut BTreeMap<String, DateTime<Utc>>,
+    memory: &mut Memory,
 ) {
-    // Only names, Ready status and renew times are needed: decode just those, so this
-    // loop stays cheap with thousands of nodes.
-    let (Ok(nodes), Ok(leases)) = (
-        store
-            .list_stored(&NODES, None, &ListOptions::default())
-            .await,
-        store
-            .list_stored(&LEASES, Some("kube-node-lease"), &ListOptions::default())
-            .await,
-    ) else {
+    // Only names, Ready status and renew times are needed: decode just those, and only for
+    // objects written since the last pass, so this loop stays cheap with thousands of nodes.
+    let Memory {
+        first_seen,
+        nodes,
+        renewals,
+    } = memory;
+    let listed = nodes
+        .refresh(store, &NODES, None, |b| serde_json::from_slice(b).ok())
+        .await;
+    let renewed = renewals
+        .refresh(store, &LEASES, Some("kube-node-lease"), |b| {
+            let l: LeaseFacts = serde_json::from_slice(b).ok()?;
+            Some((l.metadata.name, parse_time(l.spec.renew_time.as_deref()?)?))
+        })
+        .await;
+    if listed.is_err() || renewed.is_err() {
         return;
-    };
-    let nodes: Vec<NodeFacts> = nodes
-        .items
-        .iter()
-        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
-        .collect();
-    let renewals: BTreeMap<String, DateTime<Utc>> = leases
-        .items
-        .iter()
-        .filter_map(|kv| serde_json::from_slice::<LeaseFacts>(&kv.value).ok())
-        .filter_map(|l| Some((l.metadata.name, parse_time(l.spec.renew_time.as_deref()?)?)))
-        .collect();
-    for node in &nodes {
+    }
+    let renewals: HashMap<&str, DateTime<Utc>> =
+        renewals.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+    for node in nodes.iter() {
         let name = node.metadata.name.as_str();
-        let seen = *first_seen.entry(name.to_string()).or_insert(now);
+        let seen = match first_seen.get(name) {
+            Some(t) => *t,
+            None => *first_seen.entry(name.to_string()).or_insert(now),
+        };
         let last = renewals.get(name).copied().unwrap_or(seen).max(seen);
         if now - last <= grace || node.ready_status() == Some("Unknown") {
             continue;
@@ -180,13 +194,12 @@ async fn reconcile(
             );
         }
     }
-    first_seen.retain(|n, _| nodes.iter().any(|x| &x.metadata.name == n));
+    let names: HashSet<&str> = nodes.iter().map(|n| n.metadata.name.as_str()).collect();
+    first_seen.retain(|n, _| names.contains(n.as_str()));
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use chrono::TimeZone as _;
     use tokio::time::Instant;
 
@@ -229,12 +242,18 @@ mod tests {
             .unwrap();
     }
 
-    /// An in-memory datastore as the controller sees it (a cell) and as the test writes to it.
-    fn memory_store() -> (StoreCell, Storage) {
+    /// An in-memory datastore as the controller sees it (a cell, and started watch caches
+    /// over it) and as the test writes to it.
+    fn memory_store() -> (StoreCell, Arc<WatchCaches>, Storage) {
         let datastore = Datastore::from_impl(MemoryStore::new());
         let cell: StoreCell = Arc::new(tokio::sync::OnceCell::new());
         cell.set(datastore.clone()).unwrap();
-        (cell, Storage::new(datastore))
+        let caches = Arc::new(WatchCaches::new(
+            CancellationToken::new(),
+            Default::default(),
+        ));
+        caches.start_all(&datastore);
+        (cell, caches, Storage::new(datastore))
     }
 
     /// A Node reporting `Ready=True`.
@@ -261,7 +280,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn unrenewed_nodes_turn_unknown_after_the_grace_period_and_renewed_ones_stay_ready() {
-        let (cell, store) = memory_store();
+        let (cell, caches, store) = memory_store();
         let clock = paused_clock();
         for node in ["n1", "n2"] {
             ready_node(&store, node).await;
@@ -278,6 +297,7 @@ mod tests {
         let cancel = CancellationToken::new();
         let task = tokio::spawn(run(
             cell,
+            caches,
             Runtime::new("s1", "server"),
             GRACE,
             is_leader,
@@ -315,12 +335,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_follower_changes_nothing() {
-        let (cell, store) = memory_store();
+        let (cell, caches, store) = memory_store();
         ready_node(&store, "n1").await;
         let (_leader, is_leader) = tokio::sync::watch::channel(false);
         let cancel = CancellationToken::new();
         let task = tokio::spawn(run(
             cell,
+            caches,
             Runtime::new("s1", "server"),
             GRACE,
             is_leader,

@@ -11,6 +11,7 @@
 //! [`ORPHAN_CHECK_EVERY`] passes for orphans.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -26,7 +27,9 @@ use crate::datastore::StoreCell;
 use crate::events::{EventRecorder, EventType, ObjectRef};
 use crate::registry::{NODES, PODS};
 use crate::storage::ObjectError;
+use crate::storage::decoded::Decoded;
 use crate::storage::pods;
+use crate::storage::watch_cache::WatchCaches;
 use crate::storage::{ListOptions, Storage};
 
 /// How often taints and evictions are reconciled (also the precision of `tolerationSeconds`).
@@ -136,6 +139,16 @@ struct Pass {
     count: u64,
     /// Pods bound to a node that does not exist, by `namespace/name`, with when first seen.
     orphans: HashMap<String, DateTime<Utc>>,
+    /// The Nodes as last decoded.
+    nodes: Decoded<NodeView>,
+}
+
+/// What a pass reads of a Node.
+struct NodeView {
+    info: NodeInfo,
+    /// Whether it has reported a `Ready` condition at all.
+    has_ready: bool,
+    taints: Vec<Value>,
 }
 
 impl Pass {
@@ -145,25 +158,34 @@ impl Pass {
             first_seen: HashMap::new(),
             count: 0,
             orphans: HashMap::new(),
+            nodes: Decoded::default(),
         }
     }
 
     async fn run(&mut self, store: &Storage) -> Result<(), ObjectError> {
         let now = Utc::now();
-        let nodes = store.list(&NODES, None, &ListOptions::default()).await?;
+        // Decoded again only when a Node changes: most passes parse no Node at all.
+        self.nodes
+            .refresh(store, &NODES, None, |b| {
+                let obj: Value = serde_json::from_slice(b).ok()?;
+                Some(NodeView {
+                    info: NodeInfo::from_object(&obj)?,
+                    has_ready: obj
+                        .pointer("/status/conditions")
+                        .and_then(Value::as_array)
+                        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready")),
+                    taints: taints_of(&obj),
+                })
+            })
+            .await?;
         let mut tainted: HashMap<String, (Vec<Taint>, DateTime<Utc>)> = HashMap::new();
-        for obj in &nodes.items {
-            let Some(mut node) = NodeInfo::from_object(obj) else {
-                continue;
-            };
-            let has_ready = obj
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready"));
-            let want = condition_taint(node.readiness, has_ready);
-            if let Some(next) = reconcile_condition_taints(&taints_of(obj), want, now) {
+        for view in self.nodes.iter() {
+            let name = &view.info.name;
+            let want = condition_taint(view.info.readiness, view.has_ready);
+            let mut updated = None;
+            if reconcile_condition_taints(&view.taints, want, now).is_some() {
                 match store
-                    .modify(&NODES, None, &node.name, None, |n| {
+                    .modify(&NODES, None, name, None, |n| {
                         if let Some(next) = reconcile_condition_taints(&taints_of(n), want, now) {
                             if next.is_empty() {
                                 if let Some(spec) = n["spec"].as_object_mut() {
@@ -177,20 +199,21 @@ impl Pass {
                     })
                     .await
                 {
-                    Ok(updated) => {
-                        tracing::info!(component = COMPONENT, node = %node.name, "node readiness {:?}: condition taint now {}", node.readiness, want.unwrap_or("none"));
-                        node = NodeInfo::from_object(&updated).unwrap_or(node);
+                    Ok(obj) => {
+                        tracing::info!(component = COMPONENT, node = %name, "node readiness {:?}: condition taint now {}", view.info.readiness, want.unwrap_or("none"));
+                        updated = NodeInfo::from_object(&obj);
                     }
                     Err(e) => {
-                        tracing::debug!(component = COMPONENT, node = %node.name, "updating condition taints: {e}");
-                        let _ = next;
+                        tracing::debug!(component = COMPONENT, node = %name, "updating condition taints: {e}");
                     }
                 }
             }
+            let node = updated.as_ref().unwrap_or(&view.info);
             let no_execute: Vec<Taint> = node
                 .taints
-                .into_iter()
+                .iter()
                 .filter(|t| t.effect == NO_EXECUTE)
+                .cloned()
                 .collect();
             if no_execute.is_empty() {
                 continue;
@@ -205,13 +228,13 @@ impl Pass {
                         .unwrap_or_else(|| {
                             *self
                                 .first_seen
-                                .entry((node.name.clone(), t.key.clone()))
+                                .entry((name.clone(), t.key.clone()))
                                 .or_insert(now)
                         })
                 })
                 .max()
                 .unwrap_or(now);
-            tainted.insert(node.name, (no_execute, since));
+            tainted.insert(name.clone(), (no_execute, since));
         }
         self.first_seen.retain(|(n, _), _| tainted.contains_key(n));
         self.count += 1;
@@ -219,11 +242,8 @@ impl Pass {
         if tainted.is_empty() && !check_orphans {
             return Ok(());
         }
-        let node_names: std::collections::HashSet<&str> = nodes
-            .items
-            .iter()
-            .filter_map(|n| n.pointer("/metadata/name").and_then(Value::as_str))
-            .collect();
+        let node_names: std::collections::HashSet<&str> =
+            self.nodes.iter().map(|v| v.info.name.as_str()).collect();
         let all = store.list(&PODS, None, &ListOptions::default()).await?;
         let mut orphans = HashMap::new();
         for obj in &all.items {
@@ -298,9 +318,11 @@ impl Pass {
     }
 }
 
-/// Runs the controller while leading, until `cancel`.
+/// Runs the controller while leading, until `cancel`; Nodes are read from this server's watch
+/// caches (`caches`).
 pub async fn run(
     cell: StoreCell,
+    caches: Arc<WatchCaches>,
     events: EventRecorder,
     is_leader: watch::Receiver<bool>,
     cancel: CancellationToken,
@@ -308,7 +330,7 @@ pub async fn run(
     let Some(ds) = store_when_ready(&cell, &cancel).await else {
         return;
     };
-    let store = Storage::new(ds);
+    let store = Storage::cached(&ds, caches);
     let mut pass = Pass::new(events.clone());
     loop {
         tokio::select! {

@@ -417,6 +417,12 @@ async fn run_inner(
         snapshots: tokio::sync::OnceCell::new(),
         encryption: Default::default(),
         token_rotation: Default::default(),
+        caches: Arc::new(crate::storage::watch_cache::WatchCaches::new(
+            cancel.clone(),
+            crate::storage::watch_cache::CacheConfig::with_max_events(
+                config.watch_cache_max_events,
+            ),
+        )),
     });
     // A reset serves nothing: it only rebuilds etcd and exits (as RKE2 disables its apiserver).
     let resetting = config.cluster_reset.enabled;
@@ -443,9 +449,7 @@ async fn run_inner(
                     node_ports: config.service_node_port_range,
                     cluster_dns: Some(config.cluster_dns),
                 },
-                crate::storage::watch_cache::CacheConfig::with_max_events(
-                    config.watch_cache_max_events,
-                ),
+                ctx.caches.clone(),
             ),
             cancel.clone(),
             "apiserver",

@@ -3,10 +3,13 @@
 //! compare-and-swap on that revision. Read-modify-write without a client precondition retries the
 //! swap internally, so PATCH never surfaces a 409 (docs/kubernetes-api.md §A.5).
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 
+pub mod decoded;
 pub mod error;
 pub mod metadata;
 pub mod namespaces;
@@ -21,6 +24,7 @@ use selectors::{FieldSelector, LabelSelector};
 
 use crate::datastore::{Cas, Datastore, Stored};
 use crate::registry::{NAMESPACES, ResourceInfo};
+use watch_cache::WatchCaches;
 
 /// How often a precondition-free read-modify-write retries a lost race before giving up.
 const MAX_CAS_ATTEMPTS: usize = 64;
@@ -201,11 +205,77 @@ pub struct Storage {
     /// Lifetime (seconds) of objects of expiring kinds (Events), from `event-ttl`; without it
     /// they are stored without a lease.
     ttl: Option<i64>,
+    /// This server's watch caches, when reads may be served from them (see
+    /// [`Storage::cached`]).
+    cache: Option<Arc<WatchCaches>>,
 }
 
 impl Storage {
     pub fn new(store: Datastore) -> Storage {
-        Storage { store, ttl: None }
+        Storage {
+            store,
+            ttl: None,
+            cache: None,
+        }
+    }
+
+    /// A handle writing through `caches`' fenced store and reading from the caches where that
+    /// keeps every answer correct: a write's read of the current object (the compare-and-swap
+    /// still decides, so a stale copy costs a retry, never a lost update) and the scans of
+    /// [`Storage::scan`]. Reads fall back to etcd while a cache has not applied this
+    /// server's own acknowledged writes.
+    pub fn cached(store: &Datastore, caches: Arc<WatchCaches>) -> Storage {
+        Storage {
+            store: caches.fenced(store),
+            ttl: None,
+            cache: Some(caches),
+        }
+    }
+
+    /// The current stored object under `key` for a write, and whether it came from the watch
+    /// cache (else etcd). With a resourceVersion `precondition` newer than the cached copy, the
+    /// cache is behind the caller, so etcd answers; so it does for a key the cache lacks.
+    async fn current(
+        &self,
+        info: &ResourceInfo,
+        key: &str,
+        precondition: Option<i64>,
+    ) -> Result<(Option<Stored>, bool), ObjectError> {
+        if let Some(kind) = self.cache.as_ref().and_then(|c| c.started(info))
+            && let Some(Some(kv)) = kind.current_object(key)
+            && precondition.is_none_or(|rv| kv.mod_revision >= rv)
+        {
+            return Ok((Some(kv), true));
+        }
+        Ok((self.store.get(key).await?.0, false))
+    }
+
+    /// Calls `f` on every stored object of `info` under `ns` (all namespaces when `None`) and
+    /// returns the revision they reflect. With a cache (see [`Storage::cached`]) this is its
+    /// in-memory copy, as an informer's store (never older than this server's own
+    /// acknowledged writes); otherwise, or while the cache is not ready, one etcd range read.
+    pub async fn scan<F>(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        mut f: F,
+    ) -> Result<i64, ObjectError>
+    where
+        F: FnMut(&Stored),
+    {
+        if let Some(kind) = self.cache.as_ref().and_then(|c| c.started(info))
+            && let Ok((items, revision)) = kind.snapshot(ns).await
+        {
+            for e in &items {
+                f(&e.kv);
+            }
+            return Ok(revision);
+        }
+        let listed = self.list_stored(info, ns, &ListOptions::default()).await?;
+        for kv in &listed.items {
+            f(kv);
+        }
+        Ok(listed.resource_version)
     }
 
     /// Objects of expiring kinds written through this handle live `ttl` after their last write.
@@ -341,7 +411,7 @@ impl Storage {
             resource: info.qualified_name(),
             name: name.to_string(),
         };
-        let (mut current, _) = self.store.get(&key).await.map_err(ObjectError::from)?;
+        let (mut current, mut cached) = self.current(info, &key, precondition).await?;
         for _ in 0..MAX_CAS_ATTEMPTS {
             let kv = current.ok_or_else(|| Self::not_found(info, name))?;
             if let Some(rv) = precondition
@@ -351,7 +421,17 @@ impl Storage {
             }
             let mut obj = decode(info, &kv)?;
             let before = obj.clone();
-            f(&mut obj)?;
+            let edited = f(&mut obj);
+            // What the compare-and-swap does not check (an edit refused, or no change to
+            // write) is decided on etcd's copy, never on a cached one that may be behind.
+            if cached && (edited.is_err() || dry_run || obj == before) {
+                (current, cached) = (
+                    self.store.get(&key).await.map_err(ObjectError::from)?.0,
+                    false,
+                );
+                continue;
+            }
+            edited?;
             // The new object must not rename or move itself.
             if name_of(&obj) != name {
                 return Err(ObjectError::BadRequest(format!(
@@ -377,7 +457,7 @@ impl Storage {
                         if precondition.is_some() {
                             return Err(conflict().into());
                         }
-                        current = now;
+                        (current, cached) = (now, false);
                         continue;
                     }
                 }
@@ -404,7 +484,7 @@ impl Storage {
                     if precondition.is_some() {
                         return Err(conflict().into());
                     }
-                    current = now;
+                    (current, cached) = (now, false);
                 }
             }
         }
@@ -440,6 +520,8 @@ impl Storage {
             resource: info.qualified_name(),
             name: name.to_string(),
         };
+        // Deletes are rare: they read etcd, so the uid precondition is never checked against
+        // a cached copy that may be behind.
         let (mut current, _) = self.store.get(&key).await?;
         // As upstream's conditional delete: a write that lands between the read and the delete
         // is not the caller's conflict unless it breaks their preconditions, so the delete is
@@ -642,7 +724,6 @@ mod tests {
     use super::*;
     use crate::datastore::DatastoreError;
     use futures_util::future::BoxFuture;
-    use std::sync::Arc;
 
     /// A store whose first conditional delete is preceded by someone else's write to the same
     /// key, as a Node's heartbeat can land between a DELETE's read and its delete.
@@ -784,6 +865,148 @@ mod tests {
             "{err:?}"
         );
         assert!(store.get(info, None, "s3").await.is_ok());
+    }
+
+    /// A store with started watch caches: the memory store to write behind the caches' back
+    /// (as another server would), and a cached handle over it once the Nodes are cached.
+    async fn cached_storage() -> (
+        Arc<crate::datastore::memory::MemoryStore>,
+        Storage,
+        tokio_util::sync::DropGuard,
+    ) {
+        let memory = crate::datastore::memory::MemoryStore::new();
+        let ds = Datastore::from_impl(memory.clone());
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let caches = Arc::new(WatchCaches::new(cancel.clone(), Default::default()));
+        caches.start_all(&ds);
+        let store = Storage::cached(&ds, caches.clone());
+        let nodes = caches.started(&crate::registry::NODES).unwrap();
+        while nodes.stats().revision == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        (memory, store, cancel.drop_guard())
+    }
+
+    fn label(obj: &Value) -> &str {
+        obj["metadata"]["labels"]["l"].as_str().unwrap_or_default()
+    }
+
+    /// Another server's write the cache has not applied yet (no await in between lets the
+    /// cache task run).
+    async fn write_behind(memory: &crate::datastore::memory::MemoryStore, name: &str, l: &str) {
+        use crate::datastore::KvStore as _;
+        let key = crate::registry::NODES.key(None, name);
+        let (kv, _) = memory.get(&key).await.unwrap();
+        let mut obj: Value = serde_json::from_slice(&kv.unwrap().value).unwrap();
+        obj["metadata"]["labels"]["l"] = json!(l);
+        memory
+            .put(&key, serde_json::to_vec(&obj).unwrap())
+            .await
+            .unwrap();
+    }
+
+    async fn create_node(store: &Storage, name: &str) -> Value {
+        let info = &crate::registry::NODES;
+        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"l": "1"}}});
+        let created = store.create(info, None, node).await.unwrap();
+        // The cache has the object once it answers a scan (fenced: our own write).
+        let mut seen = false;
+        store
+            .scan(info, None, |kv| seen |= kv.key.ends_with(name))
+            .await
+            .unwrap();
+        assert!(seen);
+        created
+    }
+
+    #[tokio::test]
+    async fn a_write_from_a_stale_cached_copy_loses_no_update() {
+        let (memory, store, _guard) = cached_storage().await;
+        create_node(&store, "n1").await;
+        write_behind(&memory, "n1", "2").await;
+        let out = store
+            .modify(&crate::registry::NODES, None, "n1", None, |n| {
+                n["metadata"]["annotations"] = json!({"a": "b"});
+                Ok::<(), ObjectError>(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(label(&out), "2", "the retry edits the current object");
+        assert_eq!(out["metadata"]["annotations"]["a"], "b");
+        let stored = store
+            .get(&crate::registry::NODES, None, "n1")
+            .await
+            .unwrap();
+        assert_eq!(label(&stored), "2");
+        assert_eq!(stored["metadata"]["annotations"]["a"], "b");
+    }
+
+    #[tokio::test]
+    async fn an_edit_that_changes_nothing_on_a_stale_copy_is_checked_against_etcd() {
+        let (memory, store, _guard) = cached_storage().await;
+        create_node(&store, "n1").await;
+        write_behind(&memory, "n1", "2").await;
+        // Setting l=1 is a no-op on the cached copy but not on etcd's.
+        let out = store
+            .modify(&crate::registry::NODES, None, "n1", None, |n| {
+                n["metadata"]["labels"]["l"] = json!("1");
+                Ok::<(), ObjectError>(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(label(&out), "1");
+        let stored = store
+            .get(&crate::registry::NODES, None, "n1")
+            .await
+            .unwrap();
+        assert_eq!(label(&stored), "1");
+    }
+
+    #[tokio::test]
+    async fn an_edit_refused_on_a_stale_copy_is_decided_on_etcd() {
+        let (memory, store, _guard) = cached_storage().await;
+        create_node(&store, "n1").await;
+        write_behind(&memory, "n1", "2").await;
+        // Refused only when the label is still 1 (as an immutable-field check would be).
+        let out = store
+            .modify(&crate::registry::NODES, None, "n1", None, |n| {
+                if label(n) == "1" {
+                    return Err(ObjectError::BadRequest("still 1".into()));
+                }
+                n["metadata"]["labels"]["l"] = json!("3");
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(label(&out), "3");
+    }
+
+    #[tokio::test]
+    async fn a_precondition_newer_than_the_cache_is_checked_against_etcd() {
+        let (memory, store, _guard) = cached_storage().await;
+        create_node(&store, "n1").await;
+        write_behind(&memory, "n1", "2").await;
+        use crate::datastore::KvStore as _;
+        let (kv, _) = memory
+            .get(&crate::registry::NODES.key(None, "n1"))
+            .await
+            .unwrap();
+        let rv = kv.unwrap().mod_revision;
+        let out = store
+            .modify(&crate::registry::NODES, None, "n1", Some(rv), |n| {
+                n["metadata"]["labels"]["l"] = json!("3");
+                Ok::<(), ObjectError>(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(label(&out), "3");
+        // A precondition older than the cached copy is a conflict.
+        let err = store
+            .modify(&crate::registry::NODES, None, "n1", Some(rv), |_| {
+                Ok::<(), ObjectError>(())
+            })
+            .await;
+        assert!(matches!(err, Err(ObjectError::Conflict { .. })), "{err:?}");
     }
 
     #[test]

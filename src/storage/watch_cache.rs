@@ -545,6 +545,28 @@ impl KindCache {
         }))
     }
 
+    /// The objects under `ns` as shared entries, at a revision not older than any write
+    /// acknowledged through the fenced store (what an informer's store holds): controllers
+    /// scan a kind this way instead of reading it from etcd on every pass.
+    pub async fn snapshot(&self, ns: Option<&str>) -> Result<(Vec<Arc<Entry>>, i64), CacheError> {
+        self.fresh(0).await?;
+        let prefix = self.info.list_prefix(ns);
+        let s = self.read();
+        let items = s.select(&prefix, &Index::None, false).cloned().collect();
+        Ok((items, s.revision))
+    }
+
+    /// The object under `key` as of now, without waiting: `None` when the cache has no list
+    /// yet or has not applied every write acknowledged through the fenced store (the caller
+    /// reads etcd), `Some(None)` when the key is absent from the cache.
+    pub fn current_object(&self, key: &str) -> Option<Option<Stored>> {
+        let s = self.read();
+        if s.revision == 0 || s.revision < self.acked.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(s.objects.get(key).map(|e| e.kv.clone()))
+    }
+
     /// Registers a client watch of the objects under `ns` that `opts` may select. With
     /// `after = Some(n)`, the events after revision `n` (410 when `n` is older than the
     /// window); with `None`, the current objects as initial events (`resourceVersion=0`).
@@ -857,6 +879,14 @@ impl WatchCaches {
         kinds.insert(prefix, cache.clone());
         tokio::spawn(cache.clone().run(raw, self.cancel.child_token()));
         Some(cache)
+    }
+
+    /// The cache of `info`'s kind if it has been started (never starts one: callers with a
+    /// non-static `info` fall back to etcd until [`WatchCaches::start_all`] has run).
+    pub fn started(&self, info: &ResourceInfo) -> Option<Arc<KindCache>> {
+        let prefix = info.list_prefix(None);
+        let kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        kinds.get(&prefix).cloned()
     }
 
     /// Binds the caches to `ds` and starts the cache of every kind of [`cached_kinds`], so that
