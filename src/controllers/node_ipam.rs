@@ -25,7 +25,12 @@ const COMPONENT: &str = "node-ipam-controller";
 pub struct CidrAllocator {
     cluster: IpNet,
     mask: u8,
+    /// Taken ranges, truncated to their network address (so supernets can be looked up).
     used: BTreeSet<IpNet>,
+    /// Index of the lowest range of `mask` bits that may be free: every one below it is taken.
+    /// Allocation starts there, so allocating n ranges costs n lookups each, not n² (5,000
+    /// Nodes registering at once made the old whole-list scan the leader's hottest code).
+    hint: usize,
 }
 
 impl CidrAllocator {
@@ -34,6 +39,7 @@ impl CidrAllocator {
             cluster: cluster.trunc(),
             mask,
             used: BTreeSet::new(),
+            hint: 0,
         }
     }
 
@@ -41,23 +47,83 @@ impl CidrAllocator {
     /// ignored.
     pub fn occupy(&mut self, cidr: IpNet) {
         if self.cluster.contains(&cidr) {
-            self.used.insert(cidr);
+            self.used.insert(cidr.trunc());
         }
     }
 
     /// Frees `cidr` (its Node was deleted).
     pub fn release(&mut self, cidr: &IpNet) {
-        self.used.remove(cidr);
+        let cidr = cidr.trunc();
+        if self.used.remove(&cidr) {
+            // Ranges from the released one's first index on may be free again.
+            if let Some(first) = self.index_of(&cidr) {
+                self.hint = self.hint.min(first);
+            }
+        }
+    }
+
+    /// Index of the first range of `mask` bits inside `cidr`, counted from the cluster CIDR's
+    /// start.
+    fn index_of(&self, cidr: &IpNet) -> Option<usize> {
+        let offset = match (cidr.network(), self.cluster.network()) {
+            (std::net::IpAddr::V4(a), std::net::IpAddr::V4(b)) => {
+                u128::from(u32::from(a).checked_sub(u32::from(b))?)
+            }
+            (std::net::IpAddr::V6(a), std::net::IpAddr::V6(b)) => {
+                u128::from(a).checked_sub(u128::from(b))?
+            }
+            _ => return None,
+        };
+        let shift = u32::from(self.cluster.max_prefix_len() - self.mask);
+        usize::try_from(offset.checked_shr(shift).unwrap_or(0)).ok()
+    }
+
+    /// Whether `c` overlaps a taken range: one inside it (its network address falls in `c`),
+    /// or one containing it (a supernet of `c`).
+    fn overlaps(&self, c: &IpNet) -> bool {
+        let max = c.max_prefix_len();
+        let (Ok(low), Ok(high)) = (IpNet::new(c.network(), 0), IpNet::new(c.broadcast(), max))
+        else {
+            return true;
+        };
+        if self.used.range(low..=high).next().is_some() {
+            return true;
+        }
+        (0..c.prefix_len())
+            .any(|p| IpNet::new(c.network(), p).is_ok_and(|s| self.used.contains(&s.trunc())))
+    }
+
+    /// The `i`-th range of `mask` bits of the cluster CIDR, if it has that many.
+    fn nth_range(&self, i: usize) -> Option<IpNet> {
+        let shift = u32::from(self.cluster.max_prefix_len() - self.mask);
+        let offset = u128::try_from(i).ok()?.checked_shl(shift)?;
+        if self.mask < self.cluster.prefix_len() || (shift < 128 && offset >> shift != i as u128) {
+            return None;
+        }
+        let addr = match self.cluster.network() {
+            std::net::IpAddr::V4(a) => std::net::IpAddr::V4(std::net::Ipv4Addr::from(
+                u32::from(a).checked_add(u32::try_from(offset).ok()?)?,
+            )),
+            std::net::IpAddr::V6(a) => {
+                std::net::IpAddr::V6(std::net::Ipv6Addr::from(u128::from(a).checked_add(offset)?))
+            }
+        };
+        let range = IpNet::new(addr, self.mask).ok()?;
+        self.cluster.contains(&range).then_some(range)
     }
 
     /// Takes the lowest free range; `None` when the cluster CIDR is exhausted.
     pub fn allocate(&mut self) -> Option<IpNet> {
-        let free = self
-            .cluster
-            .subnets(self.mask)
-            .ok()?
-            .find(|c| !self.used.iter().any(|u| u.contains(c) || c.contains(u)))?;
+        let mut i = self.hint;
+        let free = loop {
+            let c = self.nth_range(i)?;
+            if !self.overlaps(&c) {
+                break c;
+            }
+            i += 1;
+        };
         self.used.insert(free);
+        self.hint = i + 1;
         Some(free)
     }
 }
@@ -234,6 +300,38 @@ mod tests {
         assert_eq!(tiny.allocate(), None, "exhausted");
         let mut v6 = CidrAllocator::new("fd00:42::/56".parse().unwrap(), 64);
         assert_eq!(v6.allocate().unwrap().to_string(), "fd00:42::/64");
+        v6.occupy("fd00:42:0:1::/64".parse().unwrap());
+        assert_eq!(v6.allocate().unwrap().to_string(), "fd00:42:0:2::/64");
+    }
+
+    #[test]
+    fn ranges_of_other_sizes_block_what_they_overlap() {
+        let mut a = CidrAllocator::new("10.42.0.0/16".parse().unwrap(), 24);
+        // A bigger range (an older, wider node-cidr-mask-size) covers four /24s...
+        a.occupy("10.42.0.0/22".parse().unwrap());
+        // ...and a smaller one, not at its network address, blocks the /24 around it.
+        a.occupy("10.42.4.128/25".parse().unwrap());
+        assert_eq!(a.allocate().unwrap().to_string(), "10.42.5.0/24");
+        a.release(&"10.42.0.0/22".parse().unwrap());
+        assert_eq!(a.allocate().unwrap().to_string(), "10.42.0.0/24");
+        assert_eq!(a.allocate().unwrap().to_string(), "10.42.1.0/24");
+    }
+
+    #[test]
+    fn thousands_of_ranges_are_handed_out_in_order_without_overlap() {
+        let mut a = CidrAllocator::new("10.0.0.0/8".parse().unwrap(), 24);
+        let mut seen = BTreeSet::new();
+        for i in 0..20_000u32 {
+            let c = a.allocate().unwrap();
+            assert_eq!(
+                c.network(),
+                std::net::Ipv4Addr::from(0x0a00_0000 + (i << 8))
+            );
+            assert!(seen.insert(c));
+        }
+        a.release(&"10.0.7.0/24".parse().unwrap());
+        assert_eq!(a.allocate().unwrap().to_string(), "10.0.7.0/24");
+        assert_eq!(a.allocate().unwrap().to_string(), "10.78.32.0/24");
     }
 
     #[tokio::test]
