@@ -8,6 +8,12 @@ use rke2::cli::{self, EXIT_FAILURE, EXIT_USAGE};
 use rke2::config::{self, spec::Role};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc instead of glibc's malloc: the API server allocates and frees many small objects
+/// (JSON trees, headers, buffers) across worker threads, and glibc's free-list consolidation
+/// took about a third of a busy server's CPU (docs/scale.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The validated configuration of the role to run.
 enum Loaded {
     Server(Box<config::ServerConfig>),
