@@ -252,6 +252,10 @@ async fn apply(wanted: &BTreeSet<Route>, node: &str) -> bool {
 struct Nodes {
     api: Api,
     nodes: BTreeMap<String, NodeNet>,
+    /// Whether a pod CIDR or InternalIP changed since the last sync: most Node writes
+    /// (status heartbeats, conditions, images) change neither, and recomputing the routes
+    /// for thousands of nodes on each would cost more than the write.
+    changed: bool,
 }
 
 impl Nodes {
@@ -293,12 +297,15 @@ impl Nodes {
         };
         match ev["type"].as_str() {
             Some("ADDED" | "MODIFIED") => {
-                self.nodes
-                    .insert(name.to_string(), NodeNet::from_node(&ev["object"]));
+                let net = NodeNet::from_node(&ev["object"]);
+                if self.nodes.get(name) != Some(&net) {
+                    self.nodes.insert(name.to_string(), net);
+                    self.changed = true;
+                }
                 true
             }
             Some("DELETED") => {
-                self.nodes.remove(name);
+                self.changed |= self.nodes.remove(name).is_some();
                 true
             }
             Some("BOOKMARK") => true,
@@ -312,6 +319,7 @@ pub(crate) async fn run(api: Api, node: String, cancel: CancellationToken) {
     let mut state = Nodes {
         api,
         nodes: BTreeMap::new(),
+        changed: false,
     };
     let mut applied: Option<BTreeSet<Route>> = None;
     let mut resync = tokio::time::interval(RESYNC);
@@ -369,7 +377,9 @@ pub(crate) async fn run(api: Api, node: String, cancel: CancellationToken) {
                         break 'watch;
                     }
                 }
-                sync(&state, &node, &mut applied, false).await;
+                if std::mem::take(&mut state.changed) {
+                    sync(&state, &node, &mut applied, false).await;
+                }
             }
         }
         tokio::select! {
@@ -490,13 +500,21 @@ mod tests {
         let mut s = Nodes {
             api,
             nodes: BTreeMap::new(),
+            changed: false,
         };
         let mut obj = node(&["198.18.129.0/24"], &["198.18.0.2"]);
         obj["metadata"] = json!({"name": "b"});
-        let line = |t: &str| serde_json::to_vec(&json!({"type": t, "object": obj})).unwrap();
-        assert!(s.event(&line("ADDED")));
+        let line =
+            |t: &str, obj: &Value| serde_json::to_vec(&json!({"type": t, "object": obj})).unwrap();
+        assert!(s.event(&line("ADDED", &obj)));
         assert_eq!(s.nodes["b"].pod_cidrs, ["198.18.129.0/24"]);
-        assert!(s.event(&line("DELETED")));
+        assert!(std::mem::take(&mut s.changed));
+        // A status write that leaves the pod CIDRs and addresses alone changes no route.
+        obj["status"]["conditions"] = json!([{"type": "Ready", "status": "True"}]);
+        assert!(s.event(&line("MODIFIED", &obj)));
+        assert!(!s.changed);
+        assert!(s.event(&line("DELETED", &obj)));
+        assert!(s.changed);
         assert!(s.nodes.is_empty());
         assert!(!s.event(br#"{"type":"ERROR","object":{"kind":"Status","code":410}}"#));
         assert!(s.event(br#"{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"9"}}}"#));
