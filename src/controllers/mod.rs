@@ -611,9 +611,19 @@ async fn bootstrap_token_cleanup(
     }
 }
 
+/// What the status reporter keeps between rounds: the Nodes' names and Ready conditions,
+/// decoded again only when a Node changes.
+#[derive(Default)]
+pub struct StatusMemory {
+    nodes: crate::storage::decoded::Decoded<NodeFacts>,
+}
+
 /// Refreshes the cluster facts in the runtime state (voting servers, etcd members, nodes, API
 /// endpoints). Fails only when the etcd member list cannot be read.
-pub async fn refresh_status(ctx: &Ctx) -> Result<(), crate::etcd::EtcdError> {
+pub async fn refresh_status(
+    ctx: &Ctx,
+    memory: &mut StatusMemory,
+) -> Result<(), crate::etcd::EtcdError> {
     let mut result = Ok(());
     let mut voter_node_names: Option<Vec<String>> = None;
     if let Some(client) = ctx.etcd.get() {
@@ -651,12 +661,11 @@ pub async fn refresh_status(ctx: &Ctx) -> Result<(), crate::etcd::EtcdError> {
     }
     if let Some(store) = storage(ctx) {
         // Only names and Ready conditions are decoded, as in the lifecycle controller, from
-        // this server's watch cache: every server runs this every 2 s.
-        let mut nodes: Vec<NodeFacts> = Vec::new();
-        if store
-            .scan(&NODES, None, |kv| {
-                nodes.extend(serde_json::from_slice::<NodeFacts>(&kv.value).ok())
-            })
+        // this server's watch cache and only for Nodes that changed: every server runs this
+        // every 2 s.
+        let nodes = &mut memory.nodes;
+        if nodes
+            .refresh(&store, &NODES, None, |b| serde_json::from_slice(b).ok())
             .await
             .is_ok()
         {
@@ -690,12 +699,13 @@ pub async fn refresh_status(ctx: &Ctx) -> Result<(), crate::etcd::EtcdError> {
 pub fn spawn_status_reporter(ctx: Ctx, tracker: &TaskTracker, cancel: CancellationToken) {
     tracker.spawn(async move {
         let mut warned_even: Option<u32> = None;
+        let mut memory = StatusMemory::default();
         let ticker = ctx.runtime.liveness("status-reporter", RECONCILE_INTERVAL);
         loop {
             ticker.tick();
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = report_status(&ctx, &mut warned_even) => {}
+                _ = report_status(&ctx, &mut warned_even, &mut memory) => {}
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -706,7 +716,7 @@ pub fn spawn_status_reporter(ctx: Ctx, tracker: &TaskTracker, cancel: Cancellati
 }
 
 /// One round of [`spawn_status_reporter`].
-async fn report_status(ctx: &Ctx, warned_even: &mut Option<u32>) {
+async fn report_status(ctx: &Ctx, warned_even: &mut Option<u32>, memory: &mut StatusMemory) {
     // Without a leader, reads that need quorum would only run into their timeouts: report
     // the quorum situation instead (Status is answered locally).
     let no_leader = match ctx.etcd.get() {
@@ -732,7 +742,7 @@ async fn report_status(ctx: &Ctx, warned_even: &mut Option<u32>) {
     }
     // A removed member is detected by the etcd supervisor, which stops the server with a clear
     // error; here a failed read just leaves the last known facts in place.
-    let _ = refresh_status(ctx).await;
+    let _ = refresh_status(ctx, memory).await;
     let s = ctx.runtime.snapshot();
     let voters = s.server_count;
     if voters.is_multiple_of(2) && voters > 0 {

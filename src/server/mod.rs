@@ -623,7 +623,7 @@ async fn run_inner(
     crate::controllers::publish_apiserver_endpoint(ctx.clone(), tracker, cancel.clone());
     // Counts for the READY status come from etcd and the API now, not from the periodic
     // reporter, which only starts after readiness.
-    if let Err(e) = crate::controllers::refresh_status(&ctx).await {
+    if let Err(e) = crate::controllers::refresh_status(&ctx, &mut Default::default()).await {
         tracing::debug!(component = "server", "refreshing the cluster status: {e}");
     }
     let mut s = runtime.snapshot();
