@@ -16,6 +16,7 @@
 //! status ds` reads. Driven by watches on DaemonSets, pods, nodes and ControllerRevisions.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -34,6 +35,8 @@ use super::scheduler::predicates::{
 use crate::datastore::StoreCell;
 use crate::registry::print::text;
 use crate::registry::{CONTROLLER_REVISIONS, DAEMON_SETS, NODES, PODS};
+use crate::storage::decoded::Decoded;
+use crate::storage::watch_cache::WatchCaches;
 use crate::storage::{ListOptions, ObjectError, Storage};
 
 const COMPONENT: &str = "daemonset-controller";
@@ -259,7 +262,7 @@ fn node_of(pod: &Value) -> &str {
 pub async fn sync_one(
     store: &Storage,
     ds: &Value,
-    nodes: &[NodeInfo],
+    nodes: &[&NodeInfo],
     pods_in_ns: &[Value],
     revisions_in_ns: &[Value],
     now: DateTime<Utc>,
@@ -476,19 +479,36 @@ pub async fn sync_one(
 
 /// Syncs every DaemonSet; returns the revision the lists were read at.
 pub async fn sync_all(store: &Storage) -> Result<i64, ObjectError> {
+    sync_all_with(store, store, &mut Decoded::default()).await
+}
+
+/// [`sync_all`], reading Nodes through `node_store` (this server's watch cache) and keeping
+/// what was decoded of each in `nodes` between syncs, so a sync after a Node heartbeat decodes
+/// that Node alone.
+async fn sync_all_with(
+    store: &Storage,
+    node_store: &Storage,
+    nodes: &mut Decoded<NodeInfo>,
+) -> Result<i64, ObjectError> {
     let sets = store
         .list(&DAEMON_SETS, None, &ListOptions::default())
         .await?;
-    let node_list = store.list(&NODES, None, &ListOptions::default()).await?;
+    // Without DaemonSets there is nothing to place: the Node heartbeats and other owners' pods
+    // that wake this controller all the time then cost no read at all.
+    if sets.items.is_empty() {
+        *nodes = Decoded::default();
+        return Ok(sets.resource_version);
+    }
+    let nodes_revision = nodes
+        .refresh(node_store, &NODES, None, |b| {
+            NodeInfo::from_object(&serde_json::from_slice(b).ok()?)
+        })
+        .await?;
     let all_pods = store.list(&PODS, None, &ListOptions::default()).await?;
     let revisions = store
         .list(&CONTROLLER_REVISIONS, None, &ListOptions::default())
         .await?;
-    let nodes: Vec<NodeInfo> = node_list
-        .items
-        .iter()
-        .filter_map(NodeInfo::from_object)
-        .collect();
+    let nodes: Vec<&NodeInfo> = nodes.iter().collect();
     let by_ns = driven::by_namespace(&all_pods.items);
     let revisions_by_ns = driven::by_namespace(&revisions.items);
     let now = Utc::now();
@@ -505,24 +525,33 @@ pub async fn sync_all(store: &Storage) -> Result<i64, ObjectError> {
     }
     Ok(sets
         .resource_version
-        .min(node_list.resource_version)
+        .min(nodes_revision)
         .min(all_pods.resource_version)
         .min(revisions.resource_version))
 }
 
-/// Runs the controller while leading, until `cancel`.
+/// Runs the controller while leading, until `cancel`; Nodes are read from this server's watch
+/// caches (`caches`).
 pub async fn run(
     cell: StoreCell,
+    caches: Arc<WatchCaches>,
     is_leader: tokio_watch::Receiver<bool>,
     cancel: CancellationToken,
 ) {
+    let nodes = Arc::new(tokio::sync::Mutex::new(Decoded::default()));
     driven::run(
         cell,
         is_leader,
         cancel,
         COMPONENT,
         &[&DAEMON_SETS, &PODS, &NODES, &CONTROLLER_REVISIONS],
-        |store| async move { sync_all(&store).await },
+        |store| {
+            let (caches, nodes) = (caches.clone(), nodes.clone());
+            async move {
+                let node_store = Storage::cached(store.datastore(), caches);
+                sync_all_with(&store, &node_store, &mut *nodes.lock().await).await
+            }
+        },
     )
     .await
 }

@@ -155,6 +155,7 @@ pub fn spawn_server_controllers(ctx: Ctx, tracker: &TaskTracker, cancel: Cancell
     ));
     tracker.spawn(daemonset::run(
         ctx.store.clone(),
+        ctx.caches.clone(),
         is_leader.clone(),
         cancel.clone(),
     ));
