@@ -222,8 +222,8 @@ impl Storage {
     /// A handle writing through `caches`' fenced store and reading from the caches where that
     /// keeps every answer correct: a write's read of the current object (the compare-and-swap
     /// still decides, so a stale copy costs a retry, never a lost update) and the scans of
-    /// [`Storage::scan`]. Reads fall back to etcd while a cache has not applied this
-    /// server's own acknowledged writes.
+    /// [`Storage::scan`]. Scans wait (briefly, then read etcd) until the cache has applied
+    /// this server's own acknowledged writes; a write's read does not, its swap checks it.
     pub fn cached(store: &Datastore, caches: Arc<WatchCaches>) -> Storage {
         Storage {
             store: caches.fenced(store),

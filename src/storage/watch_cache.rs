@@ -557,11 +557,14 @@ impl KindCache {
     }
 
     /// The object under `key` as of now, without waiting: `None` when the cache has no list
-    /// yet or has not applied every write acknowledged through the fenced store (the caller
-    /// reads etcd), `Some(None)` when the key is absent from the cache.
+    /// yet, `Some(None)` when the key is absent from the cache. The copy may be behind etcd
+    /// (even behind this server's own latest write): it is only a starting point for a
+    /// compare-and-swap, which etcd checks. Waiting for this server's acknowledged writes, as
+    /// LISTs do, would send most writes of a busy kind to etcd for nothing, since some write
+    /// of the kind is nearly always in flight.
     pub fn current_object(&self, key: &str) -> Option<Option<Stored>> {
         let s = self.read();
-        if s.revision == 0 || s.revision < self.acked.load(Ordering::Acquire) {
+        if s.revision == 0 {
             return None;
         }
         Some(s.objects.get(key).map(|e| e.kv.clone()))
