@@ -676,7 +676,7 @@ pub async fn refresh_status(
                 .map(|n| n.metadata.name.as_str())
                 .collect();
             ctx.runtime.update(|s| {
-                s.node_count = nodes.len() as u32;
+                s.node_count = nodes.iter().count() as u32;
                 s.ready_node_count = ready.len() as u32;
                 // A voting server counts as ready when its Node is Ready.
                 if let Some(voters) = &voter_node_names {

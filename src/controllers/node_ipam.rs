@@ -5,6 +5,7 @@
 //! NodeRestriction keeps nodes from changing their own range.
 
 use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -62,20 +63,20 @@ impl CidrAllocator {
         }
     }
 
+    /// Host bits of one range of `mask` bits.
+    fn range_bits(&self) -> u32 {
+        u32::from(self.cluster.max_prefix_len().saturating_sub(self.mask))
+    }
+
     /// Index of the first range of `mask` bits inside `cidr`, counted from the cluster CIDR's
     /// start.
     fn index_of(&self, cidr: &IpNet) -> Option<usize> {
-        let offset = match (cidr.network(), self.cluster.network()) {
-            (std::net::IpAddr::V4(a), std::net::IpAddr::V4(b)) => {
-                u128::from(u32::from(a).checked_sub(u32::from(b))?)
-            }
-            (std::net::IpAddr::V6(a), std::net::IpAddr::V6(b)) => {
-                u128::from(a).checked_sub(u128::from(b))?
-            }
-            _ => return None,
-        };
-        let shift = u32::from(self.cluster.max_prefix_len() - self.mask);
-        usize::try_from(offset.checked_shr(shift).unwrap_or(0)).ok()
+        if cidr.max_prefix_len() != self.cluster.max_prefix_len() {
+            return None;
+        }
+        let offset =
+            address_bits(cidr.network()).checked_sub(address_bits(self.cluster.network()))?;
+        usize::try_from(offset.checked_shr(self.range_bits()).unwrap_or(0)).ok()
     }
 
     /// Whether `c` overlaps a taken range: one inside it (its network address falls in `c`),
@@ -95,21 +96,15 @@ impl CidrAllocator {
 
     /// The `i`-th range of `mask` bits of the cluster CIDR, if it has that many.
     fn nth_range(&self, i: usize) -> Option<IpNet> {
-        let shift = u32::from(self.cluster.max_prefix_len() - self.mask);
-        let offset = u128::try_from(i).ok()?.checked_shl(shift)?;
-        if self.mask < self.cluster.prefix_len() || (shift < 128 && offset >> shift != i as u128) {
-            return None;
-        }
+        let offset = u128::try_from(i).ok()?.checked_shl(self.range_bits())?;
+        let addr = address_bits(self.cluster.network()).checked_add(offset)?;
         let addr = match self.cluster.network() {
-            std::net::IpAddr::V4(a) => std::net::IpAddr::V4(std::net::Ipv4Addr::from(
-                u32::from(a).checked_add(u32::try_from(offset).ok()?)?,
-            )),
-            std::net::IpAddr::V6(a) => {
-                std::net::IpAddr::V6(std::net::Ipv6Addr::from(u128::from(a).checked_add(offset)?))
-            }
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(u32::try_from(addr).ok()?)),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(addr)),
         };
         let range = IpNet::new(addr, self.mask).ok()?;
-        self.cluster.contains(&range).then_some(range)
+        // Past the cluster CIDR's end (or an index so large its shift wrapped): exhausted.
+        (self.cluster.contains(&range) && self.index_of(&range) == Some(i)).then_some(range)
     }
 
     /// Takes the lowest free range; `None` when the cluster CIDR is exhausted.
@@ -125,6 +120,14 @@ impl CidrAllocator {
         self.used.insert(free);
         self.hint = i + 1;
         Some(free)
+    }
+}
+
+/// An address as an integer (IPv4 in the low 32 bits), for range arithmetic.
+fn address_bits(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
     }
 }
 

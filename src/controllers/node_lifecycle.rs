@@ -122,7 +122,8 @@ pub async fn run<C>(
     }
 }
 
-/// One pass of the controller.
+/// One pass: every node whose last renewal (or first sighting) is older than `grace` and that
+/// is not already `Unknown` gets `Ready=Unknown`.
 async fn reconcile(
     store: &Storage,
     grace: chrono::Duration,

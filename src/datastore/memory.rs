@@ -42,6 +42,8 @@ struct State {
     /// Lease id → (TTL, expiry).
     leases: HashMap<i64, (i64, Instant)>,
     next_lease: i64,
+    /// Set by [`MemoryStore::race_next_delete`].
+    race_next_delete: bool,
 }
 
 /// The in-memory store. Cheap to share through [`super::Datastore::from_impl`].
@@ -61,6 +63,7 @@ impl Default for MemoryStore {
                 watchers: Vec::new(),
                 leases: HashMap::new(),
                 next_lease: 1,
+                race_next_delete: false,
             }),
         }
     }
@@ -253,6 +256,13 @@ impl MemoryStore {
             .count()
     }
 
+    /// Makes the next conditional delete lose a race: just before it, its key is written again
+    /// with the same value (a new mod_revision), as another client's write landing between a
+    /// reader's read and its delete would.
+    pub fn race_next_delete(&self) {
+        self.lock().race_next_delete = true;
+    }
+
     /// Sends every watcher a progress notification (an empty batch at the current revision),
     /// as etcd does for watches created with progress notifications.
     pub fn notify_progress(&self) {
@@ -409,6 +419,12 @@ impl KvStore for MemoryStore {
         expected: Option<i64>,
     ) -> BoxFuture<'a, Result<Cas, DatastoreError>> {
         let mut s = self.lock();
+        if expected.is_some()
+            && std::mem::take(&mut s.race_next_delete)
+            && let Some(cur) = s.current(key)
+        {
+            s.write(key, cur.value, None);
+        }
         match s.current(key) {
             Some(cur) if expected.is_none_or(|e| e == cur.mod_revision) => {
                 s.remove(&[key.to_string()]);

@@ -80,16 +80,6 @@ impl<T> Decoded<T> {
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.slots.values().filter_map(|slot| slot.facts.as_ref())
     }
-
-    /// Number of objects seen by the last pass (decoded or not).
-    pub fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// Whether the last pass saw no object.
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -151,6 +141,5 @@ mod tests {
             facts.iter().cloned().collect::<Vec<_>>(),
             ["a=1", "b=2", "d=1"]
         );
-        assert_eq!(facts.len(), 3);
     }
 }

@@ -722,114 +722,12 @@ fn finalized(info: &ResourceInfo, before: &Value, after: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datastore::DatastoreError;
-    use futures_util::future::BoxFuture;
 
-    /// A store whose first conditional delete is preceded by someone else's write to the same
-    /// key, as a Node's heartbeat can land between a DELETE's read and its delete.
-    #[derive(Debug)]
-    struct WriteBeforeDelete {
-        inner: Arc<crate::datastore::memory::MemoryStore>,
-        raced: std::sync::atomic::AtomicBool,
-    }
-
-    impl crate::datastore::KvStore for WriteBeforeDelete {
-        fn get<'a>(
-            &'a self,
-            key: &'a str,
-        ) -> BoxFuture<'a, Result<(Option<Stored>, i64), DatastoreError>> {
-            self.inner.get(key)
-        }
-        fn list<'a>(
-            &'a self,
-            prefix: &'a str,
-            start_after: Option<&'a str>,
-            limit: i64,
-            revision: i64,
-        ) -> BoxFuture<'a, Result<crate::datastore::ListPage, DatastoreError>> {
-            self.inner.list(prefix, start_after, limit, revision)
-        }
-        fn create<'a>(
-            &'a self,
-            key: &'a str,
-            value: Vec<u8>,
-            lease: Option<i64>,
-        ) -> BoxFuture<'a, Result<Cas, DatastoreError>> {
-            self.inner.create(key, value, lease)
-        }
-        fn update<'a>(
-            &'a self,
-            key: &'a str,
-            value: Vec<u8>,
-            expected: i64,
-        ) -> BoxFuture<'a, Result<Cas, DatastoreError>> {
-            self.inner.update(key, value, expected)
-        }
-        fn update_leased<'a>(
-            &'a self,
-            key: &'a str,
-            value: Vec<u8>,
-            expected: i64,
-            lease: i64,
-        ) -> BoxFuture<'a, Result<Cas, DatastoreError>> {
-            self.inner.update_leased(key, value, expected, lease)
-        }
-        fn put<'a>(
-            &'a self,
-            key: &'a str,
-            value: Vec<u8>,
-        ) -> BoxFuture<'a, Result<i64, DatastoreError>> {
-            self.inner.put(key, value)
-        }
-        fn delete<'a>(
-            &'a self,
-            key: &'a str,
-            expected: Option<i64>,
-        ) -> BoxFuture<'a, Result<Cas, DatastoreError>> {
-            Box::pin(async move {
-                if !self.raced.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                    let (kv, _) = self.inner.get(key).await?;
-                    let kv = kv.expect("the key exists");
-                    self.inner.put(key, kv.value).await?;
-                }
-                self.inner.delete(key, expected).await
-            })
-        }
-        fn delete_prefix<'a>(
-            &'a self,
-            prefix: &'a str,
-        ) -> BoxFuture<'a, Result<i64, DatastoreError>> {
-            self.inner.delete_prefix(prefix)
-        }
-        fn count<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<i64, DatastoreError>> {
-            self.inner.count(prefix)
-        }
-        fn revision(&self) -> BoxFuture<'_, Result<i64, DatastoreError>> {
-            self.inner.revision()
-        }
-        fn watch<'a>(
-            &'a self,
-            prefix: &'a str,
-            start: i64,
-        ) -> BoxFuture<'a, Result<crate::datastore::WatchStream, DatastoreError>> {
-            self.inner.watch(prefix, start)
-        }
-        fn lease_grant(&self, ttl: i64) -> BoxFuture<'_, Result<i64, DatastoreError>> {
-            self.inner.lease_grant(ttl)
-        }
-        fn lease_keep_alive_once(&self, id: i64) -> BoxFuture<'_, Result<i64, DatastoreError>> {
-            self.inner.lease_keep_alive_once(id)
-        }
-        fn lease_revoke(&self, id: i64) -> BoxFuture<'_, Result<(), DatastoreError>> {
-            self.inner.lease_revoke(id)
-        }
-    }
-
+    /// A store whose first conditional delete loses a race to another write of its key.
     fn racing_storage() -> Storage {
-        Storage::new(Datastore::from_impl(Arc::new(WriteBeforeDelete {
-            inner: crate::datastore::memory::MemoryStore::new(),
-            raced: Default::default(),
-        })))
+        let memory = crate::datastore::memory::MemoryStore::new();
+        memory.race_next_delete();
+        Storage::new(Datastore::from_impl(memory))
     }
 
     #[tokio::test]
