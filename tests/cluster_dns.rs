@@ -1,7 +1,8 @@
 //! Cluster DNS with the real `rke2` binary, real etcd, kubectl and containerd (issue 13 item 4,
 //! docs/dns.md): the node makes `cluster-dns` a local address and answers on it; a pod gets the
 //! cluster's resolv.conf and resolves a Service to its ClusterIP with busybox's nslookup (read
-//! from the pod's logs); the node's local route is gone after it stops.
+//! from the pod's logs); the node's local route is gone after it stops, and after a SIGKILL
+//! `rke2 killall` removes it.
 //! Each test uses its own /28 pod and service ranges inside 198.18.0.0/15 (so its `cluster-dns`
 //! is its own), and queries only that address: nothing leaves the machine.
 
@@ -38,6 +39,25 @@ fn local_routes() -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The local routes for `ip`, one line each (a run killed before it could clean up may have
+/// left one with another metric: only this test's node's route is asserted on).
+fn routes_for(ip: Ipv4Addr) -> Vec<String> {
+    local_routes()
+        .lines()
+        .filter(|l| l.starts_with(&format!("local {ip} ")))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+/// The route added since `before` (this node's), once there is exactly one.
+fn own_route(ip: Ipv4Addr, before: &[String]) -> Option<String> {
+    let new: Vec<String> = routes_for(ip)
+        .into_iter()
+        .filter(|r| !before.contains(r))
+        .collect();
+    (new.len() == 1).then(|| new[0].clone())
+}
+
 #[test]
 fn pods_resolve_services_through_the_node_dns() {
     require_pod_runtime();
@@ -55,6 +75,7 @@ fn pods_resolve_services_through_the_node_dns() {
     let data = root.path().join("dns1/data");
     build_images(&root.path().join("build"), &data.join("agent/images"));
     let _cleanup = NodeCleanup(data.clone());
+    let before = routes_for(dns_ip);
     let mut server = start_server(
         "dns1",
         ip,
@@ -99,11 +120,13 @@ spec:
     );
     assert_eq!(m.answers[0].data.to_string(), cluster_ip);
     assert!(m.metadata.authoritative);
-    let routes = local_routes();
-    assert!(
-        routes.contains(&format!("local {dns_ip} dev lo")),
-        "no local route for {dns_ip}:\n{routes}"
-    );
+    let route = own_route(dns_ip, &before).unwrap_or_else(|| {
+        panic!(
+            "no local route of this node for {dns_ip}:\n{}",
+            local_routes()
+        )
+    });
+    assert!(route.contains(" dev lo "), "{route}");
     let m = ask(
         dns,
         "_http._tcp.web.default.svc.cluster.local.",
@@ -178,9 +201,30 @@ spec:
 
     // Stopping the node removes its local route.
     assert_eq!(server.daemon.stop(), Some(0));
-    let routes = local_routes();
     assert!(
-        !routes.contains(&format!("local {dns_ip} ")),
-        "the local route outlived the node:\n{routes}"
+        !routes_for(dns_ip).contains(&route),
+        "the local route outlived the node:\n{}",
+        local_routes()
     );
+
+    // A killed node cannot clean up; `rke2 killall` removes the route it recorded.
+    server.restart(&[]);
+    wait_for(READY, "the restarted node's local route", || {
+        routes_for(dns_ip).contains(&route).then_some(())
+    });
+    server.daemon.kill9();
+    assert!(routes_for(dns_ip).contains(&route), "{}", local_routes());
+    let out = Command::new(rke2_bin())
+        .arg("killall")
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !routes_for(dns_ip).contains(&route),
+        "killall left the local route:\n{}",
+        local_routes()
+    );
+    assert!(!data.join("agent/cluster-dns-route").exists());
 }

@@ -3,10 +3,14 @@
 //! metric is derived from the node's data dir. Several nodes sharing one network namespace each
 //! add their own route (same address, own metric) and remove only their own on shutdown, so
 //! the address stays local while any of them runs. Pods reach it through their default route
-//! to the node; no NAT is involved.
+//! to the node; no NAT is involved. The route is also written to `<data-dir>/agent/`
+//! [`ROUTE_FILE`], so `rke2 killall` removes it after a daemon that could not clean up.
 
 use std::net::IpAddr;
 use std::path::Path;
+
+/// The file under `<data-dir>/agent/` naming the node's route (`<address> <metric>`).
+pub const ROUTE_FILE: &str = "cluster-dns-route";
 
 /// Lowest metric used; the data dir's hash is added to it.
 const METRIC_BASE: u32 = 4000;
@@ -92,6 +96,50 @@ pub async fn remove(ip_addr: IpAddr, metric: u32) -> Result<(), RouteError> {
     }
 }
 
+/// Records the node's route for `rke2 killall`.
+pub fn record(agent_dir: &Path, ip_addr: IpAddr, metric: u32) -> std::io::Result<()> {
+    crate::fsutil::write_atomic_mkdir(
+        &agent_dir.join(ROUTE_FILE),
+        format!("{ip_addr} {metric}\n").as_bytes(),
+        0o644,
+    )
+}
+
+/// Forgets the record once the route is gone.
+pub fn forget(agent_dir: &Path) {
+    let _ = std::fs::remove_file(agent_dir.join(ROUTE_FILE));
+}
+
+/// The address and metric in a route record; `None` unless it is exactly that.
+fn parse_record(text: &str) -> Option<(IpAddr, u32)> {
+    let mut words = text.split_whitespace();
+    let ip_addr = words.next()?.parse().ok()?;
+    let metric = words.next()?.parse().ok()?;
+    words.next().is_none().then_some((ip_addr, metric))
+}
+
+/// Removes the route a node recorded under `agent_dir` (for `rke2 killall`, which runs with
+/// the daemon down); returns whether a recorded route was removed or already gone.
+pub fn remove_recorded(agent_dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(agent_dir.join(ROUTE_FILE)) else {
+        return false;
+    };
+    let Some((ip_addr, metric)) = parse_record(&text) else {
+        return false;
+    };
+    let out = std::process::Command::new("ip")
+        .args(args("del", ip_addr, metric))
+        .stdin(std::process::Stdio::null())
+        .output();
+    let gone = out.is_ok_and(|o| {
+        o.status.success() || String::from_utf8_lossy(&o.stderr).contains("No such process")
+    });
+    if gone {
+        forget(agent_dir);
+    }
+    gone
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +154,27 @@ mod tests {
         assert_eq!(
             args("add", "10.43.0.10".parse().unwrap(), 7).join(" "),
             "-4 route add local 10.43.0.10/32 dev lo table local metric 7"
+        );
+    }
+
+    #[test]
+    fn route_records_round_trip_and_refuse_anything_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let ip: IpAddr = "198.19.0.10".parse().unwrap();
+        record(dir.path(), ip, 4711).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(ROUTE_FILE)).unwrap();
+        assert_eq!(parse_record(&text), Some((ip, 4711)));
+        assert_eq!(parse_record("198.19.0.10 4711 extra"), None);
+        assert_eq!(parse_record("198.19.0.10; rm -rf / 1"), None);
+        assert_eq!(
+            parse_record("fd00::a 9"),
+            Some(("fd00::a".parse().unwrap(), 9))
+        );
+        forget(dir.path());
+        assert!(!dir.path().join(ROUTE_FILE).exists());
+        assert!(
+            !remove_recorded(dir.path()),
+            "nothing recorded, nothing removed"
         );
     }
 }

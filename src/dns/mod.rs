@@ -140,6 +140,14 @@ async fn run(
         }
     }
     let metric = address::metric(&cfg.data_dir);
+    let agent_dir = cfg.data_dir.join("agent");
+    if let Err(e) = address::record(&agent_dir, cfg.cluster_dns, metric) {
+        tracing::warn!(
+            component = "dns",
+            "cannot record the local route in {}: {e}",
+            agent_dir.join(address::ROUTE_FILE).display()
+        );
+    }
     if let Err(e) = address::add(cfg.cluster_dns, metric).await {
         tracing::warn!(
             component = "dns",
@@ -163,12 +171,13 @@ async fn run(
         }
         Err(e) => Err(e),
     };
-    if let Err(e) = address::remove(cfg.cluster_dns, metric).await {
-        tracing::warn!(
+    match address::remove(cfg.cluster_dns, metric).await {
+        Ok(()) => address::forget(&agent_dir),
+        Err(e) => tracing::warn!(
             component = "dns",
             "cannot remove the local route for {}: {e}",
             cfg.cluster_dns
-        );
+        ),
     }
     served
 }

@@ -2,7 +2,8 @@
 //! daemon down. It kills the node's containerd-shim processes with their whole process trees
 //! (the containers), then the node's containerd, unmounts what the containers left mounted
 //! (rootfs overlays, the sandboxes' network namespaces under /run/netns), deletes the pod bridge,
-//! releases the pod IPs and removes the service proxy's nftables table. Only this node's
+//! releases the pod IPs, and removes the service proxy's nftables table and the node's local
+//! route for the cluster DNS address. Only this node's
 //! processes are touched: shims are recognised by the containerd socket address on their
 //! command line.
 
@@ -186,6 +187,7 @@ pub fn killall(layout: &Layout) -> Report {
     }
     let _ = std::fs::remove_dir_all(layout.cni_data_dir().join("networks"));
     remove_proxy_table(layout);
+    crate::dns::address::remove_recorded(&layout.agent_dir);
     report
 }
 
