@@ -37,10 +37,12 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 const RECOVER: Duration = Duration::from_secs(60);
 
 struct Cluster {
-    _root: tempfile::TempDir,
     servers: Vec<ServerNode>,
     /// Admin credentials and CA for the load (copied from s1).
     creds: Creds,
+    /// Last, so it is dropped last: the nodes stop (and `rke2 killall` reads their config)
+    /// before their directories go.
+    _root: tempfile::TempDir,
 }
 
 #[derive(Clone)]

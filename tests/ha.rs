@@ -11,11 +11,13 @@ use common::*;
 const FORM: Duration = Duration::from_secs(60);
 
 struct Cluster {
-    _root: tempfile::TempDir,
     lb: Haproxy,
     servers: Vec<ServerNode>,
     agent: Option<AgentNode>,
     kubeconfig: std::path::PathBuf,
+    /// Last, so it is dropped last: the nodes stop (and `rke2 killall` reads their config)
+    /// before their directories go.
+    _root: tempfile::TempDir,
 }
 
 fn form_cluster(block: &AddrBlock, servers: usize, agent: bool, token: &str) -> Cluster {

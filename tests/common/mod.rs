@@ -251,6 +251,48 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// Runs `rke2 killall` for the node whose config is `config` (its `data-dir`): what a killed
+/// daemon left behind (containers, the pod bridge, the nftables table, the DNS route) goes.
+fn killall_node(config: &Path) {
+    let Ok(text) = fs::read_to_string(config) else {
+        return;
+    };
+    let Ok(yaml) = serde_yaml::from_str::<serde_yaml::Value>(&text) else {
+        return;
+    };
+    let Some(data_dir) = yaml.get("data-dir").and_then(|d| d.as_str()) else {
+        return;
+    };
+    if Path::new(data_dir).exists() {
+        let _ = Command::new(rke2_bin())
+            .arg("killall")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .output();
+    }
+}
+
+impl Drop for ServerNode {
+    fn drop(&mut self) {
+        self.daemon.terminate();
+        killall_node(&self.config);
+    }
+}
+
+impl Drop for AgentNode {
+    fn drop(&mut self) {
+        self.daemon.terminate();
+        killall_node(&self.config);
+    }
+}
+
+impl Daemon {
+    /// SIGTERM, then SIGKILL after 15 s: what dropping does.
+    pub fn terminate(&mut self) {
         let pid = self.pid();
         if let Some(c) = self.child.as_mut()
             && c.try_wait().ok().flatten().is_none()
