@@ -197,6 +197,22 @@ fn first_server_serves_supervisor_api_and_runs_etcd() {
             .trim(),
         name
     );
+    // etcd runs with the in-memory bbolt freelist (etcd 3.5's default, asked of 3.4 too).
+    let etcd_pids: Vec<u32> =
+        pids_matching(&s1.data_dir().join("server/db/etcd").display().to_string())
+            .into_iter()
+            .filter(|p| {
+                fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "etcd")
+            })
+            .collect();
+    assert_eq!(etcd_pids.len(), 1, "{etcd_pids:?}");
+    let environ = fs::read(format!("/proc/{}/environ", etcd_pids[0])).unwrap();
+    assert!(
+        environ
+            .split(|b| *b == 0)
+            .any(|v| v == b"ETCD_EXPERIMENTAL_BACKEND_BBOLT_FREELIST_TYPE=map"),
+        "etcd's environment lacks the freelist type"
+    );
     // etcd's data dir holds only what etcd itself writes.
     let etcd_dir: Vec<_> = fs::read_dir(s1.data_dir().join("server/db/etcd"))
         .unwrap()
