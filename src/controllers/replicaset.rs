@@ -279,6 +279,11 @@ pub async fn sync_all(store: &Storage) -> Result<i64, ObjectError> {
     let sets = store
         .list(&REPLICA_SETS, None, &ListOptions::default())
         .await?;
+    // Every Pod write wakes this controller: without sets, reading (and decoding) every Pod
+    // would find nothing to do.
+    if sets.items.is_empty() {
+        return Ok(sets.resource_version);
+    }
     let all_pods = store.list(&PODS, None, &ListOptions::default()).await?;
     let by_ns = driven::by_namespace(&all_pods.items);
     for rs in &sets.items {
@@ -335,6 +340,31 @@ mod tests {
             .await
             .unwrap()
             .items
+    }
+
+    #[tokio::test]
+    async fn without_replica_sets_pods_are_not_read() {
+        let memory = Arc::new(crate::datastore::memory::MemoryStore::default());
+        let store = Storage::new(crate::datastore::Datastore::from_impl(memory.clone()));
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "default", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "x:1"}]}});
+        store.create(&PODS, Some("default"), pod).await.unwrap();
+        memory.listed();
+        sync_all(&store).await.unwrap();
+        assert_eq!(
+            memory.listed().into_keys().collect::<Vec<_>>(),
+            [REPLICA_SETS.list_prefix(None)]
+        );
+        // With one, its pods are read (and the orphan adopted).
+        store
+            .create(&REPLICA_SETS, Some("default"), rs(1))
+            .await
+            .unwrap();
+        memory.listed();
+        sync_all(&store).await.unwrap();
+        assert!(memory.listed().contains_key(&PODS.list_prefix(None)));
+        assert_eq!(pods_of(&store).await.len(), 1);
     }
 
     #[tokio::test]

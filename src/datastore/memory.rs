@@ -44,6 +44,8 @@ struct State {
     next_lease: i64,
     /// Set by [`MemoryStore::race_next_delete`].
     race_next_delete: bool,
+    /// Lists per prefix so far (see [`MemoryStore::listed`]); bounded by the prefixes in use.
+    listed: BTreeMap<String, usize>,
 }
 
 /// The in-memory store. Cheap to share through [`super::Datastore::from_impl`].
@@ -64,6 +66,7 @@ impl Default for MemoryStore {
                 leases: HashMap::new(),
                 next_lease: 1,
                 race_next_delete: false,
+                listed: BTreeMap::new(),
             }),
         }
     }
@@ -263,6 +266,12 @@ impl MemoryStore {
         self.lock().race_next_delete = true;
     }
 
+    /// How often each prefix was listed since the last call: lets tests show that a component
+    /// does not read what it does not need.
+    pub fn listed(&self) -> BTreeMap<String, usize> {
+        std::mem::take(&mut self.lock().listed)
+    }
+
     /// Sends every watcher a progress notification (an empty batch at the current revision),
     /// as etcd does for watches created with progress notifications.
     pub fn notify_progress(&self) {
@@ -312,7 +321,8 @@ impl KvStore for MemoryStore {
         limit: i64,
         revision: i64,
     ) -> BoxFuture<'a, Result<ListPage, DatastoreError>> {
-        let s = self.lock();
+        let mut s = self.lock();
+        *s.listed.entry(prefix.to_string()).or_default() += 1;
         let at = if revision > 0 { revision } else { s.revision };
         if at < s.compacted {
             return ready(Err(DatastoreError::Compacted {
