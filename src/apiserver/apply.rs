@@ -239,7 +239,13 @@ pub fn track_update(
     };
     // Fields the write removed leave every entry (only for the part of the object this
     // endpoint writes).
-    let all_now = fields_of(info, new, None).union(&fields_of(info, new, Some("status")));
+    // The half this endpoint writes is `new_set` already; only the other half is walked.
+    let main = sub.is_some().then(|| fields_of(info, new, None));
+    let status = (sub != Some("status")).then(|| fields_of(info, new, Some("status")));
+    let all_now = main
+        .as_ref()
+        .unwrap_or(&new_set)
+        .union(status.as_ref().unwrap_or(&new_set));
     for e in &mut list {
         e.set = e.set.intersection(&all_now);
         if !e.is(writer, "Update") {
