@@ -25,7 +25,8 @@
 //! Options: `--nodes N` (1000), `--steady SECS` (60), `--interval SECS` (10),
 //! `--pods-per-sec R` (5), `--lists K` (20 of each kind), `--storm-timeout SECS` (900: nodes
 //! not registered by then count as failed), `--preissued` (no storm), `--status-changes F`
-//! (0.05, the share of nodes whose status changes each interval).
+//! (0.05, the share of nodes whose status changes each interval), `--etcd-arg K=V` (repeatable:
+//! extra etcd flags for every server, to compare etcd settings).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -58,6 +59,7 @@ struct Options {
     storm_timeout: Duration,
     preissued: bool,
     status_changes: f64,
+    etcd_args: Vec<String>,
 }
 
 fn options() -> Options {
@@ -70,6 +72,7 @@ fn options() -> Options {
         storm_timeout: Duration::from_secs(900),
         preissued: false,
         status_changes: 0.05,
+        etcd_args: Vec::new(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -90,6 +93,11 @@ fn options() -> Options {
             }
             "--preissued" => o.preissued = true,
             "--status-changes" => o.status_changes = value("--status-changes"),
+            "--etcd-arg" => o.etcd_args.push(
+                it.next()
+                    .cloned()
+                    .unwrap_or_else(|| panic!("--etcd-arg needs K=V")),
+            ),
             // cargo bench passes --bench to every bench binary.
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -457,7 +465,12 @@ fn main() {
     let ips: Vec<Ipv4Addr> = (1..=3).map(|i| block.ip(i)).collect();
     let lb = Haproxy::start(block.ip(100), &ips, root.path());
     let t0 = Instant::now();
-    let mut servers = start_servers_behind(&lb, &ips, root.path(), TOKEN, &[]);
+    let extra: Vec<(&'static str, String)> = o
+        .etcd_args
+        .iter()
+        .map(|a| ("etcd-arg[]", a.clone()))
+        .collect();
+    let mut servers = start_servers_behind(&lb, &ips, root.path(), TOKEN, &extra);
     for s in &mut servers {
         s.daemon.wait_log("ready:", Duration::from_secs(120));
     }
