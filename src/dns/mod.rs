@@ -1,10 +1,9 @@
 //! Cluster DNS served by every node itself (docs/dns.md): the node watches Services and
 //! EndpointSlices with its own identity, keeps the cluster's names in memory ([`records`]) and
 //! answers on the `cluster-dns` address, port 53, UDP and TCP ([`server`], hickory-server),
-//! which it makes a local address of the node ([`address`]) so its pods reach it through their
+//! which it makes a local address of the node (`runtime::local_route`) so its pods reach it through their
 //! default route. Names outside the cluster domain are refused: nothing is forwarded.
 
-pub mod address;
 pub mod records;
 pub mod server;
 mod watch;
@@ -19,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::https::ClientIdentity;
 use crate::kubeclient::Api;
+use crate::runtime::local_route;
 
 /// The DNS port pods query.
 pub const DNS_PORT: u16 = 53;
@@ -31,7 +31,7 @@ pub struct DnsConfig {
     pub cluster_dns: IpAddr,
     /// `cluster-domain`, e.g. `cluster.local`.
     pub cluster_domain: String,
-    /// The node's data dir: names the node's own local route (see [`address::metric`]).
+    /// The node's data dir: names the node's own local route (see [`local_route::metric`]).
     pub data_dir: PathBuf,
     /// API access with the node's identity.
     pub api_url: String,
@@ -139,16 +139,16 @@ async fn run(
             r = rx.wait_for(|v| *v) => if r.is_err() { return Ok(()) },
         }
     }
-    let metric = address::metric(&cfg.data_dir);
+    let metric = local_route::metric(&cfg.data_dir);
     let agent_dir = cfg.data_dir.join("agent");
-    if let Err(e) = address::record(&agent_dir, cfg.cluster_dns, metric) {
+    if let Err(e) = local_route::record(&agent_dir, cfg.cluster_dns, metric) {
         tracing::warn!(
             component = "dns",
             "cannot record the local route in {}: {e}",
-            agent_dir.join(address::ROUTE_FILE).display()
+            agent_dir.join(local_route::ROUTE_FILE).display()
         );
     }
-    if let Err(e) = address::add(cfg.cluster_dns, metric).await {
+    if let Err(e) = local_route::add(cfg.cluster_dns, metric).await {
         tracing::warn!(
             component = "dns",
             "cannot make {} local: {e}",
@@ -171,8 +171,8 @@ async fn run(
         }
         Err(e) => Err(e),
     };
-    match address::remove(cfg.cluster_dns, metric).await {
-        Ok(()) => address::forget(&agent_dir),
+    match local_route::remove(cfg.cluster_dns, metric).await {
+        Ok(()) => local_route::forget(&agent_dir),
         Err(e) => tracing::warn!(
             component = "dns",
             "cannot remove the local route for {}: {e}",

@@ -187,7 +187,7 @@ pub fn killall(layout: &Layout) -> Report {
     }
     let _ = std::fs::remove_dir_all(layout.cni_data_dir().join("networks"));
     remove_proxy_table(layout);
-    crate::dns::address::remove_recorded(&layout.agent_dir);
+    super::local_route::remove_recorded(&layout.agent_dir);
     report
 }
 

@@ -12,6 +12,7 @@ pub mod dns_config;
 pub mod images;
 pub mod killall;
 pub mod kubelet;
+pub mod local_route;
 pub mod logs;
 pub mod podspec;
 pub mod probes;

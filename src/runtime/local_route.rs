@@ -1,10 +1,12 @@
-//! Makes the `cluster-dns` address local on this node (docs/dns.md): a `local` route in the
-//! kernel's local table, `ip route add local <ip> dev lo table local metric <m>`, where the
-//! metric is derived from the node's data dir. Several nodes sharing one network namespace each
-//! add their own route (same address, own metric) and remove only their own on shutdown, so
-//! the address stays local while any of them runs. Pods reach it through their default route
-//! to the node; no NAT is involved. The route is also written to `<data-dir>/agent/`
-//! [`ROUTE_FILE`], so `rke2 killall` removes it after a daemon that could not clean up.
+//! The node's local route for the `cluster-dns` address, which the node's DNS server
+//! (crate::dns, docs/dns.md) answers on: a `local` route in the kernel's local table,
+//! `ip route add local <ip> dev lo table local metric <m>`, where the metric is derived from
+//! the node's data dir. Several nodes sharing one network namespace each add their own route
+//! (same address, own metric) and remove only their own on shutdown, so the address stays
+//! local while any of them runs. Pods reach it through their default route to the node; no NAT
+//! is involved. The route is also written to `<data-dir>/agent/`[`ROUTE_FILE`], and it lives
+//! with the node runtime so that `rke2 killall` can remove it after a daemon that could not
+//! clean up.
 
 use std::net::IpAddr;
 use std::path::Path;
