@@ -231,8 +231,14 @@ fn list_opts(selector: &str) -> Result<ListOptions, ObjectError> {
 pub async fn sync_namespace(store: &Storage, ns: &str) -> Result<(), ObjectError> {
     let all = ListOptions::default();
     let services = store.list(&SERVICES, Some(ns), &all).await?.items;
-    let pods = store.list(&PODS, Some(ns), &all).await?.items;
     let selected: Vec<&Value> = services.iter().filter(|s| has_selector(s)).collect();
+    // Every Pod write wakes this controller for its namespace: where no Service selects
+    // anything, the Pods do not matter.
+    let pods = if selected.is_empty() {
+        Vec::new()
+    } else {
+        store.list(&PODS, Some(ns), &all).await?.items
+    };
     let wanted: BTreeSet<&str> = selected.iter().map(|s| text(s, "/metadata/name")).collect();
     for svc in &selected {
         sync_endpoints(store, ns, svc, &pods).await?;
@@ -543,6 +549,44 @@ mod tests {
         assert_eq!(endpoints[0]["conditions"]["ready"], false);
         assert_eq!(endpoints[1]["conditions"]["ready"], true);
         assert_eq!(ports[0]["port"], 8080);
+    }
+
+    #[tokio::test]
+    async fn a_namespace_without_selecting_services_reads_no_pods() {
+        let memory = MemoryStore::new();
+        let store = Storage::new(Datastore::from_impl(memory.clone()));
+        let plain = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes"}, "spec": {"ports": [{"port": 443}]}});
+        store
+            .create(&SERVICES, Some("default"), plain)
+            .await
+            .unwrap();
+        store
+            .create(
+                &PODS,
+                Some("default"),
+                pod("a", "10.0.0.2", true, json!({"app": "web"})),
+            )
+            .await
+            .unwrap();
+        memory.listed();
+        sync_namespace(&store, "default").await.unwrap();
+        assert!(
+            !memory
+                .listed()
+                .contains_key(&PODS.list_prefix(Some("default")))
+        );
+        store
+            .create(&SERVICES, Some("default"), service())
+            .await
+            .unwrap();
+        sync_namespace(&store, "default").await.unwrap();
+        assert!(
+            memory
+                .listed()
+                .contains_key(&PODS.list_prefix(Some("default")))
+        );
+        let ep = store.get(&ENDPOINTS, Some("default"), "web").await.unwrap();
+        assert_eq!(ep["metadata"]["name"], "web");
     }
 
     #[tokio::test]
