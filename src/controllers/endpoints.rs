@@ -551,10 +551,8 @@ mod tests {
         assert_eq!(ports[0]["port"], 8080);
     }
 
-    #[tokio::test]
-    async fn a_namespace_without_selecting_services_reads_no_pods() {
-        let memory = MemoryStore::new();
-        let store = Storage::new(Datastore::from_impl(memory.clone()));
+    /// The selector-less `kubernetes` Service and pod `a` labelled `app=web`, in `default`.
+    async fn selectorless_service_and_pod(store: &Storage) {
         let plain = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes"}, "spec": {"ports": [{"port": 443}]}});
         store
             .create(&SERVICES, Some("default"), plain)
@@ -568,6 +566,13 @@ mod tests {
             )
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_namespace_without_selecting_services_reads_no_pods() {
+        let memory = MemoryStore::new();
+        let store = Storage::new(Datastore::from_impl(memory.clone()));
+        selectorless_service_and_pod(&store).await;
         memory.listed();
         sync_namespace(&store, "default").await.unwrap();
         assert!(
@@ -602,19 +607,7 @@ mod tests {
             .create(&SERVICES, Some("default"), service())
             .await
             .unwrap();
-        let plain = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes"}, "spec": {"ports": [{"port": 443}]}});
-        store
-            .create(&SERVICES, Some("default"), plain)
-            .await
-            .unwrap();
-        store
-            .create(
-                &PODS,
-                Some("default"),
-                pod("a", "10.0.0.2", true, json!({"app": "web"})),
-            )
-            .await
-            .unwrap();
+        selectorless_service_and_pod(&store).await;
         // Creation resets the status: the node reports the IP and readiness afterwards.
         let status = pod("a", "10.0.0.2", true, json!({}))["status"].clone();
         store
