@@ -166,10 +166,14 @@ impl Daemon {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The last lines of the log, for failure messages.
+    /// The last lines of the log, for failure messages: etcd's own chatter is left out, its
+    /// warnings and errors (why it exited) stay.
     pub fn log_tail(&self) -> String {
         let t = self.log_text();
-        let lines: Vec<&str> = t.lines().filter(|l| !l.contains("etcd: ")).collect();
+        let lines: Vec<&str> = t
+            .lines()
+            .filter(|l| !l.contains("etcd: ") || l.contains(" ERROR ") || l.contains(" WARN "))
+            .collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
