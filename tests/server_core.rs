@@ -197,7 +197,7 @@ fn first_server_serves_supervisor_api_and_runs_etcd() {
             .trim(),
         name
     );
-    // etcd runs with the in-memory bbolt freelist (etcd 3.5's default, asked of 3.4 too).
+    // etcd runs with the hash-map bbolt freelist (etcd 3.5's default, asked of 3.4 too).
     let etcd_pids: Vec<u32> =
         pids_matching(&s1.data_dir().join("server/db/etcd").display().to_string())
             .into_iter()
