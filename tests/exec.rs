@@ -282,7 +282,9 @@ spec:
         assert!(out.status.success(), "{label}: {}", text(&out.stderr));
         assert_eq!(text(&out.stdout), input, "{label}");
 
-        assert_tty_and_port_forward(bin, &k, "web", "hello-web\n", label);
+        assert_tty_and_port_forward(bin, &k, "web", "hello-web\n", label, &|| {
+            node_logs(&server.daemon, &data)
+        });
 
         let dest = root.path().join(format!("out-{label}.txt"));
         let out = run(

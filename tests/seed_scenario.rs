@@ -331,7 +331,21 @@ fn user_pods_run_on_agents_serve_node_ports_streams_and_move_when_an_agent_is_lo
         for (label, bin) in &kubectls {
             let what = format!("kubectl {label} via {via}");
             eprintln!("{what}");
-            assert_tty_and_port_forward(bin, kubeconfig, target, &format!("{target}\n"), &what);
+            assert_tty_and_port_forward(
+                bin,
+                kubeconfig,
+                target,
+                &format!("{target}\n"),
+                &what,
+                &|| {
+                    let node = pod_field(&k, target, "spec.nodeName");
+                    agents
+                        .iter()
+                        .filter(|a| a.daemon.name == node)
+                        .map(|a| node_logs(&a.daemon, &root.path().join(&node).join("data")))
+                        .collect()
+                },
+            );
         }
     }
 

@@ -92,6 +92,17 @@ mod tests {
         );
         assert!(msg.contains("is running on the data directory"), "{msg}");
         drop(held);
-        acquire(d.path()).unwrap();
+        // Another test thread that forks at the wrong moment shares the lock's open file until
+        // its child execs (the descriptor is close-on-exec), so the release may lag a little.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match acquire(d.path()) {
+                Ok(_) => break,
+                Err(LockError::Held { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("the lock stayed held after its holder dropped it: {e}"),
+            }
+        }
     }
 }

@@ -34,8 +34,9 @@ impl Drop for ChildGuard {
 }
 
 /// `kubectl port-forward` to the pod's 8080 on a random local port; returns the body of
-/// `GET /index.html` through it (busybox httpd in the pod answers).
-pub fn port_forward_fetch(bin: &Path, k: &Path, pod: &str) -> String {
+/// `GET /index.html` through it (busybox httpd in the pod answers), or what went wrong with
+/// everything kubectl said.
+pub fn port_forward_fetch(bin: &Path, k: &Path, pod: &str) -> Result<String, String> {
     let (mut cmd, _cache) = kubectl_cmd(
         bin,
         k,
@@ -68,7 +69,10 @@ pub fn port_forward_fetch(bin: &Path, k: &Path, pod: &str) -> String {
                 if let Some(mut e) = guard.0.stderr.take() {
                     let _ = e.read_to_string(&mut err);
                 }
-                panic!("{} port-forward printed no address: {err}", bin.display());
+                return Err(format!(
+                    "{} port-forward printed no address: {err}",
+                    bin.display()
+                ));
             }
         };
         if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
@@ -80,13 +84,23 @@ pub fn port_forward_fetch(bin: &Path, k: &Path, pod: &str) -> String {
         .arg(format!("http://127.0.0.1:{port}/index.html"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: curl through port-forward: {}",
-        bin.display(),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+    if !out.status.success() {
+        // kubectl says on stderr why it dropped the connection; stop it to read all of it.
+        use std::io::Read;
+        let _ = guard.0.kill();
+        let _ = guard.0.wait();
+        let mut err = String::new();
+        if let Some(mut e) = guard.0.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        let said: Vec<String> = rx.try_iter().collect();
+        return Err(format!(
+            "{}: curl through port-forward: {}\nkubectl stdout: {said:?}\nkubectl stderr: {err}",
+            bin.display(),
+            text(&out.stderr)
+        ));
+    }
+    Ok(text(&out.stdout))
 }
 
 /// `kubectl exec -it <pod> -- sh -c 'tty; echo tty-$((6*7)); exit 5'` under script(1), so
@@ -109,23 +123,25 @@ pub fn exec_tty(bin: &Path, k: &Path, pod: &str) -> (Option<i32>, String) {
 }
 
 /// Asserts that `exec -it` and `port-forward` into `pod` (busybox httpd on 8080 serving
-/// `page`) work with kubectl `bin` through `kubeconfig`; `what` names the pair in failures.
+/// `page`) work with kubectl `bin` through `kubeconfig`; `what` names the pair in failures and
+/// `logs` adds the nodes' side of the story to them.
 pub fn assert_tty_and_port_forward(
     bin: &Path,
     kubeconfig: &Path,
     pod: &str,
     page: &str,
     what: &str,
+    logs: &dyn Fn() -> String,
 ) {
     let (code, out) = exec_tty(bin, kubeconfig, pod);
-    assert_eq!(code, Some(5), "{what} -it: {out}");
+    assert_eq!(code, Some(5), "{what} -it: {out}\n{}", logs());
     assert!(
         out.contains("/dev/pts/") && out.contains("tty-42\r\n"),
-        "{what} -it: {out:?}"
+        "{what} -it: {out:?}\n{}",
+        logs()
     );
-    assert_eq!(
-        port_forward_fetch(bin, kubeconfig, pod),
-        page,
-        "{what} port-forward"
-    );
+    match port_forward_fetch(bin, kubeconfig, pod) {
+        Ok(body) => assert_eq!(body, page, "{what} port-forward"),
+        Err(e) => panic!("{what} port-forward: {e}\n{}", logs()),
+    }
 }

@@ -169,6 +169,20 @@ impl Drop for NodeCleanup {
     }
 }
 
+/// A node's side of a failure: the daemon's log tail and the last lines of its containerd log
+/// (`<data-dir>/agent/containerd/containerd.log`), where the CRI stream server reports.
+pub fn node_logs(daemon: &super::Daemon, data_dir: &Path) -> String {
+    let containerd = std::fs::read_to_string(data_dir.join("agent/containerd/containerd.log"))
+        .unwrap_or_else(|e| format!("(no containerd log: {e})"));
+    let lines: Vec<&str> = containerd.lines().collect();
+    format!(
+        "--- {} log:\n{}\n--- containerd log:\n{}",
+        daemon.name,
+        daemon.log_tail(),
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    )
+}
+
 /// A jsonpath `path` (without braces) of pod `pod`, empty when kubectl fails.
 pub fn pod_field(k: &Path, pod: &str, path: &str) -> String {
     let out = kubectl(
