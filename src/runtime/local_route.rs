@@ -36,12 +36,37 @@ fn prefix(ip: IpAddr) -> String {
     }
 }
 
-fn args(verb: &str, ip: IpAddr, metric: u32) -> Vec<String> {
+/// The two changes this module makes to the local table.
+#[derive(Clone, Copy)]
+enum Change {
+    Add,
+    Del,
+}
+
+impl Change {
+    fn verb(self) -> &'static str {
+        match self {
+            Change::Add => "add",
+            Change::Del => "del",
+        }
+    }
+
+    /// What `ip` says when the table already is as asked: the node's own route left by a
+    /// daemon that did not stop cleanly (add), or a route already removed (del).
+    fn already_done(self) -> &'static str {
+        match self {
+            Change::Add => "File exists",
+            Change::Del => "No such process",
+        }
+    }
+}
+
+fn args(change: Change, ip: IpAddr, metric: u32) -> Vec<String> {
     let family = if ip.is_ipv4() { "-4" } else { "-6" };
     [
         family,
         "route",
-        verb,
+        change.verb(),
         "local",
         &prefix(ip),
         "dev",
@@ -64,38 +89,45 @@ pub struct RouteError {
     message: String,
 }
 
-async fn ip(args: Vec<String>) -> Result<(), RouteError> {
-    let out = tokio::process::Command::new("ip")
-        .args(&args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await;
+/// What an `ip` run means for `change`, shared by the daemon (async) and `rke2 killall`.
+fn outcome(
+    change: Change,
+    args: &[String],
+    out: std::io::Result<std::process::Output>,
+) -> Result<(), RouteError> {
     let message = match out {
         Ok(o) if o.status.success() => return Ok(()),
         Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
         Err(e) => e.to_string(),
     };
+    if message.contains(change.already_done()) {
+        return Ok(());
+    }
     Err(RouteError {
         args: args.join(" "),
         message,
     })
 }
 
+async fn ip(change: Change, ip_addr: IpAddr, metric: u32) -> Result<(), RouteError> {
+    let args = args(change, ip_addr, metric);
+    let out = tokio::process::Command::new("ip")
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await;
+    outcome(change, &args, out)
+}
+
 /// Adds this node's local route for `ip` (an existing identical route is this node's own, left
 /// by a daemon that did not stop cleanly).
 pub async fn add(ip_addr: IpAddr, metric: u32) -> Result<(), RouteError> {
-    match ip(args("add", ip_addr, metric)).await {
-        Err(e) if e.message.contains("File exists") => Ok(()),
-        r => r,
-    }
+    ip(Change::Add, ip_addr, metric).await
 }
 
 /// Removes this node's local route for `ip` (others' routes for the same address stay).
 pub async fn remove(ip_addr: IpAddr, metric: u32) -> Result<(), RouteError> {
-    match ip(args("del", ip_addr, metric)).await {
-        Err(e) if e.message.contains("No such process") => Ok(()),
-        r => r,
-    }
+    ip(Change::Del, ip_addr, metric).await
 }
 
 /// Records the node's route for `rke2 killall`.
@@ -129,13 +161,12 @@ pub fn remove_recorded(agent_dir: &Path) -> bool {
     let Some((ip_addr, metric)) = parse_record(&text) else {
         return false;
     };
+    let args = args(Change::Del, ip_addr, metric);
     let out = std::process::Command::new("ip")
-        .args(args("del", ip_addr, metric))
+        .args(&args)
         .stdin(std::process::Stdio::null())
         .output();
-    let gone = out.is_ok_and(|o| {
-        o.status.success() || String::from_utf8_lossy(&o.stderr).contains("No such process")
-    });
+    let gone = outcome(Change::Del, &args, out).is_ok();
     if gone {
         forget(agent_dir);
     }
@@ -154,9 +185,35 @@ mod tests {
         assert!((METRIC_BASE..METRIC_BASE + METRIC_SPAN).contains(&a));
         assert_eq!(a, metric(Path::new("/var/lib/rancher/rke2")));
         assert_eq!(
-            args("add", "10.43.0.10".parse().unwrap(), 7).join(" "),
+            args(Change::Add, "10.43.0.10".parse().unwrap(), 7).join(" "),
             "-4 route add local 10.43.0.10/32 dev lo table local metric 7"
         );
+    }
+
+    #[test]
+    fn an_already_made_change_is_success_and_other_failures_name_the_command() {
+        use std::os::unix::process::ExitStatusExt;
+        let failed = |stderr: &str| {
+            Ok(std::process::Output {
+                status: std::process::ExitStatus::from_raw(2 << 8),
+                stdout: Vec::new(),
+                stderr: stderr.as_bytes().to_vec(),
+            })
+        };
+        let a = args(Change::Del, "198.19.0.10".parse().unwrap(), 7);
+        let exists = "RTNETLINK answers: File exists\n";
+        let gone = "RTNETLINK answers: No such process\n";
+        assert!(outcome(Change::Add, &a, failed(exists)).is_ok());
+        assert!(outcome(Change::Del, &a, failed(gone)).is_ok());
+        let err = outcome(Change::Del, &a, failed(exists)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ip -4 route del local 198.19.0.10/32 dev lo table local metric 7: \
+             RTNETLINK answers: File exists"
+        );
+        assert!(outcome(Change::Add, &a, failed("Operation not permitted")).is_err());
+        let missing = outcome(Change::Add, &a, Err(std::io::ErrorKind::NotFound.into()));
+        assert!(missing.is_err());
     }
 
     #[test]
