@@ -3,8 +3,11 @@
 //! (batches that queued up meanwhile are coalesced into one sync), and at least every
 //! [`RESYNC`] for what depends on time alone (a Deployment's progress deadline), or every given
 //! period for controllers with work due at times no watch reports (Job back-off and TTLs,
-//! CronJob schedules: [`run_every`]). Syncs never overlap: one loop runs them all. A failed
-//! watch or sync starts over with a fresh list; losing leadership stops the watches.
+//! CronJob schedules: [`run_every`]). A controller that cares about some changes only (the
+//! garbage collector: owners and deletions, not status updates) passes a filter
+//! ([`run_filtered`]); batches with no change it wants cause no sync. Syncs never overlap: one
+//! loop runs them all. A failed watch or sync starts over with a fresh list; losing leadership
+//! stops the watches.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,7 +17,7 @@ use tokio::sync::{mpsc, watch as tokio_watch};
 use tokio_util::sync::CancellationToken;
 
 use super::watch::{forward, store_when_ready};
-use crate::datastore::StoreCell;
+use crate::datastore::{Change, StoreCell};
 use serde_json::Value;
 
 use crate::registry::ResourceInfo;
@@ -45,11 +48,43 @@ pub async fn run<F, Fut>(
 /// [`run`], syncing at least every `period` when nothing changes.
 pub async fn run_every<F, Fut>(
     cell: StoreCell,
+    is_leader: tokio_watch::Receiver<bool>,
+    cancel: CancellationToken,
+    component: &'static str,
+    kinds: &[&'static ResourceInfo],
+    period: Duration,
+    sync: F,
+) where
+    F: Fn(Storage) -> Fut,
+    Fut: Future<Output = Result<i64, ObjectError>>,
+{
+    let every_change: Relevant = |_| true;
+    run_filtered(
+        cell,
+        is_leader,
+        cancel,
+        component,
+        kinds,
+        period,
+        every_change,
+        sync,
+    )
+    .await
+}
+
+/// Which watched changes call for a sync.
+pub type Relevant = fn(&Change) -> bool;
+
+/// [`run_every`], syncing after a batch of changes only when one of them is `relevant`.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_filtered<F, Fut>(
+    cell: StoreCell,
     mut is_leader: tokio_watch::Receiver<bool>,
     cancel: CancellationToken,
     component: &'static str,
     kinds: &[&'static ResourceInfo],
     period: Duration,
+    relevant: Relevant,
     sync: F,
 ) where
     F: Fn(Storage) -> Fut,
@@ -106,13 +141,20 @@ pub async fn run_every<F, Fut>(
                     resync_at = tokio::time::Instant::now() + period;
                 }
                 batch = rx.recv() => {
-                    let Some((_, Ok(_))) = batch else { break };
+                    let Some((_, Ok(changes))) = batch else { break };
+                    let mut wanted = changes.iter().any(relevant);
                     let mut failed = false;
                     while let Ok((_, b)) = rx.try_recv() {
-                        failed |= b.is_err();
+                        match b {
+                            Ok(changes) => wanted |= changes.iter().any(relevant),
+                            Err(_) => failed = true,
+                        }
                     }
                     if failed {
                         break;
+                    }
+                    if !wanted {
+                        continue;
                     }
                     if let Err(e) = sync(store.clone()).await {
                         tracing::debug!(component, "sync failed: {e}");
@@ -138,4 +180,69 @@ pub fn by_namespace(items: &[Value]) -> BTreeMap<&str, Vec<Value>> {
             .push(item.clone());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datastore::Datastore;
+    use crate::datastore::memory::MemoryStore;
+    use crate::registry::CONFIGMAPS;
+    use std::sync::{Arc, Mutex};
+
+    /// Lets the watch forwarders and the loop (on this current-thread runtime) run.
+    async fn settle() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_without_a_relevant_change_cause_no_sync() {
+        let ds = Datastore::from_impl(Arc::new(MemoryStore::default()));
+        let cell: StoreCell = Arc::new(tokio::sync::OnceCell::new_with(Some(ds.clone())));
+        let (_leading, is_leader) = tokio_watch::channel(true);
+        let cancel = CancellationToken::new();
+        // Each sync records how many config maps it saw.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let wanted: Relevant = |c| match c {
+            Change::Put { kv, .. } => kv.key.ends_with("/wanted"),
+            Change::Delete { .. } => false,
+        };
+        let loop_task = tokio::spawn({
+            let (seen, cancel) = (seen.clone(), cancel.clone());
+            async move {
+                run_filtered(
+                    cell,
+                    is_leader,
+                    cancel,
+                    "test",
+                    &[&CONFIGMAPS],
+                    Duration::from_secs(3600),
+                    wanted,
+                    |store| {
+                        let seen = seen.clone();
+                        async move {
+                            let page = store
+                                .list_stored(&CONFIGMAPS, None, &Default::default())
+                                .await?;
+                            seen.lock().unwrap().push(page.items.len());
+                            Ok(page.resource_version)
+                        }
+                    },
+                )
+                .await
+            }
+        });
+        settle().await;
+        for name in ["a", "b", "c", "wanted"] {
+            ds.put(&CONFIGMAPS.key(Some("default"), name), b"{}".to_vec())
+                .await
+                .unwrap();
+            settle().await;
+        }
+        assert_eq!(*seen.lock().unwrap(), [0, 4]);
+        cancel.cancel();
+        loop_task.await.unwrap();
+    }
 }

@@ -6,14 +6,17 @@
 //! this collector deletes its dependents (owners among them in the foreground too); once no
 //! dependent with `blockOwnerDeletion` remains the finalizer goes, and with it the owner.
 //! `Orphan` deletion is done by the API server before the owner goes (`storage::ownership`).
-//! Watch-driven (see `driven`).
+//! Watch-driven (see `driven`), by the changes that can make garbage or release an owner only:
+//! deletions, new objects with owners, and updates of owners, deletion marks or finalizers.
+//! Status updates, the bulk of all writes (kubelets report every pod), change none of these and
+//! start no pass, which lists every dependent.
 
 use serde_json::Value;
 use tokio::sync::watch as tokio_watch;
 use tokio_util::sync::CancellationToken;
 
 use super::driven;
-use crate::datastore::StoreCell;
+use crate::datastore::{Change, StoreCell, Stored};
 use crate::registry::print::text;
 use crate::registry::{self, CRON_JOBS, DAEMON_SETS, DEPLOYMENTS, JOBS, PODS, ResourceInfo};
 use crate::storage::metadata::is_deleting;
@@ -158,13 +161,65 @@ pub async fn collect(store: &Storage) -> Result<i64, ObjectError> {
     Ok(rev)
 }
 
+/// The parts of an object's metadata that decide what is garbage.
+#[derive(serde::Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+struct Lineage {
+    #[serde(default)]
+    owner_references: Option<Vec<Value>>,
+    #[serde(default)]
+    deletion_timestamp: Option<String>,
+    #[serde(default)]
+    finalizers: Option<Vec<String>>,
+}
+
+impl Lineage {
+    fn of(kv: &Stored) -> Option<Lineage> {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            #[serde(default)]
+            metadata: Lineage,
+        }
+        serde_json::from_slice::<Head>(&kv.value)
+            .ok()
+            .map(|h| h.metadata)
+    }
+
+    fn has_owners(&self) -> bool {
+        self.owner_references
+            .as_ref()
+            .is_some_and(|r| !r.is_empty())
+    }
+}
+
+/// Whether `change` can make garbage or release an owner waiting in the foreground. Anything
+/// the collector cannot read counts, so no change is missed for want of a parse.
+fn lineage_changed(change: &Change) -> bool {
+    match change {
+        Change::Delete { .. } => true,
+        Change::Put {
+            kv, prev, created, ..
+        } => {
+            let Some(now) = Lineage::of(kv) else {
+                return true;
+            };
+            if *created {
+                return now.has_owners();
+            }
+            prev.as_ref()
+                .and_then(Lineage::of)
+                .is_none_or(|before| before != now)
+        }
+    }
+}
+
 /// Runs the collector while leading, until `cancel`.
 pub async fn run(
     cell: StoreCell,
     is_leader: tokio_watch::Receiver<bool>,
     cancel: CancellationToken,
 ) {
-    driven::run(
+    driven::run_filtered(
         cell,
         is_leader,
         cancel,
@@ -177,6 +232,8 @@ pub async fn run(
             &JOBS,
             &CRON_JOBS,
         ],
+        driven::RESYNC,
+        lineage_changed,
         |store| async move { collect(&store).await },
     )
     .await
@@ -203,6 +260,91 @@ mod tests {
                                 "name": text(owner, "/metadata/name"),
                                 "uid": text(owner, "/metadata/uid"), "controller": true}]},
                "spec": {"replicas": 0, "selector": {"matchLabels": {"a": "b"}}}})
+    }
+
+    fn put(value: Value, prev: Option<Value>) -> Change {
+        let stored = |v: &Value| Stored {
+            key: "/registry/pods/default/p".into(),
+            value: serde_json::to_vec(v).unwrap(),
+            mod_revision: 2,
+            create_revision: 1,
+        };
+        Change::Put {
+            kv: stored(&value),
+            created: prev.is_none(),
+            prev: prev.as_ref().map(stored),
+        }
+    }
+
+    #[test]
+    fn only_owner_deletion_and_finalizer_changes_start_a_pass() {
+        let bare = json!({"metadata": {"name": "p"}, "status": {"phase": "Pending"}});
+        let mut running = bare.clone();
+        running["status"]["phase"] = json!("Running");
+        let mut owned = bare.clone();
+        owned["metadata"]["ownerReferences"] = json!([{"kind": "ReplicaSet", "uid": "u1"}]);
+        let mut owned_running = owned.clone();
+        owned_running["status"]["phase"] = json!("Running");
+        let mut deleting = owned.clone();
+        deleting["metadata"]["deletionTimestamp"] = json!("2026-12-03T00:00:00Z");
+        let mut finalized = bare.clone();
+        finalized["metadata"]["finalizers"] = json!(["foregroundDeletion"]);
+
+        assert!(
+            !lineage_changed(&put(bare.clone(), None)),
+            "a new pod without owners"
+        );
+        assert!(
+            lineage_changed(&put(owned.clone(), None)),
+            "a new pod with owners"
+        );
+        assert!(
+            !lineage_changed(&put(running, Some(bare.clone()))),
+            "a status update"
+        );
+        assert!(
+            !lineage_changed(&put(owned_running, Some(owned.clone()))),
+            "a status update of an owned pod"
+        );
+        assert!(
+            lineage_changed(&put(bare.clone(), Some(owned.clone()))),
+            "orphaned"
+        );
+        assert!(
+            lineage_changed(&put(deleting, Some(owned.clone()))),
+            "being deleted"
+        );
+        assert!(
+            lineage_changed(&put(finalized, Some(bare.clone()))),
+            "a finalizer"
+        );
+        let Change::Put { kv, .. } = put(bare.clone(), None) else {
+            unreachable!()
+        };
+        let compacted = Change::Put {
+            kv: kv.clone(),
+            prev: None,
+            created: false,
+        };
+        assert!(
+            lineage_changed(&compacted),
+            "an update whose old value is gone"
+        );
+        let garbled = Change::Put {
+            kv: Stored {
+                value: b"{not json".to_vec(),
+                ..kv
+            },
+            prev: None,
+            created: true,
+        };
+        assert!(lineage_changed(&garbled), "what cannot be read counts");
+        let deleted = Change::Delete {
+            key: "/registry/pods/default/p".into(),
+            prev: None,
+            revision: 3,
+        };
+        assert!(lineage_changed(&deleted));
     }
 
     #[tokio::test]
