@@ -251,6 +251,28 @@ impl Daemon {
             let _ = c.wait();
         }
     }
+
+    /// SIGTERM, then SIGKILL after 15 s: what dropping does.
+    pub fn terminate(&mut self) {
+        let pid = self.pid();
+        if let Some(c) = self.child.as_mut()
+            && c.try_wait().ok().flatten().is_none()
+        {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(15) {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 impl Drop for Daemon {
@@ -291,30 +313,6 @@ impl Drop for AgentNode {
     fn drop(&mut self) {
         self.daemon.terminate();
         killall_node(&self.config);
-    }
-}
-
-impl Daemon {
-    /// SIGTERM, then SIGKILL after 15 s: what dropping does.
-    pub fn terminate(&mut self) {
-        let pid = self.pid();
-        if let Some(c) = self.child.as_mut()
-            && c.try_wait().ok().flatten().is_none()
-        {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(15) {
-                if c.try_wait().ok().flatten().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
