@@ -306,10 +306,21 @@ impl EtcdStore {
     /// Watches `prefix` from revision `start` (inclusive; 0 = now). Changes arrive in revision
     /// order; the stream ends with an error when the revision has been compacted or etcd fails.
     pub async fn watch(&self, prefix: &str, start: i64) -> Result<WatchStream, DatastoreError> {
-        let mut opts = WatchOptions::new()
-            .with_prefix()
-            .with_prev_key()
-            .with_progress_notify();
+        self.watch_with(prefix, start, true).await
+    }
+
+    /// [`EtcdStore::watch`] with or without each change's previous value (`prev`): etcd reads
+    /// the old revision of the key for every event it sends with one.
+    pub async fn watch_with(
+        &self,
+        prefix: &str,
+        start: i64,
+        prev: bool,
+    ) -> Result<WatchStream, DatastoreError> {
+        let mut opts = WatchOptions::new().with_prefix().with_progress_notify();
+        if prev {
+            opts = opts.with_prev_key();
+        }
         if start > 0 {
             opts = opts.with_start_revision(start);
         }
@@ -500,6 +511,13 @@ impl KvStore for EtcdStore {
         start: i64,
     ) -> BoxFuture<'a, Result<WatchStream, DatastoreError>> {
         Box::pin(EtcdStore::watch(self, prefix, start))
+    }
+    fn watch_without_prev<'a>(
+        &'a self,
+        prefix: &'a str,
+        start: i64,
+    ) -> BoxFuture<'a, Result<WatchStream, DatastoreError>> {
+        Box::pin(EtcdStore::watch_with(self, prefix, start, false))
     }
     fn lease_grant(&self, ttl: i64) -> BoxFuture<'_, Result<i64, DatastoreError>> {
         Box::pin(EtcdStore::lease_grant(self, ttl))

@@ -165,6 +165,16 @@ pub trait KvStore: Send + Sync + std::fmt::Debug {
         prefix: &'a str,
         start: i64,
     ) -> BoxFuture<'a, Result<WatchStream, DatastoreError>>;
+    /// [`KvStore::watch`] for a watcher that keeps every object itself (the watch cache), so
+    /// its changes may come without previous values. etcd then skips a read of the old
+    /// revision for every event; other stores may include them anyway.
+    fn watch_without_prev<'a>(
+        &'a self,
+        prefix: &'a str,
+        start: i64,
+    ) -> BoxFuture<'a, Result<WatchStream, DatastoreError>> {
+        self.watch(prefix, start)
+    }
     /// Grants a lease of `ttl` seconds.
     fn lease_grant(&self, ttl: i64) -> BoxFuture<'_, Result<i64, DatastoreError>>;
     /// Refreshes a lease once; returns its remaining TTL (0 = expired).
@@ -301,6 +311,16 @@ impl Datastore {
     /// order; the stream ends with an error when the revision has been compacted or etcd fails.
     pub async fn watch(&self, prefix: &str, start: i64) -> Result<WatchStream, DatastoreError> {
         self.0.watch(prefix, start).await
+    }
+
+    /// [`Datastore::watch`] whose changes may lack previous values (see
+    /// [`KvStore::watch_without_prev`]).
+    pub async fn watch_without_prev(
+        &self,
+        prefix: &str,
+        start: i64,
+    ) -> Result<WatchStream, DatastoreError> {
+        self.0.watch_without_prev(prefix, start).await
     }
 
     /// Grants a lease of `ttl` seconds.

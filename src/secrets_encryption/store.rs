@@ -54,6 +54,15 @@ fn decode_kv(keyring: &Keyring, prefix: &str, mut kv: Stored) -> Result<Stored, 
 }
 
 impl EncryptingStore {
+    /// `inner`'s changes with Secret values decrypted.
+    fn decoding(&self, inner: WatchStream) -> WatchStream {
+        WatchStream::new(DecodingStream {
+            inner,
+            keyring: self.keyring.clone(),
+            prefix: self.prefix.clone(),
+        })
+    }
+
     fn covers(&self, key: &str) -> bool {
         key.starts_with(&self.prefix)
     }
@@ -195,11 +204,18 @@ impl KvStore for EncryptingStore {
     ) -> BoxFuture<'a, Result<WatchStream, DatastoreError>> {
         Box::pin(async move {
             let inner = self.inner.watch(prefix, start).await?;
-            Ok(WatchStream::new(DecodingStream {
-                inner,
-                keyring: self.keyring.clone(),
-                prefix: self.prefix.clone(),
-            }))
+            Ok(self.decoding(inner))
+        })
+    }
+
+    fn watch_without_prev<'a>(
+        &'a self,
+        prefix: &'a str,
+        start: i64,
+    ) -> BoxFuture<'a, Result<WatchStream, DatastoreError>> {
+        Box::pin(async move {
+            let inner = self.inner.watch_without_prev(prefix, start).await?;
+            Ok(self.decoding(inner))
         })
     }
 

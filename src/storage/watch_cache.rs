@@ -689,7 +689,8 @@ impl KindCache {
                 let from = self.current() + 1;
                 let outcome = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    r = ds.watch(&self.prefix, from) => r,
+                    // The cache keeps every object, so it needs no previous values.
+                    r = ds.watch_without_prev(&self.prefix, from) => r,
                 };
                 match outcome {
                     Ok(stream) => match self.follow(stream, &cancel).await {
@@ -1029,6 +1030,13 @@ impl KvStore for Fenced {
         start: i64,
     ) -> BoxFuture<'a, Result<WatchStream, DatastoreError>> {
         Box::pin(self.inner.watch(prefix, start))
+    }
+    fn watch_without_prev<'a>(
+        &'a self,
+        prefix: &'a str,
+        start: i64,
+    ) -> BoxFuture<'a, Result<WatchStream, DatastoreError>> {
+        Box::pin(self.inner.watch_without_prev(prefix, start))
     }
     fn lease_grant(&self, ttl: i64) -> BoxFuture<'_, Result<i64, DatastoreError>> {
         Box::pin(self.inner.lease_grant(ttl))
