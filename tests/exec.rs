@@ -38,7 +38,7 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// The admin kubeconfig with the node's own kubelet client certificate (`system:node:s1`).
+/// The admin kubeconfig with the node's own kubelet client certificate (`system:node:<node>`).
 fn node_kubeconfig(admin: &Path, agent: &Path, dir: &Path) -> std::path::PathBuf {
     let kc = dir.join("node.kubeconfig");
     std::fs::copy(admin, &kc).unwrap();
@@ -114,12 +114,13 @@ fn exec_attach_port_forward_and_cp_with_every_kubectl() {
     );
     let block = AddrBlock::new();
     let ip = block.ip(1);
+    let node = block.node_name("s1");
     let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("s1/data");
+    let data = root.path().join(&node).join("data");
     build_images(&root.path().join("build"), &data.join("agent/images"));
     let _cleanup = NodeCleanup(data.clone());
     let server = start_server(
-        "s1",
+        &node,
         ip,
         root.path(),
         &[
@@ -129,7 +130,7 @@ fn exec_attach_port_forward_and_cp_with_every_kubectl() {
         ],
     );
     let k = server.kubeconfig.clone();
-    wait_node_ready(&k, "s1", Duration::from_secs(90));
+    wait_node_ready(&k, &node, Duration::from_secs(90));
     let octets = ip.octets();
     let cidr = format!("198.18.{}.{}/28", octets[1], (octets[2] % 16) * 16);
     kubectl_ok(
@@ -137,7 +138,7 @@ fn exec_attach_port_forward_and_cp_with_every_kubectl() {
         &[
             "patch",
             "node",
-            "s1",
+            &node,
             "-p",
             &format!(r#"{{"spec":{{"podCIDR":"{cidr}","podCIDRs":["{cidr}"]}}}}"#),
         ],
@@ -152,7 +153,7 @@ fn exec_attach_port_forward_and_cp_with_every_kubectl() {
 kind: Pod
 metadata: {{name: web, namespace: default}}
 spec:
-  nodeName: s1
+  nodeName: {node}
   terminationGracePeriodSeconds: 1
   containers:
   - name: c
@@ -163,7 +164,7 @@ apiVersion: v1
 kind: Pod
 metadata: {{name: reader, namespace: default}}
 spec:
-  nodeName: s1
+  nodeName: {node}
   terminationGracePeriodSeconds: 1
   restartPolicy: Never
   containers:

@@ -33,12 +33,18 @@ fn require_runtime() {
     }
 }
 
-/// Starts server node `s1` at `ip` with the test pod settings and `extra`, and waits until it
-/// is Ready with a podCIDR: a /28 in 198.18.0.0/16 from the test's own address block, so
-/// parallel tests do not overlap.
-fn start_node(ip: std::net::Ipv4Addr, root: &Path, extra: (&'static str, String)) -> ServerNode {
+/// Starts server node `node` at the block's first address with the test pod settings and
+/// `extra`, and waits until it is Ready with a podCIDR: a /28 in 198.18.0.0/16 from the test's
+/// own address block, so parallel tests do not overlap.
+fn start_node(
+    block: &AddrBlock,
+    node: &str,
+    root: &Path,
+    extra: (&'static str, String),
+) -> ServerNode {
+    let ip = block.ip(1);
     let mut server = start_server(
-        "s1",
+        node,
         ip,
         root,
         &[
@@ -49,7 +55,7 @@ fn start_node(ip: std::net::Ipv4Addr, root: &Path, extra: (&'static str, String)
         ],
     );
     server.daemon.wait_log("ready:", Duration::from_secs(90));
-    wait_node_ready(&server.kubeconfig, "s1", Duration::from_secs(60));
+    wait_node_ready(&server.kubeconfig, node, Duration::from_secs(60));
     let o = ip.octets();
     let cidr = format!("198.18.{}.{}/28", o[1], (o[2] % 16) * 16);
     kubectl_ok(
@@ -57,7 +63,7 @@ fn start_node(ip: std::net::Ipv4Addr, root: &Path, extra: (&'static str, String)
         &[
             "patch",
             "node",
-            "s1",
+            node,
             "-p",
             &format!(r#"{{"spec":{{"podCIDR":"{cidr}","podCIDRs":["{cidr}"]}}}}"#),
         ],
@@ -192,7 +198,7 @@ fn a_pod_pulls_its_image_through_a_registries_yaml_mirror_with_auth() {
     require_runtime();
     require_tool("docker-registry", "docker-registry");
     let block = AddrBlock::new();
-    let (node_ip, reg_ip, upstream_ip) = (block.ip(1), block.ip(5), block.ip(6));
+    let (reg_ip, upstream_ip) = (block.ip(5), block.ip(6));
     let root = tempfile::tempdir().unwrap();
     let build = root.path().join("build");
     let images = build.join("images");
@@ -258,7 +264,8 @@ fn a_pod_pulls_its_image_through_a_registries_yaml_mirror_with_auth() {
 
     // The node imports only the pause image; busybox must come from the mirror. The image's
     // own registry is a loopback address where nothing listens, so only the mirror can serve.
-    let data = root.path().join("s1/data");
+    let node = block.node_name("s1");
+    let data = root.path().join(&node).join("data");
     std::fs::create_dir_all(data.join("agent/images")).unwrap();
     std::fs::copy(
         images.join("pause.tar"),
@@ -290,7 +297,8 @@ configs:
     .unwrap();
     let _cleanup = NodeCleanup(data.clone());
     let server = start_node(
-        node_ip,
+        &block,
+        &node,
         root.path(),
         ("private-registry", registries.display().to_string()),
     );
@@ -319,7 +327,7 @@ configs:
     run_pod(
         &k,
         root.path(),
-        "s1",
+        &node,
         "mirrored",
         &format!("{upstream}/library/bb:1"),
     );
@@ -332,7 +340,7 @@ configs:
     // The rewrite: the pod names library/bbr at the mirrored registry; the mirror holds it
     // only as rewritten/project/bbr. The pod runs, and keeps the name it was given.
     let original = format!("{upstream}/library/bbr:2");
-    run_pod(&k, root.path(), "s1", "rewritten", &original);
+    run_pod(&k, root.path(), &node, "rewritten", &original);
     let log = std::fs::read_to_string(reg_dir.join("log")).unwrap_or_default();
     assert!(
         log.contains("/v2/rewritten/project/bbr/manifests/2"),
@@ -373,12 +381,12 @@ fn gzip_and_zstd_airgap_archives_are_imported_at_start() {
     require_runtime();
     require_tool("umoci", "umoci");
     let block = AddrBlock::new();
-    let ip = block.ip(1);
     let root = tempfile::tempdir().unwrap();
     let build = root.path().join("build");
     let built = build.join("images");
     build_images(&build, &built);
-    let data = root.path().join("s1/data");
+    let node = block.node_name("s1");
+    let data = root.path().join(&node).join("data");
     let dest = data.join("agent/images");
     std::fs::create_dir_all(&dest).unwrap();
     std::fs::copy(built.join("pause.tar"), dest.join("pause.tar")).unwrap();
@@ -433,7 +441,12 @@ fn gzip_and_zstd_airgap_archives_are_imported_at_start() {
     assert!(st.success());
 
     let _cleanup = NodeCleanup(data.clone());
-    let mut server = start_node(ip, root.path(), ("pause-image", PAUSE_IMAGE.into()));
+    let mut server = start_node(
+        &block,
+        &node,
+        root.path(),
+        ("pause-image", PAUSE_IMAGE.into()),
+    );
     let k = server.kubeconfig.clone();
     for file in ["bbgz.tar.gz", "bbzst.tar.zst"] {
         server.daemon.wait_log(
@@ -448,7 +461,7 @@ fn gzip_and_zstd_airgap_archives_are_imported_at_start() {
             &[
                 "get",
                 "node",
-                "s1",
+                &node,
                 "-o",
                 "jsonpath={.status.images[*].names}",
             ],
@@ -457,11 +470,11 @@ fn gzip_and_zstd_airgap_archives_are_imported_at_start() {
         (names.contains("docker.io/library/bbgz:1") && names.contains("docker.io/library/bbzst:1"))
             .then_some(())
     });
-    run_pod(&k, root.path(), "s1", "fromgz", "docker.io/library/bbgz:1");
+    run_pod(&k, root.path(), &node, "fromgz", "docker.io/library/bbgz:1");
     run_pod(
         &k,
         root.path(),
-        "s1",
+        &node,
         "fromzst",
         "docker.io/library/bbzst:1",
     );

@@ -35,12 +35,13 @@ fn pods_run_on_containerd_and_survive_a_daemon_kill() {
     let block = AddrBlock::new();
     let ip = block.ip(1);
     let root = tempfile::tempdir().unwrap();
-    let node_dir = root.path().join("s1");
+    let node = block.node_name("s1");
+    let node_dir = root.path().join(&node);
     let data = node_dir.join("data");
     build_images(&root.path().join("build"), &data.join("agent/images"));
     let _cleanup = NodeCleanup(data.clone());
     let mut server = start_server(
-        "s1",
+        &node,
         ip,
         root.path(),
         &[
@@ -50,7 +51,7 @@ fn pods_run_on_containerd_and_survive_a_daemon_kill() {
         ],
     );
     let k = server.kubeconfig.clone();
-    wait_node_ready(&k, "s1", Duration::from_secs(90));
+    wait_node_ready(&k, &node, Duration::from_secs(90));
     // podCIDR allocation is the scheduler's (another branch): the test assigns one, a /28 in
     // 198.18.0.0/16 chosen from its own address block so parallel tests do not overlap.
     let octets = ip.octets();
@@ -60,7 +61,7 @@ fn pods_run_on_containerd_and_survive_a_daemon_kill() {
         &[
             "patch",
             "node",
-            "s1",
+            &node,
             "-p",
             &format!(r#"{{"spec":{{"podCIDR":"{cidr}","podCIDRs":["{cidr}"]}}}}"#),
         ],
@@ -72,7 +73,7 @@ fn pods_run_on_containerd_and_survive_a_daemon_kill() {
             &[
                 "get",
                 "node",
-                "s1",
+                &node,
                 "-o",
                 "jsonpath={.status.nodeInfo.containerRuntimeVersion}",
             ],
@@ -92,7 +93,7 @@ fn pods_run_on_containerd_and_survive_a_daemon_kill() {
 kind: Pod
 metadata: {{name: web, namespace: default}}
 spec:
-  nodeName: s1
+  nodeName: {node}
   terminationGracePeriodSeconds: 30
   containers:
   - name: c
@@ -122,14 +123,15 @@ spec:
     wait_for(Duration::from_secs(20), "the container's log line", || {
         let dir = std::fs::read_dir(&logs).ok()?.flatten().next()?.path();
         let text = std::fs::read_to_string(dir.join("c/0.log")).ok()?;
-        text.contains("stdout F hello from web on s1").then_some(())
+        text.contains(&format!("stdout F hello from web on {node}"))
+            .then_some(())
     });
     // kubectl logs through the server, proxied to the node's kubelet API.
     let out = kubectl_ok(&k, &["logs", "web"]);
-    assert_eq!(out, "hello from web on s1\n");
+    assert_eq!(out, format!("hello from web on {node}\n"));
     let out = kubectl_ok(&k, &["logs", "web", "--timestamps", "--tail=1"]);
     assert!(
-        out.ends_with(" hello from web on s1\n") && out.starts_with("20"),
+        out.ends_with(&format!(" hello from web on {node}\n")) && out.starts_with("20"),
         "{out}"
     );
     let bad = kubectl(&k, &["logs", "web", "-c", "nope"]);
@@ -147,16 +149,18 @@ spec:
         &k,
         root.path(),
         "crash",
-        r#"apiVersion: v1
+        &format!(
+            r#"apiVersion: v1
 kind: Pod
-metadata: {name: crash}
+metadata: {{name: crash}}
 spec:
-  nodeName: s1
+  nodeName: {node}
   containers:
   - name: c
     image: docker.io/library/bb:1
     command: ["sh", "-c", "echo dying; exit 3"]
-"#,
+"#
+        ),
     );
     // A missing image (pulled from a loopback address nobody serves).
     let missing = format!("{}:1/nothing/here:1", block.ip(250));
@@ -165,7 +169,7 @@ spec:
         root.path(),
         "missing",
         &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: missing}}\nspec:\n  nodeName: s1\n  containers:\n  - name: c\n    image: {missing}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: missing}}\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    image: {missing}\n"
         ),
     );
     wait_for(
@@ -234,7 +238,7 @@ spec:
         "the container died with the daemon"
     );
     server.restart(&[]);
-    wait_node_ready(&k, "s1", Duration::from_secs(90));
+    wait_node_ready(&k, &node, Duration::from_secs(90));
     wait_for(Duration::from_secs(60), "the adopted pod's status", || {
         let ready = pod_field(&k, "web", ".status.containerStatuses[0].ready");
         (ready == "true").then_some(())

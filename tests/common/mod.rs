@@ -91,6 +91,14 @@ impl AddrBlock {
     pub fn ip(&self, host: u8) -> Ipv4Addr {
         Ipv4Addr::new(127, self.a, self.b, host)
     }
+
+    /// A node name of this block alone (`<base>-<A>x<B>`). A node's pod bridge is named after
+    /// the node, and other test processes run nodes in the same network namespace at the same
+    /// time: two nodes named alike would share one bridge, and one's cleanup would take the
+    /// other's pod network namespaces with it.
+    pub fn node_name(&self, base: &str) -> String {
+        format!("{base}-{}x{}", self.a, self.b)
+    }
 }
 
 /// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
