@@ -1,8 +1,9 @@
 //! Cluster DNS served by every node itself (docs/dns.md): the node watches Services and
 //! EndpointSlices with its own identity, keeps the cluster's names in memory ([`records`]) and
 //! answers on the `cluster-dns` address, port 53, UDP and TCP ([`server`], hickory-server),
-//! which it makes a local address of the node (`runtime::local_route`) so its pods reach it through their
-//! default route. Names outside the cluster domain are refused: nothing is forwarded.
+//! which it makes a local address of the node (`runtime::local_route`) so its pods reach it
+//! through their default route. Names outside the cluster domain are refused: nothing is
+//! forwarded.
 
 pub mod records;
 pub mod server;

@@ -301,7 +301,13 @@ fn killall_node(config: &Path) {
     let Some(data_dir) = yaml.get("data-dir").and_then(|d| d.as_str()) else {
         return;
     };
-    if Path::new(data_dir).exists() {
+    killall_data_dir(Path::new(data_dir));
+}
+
+/// Runs `rke2 killall --data-dir <data_dir>` when the directory exists, ignoring the outcome
+/// (cleanup on the way out of a test, failed or not).
+pub fn killall_data_dir(data_dir: &Path) {
+    if data_dir.exists() {
         let _ = Command::new(rke2_bin())
             .arg("killall")
             .arg("--data-dir")

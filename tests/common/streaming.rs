@@ -33,6 +33,18 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Stops the guarded process and returns all it wrote to stderr.
+fn stop_and_read_stderr(guard: &mut ChildGuard) -> String {
+    use std::io::Read;
+    let _ = guard.0.kill();
+    let _ = guard.0.wait();
+    let mut err = String::new();
+    if let Some(mut e) = guard.0.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    err
+}
+
 /// `kubectl port-forward` to the pod's 8080 on a random local port; returns the body of
 /// `GET /index.html` through it (busybox httpd in the pod answers), or what went wrong with
 /// everything kubectl said.
@@ -63,12 +75,7 @@ pub fn port_forward_fetch(bin: &Path, k: &Path, pod: &str) -> Result<String, Str
         let line = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(l) => l,
             Err(_) => {
-                use std::io::Read;
-                let _ = guard.0.kill();
-                let mut err = String::new();
-                if let Some(mut e) = guard.0.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
+                let err = stop_and_read_stderr(&mut guard);
                 return Err(format!(
                     "{} port-forward printed no address: {err}",
                     bin.display()
@@ -85,14 +92,8 @@ pub fn port_forward_fetch(bin: &Path, k: &Path, pod: &str) -> Result<String, Str
         .output()
         .unwrap();
     if !out.status.success() {
-        // kubectl says on stderr why it dropped the connection; stop it to read all of it.
-        use std::io::Read;
-        let _ = guard.0.kill();
-        let _ = guard.0.wait();
-        let mut err = String::new();
-        if let Some(mut e) = guard.0.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
+        // kubectl says on stderr why it dropped the connection.
+        let err = stop_and_read_stderr(&mut guard);
         let said: Vec<String> = rx.try_iter().collect();
         return Err(format!(
             "{}: curl through port-forward: {}\nkubectl stdout: {said:?}\nkubectl stderr: {err}",

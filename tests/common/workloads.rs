@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{AddrBlock, kubectl, require_tool, rke2_bin};
+use super::{AddrBlock, kubectl, require_tool};
 
 /// The pause image the helpers build, as the `pause-image` setting names it.
 pub const PAUSE_IMAGE: &str = "rke2test/pause:1";
@@ -161,11 +161,7 @@ pub struct NodeCleanup(pub PathBuf);
 
 impl Drop for NodeCleanup {
     fn drop(&mut self) {
-        let _ = Command::new(rke2_bin())
-            .arg("killall")
-            .arg("--data-dir")
-            .arg(&self.0)
-            .output();
+        super::killall_data_dir(&self.0);
     }
 }
 
