@@ -79,6 +79,10 @@ pub struct ServerContext {
     /// The datastore, once the local member is a ready voter (shared with the API server, which
     /// needs nothing else of this context).
     pub store: StoreCell,
+    /// `store` as the subsystems that follow changes use it (controllers, the supervisor's
+    /// node index): writes fenced, and watches of cached kinds served by `caches`, so they
+    /// open no etcd watch of their own. Set together with `store` ([`ServerContext::set_store`]).
+    pub watching: StoreCell,
     /// This server's API endpoint as other nodes reach it (`advertise-address` or node IP).
     pub apiserver_endpoint: SocketAddr,
     /// Cached cluster credentials record for supervisor authentication.
@@ -108,6 +112,13 @@ impl std::fmt::Debug for ServerContext {
 pub type Ctx = Arc<ServerContext>;
 
 impl ServerContext {
+    /// Publishes the datastore once the local member is a ready voter: `store`, and
+    /// `watching` on it. A second call changes nothing.
+    pub fn set_store(&self, store: crate::datastore::Datastore) {
+        let _ = self.watching.set(self.caches.serving_watches(&store));
+        let _ = self.store.set(store);
+    }
+
     /// The current server password.
     pub fn server_password(&self) -> Secret {
         self.server_password
@@ -160,8 +171,15 @@ pub fn test_context(dir: &std::path::Path, store: Option<crate::datastore::Datas
     let mut passwd = Passwd::default();
     passwd.set("server", Secret::new("server-pw"), SERVER_GROUP);
     passwd.set("node", Secret::new("agent-pw"), AGENT_GROUP);
-    let cell: StoreCell = Default::default();
+    let caches = Arc::new(crate::storage::watch_cache::WatchCaches::new(
+        tokio_util::sync::CancellationToken::new(),
+        Default::default(),
+    ));
+    let (cell, watching): (StoreCell, StoreCell) = Default::default();
     if let Some(store) = store {
+        watching
+            .set(caches.serving_watches(&store))
+            .expect("fresh cell");
         cell.set(store).expect("fresh cell");
     }
     Arc::new(ServerContext {
@@ -182,14 +200,12 @@ pub fn test_context(dir: &std::path::Path, store: Option<crate::datastore::Datas
         etcd_tls: EtcdTls::from_pem(String::new(), String::new(), String::new()),
         etcd: Default::default(),
         store: cell,
+        watching,
         apiserver_endpoint: SocketAddr::from(([127, 0, 0, 2], 6443)),
         credentials: Default::default(),
         snapshots: tokio::sync::OnceCell::new(),
         token_rotation: Default::default(),
         encryption: Default::default(),
-        caches: Arc::new(crate::storage::watch_cache::WatchCaches::new(
-            tokio_util::sync::CancellationToken::new(),
-            Default::default(),
-        )),
+        caches,
     })
 }

@@ -66,7 +66,7 @@ fn recorder(ctx: &Ctx, component: &str) -> EventRecorder {
 /// The store as controllers use it: writes fenced and reads served by this server's watch
 /// caches where that is correct (see `Storage::cached`).
 fn storage(ctx: &Ctx) -> Option<Storage> {
-    ctx.store
+    ctx.watching
         .get()
         .map(|ds| Storage::cached(ds, ctx.caches.clone()))
 }
@@ -111,7 +111,7 @@ pub async fn ensure_defaults(ctx: &Ctx) -> Result<(), ObjectError> {
 pub fn spawn_server_controllers(ctx: Ctx, tracker: &TaskTracker, cancel: CancellationToken) {
     let is_leader = leader::campaign(ctx.clone(), "controllers", tracker, cancel.clone());
     tracker.spawn(node_lifecycle::run(
-        ctx.store.clone(),
+        ctx.watching.clone(),
         ctx.caches.clone(),
         ctx.runtime.clone(),
         ctx.config.node_monitor_grace_period,
@@ -130,57 +130,57 @@ pub fn spawn_server_controllers(ctx: Ctx, tracker: &TaskTracker, cancel: Cancell
         cancel.clone(),
     ));
     tracker.spawn(node_ipam::run(
-        ctx.store.clone(),
+        ctx.watching.clone(),
         ctx.config.cluster_cidr,
         ctx.config.node_cidr_mask_size,
         is_leader.clone(),
         cancel.clone(),
     ));
     tracker.spawn(endpoints::run(
-        ctx.store.clone(),
+        ctx.watching.clone(),
         is_leader.clone(),
         cancel.clone(),
     ));
     tracker.spawn(taint_eviction::run(
-        ctx.store.clone(),
+        ctx.watching.clone(),
         ctx.caches.clone(),
         recorder(&ctx, taint_eviction::COMPONENT),
         is_leader.clone(),
         cancel.clone(),
     ));
     tracker.spawn(deployment::run(
-        ctx.store.clone(),
+        ctx.watching.clone(),
         is_leader.clone(),
         cancel.clone(),
     ));
     tracker.spawn(daemonset::run(
-        ctx.store.clone(),
+        ctx.watching.clone(),
         ctx.caches.clone(),
         is_leader.clone(),
         cancel.clone(),
     ));
     tracker.spawn(job::run(
-        ctx.store.clone(),
+        ctx.watching.clone(),
         is_leader.clone(),
         cancel.clone(),
     ));
     tracker.spawn(cronjob::run(
-        ctx.store.clone(),
+        ctx.watching.clone(),
         is_leader.clone(),
         cancel.clone(),
     ));
     tracker.spawn(gc::run(
-        ctx.store.clone(),
+        ctx.watching.clone(),
         is_leader.clone(),
         cancel.clone(),
     ));
     tracker.spawn(replicaset::run(
-        ctx.store.clone(),
+        ctx.watching.clone(),
         is_leader.clone(),
         cancel.clone(),
     ));
     let (store, scheduler_leader, scheduler_cancel) =
-        (ctx.store.clone(), is_leader.clone(), cancel.clone());
+        (ctx.watching.clone(), is_leader.clone(), cancel.clone());
     let scheduler_events = recorder(&ctx, scheduler::COMPONENT);
     tracker.spawn(async move {
         if let Some(ds) = watch::store_when_ready(&store, &scheduler_cancel).await {
@@ -252,7 +252,7 @@ async fn member_removal(
     let nodes = &NODES;
     let serial = std::sync::Arc::new(tokio::sync::Mutex::new(()));
     loop {
-        let Some(store) = ctx.store.get().cloned() else {
+        let Some(store) = ctx.watching.get().cloned() else {
             return;
         };
         let mut stream = match store.watch(&nodes.list_prefix(None), 0).await {

@@ -412,6 +412,7 @@ async fn run_inner(
         etcd_tls: EtcdTls::load(&paths)?,
         etcd: Default::default(),
         store: Default::default(),
+        watching: Default::default(),
         apiserver_endpoint,
         credentials: Default::default(),
         snapshots: tokio::sync::OnceCell::new(),
@@ -554,7 +555,7 @@ async fn run_inner(
     let store = crate::cluster::encryption_follow::start(&ctx, store).await?;
     credentials::publish_if_absent(&store, &ctx.passwd()).await?;
     claim_node_name(&ctx, &store).await?;
-    let _ = ctx.store.set(store);
+    ctx.set_store(store);
     tracker.spawn(token_ops::follow_rotations(ctx.clone(), cancel.clone()));
     tracker.spawn(crate::cluster::encryption_follow::follow(
         ctx.clone(),

@@ -224,9 +224,11 @@ impl Storage {
     /// still decides, so a stale copy costs a retry, never a lost update) and the scans of
     /// [`Storage::scan`]. Scans wait (briefly, then read etcd) until the cache has applied
     /// this server's own acknowledged writes; a write's read does not, its swap checks it.
+    /// Watches through [`Storage::datastore`] are served by the caches too
+    /// ([`WatchCaches::serving_watches`]).
     pub fn cached(store: &Datastore, caches: Arc<WatchCaches>) -> Storage {
         Storage {
-            store: caches.fenced(store),
+            store: caches.serving_watches(store),
             ttl: None,
             cache: Some(caches),
         }

@@ -16,6 +16,10 @@
 //! revision of every acknowledged write per cached kind; a LIST from the cache first waits until
 //! the cache has applied that revision, so it never answers older than a write the same server
 //! acknowledged.
+//!
+//! The server's own subsystems (controllers, the supervisor's node index) watch through
+//! [`WatchCaches::serving_watches`]: their datastore watches of a cached kind are served by its
+//! cache, so etcd sends each change once per server rather than once per watcher.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -45,6 +49,9 @@ pub struct CacheConfig {
     pub max_age: Duration,
     /// Events queued for one client watch before it is dropped as too slow.
     pub watcher_buffer: usize,
+    /// The same for a watch of this server's own subsystems ([`WatchCaches::serving_watches`]):
+    /// larger, since a dropped one relists from etcd, and its reader only forwards events.
+    pub subsystem_buffer: usize,
     /// How long a LIST or WATCH waits for the cache to reach the revision it needs.
     pub freshness_wait: Duration,
 }
@@ -57,6 +64,7 @@ impl Default for CacheConfig {
             // Upstream's default watch-cache window target.
             max_age: Duration::from_secs(75),
             watcher_buffer: 1024,
+            subsystem_buffer: 65_536,
             freshness_wait: Duration::from_secs(3),
         }
     }
@@ -588,6 +596,34 @@ impl KindCache {
             prefix: self.info.list_prefix(ns),
             index: Index::of(opts),
         };
+        let exact_key = !self.info.namespaced || ns.is_some();
+        self.register(slot, rx, after, exact_key)
+    }
+
+    /// A watch of every key under `prefix` (this kind's prefix or a namespace's within it)
+    /// after revision `after`, for this server's own subsystems: as [`KindCache::watch`].
+    async fn watch_keys(
+        self: &Arc<Self>,
+        prefix: &str,
+        after: i64,
+    ) -> Result<CacheWatch, CacheError> {
+        self.fresh(0).await?;
+        let (tx, rx) = mpsc::channel(self.cfg.subsystem_buffer);
+        let slot = Slot {
+            tx,
+            prefix: prefix.to_string(),
+            index: Index::None,
+        };
+        self.register(slot, rx, Some(after), false)
+    }
+
+    fn register(
+        self: &Arc<Self>,
+        slot: Slot,
+        rx: mpsc::Receiver<Arc<CacheEvent>>,
+        after: Option<i64>,
+        exact_key: bool,
+    ) -> Result<CacheWatch, CacheError> {
         let mut s = self.write();
         let (initial, start) = match after {
             Some(n) if n < s.window_start => {
@@ -607,7 +643,6 @@ impl KindCache {
                 (replay, n)
             }
             None => {
-                let exact_key = !self.info.namespaced || ns.is_some();
                 let snapshot = s
                     .select(&slot.prefix, &slot.index, exact_key)
                     .map(|e| {
@@ -790,6 +825,21 @@ impl CacheWatch {
         }
     }
 
+    /// The next event if one is queued, without waiting.
+    fn try_next(&mut self) -> Option<Arc<CacheEvent>> {
+        if let Some(ev) = self.initial.pop_front() {
+            self.last = self.last.max(ev.revision);
+            return Some(ev);
+        }
+        while let Ok(ev) = self.rx.try_recv() {
+            if ev.revision > self.last {
+                self.last = ev.revision;
+                return Some(ev);
+            }
+        }
+        None
+    }
+
     /// The events already queued, then the revision a BOOKMARK may carry: every event up to it
     /// that this watch selects is among the events returned before.
     pub fn drain_for_bookmark(&mut self) -> (Vec<Arc<CacheEvent>>, i64) {
@@ -817,12 +867,20 @@ type Fence = Arc<RwLock<Vec<(String, Arc<AtomicI64>)>>>;
 
 /// Watch caches of one API server, one per resource kind, started on first use.
 pub struct WatchCaches {
+    registry: Arc<Registry>,
+    /// The fenced wrapper of the raw store.
+    fenced: OnceLock<Datastore>,
+}
+
+/// The caches and what starting one takes: shared with the stores that serve watches from
+/// them ([`WatchCaches::serving_watches`]).
+struct Registry {
     cfg: CacheConfig,
     cancel: CancellationToken,
     kinds: Mutex<HashMap<String, Arc<KindCache>>>,
     fence: Fence,
-    /// The raw store the caches read, and its fenced wrapper.
-    bound: OnceLock<(Datastore, Datastore)>,
+    /// The raw store the caches read.
+    raw: OnceLock<Datastore>,
 }
 
 impl std::fmt::Debug for WatchCaches {
@@ -831,39 +889,22 @@ impl std::fmt::Debug for WatchCaches {
     }
 }
 
-impl WatchCaches {
-    pub fn new(cancel: CancellationToken, cfg: CacheConfig) -> WatchCaches {
-        WatchCaches {
-            cfg,
-            cancel,
-            kinds: Mutex::default(),
-            fence: Fence::default(),
-            bound: OnceLock::new(),
-        }
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    fn kinds(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<KindCache>>> {
+        self.kinds.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn bind(&self, ds: &Datastore) -> &(Datastore, Datastore) {
-        self.bound.get_or_init(|| {
-            let fenced = Datastore::from_impl(Arc::new(Fenced {
-                inner: ds.clone(),
-                fence: self.fence.clone(),
-            }));
-            (ds.clone(), fenced)
-        })
-    }
-
-    /// `ds` with every acknowledged write recorded, so that LISTs from the caches wait for it.
-    /// The API server writes through this handle.
-    pub fn fenced(&self, ds: &Datastore) -> Datastore {
-        self.bind(ds).1.clone()
-    }
-
-    /// The cache of `info`'s kind, started on the first call; `None` before the store is known
-    /// (before the first [`WatchCaches::fenced`]).
-    pub fn kind(&self, info: &'static ResourceInfo) -> Option<Arc<KindCache>> {
-        let raw = self.bound.get()?.0.clone();
+    /// The cache of `info`'s kind, started on the first call; `None` before the store is bound.
+    fn kind(&self, info: &'static ResourceInfo) -> Option<Arc<KindCache>> {
+        let raw = self.raw.get()?.clone();
         let prefix = info.list_prefix(None);
-        let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        let mut kinds = self.kinds();
         if let Some(k) = kinds.get(&prefix) {
             return Some(k.clone());
         }
@@ -885,12 +926,78 @@ impl WatchCaches {
         Some(cache)
     }
 
+    /// The cache of the kind whose keys include every key under `prefix`, if one is cached.
+    fn covering(&self, prefix: &str) -> Option<Arc<KindCache>> {
+        cached_kinds()
+            .into_iter()
+            .find(|info| prefix.starts_with(&info.list_prefix(None)))
+            .and_then(|info| self.kind(info))
+    }
+}
+
+impl WatchCaches {
+    pub fn new(cancel: CancellationToken, cfg: CacheConfig) -> WatchCaches {
+        WatchCaches {
+            registry: Arc::new(Registry {
+                cfg,
+                cancel,
+                kinds: Mutex::default(),
+                fence: Fence::default(),
+                raw: OnceLock::new(),
+            }),
+            fenced: OnceLock::new(),
+        }
+    }
+
+    /// Binds the caches to `ds` on the first call; later calls keep the first store.
+    fn bind(&self, ds: &Datastore) -> &Datastore {
+        self.fenced.get_or_init(|| {
+            let raw = self.registry.raw.get_or_init(|| ds.clone()).clone();
+            Datastore::from_impl(Arc::new(Fenced {
+                inner: raw,
+                fence: self.registry.fence.clone(),
+                watches: None,
+            }))
+        })
+    }
+
+    /// `ds` with every acknowledged write recorded, so that LISTs from the caches wait for it.
+    /// The API server writes through this handle.
+    pub fn fenced(&self, ds: &Datastore) -> Datastore {
+        self.bind(ds).clone()
+    }
+
+    /// [`WatchCaches::fenced`] whose watches of a cached kind (all of it, or one namespace)
+    /// are served from that kind's cache instead of opening an etcd watch each, with previous
+    /// values as the cache holds them. For this server's own subsystems that follow changes
+    /// (controllers, indexes), which then add no etcd watch, nor etcd's read of the previous
+    /// value for every event. A start revision older than the cache's window is `Compacted`
+    /// (the caller lists again); a cache not ready yet leaves the watch to etcd.
+    pub fn serving_watches(&self, ds: &Datastore) -> Datastore {
+        self.bind(ds);
+        let raw = self
+            .registry
+            .raw
+            .get()
+            .cloned()
+            .unwrap_or_else(|| ds.clone());
+        Datastore::from_impl(Arc::new(Fenced {
+            inner: raw,
+            fence: self.registry.fence.clone(),
+            watches: Some(self.registry.clone()),
+        }))
+    }
+
+    /// The cache of `info`'s kind, started on the first call; `None` before the store is known
+    /// (before the first [`WatchCaches::fenced`]).
+    pub fn kind(&self, info: &'static ResourceInfo) -> Option<Arc<KindCache>> {
+        self.registry.kind(info)
+    }
+
     /// The cache of `info`'s kind if it has been started (never starts one: callers with a
     /// non-static `info` fall back to etcd until [`WatchCaches::start_all`] has run).
     pub fn started(&self, info: &ResourceInfo) -> Option<Arc<KindCache>> {
-        let prefix = info.list_prefix(None);
-        let kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
-        kinds.get(&prefix).cloned()
+        self.registry.kinds().get(&info.list_prefix(None)).cloned()
     }
 
     /// Binds the caches to `ds` and starts the cache of every kind of [`cached_kinds`], so that
@@ -905,21 +1012,89 @@ impl WatchCaches {
 
     /// Figures of every started cache, by etcd prefix.
     pub fn stats(&self) -> Vec<(String, CacheStats)> {
-        let kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        let kinds = self.registry.kinds();
         let mut out: Vec<_> = kinds.iter().map(|(p, k)| (p.clone(), k.stats())).collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
 }
 
-/// A store recording the revision of each acknowledged write under a cached prefix.
+/// A store recording the revision of each acknowledged write under a cached prefix, and with
+/// `watches`, serving watches from the caches.
 #[derive(Debug)]
 struct Fenced {
     inner: Datastore,
     fence: Fence,
+    watches: Option<Arc<Registry>>,
+}
+
+/// A cache watch as a datastore watch: each batch is what is queued, with the previous
+/// values the cache holds.
+struct CachedChanges(CacheWatch);
+
+impl CachedChanges {
+    fn change(ev: &CacheEvent) -> Change {
+        if ev.deleted {
+            return Change::Delete {
+                key: ev.obj.kv.key.clone(),
+                prev: Some(ev.obj.kv.clone()),
+                revision: ev.revision,
+            };
+        }
+        Change::Put {
+            kv: ev.obj.kv.clone(),
+            prev: ev.prev.as_ref().map(|p| p.kv.clone()),
+            created: ev.obj.kv.create_revision == ev.obj.kv.mod_revision,
+        }
+    }
+}
+
+impl crate::datastore::ChangeStream for CachedChanges {
+    fn next(
+        &mut self,
+    ) -> BoxFuture<'_, Result<Option<crate::datastore::WatchBatch>, DatastoreError>> {
+        Box::pin(async move {
+            let Some(first) = self.0.next().await else {
+                // Dropped as too slow, or the cache relisted: the caller lists again.
+                return Err(DatastoreError::Unavailable(
+                    "the watch cache ended the watch".into(),
+                ));
+            };
+            let mut batch = vec![Self::change(&first)];
+            while let Some(ev) = self.0.try_next() {
+                batch.push(Self::change(&ev));
+            }
+            Ok(Some((batch, self.0.last_revision())))
+        })
+    }
 }
 
 impl Fenced {
+    /// The watch of `prefix` from `start` (0: now) served by a cache, when this store serves
+    /// watches and a ready cache covers the prefix.
+    async fn cache_watch(
+        &self,
+        prefix: &str,
+        start: i64,
+    ) -> Option<Result<WatchStream, DatastoreError>> {
+        let cache = self.watches.as_ref()?.covering(prefix)?;
+        let after = if start > 0 {
+            start - 1
+        } else {
+            cache.current()
+        };
+        match cache.watch_keys(prefix, after).await {
+            Ok(w) => Some(Ok(WatchStream::new(CachedChanges(w)))),
+            Err(CacheError::Expired { requested, oldest }) => {
+                Some(Err(DatastoreError::Compacted {
+                    requested: requested + 1,
+                    compacted: oldest,
+                }))
+            }
+            Err(CacheError::NotReady) => None,
+        }
+    }
+
     fn record(&self, key: &str, rev: i64) {
         for (prefix, acked) in self.fence.read().unwrap_or_else(|p| p.into_inner()).iter() {
             if key.starts_with(prefix.as_str()) {
@@ -1029,14 +1204,24 @@ impl KvStore for Fenced {
         prefix: &'a str,
         start: i64,
     ) -> BoxFuture<'a, Result<WatchStream, DatastoreError>> {
-        Box::pin(self.inner.watch(prefix, start))
+        Box::pin(async move {
+            match self.cache_watch(prefix, start).await {
+                Some(served) => served,
+                None => self.inner.watch(prefix, start).await,
+            }
+        })
     }
     fn watch_without_prev<'a>(
         &'a self,
         prefix: &'a str,
         start: i64,
     ) -> BoxFuture<'a, Result<WatchStream, DatastoreError>> {
-        Box::pin(self.inner.watch_without_prev(prefix, start))
+        Box::pin(async move {
+            match self.cache_watch(prefix, start).await {
+                Some(served) => served,
+                None => self.inner.watch_without_prev(prefix, start).await,
+            }
+        })
     }
     fn lease_grant(&self, ttl: i64) -> BoxFuture<'_, Result<i64, DatastoreError>> {
         Box::pin(self.inner.lease_grant(ttl))
@@ -1332,6 +1517,108 @@ mod tests {
             f.pods.watch(None, &all(), Some(a)).await,
             Err(CacheError::Expired { .. })
         ));
+    }
+
+    /// The changes of the next batch of a datastore watch.
+    async fn batch(w: &mut WatchStream) -> Vec<Change> {
+        tokio::time::timeout(Duration::from_secs(10), w.next())
+            .await
+            .expect("a batch within 10 s")
+            .expect("the watch works")
+            .expect("the watch is open")
+            .0
+    }
+
+    #[tokio::test]
+    async fn subsystem_watches_are_served_from_the_cache_with_previous_values() {
+        let f = fixture(CacheConfig::default());
+        let a = f.ds.put(&key("a"), pod("a", "n1", 0)).await.unwrap();
+        caught_up(&f.pods, a).await;
+        let serving = f.caches.serving_watches(&f.ds);
+        let store_watches = f.memory.watch_count();
+        let mut w = serving
+            .watch_without_prev(&PODS.list_prefix(Some("ns")), a + 1)
+            .await
+            .unwrap();
+        // A watcher of the cache, and no store watch of its own.
+        assert_eq!(f.pods.stats().watchers, 1);
+        assert_eq!(f.memory.watch_count(), store_watches);
+        let moved = serving.put(&key("a"), pod("a", "n2", 1)).await.unwrap();
+        let gone = deleted(&serving, &key("a")).await;
+        let other_ns = PODS.key(Some("x"), "o");
+        f.ds.put(&other_ns, pod("o", "n1", 0)).await.unwrap();
+        let d = f.ds.put(&key("d"), pod("d", "n1", 0)).await.unwrap();
+        let mut changes = Vec::new();
+        while changes.len() < 3 {
+            changes.extend(batch(&mut w).await);
+        }
+        // Previous values come from the cache even though none were asked for; the other
+        // namespace's pod is not under the watched prefix.
+        match &changes[..] {
+            [
+                Change::Put {
+                    kv: m,
+                    prev: Some(before),
+                    created: false,
+                },
+                Change::Delete {
+                    key: k,
+                    prev: Some(last),
+                    revision,
+                },
+                Change::Put {
+                    kv: new,
+                    prev: None,
+                    created: true,
+                },
+            ] => {
+                assert_eq!((m.mod_revision, before.mod_revision), (moved, a));
+                assert_eq!(
+                    (k.as_str(), last.mod_revision, *revision),
+                    (key("a").as_str(), moved, gone)
+                );
+                assert_eq!(new.mod_revision, d);
+            }
+            other => panic!("unexpected changes: {other:?}"),
+        }
+        // Dropping the stream unregisters the watcher.
+        drop(w);
+        assert_eq!(f.pods.stats().watchers, 0);
+    }
+
+    #[tokio::test]
+    async fn subsystem_watches_older_than_the_window_are_compacted_and_others_go_to_the_store() {
+        let f = fixture(CacheConfig {
+            min_events: 0,
+            max_events: 2,
+            ..Default::default()
+        });
+        let first = f.ds.put(&key("a"), pod("a", "n1", 0)).await.unwrap();
+        // The cache has listed before the later writes, so they are events of its window.
+        caught_up(&f.pods, first).await;
+        let mut last = first;
+        for i in 1..5 {
+            last = f.ds.put(&key("a"), pod("a", "n1", i)).await.unwrap();
+        }
+        caught_up(&f.pods, last).await;
+        let serving = f.caches.serving_watches(&f.ds);
+        match serving.watch(&PODS.list_prefix(None), first + 1).await {
+            Err(DatastoreError::Compacted { .. }) => {}
+            other => panic!("expected Compacted, got {:?}", other.map(|_| ())),
+        }
+        // The last revision inside the window is served.
+        let oldest = f.pods.stats().window_start;
+        let mut w = serving
+            .watch(&PODS.list_prefix(None), oldest + 1)
+            .await
+            .unwrap();
+        assert_eq!(batch(&mut w).await[0].revision(), oldest + 1);
+        // A prefix no cached kind covers is watched in the store.
+        let store_watches = f.memory.watch_count();
+        let mut raw = serving.watch("/custom/", 0).await.unwrap();
+        assert_eq!(f.memory.watch_count(), store_watches + 1);
+        let rev = serving.put("/custom/k", b"v".to_vec()).await.unwrap();
+        assert_eq!(batch(&mut raw).await[0].revision(), rev);
     }
 
     #[tokio::test]

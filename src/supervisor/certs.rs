@@ -178,7 +178,7 @@ async fn foreign_addresses(
         }
     }
     let store = ctx
-        .store
+        .watching
         .get()
         .ok_or_else(|| SupervisorError::NotReady("runtime core not ready".into()))?;
     if let Some(claimed) = index.claimed_by_others(store, node, requested) {
