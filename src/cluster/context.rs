@@ -171,18 +171,7 @@ pub fn test_context(dir: &std::path::Path, store: Option<crate::datastore::Datas
     let mut passwd = Passwd::default();
     passwd.set("server", Secret::new("server-pw"), SERVER_GROUP);
     passwd.set("node", Secret::new("agent-pw"), AGENT_GROUP);
-    let caches = Arc::new(crate::storage::watch_cache::WatchCaches::new(
-        tokio_util::sync::CancellationToken::new(),
-        Default::default(),
-    ));
-    let (cell, watching): (StoreCell, StoreCell) = Default::default();
-    if let Some(store) = store {
-        watching
-            .set(caches.serving_watches(&store))
-            .expect("fresh cell");
-        cell.set(store).expect("fresh cell");
-    }
-    Arc::new(ServerContext {
+    let ctx = Arc::new(ServerContext {
         config,
         node: NodeIdentity {
             name: "s1".into(),
@@ -199,13 +188,20 @@ pub fn test_context(dir: &std::path::Path, store: Option<crate::datastore::Datas
         runtime: Runtime::new("s1", "server"),
         etcd_tls: EtcdTls::from_pem(String::new(), String::new(), String::new()),
         etcd: Default::default(),
-        store: cell,
-        watching,
+        store: Default::default(),
+        watching: Default::default(),
         apiserver_endpoint: SocketAddr::from(([127, 0, 0, 2], 6443)),
         credentials: Default::default(),
         snapshots: tokio::sync::OnceCell::new(),
         token_rotation: Default::default(),
         encryption: Default::default(),
-        caches,
-    })
+        caches: Arc::new(crate::storage::watch_cache::WatchCaches::new(
+            tokio_util::sync::CancellationToken::new(),
+            Default::default(),
+        )),
+    });
+    if let Some(store) = store {
+        ctx.set_store(store);
+    }
+    ctx
 }

@@ -810,16 +810,12 @@ impl CacheWatch {
     /// The next event; `None` when the watch was dropped (too slow, or the cache relisted):
     /// the client resumes from its last revision.
     pub async fn next(&mut self) -> Option<Arc<CacheEvent>> {
-        if let Some(ev) = self.initial.pop_front() {
-            self.last = self.last.max(ev.revision);
+        if let Some(ev) = self.try_next() {
             return Some(ev);
         }
         loop {
             let ev = self.rx.recv().await?;
-            // Events the initial state already covers (a watch started at a revision the cache
-            // had not reached yet) are skipped.
-            if ev.revision > self.last {
-                self.last = ev.revision;
+            if let Some(ev) = self.fresh_event(ev) {
                 return Some(ev);
             }
         }
@@ -832,12 +828,20 @@ impl CacheWatch {
             return Some(ev);
         }
         while let Ok(ev) = self.rx.try_recv() {
-            if ev.revision > self.last {
-                self.last = ev.revision;
+            if let Some(ev) = self.fresh_event(ev) {
                 return Some(ev);
             }
         }
         None
+    }
+
+    /// `ev` unless the initial state already covers it (a watch started at a revision the
+    /// cache had not reached yet); advances the watch's revision.
+    fn fresh_event(&mut self, ev: Arc<CacheEvent>) -> Option<Arc<CacheEvent>> {
+        (ev.revision > self.last).then(|| {
+            self.last = ev.revision;
+            ev
+        })
     }
 
     /// The events already queued, then the revision a BOOKMARK may carry: every event up to it
@@ -845,14 +849,7 @@ impl CacheWatch {
     pub fn drain_for_bookmark(&mut self) -> (Vec<Arc<CacheEvent>>, i64) {
         // Read the revision first: every event at or below it is queued by then.
         let cache_rev = self.cache.current();
-        let mut out: Vec<_> = self.initial.drain(..).collect();
-        self.last = out.iter().fold(self.last, |l, e| l.max(e.revision));
-        while let Ok(ev) = self.rx.try_recv() {
-            if ev.revision > self.last {
-                self.last = ev.revision;
-                out.push(ev);
-            }
-        }
+        let out: Vec<_> = std::iter::from_fn(|| self.try_next()).collect();
         (out, cache_rev.max(self.last))
     }
 }
@@ -949,22 +946,24 @@ impl WatchCaches {
         }
     }
 
-    /// Binds the caches to `ds` on the first call; later calls keep the first store.
-    fn bind(&self, ds: &Datastore) -> &Datastore {
-        self.fenced.get_or_init(|| {
-            let raw = self.registry.raw.get_or_init(|| ds.clone()).clone();
+    /// Binds the caches to `ds` on the first call (later calls keep the first store); the
+    /// raw store and its fenced wrapper.
+    fn bind(&self, ds: &Datastore) -> (&Datastore, &Datastore) {
+        let raw = self.registry.raw.get_or_init(|| ds.clone());
+        let fenced = self.fenced.get_or_init(|| {
             Datastore::from_impl(Arc::new(Fenced {
-                inner: raw,
+                inner: raw.clone(),
                 fence: self.registry.fence.clone(),
                 watches: None,
             }))
-        })
+        });
+        (raw, fenced)
     }
 
     /// `ds` with every acknowledged write recorded, so that LISTs from the caches wait for it.
     /// The API server writes through this handle.
     pub fn fenced(&self, ds: &Datastore) -> Datastore {
-        self.bind(ds).clone()
+        self.bind(ds).1.clone()
     }
 
     /// [`WatchCaches::fenced`] whose watches of a cached kind (all of it, or one namespace)
@@ -974,13 +973,7 @@ impl WatchCaches {
     /// value for every event. A start revision older than the cache's window is `Compacted`
     /// (the caller lists again); a cache not ready yet leaves the watch to etcd.
     pub fn serving_watches(&self, ds: &Datastore) -> Datastore {
-        self.bind(ds);
-        let raw = self
-            .registry
-            .raw
-            .get()
-            .cloned()
-            .unwrap_or_else(|| ds.clone());
+        let raw = self.bind(ds).0.clone();
         Datastore::from_impl(Arc::new(Fenced {
             inner: raw,
             fence: self.registry.fence.clone(),
