@@ -262,7 +262,7 @@ fn joining_learner_and_quorum_phases() {
     assert_node_listed(&s1.kubeconfig, "s1");
 
     // Quorum lost again after readiness: STATUS= says so (the unit stays active).
-    assert_eq!(s2.daemon.stop(), Some(0));
+    assert_eq!(s2.daemon.stop(), Some(0), "{}", s2.daemon.log_tail());
     rx1.wait_for(
         Duration::from_secs(30),
         "STATUS=waiting for quorum (1/3 servers) after READY=1",
