@@ -1,6 +1,7 @@
 //! Shutdown signals against the real binary and real etcd: the first SIGTERM starts a graceful
 //! shutdown, a second one (while that shutdown is under way) exits at once with a message, and
-//! etcd does not outlive the daemon either way.
+//! etcd does not outlive the daemon either way; a SIGTERM while a server or an agent is still
+//! joining is a clean stop too.
 
 mod common;
 
@@ -82,4 +83,45 @@ fn signal_pids(pids: &[u32], signal: &str) {
             .expect("kill runs");
         assert!(status.success(), "kill -{signal} {pid} failed");
     }
+}
+
+/// SIGTERM while a server or an agent is still joining (its `server:` does not answer yet) is a
+/// clean stop: exit status 0, so `systemctl stop` during a join does not leave a failed unit.
+#[test]
+fn sigterm_while_joining_is_a_clean_stop() {
+    let block = AddrBlock::new();
+    let root = tempfile::tempdir().unwrap();
+    // Nothing listens on host 9 of the block: every join attempt fails and is retried.
+    let nowhere = format!("https://{}:9345", block.ip(9));
+    let token = "joining-stop-token".to_string();
+    let mut s2 = start_server(
+        "s2",
+        block.ip(2),
+        root.path(),
+        &[("server", nowhere.clone()), ("token", token.clone())],
+    );
+    let agent_config = write_agent_config("a1", block.ip(3), root.path(), &nowhere, &token);
+    let mut a1 = Daemon::start(
+        "a1",
+        "agent",
+        &agent_config,
+        &root.path().join("a1").join("log"),
+        &[],
+    );
+    for (daemon, stopped) in [
+        (&mut s2.daemon, "shut down before the server was ready"),
+        (&mut a1, "shut down before the agent was ready"),
+    ] {
+        daemon.wait_log("failed, retrying", Duration::from_secs(30));
+        daemon.signal("TERM");
+        assert_eq!(
+            daemon.wait_exit(Duration::from_secs(30)),
+            Some(0),
+            "{}",
+            daemon.log_tail()
+        );
+        daemon.wait_log(stopped, Duration::from_secs(1));
+    }
+    let data = s2.data_dir().display().to_string();
+    assert!(pids_matching(&data).is_empty(), "etcd outlived {data}");
 }

@@ -130,7 +130,8 @@ fn with_port(addr: &str, port: u16) -> Option<String> {
     Some(SocketAddr::new(sa.ip(), port).to_string())
 }
 
-/// Runs an agent until `cancel`.
+/// Runs an agent until `cancel`. A shutdown asked for while the agent is still registering is a
+/// clean stop, not a failure: it returns `Ok` so the unit does not end up "failed".
 pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), AgentError> {
     let tracker = TaskTracker::new();
     let name = config
@@ -149,7 +150,13 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
     cancel.cancel();
     tracker.close();
     let _ = tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await;
-    result
+    match result {
+        Err(AgentError::Cancelled) => {
+            tracing::info!(component = "agent", "{}", AgentError::Cancelled);
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 async fn run_inner(

@@ -221,7 +221,9 @@ pub fn local_endpoint(listener_addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, listener_addr.port())
 }
 
-/// Runs a server until `cancel` fires.
+/// Runs a server until `cancel` fires. A shutdown asked for while the server is still starting
+/// (`systemctl stop` during a join that waits for the other servers) is a clean stop, not a
+/// failure: it returns `Ok` so the unit does not end up "failed".
 pub async fn run(
     config: ServerConfig,
     env: ProcessEnv,
@@ -267,7 +269,13 @@ pub async fn run(
     }
     // supervise() itself gives etcd STOP_GRACE before killing it.
     etcd.tracker.wait().await;
-    result
+    match result {
+        Err(ServerError::Cancelled) => {
+            tracing::info!(component = "server", "{}", ServerError::Cancelled);
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// The etcd supervisor's own shutdown token and task tracker.
