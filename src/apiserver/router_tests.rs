@@ -647,3 +647,41 @@ async fn watches_and_any_state_lists_share_one_store_watch_per_kind() {
         assert!(err["message"].as_str().unwrap().contains(message), "{err}");
     }
 }
+
+#[tokio::test]
+async fn large_lists_are_whole_from_the_cache_and_from_the_store() {
+    let api = api_with(CacheConfig {
+        consistent_min_objects: 1,
+        ..CacheConfig::default()
+    });
+    with_namespace(&api, "big").await;
+    let base = "/api/v1/namespaces/big/configmaps";
+    // Over a MiB of stored bytes: the response is built on the blocking pool.
+    let data = "x".repeat(4096);
+    let mut revs = Vec::new();
+    for i in 0..300 {
+        let (status, c) = api
+            .call(Method::POST, base, Some(cm(&format!("c{i:03}"), &data)))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        revs.push(rv(&c));
+    }
+    // Any state and consistent (both from the cache), a paginated page (from the store).
+    for query in ["?resourceVersion=0", "", "?limit=1000"] {
+        let (status, list) = api.call(Method::GET, &format!("{base}{query}"), None).await;
+        assert_eq!(status, StatusCode::OK, "{query}");
+        let items = list["items"].as_array().unwrap();
+        assert_eq!(items.len(), 300, "{query}");
+        for (i, item) in items.iter().enumerate() {
+            assert_eq!(item["metadata"]["name"], format!("c{i:03}"), "{query}");
+            assert_eq!(rv(item), revs[i], "{query}");
+            assert_eq!(item["data"]["k"].as_str().map(str::len), Some(4096));
+        }
+        let listed: i64 = list["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(listed >= revs[299].parse::<i64>().unwrap(), "{query}");
+    }
+}

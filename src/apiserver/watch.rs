@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::datastore::{Change, DatastoreError, Stored, WatchStream};
 use crate::registry::ResourceInfo;
-use crate::storage::watch_cache::{CacheError, CacheEvent, CacheWatch, selected};
-use crate::storage::{self, ListOptions, Storage};
+use crate::storage::watch_cache::{CacheError, CacheEvent, CacheWatch, KindCache, selected};
+use crate::storage::{self, ListOptions, RawListResult, Storage};
 
 /// Default watch duration when the client gives no `timeoutSeconds`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -114,11 +114,23 @@ fn classify(
     }
 }
 
-/// Whether a LIST may be answered from the watch cache, and then the revision the answer must
-/// not be older than: `resourceVersion=0`, or `resourceVersion=N` with
-/// `resourceVersionMatch=NotOlderThan` (or unset, without `limit`, upstream's legacy meaning).
-/// Unset (consistent) and exact lists, and continued pages, are read from etcd.
-pub fn cacheable_list(query: &Query, opts: &ListOptions) -> Result<Option<i64>, ApiError> {
+/// Where a LIST is answered from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListSource {
+    /// The watch cache, at a revision not older than this one: `resourceVersion=0`, or
+    /// `resourceVersion=N` with `resourceVersionMatch=NotOlderThan` (or unset, without `limit`,
+    /// upstream's legacy meaning).
+    CacheNotOlderThan(i64),
+    /// A consistent LIST (no `resourceVersion`, no `limit`, no `continue`): the watch cache once
+    /// it has reached etcd's current revision, as upstream's consistent reads from cache
+    /// (`KindCache::list_consistent`).
+    CacheConsistent,
+    /// etcd: exact and paginated lists, and continued pages.
+    Store,
+}
+
+/// Which [`ListSource`] answers a LIST with these parameters.
+pub fn list_source(query: &Query, opts: &ListOptions) -> Result<ListSource, ApiError> {
     let rv = query.get("resourceVersion").filter(|s| !s.is_empty());
     let rv_match = query.get("resourceVersionMatch").filter(|s| !s.is_empty());
     let Some(rv) = rv else {
@@ -126,26 +138,29 @@ pub fn cacheable_list(query: &Query, opts: &ListOptions) -> Result<Option<i64>, 
             Some(_) => Err(ApiError::BadRequest(
                 "resourceVersionMatch is forbidden unless resourceVersion is provided".into(),
             )),
-            None => Ok(None),
+            None if opts.limit == 0 && opts.continue_token.is_none() => {
+                Ok(ListSource::CacheConsistent)
+            }
+            None => Ok(ListSource::Store),
         };
     };
     let n = rv
         .parse::<i64>()
         .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion \"{rv}\"")))?;
     if opts.continue_token.is_some() {
-        return Ok(None);
+        return Ok(ListSource::Store);
     }
     match rv_match.map(String::as_str) {
-        Some("NotOlderThan") => Ok(Some(n)),
+        Some("NotOlderThan") => Ok(ListSource::CacheNotOlderThan(n)),
         Some("Exact") if n == 0 => Err(ApiError::BadRequest(
             "resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\"".into(),
         )),
-        Some("Exact") => Ok(None),
+        Some("Exact") => Ok(ListSource::Store),
         Some(other) => Err(ApiError::BadRequest(format!(
             "unsupported resourceVersionMatch \"{other}\" (Exact, NotOlderThan)"
         ))),
-        None if n == 0 || opts.limit == 0 => Ok(Some(n)),
-        None => Ok(None),
+        None if n == 0 || opts.limit == 0 => Ok(ListSource::CacheNotOlderThan(n)),
+        None => Ok(ListSource::Store),
     }
 }
 
@@ -188,10 +203,11 @@ pub async fn serve(
     // "Any state" (`resourceVersion=0`) and resumed watches come from the cache; unset means
     // "from the current state": a consistent list from etcd, then the cache after it.
     let mut after = requested;
+    let cache = st.watch_cache.kind(info);
     if requested.is_none() && rv_param != Some("0") {
-        after = Some(initial_list(&store, info, ns, &opts, &enc, &tx).await?);
+        after = Some(initial_list(&store, cache.as_deref(), info, ns, &opts, &enc, &tx).await?);
     }
-    if let Some(cache) = st.watch_cache.kind(info) {
+    if let Some(cache) = cache {
         match cache.watch(ns, &opts, after).await {
             Ok(cw) => {
                 let w = Watcher {
@@ -233,7 +249,7 @@ pub async fn serve(
     }
     let after = match after {
         Some(rv) => rv,
-        None => initial_list(&store, info, ns, &opts, &enc, &tx).await?,
+        None => initial_list(&store, None, info, ns, &opts, &enc, &tx).await?,
     };
     let stream = match store
         .datastore()
@@ -262,26 +278,46 @@ pub async fn serve(
     Ok(body(rx))
 }
 
-/// Sends the current objects as ADDED events; returns the revision they were read at.
+/// A consistent LIST from `cache` (see [`ListSource::CacheConsistent`]): etcd's current
+/// revision, then the cache once it has applied it; `None` when etcd must answer instead.
+pub async fn consistent_from_cache(
+    store: &Storage,
+    cache: &KindCache,
+    ns: Option<&str>,
+    opts: &ListOptions,
+) -> Result<Option<RawListResult>, ApiError> {
+    let current = store.revision().await?;
+    Ok(cache
+        .list_consistent(ns, opts, current)
+        .await
+        .ok()
+        .transpose()?)
+}
+
+/// Sends the current objects as ADDED events; returns the revision they were read at. They
+/// come from `cache` when it can answer a consistent LIST, else from etcd.
 async fn initial_list(
     store: &Storage,
+    cache: Option<&KindCache>,
     info: &'static ResourceInfo,
     ns: Option<&str>,
     opts: &ListOptions,
     enc: &Encoder,
     tx: &mpsc::Sender<Bytes>,
 ) -> Result<i64, ApiError> {
-    let list = store
-        .list(
-            info,
-            ns,
-            &ListOptions {
-                limit: 0,
-                continue_token: None,
-                ..opts.clone()
-            },
-        )
-        .await?;
+    let opts = ListOptions {
+        limit: 0,
+        continue_token: None,
+        ..opts.clone()
+    };
+    let cached = match cache {
+        Some(cache) => consistent_from_cache(store, cache, ns, &opts).await?,
+        None => None,
+    };
+    let list = match cached {
+        Some(raw) => raw.decoded(info)?,
+        None => store.list(info, ns, &opts).await?,
+    };
     for item in &list.items {
         let _ = tx.send(enc.event("ADDED", item)).await;
     }

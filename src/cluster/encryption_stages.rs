@@ -406,7 +406,7 @@ async fn rewrite_all(ctx: &Ctx, store: &Datastore, active: &Active) -> Result<us
                 if is_current(active, &kv.value) {
                     continue;
                 }
-                let plain = active.decode(&kv.key, kv.value.clone())?;
+                let plain = active.decode(&kv.key, kv.value.to_vec())?;
                 match store.update(&kv.key, plain, kv.mod_revision).await? {
                     Cas::Written(_) => rewritten += 1,
                     Cas::Conflict(_) => stale += 1,

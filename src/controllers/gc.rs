@@ -265,7 +265,7 @@ mod tests {
     fn put(value: Value, prev: Option<Value>) -> Change {
         let stored = |v: &Value| Stored {
             key: "/registry/pods/default/p".into(),
-            value: serde_json::to_vec(v).unwrap(),
+            value: serde_json::to_vec(v).unwrap().into(),
             mod_revision: 2,
             create_revision: 1,
         };
@@ -332,7 +332,7 @@ mod tests {
         );
         let garbled = Change::Put {
             kv: Stored {
-                value: b"{not json".to_vec(),
+                value: b"{not json".to_vec().into(),
                 ..kv
             },
             prev: None,

@@ -48,7 +48,7 @@ impl DatastoreError {
 fn stored_from_kv(kv: &etcd_client::KeyValue) -> Stored {
     Stored {
         key: String::from_utf8_lossy(kv.key()).into_owned(),
-        value: kv.value().to_vec(),
+        value: kv.value().to_vec().into(),
         mod_revision: kv.mod_revision(),
         create_revision: kv.create_revision(),
     }

@@ -75,7 +75,7 @@ impl Default for MemoryStore {
 fn stored(key: &str, v: &Version) -> Option<Stored> {
     Some(Stored {
         key: key.to_string(),
-        value: v.value.clone()?,
+        value: v.value.clone()?.into(),
         mod_revision: v.mod_revision,
         create_revision: v.create_revision,
     })
@@ -131,7 +131,7 @@ impl State {
         });
         let kv = Stored {
             key: key.to_string(),
-            value,
+            value: value.into(),
             mod_revision: rev,
             create_revision,
         };
@@ -433,7 +433,7 @@ impl KvStore for MemoryStore {
             && std::mem::take(&mut s.race_next_delete)
             && let Some(cur) = s.current(key)
         {
-            s.write(key, cur.value, None);
+            s.write(key, cur.value.into(), None);
         }
         match s.current(key) {
             Some(cur) if expected.is_none_or(|e| e == cur.mod_revision) => {
@@ -545,7 +545,7 @@ mod tests {
         assert_eq!(r1, 2);
         // A second create conflicts and shows the current value.
         match ds.create("/a/1", b"y".to_vec()).await.unwrap() {
-            Cas::Conflict(Some(cur)) => assert_eq!(cur.value, b"x"),
+            Cas::Conflict(Some(cur)) => assert_eq!(cur.value, &b"x"[..]),
             other => panic!("expected conflict, got {other:?}"),
         }
         // Update at a stale revision conflicts; at the right one it writes.

@@ -38,7 +38,8 @@ pub enum DatastoreError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     pub key: String,
-    pub value: Vec<u8>,
+    /// Shared, so the watch cache hands out copies of large objects without copying them.
+    pub value: bytes::Bytes,
     pub mod_revision: i64,
     pub create_revision: i64,
 }

@@ -241,7 +241,7 @@ mod tests {
     fn stored(v: serde_json::Value) -> Stored {
         Stored {
             key: "/registry/minions/a1".into(),
-            value: serde_json::to_vec(&v).unwrap(),
+            value: serde_json::to_vec(&v).unwrap().into(),
             mod_revision: 2,
             create_revision: 1,
         }

@@ -225,10 +225,18 @@ pub const SERVICE_MANAGER_ENV: [&str; 6] = [
 /// refusing to start. etcd refuses a variable and a flag for the same setting, so a flag of
 /// that name in `etcd-arg` replaces the variable.
 ///
-/// `map` is etcd 3.5's default bbolt freelist (RKE2 ships 3.5): a hash map of free pages.
-/// etcd 3.4, Debian 12's, defaults to a sorted array that each page allocation scans; at
-/// 5,000 nodes the map cut the lease-renewal p50 by a fifth and p99 by 7-15 % (docs/scale.md).
-pub const ENV_DEFAULTS: [(&str, &str); 1] = [("experimental-backend-bbolt-freelist-type", "map")];
+/// - `map` is etcd 3.5's default bbolt freelist (RKE2 ships 3.5): a hash map of free pages.
+///   etcd 3.4, Debian 12's, defaults to a sorted array that each page allocation scans; at
+///   5,000 nodes the map cut the lease-renewal p50 by a fifth and p99 by 7-15 %
+///   (docs/scale.md).
+/// - Watch progress notifications every 100 ms (etcd's default is 10 minutes) to watches that
+///   had no event since the last one: they tell an idle kind's watch cache that it is current,
+///   so a consistent LIST of it can be answered from memory (docs/watch-cache.md). etcd 3.4's
+///   progress *requests* can overtake events, so the daemon does not use them.
+pub const ENV_DEFAULTS: [(&str, &str); 2] = [
+    ("experimental-backend-bbolt-freelist-type", "map"),
+    ("experimental-watch-progress-notify-interval", "100ms"),
+];
 
 /// etcd's environment variable for `flag`.
 fn env_name(flag: &str) -> String {
@@ -578,7 +586,16 @@ mod tests {
     fn the_freelist_default_goes_by_environment_unless_an_etcd_arg_sets_it() {
         let var = "ETCD_EXPERIMENTAL_BACKEND_BBOLT_FREELIST_TYPE";
         let s = settings();
-        assert_eq!(s.env(), vec![(var.to_string(), "map".to_string())]);
+        assert_eq!(
+            s.env(),
+            vec![
+                (var.to_string(), "map".to_string()),
+                (
+                    "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL".to_string(),
+                    "100ms".to_string()
+                )
+            ]
+        );
         let passed = |s: &EtcdSettings| {
             command(s)
                 .as_std()
@@ -592,7 +609,7 @@ mod tests {
         ] {
             let mut s = settings();
             s.extra_args = vec![arg.into()];
-            assert!(s.env().is_empty(), "{arg}");
+            assert!(s.env().iter().all(|(k, _)| k != var), "{arg}");
             assert!(!passed(&s), "{arg}");
             assert!(
                 s.args()

@@ -43,13 +43,14 @@ fn decode_kv(keyring: &Keyring, prefix: &str, mut kv: Stored) -> Result<Stored, 
     if !kv.key.starts_with(prefix) {
         return Ok(kv);
     }
-    let value = std::mem::take(&mut kv.value);
+    let value = Vec::from(std::mem::take(&mut kv.value));
     kv.value = active(keyring, &kv.key)?
         .decode(&kv.key, value)
         .map_err(|e| DatastoreError::Corrupt {
             key: kv.key.clone(),
             message: e.to_string(),
-        })?;
+        })?
+        .into();
     Ok(kv)
 }
 
@@ -309,16 +310,16 @@ mod tests {
         assert!(!stored.windows(4).any(|w| w == b"data"));
         assert_eq!(
             store.get(KEY).await.unwrap().0.unwrap().value,
-            b"{\"data\":\"x\"}"
+            &b"{\"data\":\"x\"}"[..]
         );
         let page = store.list("/registry/secrets/", None, 0, 0).await.unwrap();
-        assert_eq!(page.items[0].value, b"{\"data\":\"x\"}");
+        assert_eq!(page.items[0].value, &b"{\"data\":\"x\"}"[..]);
         // A conflicting write reports the current value decrypted.
         let Cas::Conflict(Some(cur)) = store.update(KEY, b"{}".to_vec(), rev - 1).await.unwrap()
         else {
             panic!("expected a conflict")
         };
-        assert_eq!(cur.value, b"{\"data\":\"x\"}");
+        assert_eq!(cur.value, &b"{\"data\":\"x\"}"[..]);
         store
             .update(KEY, b"{\"data\":\"y\"}".to_vec(), rev)
             .await
@@ -327,13 +328,13 @@ mod tests {
         let Change::Put { kv, .. } = &batch[0] else {
             panic!("expected a put")
         };
-        assert_eq!(kv.value, b"{\"data\":\"x\"}");
+        assert_eq!(kv.value, &b"{\"data\":\"x\"}"[..]);
         let mut seen = batch.len();
         while seen < 2 {
             let (batch, _) = watch.next().await.unwrap().unwrap();
             if let Some(Change::Put { kv, prev, .. }) = batch.first() {
-                assert_eq!(kv.value, b"{\"data\":\"y\"}");
-                assert_eq!(prev.as_ref().unwrap().value, b"{\"data\":\"x\"}");
+                assert_eq!(kv.value, &b"{\"data\":\"y\"}"[..]);
+                assert_eq!(prev.as_ref().unwrap().value, &b"{\"data\":\"x\"}"[..]);
             }
             seen += batch.len();
         }
@@ -349,7 +350,7 @@ mod tests {
                 .0
                 .unwrap()
                 .value,
-            b"{}"
+            &b"{}"[..]
         );
         // A lookalike prefix is not a Secret.
         store
@@ -363,7 +364,7 @@ mod tests {
                 .0
                 .unwrap()
                 .value,
-            b"{}"
+            &b"{}"[..]
         );
     }
 
@@ -373,7 +374,7 @@ mod tests {
         raw.put(KEY, b"{\"plain\":true}".to_vec()).await.unwrap();
         assert_eq!(
             store.get(KEY).await.unwrap().0.unwrap().value,
-            b"{\"plain\":true}"
+            &b"{\"plain\":true}"[..]
         );
         store.put(KEY, b"{}".to_vec()).await.unwrap();
         // A server without the key cannot read it, and says so.

@@ -79,6 +79,13 @@ impl RawListResult {
 /// right after `apiVersion` and `kind`; anything unexpected (including an object stored in
 /// another version than the one served) falls back to decode + encode.
 pub fn encode_item(info: &ResourceInfo, kv: &Stored) -> Result<Vec<u8>, ObjectError> {
+    let mut out = Vec::with_capacity(kv.value.len() + 32);
+    write_item(info, kv, &mut out)?;
+    Ok(out)
+}
+
+/// [`encode_item`], appended to `out` (a list body), with no copy of its own.
+pub fn write_item(info: &ResourceInfo, kv: &Stored, out: &mut Vec<u8>) -> Result<(), ObjectError> {
     const META: &[u8] = b"\"metadata\":{";
     let v = &kv.value;
     let served_version = format!("{{\"apiVersion\":\"{}\",", info.api_version());
@@ -93,13 +100,13 @@ pub fn encode_item(info: &ResourceInfo, kv: &Stored) -> Result<Vec<u8>, ObjectEr
             kv.mod_revision,
             if empty { "" } else { "," }
         );
-        let mut out = Vec::with_capacity(v.len() + rv.len());
         out.extend_from_slice(&v[..at]);
         out.extend_from_slice(rv.as_bytes());
         out.extend_from_slice(&v[at..]);
-        return Ok(out);
+        return Ok(());
     }
-    Ok(serde_json::to_vec(&decode(info, kv)?).expect("JSON values serialise"))
+    serde_json::to_writer(out, &decode(info, kv)?).expect("JSON values serialise");
+    Ok(())
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -924,7 +931,7 @@ mod tests {
         let obj = serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {"a": "b"}}, "spec": {}});
         let kv = Stored {
             key: "/registry/minions/n1".into(),
-            value: encode(info, &obj),
+            value: encode(info, &obj).into(),
             mod_revision: 42,
             create_revision: 40,
         };
@@ -932,7 +939,7 @@ mod tests {
         assert_eq!(fast, decode(info, &kv).unwrap());
         let empty = serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {}});
         let kv = Stored {
-            value: encode(info, &empty),
+            value: encode(info, &empty).into(),
             ..kv
         };
         let fast: Value = serde_json::from_slice(&encode_item(info, &kv).unwrap()).unwrap();

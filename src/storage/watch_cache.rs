@@ -15,7 +15,10 @@
 //! Read-your-writes: the API server writes through [`WatchCaches::fenced`], which records the
 //! revision of every acknowledged write per cached kind; a LIST from the cache first waits until
 //! the cache has applied that revision, so it never answers older than a write the same server
-//! acknowledged.
+//! acknowledged. A consistent LIST (no `resourceVersion`) is served from memory once the cache
+//! has applied etcd's current revision, read linearizably when the request arrives
+//! ([`KindCache::list_consistent`]); etcd's progress notifications move an idle kind's cache to
+//! that revision.
 //!
 //! The server's own subsystems (controllers, the supervisor's node index) watch through
 //! [`WatchCaches::serving_watches`]: their datastore watches of a cached kind are served by its
@@ -54,6 +57,15 @@ pub struct CacheConfig {
     pub subsystem_buffer: usize,
     /// How long a LIST or WATCH waits for the cache to reach the revision it needs.
     pub freshness_wait: Duration,
+    /// A consistent LIST (no `resourceVersion`) is answered from the cache once the cache has
+    /// reached etcd's current revision. When it has not yet, the LIST waits for it only if the
+    /// kind has at least this many objects: a smaller list is cheaper to read from etcd than
+    /// to wait for the cache's next event or progress notification.
+    pub consistent_min_objects: usize,
+    /// How long such a LIST waits before it reads etcd instead: a little over two of etcd's
+    /// progress notification intervals (`ENV_DEFAULTS` in `etcd::process`), which is how long
+    /// an idle kind's cache may take to learn that it is current.
+    pub consistent_wait: Duration,
 }
 
 impl Default for CacheConfig {
@@ -66,6 +78,8 @@ impl Default for CacheConfig {
             watcher_buffer: 1024,
             subsystem_buffer: 65_536,
             freshness_wait: Duration::from_secs(3),
+            consistent_min_objects: 500,
+            consistent_wait: Duration::from_millis(500),
         }
     }
 }
@@ -145,7 +159,7 @@ impl Entry {
         std::mem::size_of::<Entry>()
             + std::mem::size_of::<Arc<Entry>>()
             + 2 * key
-            + self.kv.value.capacity()
+            + self.kv.value.len()
             + self.node.as_ref().map_or(0, |n| 2 * n.len() + key)
     }
 }
@@ -509,12 +523,40 @@ impl KindCache {
     /// Waits until the cache has applied `at_least` and every write acknowledged through the
     /// fenced store; `NotReady` after the configured wait.
     async fn fresh(&self, at_least: i64) -> Result<(), CacheError> {
+        self.fresh_within(at_least, self.cfg.freshness_wait).await
+    }
+
+    /// [`KindCache::fresh`] with its own bound on the wait.
+    async fn fresh_within(&self, at_least: i64, wait: Duration) -> Result<(), CacheError> {
         let target = at_least.max(self.acked.load(Ordering::Acquire)).max(1);
         let mut rx = self.revision.subscribe();
-        match tokio::time::timeout(self.cfg.freshness_wait, rx.wait_for(|r| *r >= target)).await {
+        match tokio::time::timeout(wait, rx.wait_for(|r| *r >= target)).await {
             Ok(Ok(_)) => Ok(()),
             _ => Err(CacheError::NotReady),
         }
+    }
+
+    /// A consistent LIST from memory, as upstream's consistent reads from cache: `current` is
+    /// etcd's revision read (linearizably) when the request arrived, and the cache answers
+    /// once it has applied that revision, so the answer holds every write acknowledged
+    /// anywhere before the request. `NotReady` sends the LIST to etcd: the cache did not get
+    /// there within [`CacheConfig::consistent_wait`], or it is behind and the kind is too small
+    /// to be worth waiting for ([`CacheConfig::consistent_min_objects`]).
+    pub async fn list_consistent(
+        &self,
+        ns: Option<&str>,
+        opts: &ListOptions,
+        current: i64,
+    ) -> Result<Result<RawListResult, ObjectError>, CacheError> {
+        let (reached, objects) = {
+            let s = self.read();
+            (s.revision >= current, s.objects.len())
+        };
+        if !reached && objects < self.cfg.consistent_min_objects {
+            return Err(CacheError::NotReady);
+        }
+        self.fresh_within(current, self.cfg.consistent_wait).await?;
+        self.list_now(ns, opts)
     }
 
     /// Lists from memory, at a revision not older than `at_least` nor than any write
@@ -527,6 +569,15 @@ impl KindCache {
         at_least: i64,
     ) -> Result<Result<RawListResult, ObjectError>, CacheError> {
         self.fresh(at_least).await?;
+        self.list_now(ns, opts)
+    }
+
+    /// The LIST from what the cache holds now.
+    fn list_now(
+        &self,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<Result<RawListResult, ObjectError>, CacheError> {
         let info = self.info;
         let prefix = info.list_prefix(ns);
         let s = self.read();
@@ -1431,6 +1482,111 @@ mod tests {
             assert!(listed.resource_version >= rev);
             assert_eq!(listed.items.len(), i + 1, "the write of {name} is listed");
         }
+    }
+
+    /// A fixture whose pods' cache holds `pods` Pods and is one revision behind the store: the
+    /// last write went to a ConfigMap, which the pods' cache never sees. Returns the store's
+    /// revision.
+    async fn idle_and_behind(cfg: CacheConfig, pods: usize) -> (Fixture, i64) {
+        let f = fixture(cfg);
+        caught_up(&f.pods, 1).await;
+        for i in 0..pods {
+            let name = format!("p{i}");
+            f.memory
+                .put(&key(&name), pod(&name, "n1", 0))
+                .await
+                .unwrap();
+        }
+        let cm = crate::registry::CONFIGMAPS.key(Some("ns"), "other");
+        let current = f.memory.put(&cm, b"{}".to_vec()).await.unwrap();
+        caught_up(&f.pods, current - 1).await;
+        assert!(f.pods.current() < current);
+        (f, current)
+    }
+
+    #[tokio::test]
+    async fn a_consistent_list_waits_for_writes_made_behind_the_caches_back() {
+        let f = fixture(CacheConfig {
+            consistent_min_objects: 1,
+            ..CacheConfig::default()
+        });
+        let first = f.ds.put(&key("p0"), pod("p0", "n1", 0)).await.unwrap();
+        caught_up(&f.pods, first).await;
+        // Written straight to the store, as another server would: nothing was acknowledged
+        // through this server, yet a consistent LIST must hold them. The test's one thread
+        // has not run the cache task since, so the cache is behind when the LIST starts.
+        let mut last = 0;
+        for i in 0..3 {
+            let name = format!("q{i}");
+            last = f
+                .memory
+                .put(&key(&name), pod(&name, "n1", 0))
+                .await
+                .unwrap();
+        }
+        let current = f.memory.revision().await.unwrap();
+        assert_eq!(current, last);
+        assert!(f.pods.current() < current);
+        let listed = f.pods.list_consistent(None, &all(), current).await;
+        let listed = listed.expect("the cache catches up").unwrap();
+        assert!(listed.resource_version >= current);
+        assert_eq!(listed.items.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_consistent_list_of_an_idle_kind_is_confirmed_by_a_progress_notification() {
+        let cfg = CacheConfig {
+            consistent_min_objects: 1,
+            consistent_wait: Duration::from_secs(3600),
+            ..CacheConfig::default()
+        };
+        // The cache has every Pod, but only a progress notification tells it that nothing
+        // else happened to Pods up to `current`.
+        let (f, current) = idle_and_behind(cfg, 2).await;
+        let pods = f.pods.clone();
+        let list = tokio::spawn(async move { pods.list_consistent(None, &all(), current).await });
+        tokio::task::yield_now().await;
+        assert!(
+            !list.is_finished(),
+            "answered before the cache reached {current}"
+        );
+        f.memory.notify_progress();
+        let listed = list.await.unwrap().expect("served from the cache").unwrap();
+        assert_eq!(listed.resource_version, current);
+        assert_eq!(listed.items.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_consistent_list_goes_to_the_store_when_the_cache_is_behind_and_small_or_late() {
+        // Small: not worth waiting for, etcd answers at once (the wait would be an hour).
+        let cfg = CacheConfig {
+            consistent_min_objects: 3,
+            consistent_wait: Duration::from_secs(3600),
+            ..CacheConfig::default()
+        };
+        let (f, current) = idle_and_behind(cfg, 2).await;
+        let small = tokio::time::timeout(
+            Duration::from_secs(10),
+            f.pods.list_consistent(None, &all(), current),
+        )
+        .await
+        .expect("no wait for a small kind");
+        assert!(matches!(small, Err(CacheError::NotReady)));
+        // Caught up already: served from the cache whatever its size.
+        f.memory.notify_progress();
+        caught_up(&f.pods, current).await;
+        let listed = f.pods.list_consistent(None, &all(), current).await;
+        assert_eq!(listed.unwrap().unwrap().items.len(), 2);
+
+        // Large enough but no progress within the wait: etcd answers.
+        let cfg = CacheConfig {
+            consistent_min_objects: 1,
+            consistent_wait: Duration::from_millis(20),
+            ..CacheConfig::default()
+        };
+        let (f, current) = idle_and_behind(cfg, 2).await;
+        let late = f.pods.list_consistent(None, &all(), current).await;
+        assert!(matches!(late, Err(CacheError::NotReady)));
     }
 
     #[tokio::test]
