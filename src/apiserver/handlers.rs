@@ -780,9 +780,9 @@ async fn list(
         Some(r) => r,
         None => store.list_stored(info, ns, &opts).await?,
     };
-    // A large list is tens of milliseconds of CPU at 5,000 Nodes (15 MB to copy, or to parse
-    // again for protobuf): built on the blocking pool, it does not hold up the requests queued
-    // on this async worker (docs/scale.md).
+    // A large list is tens of milliseconds of CPU at 5,000 Nodes (megabytes to copy, or to
+    // parse again for protobuf): built on the blocking pool, it does not hold up the requests
+    // queued on this async worker (docs/scale.md).
     let bytes: usize = result.items.iter().map(|kv| kv.value.len()).sum();
     if bytes < LARGE_LIST_BYTES {
         return list_response(info, result, encoding);

@@ -306,18 +306,24 @@ impl EtcdStore {
     /// Watches `prefix` from revision `start` (inclusive; 0 = now). Changes arrive in revision
     /// order; the stream ends with an error when the revision has been compacted or etcd fails.
     pub async fn watch(&self, prefix: &str, start: i64) -> Result<WatchStream, DatastoreError> {
-        self.watch_with(prefix, start, true).await
+        self.watch_with(prefix, start, true, false).await
     }
 
     /// [`EtcdStore::watch`] with or without each change's previous value (`prev`): etcd reads
-    /// the old revision of the key for every event it sends with one.
+    /// the old revision of the key for every event it sends with one. With `progress`, etcd
+    /// sends progress notifications while the watch has no events (see
+    /// [`KvStore::watch_without_prev`]).
     pub async fn watch_with(
         &self,
         prefix: &str,
         start: i64,
         prev: bool,
+        progress: bool,
     ) -> Result<WatchStream, DatastoreError> {
-        let mut opts = WatchOptions::new().with_prefix().with_progress_notify();
+        let mut opts = WatchOptions::new().with_prefix();
+        if progress {
+            opts = opts.with_progress_notify();
+        }
         if prev {
             opts = opts.with_prev_key();
         }
@@ -516,8 +522,9 @@ impl KvStore for EtcdStore {
         &'a self,
         prefix: &'a str,
         start: i64,
+        progress: bool,
     ) -> BoxFuture<'a, Result<WatchStream, DatastoreError>> {
-        Box::pin(EtcdStore::watch_with(self, prefix, start, false))
+        Box::pin(EtcdStore::watch_with(self, prefix, start, false, progress))
     }
     fn lease_grant(&self, ttl: i64) -> BoxFuture<'_, Result<i64, DatastoreError>> {
         Box::pin(EtcdStore::lease_grant(self, ttl))

@@ -29,6 +29,8 @@ struct Version {
 struct Watcher {
     prefix: String,
     tx: mpsc::UnboundedSender<(Vec<Change>, i64)>,
+    /// Gets [`MemoryStore::notify_progress`]'s notifications.
+    progress: bool,
 }
 
 #[derive(Debug)]
@@ -259,6 +261,15 @@ impl MemoryStore {
             .count()
     }
 
+    /// Number of live watches that asked for progress notifications.
+    pub fn progress_watch_count(&self) -> usize {
+        self.lock()
+            .watchers
+            .iter()
+            .filter(|w| w.progress && !w.tx.is_closed())
+            .count()
+    }
+
     /// Makes the next conditional delete lose a race: just before it, its key is written again
     /// with the same value (a new mod_revision), as another client's write landing between a
     /// reader's read and its delete would.
@@ -272,13 +283,48 @@ impl MemoryStore {
         std::mem::take(&mut self.lock().listed)
     }
 
-    /// Sends every watcher a progress notification (an empty batch at the current revision),
-    /// as etcd does for watches created with progress notifications.
+    /// Sends every watcher created with progress notifications one (an empty batch at the
+    /// current revision), as etcd does at its interval.
     pub fn notify_progress(&self) {
         let s = self.lock();
-        for w in &s.watchers {
+        for w in s.watchers.iter().filter(|w| w.progress) {
             let _ = w.tx.send((Vec::new(), s.revision));
         }
+    }
+
+    fn watch_with(
+        &self,
+        prefix: &str,
+        start: i64,
+        progress: bool,
+    ) -> Result<WatchStream, DatastoreError> {
+        let mut s = self.lock();
+        if start > 0 && start < s.compacted {
+            return Err(DatastoreError::Compacted {
+                requested: start,
+                compacted: s.compacted,
+            });
+        }
+        let backlog: Vec<Change> = if start > 0 {
+            s.history
+                .iter()
+                .filter(|c| c.revision() >= start && change_key(c).starts_with(prefix))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        s.watchers.push(Watcher {
+            prefix: prefix.to_string(),
+            tx,
+            progress,
+        });
+        let revision = s.revision;
+        Ok(WatchStream::new(MemoryWatch {
+            backlog: (!backlog.is_empty()).then_some((backlog, revision)),
+            rx,
+        }))
     }
 }
 
@@ -464,32 +510,16 @@ impl KvStore for MemoryStore {
         prefix: &'a str,
         start: i64,
     ) -> BoxFuture<'a, Result<WatchStream, DatastoreError>> {
-        let mut s = self.lock();
-        if start > 0 && start < s.compacted {
-            return ready(Err(DatastoreError::Compacted {
-                requested: start,
-                compacted: s.compacted,
-            }));
-        }
-        let backlog: Vec<Change> = if start > 0 {
-            s.history
-                .iter()
-                .filter(|c| c.revision() >= start && change_key(c).starts_with(prefix))
-                .cloned()
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let (tx, rx) = mpsc::unbounded_channel();
-        s.watchers.push(Watcher {
-            prefix: prefix.to_string(),
-            tx,
-        });
-        let revision = s.revision;
-        ready(Ok(WatchStream::new(MemoryWatch {
-            backlog: (!backlog.is_empty()).then_some((backlog, revision)),
-            rx,
-        })))
+        ready(self.watch_with(prefix, start, false))
+    }
+
+    fn watch_without_prev<'a>(
+        &'a self,
+        prefix: &'a str,
+        start: i64,
+        progress: bool,
+    ) -> BoxFuture<'a, Result<WatchStream, DatastoreError>> {
+        ready(self.watch_with(prefix, start, progress))
     }
 
     fn lease_grant(&self, ttl: i64) -> BoxFuture<'_, Result<i64, DatastoreError>> {
@@ -614,8 +644,10 @@ mod tests {
         let (batch, rev) = w.next().await.unwrap().unwrap();
         assert!(matches!(&batch[0], Change::Delete { prev: Some(_), .. }));
         assert_eq!(rev, ds.revision().await.unwrap());
+        // Progress notifications reach the watches that asked for them.
+        let mut p = ds.watch_without_prev("/w/", 0, true).await.unwrap();
         m.notify_progress();
-        assert_eq!(w.next().await.unwrap().unwrap().0.len(), 0);
+        assert_eq!(p.next().await.unwrap().unwrap().0.len(), 0);
         m.compact(rev);
         assert!(matches!(
             ds.watch("/w/", r).await,

@@ -169,11 +169,17 @@ pub trait KvStore: Send + Sync + std::fmt::Debug {
     /// [`KvStore::watch`] for a watcher that keeps every object itself (the watch cache), so
     /// its changes may come without previous values. etcd then skips a read of the old
     /// revision for every event; other stores may include them anyway.
+    ///
+    /// With `progress`, the store also sends progress notifications (empty batches at its
+    /// current revision) while the watch has no events; etcd does so at its
+    /// `watch-progress-notify-interval`. Plain watches get none.
     fn watch_without_prev<'a>(
         &'a self,
         prefix: &'a str,
         start: i64,
+        progress: bool,
     ) -> BoxFuture<'a, Result<WatchStream, DatastoreError>> {
+        let _ = progress;
         self.watch(prefix, start)
     }
     /// Grants a lease of `ttl` seconds.
@@ -320,8 +326,9 @@ impl Datastore {
         &self,
         prefix: &str,
         start: i64,
+        progress: bool,
     ) -> Result<WatchStream, DatastoreError> {
-        self.0.watch_without_prev(prefix, start).await
+        self.0.watch_without_prev(prefix, start, progress).await
     }
 
     /// Grants a lease of `ttl` seconds.

@@ -230,9 +230,10 @@ pub const SERVICE_MANAGER_ENV: [&str; 6] = [
 ///   5,000 nodes the map cut the lease-renewal p50 by a fifth and p99 by 7-15 %
 ///   (docs/scale.md).
 /// - Watch progress notifications every 100 ms (etcd's default is 10 minutes) to watches that
-///   had no event since the last one: they tell an idle kind's watch cache that it is current,
-///   so a consistent LIST of it can be answered from memory (docs/watch-cache.md). etcd 3.4's
-///   progress *requests* can overtake events, so the daemon does not use them.
+///   asked for them and had no event since the last one: they tell an idle kind's watch cache
+///   that it is current, so a consistent LIST of it can be answered from memory. Only the
+///   caches of kinds with 500 objects or more ask (docs/watch-cache.md). etcd 3.4's progress
+///   *requests* can overtake events, so the daemon does not use them.
 pub const ENV_DEFAULTS: [(&str, &str); 2] = [
     ("experimental-backend-bbolt-freelist-type", "map"),
     ("experimental-watch-progress-notify-interval", "100ms"),

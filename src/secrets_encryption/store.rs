@@ -213,9 +213,13 @@ impl KvStore for EncryptingStore {
         &'a self,
         prefix: &'a str,
         start: i64,
+        progress: bool,
     ) -> BoxFuture<'a, Result<WatchStream, DatastoreError>> {
         Box::pin(async move {
-            let inner = self.inner.watch_without_prev(prefix, start).await?;
+            let inner = self
+                .inner
+                .watch_without_prev(prefix, start, progress)
+                .await?;
             Ok(self.decoding(inner))
         })
     }

@@ -60,7 +60,8 @@ pub struct CacheConfig {
     /// A consistent LIST (no `resourceVersion`) is answered from the cache once the cache has
     /// reached etcd's current revision. When it has not yet, the LIST waits for it only if the
     /// kind has at least this many objects: a smaller list is cheaper to read from etcd than
-    /// to wait for the cache's next event or progress notification.
+    /// to wait for the cache's next event or progress notification. Only the etcd watches of
+    /// kinds this large ask for progress notifications.
     pub consistent_min_objects: usize,
     /// How long such a LIST waits before it reads etcd instead: a little over two of etcd's
     /// progress notification intervals (`ENV_DEFAULTS` in `etcd::process`), which is how long
@@ -773,13 +774,14 @@ impl KindCache {
             }
             if listed {
                 let from = self.current() + 1;
+                let progress = self.wants_progress(false);
                 let outcome = tokio::select! {
                     _ = cancel.cancelled() => return,
                     // The cache keeps every object, so it needs no previous values.
-                    r = ds.watch_without_prev(&self.prefix, from) => r,
+                    r = ds.watch_without_prev(&self.prefix, from, progress) => r,
                 };
                 match outcome {
-                    Ok(stream) => match self.follow(stream, &cancel).await {
+                    Ok(stream) => match self.follow(stream, progress, &cancel).await {
                         None => return,
                         Some(Err(DatastoreError::Compacted { .. })) => listed = false,
                         Some(Err(e)) => {
@@ -788,6 +790,11 @@ impl KindCache {
                         Some(Ok(progressed)) => {
                             if progressed {
                                 backoff = BACKOFF.0;
+                            }
+                            // The kind grew or shrank past the size that wants progress
+                            // notifications: watch again at once, from where it stopped.
+                            if self.wants_progress(progress) != progress {
+                                continue;
                             }
                         }
                     },
@@ -809,11 +816,28 @@ impl KindCache {
         }
     }
 
+    /// Whether this kind's etcd watch should ask for progress notifications, given whether it
+    /// does now. Only a consistent LIST of a kind with [`CacheConfig::consistent_min_objects`]
+    /// waits for the cache, and only an idle kind needs a progress notification to learn that
+    /// it is current; each one costs etcd and this server a message per interval, so the
+    /// kinds smaller than that (most of them, in most clusters) go without. Off again below
+    /// half the size, so that a kind near it does not switch back and forth.
+    fn wants_progress(&self, now: bool) -> bool {
+        let objects = self.read().objects.len();
+        let min = self.cfg.consistent_min_objects;
+        if now {
+            objects >= min / 2
+        } else {
+            objects >= min
+        }
+    }
+
     /// Applies a watch until it ends: `None` when cancelled, `Ok(progressed)` when the stream
-    /// ended cleanly, the error otherwise.
+    /// ended cleanly (or the kind's size calls for the other `progress`), the error otherwise.
     async fn follow(
         &self,
         mut stream: WatchStream,
+        progress: bool,
         cancel: &CancellationToken,
     ) -> Option<Result<bool, DatastoreError>> {
         let mut progressed = false;
@@ -825,7 +849,11 @@ impl KindCache {
             match msg {
                 Ok(Some((changes, rev))) => {
                     progressed = true;
+                    let sized = !changes.is_empty();
                     self.apply(changes, rev);
+                    if sized && self.wants_progress(progress) != progress {
+                        return Some(Ok(true));
+                    }
                 }
                 Ok(None) => return Some(Ok(progressed)),
                 Err(e) => return Some(Err(e)),
@@ -1259,11 +1287,12 @@ impl KvStore for Fenced {
         &'a self,
         prefix: &'a str,
         start: i64,
+        progress: bool,
     ) -> BoxFuture<'a, Result<WatchStream, DatastoreError>> {
         Box::pin(async move {
             match self.cache_watch(prefix, start).await {
                 Some(served) => served,
-                None => self.inner.watch_without_prev(prefix, start).await,
+                None => self.inner.watch_without_prev(prefix, start, progress).await,
             }
         })
     }
@@ -1396,7 +1425,11 @@ mod tests {
 
     #[tokio::test]
     async fn bookmarks_cover_every_event_delivered_and_follow_progress() {
-        let f = fixture(CacheConfig::default());
+        // Large enough a kind (one object) for its watch to get progress notifications.
+        let f = fixture(CacheConfig {
+            consistent_min_objects: 1,
+            ..CacheConfig::default()
+        });
         let a = f.ds.put(&key("a"), pod("a", "n1", 0)).await.unwrap();
         caught_up(&f.pods, a).await;
         let mut w = f.pods.watch(None, &all(), Some(a)).await.unwrap();
@@ -1412,8 +1445,7 @@ mod tests {
             f.ds.put("/registry/configmaps/ns/x", b"{}".to_vec())
                 .await
                 .unwrap();
-        f.memory.notify_progress();
-        caught_up(&f.pods, other).await;
+        progress_until(&f, || f.pods.current() >= other).await;
         let (queued, rev) = w.drain_for_bookmark();
         assert!(queued.is_empty());
         assert_eq!(rev, other);
@@ -1484,6 +1516,19 @@ mod tests {
         }
     }
 
+    /// Sends progress notifications until `done`: the cache task may not have opened its
+    /// progress-notified watch yet when the test first asks.
+    async fn progress_until(f: &Fixture, done: impl Fn() -> bool) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !done() {
+                f.memory.notify_progress();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("progress within 10 s");
+    }
+
     /// A fixture whose pods' cache holds `pods` Pods and is one revision behind the store: the
     /// last write went to a ConfigMap, which the pods' cache never sees. Returns the store's
     /// revision.
@@ -1550,7 +1595,7 @@ mod tests {
             !list.is_finished(),
             "answered before the cache reached {current}"
         );
-        f.memory.notify_progress();
+        progress_until(&f, || list.is_finished()).await;
         let listed = list.await.unwrap().expect("served from the cache").unwrap();
         assert_eq!(listed.resource_version, current);
         assert_eq!(listed.items.len(), 2);
@@ -1573,10 +1618,10 @@ mod tests {
         .expect("no wait for a small kind");
         assert!(matches!(small, Err(CacheError::NotReady)));
         // Caught up already: served from the cache whatever its size.
-        f.memory.notify_progress();
-        caught_up(&f.pods, current).await;
-        let listed = f.pods.list_consistent(None, &all(), current).await;
-        assert_eq!(listed.unwrap().unwrap().items.len(), 2);
+        let now = f.memory.put(&key("p9"), pod("p9", "n1", 0)).await.unwrap();
+        caught_up(&f.pods, now).await;
+        let listed = f.pods.list_consistent(None, &all(), now).await;
+        assert_eq!(listed.unwrap().unwrap().items.len(), 3);
 
         // Large enough but no progress within the wait: etcd answers.
         let cfg = CacheConfig {
@@ -1587,6 +1632,71 @@ mod tests {
         let (f, current) = idle_and_behind(cfg, 2).await;
         let late = f.pods.list_consistent(None, &all(), current).await;
         assert!(matches!(late, Err(CacheError::NotReady)));
+    }
+
+    #[tokio::test]
+    async fn only_large_kinds_watch_with_progress_notifications_and_lose_no_event_switching() {
+        let f = fixture(CacheConfig {
+            consistent_min_objects: 4,
+            ..CacheConfig::default()
+        });
+        caught_up(&f.pods, 1).await;
+        let mut w = f
+            .pods
+            .watch(None, &all(), Some(f.pods.current()))
+            .await
+            .unwrap();
+        let memory = f.memory.clone();
+        let wait_for = move |want: usize| {
+            let memory = memory.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(10), async {
+                    while memory.progress_watch_count() != want {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                })
+                .await
+                .expect("the cache's watch switches");
+            }
+        };
+        let mut written = Vec::new();
+        for i in 0..4 {
+            let name = format!("p{i}");
+            written.push(
+                f.memory
+                    .put(&key(&name), pod(&name, "n1", 0))
+                    .await
+                    .unwrap(),
+            );
+            if i < 3 {
+                caught_up(&f.pods, written[i]).await;
+                assert_eq!(f.memory.progress_watch_count(), 0, "{} pods", i + 1);
+            }
+        }
+        // Four Pods: the kind's watch asks for progress from then on.
+        wait_for(1).await;
+        // Down to one (under half of four): without again.
+        for i in 0..3 {
+            match f.memory.delete(&key(&format!("p{i}")), None).await.unwrap() {
+                Cas::Written(rev) => written.push(rev),
+                other => panic!("delete: {other:?}"),
+            }
+        }
+        wait_for(0).await;
+        let last = f.memory.put(&key("p9"), pod("p9", "n1", 0)).await.unwrap();
+        written.push(last);
+        // The client watch saw every change once, in order, across both switches.
+        let mut seen = Vec::new();
+        while seen.len() < written.len() {
+            seen.push(next(&mut w).await.revision);
+        }
+        assert_eq!(seen, written);
+        assert_eq!(f.memory.watch_count(), cached_kinds_bound(&f));
+    }
+
+    /// The store watches of the fixture's caches (one per bound kind).
+    fn cached_kinds_bound(f: &Fixture) -> usize {
+        f.caches.stats().len()
     }
 
     #[tokio::test]
@@ -1686,7 +1796,7 @@ mod tests {
         let serving = f.caches.serving_watches(&f.ds);
         let store_watches = f.memory.watch_count();
         let mut w = serving
-            .watch_without_prev(&PODS.list_prefix(Some("ns")), a + 1)
+            .watch_without_prev(&PODS.list_prefix(Some("ns")), a + 1, false)
             .await
             .unwrap();
         // A watcher of the cache, and no store watch of its own.
